@@ -1,0 +1,125 @@
+//! The crate's one error type, and the protocol errors a peer can cause.
+
+use std::fmt;
+
+/// Everything that can go wrong in kids-core.
+///
+/// The variants keep three kinds of failure apart: the peer sent garbage
+/// ([`Error::Protocol`]), the caller misused the API ([`Error::Config`]) and
+/// the operating system failed ([`Error::Io`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer sent bytes that are not valid RESP, or that exceed a bound.
+    #[error("protocol error: {0}")]
+    Protocol(#[from] ProtocolError),
+    /// A value given by the caller is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+    /// Reading or writing a socket or a file failed.
+    #[error("io error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a request stream was rejected.
+///
+/// Each variant maps to the exact `-ERR Protocol error: ...` line that Redis 7
+/// sends before it closes the connection ([`ProtocolError::reply`]), except
+/// [`ProtocolError::QueryBufferLimit`], on which Redis (and kids) close the
+/// connection without a reply.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum ProtocolError {
+    /// A `*<count>` line grew past the inline bound before its `\r`.
+    TooBigMbulkCountString,
+    /// The multibulk count is not an integer or exceeds its bound.
+    InvalidMultibulkLength,
+    /// A `$<len>` line grew past the inline bound before its `\r`.
+    TooBigBulkCountString,
+    /// An element of a multibulk request did not start with `$`.
+    ExpectedDollar(u8),
+    /// The bulk length is not an integer, is negative or exceeds its bound.
+    InvalidBulkLength,
+    /// An inline command grew past the inline bound before its newline.
+    TooBigInlineRequest,
+    /// An inline command has an unterminated quote.
+    UnbalancedQuotes,
+    /// The bytes buffered for one connection exceed the query buffer bound.
+    QueryBufferLimit,
+    /// A reply frame (client side) is malformed or over a bound; the text says how.
+    InvalidReply(&'static str),
+}
+
+impl ProtocolError {
+    /// The exact reply line (with `\r\n`) a server sends before closing, or
+    /// `None` when the connection is closed without a reply.
+    pub fn reply(&self) -> Option<Vec<u8>> {
+        let text: &[u8] = match self {
+            Self::TooBigMbulkCountString => b"too big mbulk count string",
+            Self::InvalidMultibulkLength => b"invalid multibulk length",
+            Self::TooBigBulkCountString => b"too big bulk count string",
+            Self::ExpectedDollar(got) => {
+                // Redis replaces \r and \n in error text with spaces.
+                let got = if matches!(got, b'\r' | b'\n') {
+                    b' '
+                } else {
+                    *got
+                };
+                let mut line = b"-ERR Protocol error: expected '$', got '".to_vec();
+                line.push(got);
+                line.extend_from_slice(b"'\r\n");
+                return Some(line);
+            }
+            Self::InvalidBulkLength => b"invalid bulk length",
+            Self::TooBigInlineRequest => b"too big inline request",
+            Self::UnbalancedQuotes => b"unbalanced quotes in request",
+            Self::QueryBufferLimit | Self::InvalidReply(_) => return None,
+        };
+        let mut line = b"-ERR Protocol error: ".to_vec();
+        line.extend_from_slice(text);
+        line.extend_from_slice(b"\r\n");
+        Some(line)
+    }
+}
+
+impl fmt::Display for ProtocolError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::QueryBufferLimit => f.write_str("query buffer limit reached"),
+            Self::InvalidReply(why) => write!(f, "invalid reply: {why}"),
+            other => {
+                let line = other.reply().unwrap_or_default();
+                let text = String::from_utf8_lossy(&line);
+                f.write_str(text.trim_start_matches("-ERR Protocol error: ").trim_end())
+            }
+        }
+    }
+}
+
+impl std::error::Error for ProtocolError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn replies_are_redis_lines() {
+        assert_eq!(
+            ProtocolError::InvalidMultibulkLength.reply().unwrap(),
+            b"-ERR Protocol error: invalid multibulk length\r\n"
+        );
+        assert_eq!(
+            ProtocolError::ExpectedDollar(b'+').reply().unwrap(),
+            b"-ERR Protocol error: expected '$', got '+'\r\n"
+        );
+        assert_eq!(
+            ProtocolError::ExpectedDollar(b'\r').reply().unwrap(),
+            b"-ERR Protocol error: expected '$', got ' '\r\n"
+        );
+        assert_eq!(ProtocolError::QueryBufferLimit.reply(), None);
+        assert_eq!(
+            ProtocolError::UnbalancedQuotes.to_string(),
+            "unbalanced quotes in request"
+        );
+    }
+}

@@ -1,0 +1,61 @@
+//! # kids-core: pub/sub and log aggregation over the Redis protocol
+//!
+//! What: the protocol and routing core of *kids*, a log aggregator that
+//! speaks the Redis protocol. Applications `PUBLISH` (or `LOG`) lines to
+//! topics; subscribers `SUBSCRIBE` / `PSUBSCRIBE` to live streams.
+//!
+//! Why: to embed a Redis-compatible pub/sub router in your own server, with
+//! Redis's wire behaviour byte for byte, bounded buffers everywhere, and
+//! slow subscribers handled by Redis's `nlimit` algorithm rather than
+//! silently skipped.
+//!
+//! How: this crate does no IO. Bytes go in, bytes come out, and time is an
+//! argument:
+//!
+//! ```text
+//!  socket bytes ─▶ RequestDecoder ─▶ Session::handle(req, now) ─┬─▶ Router::publish
+//!                                                               │        │ fan-out: one encoded
+//!                                                               ▼        ▼ Bytes per frame shape
+//!  socket ◀── writer ◀── Outbox::poll_drain ◀── replies ───── Outbox ◀───┘ (per subscriber, nlimit)
+//! ```
+//! The optional `tokio` feature ([`net`], when enabled) drives sessions over
+//! TCP and unix sockets.
+//!
+//! ```
+//! use std::time::Instant;
+//! use kids_core::{Router, RouterConfig, Session};
+//!
+//! let now = Instant::now();
+//! let router = Router::new(RouterConfig::default(), now);
+//! let (mut sub, mut publisher) = (Session::new(&router), Session::new(&router));
+//! sub.handle(vec!["SUBSCRIBE".into(), "logs".into()], now);
+//! publisher.handle(vec!["PUBLISH".into(), "logs".into(), "hello".into()], now);
+//! publisher.flush(now);
+//! assert_eq!(publisher.take_output(), b":1\r\n");
+//! assert_eq!(
+//!     sub.take_output(),
+//!     b"*3\r\n$9\r\nsubscribe\r\n$4\r\nlogs\r\n:1\r\n*3\r\n$7\r\nmessage\r\n$4\r\nlogs\r\n$5\r\nhello\r\n"
+//! );
+//! ```
+
+mod commands;
+mod error;
+mod glob;
+mod nlimit;
+mod outbox;
+mod resp;
+mod router;
+mod session;
+
+#[cfg(feature = "tokio")]
+pub mod net;
+
+pub use error::{Error, ProtocolError};
+pub use glob::Glob;
+pub use nlimit::{ClientClass, NLimit, NLimits};
+pub use outbox::{CloseReason, Outbox};
+pub use resp::{
+    Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
+};
+pub use router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
+pub use session::{Flow, REDIS_COMPAT_VERSION, Session};

@@ -1,0 +1,341 @@
+//! The tokio adapter: serves a [`Router`] on TCP and unix sockets (feature `tokio`).
+//!
+//! Each connection runs one task that owns its socket, a
+//! [`RequestDecoder`] and a [`Session`]: it reads a batch, handles every
+//! request in it, flushes the replies, and writes whatever the session's
+//! [`Outbox`](crate::Outbox) holds, all in order. Reading pauses while the
+//! connection's own unsent output is over 1 MiB, so a client that pipelines
+//! without reading cannot grow the server's memory without bound.
+//!
+//! ```no_run
+//! use std::time::Instant;
+//! use kids_core::net::{Listener, ServerConfig, serve};
+//! use kids_core::{Router, RouterConfig};
+//!
+//! # async fn run() -> std::io::Result<()> {
+//! let router = Router::new(RouterConfig::default(), Instant::now());
+//! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3388").await?;
+//! serve(vec![Listener::Tcp(tcp)], router, ServerConfig::default(), async {
+//!     let _ = tokio::signal::ctrl_c().await;
+//! })
+//! .await
+//! # }
+//! ```
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_util::codec::Decoder;
+use tokio_util::task::TaskTracker;
+
+use crate::outbox::CloseReason;
+use crate::{Error, Flow, Limits, RequestDecoder, Router, Session};
+
+/// Own output above which a connection stops reading requests.
+const READ_PAUSE: u64 = 1 << 20;
+/// Bytes read per call.
+const READ_CHUNK: usize = 16 * 1024;
+/// Bytes gathered from the outbox per write.
+const WRITE_CHUNK: usize = 64 * 1024;
+
+/// A socket to accept clients on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A unix domain socket listener.
+    Unix(UnixListener),
+}
+
+/// Settings of [`serve`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Bounds of the request decoder.
+    pub limits: Limits,
+    /// How long connections may take to write out what they hold after shutdown.
+    pub drain_timeout: Duration,
+    /// How often [`Router::tick`] runs (INFO rates).
+    pub tick_interval: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            drain_timeout: Duration::from_secs(5),
+            tick_interval: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Accepts clients on every listener until `shutdown` completes, then stops
+/// accepting, lets every connection write out what it already holds (up to
+/// [`ServerConfig::drain_timeout`]) and returns.
+///
+/// # Errors
+/// Only when no listener could accept at all; failed accepts of single
+/// clients are logged and skipped.
+pub async fn serve(
+    listeners: Vec<Listener>,
+    router: Router,
+    config: ServerConfig,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    if listeners.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no listener to serve on",
+        ));
+    }
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let tracker = TaskTracker::new();
+    for listener in listeners {
+        let (router, config, stop) = (router.clone(), config.clone(), stop_rx.clone());
+        let conns = tracker.clone();
+        tracker.spawn(accept_loop(listener, router, config, stop, conns));
+    }
+    let ticker = {
+        let (router, mut stop, every) = (router.clone(), stop_rx.clone(), config.tick_interval);
+        tracker.spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            loop {
+                tokio::select! {
+                    _ = interval.tick() => router.tick(Instant::now()),
+                    _ = stop.changed() => return,
+                }
+            }
+        })
+    };
+    shutdown.await;
+    tracing::info!("shutting down: draining connections");
+    let _ = stop_tx.send(true);
+    tracker.close();
+    if tokio::time::timeout(config.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout: closing remaining connections");
+    }
+    drop(ticker);
+    Ok(())
+}
+
+async fn accept_loop(
+    listener: Listener,
+    router: Router,
+    config: ServerConfig,
+    mut stop: watch::Receiver<bool>,
+    conns: TaskTracker,
+) {
+    loop {
+        let accepted = tokio::select! {
+            r = accept(&listener) => r,
+            _ = stop.changed() => return,
+        };
+        match accepted {
+            Ok(Accepted::Tcp(s)) => {
+                let _ = s.set_nodelay(true);
+                conns.spawn(serve_connection(
+                    s,
+                    router.clone(),
+                    config.limits,
+                    stop.clone(),
+                ));
+            }
+            Ok(Accepted::Unix(s)) => {
+                conns.spawn(serve_connection(
+                    s,
+                    router.clone(),
+                    config.limits,
+                    stop.clone(),
+                ));
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "accept failed");
+                // Out of descriptors and the like: back off instead of spinning.
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+    }
+}
+
+enum Accepted {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Accepted> {
+    match listener {
+        Listener::Tcp(l) => Ok(Accepted::Tcp(l.accept().await?.0)),
+        Listener::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
+    }
+}
+
+/// Serves one client on any byte stream until it disconnects, `QUIT`s, breaks
+/// the protocol, goes over an `nlimit`, or `stop` turns true (then what the
+/// connection holds is written out first).
+///
+/// # Errors
+/// The IO error that ended the connection, if one did.
+pub async fn serve_connection<S>(
+    stream: S,
+    router: Router,
+    limits: Limits,
+    mut stop: watch::Receiver<bool>,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = Conn {
+        io: stream,
+        session: Session::new(&router),
+        router,
+        decoder: RequestDecoder::new(limits),
+        rbuf: BytesMut::new(),
+        wbuf: BytesMut::new(),
+        wpos: 0,
+        reading: true,
+    };
+    let result = tokio::select! {
+        r = poll_fn(|cx| conn.poll(cx)) => r,
+        _ = wait_true(&mut stop) => {
+            conn.reading = false;
+            poll_fn(|cx| conn.poll(cx)).await
+        }
+    };
+    let _ = conn.io.shutdown().await;
+    result
+}
+
+async fn wait_true(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        // The server is gone without a shutdown: keep serving.
+        std::future::pending::<()>().await;
+    }
+}
+
+struct Conn<S> {
+    io: S,
+    session: Session,
+    router: Router,
+    decoder: RequestDecoder,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    wpos: usize,
+    reading: bool,
+}
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    fn handle_input(&mut self, now: Instant) {
+        loop {
+            match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(req)) => {
+                    if self.session.handle(req, now) == Flow::Close {
+                        self.reading = false;
+                        break;
+                    }
+                }
+                Ok(None) => break,
+                Err(Error::Protocol(e)) => {
+                    if e == crate::ProtocolError::QueryBufferLimit {
+                        tracing::warn!(
+                            client = self.session.id(),
+                            "closing client that reached the query buffer limit"
+                        );
+                    }
+                    self.session.protocol_error(&e, now);
+                    self.reading = false;
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        self.session.flush(now);
+    }
+
+    /// Drives reads and writes until both would block, the peer leaves, or
+    /// the session closes and everything it holds is written.
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let limits = *self.router.config().limits();
+        loop {
+            let mut progress = false;
+            if self.reading && self.session.outbox().pending() < READ_PAUSE {
+                if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+                    self.rbuf.reserve(READ_CHUNK);
+                }
+                let filled =
+                    match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
+                    {
+                        Poll::Ready(Ok(n)) => Some(n),
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => None,
+                    };
+                match filled {
+                    Some(0) => {
+                        // The client is gone; write out what it is owed, then close.
+                        self.reading = false;
+                        progress = true;
+                    }
+                    Some(_) => {
+                        self.handle_input(Instant::now());
+                        progress = true;
+                    }
+                    None => {}
+                }
+            }
+            if self.wpos == self.wbuf.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+                match self
+                    .session
+                    .outbox()
+                    .poll_drain(cx, &mut self.wbuf, WRITE_CHUNK)
+                {
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(CloseReason::NLimit)) => {
+                        tracing::debug!(client = self.session.id(), "closing client over nlimit");
+                        return Poll::Ready(Ok(()));
+                    }
+                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                    Poll::Pending => {}
+                }
+            }
+            if self.wpos < self.wbuf.len() {
+                match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        self.wpos += n;
+                        self.session.outbox().consumed(n, &limits);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => {}
+                }
+            }
+            if !self.reading && self.wpos == self.wbuf.len() && self.session.outbox().pending() == 0
+            {
+                return Poll::Ready(Ok(()));
+            }
+            if !progress {
+                // Idle: give memory back until the next batch.
+                if self.rbuf.is_empty() && !self.decoder.is_mid_request() {
+                    self.rbuf = BytesMut::new();
+                }
+                if self.wpos == self.wbuf.len() {
+                    self.wbuf = BytesMut::new();
+                    self.wpos = 0;
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+}

@@ -1,0 +1,543 @@
+//! The pub/sub router: channel index, pattern set, fan-out and statistics.
+
+use std::collections::HashMap;
+use std::collections::hash_map::Entry;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+
+use crate::glob::Glob;
+use crate::nlimit::NLimits;
+use crate::outbox::{Outbox, Pushed};
+use crate::resp::Proto;
+
+/// Sees every published message before it is routed.
+///
+/// The log store engine attaches here. Calls for the messages of one
+/// publisher arrive in that publisher's order; a tap that needs one total
+/// order across publishers takes it under its own lock, which also orders
+/// routing, since a refused message is not routed.
+pub trait Tap: Send + Sync + 'static {
+    /// Called for each message; an error refuses it, and the publisher gets a
+    /// `-TRYLATER` reply it can retry on.
+    ///
+    /// # Errors
+    /// [`Refused`] when the tap cannot take the message now.
+    fn publish(&self, channel: &Bytes, message: &Bytes, now: Instant) -> Result<(), Refused>;
+}
+
+/// A tap's refusal of one message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{reason}")]
+pub struct Refused {
+    /// Shown to the publisher after `-TRYLATER `.
+    pub reason: String,
+}
+
+/// Settings of a [`Router`].
+///
+/// ```
+/// use kids_core::{NLimits, RouterConfig};
+/// let config = RouterConfig::default().ignore_case(true).nlimits(NLimits::default());
+/// assert!(config.is_ignore_case());
+/// ```
+#[derive(Debug, Clone)]
+pub struct RouterConfig {
+    ignore_case: bool,
+    nlimits: NLimits,
+    max_tracked_topics: usize,
+}
+
+impl Default for RouterConfig {
+    fn default() -> Self {
+        Self {
+            ignore_case: false,
+            nlimits: NLimits::default(),
+            max_tracked_topics: 1024,
+        }
+    }
+}
+
+impl RouterConfig {
+    /// Match patterns ignoring ASCII case (kids' `ignore_case`).
+    pub fn ignore_case(mut self, on: bool) -> Self {
+        self.ignore_case = on;
+        self
+    }
+    /// Output limits per client class.
+    pub fn nlimits(mut self, limits: NLimits) -> Self {
+        self.nlimits = limits;
+        self
+    }
+    /// How many topics without subscribers get their own counters in INFO;
+    /// messages to further topics are counted together.
+    pub fn max_tracked_topics(mut self, n: usize) -> Self {
+        self.max_tracked_topics = n;
+        self
+    }
+    /// Whether patterns ignore case.
+    pub fn is_ignore_case(&self) -> bool {
+        self.ignore_case
+    }
+    /// The output limits.
+    pub fn limits(&self) -> &NLimits {
+        &self.nlimits
+    }
+}
+
+/// Routes published messages to the subscribers of channels and patterns.
+///
+/// Cheap to clone (an `Arc`) and shareable across the threads of a
+/// multi-threaded runtime. Each published message is encoded once per frame
+/// shape (RESP2 `message`, RESP3 push, and the same per matching pattern), and
+/// the same [`Bytes`] is handed to every receiver's [`Outbox`]. A receiver
+/// whose outbox goes over its `nlimit` is closed and counted, never silently
+/// skipped.
+///
+/// ```
+/// use std::time::Instant;
+/// use kids_core::{Router, RouterConfig, Session};
+///
+/// let now = Instant::now();
+/// let router = Router::new(RouterConfig::default(), now);
+/// let mut subscriber = Session::new(&router);
+/// subscriber.handle(vec!["SUBSCRIBE".into(), "news".into()], now);
+/// assert_eq!(router.publish("news".into(), "hello".into(), now), Ok(1));
+/// ```
+#[derive(Clone)]
+pub struct Router {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Router {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Router")
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Inner {
+    config: RouterConfig,
+    started: Instant,
+    next_id: AtomicU64,
+    topics: RwLock<HashMap<Bytes, Topic>>,
+    patterns: RwLock<Vec<PatternEntry>>,
+    tap: RwLock<Option<Arc<dyn Tap>>>,
+    counters: Counters,
+    rates: Mutex<Rates>,
+}
+
+#[derive(Default)]
+struct Topic {
+    subscribers: Vec<Arc<Outbox>>,
+    messages: AtomicU64,
+    last_count: AtomicU64,
+    rate_bits: AtomicU64,
+}
+
+struct PatternEntry {
+    glob: Glob,
+    subscribers: Vec<Arc<Outbox>>,
+}
+
+#[derive(Default)]
+struct Counters {
+    messages_in: AtomicU64,
+    messages_out: AtomicU64,
+    dropped: AtomicU64,
+    refused: AtomicU64,
+    closed_nlimit: AtomicU64,
+    untracked: AtomicU64,
+    clients: AtomicUsize,
+}
+
+#[derive(Default)]
+struct Rates {
+    last: Option<(Instant, u64, u64)>,
+    in_per_sec: f64,
+    out_per_sec: f64,
+}
+
+/// A snapshot of the router's counters, for INFO and monitoring.
+#[derive(Debug, Clone, Default, PartialEq)]
+#[non_exhaustive]
+pub struct Stats {
+    /// Messages published.
+    pub messages_in: u64,
+    /// Messages queued for receivers (one per receiver).
+    pub messages_out: u64,
+    /// Messages lost with clients closed by an nlimit.
+    pub messages_dropped: u64,
+    /// Messages refused by the tap (the publisher was told to retry).
+    pub messages_refused: u64,
+    /// Clients closed for going over an nlimit.
+    pub clients_closed_nlimit: u64,
+    /// Sessions currently open.
+    pub connected_clients: usize,
+    /// Publish rate over the last [`Router::tick`] interval.
+    pub messages_in_per_sec: f64,
+    /// Delivery rate over the last [`Router::tick`] interval.
+    pub messages_out_per_sec: f64,
+    /// Per-topic message counts and rates, by topic name.
+    pub topics: Vec<TopicStats>,
+    /// Messages to topics beyond `max_tracked_topics`.
+    pub untracked_messages: u64,
+    /// Seconds since the router was created.
+    pub uptime_secs: u64,
+}
+
+/// Counters of one topic.
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct TopicStats {
+    /// The topic (channel) name.
+    pub name: Bytes,
+    /// Messages published to it.
+    pub messages: u64,
+    /// Its publish rate over the last tick interval.
+    pub per_sec: f64,
+    /// Its current number of channel subscribers.
+    pub subscribers: usize,
+}
+
+fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn write<T>(l: &RwLock<T>) -> RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Encodes a `message` or `pmessage` frame in one allocation.
+pub(crate) fn message_frame(
+    proto: Proto,
+    pattern: Option<&[u8]>,
+    channel: &[u8],
+    message: &[u8],
+) -> Bytes {
+    let mut buf = BytesMut::with_capacity(
+        48 + pattern.map_or(0, <[u8]>::len) + channel.len() + message.len(),
+    );
+    let mut w = crate::resp::ReplyWriter::new(&mut buf, proto);
+    match pattern {
+        None => {
+            w.push(3);
+            w.raw(b"$7\r\nmessage\r\n");
+        }
+        Some(p) => {
+            w.push(4);
+            w.raw(b"$8\r\npmessage\r\n");
+            w.bulk(p);
+        }
+    }
+    w.bulk(channel);
+    w.bulk(message);
+    buf.freeze()
+}
+
+/// Lazily encoded frames of one message, one per protocol version.
+struct Frames<'a> {
+    pattern: Option<&'a [u8]>,
+    channel: &'a [u8],
+    message: &'a [u8],
+    resp2: Option<Bytes>,
+    resp3: Option<Bytes>,
+}
+
+impl<'a> Frames<'a> {
+    fn new(pattern: Option<&'a [u8]>, channel: &'a [u8], message: &'a [u8]) -> Self {
+        Self {
+            pattern,
+            channel,
+            message,
+            resp2: None,
+            resp3: None,
+        }
+    }
+
+    fn get(&mut self, proto: Proto) -> Bytes {
+        let slot = match proto {
+            Proto::Resp2 => &mut self.resp2,
+            Proto::Resp3 => &mut self.resp3,
+        };
+        slot.get_or_insert_with(|| message_frame(proto, self.pattern, self.channel, self.message))
+            .clone()
+    }
+}
+
+impl Router {
+    /// A router with no subscribers; `now` starts its uptime.
+    pub fn new(config: RouterConfig, now: Instant) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                config,
+                started: now,
+                next_id: AtomicU64::new(1),
+                topics: RwLock::new(HashMap::new()),
+                patterns: RwLock::new(Vec::new()),
+                tap: RwLock::new(None),
+                counters: Counters::default(),
+                rates: Mutex::new(Rates::default()),
+            }),
+        }
+    }
+
+    /// The settings in force.
+    pub fn config(&self) -> &RouterConfig {
+        &self.inner.config
+    }
+
+    /// Attaches the tap that sees every published message (replacing any other).
+    pub fn set_tap(&self, tap: Arc<dyn Tap>) {
+        *write(&self.inner.tap) = Some(tap);
+    }
+
+    /// Detaches the tap.
+    pub fn clear_tap(&self) {
+        *write(&self.inner.tap) = None;
+    }
+
+    pub(crate) fn new_outbox(&self) -> Arc<Outbox> {
+        self.inner.counters.clients.fetch_add(1, Ordering::Relaxed);
+        Arc::new(Outbox::new(
+            self.inner.next_id.fetch_add(1, Ordering::Relaxed),
+        ))
+    }
+
+    pub(crate) fn drop_outbox(&self) {
+        self.inner.counters.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// Publishes `message` on `channel`; returns the number of receivers (a
+    /// client counts once per channel subscription and once per matching
+    /// pattern), as Redis's `PUBLISH` reply.
+    ///
+    /// # Errors
+    /// [`Refused`] when the tap refused the message; it was not routed.
+    pub fn publish(&self, channel: Bytes, message: Bytes, now: Instant) -> Result<usize, Refused> {
+        let inner = &*self.inner;
+        if let Some(tap) = read(&inner.tap).as_ref() {
+            if let Err(refused) = tap.publish(&channel, &message, now) {
+                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                return Err(refused);
+            }
+        }
+        inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+        let limits = &inner.config.nlimits;
+        let mut receivers = 0;
+        let mut deliver = |frames: &mut Frames<'_>, outbox: &Arc<Outbox>| match outbox.push(
+            frames.get(outbox.proto()),
+            true,
+            now,
+            limits,
+        ) {
+            Pushed::Queued => receivers += 1,
+            Pushed::Closed { dropped } => {
+                receivers += 1;
+                inner.counters.closed_nlimit.fetch_add(1, Ordering::Relaxed);
+                inner.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
+                tracing::info!(client = outbox.id(), dropped, "client closed by nlimit");
+            }
+            Pushed::AlreadyClosed => {}
+        };
+        let tracked = {
+            let topics = read(&inner.topics);
+            match topics.get(&channel) {
+                Some(topic) => {
+                    topic.messages.fetch_add(1, Ordering::Relaxed);
+                    let mut frames = Frames::new(None, &channel, &message);
+                    for outbox in &topic.subscribers {
+                        deliver(&mut frames, outbox);
+                    }
+                    true
+                }
+                None => false,
+            }
+        };
+        if !tracked {
+            self.track_new_topic(&channel);
+        }
+        {
+            let patterns = read(&inner.patterns);
+            for entry in patterns.iter() {
+                if entry.glob.matches(&channel) {
+                    let mut frames = Frames::new(Some(entry.glob.source()), &channel, &message);
+                    for outbox in &entry.subscribers {
+                        deliver(&mut frames, outbox);
+                    }
+                }
+            }
+        }
+        inner
+            .counters
+            .messages_out
+            .fetch_add(receivers as u64, Ordering::Relaxed);
+        Ok(receivers)
+    }
+
+    fn track_new_topic(&self, channel: &Bytes) {
+        let inner = &*self.inner;
+        let mut topics = write(&inner.topics);
+        let len = topics.len();
+        match topics.entry(channel.clone()) {
+            Entry::Occupied(e) => {
+                e.get().messages.fetch_add(1, Ordering::Relaxed);
+            }
+            Entry::Vacant(e) if len < inner.config.max_tracked_topics => {
+                e.insert(Topic::default())
+                    .messages
+                    .store(1, Ordering::Relaxed);
+            }
+            Entry::Vacant(_) => {
+                inner.counters.untracked.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+
+    pub(crate) fn subscribe(&self, channel: &Bytes, outbox: &Arc<Outbox>) {
+        let mut topics = write(&self.inner.topics);
+        topics
+            .entry(channel.clone())
+            .or_default()
+            .subscribers
+            .push(outbox.clone());
+    }
+
+    pub(crate) fn unsubscribe(&self, channel: &Bytes, outbox: &Arc<Outbox>) {
+        let mut topics = write(&self.inner.topics);
+        let over = topics.len() > self.inner.config.max_tracked_topics;
+        if let Some(topic) = topics.get_mut(channel) {
+            topic.subscribers.retain(|o| !Arc::ptr_eq(o, outbox));
+            // Keep the counters of a tracked topic unless the table is over its bound.
+            if topic.subscribers.is_empty() && over {
+                let messages = topic.messages.load(Ordering::Relaxed);
+                self.inner
+                    .counters
+                    .untracked
+                    .fetch_add(messages, Ordering::Relaxed);
+                topics.remove(channel);
+            }
+        }
+    }
+
+    pub(crate) fn psubscribe(&self, pattern: &Bytes, outbox: &Arc<Outbox>) {
+        let mut patterns = write(&self.inner.patterns);
+        match patterns.iter_mut().find(|e| e.glob.source() == pattern) {
+            Some(e) => e.subscribers.push(outbox.clone()),
+            None => patterns.push(PatternEntry {
+                glob: Glob::new(pattern, self.inner.config.ignore_case),
+                subscribers: vec![outbox.clone()],
+            }),
+        }
+    }
+
+    pub(crate) fn punsubscribe(&self, pattern: &Bytes, outbox: &Arc<Outbox>) {
+        let mut patterns = write(&self.inner.patterns);
+        if let Some(i) = patterns.iter().position(|e| e.glob.source() == pattern) {
+            patterns[i].subscribers.retain(|o| !Arc::ptr_eq(o, outbox));
+            if patterns[i].subscribers.is_empty() {
+                patterns.remove(i);
+            }
+        }
+    }
+
+    /// Channels with at least one subscriber, optionally filtered by a glob
+    /// (`PUBSUB CHANNELS`).
+    pub fn channels(&self, pattern: Option<&[u8]>) -> Vec<Bytes> {
+        let glob = pattern.map(|p| Glob::new(p, self.inner.config.ignore_case));
+        read(&self.inner.topics)
+            .iter()
+            .filter(|(name, t)| {
+                !t.subscribers.is_empty() && glob.as_ref().is_none_or(|g| g.matches(name))
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Channel subscribers of `channel` (`PUBSUB NUMSUB`).
+    pub fn numsub(&self, channel: &[u8]) -> usize {
+        read(&self.inner.topics)
+            .get(channel)
+            .map_or(0, |t| t.subscribers.len())
+    }
+
+    /// Distinct patterns subscribed to (`PUBSUB NUMPAT`).
+    pub fn numpat(&self) -> usize {
+        read(&self.inner.patterns).len()
+    }
+
+    /// Updates the per-second rates reported by [`Router::stats`]; call it
+    /// about once a second.
+    pub fn tick(&self, now: Instant) {
+        let c = &self.inner.counters;
+        let (msg_in, msg_out) = (
+            c.messages_in.load(Ordering::Relaxed),
+            c.messages_out.load(Ordering::Relaxed),
+        );
+        let mut rates = self
+            .inner
+            .rates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let elapsed = match rates.last {
+            Some((t, last_in, last_out)) => {
+                let secs = now.saturating_duration_since(t).as_secs_f64();
+                if secs <= 0.0 {
+                    return;
+                }
+                rates.in_per_sec = msg_in.saturating_sub(last_in) as f64 / secs;
+                rates.out_per_sec = msg_out.saturating_sub(last_out) as f64 / secs;
+                Some(secs)
+            }
+            None => None,
+        };
+        rates.last = Some((now, msg_in, msg_out));
+        drop(rates);
+        for topic in read(&self.inner.topics).values() {
+            let count = topic.messages.load(Ordering::Relaxed);
+            let last = topic.last_count.swap(count, Ordering::Relaxed);
+            if let Some(secs) = elapsed {
+                let rate = count.saturating_sub(last) as f64 / secs;
+                topic.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// A snapshot of the counters.
+    pub fn stats(&self, now: Instant) -> Stats {
+        let c = &self.inner.counters;
+        let rates = self
+            .inner
+            .rates
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let (in_per_sec, out_per_sec) = (rates.in_per_sec, rates.out_per_sec);
+        drop(rates);
+        let mut topics: Vec<TopicStats> = read(&self.inner.topics)
+            .iter()
+            .map(|(name, t)| TopicStats {
+                name: name.clone(),
+                messages: t.messages.load(Ordering::Relaxed),
+                per_sec: f64::from_bits(t.rate_bits.load(Ordering::Relaxed)),
+                subscribers: t.subscribers.len(),
+            })
+            .collect();
+        topics.sort_by(|a, b| a.name.cmp(&b.name));
+        Stats {
+            messages_in: c.messages_in.load(Ordering::Relaxed),
+            messages_out: c.messages_out.load(Ordering::Relaxed),
+            messages_dropped: c.dropped.load(Ordering::Relaxed),
+            messages_refused: c.refused.load(Ordering::Relaxed),
+            clients_closed_nlimit: c.closed_nlimit.load(Ordering::Relaxed),
+            connected_clients: c.clients.load(Ordering::Relaxed),
+            messages_in_per_sec: in_per_sec,
+            messages_out_per_sec: out_per_sec,
+            topics,
+            untracked_messages: c.untracked.load(Ordering::Relaxed),
+            uptime_secs: now.saturating_duration_since(self.inner.started).as_secs(),
+        }
+    }
+}
