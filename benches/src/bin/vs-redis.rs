@@ -1,0 +1,802 @@
+//! End-to-end comparison of the `kids` example server with `redis-server`.
+//!
+//! Run it: `cargo build --release -p examples --bin kids` once, then
+//! `cargo run --release -p benches --bin vs-redis`.
+//!
+//! It starts both servers on free loopback ports and measures, alternating
+//! kids, redis, kids, redis… with fresh connections each round:
+//!
+//! * publish throughput and delivery throughput for the load shapes S/P =
+//!   4/2 and 32/1 (S subscriber connections all subscribed to one channel,
+//!   P publisher connections each pipelining `PUBLISH bench <64 bytes>` with
+//!   at most 256 commands outstanding); the summary reports the median of
+//!   the rounds per server and shape;
+//! * resident memory per idle connection (VmRSS of the server process before
+//!   and after opening N connections that have each answered one `PING`).
+//!
+//! Environment: `VS_SECS` (seconds per round, default 2), `VS_ROUNDS` (rounds
+//! per server and shape, default 3), `VS_IDLE` (idle connections, default
+//! 2000), `KIDS_BIN` (path of the kids binary; default: `kids` next to this
+//! executable), `REDIS_BIN` (path of redis-server; default: found on `PATH`).
+//!
+//! A missing peer binary is an error, not a skip: without `redis-server` on
+//! `PATH` it exits non-zero and names the Debian package `redis-server`;
+//! without the kids binary it says how to build it.
+//!
+//! The last lines of the output have a fixed form:
+//!
+//! ```text
+//! 4/2  publishes/s kids=… redis=… ratio=…x  deliveries/s kids=… redis=… ratio=…x
+//! 32/1 publishes/s kids=… redis=… ratio=…x  deliveries/s kids=… redis=… ratio=…x
+//! idle-conn bytes kids=… redis=… ratio=…x
+//! ```
+//!
+//! where every ratio is kids divided by redis.
+#![allow(clippy::print_stdout)]
+
+use std::fmt::Display;
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Barrier, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+/// Channel every subscriber listens on.
+const CHANNEL: &[u8] = b"bench";
+/// Length of every published payload.
+const PAYLOAD_LEN: usize = 64;
+/// Most commands a publisher keeps outstanding.
+const WINDOW: usize = 256;
+/// Read buffer of every load connection.
+const READ_BUF: usize = 256 * 1024;
+/// Read timeout that lets load threads notice the stop flag.
+const POLL: Duration = Duration::from_millis(200);
+/// Timeout for replies that must come (PING, subscribe confirmations).
+const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Load shapes: (subscribers, publishers).
+const SHAPES: [(usize, usize); 2] = [(4, 2), (32, 1)];
+
+type Res<T> = Result<T, String>;
+
+/// Adds a description of what was being done to an error.
+trait Context<T> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Res<T>;
+}
+
+impl<T, E: Display> Context<T> for Result<T, E> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Res<T> {
+        self.map_err(|e| format!("{}: {e}", what()))
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("vs-redis: error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Settings read from the environment.
+struct Settings {
+    secs: f64,
+    rounds: usize,
+    idle: usize,
+}
+
+fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Res<T>
+where
+    T::Err: Display,
+{
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .ctx(|| format!("{name}={v:?} is not valid")),
+        Err(_) => Ok(default),
+    }
+}
+
+fn run() -> Res<()> {
+    let settings = Settings {
+        secs: env_or("VS_SECS", 2.0)?,
+        rounds: env_or("VS_ROUNDS", 3)?,
+        idle: env_or("VS_IDLE", 2000)?,
+    };
+    if !(settings.secs > 0.0 && settings.secs.is_finite()) || settings.rounds == 0 {
+        return Err("VS_SECS must be > 0 and VS_ROUNDS >= 1".into());
+    }
+    let redis_bin = find_redis()?;
+    let kids_bin = find_kids()?;
+
+    let redis_port = free_port()?;
+    let kids_port = free_port()?;
+    println!("starting kids ({}) on port {kids_port}", kids_bin.display());
+    let mut kids_cmd = Command::new(&kids_bin);
+    kids_cmd.args(["--host", "127.0.0.1", "--port", &kids_port.to_string()]);
+    let kids = Server::start("kids", kids_cmd, kids_port)?;
+    println!(
+        "starting redis-server ({}) on port {redis_port}",
+        redis_bin.display()
+    );
+    let mut redis_cmd = Command::new(&redis_bin);
+    redis_cmd.args([
+        "--port",
+        &redis_port.to_string(),
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--bind",
+        "127.0.0.1",
+    ]);
+    let redis = Server::start("redis", redis_cmd, redis_port)?;
+    kids.wait_ready()?;
+    redis.wait_ready()?;
+    println!("both servers answer PING");
+
+    // Idle memory first, while neither allocator holds memory from the load.
+    let idle_n = cap_idle(settings.idle);
+    let kids_idle = idle_bytes_per_conn(&kids, idle_n)?;
+    let redis_idle = idle_bytes_per_conn(&redis, idle_n)?;
+
+    let dur = Duration::from_secs_f64(settings.secs);
+    let mut results = Vec::new();
+    for &(subs, pubs) in &SHAPES {
+        let mut k = Vec::new();
+        let mut r = Vec::new();
+        for round in 1..=settings.rounds {
+            for server in [&kids, &redis] {
+                server.check_alive()?;
+                let m = run_round(server, subs, pubs, dur)
+                    .ctx(|| format!("{} round {round} shape {subs}/{pubs}", server.name))?;
+                println!(
+                    "round {round}/{} {subs}/{pubs} {:<5} publishes/s={:>9.0} deliveries/s={:>10.0}{}",
+                    settings.rounds, server.name, m.publishes, m.deliveries, m.notes
+                );
+                if server.name == "kids" {
+                    k.push(m);
+                } else {
+                    r.push(m);
+                }
+            }
+        }
+        results.push(((subs, pubs), k, r));
+    }
+    kids.check_alive()?;
+    redis.check_alive()?;
+
+    println!();
+    println!(
+        "summary: median of {} round(s) of {}s per server and shape; ratio = kids/redis; \
+         idle-conn over {} connections",
+        settings.rounds, settings.secs, idle_n
+    );
+    for ((subs, pubs), k, r) in &results {
+        let kp = median(k.iter().map(|m| m.publishes));
+        let rp = median(r.iter().map(|m| m.publishes));
+        let kd = median(k.iter().map(|m| m.deliveries));
+        let rd = median(r.iter().map(|m| m.deliveries));
+        println!(
+            "{:<4} publishes/s kids={kp:.0} redis={rp:.0} ratio={:.2}x  deliveries/s kids={kd:.0} redis={rd:.0} ratio={:.2}x",
+            format!("{subs}/{pubs}"),
+            ratio(kp, rp),
+            ratio(kd, rd)
+        );
+    }
+    println!(
+        "idle-conn bytes kids={kids_idle:.0} redis={redis_idle:.0} ratio={:.2}x",
+        ratio(kids_idle, redis_idle)
+    );
+    Ok(())
+}
+
+fn ratio(a: f64, b: f64) -> f64 {
+    if b == 0.0 { f64::NAN } else { a / b }
+}
+
+fn median(values: impl Iterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Finding and running the servers
+
+fn find_redis() -> Res<PathBuf> {
+    if let Some(p) = std::env::var_os("REDIS_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("REDIS_BIN={} does not exist", p.display()))
+        };
+    }
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .map(|dir| dir.join("redis-server"))
+        .find(|p| p.is_file())
+        .ok_or_else(|| {
+            "redis-server not found on PATH; install the Debian package `redis-server` \
+             (apt-get install redis-server) or set REDIS_BIN"
+                .to_string()
+        })
+}
+
+fn find_kids() -> Res<PathBuf> {
+    if let Some(p) = std::env::var_os("KIDS_BIN") {
+        let p = PathBuf::from(p);
+        return if p.is_file() {
+            Ok(p)
+        } else {
+            Err(format!("KIDS_BIN={} does not exist", p.display()))
+        };
+    }
+    let exe = std::env::current_exe().ctx(|| "locating the current executable".into())?;
+    let p = exe
+        .parent()
+        .map(|d| d.join("kids"))
+        .ok_or_else(|| format!("{} has no parent directory", exe.display()))?;
+    if p.is_file() {
+        Ok(p)
+    } else {
+        Err(format!(
+            "kids binary not found at {}; run `cargo build --release -p examples --bin kids` \
+             first (or set KIDS_BIN)",
+            p.display()
+        ))
+    }
+}
+
+/// A free loopback port: bind port 0, read it, release it.
+fn free_port() -> Res<u16> {
+    let l = TcpListener::bind("127.0.0.1:0").ctx(|| "binding 127.0.0.1:0".into())?;
+    let port = l
+        .local_addr()
+        .ctx(|| "reading a bound address".into())?
+        .port();
+    Ok(port)
+}
+
+/// A running server process; killed when dropped.
+struct Server {
+    name: &'static str,
+    port: u16,
+    child: Mutex<Child>,
+    pid: u32,
+    /// Last lines of the server's stdout and stderr, for error messages.
+    log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    fn start(name: &'static str, mut cmd: Command, port: u16) -> Res<Self> {
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd.spawn().ctx(|| format!("starting {name}"))?;
+        let log = Arc::new(Mutex::new(Vec::new()));
+        if let Some(out) = child.stdout.take() {
+            collect_log(out, Arc::clone(&log));
+        }
+        if let Some(err) = child.stderr.take() {
+            collect_log(err, Arc::clone(&log));
+        }
+        Ok(Self {
+            name,
+            port,
+            pid: child.id(),
+            child: Mutex::new(child),
+            log,
+        })
+    }
+
+    fn log_tail(&self) -> String {
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let start = log.len().saturating_sub(20);
+        log[start..].join("\n")
+    }
+
+    /// Errors if the process has exited.
+    fn check_alive(&self) -> Res<()> {
+        let status = self
+            .child
+            .lock()
+            .map_err(|_| "server mutex poisoned".to_string())?
+            .try_wait()
+            .ctx(|| format!("checking {}", self.name))?;
+        match status {
+            None => Ok(()),
+            Some(st) => Err(format!(
+                "{} exited ({st}); its last output:\n{}",
+                self.name,
+                self.log_tail()
+            )),
+        }
+    }
+
+    fn connect(&self) -> Res<TcpStream> {
+        let s = TcpStream::connect(("127.0.0.1", self.port))
+            .ctx(|| format!("connecting to {} on port {}", self.name, self.port))?;
+        s.set_nodelay(true).ctx(|| "setting TCP_NODELAY".into())?;
+        Ok(s)
+    }
+
+    /// Waits until the server answers PING.
+    fn wait_ready(&self) -> Res<()> {
+        let deadline = Instant::now() + REPLY_TIMEOUT;
+        loop {
+            self.check_alive()?;
+            let attempt = self.connect().and_then(|mut s| ping(&mut s));
+            match attempt {
+                Ok(()) => return Ok(()),
+                Err(e) if Instant::now() > deadline => {
+                    return Err(format!(
+                        "{} did not answer PING within {REPLY_TIMEOUT:?} ({e}); its output:\n{}",
+                        self.name,
+                        self.log_tail()
+                    ));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// Resident set size of the server process, in bytes.
+    fn rss(&self) -> Res<u64> {
+        let path = format!("/proc/{}/status", self.pid);
+        let status = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().strip_suffix("kB"))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(|kb| kb * 1024)
+            .ok_or_else(|| format!("no VmRSS line in {path}"))
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+/// Keeps the last 200 lines a server prints.
+fn collect_log(pipe: impl Read + Send + 'static, log: Arc<Mutex<Vec<String>>>) {
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut l) = log.lock() {
+                if l.len() >= 200 {
+                    l.remove(0);
+                }
+                l.push(line);
+            }
+        }
+    });
+}
+
+fn ping(s: &mut TcpStream) -> Res<()> {
+    s.set_read_timeout(Some(REPLY_TIMEOUT))
+        .ctx(|| "setting a read timeout".into())?;
+    s.write_all(b"*1\r\n$4\r\nPING\r\n")
+        .ctx(|| "writing PING".into())?;
+    let mut reply = [0u8; 7];
+    s.read_exact(&mut reply)
+        .ctx(|| "reading the PING reply".into())?;
+    if &reply == b"+PONG\r\n" {
+        Ok(())
+    } else {
+        Err(format!(
+            "PING answered {:?}",
+            String::from_utf8_lossy(&reply)
+        ))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Idle connections
+
+/// Caps the idle-connection count to what the descriptor limit allows.
+fn cap_idle(wanted: usize) -> usize {
+    let limit = std::fs::read_to_string("/proc/self/limits")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("Max open files"))
+                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
+        })
+        .and_then(|v| v.parse::<usize>().ok());
+    match limit {
+        // Leave room for the driver's other descriptors; the servers
+        // inherit the same soft limit (redis lowers maxclients to it).
+        Some(limit) if wanted + 128 > limit => {
+            let n = limit.saturating_sub(128);
+            println!(
+                "idle-conn: open-file soft limit is {limit} (ulimit -n); using {n} connections \
+                 instead of {wanted}"
+            );
+            n
+        }
+        _ => wanted,
+    }
+}
+
+/// Opens `n` connections, has each answer one PING, and returns the growth
+/// of the server's RSS per connection.
+fn idle_bytes_per_conn(server: &Server, n: usize) -> Res<f64> {
+    if n == 0 {
+        return Err("no idle connections possible (descriptor limit too low)".into());
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let before = server.rss()?;
+    let mut conns = Vec::with_capacity(n);
+    for i in 0..n {
+        match TcpStream::connect(("127.0.0.1", server.port)) {
+            Ok(s) => conns.push(s),
+            Err(e) => {
+                return Err(format!(
+                    "idle-conn: opening connection {} of {n} to {} failed: {e} \
+                     (raise `ulimit -n` or lower VS_IDLE)",
+                    i + 1,
+                    server.name
+                ));
+            }
+        }
+    }
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.write_all(b"*1\r\n$4\r\nPING\r\n")
+            .ctx(|| format!("idle-conn: PING on connection {} to {}", i + 1, server.name))?;
+    }
+    for (i, s) in conns.iter_mut().enumerate() {
+        s.set_read_timeout(Some(REPLY_TIMEOUT))
+            .ctx(|| "setting a read timeout".into())?;
+        let mut reply = [0u8; 7];
+        s.read_exact(&mut reply).ctx(|| {
+            format!(
+                "idle-conn: reading PONG on connection {} to {} (server closed or stalled?)",
+                i + 1,
+                server.name
+            )
+        })?;
+        if &reply != b"+PONG\r\n" {
+            return Err(format!(
+                "idle-conn: {} answered {:?} to PING on connection {}",
+                server.name,
+                String::from_utf8_lossy(&reply),
+                i + 1
+            ));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let after = server.rss()?;
+    let per = (after as f64 - before as f64) / n as f64;
+    println!(
+        "idle-conn {:<5} {n} connections: VmRSS {} kB -> {} kB, {per:.0} bytes/connection",
+        server.name,
+        before / 1024,
+        after / 1024
+    );
+    for s in &conns {
+        let _ = s.shutdown(Shutdown::Both);
+    }
+    drop(conns);
+    std::thread::sleep(Duration::from_millis(200));
+    server.check_alive()?;
+    Ok(per)
+}
+
+// ---------------------------------------------------------------------------
+// Load rounds
+
+/// Result of one round.
+struct Measurement {
+    publishes: f64,
+    deliveries: f64,
+    notes: String,
+}
+
+fn publish_command() -> Vec<u8> {
+    let mut cmd = Vec::new();
+    cmd.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n");
+    push_bulk(&mut cmd, CHANNEL);
+    push_bulk(&mut cmd, &payload());
+    cmd
+}
+
+fn payload() -> [u8; PAYLOAD_LEN] {
+    let mut p = [0u8; PAYLOAD_LEN];
+    for (i, b) in p.iter_mut().enumerate() {
+        *b = b'a' + (i % 26) as u8;
+    }
+    p
+}
+
+fn push_bulk(out: &mut Vec<u8>, data: &[u8]) {
+    out.extend_from_slice(format!("${}\r\n", data.len()).as_bytes());
+    out.extend_from_slice(data);
+    out.extend_from_slice(b"\r\n");
+}
+
+fn message_frame() -> Vec<u8> {
+    let mut f = b"*3\r\n".to_vec();
+    push_bulk(&mut f, b"message");
+    push_bulk(&mut f, CHANNEL);
+    push_bulk(&mut f, &payload());
+    f
+}
+
+fn subscribe_confirmation() -> Vec<u8> {
+    let mut f = b"*3\r\n".to_vec();
+    push_bulk(&mut f, b"subscribe");
+    push_bulk(&mut f, CHANNEL);
+    f.extend_from_slice(b":1\r\n");
+    f
+}
+
+/// What a subscriber thread saw.
+#[derive(Default)]
+struct SubEnd {
+    closed_by_server: bool,
+    error: Option<String>,
+    first_frame_ok: Option<bool>,
+}
+
+/// What a publisher thread saw.
+#[derive(Default)]
+struct PubEnd {
+    closed_by_server: bool,
+    error: Option<String>,
+    non_integer_replies: u64,
+}
+
+fn run_round(server: &Server, subs: usize, pubs: usize, dur: Duration) -> Res<Measurement> {
+    let frame = Arc::new(message_frame());
+    let confirmation = subscribe_confirmation();
+    let mut subscribe = b"*2\r\n$9\r\nSUBSCRIBE\r\n".to_vec();
+    push_bulk(&mut subscribe, CHANNEL);
+
+    // Subscribers: connect, subscribe, read the confirmation.
+    let mut sub_streams = Vec::with_capacity(subs);
+    for i in 0..subs {
+        let mut s = server.connect()?;
+        s.write_all(&subscribe)
+            .ctx(|| format!("writing SUBSCRIBE on subscriber {i}"))?;
+        sub_streams.push(s);
+    }
+    for (i, s) in sub_streams.iter_mut().enumerate() {
+        s.set_read_timeout(Some(REPLY_TIMEOUT))
+            .ctx(|| "setting a read timeout".into())?;
+        let mut got = vec![0u8; confirmation.len()];
+        s.read_exact(&mut got)
+            .ctx(|| format!("reading the subscribe confirmation on subscriber {i}"))?;
+        if got != confirmation {
+            return Err(format!(
+                "subscriber {i}: unexpected confirmation {:?}",
+                String::from_utf8_lossy(&got)
+            ));
+        }
+        s.set_read_timeout(Some(POLL))
+            .ctx(|| "setting a read timeout".into())?;
+    }
+
+    // Publishers: connect before the clock starts.
+    let mut pub_streams = Vec::with_capacity(pubs);
+    for _ in 0..pubs {
+        let s = server.connect()?;
+        s.set_read_timeout(Some(POLL))
+            .ctx(|| "setting a read timeout".into())?;
+        s.set_write_timeout(Some(REPLY_TIMEOUT))
+            .ctx(|| "setting a write timeout".into())?;
+        pub_streams.push(s);
+    }
+
+    let stop_subs = Arc::new(AtomicBool::new(false));
+    let stop_pubs = Arc::new(AtomicBool::new(false));
+    let start = Arc::new(Barrier::new(pubs + 1));
+    let mut closers = Vec::new();
+
+    let mut sub_threads: Vec<(Arc<AtomicU64>, JoinHandle<SubEnd>)> = Vec::new();
+    for s in sub_streams {
+        closers.push(s.try_clone().ctx(|| "cloning a socket".into())?);
+        let bytes = Arc::new(AtomicU64::new(0));
+        let (b, stop, frame) = (
+            Arc::clone(&bytes),
+            Arc::clone(&stop_subs),
+            Arc::clone(&frame),
+        );
+        let h = std::thread::spawn(move || subscriber(s, &b, &stop, &frame));
+        sub_threads.push((bytes, h));
+    }
+
+    let cmd = publish_command();
+    let batch: Arc<Vec<u8>> = Arc::new(cmd.repeat(WINDOW));
+    let mut pub_threads: Vec<(Arc<AtomicU64>, JoinHandle<PubEnd>)> = Vec::new();
+    for s in pub_streams {
+        closers.push(s.try_clone().ctx(|| "cloning a socket".into())?);
+        let replies = Arc::new(AtomicU64::new(0));
+        let (r, stop, batch, start) = (
+            Arc::clone(&replies),
+            Arc::clone(&stop_pubs),
+            Arc::clone(&batch),
+            Arc::clone(&start),
+        );
+        let cmd_len = cmd.len();
+        let h = std::thread::spawn(move || publisher(s, &r, &stop, &batch, cmd_len, &start));
+        pub_threads.push((replies, h));
+    }
+
+    start.wait();
+    let t0 = Instant::now();
+    std::thread::sleep(dur);
+    // Snapshot every counter at one instant, then stop.
+    let elapsed = t0.elapsed().as_secs_f64();
+    let published: u64 = pub_threads
+        .iter()
+        .map(|(r, _)| r.load(Ordering::Relaxed))
+        .sum();
+    let delivered: u64 = sub_threads
+        .iter()
+        .map(|(b, _)| b.load(Ordering::Relaxed) / frame.len() as u64)
+        .sum();
+    stop_pubs.store(true, Ordering::Relaxed);
+    let mut notes = String::new();
+    let mut pub_errors = Vec::new();
+    for (i, (_, h)) in pub_threads.into_iter().enumerate() {
+        let end = h
+            .join()
+            .map_err(|_| format!("publisher thread {i} panicked"))?;
+        if end.closed_by_server {
+            notes.push_str(&format!(" [publisher {i} closed by server]"));
+        }
+        if end.non_integer_replies > 0 {
+            notes.push_str(&format!(
+                " [publisher {i}: {} non-integer replies]",
+                end.non_integer_replies
+            ));
+        }
+        if let Some(e) = end.error {
+            pub_errors.push(format!("publisher {i}: {e}"));
+        }
+    }
+    // Subscribers kept reading until the publishers stopped.
+    stop_subs.store(true, Ordering::Relaxed);
+    for c in &closers {
+        let _ = c.shutdown(Shutdown::Both);
+    }
+    let mut sub_closed = 0;
+    for (i, (_, h)) in sub_threads.into_iter().enumerate() {
+        let end = h
+            .join()
+            .map_err(|_| format!("subscriber thread {i} panicked"))?;
+        if end.closed_by_server {
+            sub_closed += 1;
+        }
+        if end.first_frame_ok == Some(false) {
+            notes.push_str(&format!(" [subscriber {i}: first message frame differs]"));
+        }
+        if let Some(e) = end.error {
+            notes.push_str(&format!(" [subscriber {i}: {e}]"));
+        }
+    }
+    if sub_closed > 0 {
+        notes.push_str(&format!(
+            " [{sub_closed}/{subs} subscribers closed by server during the round]"
+        ));
+    }
+    if !pub_errors.is_empty() {
+        return Err(pub_errors.join("; "));
+    }
+    Ok(Measurement {
+        publishes: published as f64 / elapsed,
+        deliveries: delivered as f64 / elapsed,
+        notes,
+    })
+}
+
+fn is_timeout(e: &std::io::Error) -> bool {
+    matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut)
+}
+
+fn subscriber(mut s: TcpStream, bytes: &AtomicU64, stop: &AtomicBool, frame: &[u8]) -> SubEnd {
+    let mut end = SubEnd::default();
+    let mut buf = vec![0u8; READ_BUF];
+    // The first frame, kept to check the server sends what we count.
+    let mut first = Vec::with_capacity(frame.len());
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => {
+                end.closed_by_server = !stop.load(Ordering::Relaxed);
+                break;
+            }
+            Ok(n) => {
+                if first.len() < frame.len() {
+                    let take = n.min(frame.len() - first.len());
+                    first.extend_from_slice(&buf[..take]);
+                    if first.len() == frame.len() {
+                        end.first_frame_ok = Some(first == frame);
+                    }
+                }
+                bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                if !stop.load(Ordering::Relaxed) {
+                    end.error = Some(format!("read failed: {e}"));
+                }
+                break;
+            }
+        }
+        if stop.load(Ordering::Relaxed) {
+            break;
+        }
+    }
+    end
+}
+
+fn publisher(
+    mut s: TcpStream,
+    replies: &AtomicU64,
+    stop: &AtomicBool,
+    batch: &[u8],
+    cmd_len: usize,
+    start: &Barrier,
+) -> PubEnd {
+    let mut end = PubEnd::default();
+    let mut buf = vec![0u8; READ_BUF];
+    let mut outstanding = 0usize;
+    let mut at_line_start = true;
+    start.wait();
+    while !stop.load(Ordering::Relaxed) {
+        let room = WINDOW - outstanding;
+        if room > 0 {
+            if let Err(e) = s.write_all(&batch[..room * cmd_len]) {
+                if !stop.load(Ordering::Relaxed) {
+                    end.error = Some(format!("write failed: {e}"));
+                }
+                break;
+            }
+            outstanding += room;
+        }
+        match s.read(&mut buf) {
+            Ok(0) => {
+                end.closed_by_server = !stop.load(Ordering::Relaxed);
+                break;
+            }
+            Ok(n) => {
+                // Every reply is `:N\r\n`: one '\n' per reply.
+                let mut count = 0usize;
+                for &b in &buf[..n] {
+                    if at_line_start && b != b':' {
+                        end.non_integer_replies += 1;
+                    }
+                    at_line_start = b == b'\n';
+                    count += usize::from(at_line_start);
+                }
+                outstanding = outstanding.saturating_sub(count);
+                replies.fetch_add(count as u64, Ordering::Relaxed);
+            }
+            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => {
+                if !stop.load(Ordering::Relaxed) {
+                    end.error = Some(format!("read failed: {e}"));
+                }
+                break;
+            }
+        }
+    }
+    end
+}

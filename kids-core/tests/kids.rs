@@ -1,0 +1,9 @@
+//! Integration tests of kids-core: one binary, one module per concern.
+
+mod kids {
+    pub(crate) mod clients;
+    pub(crate) mod codec;
+    pub(crate) mod differential;
+    pub(crate) mod nlimit;
+    pub(crate) mod support;
+}

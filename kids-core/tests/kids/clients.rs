@@ -1,0 +1,147 @@
+//! Real clients against kids: redis-cli and the `redis` crate.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+
+use futures::StreamExt;
+use kids_core::RouterConfig;
+
+use super::support::{ChildGuard, KidsServer, peer};
+
+/// Runs `redis-cli -p PORT args...` and returns its stdout.
+fn cli(bin: &str, port: u16, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Starts `redis-cli ... <mode> <names>` and reads lines until `ready` lines arrived.
+fn listening(
+    bin: &str,
+    port: u16,
+    args: &[&str],
+    ready: usize,
+) -> (ChildGuard, impl Iterator<Item = String>) {
+    let mut child = Command::new(bin)
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start redis-cli");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout)
+        .lines()
+        .map(|l| l.expect("line from redis-cli"));
+    for _ in 0..ready {
+        lines.next().expect("subscription confirmation");
+    }
+    (ChildGuard(child), lines)
+}
+
+#[test]
+fn redis_cli_publish_subscribe_psubscribe() {
+    let Some(bin) = peer("redis-cli", "redis-tools") else {
+        return;
+    };
+    let kids = KidsServer::start(RouterConfig::default());
+    assert_eq!(cli(&bin, kids.port, &["ping"]), "PONG\n");
+    assert_eq!(cli(&bin, kids.port, &["publish", "news", "nobody"]), "0\n");
+
+    // `redis-cli subscribe` prints each reply element on its own line.
+    let (_sub, mut sub_lines) = listening(&bin, kids.port, &["subscribe", "news"], 3);
+    let (_psub, mut psub_lines) = listening(&bin, kids.port, &["psubscribe", "n*"], 3);
+    assert_eq!(
+        cli(&bin, kids.port, &["pubsub", "numsub", "news"]),
+        "news\n1\n"
+    );
+    assert_eq!(
+        cli(&bin, kids.port, &["publish", "news", "hello world"]),
+        "2\n"
+    );
+    assert_eq!(cli(&bin, kids.port, &["log", "news", "second"]), "2\n");
+    let got: Vec<String> = sub_lines.by_ref().take(6).collect();
+    assert_eq!(
+        got,
+        [
+            "message",
+            "news",
+            "hello world",
+            "message",
+            "news",
+            "second"
+        ]
+    );
+    let got: Vec<String> = psub_lines.by_ref().take(8).collect();
+    assert_eq!(
+        got,
+        [
+            "pmessage",
+            "n*",
+            "news",
+            "hello world",
+            "pmessage",
+            "n*",
+            "news",
+            "second"
+        ]
+    );
+
+    // RESP3 through redis-cli -3, and INFO's kids section.
+    assert_eq!(cli(&bin, kids.port, &["-3", "publish", "news", "x"]), "2\n");
+    let info = cli(&bin, kids.port, &["info", "kids"]);
+    assert!(info.contains("messages_in:4"), "{info}");
+    assert!(info.contains("topic_news:messages=4"), "{info}");
+}
+
+#[test]
+fn redis_crate_async_pubsub_resp2_and_resp3() {
+    let kids = KidsServer::start(RouterConfig::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        for url in [
+            format!("redis://127.0.0.1:{}/", kids.port),
+            format!("redis://127.0.0.1:{}/?protocol=resp3", kids.port),
+        ] {
+            let client = redis::Client::open(url.as_str()).expect("client");
+            let mut pubsub = client.get_async_pubsub().await.expect("pubsub connection");
+            pubsub.subscribe("news").await.expect("subscribe");
+            pubsub.psubscribe("n?ws").await.expect("psubscribe");
+            let mut publisher = client
+                .get_multiplexed_async_connection()
+                .await
+                .expect("connection");
+            let receivers: i64 = redis::cmd("PUBLISH")
+                .arg("news")
+                .arg("hello")
+                .query_async(&mut publisher)
+                .await
+                .expect("publish");
+            assert_eq!(receivers, 2, "{url}");
+            let pong: String = redis::cmd("PING")
+                .query_async(&mut publisher)
+                .await
+                .expect("ping");
+            assert_eq!(pong, "PONG");
+            let mut messages = pubsub.on_message();
+            let first = messages.next().await.expect("message");
+            assert_eq!(first.get_channel_name(), "news");
+            assert_eq!(first.get_payload::<String>().expect("payload"), "hello");
+            assert!(!first.from_pattern());
+            let second = messages.next().await.expect("pmessage");
+            assert_eq!(second.get_pattern::<String>().expect("pattern"), "n?ws");
+            assert_eq!(second.get_payload::<String>().expect("payload"), "hello");
+        }
+    });
+}
