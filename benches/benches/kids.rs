@@ -1,1 +1,144 @@
-fn main() {}
+//! Criterion benchmarks of kids-core on in-memory input: decode, encode, route.
+//!
+//! Run: `cargo bench -p benches --bench kids`. CI runs each once with
+//! `cargo test -p benches --benches`.
+
+// criterion_group! generates an undocumented function.
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use kids_core::{
+    Frame, NLimit, NLimits, Proto, ReplyWriter, RequestDecoder, Router, RouterConfig, Session,
+};
+use tokio_util::codec::Decoder;
+
+const PAYLOAD: &[u8; 64] = b"0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn decode(c: &mut Criterion) {
+    let mut wire = BytesMut::new();
+    for _ in 0..1000 {
+        Frame::command([&b"PUBLISH"[..], b"bench", PAYLOAD]).encode(Proto::Resp2, &mut wire);
+    }
+    let inline: Vec<u8> = b"PUBLISH bench hello\r\n".repeat(1000);
+    let mut g = c.benchmark_group("decode");
+    g.throughput(Throughput::Elements(1000));
+    g.bench_function("multibulk_publish_x1000", |b| {
+        b.iter(|| {
+            let mut dec = RequestDecoder::default();
+            let mut buf = wire.clone();
+            let mut n = 0;
+            while let Ok(Some(req)) = dec.decode(&mut buf) {
+                n += req.len();
+            }
+            black_box(n)
+        })
+    });
+    g.bench_function("inline_publish_x1000", |b| {
+        b.iter(|| {
+            let mut dec = RequestDecoder::default();
+            let mut buf = BytesMut::from(&inline[..]);
+            let mut n = 0;
+            while let Ok(Some(req)) = dec.decode(&mut buf) {
+                n += req.len();
+            }
+            black_box(n)
+        })
+    });
+    g.finish();
+}
+
+fn encode(c: &mut Criterion) {
+    let mut g = c.benchmark_group("encode");
+    g.throughput(Throughput::Elements(1000));
+    for proto in [Proto::Resp2, Proto::Resp3] {
+        g.bench_function(
+            BenchmarkId::new("message_x1000", format!("{proto:?}")),
+            |b| {
+                let mut buf = BytesMut::with_capacity(128 * 1000);
+                b.iter(|| {
+                    buf.clear();
+                    for _ in 0..1000 {
+                        let mut w = ReplyWriter::new(&mut buf, proto);
+                        w.push(3);
+                        w.bulk(b"message");
+                        w.bulk(b"bench");
+                        w.bulk(PAYLOAD);
+                    }
+                    black_box(buf.len())
+                })
+            },
+        );
+    }
+    g.finish();
+}
+
+fn route(c: &mut Criterion) {
+    let mut g = c.benchmark_group("route");
+    let limits = NLimits {
+        pubsub: NLimit::unlimited(),
+        normal: NLimit::unlimited(),
+    };
+    for subscribers in [1usize, 32, 1000] {
+        for patterns in [0usize, 100] {
+            let now = Instant::now();
+            let router = Router::new(RouterConfig::default().nlimits(limits), now);
+            let mut subs: Vec<Session> = (0..subscribers)
+                .map(|_| {
+                    let mut s = Session::new(&router);
+                    s.handle(vec!["SUBSCRIBE".into(), "bench".into()], now);
+                    s
+                })
+                .collect();
+            // Patterns that do not match "bench" but must each be tried.
+            let mut holder = Session::new(&router);
+            for p in 0..patterns {
+                holder.handle(
+                    vec!["PSUBSCRIBE".into(), format!("other.{p}.*").into()],
+                    now,
+                );
+            }
+            g.throughput(Throughput::Elements(subscribers as u64));
+            g.bench_function(
+                BenchmarkId::new(format!("subs{subscribers}"), format!("patterns{patterns}")),
+                |b| {
+                    b.iter_custom(|iters| {
+                        let mut spent = Duration::ZERO;
+                        let mut left = iters;
+                        while left > 0 {
+                            let batch = left.min(256);
+                            let start = Instant::now();
+                            for _ in 0..batch {
+                                black_box(
+                                    router
+                                        .publish(
+                                            "bench".into(),
+                                            bytes::Bytes::from_static(PAYLOAD),
+                                            now,
+                                        )
+                                        .ok(),
+                                );
+                            }
+                            spent += start.elapsed();
+                            // Draining is the writer's cost, not routing's: keep it out of the timing.
+                            subs.iter_mut().for_each(|s| drop(s.take_output()));
+                            left -= batch;
+                        }
+                        spent
+                    })
+                },
+            );
+        }
+    }
+    g.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
+    targets = decode, encode, route
+}
+criterion_main!(benches);

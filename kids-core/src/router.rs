@@ -319,11 +319,11 @@ impl Router {
     /// [`Refused`] when the tap refused the message; it was not routed.
     pub fn publish(&self, channel: Bytes, message: Bytes, now: Instant) -> Result<usize, Refused> {
         let inner = &*self.inner;
-        if let Some(tap) = read(&inner.tap).as_ref() {
-            if let Err(refused) = tap.publish(&channel, &message, now) {
-                inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-                return Err(refused);
-            }
+        if let Some(tap) = read(&inner.tap).as_ref()
+            && let Err(refused) = tap.publish(&channel, &message, now)
+        {
+            inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+            return Err(refused);
         }
         inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
         let limits = &inner.config.nlimits;

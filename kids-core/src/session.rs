@@ -517,10 +517,10 @@ impl Session {
         if user.is_some_and(|u| &u[..] != b"default") {
             return self.error("WRONGPASS invalid username-password pair or user is disabled.");
         }
-        if let Some(name) = name {
-            if !self.set_name(&name) {
-                return;
-            }
+        if let Some(name) = name
+            && !self.set_name(&name)
+        {
+            return;
         }
         if let Some(p) = proto {
             self.proto = p;

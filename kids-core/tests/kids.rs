@@ -5,5 +5,6 @@ mod kids {
     pub(crate) mod codec;
     pub(crate) mod differential;
     pub(crate) mod nlimit;
+    pub(crate) mod router;
     pub(crate) mod support;
 }

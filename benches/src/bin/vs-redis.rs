@@ -1,7 +1,6 @@
 //! End-to-end comparison of the `kids` example server with `redis-server`.
 //!
-//! Run it: `cargo build --release -p examples --bin kids` once, then
-//! `cargo run --release -p benches --bin vs-redis`.
+//! Run it: `cargo run --release -p benches --bin vs-redis`.
 //!
 //! It starts both servers on free loopback ports and measures, alternating
 //! kids, redis, kids, redis… with fresh connections each round:
@@ -16,12 +15,12 @@
 //!
 //! Environment: `VS_SECS` (seconds per round, default 2), `VS_ROUNDS` (rounds
 //! per server and shape, default 3), `VS_IDLE` (idle connections, default
-//! 2000), `KIDS_BIN` (path of the kids binary; default: `kids` next to this
-//! executable), `REDIS_BIN` (path of redis-server; default: found on `PATH`).
+//! 2000), `KIDS_BIN` (a kids binary taking `--host`/`--port`, such as the
+//! `kids` example; default: this program re-run as `--serve-kids PORT`, which
+//! serves `kids_core::net::serve` on one runtime worker per core), `REDIS_BIN` (path of redis-server; default: found on `PATH`).
 //!
 //! A missing peer binary is an error, not a skip: without `redis-server` on
-//! `PATH` it exits non-zero and names the Debian package `redis-server`;
-//! without the kids binary it says how to build it.
+//! `PATH` it exits non-zero and names the Debian package `redis-server`.
 //!
 //! The last lines of the output have a fixed form:
 //!
@@ -73,7 +72,12 @@ impl<T, E: Display> Context<T> for Result<T, E> {
 }
 
 fn main() -> ExitCode {
-    match run() {
+    let args: Vec<String> = std::env::args().collect();
+    let result = match args.get(1).map(String::as_str) {
+        Some(SERVE_KIDS) => serve_kids(args.get(2).map_or("", String::as_str)),
+        _ => run(),
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("vs-redis: error: {e}");
@@ -112,13 +116,11 @@ fn run() -> Res<()> {
         return Err("VS_SECS must be > 0 and VS_ROUNDS >= 1".into());
     }
     let redis_bin = find_redis()?;
-    let kids_bin = find_kids()?;
 
     let redis_port = free_port()?;
     let kids_port = free_port()?;
-    println!("starting kids ({}) on port {kids_port}", kids_bin.display());
-    let mut kids_cmd = Command::new(&kids_bin);
-    kids_cmd.args(["--host", "127.0.0.1", "--port", &kids_port.to_string()]);
+    let (kids_desc, kids_cmd) = kids_command(kids_port)?;
+    println!("starting kids ({kids_desc}) on port {kids_port}");
     let kids = Server::start("kids", kids_cmd, kids_port)?;
     println!(
         "starting redis-server ({}) on port {redis_port}",
@@ -233,29 +235,50 @@ fn find_redis() -> Res<PathBuf> {
         })
 }
 
-fn find_kids() -> Res<PathBuf> {
+/// The command that starts kids on `port`: this program itself in server
+/// mode (the same `kids_core::net::serve` the `kids` example runs), or
+/// `$KIDS_BIN --port PORT` when set.
+fn kids_command(port: u16) -> Res<(String, Command)> {
     if let Some(p) = std::env::var_os("KIDS_BIN") {
         let p = PathBuf::from(p);
-        return if p.is_file() {
-            Ok(p)
-        } else {
-            Err(format!("KIDS_BIN={} does not exist", p.display()))
-        };
+        if !p.is_file() {
+            return Err(format!("KIDS_BIN={} does not exist", p.display()));
+        }
+        let mut cmd = Command::new(&p);
+        cmd.args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+        return Ok((p.display().to_string(), cmd));
     }
     let exe = std::env::current_exe().ctx(|| "locating the current executable".into())?;
-    let p = exe
-        .parent()
-        .map(|d| d.join("kids"))
-        .ok_or_else(|| format!("{} has no parent directory", exe.display()))?;
-    if p.is_file() {
-        Ok(p)
-    } else {
-        Err(format!(
-            "kids binary not found at {}; run `cargo build --release -p examples --bin kids` \
-             first (or set KIDS_BIN)",
-            p.display()
-        ))
-    }
+    let mut cmd = Command::new(&exe);
+    cmd.args([SERVE_KIDS, &port.to_string()]);
+    Ok((format!("{} {SERVE_KIDS}", exe.display()), cmd))
+}
+
+/// Argument that turns this program into the kids server under test.
+const SERVE_KIDS: &str = "--serve-kids";
+
+/// Serves kids on 127.0.0.1:`port` until killed: a multi-threaded runtime
+/// with one worker per core, as the `kids` example.
+fn serve_kids(port: &str) -> Res<()> {
+    let port: u16 = port.parse().ctx(|| format!("port {port:?}"))?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .ctx(|| "building the runtime".into())?;
+    rt.block_on(async {
+        let router = kids_core::Router::new(kids_core::RouterConfig::default(), Instant::now());
+        let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .ctx(|| format!("binding 127.0.0.1:{port}"))?;
+        kids_core::net::serve(
+            vec![kids_core::net::Listener::Tcp(tcp)],
+            router,
+            kids_core::net::ServerConfig::default(),
+            std::future::pending::<()>(),
+        )
+        .await
+        .ctx(|| "serving".into())
+    })
 }
 
 /// A free loopback port: bind port 0, read it, release it.

@@ -172,7 +172,9 @@ impl FrameCodec {
         let Some((&tag, body)) = rest[..cr].split_first() else {
             return Err(ProtocolError::InvalidReply("empty line"));
         };
-        let start = *pos + 1;
+        if matches!(tag, b'+' | b'-') && body.contains(&b'\n') {
+            return Err(ProtocolError::InvalidReply("line contains LF"));
+        }
         *pos += cr + 2;
         let text = || Bytes::copy_from_slice(body);
         let int = || parse_i64(body).ok_or(ProtocolError::InvalidReply("bad integer"));
@@ -186,7 +188,6 @@ impl FrameCodec {
             }
             Ok(Some(n as usize))
         };
-        let _ = start;
         let frame = match tag {
             b'+' => Frame::Simple(text()),
             b'-' => Frame::Error(text()),

@@ -1,0 +1,195 @@
+//! Router behaviour through its public API: ignore_case, the tap, INFO
+//! statistics on a simulated clock, the topic bound, unix sockets, shutdown.
+
+use std::io::{Read, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use kids_core::net::{Listener, ServerConfig, serve};
+use kids_core::{Refused, Router, RouterConfig, Session, Tap};
+
+fn req(args: &[&str]) -> Vec<Bytes> {
+    args.iter()
+        .map(|a| Bytes::copy_from_slice(a.as_bytes()))
+        .collect()
+}
+
+fn run(session: &mut Session, args: &[&str], now: Instant) -> Vec<u8> {
+    session.handle(req(args), now);
+    session.flush(now);
+    session.take_output()
+}
+
+#[test]
+fn ignore_case_applies_to_patterns_only() {
+    let now = Instant::now();
+    for (ignore, want) in [(false, 1), (true, 2)] {
+        let router = Router::new(RouterConfig::default().ignore_case(ignore), now);
+        let mut sub = Session::new(&router);
+        run(&mut sub, &["PSUBSCRIBE", "NEWS.*"], now);
+        run(&mut sub, &["SUBSCRIBE", "news.x"], now);
+        assert_eq!(
+            router.publish("news.x".into(), "m".into(), now),
+            Ok(want),
+            "ignore_case={ignore}"
+        );
+        // Channel names stay exact.
+        assert_eq!(router.publish("NEWS.X".into(), "m".into(), now), Ok(1));
+    }
+}
+
+/// A tap that records everything and refuses messages on "full".
+#[derive(Default)]
+struct Recorder(Mutex<Vec<(Bytes, Bytes)>>);
+
+impl Tap for Recorder {
+    fn publish(&self, channel: &Bytes, message: &Bytes, _now: Instant) -> Result<(), Refused> {
+        if &channel[..] == b"full" {
+            return Err(Refused {
+                reason: "store queue full".into(),
+            });
+        }
+        self.0
+            .lock()
+            .expect("tap lock")
+            .push((channel.clone(), message.clone()));
+        Ok(())
+    }
+}
+
+#[test]
+fn tap_sees_every_message_in_order_and_can_refuse() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let tap = Arc::new(Recorder::default());
+    router.set_tap(tap.clone());
+    let mut publisher = Session::new(&router);
+    let mut sub = Session::new(&router);
+    run(&mut sub, &["SUBSCRIBE", "full"], now);
+    for i in 0..100 {
+        let topic = if i % 2 == 0 { "a" } else { "b" };
+        assert_eq!(
+            run(&mut publisher, &["LOG", topic, &i.to_string()], now),
+            b":0\r\n"
+        );
+    }
+    assert_eq!(
+        run(&mut publisher, &["PUBLISH", "full", "x"], now),
+        b"-TRYLATER store queue full\r\n"
+    );
+    assert!(
+        sub.take_output().is_empty(),
+        "a refused message is not routed"
+    );
+    let seen = tap.0.lock().expect("tap lock");
+    assert_eq!(seen.len(), 100);
+    for (i, (topic, msg)) in seen.iter().enumerate() {
+        assert_eq!(&msg[..], i.to_string().as_bytes());
+        assert_eq!(&topic[..], if i % 2 == 0 { b"a" } else { b"b" });
+    }
+    assert_eq!(router.stats(now).messages_refused, 1);
+}
+
+#[test]
+fn info_reports_counts_and_rates_on_a_simulated_clock() {
+    let t0 = Instant::now();
+    let router = Router::new(RouterConfig::default().max_tracked_topics(2), t0);
+    let mut sub = Session::new(&router);
+    run(&mut sub, &["SUBSCRIBE", "a"], t0);
+    router.tick(t0);
+    for _ in 0..30 {
+        router.publish("a".into(), "m".into(), t0).unwrap();
+    }
+    for _ in 0..10 {
+        router.publish("b".into(), "m".into(), t0).unwrap();
+    }
+    // A third topic without subscribers is over the bound: counted, not tracked.
+    router.publish("c".into(), "m".into(), t0).unwrap();
+    router.tick(t0 + Duration::from_secs(2));
+    let s = router.stats(t0 + Duration::from_secs(5));
+    assert_eq!((s.messages_in, s.messages_out), (41, 30));
+    assert_eq!(s.messages_in_per_sec, 20.5);
+    assert_eq!(s.messages_out_per_sec, 15.0);
+    assert_eq!(s.untracked_messages, 1);
+    assert_eq!(s.uptime_secs, 5);
+    let names: Vec<&[u8]> = s.topics.iter().map(|t| &t.name[..]).collect();
+    assert_eq!(names, [&b"a"[..], b"b"]);
+    assert_eq!(
+        (
+            s.topics[0].messages,
+            s.topics[0].per_sec,
+            s.topics[0].subscribers
+        ),
+        (30, 15.0, 1)
+    );
+    let mut client = Session::new(&router);
+    let info = String::from_utf8(run(&mut client, &["INFO", "kids"], t0)).expect("utf8");
+    for line in [
+        "# Kids",
+        "messages_in:41",
+        "messages_out:30",
+        "messages_in_per_sec:20.50",
+        "messages_untracked_topics:1",
+        "topic_a:messages=30,per_sec=15.00,subscribers=1",
+        "topic_b:messages=10,per_sec=5.00,subscribers=0",
+    ] {
+        assert!(
+            info.contains(&format!("{line}\r\n")),
+            "{line:?} missing from {info}"
+        );
+    }
+    let all = String::from_utf8(run(&mut client, &["INFO"], t0)).expect("utf8");
+    assert!(
+        all.contains("# Server\r\n") && all.contains("# Clients\r\nconnected_clients:2\r\n"),
+        "{all}"
+    );
+}
+
+#[test]
+fn unix_socket_and_graceful_shutdown_deliver_what_was_queued() {
+    let dir = std::env::temp_dir().join(format!("kids-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("kids.sock");
+    let _ = std::fs::remove_file(&path);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let router = Router::new(RouterConfig::default(), Instant::now());
+    let listener = {
+        let _guard = rt.enter();
+        tokio::net::UnixListener::bind(&path).expect("bind unix socket")
+    };
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(
+        vec![Listener::Unix(listener)],
+        router.clone(),
+        ServerConfig::default(),
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut sub = std::os::unix::net::UnixStream::connect(&path).expect("connect");
+    sub.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    sub.write_all(b"SUBSCRIBE logs\r\n").expect("subscribe");
+    let confirm = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nlogs\r\n:1\r\n";
+    let mut buf = vec![0u8; confirm.len()];
+    sub.read_exact(&mut buf).expect("confirmation");
+    assert_eq!(buf, confirm);
+    assert_eq!(
+        router.publish("logs".into(), "last words".into(), Instant::now()),
+        Ok(1)
+    );
+    stop.send(()).expect("stop");
+    rt.block_on(server).expect("join").expect("serve");
+    let mut rest = Vec::new();
+    sub.read_to_end(&mut rest).expect("read until close");
+    assert_eq!(
+        rest,
+        b"*3\r\n$7\r\nmessage\r\n$4\r\nlogs\r\n$10\r\nlast words\r\n"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
