@@ -2,21 +2,43 @@
 
 use crate::resp::ReplyWriter;
 
-/// One argument in `COMMAND DOCS`.
+/// One argument in `COMMAND DOCS`. Arguments of type `block` and `oneof`
+/// must carry their `sub` arguments: redis-cli dereferences them.
 #[derive(Debug)]
 pub(crate) struct Arg {
     pub(crate) name: &'static str,
     pub(crate) kind: &'static str,
+    pub(crate) token: Option<&'static str>,
     pub(crate) optional: bool,
     pub(crate) multiple: bool,
+    pub(crate) sub: &'static [Arg],
 }
 
 const fn arg(name: &'static str, kind: &'static str, optional: bool, multiple: bool) -> Arg {
     Arg {
         name,
         kind,
+        token: None,
         optional,
         multiple,
+        sub: &[],
+    }
+}
+
+const fn token(
+    name: &'static str,
+    kind: &'static str,
+    token: &'static str,
+    optional: bool,
+    sub: &'static [Arg],
+) -> Arg {
+    Arg {
+        name,
+        kind,
+        token: Some(token),
+        optional,
+        multiple: false,
+        sub,
     }
 }
 
@@ -231,8 +253,17 @@ pub(crate) static COMMANDS: &[Command] = &[
         "O(1)",
         &[
             arg("protover", "integer", true, false),
-            arg("auth", "block", true, false),
-            arg("clientname", "string", true, false)
+            token(
+                "auth",
+                "block",
+                "AUTH",
+                true,
+                &[
+                    arg("username", "string", false, false),
+                    arg("password", "string", false, false)
+                ]
+            ),
+            token("clientname", "string", "SETNAME", true, &[])
         ]
     ),
     cmd!(
@@ -327,7 +358,17 @@ static CLIENT_SUBS: &[Command] = &[
         "7.2.0",
         "connection",
         "O(1)",
-        &[arg("attr", "oneof", false, false)]
+        &[Arg {
+            name: "attr",
+            kind: "oneof",
+            token: None,
+            optional: false,
+            multiple: false,
+            sub: &[
+                token("libname", "string", "LIB-NAME", false, &[]),
+                token("libver", "string", "LIB-VER", false, &[]),
+            ],
+        }]
     ),
     cmd!(
         "client|help",
@@ -484,27 +525,7 @@ pub(crate) fn write_docs(w: &mut ReplyWriter<'_>, c: &Command) {
     }
     if !c.args.is_empty() {
         w.bulk(b"arguments");
-        w.array(c.args.len());
-        for a in c.args {
-            let flags = usize::from(a.optional) + usize::from(a.multiple);
-            w.map(3 + usize::from(flags > 0));
-            w.bulk(b"name");
-            w.bulk(a.name.as_bytes());
-            w.bulk(b"type");
-            w.bulk(a.kind.as_bytes());
-            w.bulk(b"display_text");
-            w.bulk(a.name.as_bytes());
-            if flags > 0 {
-                w.bulk(b"flags");
-                w.array(flags);
-                if a.optional {
-                    w.simple(b"optional");
-                }
-                if a.multiple {
-                    w.simple(b"multiple");
-                }
-            }
-        }
+        write_args(w, c.args);
     }
     if !c.subcommands.is_empty() {
         w.bulk(b"subcommands");
@@ -516,7 +537,75 @@ pub(crate) fn write_docs(w: &mut ReplyWriter<'_>, c: &Command) {
     }
 }
 
+fn write_args(w: &mut ReplyWriter<'_>, args: &[Arg]) {
+    w.array(args.len());
+    for a in args {
+        let flags = usize::from(a.optional) + usize::from(a.multiple);
+        let plain = matches!(a.kind, "string" | "integer" | "pattern" | "key" | "double");
+        let fields = 2
+            + usize::from(plain)
+            + usize::from(a.token.is_some())
+            + usize::from(flags > 0)
+            + usize::from(!a.sub.is_empty());
+        w.map(fields);
+        w.bulk(b"name");
+        w.bulk(a.name.as_bytes());
+        w.bulk(b"type");
+        w.bulk(a.kind.as_bytes());
+        if plain {
+            w.bulk(b"display_text");
+            w.bulk(a.name.as_bytes());
+        }
+        if let Some(t) = a.token {
+            w.bulk(b"token");
+            w.bulk(t.as_bytes());
+        }
+        if flags > 0 {
+            w.bulk(b"flags");
+            w.array(flags);
+            if a.optional {
+                w.simple(b"optional");
+            }
+            if a.multiple {
+                w.simple(b"multiple");
+            }
+        }
+        if !a.sub.is_empty() {
+            w.bulk(b"arguments");
+            write_args(w, a.sub);
+        }
+    }
+}
+
 /// Total number of top-level commands (`COMMAND COUNT`).
 pub(crate) fn count() -> usize {
     COMMANDS.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn all_args(args: &[Arg], f: &mut impl FnMut(&Arg)) {
+        for a in args {
+            f(a);
+            all_args(a.sub, f);
+        }
+    }
+
+    #[test]
+    fn aggregate_arguments_have_sub_arguments() {
+        // redis-cli dereferences the `arguments` of every block/oneof argument.
+        let mut check = |a: &Arg| {
+            if matches!(a.kind, "block" | "oneof") {
+                assert!(!a.sub.is_empty(), "{} has no sub-arguments", a.name);
+            }
+        };
+        for c in COMMANDS
+            .iter()
+            .chain(COMMANDS.iter().flat_map(|c| c.subcommands))
+        {
+            all_args(c.args, &mut check);
+        }
+    }
 }

@@ -95,6 +95,22 @@ fn redis_cli_publish_subscribe_psubscribe() {
         ]
     );
 
+    // `help` makes redis-cli fetch and parse COMMAND DOCS, as interactive mode does at start.
+    let help = cli(&bin, kids.port, &["help", "publish"]);
+    assert!(
+        help.contains("channel message") && help.contains("Posts a message to a channel."),
+        "{help}"
+    );
+    let help = cli(&bin, kids.port, &["help", "hello"]);
+    assert!(
+        help.contains("[AUTH username password]") && help.contains("[SETNAME clientname]"),
+        "{help}"
+    );
+    assert!(
+        cli(&bin, kids.port, &["help", "client", "setinfo"])
+            .contains("LIB-NAME libname|LIB-VER libver")
+    );
+
     // RESP3 through redis-cli -3, and INFO's kids section.
     assert_eq!(cli(&bin, kids.port, &["-3", "publish", "news", "x"]), "2\n");
     let info = cli(&bin, kids.port, &["info", "kids"]);
