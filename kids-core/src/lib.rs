@@ -50,6 +50,11 @@ mod session;
 #[cfg(feature = "tokio")]
 pub mod net;
 
+/// The README's embedding tour, compiled and run as a doctest.
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 pub use error::{Error, ProtocolError};
 pub use glob::Glob;
 pub use nlimit::{ClientClass, NLimit, NLimits};

@@ -15,8 +15,11 @@
 //! # async fn run() -> std::io::Result<()> {
 //! let router = Router::new(RouterConfig::default(), Instant::now());
 //! let tcp = tokio::net::TcpListener::bind("127.0.0.1:3388").await?;
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! // Keep `stop`; sending on it (or dropping it) shuts the server down gracefully.
+//! # drop(stop);
 //! serve(vec![Listener::Tcp(tcp)], router, ServerConfig::default(), async {
-//!     let _ = tokio::signal::ctrl_c().await;
+//!     let _ = stopped.await;
 //! })
 //! .await
 //! # }
