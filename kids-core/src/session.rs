@@ -319,12 +319,7 @@ impl Session {
             if set.insert(name.clone()) {
                 added.push(name.clone());
             }
-            let count = self.subscriptions() as i64;
-            let mut w = self.writer();
-            w.push(3);
-            w.bulk(kind);
-            w.bulk(name);
-            w.integer(count);
+            self.confirm(kind, Some(name));
         }
         self.set_class();
         // Confirmations go out before the subscriptions take effect, so every
@@ -356,12 +351,7 @@ impl Session {
             names.to_vec()
         };
         if targets.is_empty() {
-            let count = self.subscriptions() as i64;
-            let mut w = self.writer();
-            w.push(3);
-            w.bulk(kind);
-            w.null();
-            w.integer(count);
+            self.confirm(kind, None);
             return;
         }
         // Subscriptions end before their confirmations are written, so messages
@@ -379,14 +369,22 @@ impl Session {
                     self.router.unsubscribe(name, &self.outbox);
                 }
             }
-            let count = self.subscriptions() as i64;
-            let mut w = self.writer();
-            w.push(3);
-            w.bulk(kind);
-            w.bulk(name);
-            w.integer(count);
+            self.confirm(kind, Some(name));
         }
         self.set_class();
+    }
+
+    /// Writes a (un)subscription confirmation: kind, name (null for none), count.
+    fn confirm(&mut self, kind: &[u8], name: Option<&Bytes>) {
+        let count = self.subscriptions() as i64;
+        let mut w = self.writer();
+        w.push(3);
+        w.bulk(kind);
+        match name {
+            Some(n) => w.bulk(n),
+            None => w.null(),
+        }
+        w.integer(count);
     }
 
     fn unsubscribe_all_silently(&mut self) {
