@@ -16,6 +16,16 @@ pub enum Error {
     /// A value given by the caller is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A stored record failed its length bound or checksum.
+    #[error("corrupt record in {} at offset {offset}: {reason}", path.display())]
+    Corrupt {
+        /// The file holding the record.
+        path: std::path::PathBuf,
+        /// Byte offset of the record.
+        offset: u64,
+        /// What was wrong.
+        reason: String,
+    },
     /// Reading or writing a socket or a file failed.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),

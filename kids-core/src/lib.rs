@@ -45,6 +45,7 @@ mod nlimit;
 mod outbox;
 mod resp;
 mod router;
+mod seglog;
 mod session;
 
 #[cfg(feature = "tokio")]
@@ -63,4 +64,5 @@ pub use resp::{
     Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
 };
 pub use router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
+pub use seglog::{Fsync, Position, Recovery, SegmentConfig, SegmentLog};
 pub use session::{Flow, REDIS_COMPAT_VERSION, Session};

@@ -6,5 +6,6 @@ mod kids {
     pub(crate) mod differential;
     pub(crate) mod nlimit;
     pub(crate) mod router;
+    pub(crate) mod seglog;
     pub(crate) mod support;
 }
