@@ -16,6 +16,9 @@ pub enum Error {
     /// A value given by the caller is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
     Config(String),
+    /// A configuration file is invalid.
+    #[error(transparent)]
+    ConfigFile(#[from] crate::config::ConfigError),
     /// A stored record failed its length bound or checksum.
     #[error("corrupt record in {} at offset {offset}: {reason}", path.display())]
     Corrupt {

@@ -39,6 +39,7 @@
 //! ```
 
 mod commands;
+mod config;
 mod error;
 mod glob;
 mod nlimit;
@@ -56,6 +57,10 @@ pub mod net;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub use config::{
+    Config, ConfigError, FsyncConfig, LimitClass, ListenConfig, LogConfig, NLimitLine, QueueConfig,
+    QueueFull, StoreConfig, StoreKind, StoreRole, Success,
+};
 pub use error::{Error, ProtocolError};
 pub use glob::Glob;
 pub use nlimit::{ClientClass, NLimit, NLimits};

@@ -3,6 +3,7 @@
 mod kids {
     pub(crate) mod clients;
     pub(crate) mod codec;
+    pub(crate) mod config;
     pub(crate) mod differential;
     pub(crate) mod nlimit;
     pub(crate) mod router;

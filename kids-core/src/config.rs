@@ -1,0 +1,1016 @@
+//! The kids configuration language: `key value+;` directives and nested blocks.
+//!
+//! ```text
+//! # an agent
+//! log { level info; file /data/log/kids/kids.log; }
+//! listen { host 127.0.0.1; port 3388; }
+//! store buffer {
+//!   store network primary { host kids; port 3388; }
+//!   store file secondary { path /data/data/kidsbuf; rotate 5min; }
+//! }
+//! ```
+//! Keywords are case-insensitive; `#` starts a comment; values may be quoted
+//! with `"` or `'` (the quotes are not part of the value). Sizes take a unit
+//! (`b k kb m mb g gb`, 1024-based), durations too (`s sec m min h hour d
+//! day`); `rotate` also takes `hourly` and `daily`. Every error names the
+//! file, line and column and what was expected; an unknown key is an error
+//! everywhere, with a suggestion when one is close.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+/// A parsed kids configuration.
+///
+/// ```
+/// use kids_core::Config;
+/// let config = Config::parse("server.conf", "listen { port 3388; } store file { path /tmp/logs; rotate 1hour; }").unwrap();
+/// assert_eq!(config.listen.port, Some(3388));
+/// assert_eq!(config.store.unwrap().rotate_secs, Some(3600));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct Config {
+    /// `worker_threads N;`
+    pub worker_threads: Option<usize>,
+    /// `ignore_case on|off;`: match patterns ignoring case.
+    pub ignore_case: bool,
+    /// `max_clients N;`
+    pub max_clients: Option<usize>,
+    /// `nlimit CLASS HARD SOFT SECONDS;` lines.
+    pub nlimits: Vec<NLimitLine>,
+    /// `queue SIZE block|error|spool;`: the queue between the router and the stores.
+    pub queue: Option<QueueConfig>,
+    /// `log { level L; file F; }`
+    pub log: LogConfig,
+    /// `listen { host H; port P; socket S; }`
+    pub listen: ListenConfig,
+    /// The top-level `store TYPE { ... }`.
+    pub store: Option<StoreConfig>,
+}
+
+/// One `nlimit` line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NLimitLine {
+    /// `normal` or `pubsub`.
+    pub class: LimitClass,
+    /// Hard bound in bytes (0: none).
+    pub hard: u64,
+    /// Soft bound in bytes (0: none).
+    pub soft: u64,
+    /// Seconds the soft bound may be exceeded.
+    pub soft_secs: u64,
+}
+
+/// The client class an `nlimit` line applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LimitClass {
+    /// Clients without subscriptions.
+    Normal,
+    /// Subscribers.
+    Pubsub,
+}
+
+/// What a full store queue does to a publisher.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueueFull {
+    /// PUBLISH waits until there is room.
+    Block,
+    /// PUBLISH gets an error it can retry on.
+    Error,
+    /// The message goes to the spool.
+    Spool,
+}
+
+/// `queue SIZE POLICY;`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct QueueConfig {
+    /// Messages the queue holds.
+    pub size: usize,
+    /// What happens when it is full.
+    pub when_full: QueueFull,
+}
+
+/// `log { ... }`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct LogConfig {
+    /// `level trace|debug|info|warn|error;`
+    pub level: Option<String>,
+    /// `file PATH;`
+    pub file: Option<String>,
+}
+
+/// `listen { ... }`
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct ListenConfig {
+    /// `host H;`
+    pub host: Option<String>,
+    /// `port P;`
+    pub port: Option<u16>,
+    /// `socket PATH;`
+    pub socket: Option<String>,
+}
+
+/// The kind of a store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreKind {
+    /// Topic files with rotation.
+    File,
+    /// Forwarding to another kids.
+    Network,
+    /// A primary, and a secondary spool while the primary fails.
+    Buffer,
+    /// The first child that accepts.
+    Priority,
+    /// Every child (`success any|all`).
+    Multiple,
+    /// Discards.
+    Null,
+}
+
+/// A store's role inside `store buffer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StoreRole {
+    /// Where messages go while it works.
+    Primary,
+    /// Where they wait while it does not.
+    Secondary,
+}
+
+/// `success any|all;` of `store multiple`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Success {
+    /// A message is stored once any child took it.
+    Any,
+    /// Only once every child took it.
+    All,
+}
+
+/// `fsync never|rotate|N;` of a file store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FsyncConfig {
+    /// Never.
+    Never,
+    /// When a file is rotated.
+    Rotate,
+    /// After every N messages.
+    Every(u32),
+}
+
+/// `store TYPE [primary|secondary] { ... }`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct StoreConfig {
+    /// The store's kind.
+    pub kind: StoreKind,
+    /// Its role inside a buffer.
+    pub role: Option<StoreRole>,
+    /// `topic GLOB...;` lines (all of them count); empty: every topic.
+    pub topics: Vec<String>,
+    /// `path TEMPLATE;` (file)
+    pub path: Option<String>,
+    /// `name TEMPLATE;` (file)
+    pub name: Option<String>,
+    /// `rotate 5min|hourly|daily;` (file), in seconds.
+    pub rotate_secs: Option<u64>,
+    /// `flush DURATION;` (file), in seconds.
+    pub flush_secs: Option<u64>,
+    /// `fsync never|rotate|N;` (file)
+    pub fsync: Option<FsyncConfig>,
+    /// `utc_offset [-]DURATION;` (file): offset from UTC for names and buckets, in seconds.
+    pub utc_offset_secs: Option<i64>,
+    /// `host H;` (network)
+    pub host: Option<String>,
+    /// `port P;` (network)
+    pub port: Option<u16>,
+    /// `socket PATH;` (network)
+    pub socket: Option<String>,
+    /// `window N;` (network): messages sent but not yet acknowledged.
+    pub window: Option<usize>,
+    /// `timeout DURATION;` (network), in seconds.
+    pub timeout_secs: Option<u64>,
+    /// `replay_rate N;` (buffer): spooled messages replayed per second.
+    pub replay_rate: Option<u64>,
+    /// `success any|all;` (multiple)
+    pub success: Option<Success>,
+    /// Nested stores (buffer, priority, multiple).
+    pub stores: Vec<StoreConfig>,
+}
+
+impl StoreConfig {
+    fn new(kind: StoreKind, role: Option<StoreRole>) -> Self {
+        Self {
+            kind,
+            role,
+            topics: Vec::new(),
+            path: None,
+            name: None,
+            rotate_secs: None,
+            flush_secs: None,
+            fsync: None,
+            utc_offset_secs: None,
+            host: None,
+            port: None,
+            socket: None,
+            window: None,
+            timeout_secs: None,
+            replay_rate: None,
+            success: None,
+            stores: Vec::new(),
+        }
+    }
+}
+
+/// A configuration error, with where it is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{file}:{line}:{col}: {message}")]
+pub struct ConfigError {
+    /// The file name given to [`Config::parse`].
+    pub file: String,
+    /// 1-based line.
+    pub line: usize,
+    /// 1-based column (in characters).
+    pub col: usize,
+    /// What was wrong and what was expected.
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Tok {
+    Word(String),
+    Quoted(String),
+    Open,
+    Close,
+    Semi,
+    Eof,
+}
+
+impl fmt::Display for Tok {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Tok::Word(w) => write!(f, "`{w}`"),
+            Tok::Quoted(q) => write!(f, "\"{q}\""),
+            Tok::Open => f.write_str("`{`"),
+            Tok::Close => f.write_str("`}`"),
+            Tok::Semi => f.write_str("`;`"),
+            Tok::Eof => f.write_str("end of file"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Pos {
+    line: usize,
+    col: usize,
+}
+
+struct Parser<'a> {
+    file: &'a str,
+    toks: Vec<(Tok, Pos)>,
+    i: usize,
+}
+
+const TOP_KEYS: &[&str] = &[
+    "worker_threads",
+    "ignore_case",
+    "max_clients",
+    "nlimit",
+    "queue",
+    "log",
+    "listen",
+    "store",
+];
+const LOG_KEYS: &[&str] = &["level", "file"];
+const LISTEN_KEYS: &[&str] = &["host", "port", "socket"];
+const STORE_KEYS: &[&str] = &[
+    "store",
+    "topic",
+    "path",
+    "name",
+    "rotate",
+    "flush",
+    "fsync",
+    "utc_offset",
+    "host",
+    "port",
+    "socket",
+    "window",
+    "timeout",
+    "replay_rate",
+    "success",
+];
+
+fn tokenize(file: &str, src: &str) -> Result<Vec<(Tok, Pos)>, ConfigError> {
+    let mut out = Vec::new();
+    let chars: Vec<char> = src.chars().collect();
+    let (mut i, mut line, mut col) = (0usize, 1usize, 1usize);
+    let err = |line, col, message: String| ConfigError {
+        file: file.to_string(),
+        line,
+        col,
+        message,
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        let pos = Pos { line, col };
+        let step = |i: &mut usize, col: &mut usize| {
+            *i += 1;
+            *col += 1;
+        };
+        match c {
+            '\n' => {
+                i += 1;
+                line += 1;
+                col = 1;
+            }
+            c if c.is_whitespace() => step(&mut i, &mut col),
+            '#' => {
+                while i < chars.len() && chars[i] != '\n' {
+                    i += 1;
+                }
+            }
+            '{' | '}' | ';' => {
+                out.push((
+                    match c {
+                        '{' => Tok::Open,
+                        '}' => Tok::Close,
+                        _ => Tok::Semi,
+                    },
+                    pos,
+                ));
+                step(&mut i, &mut col);
+            }
+            '"' | '\'' => {
+                let quote = c;
+                step(&mut i, &mut col);
+                let mut value = String::new();
+                loop {
+                    let Some(&d) = chars.get(i) else {
+                        return Err(err(
+                            pos.line,
+                            pos.col,
+                            format!("unterminated {quote}-quoted value"),
+                        ));
+                    };
+                    if d == '\n' {
+                        return Err(err(
+                            pos.line,
+                            pos.col,
+                            format!(
+                                "unterminated {quote}-quoted value (newline before closing {quote})"
+                            ),
+                        ));
+                    }
+                    step(&mut i, &mut col);
+                    if d == quote {
+                        break;
+                    }
+                    if d == '\\' {
+                        let Some(&e) = chars.get(i) else { continue };
+                        step(&mut i, &mut col);
+                        value.push(match e {
+                            'n' => '\n',
+                            't' => '\t',
+                            other => other,
+                        });
+                    } else {
+                        value.push(d);
+                    }
+                }
+                out.push((Tok::Quoted(value), pos));
+            }
+            _ => {
+                let mut word = String::new();
+                while let Some(&d) = chars.get(i) {
+                    if d.is_whitespace() || matches!(d, '{' | '}' | ';' | '#' | '"' | '\'') {
+                        break;
+                    }
+                    word.push(d);
+                    step(&mut i, &mut col);
+                }
+                out.push((Tok::Word(word), pos));
+            }
+        }
+    }
+    out.push((Tok::Eof, Pos { line, col }));
+    Ok(out)
+}
+
+/// Levenshtein distance, for suggestions.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
+}
+
+fn suggest(word: &str, candidates: &[&str]) -> String {
+    candidates
+        .iter()
+        .map(|c| (distance(word, c), c))
+        .filter(|(d, c)| *d <= 2 && *d < c.len())
+        .min()
+        .map(|(_, c)| format!(" (did you mean `{c}`?)"))
+        .unwrap_or_default()
+}
+
+/// One directive's values with their positions.
+type Values = Vec<(String, Pos)>;
+
+impl<'a> Parser<'a> {
+    fn err(&self, pos: Pos, message: impl Into<String>) -> ConfigError {
+        ConfigError {
+            file: self.file.to_string(),
+            line: pos.line,
+            col: pos.col,
+            message: message.into(),
+        }
+    }
+
+    fn next(&mut self) -> (Tok, Pos) {
+        let t = self.toks[self.i.min(self.toks.len() - 1)].clone();
+        self.i += 1;
+        t
+    }
+
+    fn peek(&self) -> &Tok {
+        &self.toks[self.i.min(self.toks.len() - 1)].0
+    }
+
+    fn expect_open(&mut self, what: &str) -> Result<(), ConfigError> {
+        match self.next() {
+            (Tok::Open, _) => Ok(()),
+            (t, pos) => Err(self.err(pos, format!("expected `{{` after {what}, found {t}"))),
+        }
+    }
+
+    /// Values up to `;`.
+    fn values(&mut self, key: &str) -> Result<Values, ConfigError> {
+        let mut vals = Vec::new();
+        loop {
+            match self.next() {
+                (Tok::Semi, pos) if vals.is_empty() => {
+                    return Err(self.err(pos, format!("`{key}` needs a value")));
+                }
+                (Tok::Semi, _) => return Ok(vals),
+                (Tok::Word(w) | Tok::Quoted(w), pos) => vals.push((w, pos)),
+                (t, pos) => {
+                    return Err(self.err(
+                        pos,
+                        format!("expected `;` after the value of `{key}`, found {t}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn one(&self, key: &str, vals: &Values) -> Result<(String, Pos), ConfigError> {
+        match vals.as_slice() {
+            [v] => Ok(v.clone()),
+            [_, extra, ..] => Err(self.err(extra.1, format!("`{key}` takes one value"))),
+            [] => unreachable_values(),
+        }
+    }
+
+    fn number<T: std::str::FromStr>(
+        &self,
+        key: &str,
+        (v, pos): &(String, Pos),
+    ) -> Result<T, ConfigError> {
+        v.parse()
+            .map_err(|_| self.err(*pos, format!("`{key}` expects a whole number, found `{v}`")))
+    }
+
+    fn parse(mut self) -> Result<Config, ConfigError> {
+        let mut config = Config::default();
+        loop {
+            let (tok, pos) = self.next();
+            let key = match tok {
+                Tok::Eof => break,
+                Tok::Word(w) => w.to_ascii_lowercase(),
+                t => return Err(self.err(pos, format!("expected a directive, found {t}"))),
+            };
+            match key.as_str() {
+                "log" => {
+                    self.expect_open("`log`")?;
+                    self.block(LOG_KEYS, "log", |p, key, vals| {
+                        let (v, vpos) = p.one(key, &vals)?;
+                        match key {
+                            "level" => {
+                                let level = v.to_ascii_lowercase();
+                                if !["trace", "debug", "info", "warn", "warning", "error"].contains(&level.as_str()) {
+                                    return Err(p.err(vpos, format!("`level` expects trace, debug, info, warn or error, found `{v}`")));
+                                }
+                                config.log.level = Some(level);
+                            }
+                            _ => config.log.file = Some(v),
+                        }
+                        Ok(())
+                    })?;
+                }
+                "listen" => {
+                    self.expect_open("`listen`")?;
+                    self.block(LISTEN_KEYS, "listen", |p, key, vals| {
+                        let v = p.one(key, &vals)?;
+                        match key {
+                            "host" => config.listen.host = Some(v.0),
+                            "port" => config.listen.port = Some(p.port(&v)?),
+                            _ => config.listen.socket = Some(v.0),
+                        }
+                        Ok(())
+                    })?;
+                }
+                "store" => {
+                    if config.store.is_some() {
+                        return Err(self.err(pos, "a second top-level store: put several stores inside `store multiple` or `store priority`"));
+                    }
+                    config.store = Some(self.store(pos, false)?);
+                }
+                "worker_threads" | "max_clients" => {
+                    let vals = self.values(&key)?;
+                    let v = self.one(&key, &vals)?;
+                    let n: usize = self.number(&key, &v)?;
+                    if n == 0 {
+                        return Err(self.err(v.1, format!("`{key}` must be at least 1")));
+                    }
+                    if key == "worker_threads" {
+                        config.worker_threads = Some(n);
+                    } else {
+                        config.max_clients = Some(n);
+                    }
+                }
+                "ignore_case" => {
+                    let vals = self.values(&key)?;
+                    let (v, vpos) = self.one(&key, &vals)?;
+                    config.ignore_case = match v.to_ascii_lowercase().as_str() {
+                        "on" | "yes" | "true" => true,
+                        "off" | "no" | "false" => false,
+                        _ => {
+                            return Err(self.err(
+                                vpos,
+                                format!("`ignore_case` expects on or off, found `{v}`"),
+                            ));
+                        }
+                    };
+                }
+                "nlimit" => {
+                    let vals = self.values(&key)?;
+                    let [class, hard, soft, secs] = vals.as_slice() else {
+                        return Err(self.err(pos, "`nlimit` expects CLASS HARD SOFT SECONDS, as in `nlimit pubsub 32MB 16MB 10min;`"));
+                    };
+                    let class = match class.0.to_ascii_lowercase().as_str() {
+                        "normal" => LimitClass::Normal,
+                        "pubsub" => LimitClass::Pubsub,
+                        _ => {
+                            return Err(self.err(
+                                class.1,
+                                format!("`nlimit` class is normal or pubsub, found `{}`", class.0),
+                            ));
+                        }
+                    };
+                    config.nlimits.push(NLimitLine {
+                        class,
+                        hard: self.size(hard, true)?,
+                        soft: self.size(soft, true)?,
+                        soft_secs: self.duration(secs, true)?,
+                    });
+                }
+                "queue" => {
+                    let vals = self.values(&key)?;
+                    let [size, policy] = vals.as_slice() else {
+                        return Err(self.err(pos, "`queue` expects SIZE and block, error or spool, as in `queue 65536 block;`"));
+                    };
+                    let size: usize = self.number("queue", size)?;
+                    let when_full = match policy.0.to_ascii_lowercase().as_str() {
+                        "block" => QueueFull::Block,
+                        "error" => QueueFull::Error,
+                        "spool" => QueueFull::Spool,
+                        _ => {
+                            return Err(self.err(
+                                policy.1,
+                                format!(
+                                    "`queue` policy is block, error or spool, found `{}`",
+                                    policy.0
+                                ),
+                            ));
+                        }
+                    };
+                    config.queue = Some(QueueConfig { size, when_full });
+                }
+                other => {
+                    return Err(self.err(
+                        pos,
+                        format!("unknown directive `{other}`{}", suggest(other, TOP_KEYS)),
+                    ));
+                }
+            }
+        }
+        Ok(config)
+    }
+
+    /// Directives until `}`; `apply` handles each known key.
+    fn block(
+        &mut self,
+        keys: &[&str],
+        what: &str,
+        mut apply: impl FnMut(&Self, &str, Values) -> Result<(), ConfigError>,
+    ) -> Result<(), ConfigError> {
+        loop {
+            match self.next() {
+                (Tok::Close, _) => return Ok(()),
+                (Tok::Word(w), pos) => {
+                    let key = w.to_ascii_lowercase();
+                    if !keys.contains(&key.as_str()) {
+                        return Err(self.err(
+                            pos,
+                            format!("unknown key `{w}` in `{what}`{}", suggest(&key, keys)),
+                        ));
+                    }
+                    let vals = self.values(&key)?;
+                    apply(self, &key, vals)?;
+                }
+                (t, pos) => {
+                    return Err(self.err(
+                        pos,
+                        format!("expected a key or `}}` in `{what}`, found {t}"),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn store(&mut self, at: Pos, nested: bool) -> Result<StoreConfig, ConfigError> {
+        let (kind, kpos) = match self.next() {
+            (Tok::Word(w), pos) => (w, pos),
+            (t, pos) => {
+                return Err(self.err(
+                    pos,
+                    format!("expected a store type after `store`, found {t}"),
+                ));
+            }
+        };
+        let kinds = ["file", "network", "buffer", "priority", "multiple", "null"];
+        let kind = match kind.to_ascii_lowercase().as_str() {
+            "file" => StoreKind::File,
+            "network" => StoreKind::Network,
+            "buffer" => StoreKind::Buffer,
+            "priority" => StoreKind::Priority,
+            "multiple" => StoreKind::Multiple,
+            "null" => StoreKind::Null,
+            other => {
+                return Err(self.err(
+                    kpos,
+                    format!(
+                        "unknown store type `{kind}`{}; expected one of {}",
+                        suggest(other, &kinds),
+                        kinds.join(", ")
+                    ),
+                ));
+            }
+        };
+        let role = match self.peek().clone() {
+            Tok::Word(w) => {
+                let (_, rpos) = self.next();
+                match w.to_ascii_lowercase().as_str() {
+                    "primary" => Some(StoreRole::Primary),
+                    "secondary" => Some(StoreRole::Secondary),
+                    _ => return Err(self.err(
+                        rpos,
+                        format!(
+                            "expected primary, secondary or `{{` after the store type, found `{w}`"
+                        ),
+                    )),
+                }
+            }
+            _ => None,
+        };
+        if role.is_some() && !nested {
+            return Err(self.err(
+                at,
+                "primary/secondary only apply to the stores inside `store buffer`",
+            ));
+        }
+        self.expect_open("the store type")?;
+        let mut store = StoreConfig::new(kind, role);
+        let mut children_at = Vec::new();
+        loop {
+            let (tok, pos) = self.next();
+            let w = match tok {
+                Tok::Close => break,
+                Tok::Word(w) => w,
+                t => {
+                    return Err(self.err(
+                        pos,
+                        format!("expected a key, `store` or `}}` in the store, found {t}"),
+                    ));
+                }
+            };
+            let key = w.to_ascii_lowercase();
+            if key == "store" {
+                if !matches!(
+                    kind,
+                    StoreKind::Buffer | StoreKind::Priority | StoreKind::Multiple
+                ) {
+                    return Err(self.err(
+                        pos,
+                        format!("a `store {}` holds no other stores", kind_name(kind)),
+                    ));
+                }
+                let child = self.store(pos, true)?;
+                children_at.push(pos);
+                store.stores.push(child);
+                continue;
+            }
+            if !STORE_KEYS.contains(&key.as_str()) {
+                return Err(self.err(
+                    pos,
+                    format!(
+                        "unknown key `{w}` in the store{}",
+                        suggest(&key, STORE_KEYS)
+                    ),
+                ));
+            }
+            let allowed = match key.as_str() {
+                "topic" => true,
+                "path" | "name" | "rotate" | "flush" | "fsync" | "utc_offset" => {
+                    kind == StoreKind::File
+                }
+                "host" | "port" | "socket" | "window" | "timeout" => kind == StoreKind::Network,
+                "replay_rate" => kind == StoreKind::Buffer,
+                _ => kind == StoreKind::Multiple,
+            };
+            if !allowed {
+                return Err(self.err(
+                    pos,
+                    format!("`{key}` does not apply to a `store {}`", kind_name(kind)),
+                ));
+            }
+            let vals = self.values(&key)?;
+            if key == "topic" {
+                store.topics.extend(vals.into_iter().map(|(v, _)| v));
+                continue;
+            }
+            let v = self.one(&key, &vals)?;
+            match key.as_str() {
+                "path" => store.path = Some(v.0),
+                "name" => store.name = Some(v.0),
+                "rotate" => {
+                    store.rotate_secs = Some(match v.0.to_ascii_lowercase().as_str() {
+                        "hourly" => 3600,
+                        "daily" => 86_400,
+                        _ => self.duration(&v, false)?,
+                    });
+                }
+                "flush" => store.flush_secs = Some(self.duration(&v, false)?),
+                "fsync" => {
+                    store.fsync = Some(match v.0.to_ascii_lowercase().as_str() {
+                        "never" => FsyncConfig::Never,
+                        "rotate" => FsyncConfig::Rotate,
+                        _ => FsyncConfig::Every(v.0.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                            self.err(v.1, format!("`fsync` expects never, rotate or a number of messages, found `{}`", v.0))
+                        })?),
+                    });
+                }
+                "utc_offset" => {
+                    let (neg, rest) = match v.0.strip_prefix('-') {
+                        Some(r) => (true, r),
+                        None => (false, v.0.strip_prefix('+').unwrap_or(&v.0)),
+                    };
+                    let secs = self.duration(&(rest.to_string(), v.1), true)? as i64;
+                    store.utc_offset_secs = Some(if neg { -secs } else { secs });
+                }
+                "host" => store.host = Some(v.0),
+                "port" => store.port = Some(self.port(&v)?),
+                "socket" => store.socket = Some(v.0),
+                "window" => store.window = Some(self.number("window", &v)?),
+                "timeout" => store.timeout_secs = Some(self.duration(&v, false)?),
+                "replay_rate" => store.replay_rate = Some(self.number("replay_rate", &v)?),
+                _ => {
+                    store.success = Some(match v.0.to_ascii_lowercase().as_str() {
+                        "any" => Success::Any,
+                        "all" => Success::All,
+                        _ => {
+                            return Err(self.err(
+                                v.1,
+                                format!("`success` expects any or all, found `{}`", v.0),
+                            ));
+                        }
+                    });
+                }
+            }
+        }
+        self.validate(&store, at, &children_at)?;
+        Ok(store)
+    }
+
+    fn validate(&self, s: &StoreConfig, at: Pos, children_at: &[Pos]) -> Result<(), ConfigError> {
+        match s.kind {
+            StoreKind::File if s.path.is_none() => Err(self.err(at, "`store file` needs a `path`")),
+            StoreKind::Network if s.host.is_none() && s.socket.is_none() => Err(self.err(
+                at,
+                "`store network` needs a `host` (and `port`) or a `socket`",
+            )),
+            StoreKind::Buffer => {
+                let roles: Vec<Option<StoreRole>> = s.stores.iter().map(|c| c.role).collect();
+                if roles.len() != 2
+                    || !roles.contains(&Some(StoreRole::Primary))
+                    || !roles.contains(&Some(StoreRole::Secondary))
+                {
+                    return Err(self.err(
+                        at,
+                        "`store buffer` needs exactly one `primary` and one `secondary` store",
+                    ));
+                }
+                Ok(())
+            }
+            StoreKind::Priority | StoreKind::Multiple if s.stores.is_empty() => Err(self.err(
+                at,
+                format!(
+                    "`store {}` needs at least one store inside",
+                    kind_name(s.kind)
+                ),
+            )),
+            _ => {
+                if let Some((_, pos)) = s
+                    .stores
+                    .iter()
+                    .zip(children_at)
+                    .find(|(c, _)| c.role.is_some())
+                {
+                    return Err(self.err(
+                        *pos,
+                        "primary/secondary only apply to the stores inside `store buffer`",
+                    ));
+                }
+                Ok(())
+            }
+        }
+    }
+
+    fn port(&self, (v, pos): &(String, Pos)) -> Result<u16, ConfigError> {
+        v.parse().map_err(|_| {
+            self.err(
+                *pos,
+                format!("expected a port number (0-65535), found `{v}`"),
+            )
+        })
+    }
+
+    /// A size with a unit; `zero_ok` accepts a bare `0`.
+    fn size(&self, (v, pos): &(String, Pos), zero_ok: bool) -> Result<u64, ConfigError> {
+        let (n, unit) = split_unit(v);
+        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" if zero_ok && n == "0" => return Ok(0),
+            "" => {
+                return Err(self.err(
+                    *pos,
+                    format!("`{v}` needs a size unit: b, k, kb, m, mb, g or gb"),
+                ));
+            }
+            "b" => 1,
+            "k" | "kb" => 1 << 10,
+            "m" | "mb" => 1 << 20,
+            "g" | "gb" => 1 << 30,
+            _ => {
+                return Err(self.err(
+                    *pos,
+                    format!("unknown size unit in `{v}`: expected b, k, kb, m, mb, g or gb"),
+                ));
+            }
+        };
+        n.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .ok_or_else(|| self.err(*pos, format!("`{v}` is not a size that fits 64 bits")))
+    }
+
+    /// A duration with a unit, in seconds; `zero_ok` accepts a bare `0`.
+    fn duration(&self, (v, pos): &(String, Pos), zero_ok: bool) -> Result<u64, ConfigError> {
+        let (n, unit) = split_unit(v);
+        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
+            "" if zero_ok && n == "0" => return Ok(0),
+            "" => {
+                return Err(self.err(
+                    *pos,
+                    format!("`{v}` needs a time unit: s, sec, m, min, h, hour, d or day"),
+                ));
+            }
+            "s" | "sec" | "secs" => 1,
+            "m" | "min" | "mins" => 60,
+            "h" | "hour" | "hours" => 3600,
+            "d" | "day" | "days" => 86_400,
+            _ => {
+                return Err(self.err(
+                    *pos,
+                    format!(
+                        "unknown time unit in `{v}`: expected s, sec, m, min, h, hour, d or day"
+                    ),
+                ));
+            }
+        };
+        n.parse::<u64>()
+            .ok()
+            .and_then(|n| n.checked_mul(mult))
+            .ok_or_else(|| self.err(*pos, format!("`{v}` is not a duration that fits 64 bits")))
+    }
+}
+
+fn unreachable_values<T>() -> Result<T, ConfigError> {
+    // `values` never returns an empty list.
+    Err(ConfigError {
+        file: String::new(),
+        line: 0,
+        col: 0,
+        message: "internal: directive without values".into(),
+    })
+}
+
+fn kind_name(kind: StoreKind) -> &'static str {
+    match kind {
+        StoreKind::File => "file",
+        StoreKind::Network => "network",
+        StoreKind::Buffer => "buffer",
+        StoreKind::Priority => "priority",
+        StoreKind::Multiple => "multiple",
+        StoreKind::Null => "null",
+    }
+}
+
+fn split_unit(v: &str) -> (&str, &str) {
+    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    if digits == 0 {
+        return (v, "?");
+    }
+    (&v[..digits], &v[digits..])
+}
+
+impl Config {
+    /// Parses `src`; `file` names it in errors.
+    ///
+    /// # Errors
+    /// A [`ConfigError`] with the file, line and column of the first problem.
+    pub fn parse(file: &str, src: &str) -> Result<Config, ConfigError> {
+        let toks = tokenize(file, src)?;
+        Parser { file, toks, i: 0 }.parse()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn distances_and_suggestions() {
+        assert_eq!(distance("rotae", "rotate"), 1);
+        assert_eq!(suggest("rotae", STORE_KEYS), " (did you mean `rotate`?)");
+        assert_eq!(suggest("zzzzzz", STORE_KEYS), "");
+    }
+
+    #[test]
+    fn units() {
+        let p = Parser {
+            file: "t",
+            toks: vec![],
+            i: 0,
+        };
+        let at = Pos { line: 1, col: 1 };
+        let v = |s: &str| (s.to_string(), at);
+        assert_eq!(p.size(&v("32MB"), false).unwrap(), 32 << 20);
+        assert_eq!(p.size(&v("1k"), false).unwrap(), 1024);
+        assert_eq!(p.size(&v("3gb"), false).unwrap(), 3 << 30);
+        assert_eq!(
+            p.size(&v("17179869183g"), false).unwrap(),
+            17_179_869_183 << 30
+        );
+        assert!(
+            p.size(&v("17179869184g"), false).is_err(),
+            "2^64 does not fit"
+        );
+        assert!(p.size(&v("12"), false).is_err());
+        assert!(p.size(&v("12tb"), false).is_err());
+        assert_eq!(p.duration(&v("10min"), false).unwrap(), 600);
+        assert_eq!(p.duration(&v("1hour"), false).unwrap(), 3600);
+        assert_eq!(p.duration(&v("2d"), false).unwrap(), 172_800);
+        assert_eq!(p.duration(&v("0"), true).unwrap(), 0);
+        assert!(p.duration(&v("0"), false).is_err());
+        assert!(p.duration(&v("5"), false).is_err());
+    }
+}

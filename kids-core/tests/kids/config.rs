@@ -1,0 +1,268 @@
+//! The kids configuration language: the seed's configs, and bad inputs with positions.
+
+use kids_core::{Config, ConfigError, LimitClass, StoreKind, StoreRole};
+
+fn conf(name: &str) -> String {
+    let path = format!("{}/../examples/conf/{name}", env!("CARGO_MANIFEST_DIR"));
+    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{path}: {e}"))
+}
+
+#[test]
+fn seed_server_config() {
+    let c = Config::parse("server.conf", &conf("server.conf")).expect("server.conf parses");
+    assert_eq!(c.nlimits.len(), 1);
+    let n = c.nlimits[0];
+    assert_eq!(
+        (n.class, n.hard, n.soft, n.soft_secs),
+        (LimitClass::Pubsub, 32 << 20, 16 << 20, 600)
+    );
+    assert_eq!(
+        (c.log.level.as_deref(), c.log.file.as_deref()),
+        (Some("info"), Some("/data/log/kids.log"))
+    );
+    assert_eq!(
+        (
+            c.listen.host.as_deref(),
+            c.listen.port,
+            c.listen.socket.as_deref()
+        ),
+        (None, Some(3388), Some("/var/run/kids.sock"))
+    );
+    let s = c.store.expect("a store");
+    assert_eq!(s.kind, StoreKind::File);
+    assert_eq!(s.path.as_deref(), Some("/data/logs/[topic]/[date]"));
+    assert_eq!(s.name.as_deref(), Some("[time].log"));
+    assert_eq!(s.rotate_secs, Some(3600));
+    assert!(s.topics.is_empty() && s.stores.is_empty());
+}
+
+#[test]
+fn seed_agent_config() {
+    let c = Config::parse("agent.conf", &conf("agent.conf")).expect("agent.conf parses");
+    assert_eq!(
+        (c.listen.host.as_deref(), c.listen.port),
+        (Some("127.0.0.1"), Some(3388))
+    );
+    assert_eq!(c.log.file.as_deref(), Some("/data/log/kids/kids.log"));
+    let s = c.store.clone().expect("a store");
+    assert_eq!((s.kind, s.stores.len()), (StoreKind::Buffer, 2));
+    let (p, sec) = (&s.stores[0], &s.stores[1]);
+    assert_eq!(
+        (p.kind, p.role, p.host.as_deref(), p.port),
+        (
+            StoreKind::Network,
+            Some(StoreRole::Primary),
+            Some("kids"),
+            Some(3388)
+        )
+    );
+    assert_eq!(
+        (sec.kind, sec.role, sec.path.as_deref(), sec.rotate_secs),
+        (
+            StoreKind::File,
+            Some(StoreRole::Secondary),
+            Some("/data/data/kidsbuf"),
+            Some(300)
+        )
+    );
+    // The typed value is serde-serializable and round-trips.
+    let json = serde_json::to_string(&c).expect("serialize");
+    assert_eq!(
+        serde_json::from_str::<Config>(&json).expect("deserialize"),
+        c
+    );
+}
+
+#[test]
+fn the_originals_traps_are_fixed() {
+    let c = Config::parse(
+        "t.conf",
+        "IGNORE_CASE on; # comment\nStore File {\n  PATH \"/data/with space/[topic]\";\n  topic 'a.*' b;\n  topic c;\n  ROTATE daily; flush 1s; fsync 100; utc_offset -5h;\n}\n",
+    )
+    .expect("parses");
+    assert!(c.ignore_case);
+    let s = c.store.expect("store");
+    assert_eq!(
+        s.path.as_deref(),
+        Some("/data/with space/[topic]"),
+        "quotes are not part of the value"
+    );
+    assert_eq!(s.topics, ["a.*", "b", "c"], "every topic line counts");
+    assert_eq!(
+        (s.rotate_secs, s.flush_secs, s.utc_offset_secs),
+        (Some(86_400), Some(1), Some(-18_000))
+    );
+}
+
+#[test]
+fn bad_inputs_name_line_column_and_expectation() {
+    let cases: &[(&str, usize, usize, &str)] = &[
+        (
+            "listen { port 3388 }",
+            1,
+            20,
+            "expected `;` after the value of `port`, found `}`",
+        ),
+        (
+            "listen { prot 3388; }",
+            1,
+            10,
+            "unknown key `prot` in `listen` (did you mean `port`?)",
+        ),
+        (
+            "lsiten { port 1; }",
+            1,
+            1,
+            "unknown directive `lsiten` (did you mean `listen`?)",
+        ),
+        (
+            "store file {\n  path /x;\n  rotae 5min;\n}",
+            3,
+            3,
+            "unknown key `rotae` in the store (did you mean `rotate`?)",
+        ),
+        (
+            "store file { path /x; rotate 5; }",
+            1,
+            30,
+            "`5` needs a time unit",
+        ),
+        (
+            "nlimit pubsub 32 16MB 10min;",
+            1,
+            15,
+            "`32` needs a size unit",
+        ),
+        (
+            "nlimit pubsub 32MB 16MB;",
+            1,
+            1,
+            "`nlimit` expects CLASS HARD SOFT SECONDS",
+        ),
+        (
+            "nlimit slow 1mb 1mb 1s;",
+            1,
+            8,
+            "`nlimit` class is normal or pubsub",
+        ),
+        ("store disk { }", 1, 7, "unknown store type `disk`"),
+        ("store file { }", 1, 1, "`store file` needs a `path`"),
+        (
+            "store network { port 1; }",
+            1,
+            1,
+            "`store network` needs a `host`",
+        ),
+        (
+            "store file { path /x; host h; }",
+            1,
+            23,
+            "`host` does not apply to a `store file`",
+        ),
+        (
+            "store buffer { store null primary { } }",
+            1,
+            1,
+            "exactly one `primary` and one `secondary`",
+        ),
+        (
+            "store file primary { path /x; }",
+            1,
+            1,
+            "primary/secondary only apply to the stores inside `store buffer`",
+        ),
+        (
+            "store multiple { store null primary { } }",
+            1,
+            18,
+            "primary/secondary only apply",
+        ),
+        (
+            "store null { store null { } }",
+            1,
+            14,
+            "a `store null` holds no other stores",
+        ),
+        (
+            "store null { }\nstore null { }",
+            2,
+            1,
+            "a second top-level store",
+        ),
+        (
+            "log { level loud; }",
+            1,
+            13,
+            "`level` expects trace, debug, info, warn or error",
+        ),
+        ("listen { port 70000; }", 1, 15, "expected a port number"),
+        (
+            "listen { host \"unterminated; }",
+            1,
+            15,
+            "unterminated \"-quoted value",
+        ),
+        (
+            "worker_threads 0;",
+            1,
+            16,
+            "`worker_threads` must be at least 1",
+        ),
+        ("worker_threads two;", 1, 16, "expects a whole number"),
+        ("listen { host a b; }", 1, 17, "`host` takes one value"),
+        (
+            "log { level info; ",
+            1,
+            19,
+            "expected a key or `}` in `log`, found end of file",
+        ),
+        (
+            "store file { path /x; success any; }",
+            1,
+            23,
+            "`success` does not apply",
+        ),
+        (
+            "queue 100 drop;",
+            1,
+            11,
+            "`queue` policy is block, error or spool",
+        ),
+        (
+            "ignore_case maybe;",
+            1,
+            13,
+            "`ignore_case` expects on or off",
+        ),
+        ("listen { port; }", 1, 14, "`port` needs a value"),
+        (
+            "store multiple { store null { } success some; }",
+            1,
+            41,
+            "`success` expects any or all",
+        ),
+    ];
+    for &(src, line, col, msg) in cases {
+        match Config::parse("bad.conf", src) {
+            Err(ConfigError {
+                file,
+                line: l,
+                col: c,
+                message,
+            }) => {
+                assert_eq!(
+                    (file.as_str(), l, c),
+                    ("bad.conf", line, col),
+                    "position for {src:?}: {message}"
+                );
+                assert!(message.contains(msg), "{src:?}: {message:?} lacks {msg:?}");
+            }
+            Ok(c) => panic!("{src:?} parsed: {c:?}"),
+        }
+    }
+    let e = Config::parse("bad.conf", "listen { prot 1; }").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "bad.conf:1:10: unknown key `prot` in `listen` (did you mean `port`?)"
+    );
+}
