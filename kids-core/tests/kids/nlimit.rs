@@ -132,11 +132,16 @@ fn over_tcp_a_stalled_subscriber_is_closed_and_others_keep_receiving() {
     let mut reader = Raw::connect(kids.port);
     reader.send(&cmd(&["SUBSCRIBE", "c"]));
     reader.frame();
-    // The reader drains on its own thread, counting whole frames.
+    // The reader drains on its own thread; the publisher waits for it after
+    // every batch, so the reader never holds more than one batch (about 103 KB,
+    // under the 256 KiB bound) however slowly the machine runs it, while the
+    // stalled client's backlog grows until its nlimit closes it.
     let payload = "x".repeat(1000);
-    let n = 20_000u64; // 20 MB: far past what socket buffers plus 256 KiB can hold
+    let (n, batch) = (20_000u64, 100u64); // 20 MB: far past what socket buffers plus 256 KiB hold
     let frame_len = (4 + 13 + 7 + 7 + payload.len() + 2) as u64; // *3, $7 message, $1 c, $1000, payload, CRLF
+    let received = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let mut reader_stream = reader.stream.try_clone().expect("clone");
+    let progress = received.clone();
     let reading = std::thread::spawn(move || {
         let mut total = 0u64;
         let mut buf = vec![0u8; 1 << 16];
@@ -146,23 +151,31 @@ fn over_tcp_a_stalled_subscriber_is_closed_and_others_keep_receiving() {
                 .expect("reader keeps receiving");
             assert!(got > 0, "reader was disconnected after {total} bytes");
             total += got as u64;
+            progress.store(total, std::sync::atomic::Ordering::Release);
         }
         total
     });
     let mut publisher = Raw::connect(kids.port);
     let mut receivers = Vec::new();
-    for chunk in 0..(n / 100) {
-        let mut batch = Vec::new();
-        for _ in 0..100 {
-            batch.extend(cmd(&["PUBLISH", "c", &payload]));
+    for sent in (batch..=n).step_by(batch as usize) {
+        let mut bytes = Vec::new();
+        for _ in 0..batch {
+            bytes.extend(cmd(&["PUBLISH", "c", &payload]));
         }
-        publisher.send(&batch);
-        for _ in 0..100 {
+        publisher.send(&bytes);
+        for _ in 0..batch {
             if let kids_core::Frame::Integer(k) = publisher.frame().1 {
                 receivers.push(k);
             }
         }
-        let _ = chunk;
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while received.load(std::sync::atomic::Ordering::Acquire) < sent * frame_len {
+            assert!(
+                Instant::now() < deadline && !reading.is_finished(),
+                "the reader stopped receiving"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
     }
     assert_eq!(
         reading.join().expect("reader thread"),
