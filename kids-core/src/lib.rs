@@ -18,7 +18,7 @@
 //!                                                               ▼        ▼ Bytes per frame shape
 //!  socket ◀── writer ◀── Outbox::poll_drain ◀── replies ───── Outbox ◀───┘ (per subscriber, nlimit)
 //! ```
-//! The optional `tokio` feature ([`net`], when enabled) drives sessions over
+//! The optional `tokio` feature (module `net`) drives sessions over
 //! TCP and unix sockets.
 //!
 //! ```
@@ -41,6 +41,7 @@
 mod commands;
 mod config;
 mod error;
+mod filestore;
 mod glob;
 mod nlimit;
 mod outbox;
@@ -62,6 +63,7 @@ pub use config::{
     QueueFull, StoreConfig, StoreKind, StoreRole, Success,
 };
 pub use error::{Error, ProtocolError};
+pub use filestore::{FileStore, FileStoreConfig, FileStoreStats, sanitize_topic};
 pub use glob::Glob;
 pub use nlimit::{ClientClass, NLimit, NLimits};
 pub use outbox::{CloseReason, Outbox};
