@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use kids_core::{
-    Frame, NLimit, NLimits, Proto, ReplyWriter, RequestDecoder, Router, RouterConfig, Session,
+    FileStore, FileStoreConfig, Frame, NLimit, NLimits, Proto, ReplyWriter, RequestDecoder, Router,
+    RouterConfig, Session,
 };
 use tokio_util::codec::Decoder;
 
@@ -136,9 +137,46 @@ fn route(c: &mut Criterion) {
     g.finish();
 }
 
+/// The file store against a plain buffered sequential write of the same bytes.
+fn store(c: &mut Criterion) {
+    const N: usize = 10_000;
+    let line = [b'x'; 100];
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut g = c.benchmark_group("store");
+    g.throughput(Throughput::Bytes((N * (line.len() + 1)) as u64));
+    g.bench_function("plain_bufwriter_100B_x10000", |b| {
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.path().join("plain.log"))
+            .expect("open");
+        let mut w = std::io::BufWriter::with_capacity(64 * 1024, file);
+        b.iter(|| {
+            for _ in 0..N {
+                std::io::Write::write_all(&mut w, &line).expect("write");
+                std::io::Write::write_all(&mut w, b"\n").expect("write");
+            }
+            std::io::Write::flush(&mut w).expect("flush");
+        })
+    });
+    g.bench_function("filestore_append_100B_x10000", |b| {
+        let mut store = FileStore::new(
+            FileStoreConfig::new(format!("{}/[topic]", dir.path().display())).flush_secs(3600),
+        );
+        let now = std::time::SystemTime::now();
+        b.iter(|| {
+            for _ in 0..N {
+                store.append(b"bench", &line, now).expect("append");
+            }
+            store.flush().expect("flush");
+        })
+    });
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = decode, encode, route
+    targets = decode, encode, route, store
 }
 criterion_main!(benches);
