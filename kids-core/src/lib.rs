@@ -42,6 +42,7 @@ mod commands;
 mod config;
 mod error;
 mod filestore;
+mod forward;
 mod glob;
 mod nlimit;
 mod outbox;
@@ -64,6 +65,7 @@ pub use config::{
 };
 pub use error::{Error, ProtocolError};
 pub use filestore::{FileStore, FileStoreConfig, FileStoreStats, sanitize_topic};
+pub use forward::{ForwardAction, ForwardStats, Forwarder, ForwarderConfig, QueueFullError};
 pub use glob::Glob;
 pub use nlimit::{ClientClass, NLimit, NLimits};
 pub use outbox::{CloseReason, Outbox};

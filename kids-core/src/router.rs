@@ -21,7 +21,10 @@ use crate::resp::Proto;
 /// routing, since a refused message is not routed.
 pub trait Tap: Send + Sync + 'static {
     /// Called for each message; an error refuses it, and the publisher gets a
-    /// `-TRYLATER` reply it can retry on.
+    /// `-TRYLATER` reply it can retry on. After a refused `LOG` (the agent
+    /// verb), the connection refuses every later `LOG` until it reconnects or
+    /// sends `RESET`, so a pipelining agent that re-sends from the refused
+    /// message keeps its order; `PUBLISH` is refused one message at a time.
     ///
     /// # Errors
     /// [`Refused`] when the tap cannot take the message now.

@@ -68,6 +68,9 @@ pub struct Session {
     lib: [Option<Bytes>; 2],
     out: BytesMut,
     closing: bool,
+    /// A LOG was refused: every later LOG on this connection is refused too,
+    /// so a pipelining agent's re-sends cannot land out of order.
+    log_refused: bool,
 }
 
 impl Session {
@@ -83,6 +86,7 @@ impl Session {
             lib: [None, None],
             out: BytesMut::new(),
             closing: false,
+            log_refused: false,
         }
     }
 
@@ -229,7 +233,8 @@ impl Session {
 
     fn dispatch(&mut self, cmd: &'static Command, args: Request, now: Instant) {
         match cmd.name {
-            "publish" | "log" => self.publish(args, now),
+            "publish" => self.publish(args, false, now),
+            "log" => self.publish(args, true, now),
             "subscribe" => self.subscribe(&args[1..], false, now),
             "psubscribe" => self.subscribe(&args[1..], true, now),
             "unsubscribe" => self.unsubscribe(&args[1..], false),
@@ -285,7 +290,11 @@ impl Session {
         }
     }
 
-    fn publish(&mut self, mut args: Request, now: Instant) {
+    fn publish(&mut self, mut args: Request, log: bool, now: Instant) {
+        if log && self.log_refused {
+            self.error("TRYLATER an earlier LOG on this connection was refused; reconnect and resend from it");
+            return;
+        }
         // A subscribed client may receive its own message: replies before it go first.
         if self.subscriptions() > 0 {
             self.flush(now);
@@ -294,7 +303,10 @@ impl Session {
         let channel = args.pop().unwrap_or_default();
         match self.router.publish(channel, message, now) {
             Ok(n) => self.writer().integer(n as i64),
-            Err(refused) => self.error(&format!("TRYLATER {}", refused.reason)),
+            Err(refused) => {
+                self.log_refused |= log;
+                self.error(&format!("TRYLATER {}", refused.reason));
+            }
         }
     }
 
@@ -421,6 +433,7 @@ impl Session {
         self.outbox.set_proto(Proto::Resp2);
         self.name = None;
         self.lib = [None, None];
+        self.log_refused = false;
         self.writer().simple(b"RESET");
     }
 

@@ -6,6 +6,7 @@ mod kids {
     pub(crate) mod config;
     pub(crate) mod differential;
     pub(crate) mod filestore;
+    pub(crate) mod forward;
     pub(crate) mod nlimit;
     pub(crate) mod router;
     pub(crate) mod seglog;

@@ -193,3 +193,43 @@ fn unix_socket_and_graceful_shutdown_deliver_what_was_queued() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[test]
+fn a_refused_log_refuses_later_logs_until_reset_but_publish_is_per_message() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let tap = Arc::new(Recorder::default());
+    router.set_tap(tap.clone());
+    let mut agent = Session::new(&router);
+    assert_eq!(run(&mut agent, &["LOG", "a", "1"], now), b":0\r\n");
+    assert_eq!(
+        run(&mut agent, &["LOG", "full", "2"], now),
+        b"-TRYLATER store queue full\r\n"
+    );
+    let refused = run(&mut agent, &["LOG", "a", "3"], now);
+    assert!(
+        refused.starts_with(b"-TRYLATER an earlier LOG on this connection was refused"),
+        "{refused:?}"
+    );
+    assert_eq!(
+        run(&mut agent, &["PUBLISH", "a", "4"], now),
+        b":0\r\n",
+        "PUBLISH keeps Redis semantics"
+    );
+    assert_eq!(run(&mut agent, &["RESET"], now), b"+RESET\r\n");
+    assert_eq!(run(&mut agent, &["LOG", "a", "5"], now), b":0\r\n");
+    let mut app = Session::new(&router);
+    assert_eq!(
+        run(&mut app, &["PUBLISH", "full", "x"], now),
+        b"-TRYLATER store queue full\r\n"
+    );
+    assert_eq!(run(&mut app, &["PUBLISH", "a", "6"], now), b":0\r\n");
+    let seen: Vec<Vec<u8>> = tap
+        .0
+        .lock()
+        .expect("tap lock")
+        .iter()
+        .map(|(_, m)| m.to_vec())
+        .collect();
+    assert_eq!(seen, [&b"1"[..], b"4", b"5", b"6"]);
+}

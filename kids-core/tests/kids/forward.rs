@@ -1,0 +1,254 @@
+//! The forwarder against an in-memory kids server (a real Session), no sockets:
+//! windows, acks, failures, re-sends in order, timeouts, backoff.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kids_core::{
+    ForwardAction, Forwarder, ForwarderConfig, QueueFullError, Refused, RequestDecoder, Router,
+    RouterConfig, Session, Tap,
+};
+use tokio_util::codec::Decoder;
+
+/// The receiving server's store: records what it accepted; refuses while `refuse` > 0.
+#[derive(Default)]
+struct Sink {
+    got: Mutex<Vec<Bytes>>,
+    refuse: Mutex<u32>,
+}
+
+impl Tap for Sink {
+    fn publish(&self, _topic: &Bytes, message: &Bytes, _now: Instant) -> Result<(), Refused> {
+        let mut refuse = self.refuse.lock().expect("lock");
+        if *refuse > 0 {
+            *refuse -= 1;
+            return Err(Refused {
+                reason: "busy".into(),
+            });
+        }
+        self.got.lock().expect("lock").push(message.clone());
+        Ok(())
+    }
+}
+
+/// One connection to the in-memory server.
+struct Server {
+    sink: Arc<Sink>,
+    router: Router,
+    conn: Option<(Session, RequestDecoder)>,
+}
+
+impl Server {
+    fn new() -> Self {
+        let router = Router::new(RouterConfig::default(), Instant::now());
+        let sink = Arc::new(Sink::default());
+        router.set_tap(sink.clone());
+        Self {
+            sink,
+            router,
+            conn: None,
+        }
+    }
+
+    fn connect(&mut self) {
+        self.conn = Some((Session::new(&self.router), RequestDecoder::default()));
+    }
+
+    /// Feeds request bytes; returns the reply bytes.
+    fn feed(&mut self, bytes: &[u8], now: Instant) -> BytesMut {
+        let (session, decoder) = self.conn.as_mut().expect("connected");
+        let mut buf = BytesMut::from(bytes);
+        while let Some(req) = decoder.decode(&mut buf).expect("valid requests") {
+            session.handle(req, now);
+        }
+        session.flush(now);
+        BytesMut::from(&session.take_output()[..])
+    }
+
+    fn got(&self) -> Vec<Bytes> {
+        self.sink.got.lock().expect("lock").clone()
+    }
+}
+
+fn msg(i: usize) -> Bytes {
+    Bytes::from(format!("line {i}"))
+}
+
+/// Runs until everything is acknowledged, passing all bytes each way.
+fn drain(fwd: &mut Forwarder, server: &mut Server, now: &mut Instant) {
+    for _ in 0..10_000 {
+        if fwd.is_empty() {
+            return;
+        }
+        if !fwd.is_connected() {
+            *now = fwd.poll_timeout().expect("a retry time").max(*now);
+            assert!(fwd.should_connect(*now));
+            server.connect();
+            fwd.on_connected(*now);
+        }
+        let mut out = BytesMut::new();
+        fwd.poll_transmit(&mut out, *now);
+        let mut replies = server.feed(&out, *now);
+        if let ForwardAction::Disconnect(_) = fwd.handle_input(&mut replies, *now) {
+            fwd.on_disconnect(*now);
+        }
+    }
+    panic!("forwarder did not drain");
+}
+
+#[test]
+fn steady_flow_in_order_within_the_window() {
+    let mut now = Instant::now();
+    let mut fwd = Forwarder::new(ForwarderConfig::default().window(64), now);
+    let mut server = Server::new();
+    for i in 0..10_000 {
+        fwd.offer("t".into(), msg(i)).expect("room");
+    }
+    server.connect();
+    fwd.on_connected(now);
+    let mut out = BytesMut::new();
+    assert_eq!(
+        fwd.poll_transmit(&mut out, now),
+        64,
+        "no more than the window in flight"
+    );
+    assert_eq!(fwd.poll_transmit(&mut out, now), 0);
+    let mut replies = server.feed(&out, now);
+    assert_eq!(fwd.handle_input(&mut replies, now), ForwardAction::Continue);
+    drain(&mut fwd, &mut server, &mut now);
+    assert_eq!(server.got(), (0..10_000).map(msg).collect::<Vec<_>>());
+    let s = fwd.stats();
+    assert_eq!(
+        (s.accepted, s.acked, s.sent, s.resent, s.failures),
+        (10_000, 10_000, 10_000, 0, 0)
+    );
+}
+
+#[test]
+fn a_disconnect_mid_window_resends_in_order_and_counts_it() {
+    let mut now = Instant::now();
+    let mut fwd = Forwarder::new(ForwarderConfig::default().window(100), now);
+    let mut server = Server::new();
+    for i in 0..100 {
+        fwd.offer("t".into(), msg(i)).expect("room");
+    }
+    server.connect();
+    fwd.on_connected(now);
+    let mut out = BytesMut::new();
+    fwd.poll_transmit(&mut out, now);
+    // The server gets the first 40 commands; only 30 replies make it back.
+    let cut = (0..40).fold(0, |at, _| at + command_len(&out[at..]));
+    let replies = server.feed(&out[..cut], now);
+    assert_eq!(
+        &replies[..],
+        b":0\r\n".repeat(40),
+        "one integer reply per LOG"
+    );
+    let mut first30 = BytesMut::from(&replies[..30 * 4]);
+    assert_eq!(fwd.handle_input(&mut first30, now), ForwardAction::Continue);
+    fwd.on_disconnect(now);
+    assert_eq!(fwd.stats().resent, 70, "70 were in flight");
+    assert_eq!(fwd.len(), 70);
+    drain(&mut fwd, &mut server, &mut now);
+    let got = server.got();
+    // Messages 30..40 reached the server twice: the only duplicates, from the retry window.
+    let mut want: Vec<Bytes> = (0..40).map(msg).collect();
+    want.extend((30..100).map(msg));
+    assert_eq!(got, want);
+    assert!(fwd.stats().resent >= 10);
+}
+
+/// Bytes of the first RESP command in `b` (a `*3` of bulk strings).
+fn command_len(b: &[u8]) -> usize {
+    let mut dec = RequestDecoder::default();
+    let mut buf = BytesMut::from(b);
+    dec.decode(&mut buf).expect("valid").expect("whole");
+    b.len() - buf.len()
+}
+
+#[test]
+fn an_error_reply_is_a_failure_and_the_message_is_retried() {
+    let mut now = Instant::now();
+    let mut fwd = Forwarder::new(ForwarderConfig::default().window(8), now);
+    let mut server = Server::new();
+    *server.sink.refuse.lock().expect("lock") = 3;
+    for i in 0..50 {
+        fwd.offer("t".into(), msg(i)).expect("room");
+    }
+    drain(&mut fwd, &mut server, &mut now);
+    // Each refusal (-TRYLATER) gave the connection up; the server refused the
+    // rest of that window's LOGs too, so the re-sends arrive in order, once.
+    assert_eq!(server.got(), (0..50).map(msg).collect::<Vec<_>>());
+    assert_eq!(fwd.stats().failures, 3);
+}
+
+#[test]
+fn reply_timeout_gives_the_connection_up() {
+    let t0 = Instant::now();
+    let timeout = Duration::from_secs(10);
+    let mut fwd = Forwarder::new(ForwarderConfig::default().timeout(timeout), t0);
+    fwd.offer("t".into(), msg(0)).expect("room");
+    fwd.on_connected(t0);
+    assert_eq!(fwd.poll_timeout(), None, "nothing in flight yet");
+    fwd.poll_transmit(&mut BytesMut::new(), t0);
+    assert_eq!(fwd.poll_timeout(), Some(t0 + timeout));
+    assert_eq!(
+        fwd.handle_timeout(t0 + timeout - Duration::from_millis(1)),
+        ForwardAction::Continue
+    );
+    assert!(matches!(
+        fwd.handle_timeout(t0 + timeout),
+        ForwardAction::Disconnect(_)
+    ));
+}
+
+#[test]
+fn backoff_doubles_to_its_cap_and_an_ack_resets_it() {
+    let t0 = Instant::now();
+    let ms = Duration::from_millis;
+    let mut fwd = Forwarder::new(ForwarderConfig::default().backoff(ms(100), ms(500)), t0);
+    fwd.offer("t".into(), msg(0)).expect("room");
+    let mut now = t0;
+    for want in [100, 200, 400, 500, 500] {
+        fwd.on_disconnect(now);
+        assert_eq!(fwd.poll_timeout(), Some(now + ms(want)));
+        assert!(!fwd.should_connect(now + ms(want) - ms(1)));
+        now += ms(want);
+        assert!(fwd.should_connect(now));
+    }
+    fwd.on_connected(now);
+    let mut out = BytesMut::new();
+    fwd.poll_transmit(&mut out, now);
+    assert_eq!(
+        fwd.handle_input(&mut BytesMut::from(&b":1\r\n"[..]), now),
+        ForwardAction::Continue
+    );
+    fwd.offer("t".into(), msg(1)).expect("room");
+    fwd.on_disconnect(now);
+    assert_eq!(fwd.poll_timeout(), Some(now + ms(100)), "reset by the ack");
+}
+
+#[test]
+fn the_queue_is_bounded_and_replies_are_checked() {
+    let now = Instant::now();
+    let mut fwd = Forwarder::new(ForwarderConfig::default().max_queue(2), now);
+    fwd.offer("t".into(), msg(0)).expect("room");
+    fwd.offer("t".into(), msg(1)).expect("room");
+    assert_eq!(fwd.offer("t".into(), msg(2)), Err(QueueFullError));
+    fwd.on_connected(now);
+    assert!(
+        matches!(
+            fwd.handle_input(&mut BytesMut::from(&b":1\r\n"[..]), now),
+            ForwardAction::Disconnect(_)
+        ),
+        "an ack for nothing sent"
+    );
+    fwd.on_connected(now);
+    fwd.poll_transmit(&mut BytesMut::new(), now);
+    assert!(matches!(
+        fwd.handle_input(&mut BytesMut::from(&b"+OK\r\n"[..]), now),
+        ForwardAction::Disconnect(_)
+    ));
+    assert_eq!(fwd.len(), 2, "nothing acknowledged, nothing lost");
+}
