@@ -21,21 +21,23 @@ use bytes::Bytes;
 /// assert!(!g.matches(b"news.dog"));
 /// assert!(Glob::new(b"NEWS.*", true).matches(b"news.x"));
 /// ```
+/// Memory is about 8 bytes per pattern byte plus 32 bytes per distinct `[...]` class.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Glob {
     source: Bytes,
     tokens: Vec<Token>,
+    classes: Vec<[u64; 4]>,
     nocase: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Token {
     /// One byte, compared with case folding when the glob ignores case.
     Byte(u8),
     /// `?`
     Any,
-    /// A class, precomputed as a 256-bit set.
-    Class([u64; 4]),
+    /// A class: index of its 256-bit set in `classes`.
+    Class(u32),
     /// One or more `*`.
     Star,
 }
@@ -48,6 +50,9 @@ impl Glob {
     /// Compiles `pattern`; `nocase` folds ASCII case.
     pub fn new(pattern: &[u8], nocase: bool) -> Self {
         let mut tokens = Vec::new();
+        let mut classes: Vec<[u64; 4]> = Vec::new();
+        let mut class_index: std::collections::HashMap<[u64; 4], u32> =
+            std::collections::HashMap::new();
         let p = pattern;
         let mut i = 0;
         while i < p.len() {
@@ -61,7 +66,11 @@ impl Glob {
                 b'?' => tokens.push(Token::Any),
                 b'[' => {
                     let (set, next) = class(p, i + 1, nocase);
-                    tokens.push(Token::Class(set));
+                    let index = *class_index.entry(set).or_insert_with(|| {
+                        classes.push(set);
+                        (classes.len() - 1) as u32
+                    });
+                    tokens.push(Token::Class(index));
                     i = next;
                 }
                 b'\\' if i + 1 < p.len() => {
@@ -72,9 +81,11 @@ impl Glob {
             }
             i += 1;
         }
+        tokens.shrink_to_fit();
         Self {
             source: Bytes::copy_from_slice(pattern),
             tokens,
+            classes,
             nocase,
         }
     }
@@ -99,7 +110,10 @@ impl Glob {
                 }
             }
             Token::Any => true,
-            Token::Class(set) => set[(c >> 6) as usize] & (1 << (c & 63)) != 0,
+            Token::Class(i) => {
+                let set = &self.classes[*i as usize];
+                set[(c >> 6) as usize] & (1 << (c & 63)) != 0
+            }
             Token::Star => true,
         }
     }
@@ -169,37 +183,41 @@ fn class(p: &[u8], mut i: usize, nocase: bool) -> ([u64; 4], usize) {
         i += 1;
     }
     let mut set = [0u64; 4];
-    for c in 0..=255u8 {
-        let mut hit = items.iter().any(|&(lo, hi, exact)| match hi {
-            None if exact => lo == c,
+    let mut add = |c: u8| set[(c >> 6) as usize] |= 1 << (c & 63);
+    for &(lo, hi, exact) in &items {
+        match hi {
+            None if exact || !nocase => add(lo),
             None => {
-                if nocase {
-                    lower(lo) == lower(c)
-                } else {
-                    lo == c
-                }
+                add(lo.to_ascii_lowercase());
+                add(lo.to_ascii_uppercase());
             }
             Some(hi) => {
-                // Redis compares C chars, signed on x86, and lowers after ordering.
-                let (mut a, mut b, mut x) = (lo as i8 as i32, hi as i8 as i32, c as i8 as i32);
+                // Redis compares C chars (signed on x86) and lowers after ordering.
+                let (mut a, mut b) = (lo as i8 as i32, hi as i8 as i32);
                 if a > b {
                     std::mem::swap(&mut a, &mut b);
                 }
-                if nocase {
-                    let l = |v: i32| if (65..=90).contains(&v) { v + 32 } else { v };
-                    a = l(a);
-                    b = l(b);
-                    x = l(x);
+                let l = |v: i32| {
+                    if nocase && (65..=90).contains(&v) {
+                        v + 32
+                    } else {
+                        v
+                    }
+                };
+                let (a, b) = (l(a), l(b));
+                for v in a..=b {
+                    let c = v as i8 as u8;
+                    add(c);
+                    // With nocase the subject is lowered too: its upper-case twin matches.
+                    if nocase && c.is_ascii_lowercase() {
+                        add(c.to_ascii_uppercase());
+                    }
                 }
-                x >= a && x <= b
             }
-        });
-        if not {
-            hit = !hit;
         }
-        if hit {
-            set[(c >> 6) as usize] |= 1 << (c & 63);
-        }
+    }
+    if not {
+        set = set.map(|w| !w);
     }
     (set, end)
 }

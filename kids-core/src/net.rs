@@ -41,8 +41,22 @@ use tokio_util::task::TaskTracker;
 use crate::outbox::CloseReason;
 use crate::{Error, Flow, Limits, RequestDecoder, Router, Session};
 
-/// Own output above which a connection stops reading requests.
+/// Own output above which a connection without subscriptions stops reading
+/// requests (subscribers are bounded by their pubsub nlimit instead, and must
+/// stay able to UNSUBSCRIBE while messages queue up).
 const READ_PAUSE: u64 = 1 << 20;
+
+/// Where a server is in its life, as connections see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Stop {
+    /// Serving.
+    Run,
+    /// Stop reading; write out what is held, then close.
+    Drain,
+    /// Close now.
+    Abort,
+}
 /// Bytes read per call.
 const READ_CHUNK: usize = 16 * 1024;
 /// Bytes gathered from the outbox per write.
@@ -99,7 +113,7 @@ pub async fn serve(
             "no listener to serve on",
         ));
     }
-    let (stop_tx, stop_rx) = watch::channel(false);
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
     let tracker = TaskTracker::new();
     for listener in listeners {
         let (router, config, stop) = (router.clone(), config.clone(), stop_rx.clone());
@@ -120,13 +134,15 @@ pub async fn serve(
     };
     shutdown.await;
     tracing::info!("shutting down: draining connections");
-    let _ = stop_tx.send(true);
+    let _ = stop_tx.send(Stop::Drain);
     tracker.close();
     if tokio::time::timeout(config.drain_timeout, tracker.wait())
         .await
         .is_err()
     {
         tracing::warn!("drain timeout: closing remaining connections");
+        let _ = stop_tx.send(Stop::Abort);
+        tracker.wait().await;
     }
     drop(ticker);
     Ok(())
@@ -136,7 +152,7 @@ async fn accept_loop(
     listener: Listener,
     router: Router,
     config: ServerConfig,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
     conns: TaskTracker,
 ) {
     loop {
@@ -184,8 +200,9 @@ async fn accept(listener: &Listener) -> io::Result<Accepted> {
 }
 
 /// Serves one client on any byte stream until it disconnects, `QUIT`s, breaks
-/// the protocol, goes over an `nlimit`, or `stop` turns true (then what the
-/// connection holds is written out first).
+/// the protocol, goes over an `nlimit`, or `stop` says so: at
+/// [`Stop::Drain`] it stops reading and writes out what it holds first, at
+/// [`Stop::Abort`] it closes at once.
 ///
 /// # Errors
 /// The IO error that ended the connection, if one did.
@@ -193,7 +210,7 @@ pub async fn serve_connection<S>(
     stream: S,
     router: Router,
     limits: Limits,
-    mut stop: watch::Receiver<bool>,
+    mut stop: watch::Receiver<Stop>,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -210,17 +227,20 @@ where
     };
     let result = tokio::select! {
         r = poll_fn(|cx| conn.poll(cx)) => r,
-        _ = wait_true(&mut stop) => {
+        _ = wait_for(&mut stop, Stop::Drain) => {
             conn.reading = false;
-            poll_fn(|cx| conn.poll(cx)).await
+            tokio::select! {
+                r = poll_fn(|cx| conn.poll(cx)) => r,
+                _ = wait_for(&mut stop, Stop::Abort) => Ok(()),
+            }
         }
     };
     let _ = conn.io.shutdown().await;
     result
 }
 
-async fn wait_true(stop: &mut watch::Receiver<bool>) {
-    if stop.wait_for(|s| *s).await.is_err() {
+async fn wait_for(stop: &mut watch::Receiver<Stop>, at_least: Stop) {
+    if stop.wait_for(|s| *s >= at_least).await.is_err() {
         // The server is gone without a shutdown: keep serving.
         std::future::pending::<()>().await;
     }
@@ -270,8 +290,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
     fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let limits = *self.router.config().limits();
         loop {
+            // Closed by its nlimit: leave at once, even while
+            // a write is blocked on a client that does not read.
+            if let Poll::Ready(reason) = self.session.outbox().poll_closed(cx) {
+                tracing::debug!(
+                    client = self.session.id(),
+                    ?reason,
+                    "outbox closed, closing client"
+                );
+                return Poll::Ready(Ok(()));
+            }
             let mut progress = false;
-            if self.reading && self.session.outbox().pending() < READ_PAUSE {
+            let paused =
+                self.session.subscriptions() == 0 && self.session.outbox().pending() >= READ_PAUSE;
+            if self.reading && !paused {
                 if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
                     self.rbuf.reserve(READ_CHUNK);
                 }

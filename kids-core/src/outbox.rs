@@ -1,7 +1,6 @@
 //! A connection's outbound queue, shared by its session and the router.
 
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -45,7 +44,6 @@ pub(crate) enum Pushed {
 #[derive(Debug)]
 pub struct Outbox {
     id: u64,
-    proto: AtomicU8,
     state: Mutex<State>,
 }
 
@@ -58,13 +56,15 @@ struct State {
     class: ClientClass,
     closed: Option<CloseReason>,
     waker: Option<Waker>,
+    /// Woken only when the outbox closes, so a writer blocked on its socket notices.
+    close_waker: Option<Waker>,
+    proto: Proto,
 }
 
 impl Outbox {
     pub(crate) fn new(id: u64) -> Self {
         Self {
             id,
-            proto: AtomicU8::new(2),
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 queued_messages: 0,
@@ -73,6 +73,8 @@ impl Outbox {
                 class: ClientClass::Normal,
                 closed: None,
                 waker: None,
+                close_waker: None,
+                proto: Proto::Resp2,
             }),
         }
     }
@@ -86,16 +88,17 @@ impl Outbox {
         self.id
     }
 
-    pub(crate) fn proto(&self) -> Proto {
-        if self.proto.load(Ordering::Relaxed) == 3 {
-            Proto::Resp3
-        } else {
-            Proto::Resp2
-        }
-    }
-
-    pub(crate) fn set_proto(&self, proto: Proto) {
-        self.proto.store(proto.number() as u8, Ordering::Relaxed);
+    /// Queues `reply` and switches the protocol version in one step, so every
+    /// message routed before it is encoded in the old version and precedes it,
+    /// and every message after it uses the new one (HELLO, RESET).
+    pub(crate) fn push_switching(
+        &self,
+        reply: Bytes,
+        proto: Proto,
+        now: Instant,
+        limits: &NLimits,
+    ) -> Pushed {
+        self.push_with(|_| reply, false, Some(proto), now, limits)
     }
 
     pub(crate) fn set_class(&self, class: ClientClass) {
@@ -110,9 +113,28 @@ impl Outbox {
         now: Instant,
         limits: &NLimits,
     ) -> Pushed {
+        self.push_with(|_| chunk, message, None, now, limits)
+    }
+
+    /// Offers the chunk `make` returns for the client's protocol version,
+    /// chosen under the same lock as the push, so a concurrent HELLO cannot
+    /// put a frame of the wrong version after its reply; `switch` changes the
+    /// version after this chunk.
+    pub(crate) fn push_with(
+        &self,
+        make: impl FnOnce(Proto) -> Bytes,
+        message: bool,
+        switch: Option<Proto>,
+        now: Instant,
+        limits: &NLimits,
+    ) -> Pushed {
         let mut st = self.lock();
         if st.closed.is_some() {
             return Pushed::AlreadyClosed;
+        }
+        let chunk = make(st.proto);
+        if let Some(p) = switch {
+            st.proto = p;
         }
         st.pending += chunk.len() as u64;
         st.queue.push_back((chunk, message));
@@ -121,18 +143,18 @@ impl Outbox {
         let (pending, mut since) = (st.pending, st.soft_since);
         let over = limit.exceeded(pending, &mut since, now);
         st.soft_since = since;
-        let pushed = if over {
+        let (pushed, close_waker) = if over {
             let dropped = st.queued_messages;
             st.closed = Some(CloseReason::NLimit);
             st.queue = VecDeque::new();
             st.queued_messages = 0;
-            Pushed::Closed { dropped }
+            (Pushed::Closed { dropped }, st.close_waker.take())
         } else {
-            Pushed::Queued
+            (Pushed::Queued, None)
         };
         let waker = st.waker.take();
         drop(st);
-        if let Some(w) = waker {
+        for w in [waker, close_waker].into_iter().flatten() {
             w.wake();
         }
         pushed
@@ -176,6 +198,20 @@ impl Outbox {
         Poll::Ready(Ok(moved))
     }
 
+    /// `Ready` with the reason once the outbox is closed; otherwise registers
+    /// the waker to be woken when it closes (not on every push).
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        let mut st = self.lock();
+        if let Some(reason) = st.closed {
+            return Poll::Ready(reason);
+        }
+        match &mut st.close_waker {
+            Some(w) if w.will_wake(cx.waker()) => {}
+            slot => *slot = Some(cx.waker().clone()),
+        }
+        Poll::Pending
+    }
+
     /// Reports that `n` drained bytes reached the socket.
     pub fn consumed(&self, n: usize, limits: &NLimits) {
         let mut st = self.lock();
@@ -204,9 +240,9 @@ impl Outbox {
         }
         st.queue = VecDeque::new();
         st.queued_messages = 0;
-        let waker = st.waker.take();
+        let wakers = [st.waker.take(), st.close_waker.take()];
         drop(st);
-        if let Some(w) = waker {
+        for w in wakers.into_iter().flatten() {
             w.wake();
         }
     }

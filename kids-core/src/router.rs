@@ -51,6 +51,7 @@ pub struct RouterConfig {
     ignore_case: bool,
     nlimits: NLimits,
     max_tracked_topics: usize,
+    max_pattern_len: usize,
 }
 
 impl Default for RouterConfig {
@@ -59,6 +60,7 @@ impl Default for RouterConfig {
             ignore_case: false,
             nlimits: NLimits::default(),
             max_tracked_topics: 1024,
+            max_pattern_len: 64 * 1024,
         }
     }
 }
@@ -79,6 +81,16 @@ impl RouterConfig {
     pub fn max_tracked_topics(mut self, n: usize) -> Self {
         self.max_tracked_topics = n;
         self
+    }
+    /// Longest glob pattern accepted by PSUBSCRIBE and PUBSUB CHANNELS
+    /// (a kids bound: Redis has none); longer ones get an error reply.
+    pub fn max_pattern_len(mut self, bytes: usize) -> Self {
+        self.max_pattern_len = bytes;
+        self
+    }
+    /// The pattern length bound.
+    pub fn pattern_len(&self) -> usize {
+        self.max_pattern_len
     }
     /// Whether patterns ignore case.
     pub fn is_ignore_case(&self) -> bool {
@@ -331,18 +343,17 @@ impl Router {
         inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
         let limits = &inner.config.nlimits;
         let mut receivers = 0;
-        let mut deliver = |frames: &mut Frames<'_>, outbox: &Arc<Outbox>| match outbox.push(
-            frames.get(outbox.proto()),
+        let mut deliver = |frames: &mut Frames<'_>, outbox: &Arc<Outbox>| match outbox.push_with(
+            |proto| frames.get(proto),
             true,
+            None,
             now,
             limits,
         ) {
             Pushed::Queued => receivers += 1,
             Pushed::Closed { dropped } => {
                 receivers += 1;
-                inner.counters.closed_nlimit.fetch_add(1, Ordering::Relaxed);
-                inner.counters.dropped.fetch_add(dropped, Ordering::Relaxed);
-                tracing::info!(client = outbox.id(), dropped, "client closed by nlimit");
+                self.note_nlimit_close(outbox, dropped);
             }
             Pushed::AlreadyClosed => {}
         };
@@ -381,15 +392,24 @@ impl Router {
         Ok(receivers)
     }
 
+    /// Counts a client closed by its nlimit and the messages lost with it.
+    pub(crate) fn note_nlimit_close(&self, outbox: &Outbox, dropped: u64) {
+        let c = &self.inner.counters;
+        c.closed_nlimit.fetch_add(1, Ordering::Relaxed);
+        c.dropped.fetch_add(dropped, Ordering::Relaxed);
+        tracing::info!(client = outbox.id(), dropped, "client closed by nlimit");
+    }
+
     fn track_new_topic(&self, channel: &Bytes) {
         let inner = &*self.inner;
         let mut topics = write(&inner.topics);
         let len = topics.len();
-        match topics.entry(channel.clone()) {
+        match topics.entry(Bytes::copy_from_slice(channel)) {
             Entry::Occupied(e) => {
                 e.get().messages.fetch_add(1, Ordering::Relaxed);
             }
             Entry::Vacant(e) if len < inner.config.max_tracked_topics => {
+                // A copy: the request's slice would pin the client's whole read buffer.
                 e.insert(Topic::default())
                     .messages
                     .store(1, Ordering::Relaxed);
@@ -402,11 +422,17 @@ impl Router {
 
     pub(crate) fn subscribe(&self, channel: &Bytes, outbox: &Arc<Outbox>) {
         let mut topics = write(&self.inner.topics);
-        topics
-            .entry(channel.clone())
-            .or_default()
-            .subscribers
-            .push(outbox.clone());
+        match topics.get_mut(channel) {
+            Some(topic) => topic.subscribers.push(outbox.clone()),
+            None => {
+                // A copy: the request's slice would pin the client's whole read buffer.
+                let topic = Topic {
+                    subscribers: vec![outbox.clone()],
+                    ..Topic::default()
+                };
+                topics.insert(Bytes::copy_from_slice(channel), topic);
+            }
+        }
     }
 
     pub(crate) fn unsubscribe(&self, channel: &Bytes, outbox: &Arc<Outbox>) {
@@ -427,11 +453,13 @@ impl Router {
     }
 
     pub(crate) fn psubscribe(&self, pattern: &Bytes, outbox: &Arc<Outbox>) {
+        // Compiled before taking the lock: publishers keep running meanwhile.
+        let glob = Glob::new(pattern, self.inner.config.ignore_case);
         let mut patterns = write(&self.inner.patterns);
         match patterns.iter_mut().find(|e| e.glob.source() == pattern) {
             Some(e) => e.subscribers.push(outbox.clone()),
             None => patterns.push(PatternEntry {
-                glob: Glob::new(pattern, self.inner.config.ignore_case),
+                glob,
                 subscribers: vec![outbox.clone()],
             }),
         }
@@ -541,6 +569,36 @@ impl Router {
             topics,
             untracked_messages: c.untracked.load(Ordering::Relaxed),
             uptime_secs: now.saturating_duration_since(self.inner.started).as_secs(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stored_names_do_not_pin_the_request_buffer() {
+        let now = Instant::now();
+        let router = Router::new(RouterConfig::default(), now);
+        // A request buffer: a large payload followed by the channel name.
+        let mut buf = vec![b'x'; 1 << 20];
+        buf.extend_from_slice(b"topic");
+        let buf = Bytes::from(buf);
+        let range = buf.as_ptr() as usize..buf.as_ptr() as usize + buf.len();
+        let name = buf.slice(1 << 20..);
+        let outbox = router.new_outbox();
+        router.subscribe(&name, &outbox);
+        router.track_new_topic(&buf.slice(1 << 20..(1 << 20) + 3));
+        router.psubscribe(&name, &outbox);
+        for (key, _) in read(&router.inner.topics).iter() {
+            assert!(
+                !range.contains(&(key.as_ptr() as usize)),
+                "topic key points into the request buffer"
+            );
+        }
+        for e in read(&router.inner.patterns).iter() {
+            assert!(!range.contains(&(e.glob.source().as_ptr() as usize)));
         }
     }
 }

@@ -10,7 +10,7 @@ use bytes::{Bytes, BytesMut};
 use crate::ProtocolError;
 use crate::commands::{self, Command};
 use crate::nlimit::ClientClass;
-use crate::outbox::{CloseReason, Outbox};
+use crate::outbox::{CloseReason, Outbox, Pushed};
 use crate::resp::{Proto, ReplyWriter, Request, parse_i64};
 use crate::router::Router;
 
@@ -127,9 +127,38 @@ impl Session {
     pub fn flush(&mut self, now: Instant) {
         if !self.out.is_empty() {
             let chunk = self.out.split().freeze();
-            self.outbox
+            let pushed = self
+                .outbox
                 .push(chunk, false, now, self.router.config().limits());
+            self.count_close(pushed);
         }
+    }
+
+    /// Moves the replies written so far into the outbox and switches the
+    /// protocol version with them, atomically with respect to publishers.
+    fn flush_switching(&mut self, proto: Proto, now: Instant) {
+        let chunk = self.out.split().freeze();
+        let pushed = self
+            .outbox
+            .push_switching(chunk, proto, now, self.router.config().limits());
+        self.count_close(pushed);
+    }
+
+    /// A reply that took the client over its nlimit closes it: counted like any other.
+    fn count_close(&self, pushed: Pushed) {
+        if let Pushed::Closed { dropped } = pushed {
+            self.router.note_nlimit_close(&self.outbox, dropped);
+        }
+    }
+
+    /// An error made of text, a client-given argument (raw bytes, as Redis
+    /// echoes them) and more text.
+    fn error_with(&mut self, before: &str, arg: &[u8], after: &str) {
+        let mut msg = Vec::with_capacity(before.len() + arg.len() + after.len());
+        msg.extend_from_slice(before.as_bytes());
+        msg.extend_from_slice(arg);
+        msg.extend_from_slice(after.as_bytes());
+        self.writer().error(&msg);
     }
 
     /// Drains everything queued in the outbox into one buffer, without a
@@ -148,6 +177,8 @@ impl Session {
 
     /// Answers a decoding error as Redis does and asks for the connection to close.
     pub fn protocol_error(&mut self, err: &ProtocolError, now: Instant) -> Flow {
+        // Nothing may follow the error line: end the subscriptions first.
+        self.unsubscribe_all_silently();
         if let Some(line) = err.reply() {
             self.writer().raw(&line);
         }
@@ -167,6 +198,8 @@ impl Session {
         };
         // Redis 7.0 answers QUIT before any other check.
         if first.eq_ignore_ascii_case(b"quit") {
+            // Nothing may follow +OK: end the subscriptions first.
+            self.unsubscribe_all_silently();
             self.writer().simple(b"OK");
             self.closing = true;
             self.flush(now);
@@ -180,12 +213,8 @@ impl Session {
             match commands::lookup_sub(cmd, &args[1]) {
                 Some(sub) => cmd = sub,
                 None => {
-                    let msg = format!(
-                        "ERR unknown subcommand '{}'. Try {} HELP.",
-                        lossy_prefix(&args[1], 128),
-                        cmd.name.to_ascii_uppercase()
-                    );
-                    self.error(&msg);
+                    let after = format!("'. Try {} HELP.", cmd.name.to_ascii_uppercase());
+                    self.error_with("ERR unknown subcommand '", prefix(&args[1], 128), &after);
                     return Flow::Continue;
                 }
             }
@@ -241,9 +270,9 @@ impl Session {
             "punsubscribe" => self.unsubscribe(&args[1..], true),
             "ping" => self.ping(&args),
             "echo" => self.writer().bulk(&args[1]),
-            "reset" => self.reset(),
+            "reset" => self.reset(now),
             "select" => self.select(&args[1]),
-            "hello" => self.hello(&args),
+            "hello" => self.hello(&args, now),
             "info" => self.info(&args[1..], now),
             "client|id" => {
                 let id = self.id() as i64;
@@ -322,7 +351,14 @@ impl Session {
     fn subscribe(&mut self, names: &[Bytes], pattern: bool, now: Instant) {
         let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
         let mut added = Vec::new();
+        let max_pattern = self.router.config().pattern_len();
         for name in names {
+            if pattern && name.len() > max_pattern {
+                self.error(&format!("ERR pattern longer than {max_pattern} bytes"));
+                continue;
+            }
+            // A copy: the request's slice would pin the connection's read buffer.
+            let name = Bytes::copy_from_slice(name);
             let set = if pattern {
                 &mut self.patterns
             } else {
@@ -331,7 +367,7 @@ impl Session {
             if set.insert(name.clone()) {
                 added.push(name.clone());
             }
-            self.confirm(kind, Some(name));
+            self.confirm(kind, Some(&name));
         }
         self.set_class();
         // Confirmations go out before the subscriptions take effect, so every
@@ -427,19 +463,22 @@ impl Session {
         }
     }
 
-    fn reset(&mut self) {
+    fn reset(&mut self, now: Instant) {
         self.unsubscribe_all_silently();
+        self.flush(now);
         self.proto = Proto::Resp2;
-        self.outbox.set_proto(Proto::Resp2);
         self.name = None;
         self.lib = [None, None];
         self.log_refused = false;
         self.writer().simple(b"RESET");
+        self.flush_switching(Proto::Resp2, now);
     }
 
     fn select(&mut self, index: &[u8]) {
         match parse_i64(index) {
             None => self.error("ERR value is not an integer or out of range"),
+            Some(n) if i32::try_from(n).is_err() => self
+                .error("ERR value is out of range, value must between -2147483648 and 2147483647"),
             Some(0..=15) => self.writer().simple(b"OK"),
             Some(_) => self.error("ERR DB index is out of range"),
         }
@@ -460,17 +499,17 @@ impl Session {
         if !self.valid_name(name, "Client names") {
             return false;
         }
-        self.name = (!name.is_empty()).then(|| name.clone());
+        self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
         true
     }
 
     fn setinfo(&mut self, args: &Request) {
         if args.len() != 4 {
-            let msg = format!(
-                "ERR unknown subcommand or wrong number of arguments for '{}'. Try CLIENT HELP.",
-                lossy_prefix(&args[1], 128)
+            self.error_with(
+                "ERR unknown subcommand or wrong number of arguments for '",
+                prefix(&args[1], 128),
+                "'. Try CLIENT HELP.",
             );
-            self.error(&msg);
             return;
         }
         let slot = if args[2].eq_ignore_ascii_case(b"lib-name") {
@@ -478,19 +517,18 @@ impl Session {
         } else if args[2].eq_ignore_ascii_case(b"lib-ver") {
             1
         } else {
-            let msg = format!("ERR Unrecognized option '{}'", lossy_prefix(&args[2], 128));
-            self.error(&msg);
+            self.error_with("ERR Unrecognized option '", prefix(&args[2], 128), "'");
             return;
         };
         let what = if slot == 0 { "lib-name" } else { "lib-ver" };
         if !self.valid_name(&args[3], what) {
             return;
         }
-        self.lib[slot] = (!args[3].is_empty()).then(|| args[3].clone());
+        self.lib[slot] = (!args[3].is_empty()).then(|| Bytes::copy_from_slice(&args[3]));
         self.writer().simple(b"OK");
     }
 
-    fn hello(&mut self, args: &Request) {
+    fn hello(&mut self, args: &Request, now: Instant) {
         let mut proto = None;
         let mut next = 1;
         if let Some(ver) = args.get(1) {
@@ -516,11 +554,7 @@ impl Session {
                 name = Some(args[j + 1].clone());
                 j += 1;
             } else {
-                let msg = format!(
-                    "ERR Syntax error in HELLO option '{}'",
-                    lossy_prefix(&args[j], usize::MAX)
-                );
-                return self.error(&msg);
+                return self.error_with("ERR Syntax error in HELLO option '", &args[j], "'");
             }
             j += 1;
         }
@@ -533,9 +567,13 @@ impl Session {
         {
             return;
         }
+        let switched = proto.filter(|p| *p != self.proto);
+        if switched.is_some() {
+            // Replies before HELLO go out in the old version.
+            self.flush(now);
+        }
         if let Some(p) = proto {
             self.proto = p;
-            self.outbox.set_proto(p);
         }
         let (id, proto) = (self.id() as i64, self.proto.number());
         let mut w = self.writer();
@@ -554,6 +592,11 @@ impl Session {
         w.bulk(b"master");
         w.bulk(b"modules");
         w.array(0);
+        if let Some(p) = switched {
+            // The reply and the switch reach the outbox together: messages routed
+            // before are in the old version and precede it, later ones follow.
+            self.flush_switching(p, now);
+        }
     }
 
     fn command_info(&mut self, names: &[Bytes]) {
@@ -590,11 +633,15 @@ impl Session {
 
     fn pubsub_channels(&mut self, args: &Request) {
         if args.len() > 3 {
-            let msg = format!(
-                "ERR unknown subcommand or wrong number of arguments for '{}'. Try PUBSUB HELP.",
-                lossy_prefix(&args[1], 128)
+            return self.error_with(
+                "ERR unknown subcommand or wrong number of arguments for '",
+                prefix(&args[1], 128),
+                "'. Try PUBSUB HELP.",
             );
-            return self.error(&msg);
+        }
+        let max_pattern = self.router.config().pattern_len();
+        if args.get(2).is_some_and(|p| p.len() > max_pattern) {
+            return self.error(&format!("ERR pattern longer than {max_pattern} bytes"));
         }
         let channels = self.router.channels(args.get(2).map(|p| &p[..]));
         let mut w = self.writer();
@@ -712,9 +759,9 @@ fn find_any(name: &[u8]) -> Option<&'static Command> {
     }
 }
 
-/// At most `max` bytes of `b`, as text (invalid UTF-8 replaced).
-fn lossy_prefix(b: &[u8], max: usize) -> String {
-    String::from_utf8_lossy(&b[..b.len().min(max)]).into_owned()
+/// At most `max` bytes of `b` (Redis's `%.128s`).
+fn prefix(b: &[u8], max: usize) -> &[u8] {
+    &b[..b.len().min(max)]
 }
 
 /// A topic name made safe for an INFO line: bytes outside `!`..`~` but `:`

@@ -257,6 +257,18 @@ fn errors_pipelines_and_inline() {
             Send(0, c(&["select", "16"]), vec![(0, 1)]),
             Send(0, c(&["select", "x"]), vec![(0, 1)]),
             Send(0, c(&["select", "0"]), vec![(0, 1)]),
+            Send(0, c(&["select", "2147483648"]), vec![(0, 1)]),
+            Send(0, c(&["select", "-2147483649"]), vec![(0, 1)]),
+            Send(
+                0,
+                b"*3\r\n$5\r\nhello\r\n$1\r\n3\r\n$1\r\n\xff\r\n".to_vec(),
+                vec![(0, 1)],
+            ),
+            Send(
+                0,
+                b"*2\r\n$6\r\nclient\r\n$2\r\n\xfe\xff\r\n".to_vec(),
+                vec![(0, 1)],
+            ),
             Send(0, c(&["client", "setname", "a b"]), vec![(0, 1)]),
             Send(0, c(&["client", "setname", ""]), vec![(0, 1)]),
             Send(0, c(&["client", "getname"]), vec![(0, 1)]),

@@ -184,6 +184,15 @@ fn over_tcp_a_stalled_subscriber_is_closed_and_others_keep_receiving() {
     );
     assert_eq!(receivers.len() as u64, n);
     assert_eq!(receivers.last(), Some(&1), "the stalled subscriber is gone");
+    // Closed and gone while it still is not reading: its subscription ended.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while kids.router.numsub(b"c") != 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the stalled subscriber was never disconnected"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let stats = kids.router.stats(Instant::now());
     assert_eq!(stats.clients_closed_nlimit, 1);
     assert!(stats.messages_dropped > 0);

@@ -233,3 +233,119 @@ fn a_refused_log_refuses_later_logs_until_reset_but_publish_is_per_message() {
         .collect();
     assert_eq!(seen, [&b"1"[..], b"4", b"5", b"6"]);
 }
+
+#[test]
+fn review_fixes_quit_hello_patterns_and_own_reply_limits() {
+    let now = Instant::now();
+    // QUIT ends subscriptions at once: nothing can follow +OK.
+    let router = Router::new(RouterConfig::default().max_pattern_len(8), now);
+    let mut sub = Session::new(&router);
+    run(&mut sub, &["SUBSCRIBE", "c"], now);
+    sub.handle(req(&["QUIT"]), now);
+    assert_eq!(router.publish("c".into(), "late".into(), now), Ok(0));
+    assert_eq!(sub.take_output(), b"+OK\r\n");
+
+    // HELLO 2 from a RESP3 subscriber: later messages are RESP2 and follow the reply.
+    let mut s = Session::new(&router);
+    run(&mut s, &["HELLO", "3"], now);
+    run(&mut s, &["SUBSCRIBE", "c"], now);
+    s.handle(req(&["HELLO", "2"]), now);
+    router
+        .publish("c".into(), "m".into(), now)
+        .expect("publish");
+    s.flush(now);
+    let out = s.take_output();
+    assert!(
+        out.starts_with(b"*14\r\n$6\r\nserver\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(
+        out.ends_with(b"*3\r\n$7\r\nmessage\r\n$1\r\nc\r\n$1\r\nm\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&out)
+    );
+
+    // Patterns are bounded (a kids limit; Redis has none).
+    assert_eq!(
+        run(&mut s, &["PSUBSCRIBE", "123456789"], now),
+        b"-ERR pattern longer than 8 bytes\r\n"
+    );
+    assert_eq!(
+        run(&mut s, &["PSUBSCRIBE", "12345678"], now),
+        b"*3\r\n$10\r\npsubscribe\r\n$8\r\n12345678\r\n:2\r\n"
+    );
+
+    // A client closed by its own oversized reply is counted like any other.
+    let limits = kids_core::NLimits {
+        pubsub: kids_core::NLimit::new(100, 0, Duration::ZERO),
+        ..Default::default()
+    };
+    let strict = Router::new(RouterConfig::default().nlimits(limits), now);
+    let mut big = Session::new(&strict);
+    run(&mut big, &["SUBSCRIBE", "c"], now);
+    strict
+        .publish("c".into(), "queued".into(), now)
+        .expect("publish");
+    big.handle(req(&["PING", &"x".repeat(200)]), now);
+    big.flush(now);
+    assert!(big.outbox().closed().is_some());
+    let stats = strict.stats(now);
+    assert_eq!(
+        (stats.clients_closed_nlimit, stats.messages_dropped),
+        (1, 1)
+    );
+}
+
+#[test]
+fn drain_timeout_closes_connections_that_never_read() {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let limits = kids_core::NLimits {
+        pubsub: kids_core::NLimit::unlimited(),
+        ..Default::default()
+    };
+    let router = Router::new(RouterConfig::default().nlimits(limits), Instant::now());
+    let listener = {
+        let _guard = rt.enter();
+        let std_listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        std_listener.set_nonblocking(true).expect("nonblocking");
+        tokio::net::TcpListener::from_std(std_listener).expect("listener")
+    };
+    let port = listener.local_addr().expect("addr").port();
+    let mut config = ServerConfig::default();
+    config.drain_timeout = Duration::from_millis(200);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = rt.spawn(serve(
+        vec![Listener::Tcp(listener)],
+        router.clone(),
+        config,
+        async {
+            let _ = stopped.await;
+        },
+    ));
+    let mut sub = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    sub.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    sub.write_all(b"SUBSCRIBE c\r\n").expect("subscribe");
+    let mut confirm = [0u8; 30];
+    sub.read_exact(&mut confirm).expect("confirmation");
+    assert_eq!(&confirm, b"*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n");
+    // Far more than the socket buffers hold; the subscriber never reads again.
+    let payload = Bytes::from(vec![b'x'; 64 * 1024]);
+    for _ in 0..1000 {
+        router
+            .publish("c".into(), payload.clone(), Instant::now())
+            .expect("publish");
+    }
+    stop.send(()).expect("stop");
+    let done = rt.block_on(async { tokio::time::timeout(Duration::from_secs(30), server).await });
+    assert!(
+        done.is_ok(),
+        "serve returned after the drain timeout instead of waiting for the reader"
+    );
+    drop(sub);
+}
