@@ -39,9 +39,10 @@ impl Proto {
 
 /// Bounds on every length a decoder accepts.
 ///
-/// The defaults are Redis's: bulk 512 MiB (`proto-max-bulk-len`), multibulk
-/// count 1,048,576, inline line 64 KiB, query buffer 1 GiB
-/// (`client-query-buffer-limit`).
+/// The defaults follow Redis: bulk 512 MiB (`proto-max-bulk-len`), inline
+/// line 64 KiB, query buffer 1 GiB (`client-query-buffer-limit`). The
+/// multibulk count is bounded at 1,048,576 arguments, the bound older Redis
+/// releases used; Redis 7 accepts up to `INT_MAX`.
 ///
 /// ```
 /// use kids_core::Limits;
