@@ -95,11 +95,6 @@ impl Glob {
         &self.source
     }
 
-    /// True when the pattern contains no wildcard at all.
-    pub fn is_literal(&self) -> bool {
-        self.tokens.iter().all(|t| matches!(t, Token::Byte(_)))
-    }
-
     fn one(&self, t: &Token, c: u8) -> bool {
         match t {
             Token::Byte(b) => {

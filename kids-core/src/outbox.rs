@@ -180,10 +180,7 @@ impl Outbox {
             return Poll::Ready(Err(reason));
         }
         if st.queue.is_empty() {
-            match &mut st.waker {
-                Some(w) if w.will_wake(cx.waker()) => {}
-                slot => *slot = Some(cx.waker().clone()),
-            }
+            register(&mut st.waker, cx);
             return Poll::Pending;
         }
         let mut moved = 0;
@@ -205,10 +202,7 @@ impl Outbox {
         if let Some(reason) = st.closed {
             return Poll::Ready(reason);
         }
-        match &mut st.close_waker {
-            Some(w) if w.will_wake(cx.waker()) => {}
-            slot => *slot = Some(cx.waker().clone()),
-        }
+        register(&mut st.close_waker, cx);
         Poll::Pending
     }
 
@@ -245,5 +239,25 @@ impl Outbox {
         for w in wakers.into_iter().flatten() {
             w.wake();
         }
+    }
+}
+
+#[cfg(test)]
+impl Outbox {
+    /// The start addresses of the queued chunks, to check sharing.
+    pub(crate) fn queued_ptrs(&self) -> Vec<usize> {
+        self.lock()
+            .queue
+            .iter()
+            .map(|(c, _)| c.as_ptr() as usize)
+            .collect()
+    }
+}
+
+/// Stores the task's waker in `slot`, unless the one there already wakes it.
+fn register(slot: &mut Option<Waker>, cx: &Context<'_>) {
+    match slot {
+        Some(w) if w.will_wake(cx.waker()) => {}
+        _ => *slot = Some(cx.waker().clone()),
     }
 }

@@ -1,7 +1,6 @@
 //! The pub/sub router: channel index, pattern set, fan-out and statistics.
 
 use std::collections::HashMap;
-use std::collections::hash_map::Entry;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::time::Instant;
@@ -368,6 +367,11 @@ impl Router {
                     }
                     true
                 }
+                // The table is full: count it here, without the write lock.
+                None if topics.len() >= inner.config.max_tracked_topics => {
+                    inner.counters.untracked.fetch_add(1, Ordering::Relaxed);
+                    true
+                }
                 None => false,
             }
         };
@@ -403,20 +407,16 @@ impl Router {
     fn track_new_topic(&self, channel: &Bytes) {
         let inner = &*self.inner;
         let mut topics = write(&inner.topics);
-        let len = topics.len();
-        match topics.entry(Bytes::copy_from_slice(channel)) {
-            Entry::Occupied(e) => {
-                e.get().messages.fetch_add(1, Ordering::Relaxed);
-            }
-            Entry::Vacant(e) if len < inner.config.max_tracked_topics => {
-                // A copy: the request's slice would pin the client's whole read buffer.
-                e.insert(Topic::default())
-                    .messages
-                    .store(1, Ordering::Relaxed);
-            }
-            Entry::Vacant(_) => {
-                inner.counters.untracked.fetch_add(1, Ordering::Relaxed);
-            }
+        // Another publisher may have added it, or filled the table, meanwhile.
+        if let Some(topic) = topics.get(channel) {
+            topic.messages.fetch_add(1, Ordering::Relaxed);
+        } else if topics.len() < inner.config.max_tracked_topics {
+            // A copy: the request's slice would pin the client's whole read buffer.
+            let topic = Topic::default();
+            topic.messages.store(1, Ordering::Relaxed);
+            topics.insert(Bytes::copy_from_slice(channel), topic);
+        } else {
+            inner.counters.untracked.fetch_add(1, Ordering::Relaxed);
         }
     }
 
@@ -576,6 +576,31 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn each_frame_shape_is_encoded_once_and_shared() {
+        let now = Instant::now();
+        let router = Router::new(RouterConfig::default(), now);
+        let boxes: Vec<Arc<Outbox>> = (0..4).map(|_| router.new_outbox()).collect();
+        let resp3 = Bytes::from_static(b"+OK\r\n");
+        boxes[3].push_switching(resp3, Proto::Resp3, now, router.config().limits());
+        for b in &boxes {
+            router.subscribe(&Bytes::from_static(b"c"), b);
+        }
+        router.psubscribe(&Bytes::from_static(b"c*"), &boxes[0]);
+        router.psubscribe(&Bytes::from_static(b"c*"), &boxes[1]);
+        assert_eq!(router.publish("c".into(), "m".into(), now), Ok(6));
+        let last = |i: usize| *boxes[i].queued_ptrs().last().expect("queued");
+        let first = |i: usize| boxes[i].queued_ptrs()[0];
+        // RESP2 `message`: one allocation for boxes 0, 1, 2.
+        assert_eq!(first(0), first(1));
+        assert_eq!(first(0), last(2));
+        // RESP3 push: its own encoding.
+        assert_ne!(last(3), first(0));
+        // `pmessage` for the pattern: one more shared encoding.
+        assert_eq!(last(0), last(1));
+        assert_ne!(last(0), first(0));
+    }
 
     #[test]
     fn stored_names_do_not_pin_the_request_buffer() {
