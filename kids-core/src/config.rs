@@ -20,6 +20,8 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
+use crate::{ClientClass, Fsync};
+
 /// A parsed kids configuration.
 ///
 /// ```
@@ -54,23 +56,13 @@ pub struct Config {
 #[non_exhaustive]
 pub struct NLimitLine {
     /// `normal` or `pubsub`.
-    pub class: LimitClass,
+    pub class: ClientClass,
     /// Hard bound in bytes (0: none).
     pub hard: u64,
     /// Soft bound in bytes (0: none).
     pub soft: u64,
     /// Seconds the soft bound may be exceeded.
     pub soft_secs: u64,
-}
-
-/// The client class an `nlimit` line applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum LimitClass {
-    /// Clients without subscriptions.
-    Normal,
-    /// Subscribers.
-    Pubsub,
 }
 
 /// What a full store queue does to a publisher.
@@ -155,18 +147,6 @@ pub enum Success {
     All,
 }
 
-/// `fsync never|rotate|N;` of a file store.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum FsyncConfig {
-    /// Never.
-    Never,
-    /// When a file is rotated.
-    Rotate,
-    /// After every N messages.
-    Every(u32),
-}
-
 /// `store TYPE [primary|secondary] { ... }`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -186,7 +166,7 @@ pub struct StoreConfig {
     /// `flush DURATION;` (file), in seconds.
     pub flush_secs: Option<u64>,
     /// `fsync never|rotate|N;` (file)
-    pub fsync: Option<FsyncConfig>,
+    pub fsync: Option<Fsync>,
     /// `utc_offset [-]DURATION;` (file): offset from UTC for names and buckets, in seconds.
     pub utc_offset_secs: Option<i64>,
     /// `host H;` (network)
@@ -577,8 +557,8 @@ impl<'a> Parser<'a> {
                         return Err(self.err(pos, "`nlimit` expects CLASS HARD SOFT SECONDS, as in `nlimit pubsub 32MB 16MB 10min;`"));
                     };
                     let class = match class.0.to_ascii_lowercase().as_str() {
-                        "normal" => LimitClass::Normal,
-                        "pubsub" => LimitClass::Pubsub,
+                        "normal" => ClientClass::Normal,
+                        "pubsub" => ClientClass::Pubsub,
                         _ => {
                             return Err(self.err(
                                 class.1,
@@ -782,9 +762,9 @@ impl<'a> Parser<'a> {
                 "flush" => store.flush_secs = Some(self.duration(&v, false)?),
                 "fsync" => {
                     store.fsync = Some(match v.0.to_ascii_lowercase().as_str() {
-                        "never" => FsyncConfig::Never,
-                        "rotate" => FsyncConfig::Rotate,
-                        _ => FsyncConfig::Every(v.0.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                        "never" => Fsync::Never,
+                        "rotate" => Fsync::OnRotate,
+                        _ => Fsync::Every(v.0.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
                             self.err(v.1, format!("`fsync` expects never, rotate or a number of messages, found `{}`", v.0))
                         })?),
                     });
@@ -874,64 +854,76 @@ impl<'a> Parser<'a> {
         })
     }
 
-    /// A size with a unit; `zero_ok` accepts a bare `0`.
-    fn size(&self, (v, pos): &(String, Pos), zero_ok: bool) -> Result<u64, ConfigError> {
-        let (n, unit) = split_unit(v);
-        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-            "" if zero_ok && n == "0" => return Ok(0),
-            "" => {
-                return Err(self.err(
-                    *pos,
-                    format!("`{v}` needs a size unit: b, k, kb, m, mb, g or gb"),
-                ));
-            }
-            "b" => 1,
-            "k" | "kb" => 1 << 10,
-            "m" | "mb" => 1 << 20,
-            "g" | "gb" => 1 << 30,
-            _ => {
-                return Err(self.err(
-                    *pos,
-                    format!("unknown size unit in `{v}`: expected b, k, kb, m, mb, g or gb"),
-                ));
-            }
-        };
-        n.parse::<u64>()
-            .ok()
-            .and_then(|n| n.checked_mul(mult))
-            .ok_or_else(|| self.err(*pos, format!("`{v}` is not a size that fits 64 bits")))
+    /// A size with a unit, in bytes; `zero_ok` accepts a bare `0`.
+    fn size(&self, v: &(String, Pos), zero_ok: bool) -> Result<u64, ConfigError> {
+        self.with_unit(v, zero_ok, "size", "b, k, kb, m, mb, g or gb", SIZE_UNITS)
     }
 
     /// A duration with a unit, in seconds; `zero_ok` accepts a bare `0`.
-    fn duration(&self, (v, pos): &(String, Pos), zero_ok: bool) -> Result<u64, ConfigError> {
+    fn duration(&self, v: &(String, Pos), zero_ok: bool) -> Result<u64, ConfigError> {
+        self.with_unit(
+            v,
+            zero_ok,
+            "time",
+            "s, sec, m, min, h, hour, d or day",
+            TIME_UNITS,
+        )
+    }
+
+    /// A number followed by one of `units` (case-insensitive), times its multiplier.
+    fn with_unit(
+        &self,
+        (v, pos): &(String, Pos),
+        zero_ok: bool,
+        what: &str,
+        expected: &str,
+        units: &[(&str, u64)],
+    ) -> Result<u64, ConfigError> {
         let (n, unit) = split_unit(v);
-        let mult: u64 = match unit.to_ascii_lowercase().as_str() {
-            "" if zero_ok && n == "0" => return Ok(0),
-            "" => {
-                return Err(self.err(
-                    *pos,
-                    format!("`{v}` needs a time unit: s, sec, m, min, h, hour, d or day"),
-                ));
-            }
-            "s" | "sec" | "secs" => 1,
-            "m" | "min" | "mins" => 60,
-            "h" | "hour" | "hours" => 3600,
-            "d" | "day" | "days" => 86_400,
-            _ => {
-                return Err(self.err(
-                    *pos,
-                    format!(
-                        "unknown time unit in `{v}`: expected s, sec, m, min, h, hour, d or day"
-                    ),
-                ));
-            }
+        let unit = unit.to_ascii_lowercase();
+        if unit.is_empty() {
+            return if zero_ok && n == "0" {
+                Ok(0)
+            } else {
+                Err(self.err(*pos, format!("`{v}` needs a {what} unit: {expected}")))
+            };
+        }
+        let Some(&(_, mult)) = units.iter().find(|(name, _)| *name == unit) else {
+            return Err(self.err(
+                *pos,
+                format!("unknown {what} unit in `{v}`: expected {expected}"),
+            ));
         };
         n.parse::<u64>()
             .ok()
             .and_then(|n| n.checked_mul(mult))
-            .ok_or_else(|| self.err(*pos, format!("`{v}` is not a duration that fits 64 bits")))
+            .ok_or_else(|| self.err(*pos, format!("`{v}` is not a {what} that fits 64 bits")))
     }
 }
+
+const SIZE_UNITS: &[(&str, u64)] = &[
+    ("b", 1),
+    ("k", 1 << 10),
+    ("kb", 1 << 10),
+    ("m", 1 << 20),
+    ("mb", 1 << 20),
+    ("g", 1 << 30),
+    ("gb", 1 << 30),
+];
+const TIME_UNITS: &[(&str, u64)] = &[
+    ("s", 1),
+    ("sec", 1),
+    ("secs", 1),
+    ("m", 60),
+    ("min", 60),
+    ("mins", 60),
+    ("h", 3600),
+    ("hour", 3600),
+    ("hours", 3600),
+    ("d", 86_400),
+    ("day", 86_400),
+    ("days", 86_400),
+];
 
 fn unreachable_values<T>() -> Result<T, ConfigError> {
     // `values` never returns an empty list.

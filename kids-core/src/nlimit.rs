@@ -4,7 +4,8 @@ use std::time::{Duration, Instant};
 
 /// The class of a client for output limits: `pubsub` once it holds a
 /// subscription, `normal` otherwise.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ClientClass {
     /// A client with no subscription.
     Normal,

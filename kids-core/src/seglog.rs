@@ -27,7 +27,8 @@ const HEADER: u64 = 8;
 const SUFFIX: &str = ".seg";
 
 /// When appended records are forced to stable storage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
 #[non_exhaustive]
 pub enum Fsync {
     /// Never: the kernel writes back when it likes (survives a process kill, not a power loss).

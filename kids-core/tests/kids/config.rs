@@ -1,6 +1,6 @@
 //! The kids configuration language: the seed's configs, and bad inputs with positions.
 
-use kids_core::{Config, ConfigError, LimitClass, StoreKind, StoreRole};
+use kids_core::{ClientClass, Config, ConfigError, Fsync, StoreKind, StoreRole};
 
 fn conf(name: &str) -> String {
     let path = format!("{}/../examples/conf/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -14,7 +14,7 @@ fn seed_server_config() {
     let n = c.nlimits[0];
     assert_eq!(
         (n.class, n.hard, n.soft, n.soft_secs),
-        (LimitClass::Pubsub, 32 << 20, 16 << 20, 600)
+        (ClientClass::Pubsub, 32 << 20, 16 << 20, 600)
     );
     assert_eq!(
         (c.log.level.as_deref(), c.log.file.as_deref()),
@@ -92,6 +92,19 @@ fn the_originals_traps_are_fixed() {
         (s.rotate_secs, s.flush_secs, s.utc_offset_secs),
         (Some(86_400), Some(1), Some(-18_000))
     );
+    assert_eq!(s.fsync, Some(Fsync::Every(100)));
+    for (value, want) in [
+        ("never", Fsync::Never),
+        ("ROTATE", Fsync::OnRotate),
+        ("1", Fsync::Every(1)),
+    ] {
+        let c = Config::parse(
+            "t.conf",
+            &format!("store file {{ path /x; fsync {value}; }}"),
+        )
+        .expect("parses");
+        assert_eq!(c.store.expect("store").fsync, Some(want), "fsync {value}");
+    }
 }
 
 #[test]
@@ -227,6 +240,24 @@ fn bad_inputs_name_line_column_and_expectation() {
             1,
             11,
             "`queue` policy is block, error or spool",
+        ),
+        (
+            "store file { path /x; fsync 0; }",
+            1,
+            29,
+            "`fsync` expects never, rotate or a number of messages",
+        ),
+        (
+            "store file { path /x; flush 1fortnight; }",
+            1,
+            29,
+            "unknown time unit in `1fortnight`",
+        ),
+        (
+            "nlimit pubsub 1tb 0 0;",
+            1,
+            15,
+            "unknown size unit in `1tb`",
         ),
         (
             "ignore_case maybe;",
