@@ -43,6 +43,8 @@ use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use kids_core::{Frame, Proto};
+
 /// Channel every subscriber listens on.
 const CHANNEL: &[u8] = b"bench";
 /// Length of every published payload.
@@ -532,12 +534,15 @@ struct Measurement {
     notes: String,
 }
 
+/// The RESP2 bytes of `frame`, from kids-core's one codec.
+fn wire(frame: &Frame) -> Vec<u8> {
+    let mut buf = bytes::BytesMut::new();
+    frame.encode(Proto::Resp2, &mut buf);
+    buf.to_vec()
+}
+
 fn publish_command() -> Vec<u8> {
-    let mut cmd = Vec::new();
-    cmd.extend_from_slice(b"*3\r\n$7\r\nPUBLISH\r\n");
-    push_bulk(&mut cmd, CHANNEL);
-    push_bulk(&mut cmd, &payload());
-    cmd
+    wire(&Frame::command([&b"PUBLISH"[..], CHANNEL, &payload()]))
 }
 
 fn payload() -> [u8; PAYLOAD_LEN] {
@@ -548,26 +553,20 @@ fn payload() -> [u8; PAYLOAD_LEN] {
     p
 }
 
-fn push_bulk(out: &mut Vec<u8>, data: &[u8]) {
-    out.extend_from_slice(format!("${}\r\n", data.len()).as_bytes());
-    out.extend_from_slice(data);
-    out.extend_from_slice(b"\r\n");
-}
-
 fn message_frame() -> Vec<u8> {
-    let mut f = b"*3\r\n".to_vec();
-    push_bulk(&mut f, b"message");
-    push_bulk(&mut f, CHANNEL);
-    push_bulk(&mut f, &payload());
-    f
+    wire(&Frame::Array(vec![
+        Frame::bulk("message"),
+        Frame::bulk(CHANNEL),
+        Frame::bulk(payload()),
+    ]))
 }
 
 fn subscribe_confirmation() -> Vec<u8> {
-    let mut f = b"*3\r\n".to_vec();
-    push_bulk(&mut f, b"subscribe");
-    push_bulk(&mut f, CHANNEL);
-    f.extend_from_slice(b":1\r\n");
-    f
+    wire(&Frame::Array(vec![
+        Frame::bulk("subscribe"),
+        Frame::bulk(CHANNEL),
+        Frame::Integer(1),
+    ]))
 }
 
 /// What a subscriber thread saw.
@@ -589,8 +588,7 @@ struct PubEnd {
 fn run_round(server: &Server, subs: usize, pubs: usize, dur: Duration) -> Res<Measurement> {
     let frame = Arc::new(message_frame());
     let confirmation = subscribe_confirmation();
-    let mut subscribe = b"*2\r\n$9\r\nSUBSCRIBE\r\n".to_vec();
-    push_bulk(&mut subscribe, CHANNEL);
+    let subscribe = wire(&Frame::command([&b"SUBSCRIBE"[..], CHANNEL]));
 
     // Subscribers: connect, subscribe, read the confirmation.
     let mut sub_streams = Vec::with_capacity(subs);
