@@ -349,3 +349,71 @@ fn drain_timeout_closes_connections_that_never_read() {
     );
     drop(sub);
 }
+
+#[test]
+fn client_setinfo_and_command_count() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let mut s = Session::new(&router);
+    // CLIENT SETINFO is Redis 7.2 (the differential peer is 7.0): checked here.
+    assert_eq!(
+        run(&mut s, &["CLIENT", "SETINFO", "LIB-NAME", "redis-rs"], now),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        run(&mut s, &["client", "setinfo", "lib-ver", "1.8.1"], now),
+        b"+OK\r\n"
+    );
+    assert_eq!(
+        run(&mut s, &["CLIENT", "SETINFO", "LIB-NAME", "a b"], now),
+        b"-ERR lib-name cannot contain spaces, newlines or special characters.\r\n"
+    );
+    assert_eq!(
+        run(&mut s, &["CLIENT", "SETINFO", "color", "x"], now),
+        b"-ERR Unrecognized option 'color'\r\n"
+    );
+    assert_eq!(
+        run(&mut s, &["CLIENT", "SETINFO", "LIB-NAME"], now),
+        b"-ERR wrong number of arguments for 'client|setinfo' command\r\n"
+    );
+    // COMMAND COUNT agrees with the table COMMAND returns, and COMMAND DOCS covers it.
+    let mut codec = kids_core::FrameCodec::default();
+    let decode = |bytes: Vec<u8>, codec: &mut kids_core::FrameCodec| {
+        let mut buf = bytes::BytesMut::from(&bytes[..]);
+        tokio_util::codec::Decoder::decode(codec, &mut buf)
+            .expect("valid")
+            .expect("whole")
+    };
+    let count = decode(run(&mut s, &["COMMAND", "COUNT"], now), &mut codec);
+    let kids_core::Frame::Array(all) = decode(run(&mut s, &["COMMAND"], now), &mut codec) else {
+        panic!("array")
+    };
+    assert_eq!(count, kids_core::Frame::Integer(all.len() as i64));
+    let kids_core::Frame::Array(docs) = decode(run(&mut s, &["COMMAND", "DOCS"], now), &mut codec)
+    else {
+        panic!("array")
+    };
+    assert_eq!(
+        docs.len(),
+        2 * all.len(),
+        "RESP2 map: name and doc per command"
+    );
+    for name in [
+        "publish",
+        "log",
+        "subscribe",
+        "psubscribe",
+        "unsubscribe",
+        "punsubscribe",
+        "ping",
+        "hello",
+        "client",
+        "pubsub",
+        "info",
+    ] {
+        assert!(
+            docs.contains(&kids_core::Frame::bulk(name)),
+            "COMMAND DOCS lacks {name}"
+        );
+    }
+}
