@@ -200,10 +200,12 @@ fn class(p: &[u8], mut i: usize, nocase: bool) -> ([u64; 4], usize) {
                     }
                 };
                 let (a, b) = (l(a), l(b));
+                // A subject byte matches when its (lowered, under nocase) value is in range.
                 for v in a..=b {
                     let c = v as i8 as u8;
-                    add(c);
-                    // With nocase the subject is lowered too: its upper-case twin matches.
+                    if !(nocase && c.is_ascii_uppercase()) {
+                        add(c);
+                    }
                     if nocase && c.is_ascii_lowercase() {
                         add(c.to_ascii_uppercase());
                     }
@@ -362,6 +364,17 @@ pub(crate) mod tests {
             assert_eq!(redis_match(p, s, false), want, "oracle {p:?} {s:?}");
         }
         assert!(Glob::new(b"H[A-C]Y", true).matches(b"hby"));
+        // Found by proptest in CI: under nocase the subject is lowered before the
+        // range test, so `B` (lowered to 98) is outside `*`..`[` (42..=91).
+        for (p, sub, want) in [
+            (&b"[*-["[..], &b"B"[..], false),
+            (b"[*-[", b"b", false),
+            (b"[*-[", b"0", true),
+            (b"[*-[", b"[", true),
+        ] {
+            assert_eq!(Glob::new(p, true).matches(sub), want, "{p:?} {sub:?}");
+            assert_eq!(redis_match(p, sub, true), want, "oracle {p:?} {sub:?}");
+        }
         assert!(!Glob::new(b"[\\A]", true).matches(b"a"));
     }
 
@@ -380,6 +393,36 @@ pub(crate) mod tests {
             "{steps} steps"
         );
         assert!(g.matches((subject + "b").as_bytes()));
+    }
+
+    #[test]
+    fn every_range_class_agrees_with_redis_on_every_byte() {
+        // Bytes around the case-folding and signed-char boundaries.
+        let ends = [
+            0u8, b'*', b'0', b'@', b'A', b'B', b'Z', b'[', b'`', b'a', b'b', b'z', b'{', 0x7f,
+            0x80, 0xc3, 0xff,
+        ];
+        for &lo in &ends {
+            for &hi in &ends {
+                for neg in [false, true] {
+                    let mut p = vec![b'['];
+                    if neg {
+                        p.push(b'^');
+                    }
+                    p.extend([lo, b'-', hi, b']']);
+                    for nocase in [false, true] {
+                        let g = Glob::new(&p, nocase);
+                        for c in 0..=255u8 {
+                            assert_eq!(
+                                g.matches(&[c]),
+                                redis_match(&p, &[c], nocase),
+                                "{p:?} {c} nocase={nocase}"
+                            );
+                        }
+                    }
+                }
+            }
+        }
     }
 
     proptest! {
