@@ -819,7 +819,23 @@ impl<'a> Parser<'a> {
                         "`store buffer` needs exactly one `primary` and one `secondary` store",
                     ));
                 }
-                Ok(())
+                let (secondary, pos) = s
+                    .stores
+                    .iter()
+                    .zip(children_at)
+                    .find(|(c, _)| c.role == Some(StoreRole::Secondary))
+                    .map_or((None, at), |(c, p)| (Some(c), *p));
+                match secondary {
+                    Some(c) if c.kind != StoreKind::File => Err(self.err(
+                        pos,
+                        "the `secondary` of a buffer is its spool: a `store file secondary { path DIR; }`",
+                    )),
+                    Some(c) if c.path.as_deref().is_some_and(|p| p.contains('[')) => Err(self.err(
+                        pos,
+                        "the `secondary` of a buffer is its spool: its `path` is one directory, templates such as `[topic]` are not allowed",
+                    )),
+                    _ => Ok(()),
+                }
             }
             StoreKind::Priority | StoreKind::Multiple if s.stores.is_empty() => Err(self.err(
                 at,

@@ -210,6 +210,14 @@ impl Forwarder {
         Ok(())
     }
 
+    /// True when connected with unsent messages and room in the window:
+    /// [`Forwarder::poll_transmit`] would add something.
+    pub fn wants_transmit(&self) -> bool {
+        self.is_connected()
+            && self.inflight < self.config.window
+            && self.inflight < self.queue.len()
+    }
+
     /// Whether the driver should try to connect now.
     pub fn should_connect(&self, now: Instant) -> bool {
         matches!(self.state, State::Disconnected { retry_at } if now >= retry_at)

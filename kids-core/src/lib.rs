@@ -46,10 +46,12 @@ mod forward;
 mod glob;
 mod nlimit;
 mod outbox;
+mod pipeline;
 mod resp;
 mod router;
 mod seglog;
 mod session;
+mod store;
 
 #[cfg(feature = "tokio")]
 pub mod net;
@@ -69,9 +71,14 @@ pub use forward::{ForwardAction, ForwardStats, Forwarder, ForwarderConfig, Queue
 pub use glob::Glob;
 pub use nlimit::{ClientClass, NLimit, NLimits};
 pub use outbox::{CloseReason, Outbox};
+pub use pipeline::{PipelineConfig, PipelineStats, StorePipeline, Worker};
 pub use resp::{
     Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
 };
 pub use router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
 pub use seglog::{Fsync, Position, Recovery, SegmentConfig, SegmentLog};
 pub use session::{Flow, REDIS_COMPAT_VERSION, Session};
+pub use store::{
+    Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,
+    NetworkStore, NullStore, PriorityStore, Store, StoreError, Target, build_store,
+};

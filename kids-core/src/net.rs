@@ -28,6 +28,7 @@
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -39,7 +40,7 @@ use tokio_util::codec::Decoder;
 use tokio_util::task::TaskTracker;
 
 use crate::outbox::CloseReason;
-use crate::{Error, Flow, Limits, RequestDecoder, Router, Session};
+use crate::{Error, Flow, ForwardAction, Limits, Link, RequestDecoder, Router, Session, Target};
 
 /// Own output above which a connection without subscriptions stops reading
 /// requests (subscribers are bounded by their pubsub nlimit instead, and must
@@ -224,6 +225,7 @@ where
         wbuf: BytesMut::new(),
         wpos: 0,
         reading: true,
+        awaiting: None,
     };
     let result = tokio::select! {
         r = poll_fn(|cx| conn.poll(cx)) => r,
@@ -255,6 +257,8 @@ struct Conn<S> {
     wbuf: BytesMut,
     wpos: usize,
     reading: bool,
+    /// Replies of the last batch wait for this tap ticket to be stored.
+    awaiting: Option<u64>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
@@ -282,7 +286,11 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 Err(_) => break,
             }
         }
-        self.session.flush(now);
+        match self.session.take_ticket() {
+            // Answer only once the batch's messages are stored.
+            Some(ticket) => self.awaiting = Some(ticket),
+            None => self.session.flush(now),
+        }
     }
 
     /// Drives reads and writes until both would block, the peer leaves, or
@@ -301,9 +309,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Poll::Ready(Ok(()));
             }
             let mut progress = false;
-            let paused =
-                self.session.subscriptions() == 0 && self.session.outbox().pending() >= READ_PAUSE;
-            if self.reading && !paused {
+            if let Some(ticket) = self.awaiting
+                && self.router.poll_stored(ticket, cx).is_ready()
+            {
+                self.awaiting = None;
+                self.session.flush(Instant::now());
+                progress = true;
+            }
+            let paused = self.awaiting.is_some()
+                || (self.session.subscriptions() == 0
+                    && self.session.outbox().pending() >= READ_PAUSE);
+            if self.reading && !paused && self.router.poll_room(cx).is_ready() {
                 if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
                     self.rbuf.reserve(READ_CHUNK);
                 }
@@ -356,7 +372,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     Poll::Pending => {}
                 }
             }
-            if !self.reading && self.wpos == self.wbuf.len() && self.session.outbox().pending() == 0
+            if !self.reading
+                && self.awaiting.is_none()
+                && self.wpos == self.wbuf.len()
+                && self.session.outbox().pending() == 0
             {
                 return Poll::Ready(Ok(()));
             }
@@ -370,6 +389,116 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                     self.wpos = 0;
                 }
                 return Poll::Pending;
+            }
+        }
+    }
+}
+
+/// Drives the connection of a network store's [`Link`] until the store is
+/// dropped: connects (eagerly, so a buffer sees its primary up), writes
+/// pipelined `LOG`s while the window allows, reads acknowledgements, gives
+/// the connection up on an error reply, a bad reply or a reply timeout, and
+/// reconnects after the forwarder's backoff. Unacknowledged messages are
+/// re-sent, in order, on the next connection.
+pub async fn drive_link(link: Arc<Link>) {
+    loop {
+        while !link.forwarder().should_connect(Instant::now()) {
+            if link.is_closed() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if link.is_closed() {
+            return;
+        }
+        let reason = match connect(link.target()).await {
+            Ok(Connected::Tcp(s)) => {
+                let _ = s.set_nodelay(true);
+                tracing::info!(target = %link.target(), "forwarding: connected");
+                pump_link(&link, s).await
+            }
+            Ok(Connected::Unix(s)) => {
+                tracing::info!(target = %link.target(), "forwarding: connected");
+                pump_link(&link, s).await
+            }
+            Err(e) => format!("connect failed: {e}"),
+        };
+        if link.is_closed() {
+            return;
+        }
+        tracing::warn!(target = %link.target(), %reason, "forwarding: connection lost; will retry");
+        link.forwarder().on_disconnect(Instant::now());
+        link.notify_progress();
+    }
+}
+
+enum Connected {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn connect(target: &Target) -> io::Result<Connected> {
+    let limit = Duration::from_secs(10);
+    let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
+    match target {
+        Target::Tcp { host, port } => tokio::time::timeout(
+            limit,
+            tokio::net::TcpStream::connect((host.as_str(), *port)),
+        )
+        .await
+        .map_err(|_| timed_out())?
+        .map(Connected::Tcp),
+        Target::Unix(path) => tokio::time::timeout(limit, tokio::net::UnixStream::connect(path))
+            .await
+            .map_err(|_| timed_out())?
+            .map(Connected::Unix),
+    }
+}
+
+/// Runs one connection; returns why it ended.
+async fn pump_link<S: AsyncRead + AsyncWrite + Unpin>(link: &Link, stream: S) -> String {
+    use tokio::io::AsyncReadExt;
+    link.forwarder().on_connected(Instant::now());
+    link.notify_progress();
+    let (mut reader, mut writer) = tokio::io::split(stream);
+    let mut rbuf = BytesMut::with_capacity(READ_CHUNK);
+    let mut wbuf = BytesMut::new();
+    loop {
+        if link.is_closed() {
+            return "store closed".into();
+        }
+        wbuf.clear();
+        link.forwarder().poll_transmit(&mut wbuf, Instant::now());
+        if !wbuf.is_empty() {
+            if let Err(e) = writer.write_all(&wbuf).await {
+                return format!("write failed: {e}");
+            }
+            continue;
+        }
+        let deadline = link.forwarder().poll_timeout();
+        let timer = async {
+            match deadline {
+                Some(d) => tokio::time::sleep_until(d.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            read = reader.read_buf(&mut rbuf) => match read {
+                Ok(0) => return "peer closed the connection".into(),
+                Err(e) => return format!("read failed: {e}"),
+                Ok(_) => {
+                    let action = link.forwarder().handle_input(&mut rbuf, Instant::now());
+                    link.notify_progress();
+                    if let ForwardAction::Disconnect(why) = action {
+                        return why;
+                    }
+                }
+            },
+            () = poll_fn(|cx| link.poll_work(cx)) => {}
+            () = timer => {
+                if let ForwardAction::Disconnect(why) = link.forwarder().handle_timeout(Instant::now()) {
+                    return why;
+                }
             }
         }
     }

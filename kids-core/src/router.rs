@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
+use std::task::{Context, Poll};
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -27,7 +28,35 @@ pub trait Tap: Send + Sync + 'static {
     ///
     /// # Errors
     /// [`Refused`] when the tap cannot take the message now.
-    fn publish(&self, channel: &Bytes, message: &Bytes, now: Instant) -> Result<(), Refused>;
+    ///
+    /// `Ok(Some(ticket))` means the tap took the message but has not stored
+    /// it yet: a transport should hold the publisher's reply until
+    /// [`Tap::poll_stored`] says the ticket is stored. `Ok(None)`: stored
+    /// already (or nothing to wait for).
+    fn publish(
+        &self,
+        channel: &Bytes,
+        message: &Bytes,
+        now: Instant,
+    ) -> Result<Option<u64>, Refused>;
+
+    /// Ready once every message up to `ticket` is stored.
+    fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = (ticket, cx);
+        Poll::Ready(())
+    }
+
+    /// Ready when the tap has room for more messages; a transport does not
+    /// read more requests until it is (the `block` policy).
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
+    }
+
+    /// Appends `key:value` lines to the `# Stores` section of `INFO`.
+    fn info(&self, out: &mut String) {
+        let _ = out;
+    }
 }
 
 /// A tap's refusal of one message.
@@ -314,6 +343,31 @@ impl Router {
         *write(&self.inner.tap) = None;
     }
 
+    /// Ready once the tap stored every message up to `ticket` (at once without a tap).
+    pub fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<()> {
+        match read(&self.inner.tap).as_ref() {
+            Some(tap) => tap.poll_stored(ticket, cx),
+            None => Poll::Ready(()),
+        }
+    }
+
+    /// Ready when the tap has room for more messages (at once without a tap).
+    pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        match read(&self.inner.tap).as_ref() {
+            Some(tap) => tap.poll_room(cx),
+            None => Poll::Ready(()),
+        }
+    }
+
+    /// The tap's `INFO` lines; `None` without a tap.
+    pub fn tap_info(&self) -> Option<String> {
+        read(&self.inner.tap).as_ref().map(|tap| {
+            let mut out = String::new();
+            tap.info(&mut out);
+            out
+        })
+    }
+
     pub(crate) fn new_outbox(&self) -> Arc<Outbox> {
         self.inner.counters.clients.fetch_add(1, Ordering::Relaxed);
         Arc::new(Outbox::new(
@@ -332,12 +386,30 @@ impl Router {
     /// # Errors
     /// [`Refused`] when the tap refused the message; it was not routed.
     pub fn publish(&self, channel: Bytes, message: Bytes, now: Instant) -> Result<usize, Refused> {
+        self.publish_ticketed(channel, message, now).map(|(n, _)| n)
+    }
+
+    /// As [`Router::publish`], with the tap's ticket: hold the publisher's
+    /// reply until [`Router::poll_stored`] is ready for it.
+    ///
+    /// # Errors
+    /// [`Refused`] when the tap refused the message; it was not routed.
+    pub fn publish_ticketed(
+        &self,
+        channel: Bytes,
+        message: Bytes,
+        now: Instant,
+    ) -> Result<(usize, Option<u64>), Refused> {
         let inner = &*self.inner;
-        if let Some(tap) = read(&inner.tap).as_ref()
-            && let Err(refused) = tap.publish(&channel, &message, now)
-        {
-            inner.counters.refused.fetch_add(1, Ordering::Relaxed);
-            return Err(refused);
+        let mut ticket = None;
+        if let Some(tap) = read(&inner.tap).as_ref() {
+            match tap.publish(&channel, &message, now) {
+                Ok(t) => ticket = t,
+                Err(refused) => {
+                    inner.counters.refused.fetch_add(1, Ordering::Relaxed);
+                    return Err(refused);
+                }
+            }
         }
         inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
         let limits = &inner.config.nlimits;
@@ -393,7 +465,7 @@ impl Router {
             .counters
             .messages_out
             .fetch_add(receivers as u64, Ordering::Relaxed);
-        Ok(receivers)
+        Ok((receivers, ticket))
     }
 
     /// Counts a client closed by its nlimit and the messages lost with it.

@@ -252,6 +252,62 @@ impl SegmentLog {
         Ok(pos)
     }
 
+    /// Appends several records with one write; returns the position of the
+    /// first. Records are acknowledged, as with [`SegmentLog::append`], once
+    /// this returned. A batch never spans segments: it may make the active
+    /// segment exceed its bound by up to the batch's size.
+    ///
+    /// # Errors
+    /// As [`SegmentLog::append`]; on an error no record of the batch is
+    /// acknowledged (a partial write is a torn tail on the next open).
+    pub fn append_many<'a>(
+        &mut self,
+        payloads: impl IntoIterator<Item = &'a [u8]>,
+    ) -> Result<Position, Error> {
+        let mut buf = Vec::new();
+        let mut count = 0u32;
+        for payload in payloads {
+            if payload.len() as u64 > u64::from(self.config.max_record) {
+                return Err(Error::Config(format!(
+                    "record of {} bytes is over the bound of {}",
+                    payload.len(),
+                    self.config.max_record
+                )));
+            }
+            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
+            buf.extend_from_slice(payload);
+            count += 1;
+        }
+        let needs_roll = self.segments.back().is_some_and(|s| {
+            s.len > 0 && !buf.is_empty() && s.len + buf.len() as u64 > self.config.max_segment
+        });
+        if needs_roll {
+            self.roll()?;
+        }
+        let seg = self
+            .segments
+            .back_mut()
+            .ok_or_else(|| Error::Config("log has no segment".into()))?;
+        let pos = Position {
+            segment: seg.id,
+            offset: seg.len,
+        };
+        if buf.is_empty() {
+            return Ok(pos);
+        }
+        self.active.write_all(&buf)?;
+        seg.len += buf.len() as u64;
+        if let Fsync::Every(n) = self.config.fsync {
+            self.unsynced = self.unsynced.saturating_add(count);
+            if self.unsynced >= n.max(1) {
+                self.active.sync_data()?;
+                self.unsynced = 0;
+            }
+        }
+        Ok(pos)
+    }
+
     /// Closes the active segment and starts a new one (time-based rotation
     /// calls this; appends call it when a segment is full).
     ///
@@ -321,6 +377,23 @@ impl SegmentLog {
     /// [`Error::Io`] on a read failure, [`Error::Corrupt`] when a record fails
     /// its bound or CRC.
     pub fn read(&self, at: &mut Position, max: usize) -> Result<Vec<Bytes>, Error> {
+        Ok(self
+            .read_entries(at, max)?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect())
+    }
+
+    /// As [`SegmentLog::read`], with the position each record starts at, so a
+    /// reader that could not hand every record on can resume from one.
+    ///
+    /// # Errors
+    /// As [`SegmentLog::read`].
+    pub fn read_entries(
+        &self,
+        at: &mut Position,
+        max: usize,
+    ) -> Result<Vec<(Position, Bytes)>, Error> {
         let mut out = Vec::new();
         while out.len() < max {
             let Some(seg) = self.segments.iter().find(|s| s.id >= at.segment) else {
@@ -360,7 +433,7 @@ impl SegmentLog {
                 if crc32fast::hash(&payload) != crc {
                     return Err(corrupt(&path, at.offset, "crc mismatch"));
                 }
-                out.push(Bytes::from(payload));
+                out.push((*at, Bytes::from(payload)));
                 at.offset += HEADER + u64::from(len);
             }
         }

@@ -71,6 +71,8 @@ pub struct Session {
     /// A LOG was refused: every later LOG on this connection is refused too,
     /// so a pipelining agent's re-sends cannot land out of order.
     log_refused: bool,
+    /// The tap's ticket of the last message published since `take_ticket`.
+    ticket: Option<u64>,
 }
 
 impl Session {
@@ -87,6 +89,7 @@ impl Session {
             out: BytesMut::new(),
             closing: false,
             log_refused: false,
+            ticket: None,
         }
     }
 
@@ -121,6 +124,15 @@ impl Session {
 
     fn error(&mut self, text: &str) {
         self.writer().error(text.as_bytes());
+    }
+
+    /// The ticket of the last message this session published since the
+    /// previous call, if the router's tap has yet to store it. A transport
+    /// holds the replies written since then (it calls [`Session::flush`]
+    /// only once [`Router::poll_stored`] is ready for the ticket), so a
+    /// publisher is answered only for messages that were stored.
+    pub fn take_ticket(&mut self) -> Option<u64> {
+        self.ticket.take()
     }
 
     /// Moves the replies written so far into the outbox.
@@ -330,8 +342,13 @@ impl Session {
         }
         let message = args.pop().unwrap_or_default();
         let channel = args.pop().unwrap_or_default();
-        match self.router.publish(channel, message, now) {
-            Ok(n) => self.writer().integer(n as i64),
+        match self.router.publish_ticketed(channel, message, now) {
+            Ok((n, ticket)) => {
+                if ticket.is_some() {
+                    self.ticket = ticket;
+                }
+                self.writer().integer(n as i64);
+            }
             Err(refused) => {
                 self.log_refused |= log;
                 self.error(&format!("TRYLATER {}", refused.reason));
@@ -736,6 +753,15 @@ impl Session {
                     t.subscribers
                 );
             }
+        }
+        if wanted("stores")
+            && let Some(lines) = self.router.tap_info()
+        {
+            if !text.is_empty() {
+                text.push_str("\r\n");
+            }
+            text.push_str("# Stores\r\n");
+            text.push_str(&lines);
         }
         self.writer().verbatim(b"txt", text.as_bytes());
     }

@@ -10,5 +10,6 @@ mod kids {
     pub(crate) mod nlimit;
     pub(crate) mod router;
     pub(crate) mod seglog;
+    pub(crate) mod stores;
     pub(crate) mod support;
 }

@@ -19,7 +19,12 @@ struct Sink {
 }
 
 impl Tap for Sink {
-    fn publish(&self, _topic: &Bytes, message: &Bytes, _now: Instant) -> Result<(), Refused> {
+    fn publish(
+        &self,
+        _topic: &Bytes,
+        message: &Bytes,
+        _now: Instant,
+    ) -> Result<Option<u64>, Refused> {
         let mut refuse = self.refuse.lock().expect("lock");
         if *refuse > 0 {
             *refuse -= 1;
@@ -28,7 +33,7 @@ impl Tap for Sink {
             });
         }
         self.got.lock().expect("lock").push(message.clone());
-        Ok(())
+        Ok(None)
     }
 }
 

@@ -44,7 +44,12 @@ fn ignore_case_applies_to_patterns_only() {
 struct Recorder(Mutex<Vec<(Bytes, Bytes)>>);
 
 impl Tap for Recorder {
-    fn publish(&self, channel: &Bytes, message: &Bytes, _now: Instant) -> Result<(), Refused> {
+    fn publish(
+        &self,
+        channel: &Bytes,
+        message: &Bytes,
+        _now: Instant,
+    ) -> Result<Option<u64>, Refused> {
         if &channel[..] == b"full" {
             return Err(Refused {
                 reason: "store queue full".into(),
@@ -54,7 +59,7 @@ impl Tap for Recorder {
             .lock()
             .expect("tap lock")
             .push((channel.clone(), message.clone()));
-        Ok(())
+        Ok(None)
     }
 }
 

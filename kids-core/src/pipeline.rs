@@ -1,0 +1,636 @@
+//! The bounded queue between the router and the store tree, and the worker
+//! that drains it.
+//!
+//! ```text
+//!  PUBLISH/LOG ─▶ Router ─▶ StorePipeline (a Tap) ──queue (bounded)──▶ worker ─▶ root Store
+//!                    │          │ full: block | error (-TRYLATER) | spool (overflow log)
+//!                    │          └─ ticket n ─┐
+//!  reply ◀── held until ticket n is stored ◀─┘  worker: store batch, commit, "stored up to n"
+//! ```
+//! A publisher's reply is released only when its message was committed by
+//! the root store (in a file, in a spool, or handed to a forwarder): what
+//! kids acknowledged, it keeps. The queue's policy when full is explicit,
+//! and every refusal or overflow is counted in `INFO stores`.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+
+use crate::store::{decode_record, encode_record};
+use crate::{Bell, Error, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store, Tap};
+
+/// Settings of a [`StorePipeline`].
+///
+/// ```
+/// use kids_core::{PipelineConfig, QueueFull};
+/// let config = PipelineConfig::new(65_536, QueueFull::Spool).spool_dir("/data/kids/overflow");
+/// assert_eq!(config.capacity(), 65_536);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PipelineConfig {
+    capacity: usize,
+    when_full: QueueFull,
+    spool_dir: Option<PathBuf>,
+    batch: usize,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self::new(65_536, QueueFull::Block)
+    }
+}
+
+impl PipelineConfig {
+    /// A queue of `capacity` messages with a policy for when it is full.
+    pub fn new(capacity: usize, when_full: QueueFull) -> Self {
+        Self {
+            capacity: capacity.max(1),
+            when_full,
+            spool_dir: None,
+            batch: 4096,
+        }
+    }
+    /// Where the `spool` policy keeps the overflow (required with it).
+    pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
+        self.spool_dir = Some(dir.into());
+        self
+    }
+    /// Messages the worker stores per commit, at most.
+    pub fn batch(mut self, n: usize) -> Self {
+        self.batch = n.max(1);
+        self
+    }
+    /// The queue's capacity.
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Counters of a [`StorePipeline`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct PipelineStats {
+    /// Messages waiting in the queue (and held by the worker after a store failure).
+    pub queued: u64,
+    /// Messages accepted into the queue.
+    pub accepted: u64,
+    /// Messages refused with `-TRYLATER` (policy `error`, a `block` queue
+    /// at twice its size, or shutting down).
+    pub refused: u64,
+    /// Messages that went to the overflow spool (policy `spool`).
+    pub spooled: u64,
+    /// Messages accepted past the queue's size by the `block` policy (their
+    /// publishers wait before their next batch is read).
+    pub overfilled: u64,
+    /// Messages committed by the root store.
+    pub stored: u64,
+    /// Store or commit failures (the messages were kept and retried).
+    pub store_errors: u64,
+    /// Store trees replaced (reloads).
+    pub reloads: u64,
+}
+
+struct Overflow {
+    log: SegmentLog,
+    /// Next record for the worker.
+    cursor: Position,
+    /// While set, every new message goes to the overflow, keeping order.
+    active: bool,
+}
+
+#[derive(Default)]
+struct State {
+    queue: VecDeque<(u64, Bytes, Bytes)>,
+    pushed: u64,
+    committed: u64,
+    stored_waiters: Vec<(u64, Waker)>,
+    room_waiters: Vec<Waker>,
+    overflow: Option<Overflow>,
+    stats: PipelineStats,
+    replacement: Option<Box<dyn Store>>,
+    stopping: bool,
+    stopped: bool,
+    tree_info: String,
+}
+
+struct Inner {
+    config: PipelineConfig,
+    state: Mutex<State>,
+    bell: Arc<Bell>,
+}
+
+/// The queue between the router's tap and a store tree, and its worker.
+///
+/// Attach it to a [`Router`](crate::Router) with `set_tap`, run
+/// [`StorePipeline::run`] on a thread of its own, and serve: publishers are
+/// answered once their message is stored.
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::time::{Instant, SystemTime};
+/// use kids_core::{NullStore, PipelineConfig, Router, RouterConfig, Session, StorePipeline};
+///
+/// let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+/// let router = Router::new(RouterConfig::default(), Instant::now());
+/// router.set_tap(Arc::new(pipeline.clone()));
+/// let mut session = Session::new(&router);
+/// session.handle(vec!["PUBLISH".into(), "web".into(), "GET /".into()], Instant::now());
+/// let ticket = session.take_ticket().unwrap();
+///
+/// let mut worker = pipeline.worker(Box::new(NullStore::default()));
+/// worker.step(SystemTime::now());
+/// assert!(pipeline.is_stored(ticket));
+/// ```
+#[derive(Clone)]
+pub struct StorePipeline {
+    inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for StorePipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("StorePipeline")
+            .field("config", &self.inner.config)
+            .field("stats", &self.stats())
+            .finish()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl StorePipeline {
+    /// A pipeline; with the `spool` policy, opens (and recovers) the overflow spool.
+    ///
+    /// # Errors
+    /// [`Error::Config`] for the `spool` policy without a directory;
+    /// [`Error::Io`] / [`Error::Corrupt`] from opening the overflow spool.
+    pub fn new(config: PipelineConfig) -> Result<Self, Error> {
+        let overflow = match (&config.when_full, &config.spool_dir) {
+            (QueueFull::Spool, None) => {
+                return Err(Error::Config(
+                    "queue policy `spool` needs a spool directory".into(),
+                ));
+            }
+            (_, Some(dir)) => {
+                let (log, recovery) = SegmentLog::open(dir, SegmentConfig::default())?;
+                let cursor = log.start();
+                let active = recovery.records > 0;
+                Some(Overflow {
+                    log,
+                    cursor,
+                    active,
+                })
+            }
+            (_, None) => None,
+        };
+        Ok(Self {
+            inner: Arc::new(Inner {
+                config,
+                state: Mutex::new(State {
+                    overflow,
+                    ..State::default()
+                }),
+                bell: Arc::new(Bell::default()),
+            }),
+        })
+    }
+
+    /// The doorbell the worker sleeps on; network links ring it.
+    pub fn bell(&self) -> &Arc<Bell> {
+        &self.inner.bell
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> PipelineStats {
+        lock(&self.inner.state).stats
+    }
+
+    /// True once every message up to `ticket` was committed by the root store.
+    pub fn is_stored(&self, ticket: u64) -> bool {
+        lock(&self.inner.state).committed >= ticket
+    }
+
+    /// A worker owning `root`: call [`Worker::step`] yourself, or use
+    /// [`StorePipeline::run`].
+    pub fn worker(&self, root: Box<dyn Store>) -> Worker {
+        Worker {
+            pipeline: self.clone(),
+            root,
+            retiring: Vec::new(),
+            held: VecDeque::new(),
+            uncommitted: None,
+            info_at: None,
+        }
+    }
+
+    /// Runs a worker for `root` on the calling thread until
+    /// [`StorePipeline::shutdown`]; then stores what is queued and waits up
+    /// to `drain` for the tree to have everything acknowledged.
+    pub fn run(&self, root: Box<dyn Store>, drain: Duration) {
+        let mut worker = self.worker(root);
+        loop {
+            let busy = worker.step(SystemTime::now());
+            let stopping = lock(&self.inner.state).stopping;
+            if stopping && worker.is_idle() {
+                break;
+            }
+            if !busy {
+                self.inner.bell.wait(IDLE_POLL);
+            }
+        }
+        let deadline = Instant::now() + drain;
+        while !worker.is_drained() && Instant::now() < deadline {
+            worker.step(SystemTime::now());
+            self.inner.bell.wait(IDLE_POLL);
+        }
+        if !worker.is_drained() {
+            tracing::warn!(
+                unacknowledged = worker.unacked(),
+                "store drain timeout: messages not yet acknowledged downstream"
+            );
+        }
+        let mut s = lock(&self.inner.state);
+        s.stopped = true;
+        // Nobody will store what is left: release whoever waits.
+        for (_, w) in s.stored_waiters.drain(..) {
+            w.wake();
+        }
+        for w in s.room_waiters.drain(..) {
+            w.wake();
+        }
+    }
+
+    /// Runs [`StorePipeline::run`] on a new thread named `kids-store`.
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the thread cannot be started.
+    pub fn spawn(
+        &self,
+        root: Box<dyn Store>,
+        drain: Duration,
+    ) -> Result<std::thread::JoinHandle<()>, Error> {
+        let pipeline = self.clone();
+        Ok(std::thread::Builder::new()
+            .name("kids-store".into())
+            .spawn(move || pipeline.run(root, drain))?)
+    }
+
+    /// Asks the worker to store what is queued and stop; new messages are
+    /// refused with `-TRYLATER` from now on.
+    pub fn shutdown(&self) {
+        lock(&self.inner.state).stopping = true;
+        self.inner.bell.ring();
+    }
+
+    /// Replaces the store tree (a reload): the worker commits the old tree,
+    /// keeps it until everything it took is acknowledged, and stores every
+    /// later message in `root`. Nothing queued is lost.
+    pub fn replace_root(&self, root: Box<dyn Store>) {
+        lock(&self.inner.state).replacement = Some(root);
+        self.inner.bell.ring();
+    }
+
+    fn queue_len(s: &State) -> usize {
+        s.queue.len()
+    }
+}
+
+/// How long an idle worker sleeps between polls of its stores.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+impl Tap for StorePipeline {
+    fn publish(
+        &self,
+        channel: &Bytes,
+        message: &Bytes,
+        _now: Instant,
+    ) -> Result<Option<u64>, Refused> {
+        let cap = self.inner.config.capacity;
+        let mut s = lock(&self.inner.state);
+        if s.stopping {
+            s.stats.refused += 1;
+            return Err(Refused {
+                reason: "shutting down".into(),
+            });
+        }
+        let overflow_active = s.overflow.as_ref().is_some_and(|o| o.active);
+        let len = StorePipeline::queue_len(&s);
+        let to_queue = !overflow_active
+            && (len < cap
+                || (self.inner.config.when_full == QueueFull::Block
+                    && len < cap.saturating_mul(2)));
+        if to_queue {
+            if len >= cap {
+                s.stats.overfilled += 1;
+            }
+            s.pushed += 1;
+            let ticket = s.pushed;
+            s.queue
+                .push_back((ticket, channel.clone(), message.clone()));
+            s.stats.accepted += 1;
+            drop(s);
+            if len == 0 {
+                self.inner.bell.ring();
+            }
+            return Ok(Some(ticket));
+        }
+        if self.inner.config.when_full == QueueFull::Spool
+            && let Some(o) = s.overflow.as_mut()
+        {
+            match o.log.append(&encode_record(channel, message)) {
+                Ok(_) => {
+                    o.active = true;
+                    s.stats.spooled += 1;
+                    drop(s);
+                    self.inner.bell.ring();
+                    return Ok(None);
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "overflow spool append failed");
+                    s.stats.refused += 1;
+                    return Err(Refused {
+                        reason: format!("store queue full and spool failed: {e}"),
+                    });
+                }
+            }
+        }
+        s.stats.refused += 1;
+        Err(Refused {
+            reason: "store queue full".into(),
+        })
+    }
+
+    fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<()> {
+        let mut s = lock(&self.inner.state);
+        if s.committed >= ticket || s.stopped {
+            return Poll::Ready(());
+        }
+        match s
+            .stored_waiters
+            .iter_mut()
+            .find(|(_, w)| w.will_wake(cx.waker()))
+        {
+            Some(entry) => entry.0 = ticket,
+            None => s.stored_waiters.push((ticket, cx.waker().clone())),
+        }
+        Poll::Pending
+    }
+
+    fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.inner.config.when_full != QueueFull::Block {
+            return Poll::Ready(());
+        }
+        let mut s = lock(&self.inner.state);
+        if s.queue.len() < self.inner.config.capacity || s.stopping || s.stopped {
+            return Poll::Ready(());
+        }
+        if !s.room_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            s.room_waiters.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    fn info(&self, out: &mut String) {
+        let s = lock(&self.inner.state);
+        let st = s.stats;
+        let _ = write!(
+            out,
+            "queue_length:{}\r\nqueue_capacity:{}\r\nqueue_policy:{}\r\nqueue_accepted:{}\r\nqueue_refused:{}\r\nqueue_spooled:{}\r\nqueue_overfilled:{}\r\nqueue_spool_bytes:{}\r\nstored_messages:{}\r\nstore_errors:{}\r\nstore_reloads:{}\r\n",
+            s.queue.len(),
+            self.inner.config.capacity,
+            match self.inner.config.when_full {
+                QueueFull::Block => "block",
+                QueueFull::Error => "error",
+                QueueFull::Spool => "spool",
+            },
+            st.accepted,
+            st.refused,
+            st.spooled,
+            st.overfilled,
+            s.overflow.as_ref().map_or(0, |o| o.log.len_bytes()),
+            st.stored,
+            st.store_errors,
+            st.reloads
+        );
+        out.push_str(&s.tree_info);
+    }
+}
+
+/// A message the worker took from the queue (with its ticket) or from the
+/// overflow spool (with the position after it).
+#[derive(Debug)]
+enum Origin {
+    Queue(u64),
+    Overflow(Position),
+}
+
+/// Drains a [`StorePipeline`] into a store tree. One per pipeline.
+#[derive(Debug)]
+pub struct Worker {
+    pipeline: StorePipeline,
+    root: Box<dyn Store>,
+    retiring: Vec<Box<dyn Store>>,
+    held: VecDeque<(Origin, Bytes, Bytes)>,
+    /// Taken by the root but not yet committed: (last ticket, overflow position).
+    uncommitted: Option<(Option<u64>, Option<Position>)>,
+    info_at: Option<SystemTime>,
+}
+
+impl Worker {
+    /// One round: swap in a replacement tree, store a batch, commit it,
+    /// poll the stores. Returns true when it did something (call again soon).
+    pub fn step(&mut self, now: SystemTime) -> bool {
+        let inner = self.pipeline.inner.clone();
+        let batch = inner.config.batch;
+        let mut busy = false;
+        let replacement = lock(&inner.state).replacement.take();
+        if let Some(new) = replacement {
+            self.swap_root(new, now);
+            busy = true;
+        }
+        // Gather: held messages first, then the queue, then the overflow.
+        if self.held.len() < batch {
+            let mut guard = lock(&inner.state);
+            let s = &mut *guard;
+            let room = batch - self.held.len();
+            let n = room.min(s.queue.len());
+            for (t, c, m) in s.queue.drain(..n) {
+                self.held.push_back((Origin::Queue(t), c, m));
+            }
+            if n > 0 && s.queue.len() < inner.config.capacity {
+                for w in s.room_waiters.drain(..) {
+                    w.wake();
+                }
+            }
+            if self.held.is_empty()
+                && s.queue.is_empty()
+                && let Some(o) = s.overflow.as_mut()
+            {
+                let mut at = o.cursor;
+                match o.log.read_entries(&mut at, room) {
+                    Ok(entries) => {
+                        for (i, (_, rec)) in entries.iter().enumerate() {
+                            let next = entries.get(i + 1).map_or(at, |e| e.0);
+                            match decode_record(rec) {
+                                Some((c, m)) => self.held.push_back((Origin::Overflow(next), c, m)),
+                                None => {
+                                    tracing::error!("overflow record without a topic: skipped");
+                                    s.stats.store_errors += 1;
+                                }
+                            }
+                            o.cursor = next;
+                        }
+                        if entries.is_empty() && o.cursor >= o.log.end() {
+                            // Caught up: new messages may use the queue again.
+                            o.active = false;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::error!(error = %e, "reading the overflow spool failed");
+                        s.stats.store_errors += 1;
+                    }
+                }
+            }
+        }
+        // Store as many as the root takes, in order.
+        let mut last_ticket = None;
+        let mut last_overflow = None;
+        let mut taken = 0u64;
+        while let Some((origin, c, m)) = self.held.front() {
+            match self.root.store(c, m, now) {
+                Ok(()) => {
+                    match origin {
+                        Origin::Queue(t) => last_ticket = Some(*t),
+                        Origin::Overflow(p) => last_overflow = Some(*p),
+                    }
+                    taken += 1;
+                    self.held.pop_front();
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "root store refused; holding the message");
+                    lock(&inner.state).stats.store_errors += 1;
+                    break;
+                }
+            }
+        }
+        if taken > 0 {
+            busy = true;
+            let (t0, o0) = self.uncommitted.take().unwrap_or((None, None));
+            self.uncommitted = Some((last_ticket.or(t0), last_overflow.or(o0)));
+        }
+        if let Some((ticket, overflow)) = self.uncommitted {
+            match self.root.commit(now) {
+                Ok(()) => {
+                    self.uncommitted = None;
+                    let mut s = lock(&inner.state);
+                    s.stats.stored += taken;
+                    if let Some(t) = ticket {
+                        s.committed = s.committed.max(t);
+                        let committed = s.committed;
+                        let mut i = 0;
+                        while i < s.stored_waiters.len() {
+                            if s.stored_waiters[i].0 <= committed {
+                                s.stored_waiters.swap_remove(i).1.wake();
+                            } else {
+                                i += 1;
+                            }
+                        }
+                    }
+                    if let (Some(p), Some(o)) = (overflow, s.overflow.as_mut())
+                        && let Err(e) = o.log.release_before(p)
+                    {
+                        tracing::warn!(error = %e, "releasing overflow segments failed");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "commit failed; retrying");
+                    lock(&inner.state).stats.store_errors += 1;
+                }
+            }
+        }
+        if let Err(e) = self.root.poll(now) {
+            tracing::warn!(error = %e, "store poll failed");
+        }
+        self.retire(now);
+        let due = self.info_at.is_none_or(|t| {
+            now.duration_since(t).unwrap_or(Duration::ZERO) >= Duration::from_millis(250)
+        });
+        if due {
+            self.refresh_info();
+            self.info_at = Some(now);
+        }
+        busy && self.held.is_empty()
+    }
+
+    fn refresh_info(&mut self) {
+        let mut text = String::new();
+        self.root.info("root", &mut text);
+        for (i, r) in self.retiring.iter().enumerate() {
+            r.info(&format!("retiring{i}"), &mut text);
+        }
+        let mut s = lock(&self.pipeline.inner.state);
+        s.stats.queued = (s.queue.len() + self.held.len()) as u64;
+        s.tree_info = text;
+    }
+
+    fn swap_root(&mut self, new: Box<dyn Store>, now: SystemTime) {
+        let mut old = std::mem::replace(&mut self.root, new);
+        if let Err(e) = old.commit(now) {
+            tracing::warn!(error = %e, "committing the old store tree failed; keeping it until it drains");
+        }
+        let (a, t) = (old.acked(), old.taken());
+        if self.uncommitted.is_some() {
+            // Taken by the old tree: its commit above covers them.
+            let (ticket, overflow) = self.uncommitted.take().unwrap_or((None, None));
+            let mut s = lock(&self.pipeline.inner.state);
+            if let Some(t) = ticket {
+                s.committed = s.committed.max(t);
+            }
+            if let (Some(p), Some(o)) = (overflow, s.overflow.as_mut()) {
+                let _ = o.log.release_before(p);
+            }
+        }
+        if a < t {
+            self.retiring.push(old);
+        }
+        lock(&self.pipeline.inner.state).stats.reloads += 1;
+        self.refresh_info();
+    }
+
+    fn retire(&mut self, now: SystemTime) {
+        self.retiring.retain_mut(|r| {
+            let _ = r.commit(now);
+            let _ = r.poll(now);
+            r.acked() < r.taken()
+        });
+    }
+
+    /// True when nothing is queued, held or waiting in the overflow spool.
+    pub fn is_idle(&self) -> bool {
+        let s = lock(&self.pipeline.inner.state);
+        self.held.is_empty()
+            && self.uncommitted.is_none()
+            && s.queue.is_empty()
+            && s.overflow.as_ref().is_none_or(|o| o.cursor >= o.log.end())
+    }
+
+    /// True when idle and every message the trees took is acknowledged downstream.
+    pub fn is_drained(&mut self) -> bool {
+        self.is_idle() && self.unacked() == 0
+    }
+
+    /// Messages taken by the trees and not yet acknowledged downstream.
+    pub fn unacked(&mut self) -> u64 {
+        let mut n = self.root.taken() - self.root.acked().min(self.root.taken());
+        for r in &mut self.retiring {
+            n += r.taken() - r.acked().min(r.taken());
+        }
+        n
+    }
+}

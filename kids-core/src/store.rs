@@ -1,0 +1,1244 @@
+//! The store tree: where messages go after the router, and when they count as stored.
+//!
+//! ```text
+//!  StorePipeline ──▶ root: dyn Store ──┬─ file      topic files, rotated         (FileStore)
+//!   (bounded queue,                    ├─ network   pipelined LOG to another kids (NetworkStore + Link)
+//!    tickets)                          ├─ buffer    write-ahead spool, then the primary, in order
+//!                                      ├─ priority  the first child that takes it
+//!                                      ├─ multiple  every child, success any|all
+//!                                      └─ null      discards
+//!  any node may be wrapped in Filtered (topic globs)
+//! ```
+//! A store *takes* a message with [`Store::store`] and makes everything it
+//! took durable, as far as it promises, at [`Store::commit`]: a file store
+//! writes its lines to the kernel, a buffer appends them to its spool, a
+//! network store hands them to its connection. [`Store::acked`] says how
+//! many of the messages taken, counted from the first and in order, are
+//! safe downstream: written to a file, in a spool, or acknowledged by the
+//! peer. Parents map their children's counts back to their own, so a buffer
+//! releases a spool segment only when every record in it was acknowledged.
+//! Time is an argument: every call takes the wall-clock `now`.
+
+use std::collections::VecDeque;
+use std::fmt::{self, Write as _};
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+
+use crate::{
+    Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, Position, SegmentConfig,
+    SegmentLog, StoreConfig, StoreKind, StoreRole, Success,
+};
+
+/// Why a store did not take (or could not commit) messages.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// The store holds as much as it may; try again later.
+    #[error("store full")]
+    Full,
+    /// The store cannot work now (a peer is down, a disk failed).
+    #[error("store unavailable: {0}")]
+    Down(String),
+}
+
+impl From<Error> for StoreError {
+    fn from(e: Error) -> Self {
+        StoreError::Down(e.to_string())
+    }
+}
+
+/// One node of the store tree.
+///
+/// Implement it to plug your own destination under a [`StorePipeline`](crate::StorePipeline):
+///
+/// ```
+/// use std::time::SystemTime;
+/// use bytes::Bytes;
+/// use kids_core::{Store, StoreError};
+///
+/// /// Keeps messages in memory; durable as soon as taken.
+/// #[derive(Debug, Default)]
+/// struct Memory { lines: Vec<(Bytes, Bytes)> }
+///
+/// impl Store for Memory {
+///     fn store(&mut self, topic: &Bytes, message: &Bytes, _now: SystemTime) -> Result<(), StoreError> {
+///         self.lines.push((topic.clone(), message.clone()));
+///         Ok(())
+///     }
+///     fn commit(&mut self, _now: SystemTime) -> Result<(), StoreError> { Ok(()) }
+///     fn taken(&self) -> u64 { self.lines.len() as u64 }
+///     fn acked(&mut self) -> u64 { self.lines.len() as u64 }
+///     fn poll(&mut self, _now: SystemTime) -> Result<(), StoreError> { Ok(()) }
+///     fn info(&self, name: &str, out: &mut String) {
+///         out.push_str(&format!("store_{name}:kind=memory,taken={}\r\n", self.lines.len()));
+///     }
+/// }
+///
+/// let mut m = Memory::default();
+/// m.store(&"web".into(), &"GET /".into(), SystemTime::now()).unwrap();
+/// assert_eq!(m.acked(), 1);
+/// ```
+pub trait Store: Send + fmt::Debug {
+    /// Takes one message; it becomes durable, as far as this store
+    /// promises, at the next [`Store::commit`].
+    ///
+    /// # Errors
+    /// [`StoreError`] when the message was not taken: the caller keeps it.
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError>;
+
+    /// Makes every message taken so far durable as far as this store promises.
+    ///
+    /// # Errors
+    /// [`StoreError::Down`] when that failed; the messages are still held
+    /// and the next commit tries again.
+    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError>;
+
+    /// Messages taken so far.
+    fn taken(&self) -> u64;
+
+    /// Of the messages taken, how many (the first ones, in order) are safe
+    /// downstream. Never more than [`Store::taken`], never decreasing.
+    fn acked(&mut self) -> u64;
+
+    /// Periodic work: rotation, flush intervals, replaying a spool.
+    ///
+    /// # Errors
+    /// [`StoreError::Down`] for a failure the caller should log; messages
+    /// are still held.
+    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError>;
+
+    /// Whether [`Store::store`] is expected to succeed now.
+    fn is_up(&self) -> bool {
+        true
+    }
+
+    /// Appends `store_<name>:field=value,...` INFO lines for this store and its children.
+    fn info(&self, name: &str, out: &mut String);
+}
+
+/// A doorbell the store worker sleeps on: publishers and network
+/// connections ring it when there is work.
+#[derive(Debug, Default)]
+pub struct Bell {
+    rung: Mutex<bool>,
+    cv: Condvar,
+}
+
+impl Bell {
+    /// Wakes the sleeper (or makes its next wait return at once).
+    pub fn ring(&self) {
+        let mut rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*rung {
+            *rung = true;
+            self.cv.notify_one();
+        }
+    }
+
+    /// Sleeps until rung or `timeout` passed.
+    pub fn wait(&self, timeout: Duration) {
+        let mut rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        if !*rung {
+            rung = self
+                .cv
+                .wait_timeout(rung, timeout)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        *rung = false;
+    }
+}
+
+/// Which children must have a message safe for the parent to count it safe.
+#[derive(Debug, Default)]
+struct Ledger {
+    taken: u64,
+    acked: u64,
+    /// (parent count after the message, [(child, child's count after it)]).
+    pending: VecDeque<(u64, Vec<(usize, u64)>)>,
+}
+
+impl Ledger {
+    fn record(&mut self, deps: Vec<(usize, u64)>) {
+        self.taken += 1;
+        if deps.is_empty() && self.pending.is_empty() {
+            self.acked = self.taken;
+        } else {
+            self.pending.push_back((self.taken, deps));
+        }
+    }
+
+    fn advance(&mut self, any: bool, child_acked: &[u64]) -> u64 {
+        while let Some((seq, deps)) = self.pending.front() {
+            let safe = |&(c, n): &(usize, u64)| child_acked.get(c).is_some_and(|&a| a >= n);
+            let done = deps.is_empty()
+                || if any {
+                    deps.iter().any(safe)
+                } else {
+                    deps.iter().all(safe)
+                };
+            if !done {
+                break;
+            }
+            self.acked = *seq;
+            self.pending.pop_front();
+        }
+        self.acked
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn children_acked(children: &mut [Box<dyn Store>]) -> Vec<u64> {
+    children.iter_mut().map(|c| c.acked()).collect()
+}
+
+fn commit_all(children: &mut [Box<dyn Store>], now: SystemTime) -> Result<(), StoreError> {
+    let mut first = Ok(());
+    for c in children {
+        if let Err(e) = c.commit(now)
+            && first.is_ok()
+        {
+            first = Err(e);
+        }
+    }
+    first
+}
+
+fn poll_all(children: &mut [Box<dyn Store>], now: SystemTime) -> Result<(), StoreError> {
+    let mut first = Ok(());
+    for c in children {
+        if let Err(e) = c.poll(now)
+            && first.is_ok()
+        {
+            first = Err(e);
+        }
+    }
+    first
+}
+
+/// Passes on only the topics matching one of its globs; others count as
+/// stored at once (they are not this branch's to keep).
+#[derive(Debug)]
+pub struct Filtered {
+    globs: Vec<Glob>,
+    inner: Box<dyn Store>,
+    ledger: Ledger,
+    skipped: u64,
+}
+
+impl Filtered {
+    /// Wraps `inner` so that it sees only topics matching one of `globs`.
+    pub fn new(globs: Vec<Glob>, inner: Box<dyn Store>) -> Self {
+        Self {
+            globs,
+            inner,
+            ledger: Ledger::default(),
+            skipped: 0,
+        }
+    }
+}
+
+impl Store for Filtered {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+        if self.globs.iter().any(|g| g.matches(topic)) {
+            self.inner.store(topic, message, now)?;
+            self.ledger.record(vec![(0, self.inner.taken())]);
+        } else {
+            self.skipped += 1;
+            self.ledger.record(Vec::new());
+        }
+        Ok(())
+    }
+    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        self.inner.commit(now)
+    }
+    fn taken(&self) -> u64 {
+        self.ledger.taken
+    }
+    fn acked(&mut self) -> u64 {
+        let a = self.inner.acked();
+        self.ledger.advance(false, &[a])
+    }
+    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        self.inner.poll(now)
+    }
+    fn is_up(&self) -> bool {
+        self.inner.is_up()
+    }
+    fn info(&self, name: &str, out: &mut String) {
+        let globs: Vec<String> = self
+            .globs
+            .iter()
+            .map(|g| String::from_utf8_lossy(g.source()).into_owned())
+            .collect();
+        let _ = write!(
+            out,
+            "store_{name}_filter:topics={},skipped={}\r\n",
+            globs.join(" "),
+            self.skipped
+        );
+        self.inner.info(name, out);
+    }
+}
+
+/// Discards every message (counted).
+#[derive(Debug, Default)]
+pub struct NullStore {
+    taken: u64,
+}
+
+impl Store for NullStore {
+    fn store(&mut self, _: &Bytes, _: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+        self.taken += 1;
+        Ok(())
+    }
+    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn taken(&self) -> u64 {
+        self.taken
+    }
+    fn acked(&mut self) -> u64 {
+        self.taken
+    }
+    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn info(&self, name: &str, out: &mut String) {
+        let _ = write!(out, "store_{name}:kind=null,discarded={}\r\n", self.taken);
+    }
+}
+
+/// The first child that is up and takes the message gets it.
+#[derive(Debug)]
+pub struct PriorityStore {
+    children: Vec<Box<dyn Store>>,
+    ledger: Ledger,
+    fallbacks: u64,
+}
+
+impl PriorityStore {
+    /// Children in order of preference.
+    pub fn new(children: Vec<Box<dyn Store>>) -> Self {
+        Self {
+            children,
+            ledger: Ledger::default(),
+            fallbacks: 0,
+        }
+    }
+}
+
+impl Store for PriorityStore {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+        let mut last = StoreError::Down("no child store".into());
+        for (i, child) in self.children.iter_mut().enumerate() {
+            if !child.is_up() {
+                last = StoreError::Down(format!("child {i} is down"));
+                continue;
+            }
+            match child.store(topic, message, now) {
+                Ok(()) => {
+                    if i > 0 {
+                        self.fallbacks += 1;
+                    }
+                    let n = child.taken();
+                    self.ledger.record(vec![(i, n)]);
+                    return Ok(());
+                }
+                Err(e) => last = e,
+            }
+        }
+        Err(last)
+    }
+    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        commit_all(&mut self.children, now)
+    }
+    fn taken(&self) -> u64 {
+        self.ledger.taken
+    }
+    fn acked(&mut self) -> u64 {
+        let acked = children_acked(&mut self.children);
+        self.ledger.advance(false, &acked)
+    }
+    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        poll_all(&mut self.children, now)
+    }
+    fn is_up(&self) -> bool {
+        self.children.iter().any(|c| c.is_up())
+    }
+    fn info(&self, name: &str, out: &mut String) {
+        let _ = write!(
+            out,
+            "store_{name}:kind=priority,taken={},acked={},fallbacks={}\r\n",
+            self.ledger.taken, self.ledger.acked, self.fallbacks
+        );
+        for (i, c) in self.children.iter().enumerate() {
+            c.info(&format!("{name}_{i}"), out);
+        }
+    }
+}
+
+/// Every child gets every message; `success any` counts a message stored
+/// once one child took it (and safe once one has it safe), `success all`
+/// once every child did.
+#[derive(Debug)]
+pub struct MultipleStore {
+    children: Vec<Box<dyn Store>>,
+    success: Success,
+    ledger: Ledger,
+    partial: u64,
+}
+
+impl MultipleStore {
+    /// Children, and what counts as success.
+    pub fn new(children: Vec<Box<dyn Store>>, success: Success) -> Self {
+        Self {
+            children,
+            success,
+            ledger: Ledger::default(),
+            partial: 0,
+        }
+    }
+}
+
+impl Store for MultipleStore {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+        let mut deps = Vec::with_capacity(self.children.len());
+        let mut last = None;
+        for (i, child) in self.children.iter_mut().enumerate() {
+            match child.store(topic, message, now) {
+                Ok(()) => deps.push((i, child.taken())),
+                Err(e) => last = Some(e),
+            }
+        }
+        let ok = match self.success {
+            Success::Any => !deps.is_empty(),
+            Success::All => last.is_none(),
+        };
+        if !ok {
+            if !deps.is_empty() {
+                // Some children took it: a retry stores it there twice.
+                self.partial += 1;
+            }
+            return Err(last.unwrap_or(StoreError::Down("no child store".into())));
+        }
+        if deps.is_empty() {
+            // No children at all: nothing to wait for.
+            self.ledger.record(Vec::new());
+        } else {
+            self.ledger.record(deps);
+        }
+        Ok(())
+    }
+    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        commit_all(&mut self.children, now)
+    }
+    fn taken(&self) -> u64 {
+        self.ledger.taken
+    }
+    fn acked(&mut self) -> u64 {
+        let acked = children_acked(&mut self.children);
+        self.ledger.advance(self.success == Success::Any, &acked)
+    }
+    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        poll_all(&mut self.children, now)
+    }
+    fn is_up(&self) -> bool {
+        match self.success {
+            Success::Any => self.children.iter().any(|c| c.is_up()),
+            Success::All => self.children.iter().all(|c| c.is_up()),
+        }
+    }
+    fn info(&self, name: &str, out: &mut String) {
+        let _ = write!(
+            out,
+            "store_{name}:kind=multiple,success={},taken={},acked={},partial_failures={}\r\n",
+            match self.success {
+                Success::Any => "any",
+                Success::All => "all",
+            },
+            self.ledger.taken,
+            self.ledger.acked,
+            self.partial
+        );
+        for (i, c) in self.children.iter().enumerate() {
+            c.info(&format!("{name}_{i}"), out);
+        }
+    }
+}
+
+/// Where a network store connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Target {
+    /// TCP host and port.
+    Tcp {
+        /// Host name or address.
+        host: String,
+        /// Port.
+        port: u16,
+    },
+    /// A unix domain socket.
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Target {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Target::Tcp { host, port } => write!(f, "{host}:{port}"),
+            Target::Unix(p) => write!(f, "{}", p.display()),
+        }
+    }
+}
+
+/// The state a [`NetworkStore`] shares with the task that drives its
+/// connection (`net::drive_link` with the `tokio` feature, or your own).
+#[derive(Debug)]
+pub struct Link {
+    target: Target,
+    forwarder: Mutex<Forwarder>,
+    driver: Mutex<Option<Waker>>,
+    bell: Arc<Bell>,
+    closed: AtomicBool,
+}
+
+impl Link {
+    /// A link to `target`; `bell` is rung when acknowledgements arrive.
+    pub fn new(target: Target, config: ForwarderConfig, bell: Arc<Bell>) -> Self {
+        Self {
+            target,
+            forwarder: Mutex::new(Forwarder::new(config, std::time::Instant::now())),
+            driver: Mutex::new(None),
+            bell,
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Where to connect.
+    pub fn target(&self) -> &Target {
+        &self.target
+    }
+
+    /// The forwarding state, for the driver.
+    pub fn forwarder(&self) -> MutexGuard<'_, Forwarder> {
+        lock(&self.forwarder)
+    }
+
+    /// Ready when the driver has something to do: messages to transmit,
+    /// or the link was closed.
+    pub fn poll_work(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.is_closed() || self.forwarder().wants_transmit() {
+            return Poll::Ready(());
+        }
+        *lock(&self.driver) = Some(cx.waker().clone());
+        // A message offered between the check and the registration rang no one.
+        if self.is_closed() || self.forwarder().wants_transmit() {
+            return Poll::Ready(());
+        }
+        Poll::Pending
+    }
+
+    /// The driver made progress (acknowledgements, a connection): wakes the store worker.
+    pub fn notify_progress(&self) {
+        self.bell.ring();
+    }
+
+    /// True once the store that owned the link is gone: the driver should stop.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    fn wake_driver(&self) {
+        if let Some(w) = lock(&self.driver).take() {
+            w.wake();
+        }
+    }
+
+    fn close(&self) {
+        self.closed.store(true, Ordering::Release);
+        self.wake_driver();
+    }
+}
+
+/// Forwards to another kids through a [`Link`]; safe once the peer replied.
+#[derive(Debug)]
+pub struct NetworkStore {
+    link: Arc<Link>,
+    taken: u64,
+}
+
+impl NetworkStore {
+    /// A store feeding `link`.
+    pub fn new(link: Arc<Link>) -> Self {
+        Self { link, taken: 0 }
+    }
+}
+
+impl Drop for NetworkStore {
+    fn drop(&mut self) {
+        self.link.close();
+    }
+}
+
+impl Store for NetworkStore {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+        self.link
+            .forwarder()
+            .offer(topic.clone(), message.clone())
+            .map_err(|_| StoreError::Full)?;
+        self.taken += 1;
+        Ok(())
+    }
+    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+        self.link.wake_driver();
+        Ok(())
+    }
+    fn taken(&self) -> u64 {
+        self.taken
+    }
+    fn acked(&mut self) -> u64 {
+        self.link.forwarder().stats().acked
+    }
+    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+        self.link.wake_driver();
+        Ok(())
+    }
+    fn is_up(&self) -> bool {
+        let f = self.link.forwarder();
+        f.is_connected() && !f.is_full()
+    }
+    fn info(&self, name: &str, out: &mut String) {
+        let (s, connected, queued) = {
+            let f = self.link.forwarder();
+            (f.stats(), f.is_connected(), f.len())
+        };
+        let _ = write!(
+            out,
+            "store_{name}:kind=network,target={},connected={},queued={queued},sent={},acked={},resent={},failures={}\r\n",
+            self.link.target,
+            u8::from(connected),
+            s.sent,
+            s.acked,
+            s.resent,
+            s.failures
+        );
+    }
+}
+
+/// A spool record: `[topic length u32 LE][topic][message]`.
+pub(crate) fn encode_record(topic: &[u8], message: &[u8]) -> Vec<u8> {
+    let mut rec = Vec::with_capacity(4 + topic.len() + message.len());
+    rec.extend_from_slice(&(topic.len() as u32).to_le_bytes());
+    rec.extend_from_slice(topic);
+    rec.extend_from_slice(message);
+    rec
+}
+
+/// Splits a spool record; `None` when its topic length runs past its end.
+pub(crate) fn decode_record(rec: &Bytes) -> Option<(Bytes, Bytes)> {
+    let head: [u8; 4] = rec.get(..4)?.try_into().ok()?;
+    let n = u32::from_le_bytes(head) as usize;
+    let end = 4usize.checked_add(n)?;
+    if end > rec.len() {
+        return None;
+    }
+    Some((rec.slice(4..end), rec.slice(end..)))
+}
+
+/// Where a spool keeps how far downstream acknowledged it.
+const ACKED_FILE: &str = "acked.pos";
+
+fn read_acked(dir: &Path) -> Option<Position> {
+    let b = fs::read(dir.join(ACKED_FILE)).ok()?;
+    let seg: [u8; 8] = b.get(..8)?.try_into().ok()?;
+    let off: [u8; 8] = b.get(8..16)?.try_into().ok()?;
+    Some(Position {
+        segment: u64::from_le_bytes(seg),
+        offset: u64::from_le_bytes(off),
+    })
+}
+
+fn write_acked(dir: &Path, at: Position) -> Result<(), Error> {
+    let tmp = dir.join("acked.pos.tmp");
+    let mut b = Vec::with_capacity(16);
+    b.extend_from_slice(&at.segment.to_le_bytes());
+    b.extend_from_slice(&at.offset.to_le_bytes());
+    fs::write(&tmp, &b)?;
+    fs::rename(&tmp, dir.join(ACKED_FILE))?;
+    Ok(())
+}
+
+/// Settings of a [`BufferStore`].
+///
+/// ```
+/// use kids_core::BufferConfig;
+/// let config = BufferConfig::new("/data/kids/spool").replay_rate(50_000).rotate_secs(300);
+/// assert_eq!(config.dir().to_str(), Some("/data/kids/spool"));
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BufferConfig {
+    dir: PathBuf,
+    segment: SegmentConfig,
+    rotate_secs: Option<u64>,
+    replay_rate: Option<u64>,
+}
+
+impl BufferConfig {
+    /// A spool in `dir`; no replay limit, segments rolled by size only.
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self {
+            dir: dir.into(),
+            segment: SegmentConfig::default(),
+            rotate_secs: None,
+            replay_rate: None,
+        }
+    }
+    /// The segment log's settings (segment size, fsync policy).
+    pub fn segment(mut self, config: SegmentConfig) -> Self {
+        self.segment = config;
+        self
+    }
+    /// Also start a new spool segment at every multiple of `secs` (UTC), so
+    /// acknowledged data is released sooner.
+    pub fn rotate_secs(mut self, secs: u64) -> Self {
+        self.rotate_secs = Some(secs.max(1));
+        self
+    }
+    /// Records per second replayed after the primary failed, until the spool
+    /// caught up (new messages wait behind the replay, never overtake it).
+    pub fn replay_rate(mut self, per_sec: u64) -> Self {
+        self.replay_rate = Some(per_sec.max(1));
+        self
+    }
+    /// The spool directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+/// Counters of a [`BufferStore`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct BufferStats {
+    /// Records appended to the spool.
+    pub spooled: u64,
+    /// Records handed to the primary.
+    pub forwarded: u64,
+    /// Of those, records handed while replaying a backlog.
+    pub replayed: u64,
+    /// Records handed to the primary and acknowledged by it.
+    pub acked: u64,
+    /// Times the primary refused a record or was found down.
+    pub primary_failures: u64,
+    /// Records whose payload could not be split into topic and message (logged, skipped).
+    pub undecodable: u64,
+    /// Records found in the spool at open, not known to be acknowledged:
+    /// replayed, and possibly duplicates downstream.
+    pub recovered: u64,
+}
+
+/// Write-ahead buffer: every message goes to the spool first and reaches
+/// the primary from there, in order. While the primary is down the spool
+/// grows; when it is back, the backlog replays at the configured rate
+/// before newer messages, which queue behind it. A spool segment is
+/// removed only once the primary acknowledged every record in it.
+///
+/// ```
+/// use std::time::SystemTime;
+/// use kids_core::{BufferConfig, BufferStore, NullStore, Store};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let mut buffer = BufferStore::new(Box::new(NullStore::default()), BufferConfig::new(dir.path()));
+/// let now = SystemTime::now();
+/// buffer.store(&"web".into(), &"GET /".into(), now).unwrap();
+/// buffer.commit(now).unwrap(); // in the spool: safe
+/// assert_eq!(buffer.acked(), 1);
+/// buffer.poll(now).unwrap(); // handed to the primary, acknowledged, released
+/// assert_eq!(buffer.stats().acked, 1);
+/// ```
+#[derive(Debug)]
+pub struct BufferStore {
+    primary: Box<dyn Store>,
+    config: BufferConfig,
+    spool: Option<SegmentLog>,
+    staged: Vec<Vec<u8>>,
+    /// Next record to hand to the primary.
+    cursor: Position,
+    /// (primary's taken count after a record, position after that record).
+    handed: VecDeque<(u64, Position)>,
+    backlog: bool,
+    tokens: f64,
+    last_refill: Option<SystemTime>,
+    bucket: Option<u64>,
+    released: Position,
+    saved: Position,
+    last_save: Option<SystemTime>,
+    taken: u64,
+    acked: u64,
+    stats: BufferStats,
+}
+
+/// Records read from the spool per poll at most.
+const PUMP_BATCH: usize = 4096;
+
+impl BufferStore {
+    /// A buffer in front of `primary`; the spool opens at first use.
+    pub fn new(primary: Box<dyn Store>, config: BufferConfig) -> Self {
+        Self {
+            primary,
+            config,
+            spool: None,
+            staged: Vec::new(),
+            cursor: Position::default(),
+            handed: VecDeque::new(),
+            backlog: false,
+            tokens: 0.0,
+            last_refill: None,
+            bucket: None,
+            released: Position::default(),
+            saved: Position::default(),
+            last_save: None,
+            taken: 0,
+            acked: 0,
+            stats: BufferStats::default(),
+        }
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> BufferStats {
+        self.stats
+    }
+
+    /// True while a backlog is being replayed (or waits for the primary).
+    pub fn is_replaying(&self) -> bool {
+        self.backlog
+    }
+
+    fn spool(&mut self) -> Result<&mut SegmentLog, StoreError> {
+        if self.spool.is_none() {
+            let (log, recovery) = SegmentLog::open(&self.config.dir, self.config.segment)?;
+            let start = log.start();
+            let saved = read_acked(&self.config.dir).filter(|p| *p >= start && *p <= log.end());
+            self.cursor = saved.unwrap_or(start);
+            self.released = self.cursor;
+            self.saved = self.cursor;
+            // Records past the acknowledged point: replayed, maybe duplicates.
+            let mut at = self.cursor;
+            let mut n = 0u64;
+            loop {
+                let got = log.read_entries(&mut at, PUMP_BATCH)?.len();
+                if got == 0 {
+                    break;
+                }
+                n += got as u64;
+            }
+            if n > 0 {
+                self.backlog = true;
+                tracing::info!(dir = %self.config.dir.display(), records = n, truncated = recovery.truncated_bytes, "spool holds records to replay");
+            }
+            self.stats.recovered = n;
+            self.spool = Some(log);
+        }
+        self.spool
+            .as_mut()
+            .ok_or_else(|| StoreError::Down("spool not open".into()))
+    }
+
+    fn refill(&mut self, now: SystemTime) -> usize {
+        let Some(rate) = self.config.replay_rate else {
+            return PUMP_BATCH;
+        };
+        if !self.backlog {
+            return PUMP_BATCH;
+        }
+        let rate = rate as f64;
+        let elapsed = match self.last_refill {
+            Some(t) => now
+                .duration_since(t)
+                .unwrap_or(Duration::ZERO)
+                .as_secs_f64(),
+            None => 0.0,
+        };
+        self.last_refill = Some(now);
+        self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
+        (self.tokens as usize).min(PUMP_BATCH)
+    }
+
+    fn pump(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        if !self.primary.is_up() {
+            let end = self.spool()?.end();
+            if self.cursor < end {
+                if !self.backlog {
+                    self.stats.primary_failures += 1;
+                }
+                self.backlog = true;
+            }
+            return Ok(());
+        }
+        let budget = self.refill(now);
+        if budget == 0 {
+            return Ok(());
+        }
+        let mut at = self.cursor;
+        let entries = self.spool()?.read_entries(&mut at, budget)?;
+        let mut handed = 0usize;
+        for (i, (pos, rec)) in entries.iter().enumerate() {
+            let next = entries.get(i + 1).map_or(at, |e| e.0);
+            let Some((topic, message)) = decode_record(rec) else {
+                self.stats.undecodable += 1;
+                tracing::error!(dir = %self.config.dir.display(), ?pos, "spool record without a topic: skipped");
+                self.handed.push_back((self.primary.taken(), next));
+                self.cursor = next;
+                continue;
+            };
+            match self.primary.store(&topic, &message, now) {
+                Ok(()) => {
+                    self.handed.push_back((self.primary.taken(), next));
+                    self.cursor = next;
+                    self.stats.forwarded += 1;
+                    if self.backlog {
+                        self.stats.replayed += 1;
+                    }
+                    handed += 1;
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "buffer: primary refused; spooling");
+                    if !self.backlog {
+                        self.stats.primary_failures += 1;
+                    }
+                    self.backlog = true;
+                    self.cursor = *pos;
+                    break;
+                }
+            }
+        }
+        if self.config.replay_rate.is_some() && self.backlog {
+            self.tokens = (self.tokens - handed as f64).max(0.0);
+        }
+        if handed > 0 {
+            self.primary.commit(now)?;
+        }
+        let end = self.spool()?.end();
+        if self.backlog && self.cursor >= end && self.primary.is_up() {
+            self.backlog = false;
+            self.last_refill = None;
+            self.tokens = 0.0;
+        }
+        Ok(())
+    }
+
+    fn release(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        let acked = self.primary.acked();
+        let mut upto = None;
+        while let Some(&(n, end)) = self.handed.front() {
+            if n > acked {
+                break;
+            }
+            upto = Some(end);
+            self.stats.acked += 1;
+            self.handed.pop_front();
+        }
+        if let Some(end) = upto {
+            self.released = end;
+            self.spool()?.release_before(end)?;
+        }
+        // Saved at most once a second (and on drop): a stale mark means
+        // replaying some acknowledged records after a crash, never losing one.
+        let due = self.last_save.is_none_or(|t| {
+            now.duration_since(t).unwrap_or(Duration::ZERO) >= Duration::from_secs(1)
+        });
+        if self.released != self.saved && due {
+            self.save()?;
+            self.last_save = Some(now);
+        }
+        Ok(())
+    }
+
+    fn save(&mut self) -> Result<(), Error> {
+        write_acked(&self.config.dir, self.released)?;
+        self.saved = self.released;
+        Ok(())
+    }
+}
+
+impl Drop for BufferStore {
+    fn drop(&mut self) {
+        if !self.staged.is_empty() {
+            let now = SystemTime::now();
+            if let Err(e) = self.commit(now) {
+                tracing::error!(error = %e, records = self.staged.len(), "buffer: spooling on drop failed");
+            }
+        }
+        if self.spool.is_some()
+            && self.released != self.saved
+            && let Err(e) = self.save()
+        {
+            tracing::warn!(error = %e, "buffer: saving the acknowledged mark failed");
+        }
+    }
+}
+
+impl Store for BufferStore {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+        self.staged.push(encode_record(topic, message));
+        self.taken += 1;
+        Ok(())
+    }
+
+    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+        if !self.staged.is_empty() {
+            let staged = std::mem::take(&mut self.staged);
+            let n = staged.len() as u64;
+            let result = self.spool()?.append_many(staged.iter().map(Vec::as_slice));
+            if let Err(e) = result {
+                self.staged = staged;
+                return Err(e.into());
+            }
+            self.stats.spooled += n;
+        }
+        self.acked = self.taken;
+        Ok(())
+    }
+
+    fn taken(&self) -> u64 {
+        self.taken
+    }
+
+    fn acked(&mut self) -> u64 {
+        self.acked
+    }
+
+    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        self.spool()?;
+        if let Some(secs) = self.config.rotate_secs {
+            let bucket = now
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_secs() / secs);
+            if self.bucket.is_some_and(|b| b != bucket) {
+                let spool = self.spool()?;
+                if spool.end().offset > 0 {
+                    spool.roll()?;
+                }
+            }
+            self.bucket = Some(bucket);
+        }
+        let polled = self.primary.poll(now);
+        self.release(now)?;
+        self.pump(now)?;
+        self.release(now)?;
+        polled
+    }
+
+    fn is_up(&self) -> bool {
+        true
+    }
+
+    fn info(&self, name: &str, out: &mut String) {
+        let (bytes, segments) = self
+            .spool
+            .as_ref()
+            .map_or((0, 0), |s| (s.len_bytes(), s.segment_count()));
+        let s = self.stats;
+        let _ = write!(
+            out,
+            "store_{name}:kind=buffer,spool={},spool_bytes={bytes},spool_segments={segments},replaying={},spooled={},forwarded={},replayed={},acked={},primary_failures={},recovered={},undecodable={}\r\n",
+            self.config.dir.display(),
+            u8::from(self.backlog),
+            s.spooled,
+            s.forwarded,
+            s.replayed,
+            s.acked,
+            s.primary_failures,
+            s.recovered,
+            s.undecodable
+        );
+        self.primary.info(&format!("{name}_primary"), out);
+    }
+}
+
+/// A store tree built from a config, and the links its network stores
+/// need driven.
+#[derive(Debug)]
+#[non_exhaustive]
+pub struct BuiltStore {
+    /// The root of the tree.
+    pub store: Box<dyn Store>,
+    /// One per network store: give each to a driver (`net::drive_link`).
+    pub links: Vec<Arc<Link>>,
+}
+
+/// Builds the store tree a `store` block describes.
+///
+/// `bell` is the pipeline's ([`StorePipeline::bell`](crate::StorePipeline::bell)):
+/// network links ring it when acknowledgements arrive.
+///
+/// ```
+/// use std::sync::Arc;
+/// use kids_core::{Bell, Config, build_store};
+/// let config = Config::parse("agent.conf", "store buffer {
+///     store network primary { host 127.0.0.1; port 3388; }
+///     store file secondary { path /tmp/kids-spool; }
+/// }").unwrap();
+/// let built = build_store(config.store.as_ref().unwrap(), false, &Arc::new(Bell::default())).unwrap();
+/// assert_eq!(built.links.len(), 1);
+/// ```
+///
+/// # Errors
+/// [`Error::Config`] for a tree that cannot work: a file store without a
+/// path, a network store without a host or socket, a buffer without
+/// exactly one primary and one secondary, a secondary that is not a file
+/// store, or a composite without children.
+pub fn build_store(
+    config: &StoreConfig,
+    ignore_case: bool,
+    bell: &Arc<Bell>,
+) -> Result<BuiltStore, Error> {
+    let mut links = Vec::new();
+    let store = build_node(config, ignore_case, bell, &mut links)?;
+    Ok(BuiltStore { store, links })
+}
+
+fn build_node(
+    c: &StoreConfig,
+    ignore_case: bool,
+    bell: &Arc<Bell>,
+    links: &mut Vec<Arc<Link>>,
+) -> Result<Box<dyn Store>, Error> {
+    let store: Box<dyn Store> = match c.kind {
+        StoreKind::Null => Box::new(NullStore::default()),
+        StoreKind::File => {
+            let path = c
+                .path
+                .clone()
+                .ok_or_else(|| Error::Config("`store file` needs a `path`".into()))?;
+            let mut fc = FileStoreConfig::new(path);
+            if let Some(name) = &c.name {
+                fc = fc.name(name.clone());
+            }
+            if let Some(r) = c.rotate_secs {
+                fc = fc.rotate_secs(r);
+            }
+            if let Some(f) = c.flush_secs {
+                fc = fc.flush_secs(f);
+            }
+            if let Some(f) = c.fsync {
+                fc = fc.fsync(f);
+            }
+            if let Some(o) = c.utc_offset_secs {
+                fc = fc.utc_offset_secs(o);
+            }
+            Box::new(FileStore::new(fc))
+        }
+        StoreKind::Network => {
+            let target = match (&c.socket, &c.host) {
+                (Some(s), _) => Target::Unix(PathBuf::from(s)),
+                (None, Some(h)) => Target::Tcp {
+                    host: h.clone(),
+                    port: c.port.unwrap_or(3388),
+                },
+                (None, None) => {
+                    return Err(Error::Config(
+                        "`store network` needs a `host` (and `port`) or a `socket`".into(),
+                    ));
+                }
+            };
+            let mut fc = ForwarderConfig::default();
+            if let Some(w) = c.window {
+                fc = fc.window(w);
+            }
+            if let Some(t) = c.timeout_secs {
+                fc = fc.timeout(Duration::from_secs(t.max(1)));
+            }
+            let link = Arc::new(Link::new(target, fc, bell.clone()));
+            links.push(link.clone());
+            Box::new(NetworkStore::new(link))
+        }
+        StoreKind::Buffer => {
+            let role = |r| c.stores.iter().filter(move |s| s.role == Some(r));
+            let (Some(primary), Some(secondary)) = (
+                role(StoreRole::Primary).next(),
+                role(StoreRole::Secondary).next(),
+            ) else {
+                return Err(Error::Config(
+                    "`store buffer` needs exactly one `primary` and one `secondary` store".into(),
+                ));
+            };
+            if c.stores.len() != 2 {
+                return Err(Error::Config(
+                    "`store buffer` needs exactly one `primary` and one `secondary` store".into(),
+                ));
+            }
+            if secondary.kind != StoreKind::File {
+                return Err(Error::Config(
+                    "the `secondary` of a buffer is its spool: a `store file secondary { path DIR; }`"
+                        .into(),
+                ));
+            }
+            let dir = secondary
+                .path
+                .clone()
+                .ok_or_else(|| Error::Config("`store file` needs a `path`".into()))?;
+            if dir.contains('[') {
+                return Err(Error::Config(format!(
+                    "the `secondary` of a buffer is its spool: its `path` is one directory, templates such as `[topic]` are not allowed (found `{dir}`)"
+                )));
+            }
+            let mut bc = BufferConfig::new(dir);
+            let mut seg = SegmentConfig::default();
+            if let Some(f) = secondary.fsync {
+                seg = seg.fsync(f);
+            }
+            bc = bc.segment(seg);
+            if let Some(r) = secondary.rotate_secs {
+                bc = bc.rotate_secs(r);
+            }
+            if let Some(r) = c.replay_rate {
+                bc = bc.replay_rate(r);
+            }
+            let primary = build_node(primary, ignore_case, bell, links)?;
+            Box::new(BufferStore::new(primary, bc))
+        }
+        StoreKind::Priority | StoreKind::Multiple => {
+            if c.stores.is_empty() {
+                return Err(Error::Config(format!(
+                    "`store {}` needs at least one store inside",
+                    if c.kind == StoreKind::Priority {
+                        "priority"
+                    } else {
+                        "multiple"
+                    }
+                )));
+            }
+            let children = c
+                .stores
+                .iter()
+                .map(|s| build_node(s, ignore_case, bell, links))
+                .collect::<Result<Vec<_>, _>>()?;
+            if c.kind == StoreKind::Priority {
+                Box::new(PriorityStore::new(children))
+            } else {
+                Box::new(MultipleStore::new(
+                    children,
+                    c.success.unwrap_or(Success::All),
+                ))
+            }
+        }
+    };
+    if c.topics.is_empty() {
+        Ok(store)
+    } else {
+        let globs = c
+            .topics
+            .iter()
+            .map(|t| Glob::new(t.as_bytes(), ignore_case))
+            .collect();
+        Ok(Box::new(Filtered::new(globs, store)))
+    }
+}
