@@ -41,7 +41,7 @@ pub struct Config {
     pub max_clients: Option<usize>,
     /// `nlimit CLASS HARD SOFT SECONDS;` lines.
     pub nlimits: Vec<NLimitLine>,
-    /// `queue SIZE block|error|spool;`: the queue between the router and the stores.
+    /// `queue SIZE block|error;` or `queue SIZE spool DIR;`: the queue between the router and the stores.
     pub queue: Option<QueueConfig>,
     /// `log { level L; file F; }`
     pub log: LogConfig,
@@ -77,14 +77,16 @@ pub enum QueueFull {
     Spool,
 }
 
-/// `queue SIZE POLICY;`
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+/// `queue SIZE block|error;` or `queue SIZE spool DIR;`
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct QueueConfig {
     /// Messages the queue holds.
     pub size: usize,
     /// What happens when it is full.
     pub when_full: QueueFull,
+    /// Where the `spool` policy keeps the overflow.
+    pub spool_dir: Option<String>,
 }
 
 /// `log { ... }`
@@ -575,8 +577,10 @@ impl<'a> Parser<'a> {
                 }
                 "queue" => {
                     let vals = self.values(&key)?;
-                    let [size, policy] = vals.as_slice() else {
-                        return Err(self.err(pos, "`queue` expects SIZE and block, error or spool, as in `queue 65536 block;`"));
+                    let (size, policy, dir) = match vals.as_slice() {
+                        [size, policy] => (size, policy, None),
+                        [size, policy, dir] => (size, policy, Some(dir)),
+                        _ => return Err(self.err(pos, "`queue` expects SIZE and block, error or spool DIR, as in `queue 65536 block;`")),
                     };
                     let size: usize = self.number("queue", size)?;
                     let when_full = match policy.0.to_ascii_lowercase().as_str() {
@@ -593,7 +597,21 @@ impl<'a> Parser<'a> {
                             ));
                         }
                     };
-                    config.queue = Some(QueueConfig { size, when_full });
+                    let spool_dir = match (when_full, dir) {
+                        (QueueFull::Spool, Some(d)) => Some(d.0.clone()),
+                        (QueueFull::Spool, None) => {
+                            return Err(self.err(policy.1, "`queue SIZE spool` needs the spool's directory, as in `queue 65536 spool /data/kids/overflow;`"));
+                        }
+                        (_, Some(d)) => {
+                            return Err(self.err(d.1, "only the `spool` policy takes a directory"));
+                        }
+                        (_, None) => None,
+                    };
+                    config.queue = Some(QueueConfig {
+                        size,
+                        when_full,
+                        spool_dir,
+                    });
                 }
                 other => {
                     return Err(self.err(
@@ -971,6 +989,50 @@ fn split_unit(v: &str) -> (&str, &str) {
 }
 
 impl Config {
+    /// The router settings this config describes: `ignore_case` and the
+    /// `nlimit` lines (the last line of a class wins; other classes keep
+    /// their defaults).
+    ///
+    /// ```
+    /// use kids_core::{ClientClass, Config};
+    /// let config = Config::parse("server.conf", "ignore_case on; nlimit pubsub 32mb 16mb 10min;").unwrap();
+    /// let router = config.router_config();
+    /// assert!(router.is_ignore_case());
+    /// assert_eq!(router.limits().of(ClientClass::Pubsub).soft, 16 << 20);
+    /// ```
+    pub fn router_config(&self) -> crate::RouterConfig {
+        let mut limits = crate::NLimits::default();
+        for line in &self.nlimits {
+            let limit = crate::NLimit::new(
+                line.hard,
+                line.soft,
+                std::time::Duration::from_secs(line.soft_secs),
+            );
+            match line.class {
+                ClientClass::Normal => limits.normal = limit,
+                ClientClass::Pubsub => limits.pubsub = limit,
+            }
+        }
+        crate::RouterConfig::default()
+            .ignore_case(self.ignore_case)
+            .nlimits(limits)
+    }
+
+    /// The store pipeline settings of the `queue` line (default: 65536
+    /// messages, `block`).
+    pub fn pipeline_config(&self) -> crate::PipelineConfig {
+        match &self.queue {
+            None => crate::PipelineConfig::default(),
+            Some(q) => {
+                let config = crate::PipelineConfig::new(q.size, q.when_full);
+                match &q.spool_dir {
+                    Some(dir) => config.spool_dir(dir),
+                    None => config,
+                }
+            }
+        }
+    }
+
     /// Parses `src`; `file` names it in errors.
     ///
     /// # Errors

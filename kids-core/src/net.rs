@@ -503,3 +503,101 @@ async fn pump_link<S: AsyncRead + AsyncWrite + Unpin>(link: &Link, stream: S) ->
         }
     }
 }
+
+/// A running store tree: the [`StorePipeline`](crate::StorePipeline) tapped
+/// into a router, its worker thread, and a driver task per network link.
+///
+/// ```no_run
+/// use std::time::Instant;
+/// use kids_core::{Config, Router};
+/// use kids_core::net::Stores;
+///
+/// # async fn run() -> Result<(), kids_core::Error> {
+/// let config = Config::parse("agent.conf", &std::fs::read_to_string("agent.conf")?)?;
+/// let router = Router::new(config.router_config(), Instant::now());
+/// let stores = Stores::start(&config, &router)?;
+/// // ... serve(listeners, router, ...) ...
+/// stores.shutdown().await;
+/// # Ok(()) }
+/// ```
+#[derive(Debug)]
+pub struct Stores {
+    pipeline: crate::StorePipeline,
+    worker: Option<std::thread::JoinHandle<()>>,
+    ignore_case: bool,
+}
+
+/// How long a stopping store tree may wait for downstream acknowledgements.
+const STORE_DRAIN: Duration = Duration::from_secs(10);
+
+impl Stores {
+    /// Builds the config's store tree (a null store when it has none), taps
+    /// it into `router`, starts its worker thread and its link drivers (on
+    /// the current tokio runtime).
+    ///
+    /// # Errors
+    /// [`Error::Config`] for a tree or queue that cannot work, [`Error::Io`]
+    /// when the overflow spool or the worker thread cannot be started.
+    pub fn start(config: &crate::Config, router: &Router) -> Result<Self, Error> {
+        let pipeline = crate::StorePipeline::new(config.pipeline_config())?;
+        let root = Self::build(config.store.as_ref(), config.ignore_case, &pipeline)?;
+        let worker = pipeline.spawn(root, STORE_DRAIN)?;
+        router.set_tap(Arc::new(pipeline.clone()));
+        Ok(Self {
+            pipeline,
+            worker: Some(worker),
+            ignore_case: config.ignore_case,
+        })
+    }
+
+    fn build(
+        store: Option<&crate::StoreConfig>,
+        ignore_case: bool,
+        pipeline: &crate::StorePipeline,
+    ) -> Result<Box<dyn crate::Store>, Error> {
+        let Some(store) = store else {
+            return Ok(Box::new(crate::NullStore::default()));
+        };
+        let built = crate::build_store(store, ignore_case, pipeline.bell())?;
+        for link in built.links {
+            tokio::spawn(drive_link(link));
+        }
+        Ok(built.store)
+    }
+
+    /// The pipeline, for its counters.
+    pub fn pipeline(&self) -> &crate::StorePipeline {
+        &self.pipeline
+    }
+
+    /// Replaces the store tree with the one `config` describes (SIGHUP).
+    /// Queued messages stay queued and go to the new tree; the old tree is
+    /// committed and kept until everything it took is acknowledged. The
+    /// queue settings are those of [`Stores::start`].
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the new tree cannot work; the old one stays.
+    pub fn reload(&self, config: &crate::Config) -> Result<(), Error> {
+        if config.ignore_case != self.ignore_case {
+            tracing::warn!(
+                "reload: ignore_case changes need a restart; topic filters use the new value"
+            );
+        }
+        let root = Self::build(config.store.as_ref(), config.ignore_case, &self.pipeline)?;
+        self.pipeline.replace_root(root);
+        Ok(())
+    }
+
+    /// Stores everything queued, waits (up to 10 s) for downstream
+    /// acknowledgements, and stops the worker. Serve's drain should have
+    /// finished first, so that no publisher is still being answered.
+    pub async fn shutdown(mut self) {
+        self.pipeline.shutdown();
+        if let Some(worker) = self.worker.take() {
+            let joined = tokio::task::spawn_blocking(move || worker.join()).await;
+            if !matches!(joined, Ok(Ok(()))) {
+                tracing::error!("store worker ended abnormally");
+            }
+        }
+    }
+}

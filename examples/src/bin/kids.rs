@@ -1,50 +1,92 @@
-//! A kids pub/sub server on its embedded defaults.
+//! kids: a pub/sub server, a log agent or a log server, as its config says.
 //!
-//! Run it: `cargo run --release -p examples --bin kids` (listens on
-//! 127.0.0.1:3388), then `redis-cli -p 3388 subscribe logs` in one terminal
-//! and `redis-cli -p 3388 publish logs hello` in another.
+//! Run it on its embedded defaults: `cargo run --release -p examples --bin
+//! kids` (a pub/sub server on 127.0.0.1:3388, no stores), then
+//! `redis-cli -p 3388 subscribe logs` in one terminal and
+//! `redis-cli -p 3388 publish logs hello` in another.
 //!
-//! Options: `--host H`, `--port P` (0 picks a free port), `--socket PATH`
-//! (also listen on a unix socket), `--ignore-case`. SIGTERM or Ctrl-C drains
-//! the connections and exits 0.
+//! With `-c FILE` it runs whatever the file describes: an agent that
+//! forwards to a server and spools while it is unreachable
+//! (`examples/conf/agent.conf`), or a server that writes topic files
+//! (`examples/conf/server.conf`).
+//!
+//! Options: `-c FILE`, `--host H`, `--port P` (0 picks a free port),
+//! `--socket PATH` (these three override the file's `listen`),
+//! `--ignore-case`. SIGHUP re-reads the file and replaces the store tree
+//! without losing queued messages; SIGTERM or Ctrl-C drains the
+//! connections, stores what is queued and exits 0.
 
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::Instant;
 
-use kids_core::net::{Listener, ServerConfig, serve};
-use kids_core::{Router, RouterConfig};
+use kids_core::net::{Listener, ServerConfig, Stores, serve};
+use kids_core::{Config, Router};
+use tokio::signal::unix::{SignalKind, signal};
 
+#[derive(Default)]
 struct Args {
-    host: String,
-    port: u16,
+    config: Option<String>,
+    host: Option<String>,
+    port: Option<u16>,
     socket: Option<String>,
     ignore_case: bool,
 }
 
+const USAGE: &str = "usage: kids [-c FILE] [--host H] [--port P] [--socket PATH] [--ignore-case]";
+
 fn parse_args() -> Result<Args, String> {
-    let mut args = Args {
-        host: "127.0.0.1".into(),
-        port: 3388,
-        socket: None,
-        ignore_case: false,
-    };
+    let mut args = Args::default();
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         match flag.as_str() {
-            "--host" => args.host = value()?,
-            "--port" => args.port = value()?.parse().map_err(|e| format!("--port: {e}"))?,
+            "-c" | "--config" => args.config = Some(value()?),
+            "--host" => args.host = Some(value()?),
+            "--port" => args.port = Some(value()?.parse().map_err(|e| format!("--port: {e}"))?),
             "--socket" => args.socket = Some(value()?),
             "--ignore-case" => args.ignore_case = true,
-            "-h" | "--help" => {
-                return Err(
-                    "usage: kids [--host H] [--port P] [--socket PATH] [--ignore-case]".into(),
-                );
-            }
-            other => return Err(format!("unknown option {other}; try --help")),
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown option {other}; {USAGE}")),
         }
     }
     Ok(args)
+}
+
+fn load(path: &str) -> Result<Config, String> {
+    let src = std::fs::read_to_string(path).map_err(|e| format!("{path}: {e}"))?;
+    Config::parse(path, &src).map_err(|e| e.to_string())
+}
+
+/// Logs go to stderr, or to the config's `log { file }`, at its `level`.
+fn init_logging(config: &Config) -> Result<(), String> {
+    let level = match config.log.level.as_deref().unwrap_or("info") {
+        "trace" => tracing::Level::TRACE,
+        "debug" => tracing::Level::DEBUG,
+        "info" => tracing::Level::INFO,
+        "warn" | "warning" => tracing::Level::WARN,
+        "error" => tracing::Level::ERROR,
+        other => {
+            return Err(format!(
+                "log level {other}: expected trace, debug, info, warn or error"
+            ));
+        }
+    };
+    let builder = tracing_subscriber::fmt()
+        .with_max_level(level)
+        .with_ansi(false);
+    match &config.log.file {
+        Some(path) => {
+            let file = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(|e| format!("log file {path}: {e}"))?;
+            builder.with_writer(Mutex::new(file)).init();
+        }
+        None => builder.with_writer(std::io::stderr).init(),
+    }
+    Ok(())
 }
 
 #[tokio::main]
@@ -56,7 +98,18 @@ async fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match run(args).await {
+    let config = match args.config.as_deref().map(load).transpose() {
+        Ok(c) => c.unwrap_or_default(),
+        Err(e) => {
+            eprintln!("kids: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if let Err(e) = init_logging(&config) {
+        eprintln!("kids: {e}");
+        return ExitCode::from(2);
+    }
+    match run(args, config).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kids: {e}");
@@ -65,34 +118,63 @@ async fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> std::io::Result<()> {
-    let router = Router::new(
-        RouterConfig::default().ignore_case(args.ignore_case),
-        Instant::now(),
-    );
-    let tcp = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
-    let mut listeners = vec![Listener::Tcp(tcp)];
-    let addr = match &listeners[0] {
-        Listener::Tcp(l) => l.local_addr()?.to_string(),
-        _ => String::new(),
+async fn run(args: Args, mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
+    config.ignore_case |= args.ignore_case;
+    let host = args
+        .host
+        .or(config.listen.host.clone())
+        .unwrap_or_else(|| "127.0.0.1".into());
+    let port = args.port.or(config.listen.port).unwrap_or(3388);
+    let socket = args.socket.or(config.listen.socket.clone());
+
+    let router = Router::new(config.router_config(), Instant::now());
+    // Without a `store` block kids is a plain pub/sub server: no tap at all.
+    let stores = match &config.store {
+        Some(_) => Some(Stores::start(&config, &router)?),
+        None => None,
     };
-    if let Some(path) = &args.socket {
+    let tcp = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+    let addr = tcp.local_addr()?;
+    let mut listeners = vec![Listener::Tcp(tcp)];
+    if let Some(path) = &socket {
         let _ = std::fs::remove_file(path);
         listeners.push(Listener::Unix(tokio::net::UnixListener::bind(path)?));
     }
-    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
     eprintln!(
         "kids listening on {addr}{}",
-        args.socket
+        socket
             .as_deref()
             .map(|p| format!(" and {p}"))
             .unwrap_or_default()
     );
-    serve(listeners, router, ServerConfig::default(), async move {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
+    let config_path = args.config;
+    let stopping = async {
+        loop {
+            tokio::select! {
+                _ = sigterm.recv() => return,
+                _ = tokio::signal::ctrl_c() => return,
+                _ = sighup.recv() => {
+                    let Some(path) = config_path.as_deref() else {
+                        tracing::info!("SIGHUP without -c FILE: nothing to reload");
+                        continue;
+                    };
+                    let Some(stores) = &stores else {
+                        tracing::warn!("SIGHUP: kids started without a store tree; adding one needs a restart");
+                        continue;
+                    };
+                    match load(path).and_then(|c| stores.reload(&c).map_err(|e| e.to_string())) {
+                        Ok(()) => tracing::info!(file = path, "reloaded the store tree"),
+                        Err(e) => tracing::error!(error = %e, "reload failed; keeping the running store tree"),
+                    }
+                }
+            }
         }
-    })
-    .await
+    };
+    serve(listeners, router, ServerConfig::default(), stopping).await?;
+    if let Some(stores) = stores {
+        stores.shutdown().await;
+    }
+    Ok(())
 }

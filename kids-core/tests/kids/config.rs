@@ -242,6 +242,18 @@ fn bad_inputs_name_line_column_and_expectation() {
             "`queue` policy is block, error or spool",
         ),
         (
+            "queue 100 spool;",
+            1,
+            11,
+            "`queue SIZE spool` needs the spool's directory",
+        ),
+        (
+            "queue 100 block /x;",
+            1,
+            17,
+            "only the `spool` policy takes a directory",
+        ),
+        (
             "store file { path /x; fsync 0; }",
             1,
             29,
