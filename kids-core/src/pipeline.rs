@@ -223,6 +223,7 @@ impl StorePipeline {
             pipeline: self.clone(),
             root,
             retiring: Vec::new(),
+            incoming: None,
             held: VecDeque::new(),
             uncommitted: None,
             info_at: None,
@@ -288,9 +289,12 @@ impl StorePipeline {
         self.inner.bell.ring();
     }
 
-    /// Replaces the store tree (a reload): the worker commits the old tree,
-    /// keeps it until everything it took is acknowledged, and stores every
-    /// later message in `root`. Nothing queued is lost.
+    /// Replaces the store tree (a reload). The worker stops taking new
+    /// messages (they stay queued) until the running tree has settled,
+    /// everything it took acknowledged downstream, or 5 s passed; then it
+    /// commits the old tree, keeps it while it still holds unacknowledged
+    /// messages, and stores every later message in `root`. Nothing queued
+    /// is lost.
     pub fn replace_root(&self, root: Box<dyn Store>) {
         lock(&self.inner.state).replacement = Some(root);
         self.inner.bell.ring();
@@ -300,6 +304,11 @@ impl StorePipeline {
         s.queue.len()
     }
 }
+
+/// How long a reload waits for the running tree to settle (everything it
+/// took acknowledged downstream) before replacing it anyway; what it still
+/// holds is then kept until acknowledged, or re-sent from its spool.
+const RELOAD_GRACE: Duration = Duration::from_secs(5);
 
 /// How long an idle worker sleeps between polls of its stores.
 const IDLE_POLL: Duration = Duration::from_millis(20);
@@ -436,6 +445,8 @@ pub struct Worker {
     pipeline: StorePipeline,
     root: Box<dyn Store>,
     retiring: Vec<Box<dyn Store>>,
+    /// A replacement tree waiting for the running one to settle, and until when it waits.
+    incoming: Option<(Box<dyn Store>, SystemTime)>,
     held: VecDeque<(Origin, Bytes, Bytes)>,
     /// Taken by the root but not yet committed: (last ticket, overflow position).
     uncommitted: Option<(Option<u64>, Option<Position>)>,
@@ -449,13 +460,23 @@ impl Worker {
         let inner = self.pipeline.inner.clone();
         let batch = inner.config.batch;
         let mut busy = false;
-        let replacement = lock(&inner.state).replacement.take();
-        if let Some(new) = replacement {
+        if let Some(new) = lock(&inner.state).replacement.take() {
+            // A newer reload supersedes one still waiting.
+            let deadline = self.incoming.take().map_or(now + RELOAD_GRACE, |(_, d)| d);
+            self.incoming = Some((new, deadline));
+        }
+        if let Some((_, deadline)) = &self.incoming
+            && self.uncommitted.is_none()
+            && (self.root.is_settled() || now >= *deadline)
+            && let Some((new, _)) = self.incoming.take()
+        {
             self.swap_root(new, now);
             busy = true;
         }
+        // While a reload waits for the running tree to settle, new messages wait too.
+        let swapping = self.incoming.is_some();
         // Gather: held messages first, then the queue, then the overflow.
-        if self.held.len() < batch {
+        if self.held.len() < batch && !swapping {
             let mut guard = lock(&inner.state);
             let s = &mut *guard;
             let room = batch - self.held.len();
@@ -502,7 +523,7 @@ impl Worker {
         let mut last_ticket = None;
         let mut last_overflow = None;
         let mut taken = 0u64;
-        while let Some((origin, c, m)) = self.held.front() {
+        while let Some((origin, c, m)) = self.held.front().filter(|_| !swapping) {
             match self.root.store(c, m, now) {
                 Ok(()) => {
                     match origin {
@@ -615,6 +636,7 @@ impl Worker {
     pub fn is_idle(&self) -> bool {
         let s = lock(&self.pipeline.inner.state);
         self.held.is_empty()
+            && self.incoming.is_none()
             && self.uncommitted.is_none()
             && s.queue.is_empty()
             && s.overflow.as_ref().is_none_or(|o| o.cursor >= o.log.end())

@@ -118,6 +118,13 @@ pub trait Store: Send + fmt::Debug {
         true
     }
 
+    /// True when nothing this store took is still on its way downstream,
+    /// so it can be replaced without re-sending anything (a reload waits,
+    /// for a while, for the running tree to settle).
+    fn is_settled(&mut self) -> bool {
+        self.acked() >= self.taken()
+    }
+
     /// Appends `store_<name>:field=value,...` INFO lines for this store and its children.
     fn info(&self, name: &str, out: &mut String);
 }
@@ -273,6 +280,9 @@ impl Store for Filtered {
     fn is_up(&self) -> bool {
         self.inner.is_up()
     }
+    fn is_settled(&mut self) -> bool {
+        self.inner.is_settled()
+    }
     fn info(&self, name: &str, out: &mut String) {
         let globs: Vec<String> = self
             .globs
@@ -374,6 +384,9 @@ impl Store for PriorityStore {
     fn is_up(&self) -> bool {
         self.children.iter().any(|c| c.is_up())
     }
+    fn is_settled(&mut self) -> bool {
+        self.children.iter_mut().all(|c| c.is_settled())
+    }
     fn info(&self, name: &str, out: &mut String) {
         let _ = write!(
             out,
@@ -450,6 +463,9 @@ impl Store for MultipleStore {
     }
     fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
         poll_all(&mut self.children, now)
+    }
+    fn is_settled(&mut self) -> bool {
+        self.children.iter_mut().all(|c| c.is_settled())
     }
     fn is_up(&self) -> bool {
         match self.success {
@@ -1038,6 +1054,13 @@ impl Store for BufferStore {
 
     fn is_up(&self) -> bool {
         true
+    }
+
+    /// Settled when every spooled record was handed on and acknowledged,
+    /// or when the primary is down (waiting would not help).
+    fn is_settled(&mut self) -> bool {
+        let caught_up = self.spool.as_ref().is_some_and(|s| self.cursor >= s.end());
+        self.staged.is_empty() && ((caught_up && self.handed.is_empty()) || !self.primary.is_up())
     }
 
     fn info(&self, name: &str, out: &mut String) {

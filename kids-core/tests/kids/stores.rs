@@ -547,7 +547,7 @@ fn worker_holds_messages_the_root_refuses_and_answers_only_when_stored() {
 }
 
 #[test]
-fn replacing_the_root_keeps_queued_messages_and_the_old_tree_until_acknowledged() {
+fn replacing_the_root_waits_for_the_old_tree_to_settle_and_loses_nothing() {
     let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
     let old = Fake::default(); // acknowledges only when told
     let mut worker = pipeline.worker(Box::new(old.clone()));
@@ -555,21 +555,43 @@ fn replacing_the_root_keeps_queued_messages_and_the_old_tree_until_acknowledged(
         .publish(&"t".into(), &"1".into(), Instant::now())
         .unwrap();
     worker.step(t0());
-    pipeline
+    let t2 = pipeline
         .publish(&"t".into(), &"2".into(), Instant::now())
+        .unwrap()
         .unwrap();
     let new = Fake::auto();
     pipeline.replace_root(Box::new(new.clone()));
     worker.step(t0());
+    assert!(
+        new.messages().is_empty(),
+        "message 2 waits while the old tree holds message 1"
+    );
+    assert!(!pipeline.is_stored(t2));
+    // The old tree never settles: after the grace period the new one takes over,
+    // and the old one is kept until it acknowledged what it holds.
+    worker.step(t0() + Duration::from_secs(6));
+    worker.step(t0() + Duration::from_secs(6));
     assert_eq!(old.messages(), ["t:1"]);
     assert_eq!(new.messages(), ["t:2"]);
+    assert!(pipeline.is_stored(t2));
     assert_eq!(
         worker.unacked(),
         1,
         "the old tree is kept while it holds message 1"
     );
     old.ack_all();
-    worker.step(t0());
+    worker.step(t0() + Duration::from_secs(7));
     assert!(worker.is_drained());
     assert_eq!(pipeline.stats().reloads, 1);
+
+    // A settled tree is replaced at once.
+    let newer = Fake::auto();
+    pipeline.replace_root(Box::new(newer.clone()));
+    pipeline
+        .publish(&"t".into(), &"3".into(), Instant::now())
+        .unwrap();
+    worker.step(t0() + Duration::from_secs(7));
+    worker.step(t0() + Duration::from_secs(7));
+    assert_eq!(newer.messages(), ["t:3"]);
+    assert_eq!(pipeline.stats().reloads, 2);
 }
