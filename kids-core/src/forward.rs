@@ -35,6 +35,7 @@ pub struct ForwarderConfig {
     backoff_min: Duration,
     backoff_max: Duration,
     timeout: Duration,
+    command: Bytes,
 }
 
 impl Default for ForwarderConfig {
@@ -45,6 +46,7 @@ impl Default for ForwarderConfig {
             backoff_min: Duration::from_millis(100),
             backoff_max: Duration::from_secs(10),
             timeout: Duration::from_secs(10),
+            command: Bytes::from_static(b"LOG"),
         }
     }
 }
@@ -69,6 +71,12 @@ impl ForwarderConfig {
     /// How long in-flight messages may wait for a reply before the connection is given up.
     pub fn timeout(mut self, t: Duration) -> Self {
         self.timeout = t;
+        self
+    }
+    /// The command sent per message, `LOG` by default; `PUBLISH` forwards
+    /// to a plain Redis server (it too answers with an integer).
+    pub fn command(mut self, name: impl Into<Bytes>) -> Self {
+        self.command = name.into();
         self
     }
     /// The window size.
@@ -260,7 +268,7 @@ impl Forwarder {
             let p = &mut self.queue[self.inflight];
             let mut w = ReplyWriter::new(out, Proto::Resp2);
             w.array(3);
-            w.bulk(b"LOG");
+            w.bulk(&self.config.command);
             w.bulk(&p.topic);
             w.bulk(&p.message);
             p.sends += 1;

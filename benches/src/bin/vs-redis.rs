@@ -11,11 +11,20 @@
 //!   at most 256 commands outstanding); the summary reports the median of
 //!   the rounds per server and shape;
 //! * resident memory per idle connection (VmRSS of the server process before
-//!   and after opening N connections that have each answered one `PING`).
+//!   and after opening N connections that have each answered one `PING`);
+//! * forwarding: an in-process agent (the store pipeline and a network
+//!   store, as `kids -c agent.conf` runs them) sends N 100-byte messages,
+//!   pipelined in a window of 1024, to a kids log server (`LOG`, written to
+//!   topic files and committed before each reply) and to redis-server
+//!   (`PUBLISH`, same client code); messages/s from the first message to
+//!   the last acknowledgement. Also with the buffer's write-ahead spool in
+//!   the agent, and the spool's replay rate: N records spooled while the
+//!   server was unreachable, replayed once it is reachable.
 //!
 //! Environment: `VS_SECS` (seconds per round, default 2), `VS_ROUNDS` (rounds
 //! per server and shape, default 3), `VS_IDLE` (idle connections, default
-//! 2000), `KIDS_BIN` (a kids binary taking `--host`/`--port`, such as the
+//! 2000), `VS_FORWARD_N` (messages per forwarding round, default 500000; 0
+//! skips forwarding), `KIDS_BIN` (a kids binary taking `--host`/`--port`, such as the
 //! `kids` example; default: this program re-run as `--serve-kids PORT`, which
 //! serves `kids_core::net::serve` on one runtime worker per core), `REDIS_BIN` (path of redis-server; default: found on `PATH`).
 //!
@@ -28,6 +37,8 @@
 //! 4/2  publishes/s kids=… redis=… ratio=…x  deliveries/s kids=… redis=… ratio=…x
 //! 32/1 publishes/s kids=… redis=… ratio=…x  deliveries/s kids=… redis=… ratio=…x
 //! idle-conn bytes kids=… redis=… ratio=…x
+//! forward msgs/s (… x 100 B, window 1024) kids=… kids+spool=… redis=… ratio=…x spool-ratio=…x
+//! spool replay records/s kids=…
 //! ```
 //!
 //! where every ratio is kids divided by redis.
@@ -76,7 +87,10 @@ impl<T, E: Display> Context<T> for Result<T, E> {
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1).map(String::as_str) {
-        Some(SERVE_KIDS) => serve_kids(args.get(2).map_or("", String::as_str)),
+        Some(SERVE_KIDS) => serve_kids(
+            args.get(2).map_or("", String::as_str),
+            args.get(3).map(String::as_str),
+        ),
         _ => run(),
     };
     match result {
@@ -174,6 +188,12 @@ fn run() -> Res<()> {
     }
     kids.check_alive()?;
     redis.check_alive()?;
+    let forward_n: usize = env_or("VS_FORWARD_N", 500_000)?;
+    let forwarding = if forward_n > 0 {
+        Some(run_forwarding(redis_port, settings.rounds, forward_n)?)
+    } else {
+        None
+    };
 
     println!();
     println!(
@@ -197,7 +217,212 @@ fn run() -> Res<()> {
         "idle-conn bytes kids={kids_idle:.0} redis={redis_idle:.0} ratio={:.2}x",
         ratio(kids_idle, redis_idle)
     );
+    if let Some(f) = forwarding {
+        f.print();
+    }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// Forwarding: an in-process agent (store pipeline -> network store, with or
+// without the buffer's write-ahead spool) pipelining 100-byte messages to a
+// kids log server (LOG, written to topic files) or to redis-server (PUBLISH).
+
+/// Payload length of forwarded messages.
+const FORWARD_LEN: usize = 100;
+/// The agent's window of unacknowledged messages.
+const FORWARD_WINDOW: usize = 1024;
+
+struct Forwarding {
+    n: usize,
+    kids: Vec<f64>,
+    kids_buffered: Vec<f64>,
+    redis: Vec<f64>,
+    replay: Vec<f64>,
+}
+
+impl Forwarding {
+    fn print(&self) {
+        let (k, kb, r, rp) = (
+            median(self.kids.iter().copied()),
+            median(self.kids_buffered.iter().copied()),
+            median(self.redis.iter().copied()),
+            median(self.replay.iter().copied()),
+        );
+        println!(
+            "forward msgs/s ({} x {FORWARD_LEN} B, window {FORWARD_WINDOW}) kids={k:.0} kids+spool={kb:.0} redis={r:.0} ratio={:.2}x spool-ratio={:.2}x",
+            self.n,
+            ratio(k, r),
+            ratio(kb, r)
+        );
+        println!("spool replay records/s kids={rp:.0}");
+    }
+}
+
+fn run_forwarding(redis_port: u16, rounds: usize, n: usize) -> Res<Forwarding> {
+    let scratch = std::env::temp_dir().join(format!("kids-vs-redis-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(scratch.clone());
+    std::fs::create_dir_all(&scratch).ctx(|| format!("creating {}", scratch.display()))?;
+    let log_port = free_port()?;
+    let exe = std::env::current_exe().ctx(|| "locating the current executable".into())?;
+    let mut cmd = Command::new(&exe);
+    cmd.args([SERVE_KIDS, &log_port.to_string()])
+        .arg(scratch.join("logs"));
+    let log_server = Server::start("kids", cmd, log_port)?;
+    log_server.wait_ready()?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .ctx(|| "building the agent's runtime".into())?;
+    let mut f = Forwarding {
+        n,
+        kids: Vec::new(),
+        kids_buffered: Vec::new(),
+        redis: Vec::new(),
+        replay: Vec::new(),
+    };
+    for round in 1..=rounds {
+        let spool = scratch.join(format!("spool-{round}"));
+        let replay_spool = scratch.join(format!("replay-{round}"));
+        let k = forward_round(&rt, log_port, "LOG", n, None)?;
+        let r = forward_round(&rt, redis_port, "PUBLISH", n, None)?;
+        let kb = forward_round(&rt, log_port, "LOG", n, Some(&spool))?;
+        let rp = replay_round(&rt, log_port, n, &replay_spool)?;
+        log_server.check_alive()?;
+        println!(
+            "round {round}/{rounds} forward msgs/s kids={k:.0} redis={r:.0} kids+spool={kb:.0} replay records/s={rp:.0}"
+        );
+        f.kids.push(k);
+        f.redis.push(r);
+        f.kids_buffered.push(kb);
+        f.replay.push(rp);
+    }
+    Ok(f)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An agent's store tree feeding a link to `port`: the network store, or a
+/// buffer (spool in `spool`) in front of it.
+fn agent(
+    port: u16,
+    command: &'static str,
+    spool: Option<&std::path::Path>,
+) -> Res<(
+    kids_core::StorePipeline,
+    Arc<kids_core::Link>,
+    Box<dyn kids_core::Store>,
+)> {
+    use kids_core::{
+        BufferConfig, BufferStore, ForwarderConfig, Link, NetworkStore, PipelineConfig, QueueFull,
+        StorePipeline, Target,
+    };
+    let pipeline = StorePipeline::new(PipelineConfig::new(65_536, QueueFull::Block))
+        .ctx(|| "the agent's pipeline".into())?;
+    let link = Arc::new(Link::new(
+        Target::Tcp {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        ForwarderConfig::default()
+            .window(FORWARD_WINDOW)
+            .command(command),
+        pipeline.bell().clone(),
+    ));
+    let net: Box<dyn kids_core::Store> = Box::new(NetworkStore::new(Arc::clone(&link)));
+    let root: Box<dyn kids_core::Store> = match spool {
+        Some(dir) => Box::new(BufferStore::new(net, BufferConfig::new(dir))),
+        None => net,
+    };
+    Ok((pipeline, link, root))
+}
+
+/// Publishes `n` messages into the pipeline as fast as it takes them.
+fn feed(pipeline: &kids_core::StorePipeline, n: usize) {
+    use kids_core::Tap;
+    let topic = bytes::Bytes::from_static(b"bench");
+    let msg = bytes::Bytes::from(vec![b'x'; FORWARD_LEN]);
+    let mut sent = 0;
+    while sent < n {
+        match pipeline.publish(&topic, &msg, Instant::now()) {
+            Ok(_) => sent += 1,
+            Err(_) => std::thread::sleep(Duration::from_micros(50)),
+        }
+    }
+}
+
+fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Res<()> {
+    let deadline = Instant::now() + limit;
+    while !done() {
+        if Instant::now() > deadline {
+            return Err(format!("timed out waiting for {what}"));
+        }
+        std::thread::sleep(Duration::from_micros(200));
+    }
+    Ok(())
+}
+
+/// Messages per second from the first publish to the last acknowledgement.
+fn forward_round(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    command: &'static str,
+    n: usize,
+    spool: Option<&std::path::Path>,
+) -> Res<f64> {
+    let (pipeline, link, root) = agent(port, command, spool)?;
+    rt.spawn(kids_core::net::drive_link(Arc::clone(&link)));
+    wait_until("the agent to connect", REPLY_TIMEOUT, || {
+        link.forwarder().is_connected()
+    })?;
+    let worker = pipeline
+        .spawn(root, Duration::from_secs(10))
+        .ctx(|| "starting the store worker".into())?;
+    let start = Instant::now();
+    feed(&pipeline, n);
+    wait_until(
+        "every message acknowledged",
+        Duration::from_secs(300),
+        || link.forwarder().stats().acked >= n as u64,
+    )?;
+    let secs = start.elapsed().as_secs_f64();
+    pipeline.shutdown();
+    let _ = worker.join();
+    Ok(n as f64 / secs)
+}
+
+/// Records per second replayed from a spool of `n` records once the
+/// primary (a link to `port`) comes up.
+fn replay_round(
+    rt: &tokio::runtime::Runtime,
+    port: u16,
+    n: usize,
+    spool: &std::path::Path,
+) -> Res<f64> {
+    let (pipeline, link, root) = agent(port, "LOG", Some(spool))?;
+    let worker = pipeline
+        .spawn(root, Duration::from_secs(10))
+        .ctx(|| "starting the store worker".into())?;
+    feed(&pipeline, n);
+    wait_until("every message spooled", Duration::from_secs(300), || {
+        pipeline.stats().stored >= n as u64
+    })?;
+    let start = Instant::now();
+    rt.spawn(kids_core::net::drive_link(Arc::clone(&link)));
+    wait_until("the spool replayed", Duration::from_secs(300), || {
+        link.forwarder().stats().acked >= n as u64
+    })?;
+    let secs = start.elapsed().as_secs_f64();
+    pipeline.shutdown();
+    let _ = worker.join();
+    Ok(n as f64 / secs)
 }
 
 fn ratio(a: f64, b: f64) -> f64 {
@@ -260,8 +485,9 @@ fn kids_command(port: u16) -> Res<(String, Command)> {
 const SERVE_KIDS: &str = "--serve-kids";
 
 /// Serves kids on 127.0.0.1:`port` until killed: a multi-threaded runtime
-/// with one worker per core, as the `kids` example.
-fn serve_kids(port: &str) -> Res<()> {
+/// with one worker per core, as the `kids` example; with `store_dir`, as a
+/// log server writing `[topic]/all.log` files there.
+fn serve_kids(port: &str, store_dir: Option<&str>) -> Res<()> {
     let port: u16 = port.parse().ctx(|| format!("port {port:?}"))?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -269,6 +495,20 @@ fn serve_kids(port: &str) -> Res<()> {
         .ctx(|| "building the runtime".into())?;
     rt.block_on(async {
         let router = kids_core::Router::new(kids_core::RouterConfig::default(), Instant::now());
+        let _stores = match store_dir {
+            Some(dir) => {
+                let config = kids_core::Config::parse(
+                    "bench.conf",
+                    &format!("store file {{ path {dir}/[topic]; name all.log; rotate 1day; }}"),
+                )
+                .ctx(|| "the log server's config".into())?;
+                Some(
+                    kids_core::net::Stores::start(&config, &router)
+                        .ctx(|| "starting the file store".into())?,
+                )
+            }
+            None => None,
+        };
         let tcp = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .ctx(|| format!("binding 127.0.0.1:{port}"))?;
