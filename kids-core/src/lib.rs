@@ -80,5 +80,6 @@ pub use seglog::{Fsync, Position, Recovery, SegmentConfig, SegmentLog};
 pub use session::{Flow, REDIS_COMPAT_VERSION, Session};
 pub use store::{
     Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,
-    NetworkStore, NullStore, PriorityStore, Store, StoreError, Target, build_store,
+    NetworkStore, NullStore, PriorityStore, Store, StoreError, Target, build_store, decode_record,
+    encode_record,
 };

@@ -649,8 +649,15 @@ impl Store for NetworkStore {
     }
 }
 
-/// A spool record: `[topic length u32 LE][topic][message]`.
-pub(crate) fn encode_record(topic: &[u8], message: &[u8]) -> Vec<u8> {
+/// Encodes a spool record: `[topic length u32 LE][topic][message]`; the
+/// segment log around it bounds and checksums the whole record.
+///
+/// ```
+/// use kids_core::{decode_record, encode_record};
+/// let rec = bytes::Bytes::from(encode_record(b"web", b"GET /"));
+/// assert_eq!(decode_record(&rec), Some(("web".into(), "GET /".into())));
+/// ```
+pub fn encode_record(topic: &[u8], message: &[u8]) -> Vec<u8> {
     let mut rec = Vec::with_capacity(4 + topic.len() + message.len());
     rec.extend_from_slice(&(topic.len() as u32).to_le_bytes());
     rec.extend_from_slice(topic);
@@ -658,8 +665,9 @@ pub(crate) fn encode_record(topic: &[u8], message: &[u8]) -> Vec<u8> {
     rec
 }
 
-/// Splits a spool record; `None` when its topic length runs past its end.
-pub(crate) fn decode_record(rec: &Bytes) -> Option<(Bytes, Bytes)> {
+/// Splits a spool record into topic and message without copying; `None`
+/// when it is shorter than its header or its topic length runs past its end.
+pub fn decode_record(rec: &Bytes) -> Option<(Bytes, Bytes)> {
     let head: [u8; 4] = rec.get(..4)?.try_into().ok()?;
     let n = u32::from_le_bytes(head) as usize;
     let end = 4usize.checked_add(n)?;
@@ -1263,5 +1271,45 @@ fn build_node(
             .map(|t| Glob::new(t.as_bytes(), ignore_case))
             .collect();
         Ok(Box::new(Filtered::new(globs, store)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn spool_records_round_trip(topic in proptest::collection::vec(any::<u8>(), 0..64),
+                                    message in proptest::collection::vec(any::<u8>(), 0..256)) {
+            let rec = Bytes::from(encode_record(&topic, &message));
+            let (t, m) = decode_record(&rec).expect("decodes");
+            prop_assert_eq!(&t[..], &topic[..]);
+            prop_assert_eq!(&m[..], &message[..]);
+        }
+    }
+
+    #[test]
+    fn every_cut_of_a_record_is_refused_or_a_shorter_message() {
+        let rec = Bytes::from(encode_record(b"topic", b"message"));
+        for cut in 0..=rec.len() {
+            let part = rec.slice(..cut);
+            match decode_record(&part) {
+                None => assert!(cut < 4 + 5, "cut {cut}"),
+                Some((t, m)) => {
+                    assert_eq!(&t[..], b"topic");
+                    assert_eq!(&m[..], &b"message"[..cut - 9]);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_topic_length_past_the_end_is_refused() {
+        let mut rec = (u32::MAX).to_le_bytes().to_vec();
+        rec.extend_from_slice(b"short");
+        assert_eq!(decode_record(&Bytes::from(rec)), None);
+        assert_eq!(decode_record(&Bytes::new()), None);
     }
 }
