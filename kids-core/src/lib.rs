@@ -19,7 +19,16 @@
 //!  socket ◀── writer ◀── Outbox::poll_drain ◀── replies ───── Outbox ◀───┘ (per subscriber, nlimit)
 //! ```
 //! The optional `tokio` feature (module `net`) drives sessions over
-//! TCP and unix sockets.
+//! TCP and unix sockets, and network stores' connections.
+//!
+//! Log aggregation: a [`StorePipeline`] tapped into the router queues every
+//! published message (bounded, with an explicit policy when full) for a tree
+//! of [`Store`]s: topic files ([`FileStore`]), forwarding to another kids
+//! ([`NetworkStore`]), a write-ahead spool in front of either
+//! ([`BufferStore`], on the [`SegmentLog`]), [`PriorityStore`],
+//! [`MultipleStore`], [`NullStore`], each optionally [`Filtered`] by topic.
+//! [`Config::parse`] reads the kids configuration language and
+//! [`build_store`] turns its `store` block into such a tree.
 //!
 //! ```
 //! use std::time::Instant;
