@@ -423,3 +423,43 @@ mod e2e {
         server.term();
     }
 }
+
+#[test]
+fn kids_applies_max_clients_from_its_config() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("kids.conf");
+    std::fs::write(&conf, "worker_threads 1;\nmax_clients 1;\n").expect("write conf");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kids"))
+        .arg("-c")
+        .arg(&conf)
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start kids");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the listening line");
+    let addr = line
+        .trim()
+        .strip_prefix("kids listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let mut first = TcpStream::connect(&addr).expect("connect");
+    first
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    first.write_all(b"PING\r\n").expect("send");
+    let mut pong = [0u8; 7];
+    first.read_exact(&mut pong).expect("PONG");
+    assert_eq!(&pong, b"+PONG\r\n");
+    let mut second = TcpStream::connect(&addr).expect("connect");
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut refused = Vec::new();
+    let _ = second.read_to_end(&mut refused);
+    assert_eq!(refused, b"-ERR max number of clients reached\r\n");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -83,6 +83,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// How often [`Router::tick`] runs (INFO rates).
     pub tick_interval: Duration,
+    /// Clients served at once, at most (`max_clients`); a client over it
+    /// gets Redis's `-ERR max number of clients reached` and is closed.
+    pub max_clients: Option<usize>,
 }
 
 impl Default for ServerConfig {
@@ -91,6 +94,7 @@ impl Default for ServerConfig {
             limits: Limits::default(),
             drain_timeout: Duration::from_secs(5),
             tick_interval: Duration::from_secs(1),
+            max_clients: None,
         }
     }
 }
@@ -161,6 +165,19 @@ async fn accept_loop(
             r = accept(&listener) => r,
             _ = stop.changed() => return,
         };
+        if let Ok(conn) = &accepted
+            && config
+                .max_clients
+                .is_some_and(|max| router.connected_clients() >= max)
+        {
+            tracing::warn!("max_clients reached: refusing a client");
+            let reply = b"-ERR max number of clients reached\r\n";
+            match conn {
+                Accepted::Tcp(s) => drop(s.try_write(reply)),
+                Accepted::Unix(s) => drop(s.try_write(reply)),
+            }
+            continue;
+        }
         match accepted {
             Ok(Accepted::Tcp(s)) => {
                 let _ = s.set_nodelay(true);
@@ -310,8 +327,17 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             }
             let mut progress = false;
             if let Some(ticket) = self.awaiting
-                && self.router.poll_stored(ticket, cx).is_ready()
+                && let Poll::Ready(stored) = self.router.poll_stored(ticket, cx)
             {
+                if !stored {
+                    // Never to be stored: close without acknowledging; the
+                    // publisher re-sends after reconnecting.
+                    tracing::warn!(
+                        client = self.session.id(),
+                        "stores stopped before storing this client's messages; closing unanswered"
+                    );
+                    return Poll::Ready(Ok(()));
+                }
                 self.awaiting = None;
                 self.session.flush(Instant::now());
                 progress = true;

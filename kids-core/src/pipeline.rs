@@ -235,11 +235,17 @@ impl StorePipeline {
     /// to `drain` for the tree to have everything acknowledged.
     pub fn run(&self, root: Box<dyn Store>, drain: Duration) {
         let mut worker = self.worker(root);
+        let mut give_up: Option<Instant> = None;
         loop {
             let busy = worker.step(SystemTime::now());
             let stopping = lock(&self.inner.state).stopping;
-            if stopping && worker.is_idle() {
-                break;
+            if stopping {
+                // A root that keeps refusing must not hold shutdown forever;
+                // what it never took was never acknowledged either.
+                let deadline = *give_up.get_or_insert_with(|| Instant::now() + drain);
+                if worker.is_idle() || Instant::now() >= deadline {
+                    break;
+                }
             }
             if !busy {
                 self.inner.bell.wait(IDLE_POLL);
@@ -258,7 +264,7 @@ impl StorePipeline {
         }
         let mut s = lock(&self.inner.state);
         s.stopped = true;
-        // Nobody will store what is left: release whoever waits.
+        // Nobody will store what is left: release whoever waits (unanswered).
         for (_, w) in s.stored_waiters.drain(..) {
             w.wake();
         }
@@ -375,10 +381,13 @@ impl Tap for StorePipeline {
         })
     }
 
-    fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<()> {
+    fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<bool> {
         let mut s = lock(&self.inner.state);
-        if s.committed >= ticket || s.stopped {
-            return Poll::Ready(());
+        if s.committed >= ticket {
+            return Poll::Ready(true);
+        }
+        if s.stopped {
+            return Poll::Ready(false);
         }
         match s
             .stored_waiters

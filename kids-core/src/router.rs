@@ -40,10 +40,12 @@ pub trait Tap: Send + Sync + 'static {
         now: Instant,
     ) -> Result<Option<u64>, Refused>;
 
-    /// Ready once every message up to `ticket` is stored.
-    fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once every message up to `ticket` is stored (`true`), or will
+    /// never be (`false`: the tap stopped without storing it; the transport
+    /// must not acknowledge it, and closes the connection instead).
+    fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<bool> {
         let _ = (ticket, cx);
-        Poll::Ready(())
+        Poll::Ready(true)
     }
 
     /// Ready when the tap has room for more messages; a transport does not
@@ -343,12 +345,18 @@ impl Router {
         *write(&self.inner.tap) = None;
     }
 
-    /// Ready once the tap stored every message up to `ticket` (at once without a tap).
-    pub fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<()> {
+    /// Ready once the tap stored every message up to `ticket` (`true`, and
+    /// at once without a tap) or never will (`false`), as [`Tap::poll_stored`].
+    pub fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<bool> {
         match read(&self.inner.tap).as_ref() {
             Some(tap) => tap.poll_stored(ticket, cx),
-            None => Poll::Ready(()),
+            None => Poll::Ready(true),
         }
+    }
+
+    /// Sessions open on this router now.
+    pub fn connected_clients(&self) -> usize {
+        self.inner.counters.clients.load(Ordering::Relaxed)
     }
 
     /// Ready when the tap has room for more messages (at once without a tap).

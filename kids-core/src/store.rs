@@ -118,6 +118,15 @@ pub trait Store: Send + fmt::Debug {
         true
     }
 
+    /// Whether this store wants messages of `topic` at all (a [`Filtered`]
+    /// node says no to topics outside its globs): a priority store passes
+    /// a message to the first child that wants it and is up, a multiple
+    /// store to every child that wants it.
+    fn accepts(&self, topic: &[u8]) -> bool {
+        let _ = topic;
+        true
+    }
+
     /// True when nothing this store took is still on its way downstream,
     /// so it can be replaced without re-sending anything (a reload waits,
     /// for a while, for the running tree to settle).
@@ -255,7 +264,7 @@ impl Filtered {
 
 impl Store for Filtered {
     fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
-        if self.globs.iter().any(|g| g.matches(topic)) {
+        if self.accepts(topic) {
             self.inner.store(topic, message, now)?;
             self.ledger.record(vec![(0, self.inner.taken())]);
         } else {
@@ -282,6 +291,9 @@ impl Store for Filtered {
     }
     fn is_settled(&mut self) -> bool {
         self.inner.is_settled()
+    }
+    fn accepts(&self, topic: &[u8]) -> bool {
+        self.globs.iter().any(|g| g.matches(topic)) && self.inner.accepts(topic)
     }
     fn info(&self, name: &str, out: &mut String) {
         let globs: Vec<String> = self
@@ -333,6 +345,7 @@ pub struct PriorityStore {
     children: Vec<Box<dyn Store>>,
     ledger: Ledger,
     fallbacks: u64,
+    unrouted: u64,
 }
 
 impl PriorityStore {
@@ -342,16 +355,20 @@ impl PriorityStore {
             children,
             ledger: Ledger::default(),
             fallbacks: 0,
+            unrouted: 0,
         }
     }
 }
 
 impl Store for PriorityStore {
     fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
-        let mut last = StoreError::Down("no child store".into());
+        let mut last = None;
         for (i, child) in self.children.iter_mut().enumerate() {
+            if !child.accepts(topic) {
+                continue;
+            }
             if !child.is_up() {
-                last = StoreError::Down(format!("child {i} is down"));
+                last = Some(StoreError::Down(format!("child {i} is down")));
                 continue;
             }
             match child.store(topic, message, now) {
@@ -363,10 +380,18 @@ impl Store for PriorityStore {
                     self.ledger.record(vec![(i, n)]);
                     return Ok(());
                 }
-                Err(e) => last = e,
+                Err(e) => last = Some(e),
             }
         }
-        Err(last)
+        match last {
+            Some(e) => Err(e),
+            None => {
+                // No child wants this topic: not this tree's to keep.
+                self.unrouted += 1;
+                self.ledger.record(Vec::new());
+                Ok(())
+            }
+        }
     }
     fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
         commit_all(&mut self.children, now)
@@ -390,8 +415,8 @@ impl Store for PriorityStore {
     fn info(&self, name: &str, out: &mut String) {
         let _ = write!(
             out,
-            "store_{name}:kind=priority,taken={},acked={},fallbacks={}\r\n",
-            self.ledger.taken, self.ledger.acked, self.fallbacks
+            "store_{name}:kind=priority,taken={},acked={},fallbacks={},unrouted={}\r\n",
+            self.ledger.taken, self.ledger.acked, self.fallbacks, self.unrouted
         );
         for (i, c) in self.children.iter().enumerate() {
             c.info(&format!("{name}_{i}"), out);
@@ -426,14 +451,19 @@ impl Store for MultipleStore {
     fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
         let mut deps = Vec::with_capacity(self.children.len());
         let mut last = None;
+        let mut wanted = false;
         for (i, child) in self.children.iter_mut().enumerate() {
+            if !child.accepts(topic) {
+                continue;
+            }
+            wanted = true;
             match child.store(topic, message, now) {
                 Ok(()) => deps.push((i, child.taken())),
                 Err(e) => last = Some(e),
             }
         }
         let ok = match self.success {
-            Success::Any => !deps.is_empty(),
+            Success::Any => !deps.is_empty() || !wanted,
             Success::All => last.is_none(),
         };
         if !ok {
@@ -444,7 +474,7 @@ impl Store for MultipleStore {
             return Err(last.unwrap_or(StoreError::Down("no child store".into())));
         }
         if deps.is_empty() {
-            // No children at all: nothing to wait for.
+            // No child wants this topic: nothing to wait for.
             self.ledger.record(Vec::new());
         } else {
             self.ledger.record(deps);

@@ -89,8 +89,7 @@ fn init_logging(config: &Config) -> Result<(), String> {
     Ok(())
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
     let args = match parse_args() {
         Ok(a) => a,
         Err(e) => {
@@ -109,7 +108,19 @@ async fn main() -> ExitCode {
         eprintln!("kids: {e}");
         return ExitCode::from(2);
     }
-    match run(args, config).await {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(n) = config.worker_threads {
+        runtime.worker_threads(n.max(1));
+    }
+    let runtime = match runtime.build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("kids: starting the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(args, config)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("kids: {e}");
@@ -172,7 +183,9 @@ async fn run(args: Args, mut config: Config) -> Result<(), Box<dyn std::error::E
             }
         }
     };
-    serve(listeners, router, ServerConfig::default(), stopping).await?;
+    let mut server = ServerConfig::default();
+    server.max_clients = config.max_clients;
+    serve(listeners, router, server, stopping).await?;
     if let Some(stores) = stores {
         stores.shutdown().await;
     }

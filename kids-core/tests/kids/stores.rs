@@ -489,7 +489,7 @@ fn queue_policy_block_holds_readers_until_there_is_room() {
     let sink = Fake::auto();
     pipeline.worker(Box::new(sink.clone())).step(t0());
     assert_eq!(router.poll_room(&mut cx), Poll::Ready(()));
-    assert_eq!(router.poll_stored(ticket, &mut cx), Poll::Ready(()));
+    assert_eq!(router.poll_stored(ticket, &mut cx), Poll::Ready(true));
     assert_eq!(sink.messages(), ["t:1", "t:2", "t:3", "t:4"]);
 }
 
@@ -594,4 +594,47 @@ fn replacing_the_root_waits_for_the_old_tree_to_settle_and_loses_nothing() {
     worker.step(t0() + Duration::from_secs(7));
     assert_eq!(newer.messages(), ["t:3"]);
     assert_eq!(pipeline.stats().reloads, 2);
+}
+
+#[test]
+fn priority_and_multiple_route_by_their_childrens_topic_filters() {
+    let now = t0();
+    let (web, rest) = (Fake::auto(), Fake::auto());
+    let mut p = PriorityStore::new(vec![
+        Box::new(Filtered::new(
+            vec![Glob::new(b"web*", false)],
+            Box::new(web.clone()),
+        )),
+        Box::new(rest.clone()),
+    ]);
+    put(&mut p, "web1", "a", now);
+    put(&mut p, "db", "b", now);
+    assert_eq!(web.messages(), ["web1:a"]);
+    assert_eq!(
+        rest.messages(),
+        ["db:b"],
+        "not web: the next child, not a silent skip"
+    );
+
+    let (x, y) = (Fake::auto(), Fake::auto());
+    let mut m = MultipleStore::new(
+        vec![
+            Box::new(Filtered::new(
+                vec![Glob::new(b"x", false)],
+                Box::new(x.clone()),
+            )),
+            Box::new(Filtered::new(
+                vec![Glob::new(b"y", false)],
+                Box::new(y.clone()),
+            )),
+        ],
+        Success::All,
+    );
+    put(&mut m, "x", "1", now);
+    put(&mut m, "y", "2", now);
+    put(&mut m, "z", "3", now); // nobody's: stored nowhere, nothing to wait for
+    m.commit(now).unwrap();
+    assert_eq!(x.messages(), ["x:1"]);
+    assert_eq!(y.messages(), ["y:2"]);
+    assert_eq!(m.acked(), 3);
 }
