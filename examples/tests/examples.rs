@@ -5,10 +5,12 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-#[test]
-fn kids_serves_and_exits_0_on_sigterm() {
+/// Starts the kids example with `args` on `port` (0: a free one); returns
+/// it and the address it listens on.
+fn start_kids(args: &[&std::ffi::OsStr], port: u16) -> (std::process::Child, String) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_kids"))
-        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(args)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .stderr(Stdio::piped())
         .spawn()
         .expect("start kids");
@@ -18,8 +20,17 @@ fn kids_serves_and_exits_0_on_sigterm() {
     let addr = line
         .trim()
         .strip_prefix("kids listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
-    let mut conn = TcpStream::connect(addr).expect("connect");
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    // Keep draining, so a late write to stderr never blocks or fails.
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, addr)
+}
+
+#[test]
+fn kids_serves_and_exits_0_on_sigterm() {
+    let (mut child, addr) = start_kids(&[], 0);
+    let mut conn = TcpStream::connect(&addr).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
     conn.write_all(b"PING\r\n*2\r\n$4\r\nECHO\r\n$2\r\nhi\r\n")
@@ -56,7 +67,7 @@ mod e2e {
     use std::io::{BufRead, BufReader, Write};
     use std::net::{TcpListener, TcpStream};
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command, Stdio};
+    use std::process::{Child, Command};
     use std::time::{Duration, Instant};
 
     const TOPICS: [&str; 3] = ["web", "db", "mail"];
@@ -75,19 +86,7 @@ mod e2e {
 
     impl Kids {
         fn start(conf: &Path, port: u16) -> Kids {
-            let mut child = Command::new(env!("CARGO_BIN_EXE_kids"))
-                .arg("-c")
-                .arg(conf)
-                .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-                .stderr(Stdio::piped())
-                .spawn()
-                .expect("start kids");
-            let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-            let mut line = String::new();
-            stderr.read_line(&mut line).expect("the listening line");
-            assert!(line.starts_with("kids listening on"), "unexpected {line:?}");
-            // Keep draining, so a late write to stderr never blocks or fails.
-            std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+            let (child, _) = super::start_kids(&["-c".as_ref(), conf.as_os_str()], port);
             Kids { child }
         }
 
@@ -429,22 +428,7 @@ fn kids_applies_max_clients_from_its_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = dir.path().join("kids.conf");
     std::fs::write(&conf, "worker_threads 1;\nmax_clients 1;\n").expect("write conf");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kids"))
-        .arg("-c")
-        .arg(&conf)
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start kids");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the listening line");
-    let addr = line
-        .trim()
-        .strip_prefix("kids listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_string();
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    let (mut child, addr) = start_kids(&["-c".as_ref(), conf.as_os_str()], 0);
     let mut first = TcpStream::connect(&addr).expect("connect");
     first
         .set_read_timeout(Some(Duration::from_secs(10)))

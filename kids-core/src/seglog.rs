@@ -213,43 +213,7 @@ impl SegmentLog {
     /// when writing fails (the log is then still consistent up to the
     /// previous record: a partial write is a torn tail on the next open).
     pub fn append(&mut self, payload: &[u8]) -> Result<Position, Error> {
-        if payload.len() as u64 > u64::from(self.config.max_record) {
-            return Err(Error::Config(format!(
-                "record of {} bytes is over the bound of {}",
-                payload.len(),
-                self.config.max_record
-            )));
-        }
-        let size = HEADER + payload.len() as u64;
-        let needs_roll = self
-            .segments
-            .back()
-            .is_some_and(|s| s.len > 0 && s.len + size > self.config.max_segment);
-        if needs_roll {
-            self.roll()?;
-        }
-        let mut rec = Vec::with_capacity(size as usize);
-        rec.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-        rec.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-        rec.extend_from_slice(payload);
-        self.active.write_all(&rec)?;
-        let seg = self
-            .segments
-            .back_mut()
-            .ok_or_else(|| Error::Config("log has no segment".into()))?;
-        let pos = Position {
-            segment: seg.id,
-            offset: seg.len,
-        };
-        seg.len += size;
-        if let Fsync::Every(n) = self.config.fsync {
-            self.unsynced += 1;
-            if self.unsynced >= n.max(1) {
-                self.active.sync_data()?;
-                self.unsynced = 0;
-            }
-        }
-        Ok(pos)
+        self.append_many([payload])
     }
 
     /// Appends several records with one write; returns the position of the
