@@ -85,7 +85,7 @@ pub use resp::{
     Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
 };
 pub use router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
-pub use seglog::{Fsync, Position, Recovery, SegmentConfig, SegmentLog};
+pub use seglog::{Batch, Fsync, Position, Recovery, SegmentConfig, SegmentLog};
 pub use session::{Flow, REDIS_COMPAT_VERSION, Session};
 pub use store::{
     Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,

@@ -530,6 +530,60 @@ async fn pump_link<S: AsyncRead + AsyncWrite + Unpin>(link: &Link, stream: S) ->
     }
 }
 
+/// How long an idle store worker sleeps between polls of its stores.
+const IDLE_POLL: Duration = Duration::from_millis(20);
+
+/// Drives a [`Worker`](crate::Worker) of `pipeline` for `root` on the
+/// calling thread until [`StorePipeline::shutdown`](crate::StorePipeline::shutdown);
+/// then stores what is queued (giving up after `drain` on a root that keeps
+/// refusing) and waits up to `drain` for the tree to have everything
+/// acknowledged downstream. The thread sleeps on the pipeline's bell.
+pub fn run_pipeline(pipeline: &crate::StorePipeline, root: Box<dyn crate::Store>, drain: Duration) {
+    let mut worker = pipeline.worker(root);
+    let mut give_up: Option<Instant> = None;
+    loop {
+        let busy = worker.step(std::time::SystemTime::now());
+        if pipeline.is_stopping() {
+            // What a refusing root never took was never acknowledged either.
+            let deadline = *give_up.get_or_insert_with(|| Instant::now() + drain);
+            if worker.is_idle() || Instant::now() >= deadline {
+                break;
+            }
+        }
+        if !busy {
+            pipeline.bell().wait(IDLE_POLL);
+        }
+    }
+    let deadline = Instant::now() + drain;
+    while !worker.is_drained() && Instant::now() < deadline {
+        worker.step(std::time::SystemTime::now());
+        pipeline.bell().wait(IDLE_POLL);
+    }
+    if !worker.is_drained() {
+        tracing::warn!(
+            unacknowledged = worker.unacked(),
+            "store drain timeout: messages not yet acknowledged downstream"
+        );
+    }
+    pipeline.finish();
+}
+
+/// Runs [`run_pipeline`] on a new thread named `kids-store` (file IO blocks,
+/// so the worker does not run on the async runtime).
+///
+/// # Errors
+/// [`Error::Io`] when the thread cannot be started.
+pub fn spawn_pipeline(
+    pipeline: &crate::StorePipeline,
+    root: Box<dyn crate::Store>,
+    drain: Duration,
+) -> Result<std::thread::JoinHandle<()>, Error> {
+    let pipeline = pipeline.clone();
+    Ok(std::thread::Builder::new()
+        .name("kids-store".into())
+        .spawn(move || run_pipeline(&pipeline, root, drain))?)
+}
+
 /// A running store tree: the [`StorePipeline`](crate::StorePipeline) tapped
 /// into a router, its worker thread, and a driver task per network link.
 ///
@@ -567,7 +621,7 @@ impl Stores {
     pub fn start(config: &crate::Config, router: &Router) -> Result<Self, Error> {
         let pipeline = crate::StorePipeline::new(config.pipeline_config())?;
         let root = Self::build(config.store.as_ref(), config.ignore_case, &pipeline)?;
-        let worker = pipeline.spawn(root, STORE_DRAIN)?;
+        let worker = spawn_pipeline(&pipeline, root, STORE_DRAIN)?;
         router.set_tap(Arc::new(pipeline.clone()));
         Ok(Self {
             pipeline,

@@ -21,8 +21,10 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
-use crate::store::{decode_record, encode_record};
-use crate::{Bell, Error, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store, Tap};
+use crate::store::{decode_record, push_record};
+use crate::{
+    Batch, Bell, Error, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store, Tap,
+};
 
 /// Settings of a [`StorePipeline`].
 ///
@@ -126,9 +128,10 @@ struct Inner {
 
 /// The queue between the router's tap and a store tree, and its worker.
 ///
-/// Attach it to a [`Router`](crate::Router) with `set_tap`, run
-/// [`StorePipeline::run`] on a thread of its own, and serve: publishers are
-/// answered once their message is stored.
+/// Attach it to a [`Router`](crate::Router) with `set_tap`, drive a
+/// [`Worker`] (`net::spawn_pipeline` runs one on a thread of its own, with
+/// the `tokio` feature), and serve: publishers are answered once their
+/// message is stored.
 ///
 /// ```
 /// use std::sync::Arc;
@@ -216,8 +219,8 @@ impl StorePipeline {
         lock(&self.inner.state).committed >= ticket
     }
 
-    /// A worker owning `root`: call [`Worker::step`] yourself, or use
-    /// [`StorePipeline::run`].
+    /// A worker owning `root`: call [`Worker::step`] yourself, or let
+    /// `net::spawn_pipeline` drive it.
     pub fn worker(&self, root: Box<dyn Store>) -> Worker {
         Worker {
             pipeline: self.clone(),
@@ -230,62 +233,22 @@ impl StorePipeline {
         }
     }
 
-    /// Runs a worker for `root` on the calling thread until
-    /// [`StorePipeline::shutdown`]; then stores what is queued and waits up
-    /// to `drain` for the tree to have everything acknowledged.
-    pub fn run(&self, root: Box<dyn Store>, drain: Duration) {
-        let mut worker = self.worker(root);
-        let mut give_up: Option<Instant> = None;
-        loop {
-            let busy = worker.step(SystemTime::now());
-            let stopping = lock(&self.inner.state).stopping;
-            if stopping {
-                // A root that keeps refusing must not hold shutdown forever;
-                // what it never took was never acknowledged either.
-                let deadline = *give_up.get_or_insert_with(|| Instant::now() + drain);
-                if worker.is_idle() || Instant::now() >= deadline {
-                    break;
-                }
-            }
-            if !busy {
-                self.inner.bell.wait(IDLE_POLL);
-            }
-        }
-        let deadline = Instant::now() + drain;
-        while !worker.is_drained() && Instant::now() < deadline {
-            worker.step(SystemTime::now());
-            self.inner.bell.wait(IDLE_POLL);
-        }
-        if !worker.is_drained() {
-            tracing::warn!(
-                unacknowledged = worker.unacked(),
-                "store drain timeout: messages not yet acknowledged downstream"
-            );
-        }
+    /// True once [`StorePipeline::shutdown`] was called.
+    pub fn is_stopping(&self) -> bool {
+        lock(&self.inner.state).stopping
+    }
+
+    /// The worker has stopped: whoever still waits for a ticket is told it
+    /// will never be stored (and is left unanswered).
+    pub fn finish(&self) {
         let mut s = lock(&self.inner.state);
         s.stopped = true;
-        // Nobody will store what is left: release whoever waits (unanswered).
         for (_, w) in s.stored_waiters.drain(..) {
             w.wake();
         }
         for w in s.room_waiters.drain(..) {
             w.wake();
         }
-    }
-
-    /// Runs [`StorePipeline::run`] on a new thread named `kids-store`.
-    ///
-    /// # Errors
-    /// [`Error::Io`] when the thread cannot be started.
-    pub fn spawn(
-        &self,
-        root: Box<dyn Store>,
-        drain: Duration,
-    ) -> Result<std::thread::JoinHandle<()>, Error> {
-        let pipeline = self.clone();
-        Ok(std::thread::Builder::new()
-            .name("kids-store".into())
-            .spawn(move || pipeline.run(root, drain))?)
     }
 
     /// Asks the worker to store what is queued and stop; new messages are
@@ -305,19 +268,12 @@ impl StorePipeline {
         lock(&self.inner.state).replacement = Some(root);
         self.inner.bell.ring();
     }
-
-    fn queue_len(s: &State) -> usize {
-        s.queue.len()
-    }
 }
 
 /// How long a reload waits for the running tree to settle (everything it
 /// took acknowledged downstream) before replacing it anyway; what it still
 /// holds is then kept until acknowledged, or re-sent from its spool.
 const RELOAD_GRACE: Duration = Duration::from_secs(5);
-
-/// How long an idle worker sleeps between polls of its stores.
-const IDLE_POLL: Duration = Duration::from_millis(20);
 
 impl Tap for StorePipeline {
     fn publish(
@@ -335,7 +291,7 @@ impl Tap for StorePipeline {
             });
         }
         let overflow_active = s.overflow.as_ref().is_some_and(|o| o.active);
-        let len = StorePipeline::queue_len(&s);
+        let len = s.queue.len();
         let to_queue = !overflow_active
             && (len < cap
                 || (self.inner.config.when_full == QueueFull::Block
@@ -358,7 +314,9 @@ impl Tap for StorePipeline {
         if self.inner.config.when_full == QueueFull::Spool
             && let Some(o) = s.overflow.as_mut()
         {
-            match o.log.append(&encode_record(channel, message)) {
+            let mut record = Batch::default();
+            push_record(&mut record, channel, message);
+            match o.log.append_batch(&mut record) {
                 Ok(_) => {
                     o.active = true;
                     s.stats.spooled += 1;
@@ -614,18 +572,9 @@ impl Worker {
         if let Err(e) = old.commit(now) {
             tracing::warn!(error = %e, "committing the old store tree failed; keeping it until it drains");
         }
+        // Called only with nothing uncommitted: every ticket the old tree
+        // took is answered already.
         let (a, t) = (old.acked(), old.taken());
-        if self.uncommitted.is_some() {
-            // Taken by the old tree: its commit above covers them.
-            let (ticket, overflow) = self.uncommitted.take().unwrap_or((None, None));
-            let mut s = lock(&self.pipeline.inner.state);
-            if let Some(t) = ticket {
-                s.committed = s.committed.max(t);
-            }
-            if let (Some(p), Some(o)) = (overflow, s.overflow.as_mut()) {
-                let _ = o.log.release_before(p);
-            }
-        }
         if a < t {
             self.retiring.push(old);
         }

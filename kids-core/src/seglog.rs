@@ -111,6 +111,65 @@ struct Segment {
     len: u64,
 }
 
+/// Records framed (length, crc32, payload) for one write with
+/// [`SegmentLog::append_batch`]. A record's payload may be given in parts:
+/// they are hashed and copied once, with no allocation per record.
+///
+/// ```
+/// use kids_core::{Batch, SegmentConfig, SegmentLog};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let (mut log, _) = SegmentLog::open(dir.path(), SegmentConfig::default()).unwrap();
+/// let mut batch = Batch::default();
+/// batch.push(&[b"topic ", b"message"]);
+/// batch.push(&[b"second"]);
+/// log.append_batch(&mut batch).unwrap();
+/// assert!(batch.is_empty());
+/// let mut at = log.start();
+/// assert_eq!(log.read(&mut at, 10).unwrap(), vec![&b"topic message"[..], &b"second"[..]]);
+/// ```
+#[derive(Debug, Default)]
+pub struct Batch {
+    buf: Vec<u8>,
+    records: u32,
+    largest: u64,
+}
+
+impl Batch {
+    /// Adds one record whose payload is the concatenation of `parts`.
+    pub fn push(&mut self, parts: &[&[u8]]) {
+        let len: usize = parts.iter().map(|p| p.len()).sum();
+        let mut crc = crc32fast::Hasher::new();
+        for p in parts {
+            crc.update(p);
+        }
+        // Over u32::MAX cannot be framed; `largest` makes append_batch refuse it.
+        self.largest = self.largest.max(len as u64);
+        self.buf.extend_from_slice(&(len as u32).to_le_bytes());
+        self.buf.extend_from_slice(&crc.finalize().to_le_bytes());
+        for p in parts {
+            self.buf.extend_from_slice(p);
+        }
+        self.records = self.records.saturating_add(1);
+    }
+
+    /// Records held.
+    pub fn len(&self) -> usize {
+        self.records as usize
+    }
+
+    /// True when no record is held.
+    pub fn is_empty(&self) -> bool {
+        self.records == 0
+    }
+
+    /// Drops every record held.
+    pub fn clear(&mut self) {
+        self.buf.clear();
+        self.records = 0;
+        self.largest = 0;
+    }
+}
+
 /// An append-only log of records in a directory of segment files.
 ///
 /// ```
@@ -213,38 +272,32 @@ impl SegmentLog {
     /// when writing fails (the log is then still consistent up to the
     /// previous record: a partial write is a torn tail on the next open).
     pub fn append(&mut self, payload: &[u8]) -> Result<Position, Error> {
-        self.append_many([payload])
+        let mut batch = Batch::default();
+        batch.push(&[payload]);
+        self.append_batch(&mut batch)
     }
 
-    /// Appends several records with one write; returns the position of the
-    /// first. Records are acknowledged, as with [`SegmentLog::append`], once
-    /// this returned. A batch never spans segments: it may make the active
-    /// segment exceed its bound by up to the batch's size.
+    /// Appends every record of `batch` with one write and empties it;
+    /// returns the position of the first. Records are acknowledged, as with
+    /// [`SegmentLog::append`], once this returned. A batch never spans
+    /// segments: it may make the active segment exceed its bound by up to
+    /// the batch's size.
     ///
     /// # Errors
     /// As [`SegmentLog::append`]; on an error no record of the batch is
-    /// acknowledged (a partial write is a torn tail on the next open).
-    pub fn append_many<'a>(
-        &mut self,
-        payloads: impl IntoIterator<Item = &'a [u8]>,
-    ) -> Result<Position, Error> {
-        let mut buf = Vec::new();
-        let mut count = 0u32;
-        for payload in payloads {
-            if payload.len() as u64 > u64::from(self.config.max_record) {
-                return Err(Error::Config(format!(
-                    "record of {} bytes is over the bound of {}",
-                    payload.len(),
-                    self.config.max_record
-                )));
-            }
-            buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-            buf.extend_from_slice(&crc32fast::hash(payload).to_le_bytes());
-            buf.extend_from_slice(payload);
-            count += 1;
+    /// acknowledged and the batch is left as it was, to be appended again
+    /// (a partial write is a torn tail on the next open).
+    pub fn append_batch(&mut self, batch: &mut Batch) -> Result<Position, Error> {
+        if batch.largest > u64::from(self.config.max_record) {
+            return Err(Error::Config(format!(
+                "record of {} bytes is over the bound of {}",
+                batch.largest, self.config.max_record
+            )));
         }
         let needs_roll = self.segments.back().is_some_and(|s| {
-            s.len > 0 && !buf.is_empty() && s.len + buf.len() as u64 > self.config.max_segment
+            s.len > 0
+                && !batch.buf.is_empty()
+                && s.len + batch.buf.len() as u64 > self.config.max_segment
         });
         if needs_roll {
             self.roll()?;
@@ -257,11 +310,13 @@ impl SegmentLog {
             segment: seg.id,
             offset: seg.len,
         };
-        if buf.is_empty() {
+        if batch.buf.is_empty() {
             return Ok(pos);
         }
-        self.active.write_all(&buf)?;
-        seg.len += buf.len() as u64;
+        self.active.write_all(&batch.buf)?;
+        seg.len += batch.buf.len() as u64;
+        let count = batch.records;
+        batch.clear();
         if let Fsync::Every(n) = self.config.fsync {
             self.unsynced = self.unsynced.saturating_add(count);
             if self.unsynced >= n.max(1) {

@@ -31,8 +31,8 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 
 use crate::{
-    Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, Position, SegmentConfig,
-    SegmentLog, StoreConfig, StoreKind, StoreRole, Success,
+    Batch, Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, Position,
+    SegmentConfig, SegmentLog, StoreConfig, StoreKind, StoreRole, Success,
 };
 
 /// Why a store did not take (or could not commit) messages.
@@ -170,19 +170,39 @@ impl Bell {
     }
 }
 
+/// The children a message went to, each with its taken count after it.
+#[derive(Debug)]
+enum Deps {
+    /// One child (priority, filter): no allocation per message.
+    One((usize, u64)),
+    /// Any number (multiple; empty: nothing to wait for).
+    Many(Vec<(usize, u64)>),
+}
+
+impl Deps {
+    const NONE: Deps = Deps::Many(Vec::new());
+
+    fn as_slice(&self) -> &[(usize, u64)] {
+        match self {
+            Deps::One(d) => std::slice::from_ref(d),
+            Deps::Many(v) => v,
+        }
+    }
+}
+
 /// Which children must have a message safe for the parent to count it safe.
 #[derive(Debug, Default)]
 struct Ledger {
     taken: u64,
     acked: u64,
-    /// (parent count after the message, [(child, child's count after it)]).
-    pending: VecDeque<(u64, Vec<(usize, u64)>)>,
+    /// (parent count after the message, the children it went to).
+    pending: VecDeque<(u64, Deps)>,
 }
 
 impl Ledger {
-    fn record(&mut self, deps: Vec<(usize, u64)>) {
+    fn record(&mut self, deps: Deps) {
         self.taken += 1;
-        if deps.is_empty() && self.pending.is_empty() {
+        if deps.as_slice().is_empty() && self.pending.is_empty() {
             self.acked = self.taken;
         } else {
             self.pending.push_back((self.taken, deps));
@@ -191,6 +211,7 @@ impl Ledger {
 
     fn advance(&mut self, any: bool, child_acked: &[u64]) -> u64 {
         while let Some((seq, deps)) = self.pending.front() {
+            let deps = deps.as_slice();
             let safe = |&(c, n): &(usize, u64)| child_acked.get(c).is_some_and(|&a| a >= n);
             let done = deps.is_empty()
                 || if any {
@@ -212,32 +233,60 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-fn children_acked(children: &mut [Box<dyn Store>]) -> Vec<u64> {
-    children.iter_mut().map(|c| c.acked()).collect()
+/// The children of a priority or multiple store, and the ledger that maps
+/// their acknowledgements back to the parent's messages.
+#[derive(Debug)]
+struct Children {
+    stores: Vec<Box<dyn Store>>,
+    ledger: Ledger,
 }
 
-fn commit_all(children: &mut [Box<dyn Store>], now: SystemTime) -> Result<(), StoreError> {
-    let mut first = Ok(());
-    for c in children {
-        if let Err(e) = c.commit(now)
-            && first.is_ok()
-        {
-            first = Err(e);
+impl Children {
+    fn new(stores: Vec<Box<dyn Store>>) -> Self {
+        Self {
+            stores,
+            ledger: Ledger::default(),
         }
     }
-    first
-}
 
-fn poll_all(children: &mut [Box<dyn Store>], now: SystemTime) -> Result<(), StoreError> {
-    let mut first = Ok(());
-    for c in children {
-        if let Err(e) = c.poll(now)
-            && first.is_ok()
-        {
-            first = Err(e);
+    /// Runs `f` on every child; the first error, after all ran.
+    fn each(
+        &mut self,
+        mut f: impl FnMut(&mut Box<dyn Store>) -> Result<(), StoreError>,
+    ) -> Result<(), StoreError> {
+        let mut first = Ok(());
+        for c in &mut self.stores {
+            if let Err(e) = f(c)
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        self.each(|c| c.commit(now))
+    }
+
+    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        self.each(|c| c.poll(now))
+    }
+
+    fn acked(&mut self, any: bool) -> u64 {
+        let acked: Vec<u64> = self.stores.iter_mut().map(|c| c.acked()).collect();
+        self.ledger.advance(any, &acked)
+    }
+
+    fn is_settled(&mut self) -> bool {
+        self.stores.iter_mut().all(|c| c.is_settled())
+    }
+
+    fn info(&self, name: &str, out: &mut String) {
+        for (i, c) in self.stores.iter().enumerate() {
+            c.info(&format!("{name}_{i}"), out);
         }
     }
-    first
 }
 
 /// Passes on only the topics matching one of its globs; others count as
@@ -266,10 +315,10 @@ impl Store for Filtered {
     fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
         if self.accepts(topic) {
             self.inner.store(topic, message, now)?;
-            self.ledger.record(vec![(0, self.inner.taken())]);
+            self.ledger.record(Deps::One((0, self.inner.taken())));
         } else {
             self.skipped += 1;
-            self.ledger.record(Vec::new());
+            self.ledger.record(Deps::NONE);
         }
         Ok(())
     }
@@ -339,11 +388,10 @@ impl Store for NullStore {
     }
 }
 
-/// The first child that is up and takes the message gets it.
+/// The first child that wants the topic, is up and takes the message gets it.
 #[derive(Debug)]
 pub struct PriorityStore {
-    children: Vec<Box<dyn Store>>,
-    ledger: Ledger,
+    children: Children,
     fallbacks: u64,
     unrouted: u64,
 }
@@ -352,8 +400,7 @@ impl PriorityStore {
     /// Children in order of preference.
     pub fn new(children: Vec<Box<dyn Store>>) -> Self {
         Self {
-            children,
-            ledger: Ledger::default(),
+            children: Children::new(children),
             fallbacks: 0,
             unrouted: 0,
         }
@@ -363,7 +410,7 @@ impl PriorityStore {
 impl Store for PriorityStore {
     fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
         let mut last = None;
-        for (i, child) in self.children.iter_mut().enumerate() {
+        for (i, child) in self.children.stores.iter_mut().enumerate() {
             if !child.accepts(topic) {
                 continue;
             }
@@ -377,7 +424,7 @@ impl Store for PriorityStore {
                         self.fallbacks += 1;
                     }
                     let n = child.taken();
-                    self.ledger.record(vec![(i, n)]);
+                    self.children.ledger.record(Deps::One((i, n)));
                     return Ok(());
                 }
                 Err(e) => last = Some(e),
@@ -388,50 +435,47 @@ impl Store for PriorityStore {
             None => {
                 // No child wants this topic: not this tree's to keep.
                 self.unrouted += 1;
-                self.ledger.record(Vec::new());
+                self.children.ledger.record(Deps::NONE);
                 Ok(())
             }
         }
     }
     fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
-        commit_all(&mut self.children, now)
+        self.children.commit(now)
     }
     fn taken(&self) -> u64 {
-        self.ledger.taken
+        self.children.ledger.taken
     }
     fn acked(&mut self) -> u64 {
-        let acked = children_acked(&mut self.children);
-        self.ledger.advance(false, &acked)
+        self.children.acked(false)
     }
     fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
-        poll_all(&mut self.children, now)
+        self.children.poll(now)
     }
     fn is_up(&self) -> bool {
-        self.children.iter().any(|c| c.is_up())
+        self.children.stores.iter().any(|c| c.is_up())
     }
     fn is_settled(&mut self) -> bool {
-        self.children.iter_mut().all(|c| c.is_settled())
+        self.children.is_settled()
     }
     fn info(&self, name: &str, out: &mut String) {
+        let l = &self.children.ledger;
         let _ = write!(
             out,
             "store_{name}:kind=priority,taken={},acked={},fallbacks={},unrouted={}\r\n",
-            self.ledger.taken, self.ledger.acked, self.fallbacks, self.unrouted
+            l.taken, l.acked, self.fallbacks, self.unrouted
         );
-        for (i, c) in self.children.iter().enumerate() {
-            c.info(&format!("{name}_{i}"), out);
-        }
+        self.children.info(name, out);
     }
 }
 
-/// Every child gets every message; `success any` counts a message stored
-/// once one child took it (and safe once one has it safe), `success all`
-/// once every child did.
+/// Every child that wants the topic gets the message; `success any` counts
+/// it stored once one child took it (and safe once one has it safe),
+/// `success all` once every one did.
 #[derive(Debug)]
 pub struct MultipleStore {
-    children: Vec<Box<dyn Store>>,
+    children: Children,
     success: Success,
-    ledger: Ledger,
     partial: u64,
 }
 
@@ -439,9 +483,8 @@ impl MultipleStore {
     /// Children, and what counts as success.
     pub fn new(children: Vec<Box<dyn Store>>, success: Success) -> Self {
         Self {
-            children,
+            children: Children::new(children),
             success,
-            ledger: Ledger::default(),
             partial: 0,
         }
     }
@@ -449,10 +492,10 @@ impl MultipleStore {
 
 impl Store for MultipleStore {
     fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
-        let mut deps = Vec::with_capacity(self.children.len());
+        let mut deps = Vec::with_capacity(self.children.stores.len());
         let mut last = None;
         let mut wanted = false;
-        for (i, child) in self.children.iter_mut().enumerate() {
+        for (i, child) in self.children.stores.iter_mut().enumerate() {
             if !child.accepts(topic) {
                 continue;
             }
@@ -473,37 +516,34 @@ impl Store for MultipleStore {
             }
             return Err(last.unwrap_or(StoreError::Down("no child store".into())));
         }
-        if deps.is_empty() {
-            // No child wants this topic: nothing to wait for.
-            self.ledger.record(Vec::new());
-        } else {
-            self.ledger.record(deps);
-        }
+        // Empty when no child wants this topic: nothing to wait for.
+        self.children.ledger.record(Deps::Many(deps));
         Ok(())
     }
     fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
-        commit_all(&mut self.children, now)
+        self.children.commit(now)
     }
     fn taken(&self) -> u64 {
-        self.ledger.taken
+        self.children.ledger.taken
     }
     fn acked(&mut self) -> u64 {
-        let acked = children_acked(&mut self.children);
-        self.ledger.advance(self.success == Success::Any, &acked)
+        self.children.acked(self.success == Success::Any)
     }
     fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
-        poll_all(&mut self.children, now)
+        self.children.poll(now)
     }
     fn is_settled(&mut self) -> bool {
-        self.children.iter_mut().all(|c| c.is_settled())
+        self.children.is_settled()
     }
     fn is_up(&self) -> bool {
+        let mut up = self.children.stores.iter().map(|c| c.is_up());
         match self.success {
-            Success::Any => self.children.iter().any(|c| c.is_up()),
-            Success::All => self.children.iter().all(|c| c.is_up()),
+            Success::Any => up.any(|u| u),
+            Success::All => up.all(|u| u),
         }
     }
     fn info(&self, name: &str, out: &mut String) {
+        let l = &self.children.ledger;
         let _ = write!(
             out,
             "store_{name}:kind=multiple,success={},taken={},acked={},partial_failures={}\r\n",
@@ -511,13 +551,11 @@ impl Store for MultipleStore {
                 Success::Any => "any",
                 Success::All => "all",
             },
-            self.ledger.taken,
-            self.ledger.acked,
+            l.taken,
+            l.acked,
             self.partial
         );
-        for (i, c) in self.children.iter().enumerate() {
-            c.info(&format!("{name}_{i}"), out);
-        }
+        self.children.info(name, out);
     }
 }
 
@@ -688,11 +726,13 @@ impl Store for NetworkStore {
 /// assert_eq!(decode_record(&rec), Some(("web".into(), "GET /".into())));
 /// ```
 pub fn encode_record(topic: &[u8], message: &[u8]) -> Vec<u8> {
-    let mut rec = Vec::with_capacity(4 + topic.len() + message.len());
-    rec.extend_from_slice(&(topic.len() as u32).to_le_bytes());
-    rec.extend_from_slice(topic);
-    rec.extend_from_slice(message);
-    rec
+    [&(topic.len() as u32).to_le_bytes()[..], topic, message].concat()
+}
+
+/// Adds the spool record of `topic` and `message` to `batch` (the layout
+/// of [`encode_record`], without building it first).
+pub(crate) fn push_record(batch: &mut Batch, topic: &[u8], message: &[u8]) {
+    batch.push(&[&(topic.len() as u32).to_le_bytes(), topic, message]);
 }
 
 /// Splits a spool record into topic and message without copying; `None`
@@ -822,7 +862,8 @@ pub struct BufferStore {
     primary: Box<dyn Store>,
     config: BufferConfig,
     spool: Option<SegmentLog>,
-    staged: Vec<Vec<u8>>,
+    /// Records taken and not yet committed to the spool.
+    staged: Batch,
     /// Next record to hand to the primary.
     cursor: Position,
     /// (primary's taken count after a record, position after that record).
@@ -849,7 +890,7 @@ impl BufferStore {
             primary,
             config,
             spool: None,
-            staged: Vec::new(),
+            staged: Batch::default(),
             cursor: Position::default(),
             handed: VecDeque::new(),
             backlog: false,
@@ -1015,6 +1056,21 @@ impl BufferStore {
         Ok(())
     }
 
+    /// Appends the staged records to the spool with one write.
+    fn spool_staged(&mut self) -> Result<(), StoreError> {
+        if !self.staged.is_empty() {
+            let n = self.staged.len() as u64;
+            let mut staged = std::mem::take(&mut self.staged);
+            let result = self.spool().and_then(|s| Ok(s.append_batch(&mut staged)?));
+            // Kept on failure: the next commit appends them again.
+            self.staged = staged;
+            result?;
+            self.stats.spooled += n;
+        }
+        self.acked = self.taken;
+        Ok(())
+    }
+
     fn save(&mut self) -> Result<(), Error> {
         write_acked(&self.config.dir, self.released)?;
         self.saved = self.released;
@@ -1024,11 +1080,8 @@ impl BufferStore {
 
 impl Drop for BufferStore {
     fn drop(&mut self) {
-        if !self.staged.is_empty() {
-            let now = SystemTime::now();
-            if let Err(e) = self.commit(now) {
-                tracing::error!(error = %e, records = self.staged.len(), "buffer: spooling on drop failed");
-            }
+        if let Err(e) = self.spool_staged() {
+            tracing::error!(error = %e, records = self.staged.len(), "buffer: spooling on drop failed");
         }
         if self.spool.is_some()
             && self.released != self.saved
@@ -1041,24 +1094,13 @@ impl Drop for BufferStore {
 
 impl Store for BufferStore {
     fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
-        self.staged.push(encode_record(topic, message));
+        push_record(&mut self.staged, topic, message);
         self.taken += 1;
         Ok(())
     }
 
     fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
-        if !self.staged.is_empty() {
-            let staged = std::mem::take(&mut self.staged);
-            let n = staged.len() as u64;
-            let result = self.spool()?.append_many(staged.iter().map(Vec::as_slice));
-            if let Err(e) = result {
-                self.staged = staged;
-                return Err(e.into());
-            }
-            self.stats.spooled += n;
-        }
-        self.acked = self.taken;
-        Ok(())
+        self.spool_staged()
     }
 
     fn taken(&self) -> u64 {
@@ -1088,10 +1130,6 @@ impl Store for BufferStore {
         self.pump(now)?;
         self.release(now)?;
         polled
-    }
-
-    fn is_up(&self) -> bool {
-        true
     }
 
     /// Settled when every spooled record was handed on and acknowledged,

@@ -382,8 +382,7 @@ fn forward_round(
     wait_until("the agent to connect", REPLY_TIMEOUT, || {
         link.forwarder().is_connected()
     })?;
-    let worker = pipeline
-        .spawn(root, Duration::from_secs(10))
+    let worker = kids_core::net::spawn_pipeline(&pipeline, root, Duration::from_secs(10))
         .ctx(|| "starting the store worker".into())?;
     let start = Instant::now();
     feed(&pipeline, n);
@@ -407,8 +406,7 @@ fn replay_round(
     spool: &std::path::Path,
 ) -> Res<f64> {
     let (pipeline, link, root) = agent(port, "LOG", Some(spool))?;
-    let worker = pipeline
-        .spawn(root, Duration::from_secs(10))
+    let worker = kids_core::net::spawn_pipeline(&pipeline, root, Duration::from_secs(10))
         .ctx(|| "starting the store worker".into())?;
     feed(&pipeline, n);
     wait_until("every message spooled", Duration::from_secs(300), || {
