@@ -116,13 +116,17 @@ pub struct ForwardStats {
 struct Pending {
     topic: Bytes,
     message: Bytes,
-    sends: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
-    Disconnected { retry_at: Instant },
-    Connected { waiting_since: Option<Instant> },
+    /// `None`: may connect at once.
+    Disconnected {
+        retry_at: Option<Instant>,
+    },
+    Connected {
+        waiting_since: Option<Instant>,
+    },
 }
 
 /// The IO-free state of one forwarding connection.
@@ -133,10 +137,10 @@ enum State {
 /// use kids_core::{ForwardAction, Forwarder, ForwarderConfig};
 ///
 /// let now = Instant::now();
-/// let mut fwd = Forwarder::new(ForwarderConfig::default(), now);
+/// let mut fwd = Forwarder::new(ForwarderConfig::default());
 /// fwd.offer("web".into(), "GET /".into()).unwrap();
 /// assert!(fwd.should_connect(now));
-/// fwd.on_connected(now);
+/// fwd.on_connected();
 /// let mut out = BytesMut::new();
 /// fwd.poll_transmit(&mut out, now);
 /// assert_eq!(&out[..], b"*3\r\n$3\r\nLOG\r\n$3\r\nweb\r\n$5\r\nGET /\r\n");
@@ -163,13 +167,13 @@ pub struct QueueFullError;
 
 impl Forwarder {
     /// A forwarder that may connect at once.
-    pub fn new(config: ForwarderConfig, now: Instant) -> Self {
+    pub fn new(config: ForwarderConfig) -> Self {
         let backoff = config.backoff_min;
         Self {
             config,
             queue: VecDeque::new(),
             inflight: 0,
-            state: State::Disconnected { retry_at: now },
+            state: State::Disconnected { retry_at: None },
             backoff,
             codec: FrameCodec::default(),
             stats: ForwardStats::default(),
@@ -209,11 +213,7 @@ impl Forwarder {
         if self.is_full() {
             return Err(QueueFullError);
         }
-        self.queue.push_back(Pending {
-            topic,
-            message,
-            sends: 0,
-        });
+        self.queue.push_back(Pending { topic, message });
         self.stats.accepted += 1;
         Ok(())
     }
@@ -228,11 +228,19 @@ impl Forwarder {
 
     /// Whether the driver should try to connect now.
     pub fn should_connect(&self, now: Instant) -> bool {
-        matches!(self.state, State::Disconnected { retry_at } if now >= retry_at)
+        matches!(self.state, State::Disconnected { retry_at } if retry_at.is_none_or(|t| now >= t))
+    }
+
+    /// While disconnected and backing off: when the next attempt may start.
+    pub fn retry_at(&self) -> Option<Instant> {
+        match self.state {
+            State::Disconnected { retry_at } => retry_at,
+            State::Connected { .. } => None,
+        }
     }
 
     /// The connection is up: everything unacknowledged will be sent, in order.
-    pub fn on_connected(&mut self, _now: Instant) {
+    pub fn on_connected(&mut self) {
         self.state = State::Connected {
             waiting_since: None,
         };
@@ -244,15 +252,11 @@ impl Forwarder {
     /// messages become unsent again, and the next attempt waits the backoff.
     pub fn on_disconnect(&mut self, now: Instant) {
         self.stats.failures += 1;
-        self.stats.resent += self
-            .queue
-            .iter()
-            .take(self.inflight)
-            .filter(|p| p.sends > 0)
-            .count() as u64;
+        // Every message in flight was sent at least once.
+        self.stats.resent += self.inflight as u64;
         self.inflight = 0;
         self.state = State::Disconnected {
-            retry_at: now + self.backoff,
+            retry_at: Some(now + self.backoff),
         };
         self.backoff = (self.backoff * 2).min(self.config.backoff_max);
     }
@@ -271,7 +275,6 @@ impl Forwarder {
             w.bulk(&self.config.command);
             w.bulk(&p.topic);
             w.bulk(&p.message);
-            p.sends += 1;
             self.inflight += 1;
             n += 1;
         }
@@ -318,7 +321,7 @@ impl Forwarder {
     /// When [`Forwarder::handle_timeout`] wants to run next.
     pub fn poll_timeout(&self) -> Option<Instant> {
         match self.state {
-            State::Disconnected { retry_at } => (!self.queue.is_empty()).then_some(retry_at),
+            State::Disconnected { retry_at } => retry_at.filter(|_| !self.queue.is_empty()),
             State::Connected { waiting_since } => waiting_since.map(|t| t + self.config.timeout),
         }
     }

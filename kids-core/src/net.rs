@@ -428,14 +428,21 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
 /// re-sent, in order, on the next connection.
 pub async fn drive_link(link: Arc<Link>) {
     loop {
-        while !link.forwarder().should_connect(Instant::now()) {
+        // Back off until the next attempt; the link's closing wakes this too.
+        loop {
             if link.is_closed() {
                 return;
             }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-        if link.is_closed() {
-            return;
+            let Some(at) = link.forwarder().retry_at() else {
+                break;
+            };
+            if Instant::now() >= at {
+                break;
+            }
+            tokio::select! {
+                () = tokio::time::sleep_until(at.into()) => {}
+                () = poll_fn(|cx| link.poll_work(cx)) => {}
+            }
         }
         let reason = match connect(link.target()).await {
             Ok(Connected::Tcp(s)) => {
@@ -484,7 +491,7 @@ async fn connect(target: &Target) -> io::Result<Connected> {
 /// Runs one connection; returns why it ended.
 async fn pump_link<S: AsyncRead + AsyncWrite + Unpin>(link: &Link, stream: S) -> String {
     use tokio::io::AsyncReadExt;
-    link.forwarder().on_connected(Instant::now());
+    link.forwarder().on_connected();
     link.notify_progress();
     let (mut reader, mut writer) = tokio::io::split(stream);
     let mut rbuf = BytesMut::with_capacity(READ_CHUNK);

@@ -599,7 +599,7 @@ impl Link {
     pub fn new(target: Target, config: ForwarderConfig, bell: Arc<Bell>) -> Self {
         Self {
             target,
-            forwarder: Mutex::new(Forwarder::new(config, std::time::Instant::now())),
+            forwarder: Mutex::new(Forwarder::new(config)),
             driver: Mutex::new(None),
             bell,
             closed: AtomicBool::new(false),

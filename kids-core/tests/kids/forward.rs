@@ -1,5 +1,6 @@
 //! The forwarder against an in-memory kids server (a real Session), no sockets:
-//! windows, acks, failures, re-sends in order, timeouts, backoff.
+//! windows, acks, failures, re-sends in order, timeouts, backoff; then its
+//! tokio driver over a real socket against a scripted peer.
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -87,10 +88,13 @@ fn drain(fwd: &mut Forwarder, server: &mut Server, now: &mut Instant) {
             return;
         }
         if !fwd.is_connected() {
-            *now = fwd.poll_timeout().expect("a retry time").max(*now);
+            // After a failure, wait out the backoff (a new forwarder connects at once).
+            if let Some(at) = fwd.poll_timeout() {
+                *now = at.max(*now);
+            }
             assert!(fwd.should_connect(*now));
             server.connect();
-            fwd.on_connected(*now);
+            fwd.on_connected();
         }
         let mut out = BytesMut::new();
         fwd.poll_transmit(&mut out, *now);
@@ -105,13 +109,13 @@ fn drain(fwd: &mut Forwarder, server: &mut Server, now: &mut Instant) {
 #[test]
 fn steady_flow_in_order_within_the_window() {
     let mut now = Instant::now();
-    let mut fwd = Forwarder::new(ForwarderConfig::default().window(64), now);
+    let mut fwd = Forwarder::new(ForwarderConfig::default().window(64));
     let mut server = Server::new();
     for i in 0..10_000 {
         fwd.offer("t".into(), msg(i)).expect("room");
     }
     server.connect();
-    fwd.on_connected(now);
+    fwd.on_connected();
     let mut out = BytesMut::new();
     assert_eq!(
         fwd.poll_transmit(&mut out, now),
@@ -133,13 +137,13 @@ fn steady_flow_in_order_within_the_window() {
 #[test]
 fn a_disconnect_mid_window_resends_in_order_and_counts_it() {
     let mut now = Instant::now();
-    let mut fwd = Forwarder::new(ForwarderConfig::default().window(100), now);
+    let mut fwd = Forwarder::new(ForwarderConfig::default().window(100));
     let mut server = Server::new();
     for i in 0..100 {
         fwd.offer("t".into(), msg(i)).expect("room");
     }
     server.connect();
-    fwd.on_connected(now);
+    fwd.on_connected();
     let mut out = BytesMut::new();
     fwd.poll_transmit(&mut out, now);
     // The server gets the first 40 commands; only 30 replies make it back.
@@ -161,7 +165,7 @@ fn a_disconnect_mid_window_resends_in_order_and_counts_it() {
     let mut want: Vec<Bytes> = (0..40).map(msg).collect();
     want.extend((30..100).map(msg));
     assert_eq!(got, want);
-    assert!(fwd.stats().resent >= 10);
+    assert_eq!(fwd.stats().resent, 70, "no failure after the first");
 }
 
 /// Bytes of the first RESP command in `b` (a `*3` of bulk strings).
@@ -175,7 +179,7 @@ fn command_len(b: &[u8]) -> usize {
 #[test]
 fn an_error_reply_is_a_failure_and_the_message_is_retried() {
     let mut now = Instant::now();
-    let mut fwd = Forwarder::new(ForwarderConfig::default().window(8), now);
+    let mut fwd = Forwarder::new(ForwarderConfig::default().window(8));
     let mut server = Server::new();
     *server.sink.refuse.lock().expect("lock") = 3;
     for i in 0..50 {
@@ -192,9 +196,9 @@ fn an_error_reply_is_a_failure_and_the_message_is_retried() {
 fn reply_timeout_gives_the_connection_up() {
     let t0 = Instant::now();
     let timeout = Duration::from_secs(10);
-    let mut fwd = Forwarder::new(ForwarderConfig::default().timeout(timeout), t0);
+    let mut fwd = Forwarder::new(ForwarderConfig::default().timeout(timeout));
     fwd.offer("t".into(), msg(0)).expect("room");
-    fwd.on_connected(t0);
+    fwd.on_connected();
     assert_eq!(fwd.poll_timeout(), None, "nothing in flight yet");
     fwd.poll_transmit(&mut BytesMut::new(), t0);
     assert_eq!(fwd.poll_timeout(), Some(t0 + timeout));
@@ -209,10 +213,165 @@ fn reply_timeout_gives_the_connection_up() {
 }
 
 #[test]
+fn after_a_reply_timeout_the_unanswered_messages_go_again_in_order() {
+    let mut now = Instant::now();
+    let timeout = Duration::from_secs(10);
+    let mut fwd = Forwarder::new(ForwarderConfig::default().timeout(timeout).window(4));
+    for i in 0..10 {
+        fwd.offer("t".into(), msg(i)).expect("room");
+    }
+    fwd.on_connected();
+    // Sent into a connection whose peer never answers.
+    assert_eq!(fwd.poll_transmit(&mut BytesMut::new(), now), 4);
+    now += timeout;
+    assert!(matches!(
+        fwd.handle_timeout(now),
+        ForwardAction::Disconnect(_)
+    ));
+    fwd.on_disconnect(now);
+    let mut server = Server::new();
+    drain(&mut fwd, &mut server, &mut now);
+    assert_eq!(server.got(), (0..10).map(msg).collect::<Vec<_>>());
+    assert_eq!(fwd.stats().resent, 4);
+}
+
+#[test]
+fn an_undecodable_or_non_integer_reply_gives_the_connection_up() {
+    for reply in [&b"?what\r\n"[..], b"$1\r\nx\r\n", b"_\r\n", b"+OK\r\n"] {
+        let now = Instant::now();
+        let mut fwd = Forwarder::new(ForwarderConfig::default());
+        fwd.offer("t".into(), msg(0)).expect("room");
+        fwd.on_connected();
+        fwd.poll_transmit(&mut BytesMut::new(), now);
+        assert!(
+            matches!(
+                fwd.handle_input(&mut BytesMut::from(reply), now),
+                ForwardAction::Disconnect(_)
+            ),
+            "{reply:?}"
+        );
+        assert_eq!(fwd.stats().acked, 0, "{reply:?} acknowledges nothing");
+        assert_eq!(fwd.len(), 1);
+    }
+}
+
+/// What the scripted peer does on its n-th connection.
+#[derive(Clone, Copy)]
+enum Peer {
+    /// Answers the first LOG with an error.
+    Refuse,
+    /// Reads and never answers.
+    Silent,
+    /// Acknowledges every LOG.
+    Ack,
+}
+
+#[test]
+fn drive_link_survives_an_error_reply_and_a_silent_peer_over_a_socket() {
+    use kids_core::{Bell, Link, NetworkStore, Store, Target, net::drive_link};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("addr").port();
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let script = [Peer::Refuse, Peer::Silent, Peer::Ack];
+        let peer = {
+            let got = got.clone();
+            tokio::spawn(async move {
+                // After the script, every further connection acknowledges (a
+                // slow machine may time out an acknowledging connection too).
+                for role in script.into_iter().chain(std::iter::repeat(Peer::Ack)) {
+                    let (mut sock, _) = listener.accept().await.expect("accept");
+                    let got = got.clone();
+                    tokio::spawn(async move {
+                        let mut dec = RequestDecoder::default();
+                        let mut buf = BytesMut::new();
+                        loop {
+                            match sock.read_buf(&mut buf).await {
+                                Ok(0) | Err(_) => return, // the forwarder gave up on us
+                                Ok(_) => {}
+                            }
+                            while let Some(req) = dec.decode(&mut buf).expect("LOG commands") {
+                                assert_eq!(&req[0][..], b"LOG");
+                                let reply: &[u8] = match role {
+                                    Peer::Refuse => b"-ERR busy\r\n",
+                                    Peer::Silent => b"",
+                                    Peer::Ack => {
+                                        got.lock().expect("lock").push(req[2].clone());
+                                        b":1\r\n"
+                                    }
+                                };
+                                if sock.write_all(reply).await.is_err() {
+                                    return;
+                                }
+                            }
+                        }
+                    });
+                }
+            })
+        };
+        let link = Arc::new(Link::new(
+            Target::Tcp {
+                host: "127.0.0.1".into(),
+                port,
+            },
+            ForwarderConfig::default()
+                .window(4)
+                .timeout(Duration::from_secs(1))
+                .backoff(Duration::from_millis(10), Duration::from_millis(50)),
+            Arc::new(Bell::default()),
+        ));
+        let mut store = NetworkStore::new(link.clone());
+        let now = std::time::SystemTime::now();
+        for i in 0..20 {
+            store.store(&"t".into(), &msg(i), now).expect("room");
+        }
+        store.commit(now).expect("commit");
+        let driver = tokio::spawn(drive_link(link.clone()));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while store.acked() < 20 {
+            assert!(
+                Instant::now() < deadline,
+                "never acknowledged: {:?}",
+                link.forwarder().stats()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(
+            *got.lock().expect("lock"),
+            (0..20).map(msg).collect::<Vec<_>>()
+        );
+        let stats = link.forwarder().stats();
+        assert!(
+            stats.failures >= 2,
+            "the error reply and the timeout: {stats:?}"
+        );
+        assert!(
+            stats.resent >= 4,
+            "the silent peer's window went again: {stats:?}"
+        );
+        drop(store); // closes the link: the driver stops
+        tokio::time::timeout(Duration::from_secs(10), driver)
+            .await
+            .expect("driver stops when its store is gone")
+            .expect("driver task");
+        peer.abort();
+    });
+}
+
+#[test]
 fn backoff_doubles_to_its_cap_and_an_ack_resets_it() {
     let t0 = Instant::now();
     let ms = Duration::from_millis;
-    let mut fwd = Forwarder::new(ForwarderConfig::default().backoff(ms(100), ms(500)), t0);
+    let mut fwd = Forwarder::new(ForwarderConfig::default().backoff(ms(100), ms(500)));
     fwd.offer("t".into(), msg(0)).expect("room");
     let mut now = t0;
     for want in [100, 200, 400, 500, 500] {
@@ -222,7 +381,7 @@ fn backoff_doubles_to_its_cap_and_an_ack_resets_it() {
         now += ms(want);
         assert!(fwd.should_connect(now));
     }
-    fwd.on_connected(now);
+    fwd.on_connected();
     let mut out = BytesMut::new();
     fwd.poll_transmit(&mut out, now);
     assert_eq!(
@@ -237,11 +396,11 @@ fn backoff_doubles_to_its_cap_and_an_ack_resets_it() {
 #[test]
 fn the_queue_is_bounded_and_replies_are_checked() {
     let now = Instant::now();
-    let mut fwd = Forwarder::new(ForwarderConfig::default().max_queue(2), now);
+    let mut fwd = Forwarder::new(ForwarderConfig::default().max_queue(2));
     fwd.offer("t".into(), msg(0)).expect("room");
     fwd.offer("t".into(), msg(1)).expect("room");
     assert_eq!(fwd.offer("t".into(), msg(2)), Err(QueueFullError));
-    fwd.on_connected(now);
+    fwd.on_connected();
     assert!(
         matches!(
             fwd.handle_input(&mut BytesMut::from(&b":1\r\n"[..]), now),
@@ -249,7 +408,7 @@ fn the_queue_is_bounded_and_replies_are_checked() {
         ),
         "an ack for nothing sent"
     );
-    fwd.on_connected(now);
+    fwd.on_connected();
     fwd.poll_transmit(&mut BytesMut::new(), now);
     assert!(matches!(
         fwd.handle_input(&mut BytesMut::from(&b"+OK\r\n"[..]), now),
