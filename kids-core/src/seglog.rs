@@ -7,16 +7,22 @@
 //! A record is acknowledged to the caller once `write` returned, so a killed
 //! process loses nothing it acknowledged (the kernel holds the bytes); an
 //! [`Fsync`] policy decides how much survives a machine crash. On open the
-//! log truncates a torn tail (a last record cut short, or a last record whose
-//! CRC fails, as a power loss leaves it) and keeps every whole record before
-//! it. A bad record anywhere else is corruption: open fails with its file and
-//! offset, it is never skipped silently. Segments are removed only through
+//! log truncates a torn tail of the last segment (a bad record with no whole
+//! record after it: a record cut short, a payload that failed its CRC, a
+//! zero-filled block, as a power loss leaves them) and keeps every whole
+//! record before it. A bad record anywhere else, or one followed by whole
+//! records (a flipped length or payload byte in the middle), is corruption:
+//! open fails with its file and offset, it is never skipped silently. The
+//! one case the format cannot tell from a torn tail is a damaged length in
+//! the very last record. Empty records are refused, so a zero header is
+//! never mistaken for one. Segments are removed only through
 //! [`SegmentLog::release_before`], once every record in them was acknowledged
 //! downstream.
 
 use std::collections::VecDeque;
 use std::fs::{self, File, OpenOptions};
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 
 use bytes::Bytes;
@@ -24,6 +30,8 @@ use bytes::Bytes;
 use crate::Error;
 
 const HEADER: u64 = 8;
+/// Bytes read from a segment per call of `read_entries`, at least.
+const READ_CHUNK: u64 = 256 * 1024;
 const SUFFIX: &str = ".seg";
 
 /// When appended records are forced to stable storage.
@@ -132,6 +140,7 @@ pub struct Batch {
     buf: Vec<u8>,
     records: u32,
     largest: u64,
+    empty: bool,
 }
 
 impl Batch {
@@ -144,6 +153,7 @@ impl Batch {
         }
         // Over u32::MAX cannot be framed; `largest` makes append_batch refuse it.
         self.largest = self.largest.max(len as u64);
+        self.empty |= len == 0;
         self.buf.extend_from_slice(&(len as u32).to_le_bytes());
         self.buf.extend_from_slice(&crc.finalize().to_le_bytes());
         for p in parts {
@@ -167,6 +177,7 @@ impl Batch {
         self.buf.clear();
         self.records = 0;
         self.largest = 0;
+        self.empty = false;
     }
 }
 
@@ -209,8 +220,8 @@ impl SegmentLog {
     ///
     /// # Errors
     /// [`Error::Io`] when the directory or a segment cannot be read or
-    /// truncated; [`Error::Corrupt`] when a record other than the last one
-    /// fails its length bound or CRC.
+    /// truncated; [`Error::Corrupt`] when a bad record is not a torn tail
+    /// (see the module documentation).
     pub fn open(dir: impl AsRef<Path>, config: SegmentConfig) -> Result<(Self, Recovery), Error> {
         let dir = dir.as_ref().to_path_buf();
         fs::create_dir_all(&dir)?;
@@ -268,7 +279,7 @@ impl SegmentLog {
     /// (safe from a process kill) when this returns.
     ///
     /// # Errors
-    /// [`Error::Config`] for a payload over the record bound; [`Error::Io`]
+    /// [`Error::Config`] for an empty payload or one over the record bound; [`Error::Io`]
     /// when writing fails (the log is then still consistent up to the
     /// previous record: a partial write is a torn tail on the next open).
     pub fn append(&mut self, payload: &[u8]) -> Result<Position, Error> {
@@ -288,6 +299,10 @@ impl SegmentLog {
     /// acknowledged and the batch is left as it was, to be appended again
     /// (a partial write is a torn tail on the next open).
     pub fn append_batch(&mut self, batch: &mut Batch) -> Result<Position, Error> {
+        if batch.empty {
+            // A zero length is what a zero-filled tail reads as: never valid.
+            return Err(Error::Config("an empty record cannot be appended".into()));
+        }
         if batch.largest > u64::from(self.config.max_record) {
             return Err(Error::Config(format!(
                 "record of {} bytes is over the bound of {}",
@@ -385,6 +400,18 @@ impl SegmentLog {
         self.len_bytes() == 0
     }
 
+    /// Bytes held from `at` to the end (all of them when `at` is before the start).
+    pub fn bytes_from(&self, at: Position) -> u64 {
+        self.segments
+            .iter()
+            .map(|s| match s.id.cmp(&at.segment) {
+                std::cmp::Ordering::Less => 0,
+                std::cmp::Ordering::Equal => s.len.saturating_sub(at.offset),
+                std::cmp::Ordering::Greater => s.len,
+            })
+            .sum()
+    }
+
     /// Number of segment files.
     pub fn segment_count(&self) -> usize {
         self.segments.len()
@@ -437,24 +464,44 @@ impl SegmentLog {
                 }
             }
             let path = name(&self.dir, seg.id);
-            let mut f = File::open(&path)?;
-            f.seek(SeekFrom::Start(at.offset))?;
-            let mut reader = io::BufReader::with_capacity(256 * 1024, f);
-            while out.len() < max && at.offset < seg.len {
-                let mut head = [0u8; HEADER as usize];
-                reader.read_exact(&mut head)?;
-                let (len, crc) = parse_header(&head);
-                if len > self.config.max_record || at.offset + HEADER + u64::from(len) > seg.len {
-                    return Err(corrupt(&path, at.offset, "record length out of bounds"));
+            let file = File::open(&path)?;
+            let left = seg.len - at.offset;
+            // At least the first record whole (its length is checked below).
+            let mut head = [0u8; HEADER as usize];
+            file.read_exact_at(&mut head, at.offset)?;
+            let first =
+                HEADER + u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+            let want = left.min(READ_CHUNK.max(first));
+            let mut buf = vec![0u8; want as usize];
+            file.read_exact_at(&mut buf, at.offset)?;
+            let mut spans = Vec::new();
+            let mut off = 0usize;
+            while out.len() + spans.len() < max && off < buf.len() {
+                match check_record(&buf[off..], self.config.max_record) {
+                    Ok(n) => {
+                        spans.push((off, n));
+                        off += n;
+                    }
+                    // The chunk ends inside a record the segment holds whole.
+                    Err(Bad::Short) if off > 0 => break,
+                    Err(Bad::Short) => {
+                        return Err(corrupt(&path, at.offset, "record length out of bounds"));
+                    }
+                    Err(bad) => {
+                        return Err(corrupt(&path, at.offset + off as u64, bad.reason()));
+                    }
                 }
-                let mut payload = vec![0u8; len as usize];
-                reader.read_exact(&mut payload)?;
-                if crc32fast::hash(&payload) != crc {
-                    return Err(corrupt(&path, at.offset, "crc mismatch"));
-                }
-                out.push((*at, Bytes::from(payload)));
-                at.offset += HEADER + u64::from(len);
             }
+            // One buffer for the chunk; records are slices of it.
+            let chunk = Bytes::from(buf);
+            for (start, n) in spans {
+                let pos = Position {
+                    segment: seg.id,
+                    offset: at.offset + start as u64,
+                };
+                out.push((pos, chunk.slice(start + HEADER as usize..start + n)));
+            }
+            at.offset += off as u64;
         }
         Ok(out)
     }
@@ -481,65 +528,95 @@ impl SegmentLog {
     }
 }
 
-fn parse_header(head: &[u8; 8]) -> (u32, u32) {
+/// Why the bytes at some offset are not a whole, valid record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Bad {
+    /// Fewer bytes than the header, or than the length it gives.
+    Short,
+    /// A length over the record bound.
+    Length,
+    /// A zero length: never written (`append` refuses empty records), as
+    /// a zero-filled tail after a power loss reads.
+    Empty,
+    /// The payload does not match its crc32.
+    Crc,
+}
+
+impl Bad {
+    fn reason(self) -> &'static str {
+        match self {
+            Bad::Short => "record cut short",
+            Bad::Length => "record length over the bound",
+            Bad::Empty => "zero record length",
+            Bad::Crc => "crc mismatch",
+        }
+    }
+}
+
+/// The one check of a record: the size of the whole record at the start of
+/// `buf` (header and payload), or why it is not one.
+fn check_record(buf: &[u8], max_record: u32) -> Result<usize, Bad> {
+    let Some(head) = buf.get(..HEADER as usize) else {
+        return Err(Bad::Short);
+    };
     let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]);
     let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
-    (len, crc)
+    if len > max_record {
+        return Err(Bad::Length);
+    }
+    if len == 0 {
+        return Err(Bad::Empty);
+    }
+    let end = HEADER as usize + len as usize;
+    let payload = buf.get(HEADER as usize..end).ok_or(Bad::Short)?;
+    if crc32fast::hash(payload) != crc {
+        return Err(Bad::Crc);
+    }
+    Ok(end)
 }
 
-/// Scans a segment: (whole records, length of the good prefix).
+/// True when whole records, one or more, run from some offset after `from`
+/// exactly to the end of `data`: then the bad record at `from` was followed
+/// by data, and cutting it off would lose acknowledged records.
+fn whole_records_follow(data: &[u8], from: usize, max_record: u32) -> bool {
+    (from + 1..data.len()).any(|start| {
+        let mut off = start;
+        while let Ok(n) = check_record(&data[off..], max_record) {
+            off += n;
+            if off == data.len() {
+                return true;
+            }
+        }
+        false
+    })
+}
+
+/// Scans a segment: (whole records, length of the good prefix). In the last
+/// segment a bad record with no whole record after it is a torn tail (what a
+/// power loss or a killed write leaves); anything else is corruption.
 fn scan(path: &Path, max_record: u32, last: bool) -> Result<(u64, u64), Error> {
     let data = fs::read(path)?;
-    let total = data.len() as u64;
-    let (mut off, mut records) = (0u64, 0u64);
-    while off < total {
-        let rest = &data[off as usize..];
-        if rest.len() < HEADER as usize {
-            return torn(path, off, records, last, "short header");
+    let (mut off, mut records) = (0usize, 0u64);
+    while off < data.len() {
+        match check_record(&data[off..], max_record) {
+            Ok(n) => {
+                records += 1;
+                off += n;
+            }
+            Err(_) if last && !whole_records_follow(&data, off, max_record) => {
+                return Ok((records, off as u64));
+            }
+            Err(bad) => {
+                let why = if bad == Bad::Short {
+                    "torn record in a closed segment"
+                } else {
+                    bad.reason()
+                };
+                return Err(corrupt(path, off as u64, why));
+            }
         }
-        let (len, crc) = parse_header(&[
-            rest[0], rest[1], rest[2], rest[3], rest[4], rest[5], rest[6], rest[7],
-        ]);
-        let end = off + HEADER + u64::from(len);
-        if len > max_record {
-            return if last && end >= total {
-                torn(path, off, records, last, "")
-            } else {
-                Err(corrupt(path, off, "record length over the bound"))
-            };
-        }
-        if end > total {
-            return torn(path, off, records, last, "short record");
-        }
-        let payload = &rest[HEADER as usize..(HEADER + u64::from(len)) as usize];
-        if crc32fast::hash(payload) != crc {
-            // A last record whose bytes did not all reach the disk is a torn tail.
-            return if last && end == total {
-                torn(path, off, records, last, "")
-            } else {
-                Err(corrupt(path, off, "crc mismatch"))
-            };
-        }
-        records += 1;
-        off = end;
     }
-    Ok((records, off))
-}
-
-fn torn(path: &Path, off: u64, records: u64, last: bool, why: &str) -> Result<(u64, u64), Error> {
-    if last {
-        Ok((records, off))
-    } else {
-        Err(corrupt(
-            path,
-            off,
-            if why.is_empty() {
-                "torn record in a closed segment"
-            } else {
-                why
-            },
-        ))
-    }
+    Ok((records, off as u64))
 }
 
 fn sync_dir(dir: &Path) -> Result<(), Error> {
@@ -656,6 +733,127 @@ mod tests {
                 assert_eq!((offset, reason.as_str()), (18, "crc mismatch"))
             }
             other => panic!("expected corruption, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn every_cut_of_the_active_segment_keeps_exactly_the_whole_records_before_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path(), 1 << 20);
+        let payloads: Vec<Vec<u8>> = (1..=6u8).map(|i| vec![i; usize::from(i) * 3]).collect();
+        let mut ends = Vec::new();
+        for p in &payloads {
+            log.append(p).unwrap();
+            ends.push(log.end().offset);
+        }
+        drop(log);
+        let path = name(dir.path(), 1);
+        let full = fs::read(&path).unwrap();
+        for cut in 0..=full.len() {
+            fs::write(&path, &full[..cut]).unwrap();
+            let (log, rec) = open(dir.path(), 1 << 20);
+            let whole = ends.iter().filter(|&&e| e <= cut as u64).count();
+            assert_eq!(rec.records, whole as u64, "cut {cut}");
+            let got = all(&log);
+            assert_eq!(got.len(), whole, "cut {cut}");
+            for (g, p) in got.iter().zip(&payloads) {
+                assert_eq!(&g[..], &p[..]);
+            }
+        }
+    }
+
+    #[test]
+    fn a_damaged_length_in_the_middle_of_the_active_segment_is_reported() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path(), 1 << 20);
+        for i in 0..5u8 {
+            log.append(&[i + 1; 10]).unwrap();
+        }
+        drop(log);
+        let path = name(dir.path(), 1);
+        let good = fs::read(&path).unwrap();
+        // Record 2 starts at 36; its length grows past the file's end, or
+        // shrinks inside its payload: records 3 and 4 follow either way.
+        for (byte, flip) in [(36 + 2, 0x01), (36, 0x08)] {
+            let mut data = good.clone();
+            data[byte] ^= flip;
+            fs::write(&path, &data).unwrap();
+            match SegmentLog::open(dir.path(), SegmentConfig::default()) {
+                Err(Error::Corrupt { offset, .. }) => assert_eq!(offset, 36),
+                other => panic!("byte {byte}: expected corruption, got {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn a_zero_filled_tail_is_torn_not_records() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path(), 1 << 20);
+        log.append(b"x").unwrap();
+        drop(log);
+        let path = name(dir.path(), 1);
+        let mut data = fs::read(&path).unwrap();
+        data.extend_from_slice(&[0u8; 24]);
+        fs::write(&path, &data).unwrap();
+        let (log, rec) = open(dir.path(), 1 << 20);
+        assert_eq!((rec.records, rec.truncated_bytes), (1, 24));
+        assert_eq!(all(&log), vec![Bytes::from_static(b"x")]);
+    }
+
+    #[test]
+    fn empty_records_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = open(dir.path(), 1 << 20);
+        assert!(matches!(log.append(b""), Err(Error::Config(_))));
+        assert!(log.is_empty());
+    }
+
+    #[test]
+    fn records_larger_than_a_read_chunk_and_chunks_ending_mid_record_read_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let (mut log, _) = SegmentLog::open(dir.path(), SegmentConfig::default()).unwrap();
+        let sizes = [100_000usize, 300_000, 7, 200_000, 60_000];
+        for (i, n) in sizes.iter().enumerate() {
+            log.append(&vec![i as u8 + 1; *n]).unwrap();
+        }
+        let mut at = log.start();
+        let got = log.read(&mut at, usize::MAX).unwrap();
+        assert_eq!(got.iter().map(Bytes::len).collect::<Vec<_>>(), sizes);
+        for (i, g) in got.iter().enumerate() {
+            assert!(g.iter().all(|&b| b == i as u8 + 1));
+        }
+        assert_eq!(at, log.end());
+    }
+
+    mod props {
+        use super::*;
+        use proptest::prelude::*;
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(64))]
+            #[test]
+            fn append_read_reopen_round_trip(
+                payloads in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 1..300), 0..40),
+                segment in 64u64..2048,
+                batch in 1usize..8,
+            ) {
+                let dir = tempfile::tempdir().unwrap();
+                let (mut log, _) = open(dir.path(), segment);
+                for chunk in payloads.chunks(batch) {
+                    let mut b = Batch::default();
+                    for p in chunk {
+                        b.push(&[&p[..p.len() / 2], &p[p.len() / 2..]]);
+                    }
+                    log.append_batch(&mut b).unwrap();
+                }
+                let want: Vec<Bytes> = payloads.iter().map(|p| Bytes::from(p.clone())).collect();
+                prop_assert_eq!(all(&log), want.clone());
+                drop(log);
+                let (log, rec) = open(dir.path(), segment);
+                prop_assert_eq!(rec.records, want.len() as u64);
+                prop_assert_eq!(rec.truncated_bytes, 0);
+                prop_assert_eq!(all(&log), want);
+            }
         }
     }
 

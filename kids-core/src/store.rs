@@ -834,9 +834,9 @@ pub struct BufferStats {
     pub primary_failures: u64,
     /// Records whose payload could not be split into topic and message (logged, skipped).
     pub undecodable: u64,
-    /// Records found in the spool at open, not known to be acknowledged:
-    /// replayed, and possibly duplicates downstream.
-    pub recovered: u64,
+    /// Spool bytes found at open past the acknowledged mark (records,
+    /// framing included): replayed, and possibly duplicates downstream.
+    pub recovered_bytes: u64,
 }
 
 /// Write-ahead buffer: every message goes to the spool first and reaches
@@ -924,21 +924,13 @@ impl BufferStore {
             self.cursor = saved.unwrap_or(start);
             self.released = self.cursor;
             self.saved = self.cursor;
-            // Records past the acknowledged point: replayed, maybe duplicates.
-            let mut at = self.cursor;
-            let mut n = 0u64;
-            loop {
-                let got = log.read_entries(&mut at, PUMP_BATCH)?.len();
-                if got == 0 {
-                    break;
-                }
-                n += got as u64;
-            }
-            if n > 0 {
+            // Past the acknowledged point: replayed, maybe duplicates.
+            let bytes = log.bytes_from(self.cursor);
+            if bytes > 0 {
                 self.backlog = true;
-                tracing::info!(dir = %self.config.dir.display(), records = n, truncated = recovery.truncated_bytes, "spool holds records to replay");
+                tracing::info!(dir = %self.config.dir.display(), bytes, truncated = recovery.truncated_bytes, "spool holds records to replay");
             }
-            self.stats.recovered = n;
+            self.stats.recovered_bytes = bytes;
             self.spool = Some(log);
         }
         self.spool
@@ -1147,7 +1139,7 @@ impl Store for BufferStore {
         let s = self.stats;
         let _ = write!(
             out,
-            "store_{name}:kind=buffer,spool={},spool_bytes={bytes},spool_segments={segments},replaying={},spooled={},forwarded={},replayed={},acked={},primary_failures={},recovered={},undecodable={}\r\n",
+            "store_{name}:kind=buffer,spool={},spool_bytes={bytes},spool_segments={segments},replaying={},spooled={},forwarded={},replayed={},acked={},primary_failures={},recovered_bytes={},undecodable={}\r\n",
             self.config.dir.display(),
             u8::from(self.backlog),
             s.spooled,
@@ -1155,7 +1147,7 @@ impl Store for BufferStore {
             s.replayed,
             s.acked,
             s.primary_failures,
-            s.recovered,
+            s.recovered_bytes,
             s.undecodable
         );
         self.primary.info(&format!("{name}_primary"), out);

@@ -250,7 +250,8 @@ fn buffer_reopened_replays_what_was_not_acknowledged_and_not_what_was() {
         primary.messages(),
         ["t:spooled-0", "t:spooled-1", "t:spooled-2"]
     );
-    assert_eq!(buf.stats().recovered, 3);
+    // Three records of 8 (framing) + 4 (topic length) + 1 + 9 bytes.
+    assert_eq!(buf.stats().recovered_bytes, 3 * 22);
 }
 
 #[test]
