@@ -25,8 +25,12 @@ use crate::{Error, Fsync};
 ///
 /// ```
 /// use kids_core::FileStoreConfig;
+/// use kids_core::FileStore;
 /// let config = FileStoreConfig::new("/data/logs/[topic]/[date]").name("[time].log").rotate_secs(300);
-/// assert_eq!(config.rotation(), 300);
+/// let store = FileStore::new(config);
+/// // 2013-11-30 12:03:10 UTC lands in the bucket that started at 12:00.
+/// let at = std::time::UNIX_EPOCH + std::time::Duration::from_secs(1_385_812_990);
+/// assert_eq!(store.path_for(b"web", at).to_str(), Some("/data/logs/web/2013-11-30/12-00-00.log"));
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FileStoreConfig {
@@ -37,8 +41,10 @@ pub struct FileStoreConfig {
     fsync: Fsync,
     utc_offset_secs: i64,
     max_open: usize,
-    buffer: usize,
 }
+
+/// Write buffer per open file.
+const FILE_BUFFER: usize = 64 * 1024;
 
 impl FileStoreConfig {
     /// A store writing under the `path` template; name `[time].log`, hourly
@@ -52,7 +58,6 @@ impl FileStoreConfig {
             fsync: Fsync::Never,
             utc_offset_secs: 0,
             max_open: 256,
-            buffer: 64 * 1024,
         }
     }
     /// The file name template (`[topic]`, `[date]`, `[time]`, `[hour]`).
@@ -84,10 +89,6 @@ impl FileStoreConfig {
     pub fn max_open_files(mut self, n: usize) -> Self {
         self.max_open = n.max(1);
         self
-    }
-    /// The rotation period.
-    pub fn rotation(&self) -> u64 {
-        self.rotate_secs
     }
 }
 
@@ -235,6 +236,36 @@ fn unix_secs(t: SystemTime) -> i64 {
     }
 }
 
+/// One message to write, with what the write must do after it.
+struct Line<'a> {
+    message: &'a [u8],
+    clock: u64,
+    flush: bool,
+    fsync: Fsync,
+}
+
+impl Line<'_> {
+    /// Writes the message and a newline; true when it synced the file.
+    fn write(&self, f: &mut OpenFile) -> Result<bool, Error> {
+        f.used = self.clock;
+        f.writer.write_all(self.message)?;
+        f.writer.write_all(b"\n")?;
+        if self.flush {
+            f.writer.flush()?;
+        }
+        if let Fsync::Every(n) = self.fsync {
+            f.unsynced += 1;
+            if f.unsynced >= n.max(1) {
+                f.writer.flush()?;
+                f.writer.get_ref().sync_data()?;
+                f.unsynced = 0;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+}
+
 impl FileStore {
     /// A store with no file open yet.
     pub fn new(config: FileStoreConfig) -> Self {
@@ -277,56 +308,57 @@ impl FileStore {
     pub fn append(&mut self, topic: &[u8], message: &[u8], now: SystemTime) -> Result<(), Error> {
         let bucket = self.bucket(now);
         self.clock += 1;
-        let stale = self.files.get(topic).is_some_and(|f| f.bucket != bucket);
-        if stale && let Some(old) = self.files.remove(topic) {
+        let line = Line {
+            message,
+            clock: self.clock,
+            flush: self.config.flush_secs == 0,
+            fsync: self.config.fsync,
+        };
+        // One lookup while the topic's file is current; opening is the cold path.
+        let synced = match self.files.get_mut(topic) {
+            Some(f) if f.bucket == bucket => line.write(f)?,
+            _ => line.write(self.open(topic, bucket, now)?)?,
+        };
+        self.stats.messages += 1;
+        self.stats.syncs += u64::from(synced);
+        Ok(())
+    }
+
+    /// Opens the topic's file for `bucket`, closing its previous one (its
+    /// bucket ended) and the least recently used file beyond the bound.
+    fn open(&mut self, topic: &[u8], bucket: i64, now: SystemTime) -> Result<&mut OpenFile, Error> {
+        if let Some(old) = self.files.remove(topic) {
             self.close(old, true)?;
         }
-        if !self.files.contains_key(topic) {
-            if self.files.len() >= self.config.max_open {
-                self.close_least_used()?;
-            }
-            let path = self.path_for(topic, now);
-            if let Some(parent) = path.parent() {
-                fs::create_dir_all(parent)?;
-            }
-            let file = OpenOptions::new().create(true).append(true).open(&path)?;
-            self.stats.opened += 1;
-            self.files.insert(
-                Bytes::copy_from_slice(topic),
-                OpenFile {
-                    bucket,
-                    writer: BufWriter::with_capacity(self.config.buffer, file),
-                    unsynced: 0,
-                    used: 0,
-                },
-            );
+        if self.files.len() >= self.config.max_open {
+            self.close_least_used()?;
         }
-        let (flush_now, fsync) = (self.config.flush_secs == 0, self.config.fsync);
-        let Some(f) = self.files.get_mut(topic) else {
-            return Err(Error::Config("file store lost an open file".into()));
-        };
-        f.used = self.clock;
-        f.writer.write_all(message)?;
-        f.writer.write_all(b"\n")?;
-        self.stats.messages += 1;
-        if flush_now {
-            f.writer.flush()?;
+        let path = self.path_for(topic, now);
+        if let Some(parent) = path.parent() {
+            fs::create_dir_all(parent)?;
         }
-        if let Fsync::Every(n) = fsync {
-            f.unsynced += 1;
-            if f.unsynced >= n.max(1) {
-                f.writer.flush()?;
-                f.writer.get_ref().sync_data()?;
-                f.unsynced = 0;
-                self.stats.syncs += 1;
-            }
-        }
-        Ok(())
+        let file = OpenOptions::new().create(true).append(true).open(&path)?;
+        self.stats.opened += 1;
+        Ok(self
+            .files
+            .entry(Bytes::copy_from_slice(topic))
+            .or_insert(OpenFile {
+                bucket,
+                writer: BufWriter::with_capacity(FILE_BUFFER, file),
+                unsynced: 0,
+                used: 0,
+            }))
     }
 
     fn close(&mut self, mut f: OpenFile, rotated: bool) -> Result<(), Error> {
         f.writer.flush()?;
-        if self.config.fsync != Fsync::Never && (rotated || f.unsynced > 0) {
+        let sync = match self.config.fsync {
+            Fsync::Never => false,
+            // The file is done with (rotated, or closed for room): sync it.
+            Fsync::OnRotate => true,
+            Fsync::Every(_) => f.unsynced > 0,
+        };
+        if sync {
             f.writer.get_ref().sync_data()?;
             self.stats.syncs += 1;
         }

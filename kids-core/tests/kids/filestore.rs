@@ -98,6 +98,17 @@ fn fsync_policies() {
     on_rotate.append(b"r", b"1", at(NOON)).expect("append");
     on_rotate.append(b"r", b"2", at(NOON + 60)).expect("append");
     assert_eq!(on_rotate.stats().syncs, 1, "one sync: the rotated file");
+    // Closed for room, a file is done with too: synced under `rotate`.
+    let mut lru = store(dir.path(), |c| c.fsync(Fsync::OnRotate).max_open_files(1));
+    lru.append(b"l1", b"1", at(NOON)).expect("append");
+    lru.append(b"l2", b"2", at(NOON)).expect("append");
+    assert_eq!(lru.stats().syncs, 1, "l1 closed to make room for l2");
+    // Under `every N`, a rotation syncs only what is not synced yet.
+    let mut every_rot = store(dir.path(), |c| c.fsync(Fsync::Every(2)).rotate_secs(60));
+    every_rot.append(b"x", b"1", at(NOON)).expect("append");
+    every_rot.append(b"x", b"2", at(NOON)).expect("append"); // sync 1: two written
+    every_rot.append(b"x", b"3", at(NOON + 60)).expect("append"); // rotation: nothing unsynced
+    assert_eq!(every_rot.stats().syncs, 1);
     let mut never = store(dir.path(), |c| c.rotate_secs(60));
     never.append(b"n", b"1", at(NOON)).expect("append");
     never.append(b"n", b"2", at(NOON + 60)).expect("append");
