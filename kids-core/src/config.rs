@@ -89,12 +89,41 @@ pub struct QueueConfig {
     pub spool_dir: Option<String>,
 }
 
+/// `level trace|debug|info|warn|error;` (`warning` is `warn`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogLevel {
+    /// Everything.
+    Trace,
+    /// Debugging detail.
+    Debug,
+    /// Normal operation.
+    Info,
+    /// Problems kids works around.
+    Warn,
+    /// Problems it cannot.
+    Error,
+}
+
+impl LogLevel {
+    fn from_name(name: &str) -> Option<LogLevel> {
+        Some(match name.to_ascii_lowercase().as_str() {
+            "trace" => LogLevel::Trace,
+            "debug" => LogLevel::Debug,
+            "info" => LogLevel::Info,
+            "warn" | "warning" => LogLevel::Warn,
+            "error" => LogLevel::Error,
+            _ => return None,
+        })
+    }
+}
+
 /// `log { ... }`
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct LogConfig {
     /// `level trace|debug|info|warn|error;`
-    pub level: Option<String>,
+    pub level: Option<LogLevel>,
     /// `file PATH;`
     pub file: Option<String>,
 }
@@ -127,6 +156,33 @@ pub enum StoreKind {
     Multiple,
     /// Discards.
     Null,
+}
+
+impl StoreKind {
+    /// Every kind, with its name in the config language.
+    const NAMES: [(&'static str, StoreKind); 6] = [
+        ("file", StoreKind::File),
+        ("network", StoreKind::Network),
+        ("buffer", StoreKind::Buffer),
+        ("priority", StoreKind::Priority),
+        ("multiple", StoreKind::Multiple),
+        ("null", StoreKind::Null),
+    ];
+
+    /// The kind's name in the config language.
+    pub fn name(self) -> &'static str {
+        Self::NAMES
+            .iter()
+            .find(|(_, k)| *k == self)
+            .map_or("?", |(n, _)| n)
+    }
+
+    fn from_name(name: &str) -> Option<StoreKind> {
+        Self::NAMES
+            .iter()
+            .find(|(n, _)| name.eq_ignore_ascii_case(n))
+            .map(|(_, k)| *k)
+    }
 }
 
 /// A store's role inside `store buffer`.
@@ -190,6 +246,68 @@ pub struct StoreConfig {
 }
 
 impl StoreConfig {
+    /// Why this store (with the stores inside it) cannot work, if it cannot:
+    /// the message, and which nested store it is about (`None`: this one).
+    /// The parser reports it with its line and column; `build_store` checks
+    /// a deserialized config the same way.
+    ///
+    /// ```
+    /// use kids_core::Config;
+    /// let err = Config::parse("a.conf", "store buffer { store null primary {} }").unwrap_err();
+    /// assert_eq!(err.to_string(), "a.conf:1:1: `store buffer` needs exactly one `primary` and one `secondary` store");
+    /// ```
+    pub fn problem(&self) -> Option<(Option<usize>, String)> {
+        let own = |why: &str| Some((None, why.to_string()));
+        match self.kind {
+            StoreKind::File if self.path.is_none() => return own("`store file` needs a `path`"),
+            StoreKind::Network if self.host.is_none() && self.socket.is_none() => {
+                return own("`store network` needs a `host` (and `port`) or a `socket`");
+            }
+            StoreKind::Priority | StoreKind::Multiple if self.stores.is_empty() => {
+                return Some((
+                    None,
+                    format!(
+                        "`store {}` needs at least one store inside",
+                        self.kind.name()
+                    ),
+                ));
+            }
+            _ => {}
+        }
+        if self.kind != StoreKind::Buffer {
+            let child = self.stores.iter().position(|c| c.role.is_some())?;
+            return Some((
+                Some(child),
+                "primary/secondary only apply to the stores inside `store buffer`".into(),
+            ));
+        }
+        let with = |r| self.stores.iter().filter(|c| c.role == Some(r)).count();
+        if self.stores.len() != 2
+            || with(StoreRole::Primary) != 1
+            || with(StoreRole::Secondary) != 1
+        {
+            return own("`store buffer` needs exactly one `primary` and one `secondary` store");
+        }
+        let i = self
+            .stores
+            .iter()
+            .position(|c| c.role == Some(StoreRole::Secondary))?;
+        let spool = &self.stores[i];
+        let why = if spool.kind != StoreKind::File {
+            "the `secondary` of a buffer is its spool: a `store file secondary { path DIR; }`"
+        } else if spool.path.as_deref().is_some_and(|p| p.contains('[')) {
+            "the `secondary` of a buffer is its spool: its `path` is one directory, templates such as `[topic]` are not allowed"
+        } else if spool.name.is_some()
+            || spool.flush_secs.is_some()
+            || spool.utc_offset_secs.is_some()
+        {
+            "the `secondary` of a buffer is its spool: `name`, `flush` and `utc_offset` do not apply to it (`path`, `rotate` and `fsync` do)"
+        } else {
+            return None;
+        };
+        Some((Some(i), why.into()))
+    }
+
     fn new(kind: StoreKind, role: Option<StoreRole>) -> Self {
         Self {
             kind,
@@ -357,16 +475,15 @@ fn tokenize(file: &str, src: &str) -> Result<Vec<(Tok, Pos)>, ConfigError> {
                     if d == quote {
                         break;
                     }
-                    if d == '\\' {
-                        let Some(&e) = chars.get(i) else { continue };
-                        step(&mut i, &mut col);
-                        value.push(match e {
-                            'n' => '\n',
-                            't' => '\t',
-                            other => other,
-                        });
-                    } else {
-                        value.push(d);
+                    // `\\` and a backslashed quote are the only escapes; any
+                    // other backslash stays, so glob escapes such as `\*` mean
+                    // the same quoted or not.
+                    match (d, chars.get(i)) {
+                        ('\\', Some(&e)) if e == quote || e == '\\' => {
+                            step(&mut i, &mut col);
+                            value.push(e);
+                        }
+                        _ => value.push(d),
                     }
                 }
                 out.push((Tok::Quoted(value), pos));
@@ -497,10 +614,9 @@ impl<'a> Parser<'a> {
                         let (v, vpos) = p.one(key, &vals)?;
                         match key {
                             "level" => {
-                                let level = v.to_ascii_lowercase();
-                                if !["trace", "debug", "info", "warn", "warning", "error"].contains(&level.as_str()) {
+                                let Some(level) = LogLevel::from_name(&v) else {
                                     return Err(p.err(vpos, format!("`level` expects trace, debug, info, warn or error, found `{v}`")));
-                                }
+                                };
                                 config.log.level = Some(level);
                             }
                             _ => config.log.file = Some(v),
@@ -665,24 +781,16 @@ impl<'a> Parser<'a> {
                 ));
             }
         };
-        let kinds = ["file", "network", "buffer", "priority", "multiple", "null"];
-        let kind = match kind.to_ascii_lowercase().as_str() {
-            "file" => StoreKind::File,
-            "network" => StoreKind::Network,
-            "buffer" => StoreKind::Buffer,
-            "priority" => StoreKind::Priority,
-            "multiple" => StoreKind::Multiple,
-            "null" => StoreKind::Null,
-            other => {
-                return Err(self.err(
-                    kpos,
-                    format!(
-                        "unknown store type `{kind}`{}; expected one of {}",
-                        suggest(other, &kinds),
-                        kinds.join(", ")
-                    ),
-                ));
-            }
+        let Some(kind) = StoreKind::from_name(&kind) else {
+            let names: Vec<&str> = StoreKind::NAMES.iter().map(|(n, _)| *n).collect();
+            return Err(self.err(
+                kpos,
+                format!(
+                    "unknown store type `{kind}`{}; expected one of {}",
+                    suggest(&kind.to_ascii_lowercase(), &names),
+                    names.join(", ")
+                ),
+            ));
         };
         let role = match self.peek().clone() {
             Tok::Word(w) => {
@@ -729,7 +837,7 @@ impl<'a> Parser<'a> {
                 ) {
                     return Err(self.err(
                         pos,
-                        format!("a `store {}` holds no other stores", kind_name(kind)),
+                        format!("a `store {}` holds no other stores", kind.name()),
                     ));
                 }
                 let child = self.store(pos, true)?;
@@ -758,7 +866,7 @@ impl<'a> Parser<'a> {
             if !allowed {
                 return Err(self.err(
                     pos,
-                    format!("`{key}` does not apply to a `store {}`", kind_name(kind)),
+                    format!("`{key}` does not apply to a `store {}`", kind.name()),
                 ));
             }
             let vals = self.values(&key)?;
@@ -820,61 +928,14 @@ impl<'a> Parser<'a> {
     }
 
     fn validate(&self, s: &StoreConfig, at: Pos, children_at: &[Pos]) -> Result<(), ConfigError> {
-        match s.kind {
-            StoreKind::File if s.path.is_none() => Err(self.err(at, "`store file` needs a `path`")),
-            StoreKind::Network if s.host.is_none() && s.socket.is_none() => Err(self.err(
-                at,
-                "`store network` needs a `host` (and `port`) or a `socket`",
-            )),
-            StoreKind::Buffer => {
-                let roles: Vec<Option<StoreRole>> = s.stores.iter().map(|c| c.role).collect();
-                if roles.len() != 2
-                    || !roles.contains(&Some(StoreRole::Primary))
-                    || !roles.contains(&Some(StoreRole::Secondary))
-                {
-                    return Err(self.err(
-                        at,
-                        "`store buffer` needs exactly one `primary` and one `secondary` store",
-                    ));
-                }
-                let (secondary, pos) = s
-                    .stores
-                    .iter()
-                    .zip(children_at)
-                    .find(|(c, _)| c.role == Some(StoreRole::Secondary))
-                    .map_or((None, at), |(c, p)| (Some(c), *p));
-                match secondary {
-                    Some(c) if c.kind != StoreKind::File => Err(self.err(
-                        pos,
-                        "the `secondary` of a buffer is its spool: a `store file secondary { path DIR; }`",
-                    )),
-                    Some(c) if c.path.as_deref().is_some_and(|p| p.contains('[')) => Err(self.err(
-                        pos,
-                        "the `secondary` of a buffer is its spool: its `path` is one directory, templates such as `[topic]` are not allowed",
-                    )),
-                    _ => Ok(()),
-                }
-            }
-            StoreKind::Priority | StoreKind::Multiple if s.stores.is_empty() => Err(self.err(
-                at,
-                format!(
-                    "`store {}` needs at least one store inside",
-                    kind_name(s.kind)
-                ),
-            )),
-            _ => {
-                if let Some((_, pos)) = s
-                    .stores
-                    .iter()
-                    .zip(children_at)
-                    .find(|(c, _)| c.role.is_some())
-                {
-                    return Err(self.err(
-                        *pos,
-                        "primary/secondary only apply to the stores inside `store buffer`",
-                    ));
-                }
-                Ok(())
+        match s.problem() {
+            None => Ok(()),
+            Some((child, why)) => {
+                let pos = child
+                    .and_then(|i| children_at.get(i))
+                    .copied()
+                    .unwrap_or(at);
+                Err(self.err(pos, why))
             }
         }
     }
@@ -914,6 +975,12 @@ impl<'a> Parser<'a> {
         units: &[(&str, u64)],
     ) -> Result<u64, ConfigError> {
         let (n, unit) = split_unit(v);
+        if n.is_empty() {
+            return Err(self.err(
+                *pos,
+                format!("expected a number and a {what} unit ({expected}), found `{v}`"),
+            ));
+        }
         let unit = unit.to_ascii_lowercase();
         if unit.is_empty() {
             return if zero_ok && n == "0" {
@@ -969,23 +1036,9 @@ fn unreachable_values<T>() -> Result<T, ConfigError> {
     })
 }
 
-fn kind_name(kind: StoreKind) -> &'static str {
-    match kind {
-        StoreKind::File => "file",
-        StoreKind::Network => "network",
-        StoreKind::Buffer => "buffer",
-        StoreKind::Priority => "priority",
-        StoreKind::Multiple => "multiple",
-        StoreKind::Null => "null",
-    }
-}
-
+/// The leading digits of `v` and the rest (the unit).
 fn split_unit(v: &str) -> (&str, &str) {
-    let digits = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
-    if digits == 0 {
-        return (v, "?");
-    }
-    (&v[..digits], &v[digits..])
+    v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()))
 }
 
 impl Config {

@@ -71,8 +71,8 @@ pub mod net;
 pub struct ReadmeDoctests;
 
 pub use config::{
-    Config, ConfigError, ListenConfig, LogConfig, NLimitLine, QueueConfig, QueueFull, StoreConfig,
-    StoreKind, StoreRole, Success,
+    Config, ConfigError, ListenConfig, LogConfig, LogLevel, NLimitLine, QueueConfig, QueueFull,
+    StoreConfig, StoreKind, StoreRole, Success,
 };
 pub use error::{Error, ProtocolError};
 pub use filestore::{FileStore, FileStoreConfig, FileStoreStats, sanitize_topic};

@@ -1182,10 +1182,9 @@ pub struct BuiltStore {
 /// ```
 ///
 /// # Errors
-/// [`Error::Config`] for a tree that cannot work: a file store without a
-/// path, a network store without a host or socket, a buffer without
-/// exactly one primary and one secondary, a secondary that is not a file
-/// store, or a composite without children.
+/// [`Error::Config`] for a tree that cannot work, with the message of
+/// [`StoreConfig::problem`] (a parsed config has passed it already; a
+/// deserialized one is checked here).
 pub fn build_store(
     config: &StoreConfig,
     ignore_case: bool,
@@ -1196,20 +1195,24 @@ pub fn build_store(
     Ok(BuiltStore { store, links })
 }
 
+/// An `Option` that [`StoreConfig::problem`] found set.
+fn checked<T>(v: Option<T>) -> Result<T, Error> {
+    v.ok_or_else(|| Error::Config("internal: a store passed its checks without a setting".into()))
+}
+
 fn build_node(
     c: &StoreConfig,
     ignore_case: bool,
     bell: &Arc<Bell>,
     links: &mut Vec<Arc<Link>>,
 ) -> Result<Box<dyn Store>, Error> {
+    if let Some((_, why)) = c.problem() {
+        return Err(Error::Config(why));
+    }
     let store: Box<dyn Store> = match c.kind {
         StoreKind::Null => Box::new(NullStore::default()),
         StoreKind::File => {
-            let path = c
-                .path
-                .clone()
-                .ok_or_else(|| Error::Config("`store file` needs a `path`".into()))?;
-            let mut fc = FileStoreConfig::new(path);
+            let mut fc = FileStoreConfig::new(checked(c.path.clone())?);
             if let Some(name) = &c.name {
                 fc = fc.name(name.clone());
             }
@@ -1228,17 +1231,12 @@ fn build_node(
             Box::new(FileStore::new(fc))
         }
         StoreKind::Network => {
-            let target = match (&c.socket, &c.host) {
-                (Some(s), _) => Target::Unix(PathBuf::from(s)),
-                (None, Some(h)) => Target::Tcp {
-                    host: h.clone(),
+            let target = match &c.socket {
+                Some(s) => Target::Unix(PathBuf::from(s)),
+                None => Target::Tcp {
+                    host: checked(c.host.clone())?,
                     port: c.port.unwrap_or(3388),
                 },
-                (None, None) => {
-                    return Err(Error::Config(
-                        "`store network` needs a `host` (and `port`) or a `socket`".into(),
-                    ));
-                }
             };
             let mut fc = ForwarderConfig::default();
             if let Some(w) = c.window {
@@ -1252,42 +1250,17 @@ fn build_node(
             Box::new(NetworkStore::new(link))
         }
         StoreKind::Buffer => {
-            let role = |r| c.stores.iter().filter(move |s| s.role == Some(r));
-            let (Some(primary), Some(secondary)) = (
-                role(StoreRole::Primary).next(),
-                role(StoreRole::Secondary).next(),
-            ) else {
-                return Err(Error::Config(
-                    "`store buffer` needs exactly one `primary` and one `secondary` store".into(),
-                ));
-            };
-            if c.stores.len() != 2 {
-                return Err(Error::Config(
-                    "`store buffer` needs exactly one `primary` and one `secondary` store".into(),
-                ));
+            let role = |r| checked(c.stores.iter().find(|s| s.role == Some(r)));
+            let (primary, spool) = (role(StoreRole::Primary)?, role(StoreRole::Secondary)?);
+            if let Some((_, why)) = spool.problem() {
+                return Err(Error::Config(why));
             }
-            if secondary.kind != StoreKind::File {
-                return Err(Error::Config(
-                    "the `secondary` of a buffer is its spool: a `store file secondary { path DIR; }`"
-                        .into(),
-                ));
-            }
-            let dir = secondary
-                .path
-                .clone()
-                .ok_or_else(|| Error::Config("`store file` needs a `path`".into()))?;
-            if dir.contains('[') {
-                return Err(Error::Config(format!(
-                    "the `secondary` of a buffer is its spool: its `path` is one directory, templates such as `[topic]` are not allowed (found `{dir}`)"
-                )));
-            }
-            let mut bc = BufferConfig::new(dir);
             let mut seg = SegmentConfig::default();
-            if let Some(f) = secondary.fsync {
+            if let Some(f) = spool.fsync {
                 seg = seg.fsync(f);
             }
-            bc = bc.segment(seg);
-            if let Some(r) = secondary.rotate_secs {
+            let mut bc = BufferConfig::new(checked(spool.path.clone())?).segment(seg);
+            if let Some(r) = spool.rotate_secs {
                 bc = bc.rotate_secs(r);
             }
             if let Some(r) = c.replay_rate {
@@ -1297,16 +1270,6 @@ fn build_node(
             Box::new(BufferStore::new(primary, bc))
         }
         StoreKind::Priority | StoreKind::Multiple => {
-            if c.stores.is_empty() {
-                return Err(Error::Config(format!(
-                    "`store {}` needs at least one store inside",
-                    if c.kind == StoreKind::Priority {
-                        "priority"
-                    } else {
-                        "multiple"
-                    }
-                )));
-            }
             let children = c
                 .stores
                 .iter()

@@ -21,7 +21,7 @@ use std::sync::Mutex;
 use std::time::Instant;
 
 use kids_core::net::{Listener, ServerConfig, Stores, serve};
-use kids_core::{Config, Router};
+use kids_core::{Config, LogLevel, Router};
 use tokio::signal::unix::{SignalKind, signal};
 
 #[derive(Default)]
@@ -60,17 +60,12 @@ fn load(path: &str) -> Result<Config, String> {
 
 /// Logs go to stderr, or to the config's `log { file }`, at its `level`.
 fn init_logging(config: &Config) -> Result<(), String> {
-    let level = match config.log.level.as_deref().unwrap_or("info") {
-        "trace" => tracing::Level::TRACE,
-        "debug" => tracing::Level::DEBUG,
-        "info" => tracing::Level::INFO,
-        "warn" | "warning" => tracing::Level::WARN,
-        "error" => tracing::Level::ERROR,
-        other => {
-            return Err(format!(
-                "log level {other}: expected trace, debug, info, warn or error"
-            ));
-        }
+    let level = match config.log.level.unwrap_or(LogLevel::Info) {
+        LogLevel::Trace => tracing::Level::TRACE,
+        LogLevel::Debug => tracing::Level::DEBUG,
+        LogLevel::Info => tracing::Level::INFO,
+        LogLevel::Warn => tracing::Level::WARN,
+        LogLevel::Error => tracing::Level::ERROR,
     };
     let builder = tracing_subscriber::fmt()
         .with_max_level(level)
@@ -130,7 +125,9 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: Args, mut config: Config) -> Result<(), Box<dyn std::error::Error>> {
-    config.ignore_case |= args.ignore_case;
+    // `--ignore-case` holds for the file as read now and at every reload.
+    let cli_ignore_case = args.ignore_case;
+    config.ignore_case |= cli_ignore_case;
     let host = args
         .host
         .or(config.listen.host.clone())
@@ -175,7 +172,11 @@ async fn run(args: Args, mut config: Config) -> Result<(), Box<dyn std::error::E
                         tracing::warn!("SIGHUP: kids started without a store tree; adding one needs a restart");
                         continue;
                     };
-                    match load(path).and_then(|c| stores.reload(&c).map_err(|e| e.to_string())) {
+                    let reloaded = load(path).and_then(|mut c| {
+                        c.ignore_case |= cli_ignore_case;
+                        stores.reload(&c).map_err(|e| e.to_string())
+                    });
+                    match reloaded {
                         Ok(()) => tracing::info!(file = path, "reloaded the store tree"),
                         Err(e) => tracing::error!(error = %e, "reload failed; keeping the running store tree"),
                     }

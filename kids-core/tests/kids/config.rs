@@ -1,6 +1,6 @@
 //! The kids configuration language: the seed's configs, and bad inputs with positions.
 
-use kids_core::{ClientClass, Config, ConfigError, Fsync, StoreKind, StoreRole};
+use kids_core::{ClientClass, Config, ConfigError, Fsync, LogLevel, StoreKind, StoreRole};
 
 fn conf(name: &str) -> String {
     let path = format!("{}/../examples/conf/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -17,8 +17,8 @@ fn seed_server_config() {
         (ClientClass::Pubsub, 32 << 20, 16 << 20, 600)
     );
     assert_eq!(
-        (c.log.level.as_deref(), c.log.file.as_deref()),
-        (Some("info"), Some("/data/log/kids.log"))
+        (c.log.level, c.log.file.as_deref()),
+        (Some(LogLevel::Info), Some("/data/log/kids.log"))
     );
     assert_eq!(
         (
@@ -284,6 +284,36 @@ fn bad_inputs_name_line_column_and_expectation() {
             41,
             "`success` expects any or all",
         ),
+        (
+            "nlimit pubsub -5mb 0 0;",
+            1,
+            15,
+            "expected a number and a size unit (b, k, kb, m, mb, g or gb), found `-5mb`",
+        ),
+        (
+            "log { levle info; }",
+            1,
+            7,
+            "unknown key `levle` in `log` (did you mean `level`?)",
+        ),
+        (
+            "store fiel { path /x; }",
+            1,
+            7,
+            "unknown store type `fiel` (did you mean `file`?); expected one of file, network, buffer, priority, multiple, null",
+        ),
+        (
+            "store buffer { store null primary { } store file backup { path /x; } }",
+            1,
+            50,
+            "expected primary, secondary or `{` after the store type, found `backup`",
+        ),
+        (
+            "store buffer {\n  store null primary { }\n  store file secondary { path /spool; name x.log; }\n}",
+            3,
+            3,
+            "`name`, `flush` and `utc_offset` do not apply to it",
+        ),
     ];
     for &(src, line, col, msg) in cases {
         match Config::parse("bad.conf", src) {
@@ -307,5 +337,108 @@ fn bad_inputs_name_line_column_and_expectation() {
     assert_eq!(
         e.to_string(),
         "bad.conf:1:10: unknown key `prot` in `listen` (did you mean `port`?)"
+    );
+}
+
+#[test]
+fn every_directive_unit_and_value_form_parses() {
+    let c = Config::parse(
+        "all.conf",
+        "worker_threads 4; max_clients 1000; ignore_case off;\n\
+         nlimit normal 1b 2k 3s; nlimit pubsub 4kb 5m 6sec;\n\
+         log { level WARNING; file /var/log/kids.log; }\n\
+         listen { host 0.0.0.0; port 3388; socket /tmp/kids.sock; }\n\
+         store priority {\n\
+           store network { socket /tmp/central.sock; window 64; timeout 2m; topic web*; }\n\
+           store multiple { success any; store null { } }\n\
+           store multiple { success ALL; store file { path /x; rotate hourly; flush 1min; } }\n\
+         }",
+    )
+    .expect("parses");
+    assert_eq!(
+        (c.worker_threads, c.max_clients, c.ignore_case),
+        (Some(4), Some(1000), false)
+    );
+    let n: Vec<_> = c
+        .nlimits
+        .iter()
+        .map(|l| (l.class, l.hard, l.soft, l.soft_secs))
+        .collect();
+    assert_eq!(
+        n,
+        [
+            (ClientClass::Normal, 1, 2 << 10, 3),
+            (ClientClass::Pubsub, 4 << 10, 5 << 20, 6)
+        ]
+    );
+    assert_eq!(c.log.level, Some(LogLevel::Warn));
+    let s = c.store.expect("store");
+    let net = &s.stores[0];
+    assert_eq!(
+        (
+            net.socket.as_deref(),
+            net.window,
+            net.timeout_secs,
+            net.topics.as_slice()
+        ),
+        (
+            Some("/tmp/central.sock"),
+            Some(64),
+            Some(120),
+            &["web*".to_string()][..]
+        )
+    );
+    assert_eq!(s.stores[1].success, Some(kids_core::Success::Any));
+    assert_eq!(s.stores[2].success, Some(kids_core::Success::All));
+    let file = &s.stores[2].stores[0];
+    assert_eq!((file.rotate_secs, file.flush_secs), (Some(3600), Some(60)));
+    // The remaining units: sizes 1024-based and 64-bit, durations.
+    for (text, want) in [
+        ("1mb", 1u64 << 20),
+        ("3g", 3 << 30),
+        ("8gb", 8 << 30),
+        ("2k", 2048),
+    ] {
+        let c = Config::parse("u.conf", &format!("nlimit pubsub {text} 0 0;")).expect(text);
+        assert_eq!(c.nlimits[0].hard, want, "{text}");
+    }
+    for (text, want) in [
+        ("7s", 7u64),
+        ("2min", 120),
+        ("3h", 10_800),
+        ("1hour", 3600),
+        ("2d", 172_800),
+        ("1day", 86_400),
+    ] {
+        let c = Config::parse("u.conf", &format!("nlimit pubsub 0 0 {text};")).expect(text);
+        assert_eq!(c.nlimits[0].soft_secs, want, "{text}");
+    }
+}
+
+#[test]
+fn quoted_values_keep_every_backslash_but_the_escapes_of_the_quote_and_itself() {
+    let c = Config::parse(
+        "q.conf",
+        r#"store file { path "/a \"b\" c"; topic "web\*" 'it\'s' "x\\y" "t\n"; }"#,
+    )
+    .expect("parses");
+    let s = c.store.expect("store");
+    assert_eq!(s.path.as_deref(), Some(r#"/a "b" c"#));
+    // `\*` stays a glob escape (a literal star), as it is unquoted.
+    assert_eq!(s.topics, [r"web\*", "it's", r"x\y", r"t\n"]);
+}
+
+#[test]
+fn a_deserialized_store_tree_is_checked_as_a_parsed_one() {
+    use kids_core::{Bell, build_store};
+    let json = r#"{"kind":"buffer","role":null,"topics":[],"path":null,"name":null,"rotate_secs":null,"flush_secs":null,"fsync":null,"utc_offset_secs":null,"host":null,"port":null,"socket":null,"window":null,"timeout_secs":null,"replay_rate":null,"success":null,"stores":[]}"#;
+    let tree: kids_core::StoreConfig = serde_json::from_str(json).expect("deserializes");
+    let err = build_store(&tree, false, &std::sync::Arc::new(Bell::default()))
+        .map(|_| ())
+        .expect_err("a buffer without stores");
+    let want = tree.problem().expect("a problem").1;
+    assert!(
+        matches!(&err, kids_core::Error::Config(m) if *m == want),
+        "{err:?}"
     );
 }
