@@ -64,11 +64,15 @@ fn kids_rejects_unknown_options() {
 /// server, with either of them killed mid-stream.
 mod e2e {
     use std::collections::HashMap;
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{Read, Write};
     use std::net::{TcpListener, TcpStream};
+
+    use bytes::BytesMut;
+    use kids_core::{Frame, FrameCodec, Proto};
     use std::path::{Path, PathBuf};
     use std::process::{Child, Command};
     use std::time::{Duration, Instant};
+    use tokio_util::codec::Decoder;
 
     const TOPICS: [&str; 3] = ["web", "db", "mail"];
     /// Spool bytes of the smallest `message`: 8 framing + 4 topic length +
@@ -125,45 +129,78 @@ mod e2e {
         )
     }
 
-    /// Publishes messages `from..to` in pipelined batches; returns the
+    /// A connection that reads replies with kids-core's client codec.
+    struct Client {
+        stream: TcpStream,
+        codec: FrameCodec,
+        buf: BytesMut,
+    }
+
+    impl Client {
+        fn connect(port: u16) -> Option<Client> {
+            let stream = TcpStream::connect(("127.0.0.1", port)).ok()?;
+            stream
+                .set_read_timeout(Some(Duration::from_secs(30)))
+                .expect("timeout");
+            Some(Client {
+                stream,
+                codec: FrameCodec::default(),
+                buf: BytesMut::new(),
+            })
+        }
+
+        fn send(&mut self, commands: &[Frame]) -> bool {
+            let mut out = BytesMut::new();
+            for c in commands {
+                c.encode(Proto::Resp2, &mut out);
+            }
+            self.stream.write_all(&out).is_ok()
+        }
+
+        /// The next reply; `None` when the connection failed or closed.
+        fn reply(&mut self) -> Option<Frame> {
+            loop {
+                if let Some(f) = self.codec.decode(&mut self.buf).expect("a valid reply") {
+                    return Some(f);
+                }
+                let mut chunk = [0u8; 64 * 1024];
+                match self.stream.read(&mut chunk) {
+                    Ok(0) | Err(_) => return None,
+                    Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+                }
+            }
+        }
+    }
+
+    /// Publishes messages `from..to` in pipelined batches of 100; returns the
     /// index of the first one not acknowledged (an integer reply is the
     /// acknowledgement), which is `to` unless the connection failed.
-    fn publish(port: u16, from: usize, to: usize, mut each_batch: impl FnMut(usize)) -> usize {
-        let Ok(stream) = TcpStream::connect(("127.0.0.1", port)) else {
+    /// `between` runs after a batch is written and before its replies are
+    /// read, with the number acknowledged so far.
+    fn publish(port: u16, from: usize, to: usize, mut between: impl FnMut(usize)) -> usize {
+        let Some(mut client) = Client::connect(port) else {
             return from;
         };
-        stream
-            .set_read_timeout(Some(Duration::from_secs(30)))
-            .expect("timeout");
-        let mut writer = stream.try_clone().expect("clone");
-        let mut reader = BufReader::new(stream);
         let mut acked = from;
         while acked < to {
             let end = (acked + 100).min(to);
-            let mut out = Vec::new();
-            for i in acked..end {
-                let (topic, msg) = message(i);
-                out.extend_from_slice(
-                    format!(
-                        "*3\r\n$7\r\nPUBLISH\r\n${}\r\n{topic}\r\n${}\r\n{msg}\r\n",
-                        topic.len(),
-                        msg.len()
-                    )
-                    .as_bytes(),
-                );
-            }
-            if writer.write_all(&out).is_err() {
+            let batch: Vec<Frame> = (acked..end)
+                .map(|i| {
+                    let (topic, msg) = message(i);
+                    Frame::command([&b"PUBLISH"[..], topic.as_bytes(), msg.as_bytes()])
+                })
+                .collect();
+            if !client.send(&batch) {
                 return acked;
             }
+            between(acked);
             while acked < end {
-                let mut line = String::new();
-                match reader.read_line(&mut line) {
-                    Ok(n) if n > 0 && line.starts_with(':') => acked += 1,
+                match client.reply() {
+                    Some(Frame::Integer(_)) => acked += 1,
                     // An error reply, a closed or failed connection: not acknowledged.
                     _ => return acked,
                 }
             }
-            each_batch(acked);
         }
         acked
     }
@@ -240,19 +277,12 @@ mod e2e {
 
     /// The agent's `INFO stores` text.
     fn agent_info(port: u16) -> String {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the agent");
-        stream.write_all(b"INFO stores\r\n").expect("send INFO");
-        let mut reader = BufReader::new(stream);
-        let mut head = String::new();
-        reader.read_line(&mut head).expect("bulk header");
-        let len: usize = head
-            .trim_start_matches('$')
-            .trim()
-            .parse()
-            .expect("bulk length");
-        let mut body = vec![0u8; len + 2];
-        std::io::Read::read_exact(&mut reader, &mut body).expect("INFO body");
-        String::from_utf8_lossy(&body).into_owned()
+        let mut client = Client::connect(port).expect("connect to the agent");
+        assert!(client.send(&[Frame::command([&b"INFO"[..], b"stores"])]));
+        match client.reply() {
+            Some(Frame::Bulk(b)) => String::from_utf8_lossy(&b).into_owned(),
+            other => panic!("INFO replied {other:?}"),
+        }
     }
 
     /// Waits (INFO's store lines are refreshed every 250 ms) until the sum
@@ -268,7 +298,8 @@ mod e2e {
         }
     }
 
-    /// `field=value` of the agent's `INFO stores` store lines, summed.
+    /// `field=value` of the agent's `INFO stores` store lines, summed (use
+    /// fields only one kind of store has).
     fn agent_counter(port: u16, field: &str) -> u64 {
         agent_info(port)
             .lines()
@@ -329,17 +360,58 @@ mod e2e {
         }
     }
 
+    fn signal(child: &Child, sig: &str) {
+        let ok = Command::new("kill")
+            .args([sig, &child.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(ok.success(), "kill {sig}");
+    }
+
+    /// The agent's network store has messages sent and not acknowledged.
+    fn in_flight(port: u16) -> bool {
+        let info = agent_info(port);
+        let Some(line) = info.lines().find(|l| l.contains("kind=network")) else {
+            return false;
+        };
+        let field = |name: &str| {
+            line.split([':', ','])
+                .find_map(|kv| kv.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        field("sent=") > field("acked=")
+    }
+
+    fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     #[test]
     fn server_killed_and_restarted_mid_stream_loses_nothing() {
         let s = setup();
-        let server = Kids::start(&s.server_conf, s.server_port);
+        let mut server = Some(Kids::start(&s.server_conf, s.server_port));
         let agent = Kids::start(&s.agent_conf, s.agent_port);
         let n = 30_000;
-        let mut server = Some(server);
+        let mut stopped = false;
         let mut killed_at = None;
         let acked = publish(s.agent_port, 0, n, |acked| {
-            if killed_at.is_none() && acked >= n / 3 {
-                // Mid-stream: the server dies with messages in flight.
+            if !stopped && acked >= n / 3 {
+                // Freeze the server: the next batch stays in flight to it.
+                signal(&server.as_ref().expect("running").child, "-STOP");
+                stopped = true;
+            } else if stopped && killed_at.is_none() {
+                // INFO's store lines are up to 250 ms old: wait until they
+                // were taken after this batch went out, then kill the server
+                // with it unacknowledged: that is the retry window.
+                std::thread::sleep(Duration::from_millis(600));
+                wait_for("messages in flight to the stopped server", || {
+                    in_flight(s.agent_port)
+                });
                 server.take().expect("running").kill9();
                 killed_at = Some(acked);
             }
@@ -348,16 +420,17 @@ mod e2e {
             }
         });
         assert_eq!(acked, n, "the agent acknowledges every publish, up or down");
-        assert!(killed_at.is_some() && server.is_some());
+        assert!(server.is_some(), "restarted");
         let duplicates = check_server_files(&s.logs, n);
-        let resent = wait_counter(s.agent_port, "resent", |v| v >= duplicates as u64);
+        let resent = wait_counter(s.agent_port, "resent", |v| v >= 1);
+        assert!(resent >= 1, "the kill hit messages in flight");
         assert!(
             duplicates as u64 <= resent,
             "{duplicates} duplicates but only {resent} re-sends counted"
         );
         assert!(
-            wait_counter(s.agent_port, "failures", |v| v >= 1) >= 1,
-            "the agent saw the server go away"
+            agent_counter(s.agent_port, "replayed") >= 1,
+            "the backlog spooled while the server was down was replayed"
         );
         eprintln!("server kill: {n} messages, {duplicates} duplicates, {resent} re-sent");
         agent.term();
@@ -369,9 +442,9 @@ mod e2e {
         let s = setup();
         let n = 20_000;
         // The server is down: the agent spools everything.
-        let agent = Kids::start(&s.agent_conf, s.agent_port);
-        let mut agent = Some(agent);
+        let mut agent = Some(Kids::start(&s.agent_conf, s.agent_port));
         let acked = publish(s.agent_port, 0, n, |acked| {
+            // A batch was just written: kill the agent while it spools it.
             if acked >= n / 2
                 && let Some(a) = agent.take()
             {
@@ -386,43 +459,54 @@ mod e2e {
                 >= acked as u64 * MIN_RECORD,
             "the restarted agent found every acknowledged message in its spool"
         );
-        // Re-send from the first unacknowledged message, as a publisher would.
+        // Re-send from the first unacknowledged message, as a publisher would:
+        // of the batch the kill hit (100), some may have been spooled.
         publish_all(s.agent_port, acked, n);
         let server = Kids::start(&s.server_conf, s.server_port);
         let duplicates = check_server_files(&s.logs, n);
+        assert!(
+            duplicates <= 100,
+            "{duplicates} duplicates: more than the publisher re-sent"
+        );
         eprintln!("agent kill: {n} messages, {duplicates} duplicates");
         agent.term();
         server.term();
     }
 
     #[test]
-    fn sighup_reloads_the_store_tree_without_losing_queued_messages() {
+    fn sigterm_with_the_server_down_keeps_every_acknowledged_message_spooled() {
+        let s = setup();
+        let n = 5_000;
+        let agent = Kids::start(&s.agent_conf, s.agent_port);
+        assert_eq!(publish(s.agent_port, 0, n, |_| {}), n);
+        agent.term(); // drains and exits 0 while the server is unreachable
+        let agent = Kids::start(&s.agent_conf, s.agent_port);
+        let server = Kids::start(&s.server_conf, s.server_port);
+        assert_eq!(check_server_files(&s.logs, n), 0);
+        agent.term();
+        server.term();
+    }
+
+    #[test]
+    fn sighup_reloads_the_store_tree_mid_stream_without_losing_queued_messages() {
         let s = setup();
         let server = Kids::start(&s.server_conf, s.server_port);
         let agent = Kids::start(&s.agent_conf, s.agent_port);
         let n = 9_000;
-        let mut hups = 0;
+        let mut reloads = 0;
         let acked = publish(s.agent_port, 0, n, |acked| {
-            if hups < 2 && acked >= (hups + 1) * n / 3 {
-                let ok = Command::new("kill")
-                    .args(["-HUP", &agent.child.id().to_string()])
-                    .status()
-                    .expect("kill -HUP");
-                assert!(ok.success());
-                hups += 1;
+            // A batch is queued and unanswered: reload under it, and wait for
+            // the reload to take effect before the next batch.
+            if reloads < 2 && acked >= (reloads + 1) * n / 3 {
+                signal(&agent.child, "-HUP");
+                reloads += 1;
+                let want = format!("store_reloads:{reloads}\r\n");
+                wait_for("the reload", || agent_info(s.agent_port).contains(&want));
             }
         });
-        assert_eq!(acked, n);
-        assert_eq!(
-            check_server_files(&s.logs, n),
-            0,
-            "a reload re-sends nothing here"
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !agent_info(s.agent_port).contains("store_reloads:2\r\n") {
-            assert!(Instant::now() < deadline, "two reloads counted");
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        assert_eq!((acked, reloads), (n, 2));
+        let duplicates = check_server_files(&s.logs, n);
+        eprintln!("sighup: {n} messages, {duplicates} duplicates");
         agent.term();
         server.term();
     }
