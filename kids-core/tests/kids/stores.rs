@@ -21,6 +21,8 @@ struct FakeState {
     /// Acknowledged on commit when set; else only through `ack`.
     auto_ack: bool,
     acked: u64,
+    /// Takes this many more, then refuses while still saying it is up.
+    budget: Option<usize>,
 }
 
 /// A primary the test controls: up or down, acknowledging now or later.
@@ -60,8 +62,11 @@ impl Fake {
 impl Store for Fake {
     fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
         let mut s = self.0.lock().unwrap();
-        if s.down {
+        if s.down || s.budget == Some(0) {
             return Err(StoreError::Down("fake is down".into()));
+        }
+        if let Some(b) = s.budget.as_mut() {
+            *b -= 1;
         }
         s.got.push((topic.clone(), message.clone()));
         Ok(())
@@ -255,22 +260,55 @@ fn buffer_reopened_replays_what_was_not_acknowledged_and_not_what_was() {
 }
 
 #[test]
-fn buffer_keeps_records_a_down_primary_refused_and_sends_them_in_order_later() {
+fn buffer_resumes_from_the_record_a_primary_refused_midway_without_gaps_or_repeats() {
     let dir = tempfile::tempdir().unwrap();
     let now = t0();
     let primary = Fake::auto();
+    primary.0.lock().unwrap().budget = Some(3); // up, but takes only 3
     let mut buf = BufferStore::new(Box::new(primary.clone()), BufferConfig::new(dir.path()));
     for i in 0..10 {
         put(&mut buf, "t", &i.to_string(), now);
     }
     buf.commit(now).unwrap();
-    // Down when the pump runs: every record stays in the spool.
-    primary.set_down(true);
     buf.poll(now).unwrap();
-    primary.set_down(false);
+    assert_eq!(primary.messages(), ["t:0", "t:1", "t:2"]);
+    assert!(buf.is_replaying(), "the refusal starts a backlog");
+    primary.0.lock().unwrap().budget = None;
     buf.poll(now).unwrap();
     let expected: Vec<String> = (0..10).map(|i| format!("t:{i}")).collect();
     assert_eq!(primary.messages(), expected);
+    assert_eq!(buf.stats().primary_failures, 1);
+}
+
+#[test]
+fn buffer_starts_a_new_spool_segment_at_each_rotation_boundary() {
+    let dir = tempfile::tempdir().unwrap();
+    let primary = Fake::default(); // nothing acknowledged: nothing released
+    let mut buf = BufferStore::new(
+        Box::new(primary.clone()),
+        BufferConfig::new(dir.path()).rotate_secs(300),
+    );
+    let mut now = t0(); // 12:00:00, a boundary
+    for _ in 0..3 {
+        put(&mut buf, "t", "m", now);
+        buf.commit(now).unwrap();
+        buf.poll(now).unwrap();
+        now += Duration::from_secs(100);
+    }
+    assert_eq!(seg_files(dir.path()), 1, "12:00 to 12:03:20: one bucket");
+    now += Duration::from_secs(100); // 12:05:00
+    buf.poll(now).unwrap();
+    put(&mut buf, "t", "m", now);
+    buf.commit(now).unwrap();
+    assert_eq!(seg_files(dir.path()), 2, "12:05 starts a segment");
+    now += Duration::from_secs(300);
+    buf.poll(now).unwrap();
+    buf.poll(now).unwrap();
+    assert_eq!(seg_files(dir.path()), 3);
+    // An empty active segment is not rolled again.
+    now += Duration::from_secs(300);
+    buf.poll(now).unwrap();
+    assert_eq!(seg_files(dir.path()), 3);
 }
 
 #[test]
