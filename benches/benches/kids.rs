@@ -1,4 +1,6 @@
-//! Criterion benchmarks of kids-core on in-memory input: decode, encode, route.
+//! Criterion benchmarks of kids-core: decode, encode and route on in-memory
+//! input; the file store's appends against a plain buffered write of the
+//! same bytes, on disk, in the same run.
 //!
 //! Run: `cargo bench -p benches --bench kids`. CI runs each once with
 //! `cargo test -p benches --benches`.

@@ -19,7 +19,9 @@
 //!   (`PUBLISH`, same client code); messages/s from the first message to
 //!   the last acknowledgement. Also with the buffer's write-ahead spool in
 //!   the agent, and the spool's replay rate: N records spooled while the
-//!   server was unreachable, replayed once it is reachable.
+//!   agent's connection was not yet started (the primary down, as the
+//!   buffer sees it), replayed from the first record to the last
+//!   acknowledgement once it starts.
 //!
 //! Environment: `VS_SECS` (seconds per round, default 2), `VS_ROUNDS` (rounds
 //! per server and shape, default 3), `VS_IDLE` (idle connections, default
@@ -310,7 +312,9 @@ impl Drop for RemoveOnDrop {
 }
 
 /// An agent's store tree feeding a link to `port`: the network store, or a
-/// buffer (spool in `spool`) in front of it.
+/// buffer (spool in `spool`) in front of it; the nodes `build_store` makes
+/// of an agent config, put together here because the redis run forwards
+/// with `PUBLISH`, which a config cannot ask for.
 fn agent(
     port: u16,
     command: &'static str,
@@ -655,7 +659,7 @@ fn collect_log(pipe: impl Read + Send + 'static, log: Arc<Mutex<Vec<String>>>) {
 fn ping(s: &mut TcpStream) -> Res<()> {
     s.set_read_timeout(Some(REPLY_TIMEOUT))
         .ctx(|| "setting a read timeout".into())?;
-    s.write_all(b"*1\r\n$4\r\nPING\r\n")
+    s.write_all(&wire(&Frame::command([&b"PING"[..]])))
         .ctx(|| "writing PING".into())?;
     let mut reply = [0u8; 7];
     s.read_exact(&mut reply)
