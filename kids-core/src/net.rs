@@ -205,6 +205,7 @@ async fn accept_loop(
     }
 }
 
+/// A stream accepted by a listener, or connected by a network store.
 enum Accepted {
     Tcp(tokio::net::TcpStream),
     Unix(tokio::net::UnixStream),
@@ -242,7 +243,6 @@ where
         wbuf: BytesMut::new(),
         wpos: 0,
         reading: true,
-        awaiting: None,
     };
     let result = tokio::select! {
         r = poll_fn(|cx| conn.poll(cx)) => r,
@@ -274,20 +274,16 @@ struct Conn<S> {
     wbuf: BytesMut,
     wpos: usize,
     reading: bool,
-    /// Replies of the last batch wait for this tap ticket to be stored.
-    awaiting: Option<u64>,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
+    /// Handles the requests in the read buffer until it is empty, a request
+    /// waits for the session's ticket, or the session closes; then flushes
+    /// the replies unless they wait for a ticket.
     fn handle_input(&mut self, now: Instant) {
-        loop {
-            match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(req)) => {
-                    if self.session.handle(req, now) == Flow::Close {
-                        self.reading = false;
-                        break;
-                    }
-                }
+        while self.reading {
+            let flow = match self.decoder.decode(&mut self.rbuf) {
+                Ok(Some(req)) => self.session.handle(req, now),
                 Ok(None) => break,
                 Err(Error::Protocol(e)) => {
                     if e == crate::ProtocolError::QueryBufferLimit {
@@ -296,17 +292,20 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                             "closing client that reached the query buffer limit"
                         );
                     }
-                    self.session.protocol_error(&e, now);
+                    // Nothing after a broken request can be read.
                     self.reading = false;
-                    break;
+                    self.session.protocol_error(&e, now)
                 }
                 Err(_) => break,
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => self.reading = false,
+                Flow::Wait => break,
             }
         }
-        match self.session.take_ticket() {
-            // Answer only once the batch's messages are stored.
-            Some(ticket) => self.awaiting = Some(ticket),
-            None => self.session.flush(now),
+        if self.session.ticket().is_none() {
+            self.session.flush(now);
         }
     }
 
@@ -326,26 +325,36 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 return Poll::Ready(Ok(()));
             }
             let mut progress = false;
-            if let Some(ticket) = self.awaiting
+            if let Some(ticket) = self.session.ticket()
                 && let Poll::Ready(stored) = self.router.poll_stored(ticket, cx)
             {
-                if !stored {
-                    // Never to be stored: close without acknowledging; the
-                    // publisher re-sends after reconnecting.
+                let now = Instant::now();
+                let flow = if stored {
+                    self.session.stored(now)
+                } else {
+                    // Never to be stored: drop the held replies and close once
+                    // what was answered before is written; the publisher
+                    // re-sends after reconnecting.
                     tracing::warn!(
                         client = self.session.id(),
                         "stores stopped before storing this client's messages; closing unanswered"
                     );
-                    return Poll::Ready(Ok(()));
+                    self.session.unstored()
+                };
+                if flow == Flow::Close {
+                    self.reading = false;
                 }
-                self.awaiting = None;
-                self.session.flush(Instant::now());
+                // Requests read behind the one that waited.
+                self.handle_input(now);
                 progress = true;
             }
-            let paused = self.awaiting.is_some()
+            let paused = self.session.ticket().is_some()
                 || (self.session.subscriptions() == 0
                     && self.session.outbox().pending() >= READ_PAUSE);
-            if self.reading && !paused && self.router.poll_room(cx).is_ready() {
+            // A full store queue holds publishers back; subscribers stay
+            // able to UNSUBSCRIBE (they are bounded by their nlimit).
+            let room = self.session.subscriptions() > 0 || self.router.poll_room(cx).is_ready();
+            if self.reading && !paused && room {
                 if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
                     self.rbuf.reserve(READ_CHUNK);
                 }
@@ -399,7 +408,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
                 }
             }
             if !self.reading
-                && self.awaiting.is_none()
+                && self.session.ticket().is_none()
                 && self.wpos == self.wbuf.len()
                 && self.session.outbox().pending() == 0
             {
@@ -445,12 +454,12 @@ pub async fn drive_link(link: Arc<Link>) {
             }
         }
         let reason = match connect(link.target()).await {
-            Ok(Connected::Tcp(s)) => {
+            Ok(Accepted::Tcp(s)) => {
                 let _ = s.set_nodelay(true);
                 tracing::info!(target = %link.target(), "forwarding: connected");
                 pump_link(&link, s).await
             }
-            Ok(Connected::Unix(s)) => {
+            Ok(Accepted::Unix(s)) => {
                 tracing::info!(target = %link.target(), "forwarding: connected");
                 pump_link(&link, s).await
             }
@@ -465,12 +474,7 @@ pub async fn drive_link(link: Arc<Link>) {
     }
 }
 
-enum Connected {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn connect(target: &Target) -> io::Result<Connected> {
+async fn connect(target: &Target) -> io::Result<Accepted> {
     let limit = Duration::from_secs(10);
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
     match target {
@@ -480,11 +484,11 @@ async fn connect(target: &Target) -> io::Result<Connected> {
         )
         .await
         .map_err(|_| timed_out())?
-        .map(Connected::Tcp),
+        .map(Accepted::Tcp),
         Target::Unix(path) => tokio::time::timeout(limit, tokio::net::UnixStream::connect(path))
             .await
             .map_err(|_| timed_out())?
-            .map(Connected::Unix),
+            .map(Accepted::Unix),
     }
 }
 
@@ -546,6 +550,16 @@ const IDLE_POLL: Duration = Duration::from_millis(20);
 /// refusing) and waits up to `drain` for the tree to have everything
 /// acknowledged downstream. The thread sleeps on the pipeline's bell.
 pub fn run_pipeline(pipeline: &crate::StorePipeline, root: Box<dyn crate::Store>, drain: Duration) {
+    /// However the worker ends, a panic included, publishers are not left
+    /// waiting: new messages are refused, held tickets resolve as unstored.
+    struct Finish<'a>(&'a crate::StorePipeline);
+    impl Drop for Finish<'_> {
+        fn drop(&mut self) {
+            self.0.shutdown();
+            self.0.finish();
+        }
+    }
+    let _finish = Finish(pipeline);
     let mut worker = pipeline.worker(root);
     let mut give_up: Option<Instant> = None;
     loop {
@@ -572,7 +586,6 @@ pub fn run_pipeline(pipeline: &crate::StorePipeline, root: Box<dyn crate::Store>
             "store drain timeout: messages not yet acknowledged downstream"
         );
     }
-    pipeline.finish();
 }
 
 /// Runs [`run_pipeline`] on a new thread named `kids-store` (file IO blocks,

@@ -143,11 +143,13 @@ struct Inner {
 /// router.set_tap(Arc::new(pipeline.clone()));
 /// let mut session = Session::new(&router);
 /// session.handle(vec!["PUBLISH".into(), "web".into(), "GET /".into()], Instant::now());
-/// let ticket = session.take_ticket().unwrap();
+/// let ticket = session.ticket().unwrap(); // the reply is held for it
 ///
 /// let mut worker = pipeline.worker(Box::new(NullStore::default()));
 /// worker.step(SystemTime::now());
 /// assert!(pipeline.is_stored(ticket));
+/// session.stored(Instant::now()); // the transport learns it: replies flushed
+/// assert_eq!(session.take_output(), b":0\r\n");
 /// ```
 #[derive(Clone)]
 pub struct StorePipeline {
@@ -180,15 +182,21 @@ impl StorePipeline {
                     "queue policy `spool` needs a spool directory".into(),
                 ));
             }
-            (_, Some(dir)) => {
-                let (log, recovery) = SegmentLog::open(dir, SegmentConfig::default())?;
-                let cursor = log.start();
-                let active = recovery.records > 0;
+            (QueueFull::Spool, Some(dir)) => {
+                let (log, _) = SegmentLog::open(dir, SegmentConfig::default())?;
+                // Resume after what was stored before a restart.
+                let cursor = log.mark();
+                let active = cursor < log.end();
                 Some(Overflow {
                     log,
                     cursor,
                     active,
                 })
+            }
+            (_, Some(_)) => {
+                return Err(Error::Config(
+                    "only the queue policy `spool` takes a spool directory".into(),
+                ));
             }
             (_, None) => None,
         };
@@ -254,7 +262,13 @@ impl StorePipeline {
     /// Asks the worker to store what is queued and stop; new messages are
     /// refused with `-TRYLATER` from now on.
     pub fn shutdown(&self) {
-        lock(&self.inner.state).stopping = true;
+        let mut s = lock(&self.inner.state);
+        s.stopping = true;
+        // Publishers waiting for room are refused from now on: let them see it.
+        for w in s.room_waiters.drain(..) {
+            w.wake();
+        }
+        drop(s);
         self.inner.bell.ring();
     }
 
@@ -302,8 +316,11 @@ impl Tap for StorePipeline {
             }
             s.pushed += 1;
             let ticket = s.pushed;
-            s.queue
-                .push_back((ticket, channel.clone(), message.clone()));
+            // Copied (one allocation): the originals are slices of a
+            // connection's read buffer, which a queued message must not pin.
+            let both = Bytes::from([&channel[..], &message[..]].concat());
+            let (c, m) = (both.slice(..channel.len()), both.slice(channel.len()..));
+            s.queue.push_back((ticket, c, m));
             s.stats.accepted += 1;
             drop(s);
             if len == 0 {
@@ -406,6 +423,16 @@ enum Origin {
     Overflow(Position),
 }
 
+/// What the root took and has not committed yet.
+#[derive(Debug, Default, Clone, Copy)]
+struct Uncommitted {
+    /// The last ticket among them.
+    ticket: Option<u64>,
+    /// The overflow position after the last of them from the overflow spool.
+    overflow: Option<Position>,
+    count: u64,
+}
+
 /// Drains a [`StorePipeline`] into a store tree. One per pipeline.
 #[derive(Debug)]
 pub struct Worker {
@@ -415,8 +442,8 @@ pub struct Worker {
     /// A replacement tree waiting for the running one to settle, and until when it waits.
     incoming: Option<(Box<dyn Store>, SystemTime)>,
     held: VecDeque<(Origin, Bytes, Bytes)>,
-    /// Taken by the root but not yet committed: (last ticket, overflow position).
-    uncommitted: Option<(Option<u64>, Option<Position>)>,
+    /// Taken by the root but not yet committed.
+    uncommitted: Option<Uncommitted>,
     info_at: Option<SystemTime>,
 }
 
@@ -509,16 +536,18 @@ impl Worker {
         }
         if taken > 0 {
             busy = true;
-            let (t0, o0) = self.uncommitted.take().unwrap_or((None, None));
-            self.uncommitted = Some((last_ticket.or(t0), last_overflow.or(o0)));
+            let u = self.uncommitted.get_or_insert_with(Uncommitted::default);
+            u.ticket = last_ticket.or(u.ticket);
+            u.overflow = last_overflow.or(u.overflow);
+            u.count += taken;
         }
-        if let Some((ticket, overflow)) = self.uncommitted {
+        if let Some(u) = self.uncommitted {
             match self.root.commit(now) {
                 Ok(()) => {
                     self.uncommitted = None;
                     let mut s = lock(&inner.state);
-                    s.stats.stored += taken;
-                    if let Some(t) = ticket {
+                    s.stats.stored += u.count;
+                    if let Some(t) = u.ticket {
                         s.committed = s.committed.max(t);
                         let committed = s.committed;
                         let mut i = 0;
@@ -530,8 +559,8 @@ impl Worker {
                             }
                         }
                     }
-                    if let (Some(p), Some(o)) = (overflow, s.overflow.as_mut())
-                        && let Err(e) = o.log.release_before(p)
+                    if let (Some(p), Some(o)) = (u.overflow, s.overflow.as_mut())
+                        && let Err(e) = o.log.release_before(p).and_then(|()| o.log.save_mark(p))
                     {
                         tracing::warn!(error = %e, "releasing overflow segments failed");
                     }

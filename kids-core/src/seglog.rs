@@ -33,6 +33,8 @@ const HEADER: u64 = 8;
 /// Bytes read from a segment per call of `read_entries`, at least.
 const READ_CHUNK: u64 = 256 * 1024;
 const SUFFIX: &str = ".seg";
+/// The file [`SegmentLog::save_mark`] writes.
+const MARK: &str = "acked.pos";
 
 /// When appended records are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -398,6 +400,38 @@ impl SegmentLog {
     /// True when no record is held.
     pub fn is_empty(&self) -> bool {
         self.len_bytes() == 0
+    }
+
+    /// Saves `at` as how far the log's reader got downstream (a small file
+    /// beside the segments, replaced atomically), so that after a restart
+    /// it resumes there instead of at [`SegmentLog::start`].
+    ///
+    /// # Errors
+    /// [`Error::Io`] when the file cannot be written.
+    pub fn save_mark(&self, at: Position) -> Result<(), Error> {
+        let tmp = self.dir.join(format!("{MARK}.tmp"));
+        let mut b = Vec::with_capacity(16);
+        b.extend_from_slice(&at.segment.to_le_bytes());
+        b.extend_from_slice(&at.offset.to_le_bytes());
+        fs::write(&tmp, &b)?;
+        fs::rename(&tmp, self.dir.join(MARK))?;
+        Ok(())
+    }
+
+    /// The position saved by [`SegmentLog::save_mark`], when there is one
+    /// inside the log; else where a reader starts: [`SegmentLog::start`].
+    pub fn mark(&self) -> Position {
+        let saved = fs::read(self.dir.join(MARK)).ok().and_then(|b| {
+            let seg: [u8; 8] = b.get(..8)?.try_into().ok()?;
+            let off: [u8; 8] = b.get(8..16)?.try_into().ok()?;
+            Some(Position {
+                segment: u64::from_le_bytes(seg),
+                offset: u64::from_le_bytes(off),
+            })
+        });
+        saved
+            .filter(|p| *p >= self.start() && *p <= self.end())
+            .unwrap_or_else(|| self.start())
     }
 
     /// Bytes held from `at` to the end (all of them when `at` is before the start).

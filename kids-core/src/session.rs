@@ -21,6 +21,11 @@ pub enum Flow {
     Continue,
     /// Stop reading; close once the outbox has been written out (`QUIT`, protocol errors).
     Close,
+    /// The request waits, unhandled, until the session's [`Session::ticket`]
+    /// is stored: it would release replies held for it. Feed no more
+    /// requests; call [`Session::stored`] (which handles it) when the tap
+    /// has stored the ticket.
+    Wait,
 }
 
 /// Commands a RESP2 client may run while subscribed.
@@ -71,8 +76,12 @@ pub struct Session {
     /// A LOG was refused: every later LOG on this connection is refused too,
     /// so a pipelining agent's re-sends cannot land out of order.
     log_refused: bool,
-    /// The tap's ticket of the last message published since `take_ticket`.
+    /// The tap's ticket of the last message published whose replies are held.
     ticket: Option<u64>,
+    /// A request that would have released held replies: handled at `stored`.
+    deferred: Option<Request>,
+    /// A decoding error that came while replies were held: answered at `stored`.
+    deferred_error: Option<ProtocolError>,
 }
 
 impl Session {
@@ -90,6 +99,8 @@ impl Session {
             closing: false,
             log_refused: false,
             ticket: None,
+            deferred: None,
+            deferred_error: None,
         }
     }
 
@@ -126,13 +137,41 @@ impl Session {
         self.writer().error(text.as_bytes());
     }
 
-    /// The ticket of the last message this session published since the
-    /// previous call, if the router's tap has yet to store it. A transport
-    /// holds the replies written since then (it calls [`Session::flush`]
-    /// only once [`Router::poll_stored`] is ready for the ticket), so a
-    /// publisher is answered only for messages that were stored.
-    pub fn take_ticket(&mut self) -> Option<u64> {
-        self.ticket.take()
+    /// The ticket the replies written since the last flush wait for: the
+    /// tap's ticket of the last message published, until [`Session::stored`].
+    /// While it is set the transport must not [`Session::flush`]: it waits
+    /// for [`Router::poll_stored`], so a publisher is answered only for
+    /// messages that were stored. Meanwhile the session takes more
+    /// `PUBLISH`/`LOG` requests, and answers any other with [`Flow::Wait`].
+    pub fn ticket(&self) -> Option<u64> {
+        self.ticket
+    }
+
+    /// The tap stored [`Session::ticket`]: flushes the held replies and
+    /// handles the request that waited, if one did.
+    pub fn stored(&mut self, now: Instant) -> Flow {
+        self.ticket = None;
+        self.flush(now);
+        if let Some(err) = self.deferred_error.take() {
+            return self.protocol_error(&err, now);
+        }
+        match self.deferred.take() {
+            Some(req) => self.handle(req, now),
+            None if self.closing => Flow::Close,
+            None => Flow::Continue,
+        }
+    }
+
+    /// The tap will never store [`Session::ticket`] (it stopped): the held
+    /// replies and the waiting request are dropped unanswered, and the
+    /// session closes, so the publisher re-sends elsewhere or later.
+    pub fn unstored(&mut self) -> Flow {
+        self.out.clear();
+        self.ticket = None;
+        self.deferred = None;
+        self.deferred_error = None;
+        self.closing = true;
+        Flow::Close
     }
 
     /// Moves the replies written so far into the outbox.
@@ -189,6 +228,11 @@ impl Session {
 
     /// Answers a decoding error as Redis does and asks for the connection to close.
     pub fn protocol_error(&mut self, err: &ProtocolError, now: Instant) -> Flow {
+        if self.ticket.is_some() {
+            // The replies before it wait for their ticket; the error follows them.
+            self.deferred_error = Some(err.clone());
+            return Flow::Wait;
+        }
         // Nothing may follow the error line: end the subscriptions first.
         self.unsubscribe_all_silently();
         if let Some(line) = err.reply() {
@@ -208,6 +252,14 @@ impl Session {
         let Some(first) = args.first() else {
             return Flow::Continue;
         };
+        // While replies wait for a ticket, only what cannot flush them goes on.
+        if self.ticket.is_some()
+            && !(self.subscriptions() == 0
+                && (first.eq_ignore_ascii_case(b"publish") || first.eq_ignore_ascii_case(b"log")))
+        {
+            self.deferred = Some(args);
+            return Flow::Wait;
+        }
         // Redis 7.0 answers QUIT before any other check.
         if first.eq_ignore_ascii_case(b"quit") {
             // Nothing may follow +OK: end the subscriptions first.

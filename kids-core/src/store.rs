@@ -21,7 +21,6 @@
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
-use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
@@ -747,29 +746,6 @@ pub fn decode_record(rec: &Bytes) -> Option<(Bytes, Bytes)> {
     Some((rec.slice(4..end), rec.slice(end..)))
 }
 
-/// Where a spool keeps how far downstream acknowledged it.
-const ACKED_FILE: &str = "acked.pos";
-
-fn read_acked(dir: &Path) -> Option<Position> {
-    let b = fs::read(dir.join(ACKED_FILE)).ok()?;
-    let seg: [u8; 8] = b.get(..8)?.try_into().ok()?;
-    let off: [u8; 8] = b.get(8..16)?.try_into().ok()?;
-    Some(Position {
-        segment: u64::from_le_bytes(seg),
-        offset: u64::from_le_bytes(off),
-    })
-}
-
-fn write_acked(dir: &Path, at: Position) -> Result<(), Error> {
-    let tmp = dir.join("acked.pos.tmp");
-    let mut b = Vec::with_capacity(16);
-    b.extend_from_slice(&at.segment.to_le_bytes());
-    b.extend_from_slice(&at.offset.to_le_bytes());
-    fs::write(&tmp, &b)?;
-    fs::rename(&tmp, dir.join(ACKED_FILE))?;
-    Ok(())
-}
-
 /// Settings of a [`BufferStore`].
 ///
 /// ```
@@ -919,9 +895,7 @@ impl BufferStore {
     fn spool(&mut self) -> Result<&mut SegmentLog, StoreError> {
         if self.spool.is_none() {
             let (log, recovery) = SegmentLog::open(&self.config.dir, self.config.segment)?;
-            let start = log.start();
-            let saved = read_acked(&self.config.dir).filter(|p| *p >= start && *p <= log.end());
-            self.cursor = saved.unwrap_or(start);
+            self.cursor = log.mark();
             self.released = self.cursor;
             self.saved = self.cursor;
             // Past the acknowledged point: replayed, maybe duplicates.
@@ -1064,8 +1038,10 @@ impl BufferStore {
     }
 
     fn save(&mut self) -> Result<(), Error> {
-        write_acked(&self.config.dir, self.released)?;
-        self.saved = self.released;
+        if let Some(spool) = &self.spool {
+            spool.save_mark(self.released)?;
+            self.saved = self.released;
+        }
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 use kids_core::{
-    Bell, BufferConfig, BufferStore, Config, Filtered, Glob, MultipleStore, NullStore,
+    Bell, BufferConfig, BufferStore, Config, Filtered, Flow, Glob, MultipleStore, NullStore,
     PipelineConfig, PriorityStore, QueueFull, Router, RouterConfig, SegmentConfig, Session, Store,
     StoreError, StorePipeline, Success, Tap, build_store,
 };
@@ -463,8 +463,10 @@ fn build_store_builds_the_seed_agent_and_rejects_trees_that_cannot_work() {
     }
 }
 
+/// Publishes as a transport would: the replies are flushed only when no
+/// ticket holds them; returns what the client would have received.
 fn publish(session: &mut Session, topic: &str, msg: &str) -> Vec<u8> {
-    session.handle(
+    let flow = session.handle(
         vec![
             "PUBLISH".into(),
             topic.to_string().into(),
@@ -472,7 +474,10 @@ fn publish(session: &mut Session, topic: &str, msg: &str) -> Vec<u8> {
         ],
         Instant::now(),
     );
-    session.flush(Instant::now());
+    assert_eq!(flow, Flow::Continue);
+    if session.ticket().is_none() {
+        session.flush(Instant::now());
+    }
     session.take_output()
 }
 
@@ -482,22 +487,113 @@ fn queue_policy_error_refuses_with_trylater_and_counts_it() {
     let router = Router::new(RouterConfig::default(), Instant::now());
     router.set_tap(Arc::new(pipeline.clone()));
     let mut s = Session::new(&router);
-    assert_eq!(publish(&mut s, "t", "1"), b":0\r\n");
-    assert_eq!(publish(&mut s, "t", "2"), b":0\r\n");
-    assert_eq!(publish(&mut s, "t", "3"), b"-TRYLATER store queue full\r\n");
+    // Held until stored: nothing reaches the client yet.
+    assert_eq!(publish(&mut s, "t", "1"), b"");
+    assert_eq!(publish(&mut s, "t", "2"), b"");
+    assert_eq!(
+        publish(&mut s, "t", "3"),
+        b"",
+        "the refusal follows the held replies"
+    );
     assert_eq!(pipeline.stats().refused, 1);
-    s.handle(vec!["INFO".into(), "stores".into()], Instant::now());
-    s.flush(Instant::now());
-    let info = String::from_utf8(s.take_output()).unwrap();
+    let now = Instant::now();
+    assert_eq!(
+        s.handle(vec!["INFO".into(), "stores".into()], now),
+        Flow::Wait,
+        "INFO would flush the held replies: it waits"
+    );
+    let sink = Fake::auto();
+    pipeline.worker(Box::new(sink.clone())).step(t0());
+    assert_eq!(sink.messages(), ["t:1", "t:2"]);
+    let ticket = s.ticket().expect("held");
+    assert!(pipeline.is_stored(ticket));
+    assert_eq!(
+        s.stored(now),
+        Flow::Continue,
+        "handles the INFO that waited"
+    );
+    s.flush(now);
+    let out = String::from_utf8(s.take_output()).unwrap();
+    let (replies, info) = out.split_at(":0\r\n:0\r\n-TRYLATER store queue full\r\n".len());
+    assert_eq!(replies, ":0\r\n:0\r\n-TRYLATER store queue full\r\n");
     assert!(info.contains("queue_refused:1\r\n"), "{info}");
     assert!(info.contains("queue_policy:error\r\n"), "{info}");
+    // Drained: publishing works again.
+    assert_eq!(publish(&mut s, "t", "4"), b"");
+    assert!(s.ticket().is_some());
+}
 
-    // Once drained, publishing works again and everything accepted was stored.
-    let sink = Fake::auto();
-    let mut worker = pipeline.worker(Box::new(sink.clone()));
+#[test]
+fn a_request_that_would_release_held_replies_waits_for_the_ticket() {
+    let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let router = Router::new(RouterConfig::default(), Instant::now());
+    router.set_tap(Arc::new(pipeline.clone()));
+    let now = Instant::now();
+    let mut worker = pipeline.worker(Box::new(Fake::auto()));
+    // PUBLISH then QUIT, SUBSCRIBE, or a protocol error: each would flush.
+    let mut quit = Session::new(&router);
+    publish(&mut quit, "t", "1");
+    assert_eq!(quit.handle(vec!["QUIT".into()], now), Flow::Wait);
+    let mut sub = Session::new(&router);
+    publish(&mut sub, "t", "2");
+    assert_eq!(
+        sub.handle(vec!["SUBSCRIBE".into(), "c".into()], now),
+        Flow::Wait
+    );
+    let mut broken = Session::new(&router);
+    publish(&mut broken, "t", "3");
+    assert_eq!(
+        broken.protocol_error(&kids_core::ProtocolError::UnbalancedQuotes, now),
+        Flow::Wait
+    );
+    for s in [&mut quit, &mut sub, &mut broken] {
+        assert!(s.ticket().is_some());
+        assert_eq!(
+            s.take_output(),
+            b"",
+            "no reply before the message is stored"
+        );
+    }
     worker.step(t0());
-    assert_eq!(sink.messages(), ["t:1", "t:2"]);
-    assert_eq!(publish(&mut s, "t", "4"), b":0\r\n");
+    assert_eq!(quit.stored(now), Flow::Close);
+    assert_eq!(quit.take_output(), b":0\r\n+OK\r\n");
+    assert_eq!(sub.stored(now), Flow::Continue);
+    sub.flush(now);
+    assert_eq!(
+        sub.take_output(),
+        b":0\r\n*3\r\n$9\r\nsubscribe\r\n$1\r\nc\r\n:1\r\n"
+    );
+    assert_eq!(broken.stored(now), Flow::Close);
+    assert_eq!(
+        broken.take_output(),
+        b":0\r\n-ERR Protocol error: unbalanced quotes in request\r\n"
+    );
+}
+
+#[test]
+fn a_ticket_that_will_never_be_stored_drops_the_held_replies() {
+    let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let router = Router::new(RouterConfig::default(), Instant::now());
+    router.set_tap(Arc::new(pipeline.clone()));
+    let mut s = Session::new(&router);
+    publish(&mut s, "t", "1");
+    let ticket = s.ticket().expect("held");
+    pipeline.shutdown();
+    pipeline.finish(); // the worker stopped without storing it
+    let waker = std::task::Waker::noop();
+    assert_eq!(
+        router.poll_stored(ticket, &mut Context::from_waker(waker)),
+        Poll::Ready(false)
+    );
+    assert_eq!(s.unstored(), Flow::Close);
+    s.flush(Instant::now());
+    assert_eq!(s.take_output(), b"", "never acknowledged");
+    assert!(
+        pipeline
+            .publish(&"t".into(), &"2".into(), Instant::now())
+            .is_err(),
+        "a stopped pipeline refuses"
+    );
 }
 
 #[test]
@@ -517,19 +613,23 @@ fn queue_policy_block_holds_readers_until_there_is_room() {
         "full: the transport stops reading"
     );
     // A batch already read may overfill, up to twice the size, and is counted.
-    assert_eq!(publish(&mut s, "t", "3"), b":0\r\n");
+    publish(&mut s, "t", "3");
     assert_eq!(pipeline.stats().overfilled, 1);
     publish(&mut s, "t", "4");
-    assert_eq!(publish(&mut s, "t", "5"), b"-TRYLATER store queue full\r\n");
-    let ticket = s
-        .take_ticket()
-        .expect("a ticket for the last stored publish");
+    publish(&mut s, "t", "5");
+    assert_eq!(pipeline.stats().refused, 1, "twice the size: refused");
+    let ticket = s.ticket().expect("a ticket for the last stored publish");
     assert_eq!(router.poll_stored(ticket, &mut cx), Poll::Pending);
     let sink = Fake::auto();
     pipeline.worker(Box::new(sink.clone())).step(t0());
     assert_eq!(router.poll_room(&mut cx), Poll::Ready(()));
     assert_eq!(router.poll_stored(ticket, &mut cx), Poll::Ready(true));
     assert_eq!(sink.messages(), ["t:1", "t:2", "t:3", "t:4"]);
+    s.stored(Instant::now());
+    assert_eq!(
+        s.take_output(),
+        b":0\r\n:0\r\n:0\r\n:0\r\n-TRYLATER store queue full\r\n"
+    );
 }
 
 #[test]
@@ -676,4 +776,236 @@ fn priority_and_multiple_route_by_their_childrens_topic_filters() {
     assert_eq!(x.messages(), ["x:1"]);
     assert_eq!(y.messages(), ["y:2"]);
     assert_eq!(m.acked(), 3);
+}
+
+#[test]
+fn over_a_socket_replies_wait_for_the_store_and_a_stopped_store_answers_nothing() {
+    use kids_core::net::{Listener, ServerConfig, serve};
+    use std::io::{ErrorKind, Read, Write};
+
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let pipeline = StorePipeline::new(PipelineConfig::new(1, QueueFull::Block)).unwrap();
+    let router = Router::new(RouterConfig::default(), Instant::now());
+    router.set_tap(Arc::new(pipeline.clone()));
+    let tcp = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    rt.spawn(serve(
+        vec![Listener::Tcp(tcp)],
+        router.clone(),
+        ServerConfig::default(),
+        std::future::pending::<()>(),
+    ));
+    let connect = || {
+        let c = std::net::TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c
+    };
+    let wait = |what: &str, ok: &dyn Fn() -> bool| {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !ok() {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    };
+
+    // PUBLISH and QUIT in one write: both replies wait for the store.
+    let mut a = connect();
+    a.write_all(b"PUBLISH t 1\r\nQUIT\r\n").expect("send");
+    wait("the message queued", &|| pipeline.stats().accepted == 1);
+    // The queue (size 1) is full: a second publisher is not read (block policy).
+    let mut b = connect();
+    b.write_all(b"PUBLISH t 2\r\n").expect("send");
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(
+        pipeline.stats().accepted,
+        1,
+        "the blocked publisher waits unread"
+    );
+    a.set_nonblocking(true).expect("nonblocking");
+    let mut byte = [0u8; 1];
+    assert_eq!(
+        a.read(&mut byte).map_err(|e| e.kind()),
+        Err(ErrorKind::WouldBlock),
+        "no reply before the message is stored"
+    );
+    a.set_nonblocking(false).expect("blocking");
+    let root = Fake::auto();
+    let mut worker = pipeline.worker(Box::new(root.clone()));
+    worker.step(t0());
+    let mut got = Vec::new();
+    a.read_to_end(&mut got).expect("replies, then close");
+    assert_eq!(got, b":0\r\n+OK\r\n");
+    // Room again: the second publisher is read; its store then stops for good.
+    wait("the second message queued", &|| {
+        pipeline.stats().accepted == 2
+    });
+    pipeline.shutdown();
+    pipeline.finish();
+    let mut got = Vec::new();
+    b.read_to_end(&mut got).expect("closed");
+    assert_eq!(got, b"", "never stored, never acknowledged");
+    assert_eq!(root.messages(), ["t:1"]);
+}
+
+#[test]
+fn the_overflow_spool_resumes_after_what_it_stored_before_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = PipelineConfig::new(1, QueueFull::Spool).spool_dir(dir.path());
+    let now = Instant::now();
+    {
+        let pipeline = StorePipeline::new(config.clone()).unwrap();
+        for i in 0..5 {
+            pipeline
+                .publish(&"t".into(), &Bytes::from(i.to_string()), now)
+                .unwrap();
+        }
+        assert_eq!(pipeline.stats().spooled, 4);
+        let root = Fake::auto();
+        let mut worker = pipeline.worker(Box::new(root.clone()));
+        for _ in 0..4 {
+            worker.step(t0());
+        }
+        assert_eq!(root.messages().len(), 5);
+        // One more overflows and is not stored before the "crash".
+        pipeline.publish(&"t".into(), &"a".into(), now).unwrap();
+        pipeline.publish(&"t".into(), &"b".into(), now).unwrap();
+    }
+    let pipeline = StorePipeline::new(config).unwrap();
+    let root = Fake::auto();
+    let mut worker = pipeline.worker(Box::new(root.clone()));
+    for _ in 0..4 {
+        worker.step(t0());
+    }
+    assert_eq!(
+        root.messages(),
+        ["t:b"],
+        "only what was spooled and never stored comes back"
+    );
+}
+
+#[test]
+fn a_spool_directory_needs_the_spool_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = StorePipeline::new(PipelineConfig::new(8, QueueFull::Block).spool_dir(dir.path()))
+        .map(|_| ())
+        .expect_err("a directory the policy never uses");
+    assert!(
+        err.to_string().contains("only the queue policy `spool`"),
+        "{err}"
+    );
+}
+
+/// A root whose first commit fails (a full disk, say), then works.
+#[derive(Debug, Default)]
+struct FlakyCommit {
+    inner: Fake,
+    failures: u32,
+}
+
+impl Store for FlakyCommit {
+    fn store(&mut self, t: &Bytes, m: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+        self.inner.store(t, m, now)
+    }
+    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+        if self.failures > 0 {
+            self.failures -= 1;
+            return Err(StoreError::Down("disk full".into()));
+        }
+        self.inner.commit(now)
+    }
+    fn taken(&self) -> u64 {
+        self.inner.taken()
+    }
+    fn acked(&mut self) -> u64 {
+        self.inner.acked()
+    }
+    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn info(&self, name: &str, out: &mut String) {
+        self.inner.info(name, out);
+    }
+}
+
+#[test]
+fn a_failed_commit_is_retried_and_answers_nobody_until_it_succeeds() {
+    let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let root = FlakyCommit {
+        inner: Fake::auto(),
+        failures: 1,
+    };
+    let mut worker = pipeline.worker(Box::new(root));
+    let t1 = pipeline
+        .publish(&"t".into(), &"1".into(), Instant::now())
+        .unwrap()
+        .unwrap();
+    worker.step(t0());
+    assert!(!pipeline.is_stored(t1), "taken, but its commit failed");
+    let t2 = pipeline
+        .publish(&"t".into(), &"2".into(), Instant::now())
+        .unwrap()
+        .unwrap();
+    worker.step(t0());
+    assert!(pipeline.is_stored(t1) && pipeline.is_stored(t2));
+    let s = pipeline.stats();
+    assert_eq!(
+        (s.stored, s.store_errors),
+        (2, 1),
+        "both counted once stored"
+    );
+}
+
+/// A store that panics when it is given a message.
+#[derive(Debug)]
+struct Panics;
+
+impl Store for Panics {
+    fn store(&mut self, _: &Bytes, _: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+        panic!("a store bug");
+    }
+    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn taken(&self) -> u64 {
+        0
+    }
+    fn acked(&mut self) -> u64 {
+        0
+    }
+    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn info(&self, _: &str, _: &mut String) {}
+}
+
+#[test]
+fn a_worker_that_panics_leaves_no_publisher_waiting() {
+    let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let router = Router::new(RouterConfig::default(), Instant::now());
+    router.set_tap(Arc::new(pipeline.clone()));
+    let mut s = Session::new(&router);
+    publish(&mut s, "t", "1");
+    let ticket = s.ticket().expect("held");
+    let worker =
+        kids_core::net::spawn_pipeline(&pipeline, Box::new(Panics), Duration::from_secs(1))
+            .unwrap();
+    assert!(worker.join().is_err(), "the worker panicked");
+    let waker = std::task::Waker::noop();
+    assert_eq!(
+        router.poll_stored(ticket, &mut Context::from_waker(waker)),
+        Poll::Ready(false),
+        "the held publish resolves as never stored"
+    );
+    assert!(
+        pipeline
+            .publish(&"t".into(), &"2".into(), Instant::now())
+            .is_err()
+    );
 }
