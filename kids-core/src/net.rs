@@ -60,6 +60,8 @@ pub enum Stop {
 }
 /// Bytes read per call.
 const READ_CHUNK: usize = 16 * 1024;
+/// Bytes read, at most, before the requests in them are handled together.
+const READ_BATCH: usize = 64 * 1024;
 /// Bytes gathered from the outbox per write.
 const WRITE_CHUNK: usize = 64 * 1024;
 
@@ -355,27 +357,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
             // able to UNSUBSCRIBE (they are bounded by their nlimit).
             let room = self.session.subscriptions() > 0 || self.router.poll_room(cx).is_ready();
             if self.reading && !paused && room {
-                if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
-                    self.rbuf.reserve(READ_CHUNK);
-                }
-                let filled =
+                // Read what the socket holds, up to a batch: handled together,
+                // its publishes wait for one commit of the stores.
+                let (mut got, mut eof) = (false, false);
+                // At least one read: a request larger than a batch still grows.
+                let stop_at = self.rbuf.len().max(READ_BATCH - 1) + 1;
+                while self.rbuf.len() < stop_at {
+                    if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
+                        self.rbuf.reserve(READ_CHUNK);
+                    }
                     match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
                     {
-                        Poll::Ready(Ok(n)) => Some(n),
+                        Poll::Ready(Ok(0)) => {
+                            eof = true;
+                            break;
+                        }
+                        Poll::Ready(Ok(_)) => got = true,
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => None,
-                    };
-                match filled {
-                    Some(0) => {
-                        // The client is gone; write out what it is owed, then close.
-                        self.reading = false;
-                        progress = true;
+                        Poll::Pending => break,
                     }
-                    Some(_) => {
-                        self.handle_input(Instant::now());
-                        progress = true;
-                    }
-                    None => {}
+                }
+                if got {
+                    self.handle_input(Instant::now());
+                    progress = true;
+                }
+                if eof {
+                    // The client is gone; write out what it is owed, then close.
+                    self.reading = false;
+                    progress = true;
                 }
             }
             if self.wpos == self.wbuf.len() {
