@@ -1,0 +1,90 @@
+//! calc-server: the seed's calc service (`proto/calc.proto`: Simple and Advanced) served with wish.
+//!
+//! Run it: `cargo run --release -p examples --bin calc-server` (listens on
+//! 127.0.0.1:7300), then `cargo run --release -p examples --bin calc-client
+//! -- multiply 3 4` twice: the second answer comes from the server's cache,
+//! because Multiply declares `option (cache) = true`.
+//!
+//! Options: `--host H`, `--port P` (0 picks a free port), `--socket PATH`
+//! (a unix socket instead of TCP), `--no-cache`, `--no-compress` (switch
+//! the options off server-wide). SIGTERM or Ctrl-C stops accepting, lets
+//! the calls in flight finish (up to 5 s) and exits 0.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use examples::calc;
+use tokio::signal::unix::{SignalKind, signal};
+use wish_core::{ServerConfig, net};
+
+const USAGE: &str =
+    "usage: calc-server [--host H] [--port P] [--socket PATH] [--no-cache] [--no-compress]";
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let (mut host, mut port, mut socket) = ("127.0.0.1".to_string(), 7300u16, None);
+    let mut config = ServerConfig::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let parsed = match flag.as_str() {
+            "--host" => value().map(|v| host = v),
+            "--port" => value().and_then(|v| {
+                v.parse()
+                    .map(|p| port = p)
+                    .map_err(|e| format!("--port: {e}"))
+            }),
+            "--socket" => value().map(|v| socket = Some(v)),
+            "--no-cache" => Ok(config.cache = false),
+            "--no-compress" => Ok(config.compress = false),
+            _ => Err(format!("unknown option {flag}; {USAGE}")),
+        };
+        if let Err(e) = parsed {
+            eprintln!("calc-server: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    match run(host, port, socket, config).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("calc-server: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(
+    host: String,
+    port: u16,
+    socket: Option<String>,
+    config: ServerConfig,
+) -> Result<(), wish_core::Error> {
+    let server = calc::server(config)?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let stop = async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let served = server.clone();
+    match socket {
+        Some(path) => {
+            let _ = std::fs::remove_file(&path);
+            let listener = tokio::net::UnixListener::bind(&path)?;
+            println!("calc-server listening on {path}");
+            net::serve_unix(listener, served, stop).await?;
+        }
+        None => {
+            let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
+            println!("calc-server listening on {}", listener.local_addr()?);
+            net::serve(listener, served, stop).await?;
+        }
+    }
+    // Let calls in flight finish: each holds a clone of the server.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while server.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! Errors: the crate's `Error`, the codec's `FrameError`, and the `Status` a call ends with.
+
+use std::fmt;
+
+/// A status code, numbered as gRPC numbers them so that they read the same
+/// in logs of mixed systems. Codes this crate does not know are kept as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Code(pub u16);
+
+impl Code {
+    /// The call was cancelled, by the client or because its connection went away.
+    pub const CANCELLED: Code = Code(1);
+    /// An error the handler did not classify.
+    pub const UNKNOWN: Code = Code(2);
+    /// The request could not be decoded, or was not acceptable to the handler.
+    pub const INVALID_ARGUMENT: Code = Code(3);
+    /// The call's deadline passed before it was answered.
+    pub const DEADLINE_EXCEEDED: Code = Code(4);
+    /// No such method on this server.
+    pub const NOT_FOUND: Code = Code(5);
+    /// A bound was reached: too many calls in flight, a frame too large.
+    pub const RESOURCE_EXHAUSTED: Code = Code(8);
+    /// The method exists but the handler does not implement it.
+    pub const UNIMPLEMENTED: Code = Code(12);
+    /// A bug on the server: a handler panicked, a response did not encode.
+    pub const INTERNAL: Code = Code(13);
+    /// The server could not be reached, or the connection was lost mid-call.
+    pub const UNAVAILABLE: Code = Code(14);
+
+    /// The code's name, or `"code N"` for a code this crate does not know.
+    pub fn name(self) -> &'static str {
+        match self.0 {
+            1 => "cancelled",
+            2 => "unknown",
+            3 => "invalid argument",
+            4 => "deadline exceeded",
+            5 => "not found",
+            8 => "resource exhausted",
+            12 => "unimplemented",
+            13 => "internal",
+            14 => "unavailable",
+            _ => "other",
+        }
+    }
+}
+
+impl fmt::Display for Code {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.name() {
+            "other" => write!(f, "code {}", self.0),
+            name => f.write_str(name),
+        }
+    }
+}
+
+/// How a call ended when it did not end with a response: a code and a message.
+///
+/// Handlers return it for their own errors; the framework returns it for
+/// deadlines, cancels, unknown methods and lost connections. It travels in
+/// error frames, and is never cached.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Status {
+    code: Code,
+    message: String,
+}
+
+impl Status {
+    /// A status with a code and a message.
+    pub fn new(code: Code, message: impl Into<String>) -> Status {
+        Status {
+            code,
+            message: message.into(),
+        }
+    }
+
+    /// [`Code::INVALID_ARGUMENT`] with a message.
+    pub fn invalid_argument(message: impl Into<String>) -> Status {
+        Status::new(Code::INVALID_ARGUMENT, message)
+    }
+
+    /// [`Code::INTERNAL`] with a message.
+    pub fn internal(message: impl Into<String>) -> Status {
+        Status::new(Code::INTERNAL, message)
+    }
+
+    /// [`Code::UNAVAILABLE`] with a message.
+    pub fn unavailable(message: impl Into<String>) -> Status {
+        Status::new(Code::UNAVAILABLE, message)
+    }
+
+    /// [`Code::DEADLINE_EXCEEDED`].
+    pub fn deadline_exceeded() -> Status {
+        Status::new(Code::DEADLINE_EXCEEDED, "deadline exceeded")
+    }
+
+    /// [`Code::CANCELLED`].
+    pub fn cancelled() -> Status {
+        Status::new(Code::CANCELLED, "cancelled")
+    }
+
+    /// The code.
+    pub fn code(&self) -> Code {
+        self.code
+    }
+
+    /// The message.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code, self.message)
+    }
+}
+
+impl std::error::Error for Status {}
+
+impl From<prost::DecodeError> for Status {
+    fn from(err: prost::DecodeError) -> Status {
+        Status::invalid_argument(format!("request does not decode: {err}"))
+    }
+}
+
+/// The peer sent a frame this crate will not accept. After one of these the
+/// stream cannot be resynchronised: close the connection.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FrameError {
+    /// The length field is above the codec's bound.
+    #[error("frame of {len} bytes is over the limit of {max}")]
+    TooLong {
+        /// The frame's length.
+        len: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A protocol version this crate does not speak.
+    #[error("unknown protocol version {0}")]
+    Version(u8),
+    /// A frame kind this crate does not know.
+    #[error("unknown frame kind {0}")]
+    Kind(u8),
+    /// A compression codec this crate does not know.
+    #[error("unknown compression codec {0}")]
+    Codec(u8),
+    /// Flags that are reserved, or not allowed on this kind of frame.
+    #[error("flags {flags:#04x} not allowed on frame kind {kind}")]
+    Flags {
+        /// The frame kind.
+        kind: u8,
+        /// The flags byte.
+        flags: u8,
+    },
+    /// The frame ends before a field it must have.
+    #[error("frame ends before its fields do")]
+    Truncated,
+    /// Bytes after the last field of an error or cancel frame.
+    #[error("bytes after the end of the frame's fields")]
+    Trailing,
+    /// A compressed payload declares a decompressed size above the bound.
+    #[error("compressed payload declares {size} bytes, over the limit of {max}")]
+    Bomb {
+        /// The declared size.
+        size: usize,
+        /// The bound.
+        max: usize,
+    },
+    /// A compressed payload does not decompress to its declared size.
+    #[error("compressed payload is damaged")]
+    Decompress,
+    /// An error frame's message is not UTF-8.
+    #[error("error message is not UTF-8")]
+    Utf8,
+}
+
+/// Everything that can go wrong in this crate, apart from a call's [`Status`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The peer sent a frame this crate does not accept.
+    #[error("protocol: {0}")]
+    Frame(#[from] FrameError),
+    /// Reading or writing a socket or file failed.
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+    /// Two methods of a router have the same id, or a service is added twice.
+    #[error("method table: {0}")]
+    Table(String),
+    /// The connection closed.
+    #[error("connection closed")]
+    Closed,
+    /// A .proto file does not parse or resolve, or code generation failed.
+    #[error("proto: {0}")]
+    Proto(String),
+    /// A method's options in a .proto file are wrong.
+    #[error("options: {0}")]
+    Options(#[from] crate::options::OptionError),
+}

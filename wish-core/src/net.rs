@@ -1,0 +1,472 @@
+//! The tokio adapter (feature `tokio`): serve a [`Server`] on TCP or unix sockets, and a [`Client`] with reconnect and per-call deadlines.
+//!
+//! ```no_run
+//! use wish_core::{Server, ServerConfig, net};
+//!
+//! # async fn run() -> Result<(), wish_core::Error> {
+//! let server = Server::new(ServerConfig::default()); // .add(CalcServer::new(handler))?
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! let addr = listener.local_addr()?;
+//! tokio::spawn(net::serve(listener, server, std::future::pending()));
+//! let client = net::Client::new(net::Endpoint::Tcp(addr.to_string()));
+//! // CalcClient::new(client).plus(...).await
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use futures::{SinkExt, StreamExt};
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::sync::{mpsc, oneshot};
+use tokio::task::{AbortHandle, JoinSet};
+use tokio_util::codec::{FramedRead, FramedWrite};
+
+use crate::client::{CallOptions, Channel, Multiplexer, RawReply, request_frame};
+use crate::error::{Code, Error, Status};
+use crate::frame::{Body, Frame, FrameCodec};
+use crate::options::MethodDesc;
+use crate::server::Server;
+
+/// Accepts TCP connections and serves each until `shutdown` completes.
+///
+/// # Errors
+/// Only if accepting fails for a reason other than a transient one.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    server: Server,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    serve_with(listener, server, FrameCodec::new(), shutdown).await
+}
+
+/// As [`serve`], with this codec's bounds.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_with(
+    listener: tokio::net::TcpListener,
+    server: Server,
+    codec: FrameCodec,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    let _ = stream.set_nodelay(true);
+                    let (server, codec) = (server.clone(), codec.clone());
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_connection(stream, server, codec).await {
+                            tracing::debug!(%peer, error = %e, "wish connection ended");
+                        }
+                    });
+                }
+                Err(e) => accept_error(e).await?,
+            },
+        }
+    }
+}
+
+/// Accepts unix-socket connections and serves each until `shutdown` completes.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_unix(
+    listener: tokio::net::UnixListener,
+    server: Server,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => return Ok(()),
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => {
+                    let server = server.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = serve_connection(stream, server, FrameCodec::new()).await {
+                            tracing::debug!(error = %e, "wish connection ended");
+                        }
+                    });
+                }
+                Err(e) => accept_error(e).await?,
+            },
+        }
+    }
+}
+
+async fn accept_error(e: std::io::Error) -> Result<(), Error> {
+    use std::io::ErrorKind::*;
+    match e.kind() {
+        ConnectionAborted | ConnectionReset | Interrupted | WouldBlock => Ok(()),
+        // Out of file descriptors and the like: wait rather than spin.
+        _ if e.raw_os_error().is_some() => {
+            tracing::warn!(error = %e, "accept failed; retrying in 100 ms");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            Ok(())
+        }
+        _ => Err(e.into()),
+    }
+}
+
+/// Serves one connection: reads requests, runs up to
+/// [`ServerConfig::max_in_flight`](crate::ServerConfig) calls at once (then
+/// stops reading), answers each as it completes, in any order. A cancel
+/// frame aborts its call; a deadline turns into [`Code::DEADLINE_EXCEEDED`].
+/// A frame that does not decode is answered with an error frame of id 0,
+/// and the connection is closed.
+///
+/// # Errors
+/// The frame or IO error that ended the connection.
+pub async fn serve_connection<S>(stream: S, server: Server, codec: FrameCodec) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    let (read, write) = tokio::io::split(stream);
+    let mut reader = FramedRead::new(read, codec.clone());
+    let mut writer = FramedWrite::new(write, codec);
+    let max = server.config().max_in_flight.max(1);
+    let mut calls: JoinSet<Frame> = JoinSet::new();
+    let mut aborts: HashMap<u64, AbortHandle> = HashMap::new();
+    let mut ids: HashMap<tokio::task::Id, u64> = HashMap::new();
+    let mut reading = true;
+    loop {
+        tokio::select! {
+            frame = reader.next(), if reading && calls.len() < max => match frame {
+                None => reading = false,
+                Some(Err(e)) => {
+                    if let Error::Frame(f) = &e {
+                        let status = Status::invalid_argument(f.to_string());
+                        let _ = writer.send(Frame::error(0, status)).await;
+                    }
+                    return Err(e);
+                }
+                Some(Ok(frame)) => match frame.body {
+                    Body::Request(req) => {
+                        if aborts.contains_key(&frame.id) {
+                            let status = Status::invalid_argument(format!("request id {} is already in flight", frame.id));
+                            let _ = writer.send(Frame::error(0, status)).await;
+                            return Err(Error::Closed);
+                        }
+                        let id = frame.id;
+                        let deadline = req.deadline;
+                        let call = server.handle(id, req, SystemTime::now());
+                        let stats = server.clone();
+                        let handle = calls.spawn(async move {
+                            match deadline {
+                                None => call.await,
+                                Some(d) => match tokio::time::timeout(d, call).await {
+                                    Ok(frame) => frame,
+                                    Err(_) => {
+                                        stats.stats().cancelled.fetch_add(1, Ordering::Relaxed);
+                                        Frame::error(id, Status::deadline_exceeded())
+                                    }
+                                },
+                            }
+                        });
+                        ids.insert(handle.id(), id);
+                        aborts.insert(id, handle);
+                    }
+                    Body::Cancel => {
+                        if let Some(handle) = aborts.remove(&frame.id) {
+                            handle.abort();
+                            server.stats().cancelled.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Body::Response(_) | Body::Error(_) => {
+                        let status = Status::invalid_argument("a client sent a server frame");
+                        let _ = writer.send(Frame::error(0, status)).await;
+                        return Err(Error::Closed);
+                    }
+                },
+            },
+            done = calls.join_next_with_id(), if !calls.is_empty() => {
+                let mut done = done;
+                // Answer every call that is ready, then flush once.
+                while let Some(result) = done {
+                    if let Some(frame) = finished(result, &mut ids, &mut aborts) {
+                        writer.feed(frame).await?;
+                    }
+                    done = calls.try_join_next_with_id();
+                }
+                writer.flush().await?;
+            }
+            else => break,
+        }
+    }
+    writer.flush().await?;
+    Ok(())
+}
+
+/// The frame that answers a finished call task, if one is due: none for an
+/// aborted (cancelled) call, an internal error for a panicked handler.
+fn finished(
+    result: Result<(tokio::task::Id, Frame), tokio::task::JoinError>,
+    ids: &mut HashMap<tokio::task::Id, u64>,
+    aborts: &mut HashMap<u64, AbortHandle>,
+) -> Option<Frame> {
+    match result {
+        Ok((task, frame)) => {
+            ids.remove(&task);
+            aborts.remove(&frame.id);
+            Some(frame)
+        }
+        Err(e) => {
+            let id = ids.remove(&e.id())?;
+            // A cancelled call was already removed from `aborts`.
+            aborts.remove(&id)?;
+            e.is_panic()
+                .then(|| Frame::error(id, Status::internal("handler panicked")))
+        }
+    }
+}
+
+/// Where a [`Client`] connects.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    /// `host:port`.
+    Tcp(String),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+/// Client settings.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ClientConfig {
+    /// Calls in flight on the connection; more fail with
+    /// [`Code::RESOURCE_EXHAUSTED`]. Default 65,536.
+    pub max_in_flight: usize,
+    /// Frames queued for the socket before callers wait. Default 1024.
+    pub write_queue: usize,
+    /// How long connecting may take. Default 5 s.
+    pub connect_timeout: Duration,
+    /// The codec's bounds and compression threshold.
+    pub codec: FrameCodec,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            max_in_flight: 65_536,
+            write_queue: 1024,
+            connect_timeout: Duration::from_secs(5),
+            codec: FrameCodec::new(),
+        }
+    }
+}
+
+type Waiter = oneshot::Sender<Result<RawReply, Status>>;
+
+/// A [`Channel`] over one connection, multiplexing many calls on it.
+///
+/// It connects on the first call, and again on the first call after the
+/// connection is lost; calls in flight on a lost connection fail with
+/// [`Code::UNAVAILABLE`] (they are not retried: the server may have run
+/// them). A call dropped before its answer sends a cancel frame; a call
+/// with a deadline fails with [`Code::DEADLINE_EXCEEDED`] when it passes.
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<ClientInner>,
+}
+
+struct ClientInner {
+    endpoint: Endpoint,
+    config: ClientConfig,
+    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+}
+
+struct Conn {
+    calls: Mutex<Multiplexer<Waiter>>,
+    out: mpsc::Sender<Frame>,
+    closed: AtomicBool,
+}
+
+impl Conn {
+    fn calls(&self) -> std::sync::MutexGuard<'_, Multiplexer<Waiter>> {
+        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn close(&self, why: &str) {
+        self.closed.store(true, Ordering::Release);
+        let waiters: Vec<Waiter> = self.calls().drain().collect();
+        for w in waiters {
+            let _ = w.send(Err(Status::unavailable(why.to_string())));
+        }
+    }
+}
+
+impl Client {
+    /// A client of `endpoint` with default settings; it connects on first use.
+    pub fn new(endpoint: Endpoint) -> Client {
+        Client::with_config(endpoint, ClientConfig::default())
+    }
+
+    /// A client with these settings.
+    pub fn with_config(endpoint: Endpoint, config: ClientConfig) -> Client {
+        Client {
+            inner: Arc::new(ClientInner {
+                endpoint,
+                config,
+                conn: tokio::sync::Mutex::new(None),
+            }),
+        }
+    }
+
+    /// Connects now rather than on the first call.
+    ///
+    /// # Errors
+    /// [`Code::UNAVAILABLE`] if the server cannot be reached.
+    pub async fn connect(&self) -> Result<(), Status> {
+        self.inner.conn().await.map(|_| ())
+    }
+}
+
+impl ClientInner {
+    async fn conn(&self) -> Result<Arc<Conn>, Status> {
+        let mut slot = self.conn.lock().await;
+        if let Some(conn) = slot.as_ref()
+            && !conn.closed.load(Ordering::Acquire)
+        {
+            return Ok(conn.clone());
+        }
+        let conn = tokio::time::timeout(self.config.connect_timeout, self.open())
+            .await
+            .map_err(|_| Status::unavailable("connect timed out"))?
+            .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
+        *slot = Some(conn.clone());
+        Ok(conn)
+    }
+
+    async fn open(&self) -> std::io::Result<Arc<Conn>> {
+        match &self.endpoint {
+            Endpoint::Tcp(addr) => {
+                let stream = tokio::net::TcpStream::connect(addr).await?;
+                stream.set_nodelay(true)?;
+                Ok(self.start(stream))
+            }
+            Endpoint::Unix(path) => Ok(self.start(tokio::net::UnixStream::connect(path).await?)),
+        }
+    }
+
+    fn start<S: AsyncRead + AsyncWrite + Send + 'static>(&self, stream: S) -> Arc<Conn> {
+        let (read, write) = tokio::io::split(stream);
+        let (tx, mut rx) = mpsc::channel::<Frame>(self.config.write_queue.max(1));
+        let conn = Arc::new(Conn {
+            calls: Mutex::new(Multiplexer::new(self.config.max_in_flight)),
+            out: tx,
+            closed: AtomicBool::new(false),
+        });
+        let mut writer = FramedWrite::new(write, self.config.codec.clone());
+        let writing = conn.clone();
+        tokio::spawn(async move {
+            while let Some(frame) = rx.recv().await {
+                let mut result = writer.feed(frame).await;
+                while result.is_ok()
+                    && let Ok(frame) = rx.try_recv()
+                {
+                    result = writer.feed(frame).await;
+                }
+                if let Err(e) = result.and(writer.flush().await) {
+                    writing.close(&format!("write: {e}"));
+                    return;
+                }
+            }
+        });
+        let mut reader = FramedRead::new(read, self.config.codec.clone());
+        let reading = conn.clone();
+        tokio::spawn(async move {
+            let why = loop {
+                match reader.next().await {
+                    None => break "connection closed by the server".to_string(),
+                    Some(Err(e)) => break format!("read: {e}"),
+                    Some(Ok(frame)) => {
+                        if frame.id == 0
+                            && let Body::Error(status) = &frame.body
+                        {
+                            break format!("server closed the connection: {status}");
+                        }
+                        let done = reading.calls().complete(frame);
+                        if let Some((waiter, reply)) = done {
+                            let _ = waiter.send(reply);
+                        }
+                    }
+                }
+            };
+            reading.close(&why);
+        });
+        conn
+    }
+}
+
+/// Removes its call and sends a cancel frame if dropped before the answer came.
+struct CancelOnDrop {
+    conn: Arc<Conn>,
+    id: u64,
+    armed: bool,
+}
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        if self.armed && self.conn.calls().remove(self.id).is_some() {
+            let _ = self.conn.out.try_send(Frame::cancel(self.id));
+        }
+    }
+}
+
+impl Channel for Client {
+    fn call(
+        &self,
+        method: &'static MethodDesc,
+        request: Bytes,
+        options: CallOptions,
+    ) -> BoxFuture<'static, Result<RawReply, Status>> {
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            let conn = inner.conn().await?;
+            let (tx, rx) = oneshot::channel();
+            let id = conn
+                .calls()
+                .insert(tx)
+                .ok_or_else(|| Status::new(Code::RESOURCE_EXHAUSTED, "too many calls in flight"))?;
+            let mut guard = CancelOnDrop {
+                conn: conn.clone(),
+                id,
+                armed: true,
+            };
+            let frame = request_frame(id, method, request, options);
+            if conn.out.send(frame).await.is_err() {
+                guard.armed = false;
+                conn.calls().remove(id);
+                return Err(Status::unavailable("connection closed"));
+            }
+            let answer = match options.deadline {
+                None => rx.await,
+                Some(d) => match tokio::time::timeout(d, rx).await {
+                    Ok(answer) => answer,
+                    // The guard cancels the call on the server.
+                    Err(_) => return Err(Status::deadline_exceeded()),
+                },
+            };
+            guard.armed = false;
+            answer.unwrap_or_else(|_| Err(Status::unavailable("connection closed")))
+        })
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("endpoint", &self.inner.endpoint)
+            .finish_non_exhaustive()
+    }
+}

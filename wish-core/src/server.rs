@@ -1,0 +1,343 @@
+//! The server side: services, the router of their methods, and the options applied around each call.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+
+use crate::cache::{CacheLayer, Lookup, TimestampStore};
+use crate::error::{Code, Error, Status};
+use crate::frame::{Body, Frame, RequestFrame, ResponseFrame};
+use crate::options::{MethodDesc, ServiceDesc};
+
+/// A service at the byte level: what a generated `<Service>Server` implements,
+/// and what a hand-written service implements to be served the same way.
+pub trait Service: Send + Sync + 'static {
+    /// The service's method table.
+    fn descriptor(&self) -> &'static ServiceDesc;
+
+    /// Calls method number `method` (an index in the table) with an encoded
+    /// request; answers with an encoded response.
+    fn call(
+        &self,
+        method: usize,
+        ctx: CallContext,
+        request: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>>;
+}
+
+/// What a handler knows about its call.
+#[derive(Clone)]
+pub struct CallContext {
+    method: &'static MethodDesc,
+    started: SystemTime,
+    deadline: Option<Duration>,
+    timestamps: Arc<dyn TimestampStore>,
+}
+
+impl CallContext {
+    /// A context, for calling a [`Service`] directly (tests, other transports).
+    pub fn new(
+        method: &'static MethodDesc,
+        started: SystemTime,
+        deadline: Option<Duration>,
+        timestamps: Arc<dyn TimestampStore>,
+    ) -> CallContext {
+        CallContext {
+            method,
+            started,
+            deadline,
+            timestamps,
+        }
+    }
+
+    /// The method called.
+    pub fn method(&self) -> &'static MethodDesc {
+        self.method
+    }
+
+    /// When the server started the call.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// How long the client gives the call, from `started`.
+    pub fn deadline(&self) -> Option<Duration> {
+        self.deadline
+    }
+
+    /// Records that `entity` (`"a=1"`) changed at `now`: cached answers of
+    /// `timestamped` methods that name it, computed before, stop being served.
+    pub async fn touch(&self, entity: &str, now: SystemTime) {
+        self.timestamps.touch(entity, now).await;
+    }
+}
+
+impl std::fmt::Debug for CallContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CallContext")
+            .field("method", &self.method.full_name)
+            .field("started", &self.started)
+            .field("deadline", &self.deadline)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Server-wide switches.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Apply `(cache)`: answer from the cache and fill it. Default on.
+    pub cache: bool,
+    /// Apply `(compress)` to responses. Default on.
+    pub compress: bool,
+    /// Calls one connection may have in flight before the server stops
+    /// reading from it. Default 1024.
+    pub max_in_flight: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            cache: true,
+            compress: true,
+            max_in_flight: 1024,
+        }
+    }
+}
+
+/// Counters of a server, shared by its connections.
+#[derive(Debug, Default)]
+pub struct ServerStats {
+    /// Calls that reached a handler.
+    pub handled: AtomicU64,
+    /// Calls answered from the cache.
+    pub cache_hits: AtomicU64,
+    /// Cacheable calls that missed.
+    pub cache_misses: AtomicU64,
+    /// Calls that ended with an error status.
+    pub errors: AtomicU64,
+    /// Calls stopped by a cancel frame, a deadline or a closed connection.
+    pub cancelled: AtomicU64,
+    /// Calls started and not yet answered.
+    pub in_flight: AtomicU64,
+}
+
+/// A router of services and the options applied around their calls.
+///
+/// Cheap to clone; every clone serves the same services, cache and counters.
+/// It does no IO: [`Server::handle`] turns a request into the frame that
+/// answers it, and the caller decides how frames travel (the `tokio`
+/// feature's `net` module, or [`LocalChannel`](crate::LocalChannel)).
+///
+/// ```
+/// # use wish_core::{Server, ServerConfig};
+/// let server = Server::new(ServerConfig::default());
+/// assert!(server.method(1).is_none());
+/// ```
+#[derive(Clone)]
+pub struct Server {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    routes: HashMap<u32, Route>,
+    layer: CacheLayer,
+    config: ServerConfig,
+    stats: ServerStats,
+}
+
+struct Route {
+    service: Arc<dyn Service>,
+    index: usize,
+    method: &'static MethodDesc,
+}
+
+impl Server {
+    /// A server with no services, an in-memory cache and timestamp store.
+    pub fn new(config: ServerConfig) -> Server {
+        Server::with_cache(config, CacheLayer::default())
+    }
+
+    /// A server whose `(cache)` methods use these stores.
+    pub fn with_cache(config: ServerConfig, layer: CacheLayer) -> Server {
+        Server {
+            inner: Arc::new(Inner {
+                routes: HashMap::new(),
+                layer,
+                config,
+                stats: ServerStats::default(),
+            }),
+        }
+    }
+
+    /// Adds a service. Call before the server is cloned or served.
+    ///
+    /// # Errors
+    /// [`Error::Table`] if the service's options contradict each other, a
+    /// method id is already taken (the same service twice, or two full names
+    /// whose ids collide), or the server was already cloned.
+    pub fn add(mut self, service: impl Service) -> Result<Server, Error> {
+        let service: Arc<dyn Service> = Arc::new(service);
+        let desc = service.descriptor();
+        desc.check().map_err(|e| Error::Table(e.to_string()))?;
+        let inner = Arc::get_mut(&mut self.inner)
+            .ok_or_else(|| Error::Table("services are added before the server is cloned".into()))?;
+        for (index, method) in desc.methods.iter().enumerate() {
+            if let Some(other) = inner.routes.get(&method.id) {
+                return Err(Error::Table(format!(
+                    "{} and {} have the same method id {:#010x}",
+                    other.method.full_name, method.full_name, method.id
+                )));
+            }
+            inner.routes.insert(
+                method.id,
+                Route {
+                    service: service.clone(),
+                    index,
+                    method,
+                },
+            );
+        }
+        Ok(self)
+    }
+
+    /// The method with this id.
+    pub fn method(&self, id: u32) -> Option<&'static MethodDesc> {
+        self.inner.routes.get(&id).map(|r| r.method)
+    }
+
+    /// The server's switches.
+    pub fn config(&self) -> &ServerConfig {
+        &self.inner.config
+    }
+
+    /// The server's counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.inner.stats
+    }
+
+    /// Calls started by [`Server::handle`] whose futures are still alive.
+    pub fn in_flight(&self) -> u64 {
+        self.inner.stats.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The timestamp store handlers touch.
+    pub fn timestamps(&self) -> &Arc<dyn TimestampStore> {
+        self.inner.layer.timestamps()
+    }
+
+    /// Answers request `id` started at `now`: from the cache, or by calling
+    /// the handler (and caching its answer). The future owns what it needs,
+    /// so it can be spawned; dropping it drops the handler's future.
+    pub fn handle(
+        &self,
+        id: u64,
+        request: RequestFrame,
+        now: SystemTime,
+    ) -> impl Future<Output = Frame> + Send + 'static {
+        let inner = self.inner.clone();
+        inner.stats.in_flight.fetch_add(1, Ordering::Relaxed);
+        let guard = InFlight(inner.clone());
+        async move {
+            let inner = &guard.0;
+            let Some(route) = inner.routes.get(&request.method) else {
+                inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                return Frame::error(
+                    id,
+                    Status::new(
+                        Code::NOT_FOUND,
+                        format!("no method with id {:#010x}", request.method),
+                    ),
+                );
+            };
+            let method = route.method;
+            let cacheable = inner.config.cache && !request.no_cache;
+            let lookup = if cacheable {
+                inner.layer.lookup(method, &request.payload, now).await
+            } else {
+                Lookup::Skip
+            };
+            let compress =
+                inner.config.compress && method.options.compress && !request.plain_response;
+            let pending = match lookup {
+                Lookup::Hit(hit) => {
+                    inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    return response(id, hit.payload, Some(hit.computed_at), true, compress);
+                }
+                Lookup::Miss(pending) => {
+                    inner.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                    Some(pending)
+                }
+                Lookup::Skip => None,
+            };
+            let ctx = CallContext::new(
+                method,
+                now,
+                request.deadline,
+                inner.layer.timestamps().clone(),
+            );
+            inner.stats.handled.fetch_add(1, Ordering::Relaxed);
+            let result = route.service.call(route.index, ctx, request.payload).await;
+            match result {
+                Ok(payload) => {
+                    let computed_at = method.options.cache.then_some(now);
+                    if let Some(pending) = pending {
+                        inner.layer.store(pending, payload.clone(), None).await;
+                    }
+                    response(id, payload, computed_at, false, compress)
+                }
+                Err(status) => {
+                    inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                    Frame::error(id, status)
+                }
+            }
+        }
+    }
+}
+
+/// Counts a call in flight until its future is done or dropped.
+struct InFlight(Arc<Inner>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.stats.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+fn response(
+    id: u64,
+    payload: Bytes,
+    computed_at: Option<SystemTime>,
+    from_cache: bool,
+    compress: bool,
+) -> Frame {
+    Frame {
+        id,
+        body: Body::Response(ResponseFrame {
+            computed_at: computed_at.map(millis),
+            from_cache,
+            compress,
+            payload,
+        }),
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 before it).
+pub(crate) fn millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("methods", &self.inner.routes.len())
+            .field("config", &self.inner.config)
+            .finish_non_exhaustive()
+    }
+}
