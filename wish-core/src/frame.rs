@@ -139,7 +139,7 @@ impl Frame {
 /// name, `package.Service.Method`.
 ///
 /// ```
-/// assert_eq!(wish_core::method_id("calc.Simple.Plus"), 0x0ef4_6bbc);
+/// assert_eq!(wish_core::method_id("calc.Simple.Plus"), 0xf773_3f92);
 /// ```
 pub const fn method_id(full_name: &str) -> u32 {
     let bytes = full_name.as_bytes();

@@ -1,0 +1,322 @@
+//! The options on a simulated clock, through the wire format in memory: cache, expire, timestamped, compress, overrides.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use tokio_util::codec::Encoder;
+use wish_core::{
+    Body, CacheLayer, CachingChannel, CallOptions, Channel, Code, Error, FrameCodec, LocalChannel,
+    LruCache, MemoryTimestamps, MethodDesc, MethodOptions, RequestFrame, Server, ServerConfig,
+    ServiceDesc,
+};
+
+use super::support::*;
+
+fn setup(config: ServerConfig) -> (Arc<Arith>, Server, LocalChannel, SimClock) {
+    let arith = Arc::new(Arith::default());
+    let server = Server::new(config).add(Svc(arith.clone())).unwrap();
+    let clock = SimClock::at(1_000_000);
+    let channel = LocalChannel::new(server.clone(), clock.clock());
+    (arith, server, channel, clock)
+}
+
+async fn mul(channel: &impl Channel, a: i32, b: i32) -> (i64, bool) {
+    let reply = channel
+        .call(MUL, pair(a, b), CallOptions::new())
+        .await
+        .unwrap();
+    (answer(&reply).c, reply.from_cache)
+}
+
+#[tokio::test]
+async fn hit_miss_and_expiry() {
+    let (arith, server, channel, clock) = setup(ServerConfig::default());
+    assert_eq!(mul(&channel, 6, 7).await, (42, false));
+    assert_eq!(mul(&channel, 6, 7).await, (42, true));
+    assert_eq!(
+        mul(&channel, 7, 6).await,
+        (42, false),
+        "another request, another key"
+    );
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 2);
+    let reply = channel
+        .call(MUL, pair(6, 7), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        reply.computed_at,
+        Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000)),
+        "a hit says when it was computed"
+    );
+    clock.advance(3599);
+    assert_eq!(
+        mul(&channel, 6, 7).await,
+        (42, true),
+        "(expire) = 3600 not yet passed"
+    );
+    clock.advance(1);
+    assert_eq!(
+        mul(&channel, 6, 7).await,
+        (42, false),
+        "expired after 3600 s"
+    );
+    assert_eq!(mul(&channel, 6, 7).await, (42, true), "and cached again");
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 3);
+    let stats = server.stats();
+    assert_eq!(stats.cache_hits.load(Ordering::SeqCst), 4);
+    assert_eq!(stats.cache_misses.load(Ordering::SeqCst), 3);
+}
+
+#[tokio::test]
+async fn touching_an_entity_makes_only_its_answers_stale() {
+    let (arith, _server, channel, clock) = setup(ServerConfig::default());
+    assert_eq!(mul(&channel, 1, 2).await, (2, false));
+    assert_eq!(mul(&channel, 3, 4).await, (12, false));
+    clock.advance(1);
+    // A write to entity a=1, through a handler's CallContext::touch.
+    channel
+        .call(TOUCH, pair(1, 0), CallOptions::new())
+        .await
+        .unwrap();
+    clock.advance(1);
+    assert_eq!(
+        mul(&channel, 1, 2).await,
+        (2, false),
+        "Multiply(1,2) names a=1: stale"
+    );
+    assert_eq!(
+        mul(&channel, 3, 4).await,
+        (12, true),
+        "Multiply(3,4) names a=3, b=4: still fresh"
+    );
+    assert_eq!(
+        mul(&channel, 1, 2).await,
+        (2, true),
+        "recomputed after the touch: fresh again"
+    );
+    // b=1 is named by Multiply(2, 1) through field b, not by Multiply(1, 2).
+    assert_eq!(mul(&channel, 2, 1).await, (2, false));
+    clock.advance(1);
+    channel
+        .call(TOUCH, pair(2, 0), CallOptions::new())
+        .await
+        .unwrap(); // a=2
+    clock.advance(1);
+    assert_eq!(mul(&channel, 2, 1).await, (2, false));
+    assert_eq!(mul(&channel, 1, 2).await, (2, true));
+    // Multiply(3,4) computed now, and a=3 touched in the same second: the
+    // touch counts as after the computation.
+    clock.advance(1);
+    channel
+        .call(TOUCH, pair(3, 0), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(mul(&channel, 3, 4).await, (12, false));
+    channel
+        .call(TOUCH, pair(3, 0), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(mul(&channel, 3, 4).await, (12, false));
+    // 2 first calls, 4 touches, Mul(1,2) once more, Mul(2,1) twice, Mul(3,4) twice.
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 2 + 4 + 1 + 2 + 2);
+}
+
+#[tokio::test]
+async fn errors_are_never_cached() {
+    let (arith, server, channel, _clock) = setup(ServerConfig::default());
+    for _ in 0..2 {
+        let err = channel
+            .call(FAIL, pair(1, 1), CallOptions::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::UNKNOWN);
+        assert_eq!(err.message(), "always fails");
+    }
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 2);
+    assert_eq!(server.stats().errors.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn bypass_per_call_and_switch_per_server() {
+    let (arith, _server, channel, _clock) = setup(ServerConfig::default());
+    let bypass = CallOptions::new().no_cache();
+    let reply = channel.call(MUL, pair(2, 3), bypass).await.unwrap();
+    assert!(!reply.from_cache);
+    assert_eq!(
+        mul(&channel, 2, 3).await,
+        (6, false),
+        "a bypassing call does not fill the cache"
+    );
+    assert_eq!(mul(&channel, 2, 3).await, (6, true));
+    let reply = channel.call(MUL, pair(2, 3), bypass).await.unwrap();
+    assert!(!reply.from_cache, "nor is it answered from it");
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 3);
+
+    let mut config = ServerConfig::default();
+    config.cache = false;
+    let (arith, _server, channel, _clock) = setup(config);
+    assert_eq!(mul(&channel, 2, 3).await, (6, false));
+    assert_eq!(mul(&channel, 2, 3).await, (6, false));
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn keys_are_canonical_requests() {
+    let (arith, _server, channel, _clock) = setup(ServerConfig::default());
+    assert_eq!(mul(&channel, 1, 2).await, (2, false));
+    // The same message with its fields in the other order.
+    let reversed = wish_core::Bytes::from_static(&[0x10, 0x02, 0x08, 0x01]);
+    let reply = channel
+        .call(MUL, reversed, CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!((answer(&reply).c, reply.from_cache), (2, true));
+    // A request that is not well-formed is passed to the handler, uncached.
+    let broken = wish_core::Bytes::from_static(&[0x08]);
+    let err = channel
+        .call(MUL, broken, CallOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::INVALID_ARGUMENT);
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 2);
+}
+
+fn wire_flags(frame: wish_core::Frame) -> u8 {
+    let mut out = BytesMut::new();
+    FrameCodec::new().encode(frame, &mut out).unwrap();
+    out[6]
+}
+
+#[tokio::test]
+async fn compression_follows_the_option_the_call_and_the_server() {
+    let request = |method: &MethodDesc, plain_response| RequestFrame {
+        method: method.id,
+        deadline: None,
+        no_cache: false,
+        plain_response,
+        compress: false,
+        payload: pair(1000, 0),
+    };
+    let now = SystemTime::UNIX_EPOCH;
+    let (_arith, server, channel, _clock) = setup(ServerConfig::default());
+    let text = server.handle(1, request(TEXT, false), now).await;
+    assert_eq!(
+        wire_flags(text) & 3,
+        1,
+        "(compress): 5000 bytes of text go out lz4"
+    );
+    let plain = server.handle(2, request(TEXT, true), now).await;
+    assert_eq!(
+        wire_flags(plain) & 3,
+        0,
+        "the call asked for a plain response"
+    );
+    let add = server.handle(3, request(ADD, false), now).await;
+    assert!(
+        matches!(&add.body, Body::Response(r) if !r.compress),
+        "no (compress) on Add"
+    );
+    let reply = channel
+        .call(TEXT, pair(1000, 0), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(&reply).text.len(),
+        5000,
+        "and decompressed on the way in"
+    );
+
+    let mut config = ServerConfig::default();
+    config.compress = false;
+    let (_arith, server, _channel, _clock) = setup(config);
+    let text = server.handle(1, request(TEXT, false), now).await;
+    assert_eq!(wire_flags(text) & 3, 0, "switched off server-wide");
+}
+
+#[tokio::test]
+async fn a_client_side_cache_answers_without_a_call() {
+    let (arith, _server, channel, clock) = setup(ServerConfig::default());
+    let layer = CacheLayer::new(
+        Arc::new(LruCache::new(100, 1 << 20)),
+        Arc::new(MemoryTimestamps::new(100)),
+    );
+    let cached = CachingChannel::new(channel, layer.clone(), clock.clock());
+    assert_eq!(mul(&cached, 4, 5).await, (20, false));
+    assert_eq!(mul(&cached, 4, 5).await, (20, true));
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 1);
+    let uncached = cached
+        .call(ADD, pair(4, 5), CallOptions::new())
+        .await
+        .unwrap();
+    assert!(!uncached.from_cache);
+    // The client's timestamp store invalidates its own entries the same way.
+    clock.advance(1);
+    layer
+        .timestamps()
+        .touch(
+            "b=5",
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_001),
+        )
+        .await;
+    clock.advance(1);
+    // The server's cache still holds it; the client's does not.
+    let reply = cached
+        .call(MUL, pair(4, 5), CallOptions::new())
+        .await
+        .unwrap();
+    assert!(reply.from_cache, "answered by the server's cache");
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn unknown_methods_and_bad_tables() {
+    let (_arith, server, _channel, _clock) = setup(ServerConfig::default());
+    let frame = server
+        .handle(
+            9,
+            RequestFrame {
+                method: 12345,
+                deadline: None,
+                no_cache: false,
+                plain_response: false,
+                compress: false,
+                payload: pair(1, 1),
+            },
+            SystemTime::UNIX_EPOCH,
+        )
+        .await;
+    assert!(
+        matches!(&frame.body, Body::Error(s) if s.code() == Code::NOT_FOUND),
+        "{frame:?}"
+    );
+    assert_eq!(frame.id, 9);
+
+    let twice = server.clone().add(Svc(Arc::new(Arith::default())));
+    assert!(
+        matches!(twice, Err(Error::Table(_))),
+        "cloned, and the same ids"
+    );
+    let twice = Server::new(ServerConfig::default())
+        .add(Svc(Arc::new(Arith::default())))
+        .unwrap()
+        .add(Svc(Arc::new(Arith::default())));
+    assert!(matches!(twice, Err(Error::Table(m)) if m.contains("test.Arith.Mul")));
+
+    static BAD: ServiceDesc = ServiceDesc::new(
+        "test.Bad",
+        &[MethodDesc::new(
+            "test.Bad.M",
+            MethodOptions {
+                expire: Some(5),
+                ..MethodOptions::new()
+            },
+        )],
+    );
+    let err = BAD.check().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "service test.Bad, method M: (expire) needs (cache) = true"
+    );
+}

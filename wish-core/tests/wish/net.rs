@@ -1,0 +1,283 @@
+//! Over real sockets: many calls on one connection, out-of-order answers, deadlines, cancels, reconnects, bad frames.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use tokio::net::TcpListener;
+use tokio_util::codec::Framed;
+use wish_core::net::{Client, Endpoint, serve, serve_connection, serve_unix};
+use wish_core::{
+    Body, CallOptions, Channel, Code, Frame, FrameCodec, RequestFrame, Server, ServerConfig,
+};
+
+use super::support::*;
+
+async fn start() -> (Arc<Arith>, Server, String) {
+    let arith = Arc::new(Arith::default());
+    let server = Server::new(ServerConfig::default())
+        .add(Svc(arith.clone()))
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(serve(listener, server.clone(), std::future::pending()));
+    (arith, server, addr)
+}
+
+/// Polls `check` until it holds; the causal event it waits for is already under way.
+async fn eventually(what: &str, check: impl Fn() -> bool) {
+    for _ in 0..2000 {
+        if check() {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    panic!("never happened: {what}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_concurrent_calls_on_one_connection() {
+    let (arith, _server, addr) = start().await;
+    let client = Client::new(Endpoint::Tcp(addr));
+    let calls = (0..10_000i32).map(|i| {
+        let client = client.clone();
+        async move {
+            let method = if i % 2 == 0 { ADD } else { MUL };
+            let reply = client
+                .call(method, pair(i, 3), CallOptions::new())
+                .await
+                .unwrap();
+            let want = if i % 2 == 0 {
+                i64::from(i) + 3
+            } else {
+                i64::from(i) * 3
+            };
+            assert_eq!(answer(&reply).c, want, "call {i} got another call's answer");
+        }
+    });
+    futures::future::join_all(calls).await;
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 10_000);
+}
+
+#[tokio::test]
+async fn answers_come_out_of_order_and_a_dropped_call_cancels() {
+    let (arith, server, addr) = start().await;
+    let client = Client::new(Endpoint::Tcp(addr));
+    let slow = client.call(SLEEP, pair(60_000, 1), CallOptions::new());
+    let slow = tokio::spawn(slow);
+    eventually("the slow call reached its handler", || {
+        arith.handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let fast = client
+        .call(ADD, pair(2, 2), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        answer(&fast).c,
+        4,
+        "answered while the first call is still running"
+    );
+    assert!(!slow.is_finished());
+    slow.abort();
+    eventually("the server dropped the cancelled handler", || {
+        arith.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(server.stats().cancelled.load(Ordering::SeqCst), 1);
+    // The connection is still good.
+    let again = client
+        .call(ADD, pair(5, 5), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(answer(&again).c, 10);
+}
+
+#[tokio::test]
+async fn a_handler_past_its_deadline_yields_a_deadline_error() {
+    let (arith, server, addr) = start().await;
+    // Through the client.
+    let client = Client::new(Endpoint::Tcp(addr.clone()));
+    let err = client
+        .call(
+            SLEEP,
+            pair(60_000, 1),
+            CallOptions::new().deadline(Duration::from_millis(50)),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::DEADLINE_EXCEEDED);
+    eventually("the handler was stopped", || {
+        arith.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    // The server enforces it by itself, for clients that do not.
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut raw = Framed::new(stream, FrameCodec::new());
+    let request = RequestFrame {
+        method: SLEEP.id,
+        deadline: Some(Duration::from_millis(50)),
+        no_cache: false,
+        plain_response: false,
+        compress: false,
+        payload: pair(60_000, 1),
+    };
+    raw.send(Frame {
+        id: 77,
+        body: Body::Request(request),
+    })
+    .await
+    .unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!(answer.id, 77);
+    assert!(
+        matches!(&answer.body, Body::Error(s) if s.code() == Code::DEADLINE_EXCEEDED),
+        "{answer:?}"
+    );
+    eventually("both handlers stopped", || {
+        arith.dropped.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    assert!(server.stats().cancelled.load(Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn a_cancel_frame_stops_the_call_and_nothing_answers_it() {
+    let (arith, _server, addr) = start().await;
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut raw = Framed::new(stream, FrameCodec::new());
+    let mut sleep = Frame::request(5, SLEEP.id, pair(60_000, 1));
+    if let Body::Request(r) = &mut sleep.body {
+        r.no_cache = true;
+    }
+    raw.send(sleep).await.unwrap();
+    eventually("the call reached its handler", || {
+        arith.handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    raw.send(Frame::cancel(5)).await.unwrap();
+    eventually("the handler was dropped", || {
+        arith.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    raw.send(Frame::request(6, ADD.id, pair(1, 1)))
+        .await
+        .unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!(answer.id, 6, "no answer for the cancelled call came first");
+    // A cancel for an id not in flight is ignored.
+    raw.send(Frame::cancel(1234)).await.unwrap();
+    raw.send(Frame::request(7, ADD.id, pair(1, 1)))
+        .await
+        .unwrap();
+    assert_eq!(raw.next().await.unwrap().unwrap().id, 7);
+}
+
+#[tokio::test]
+async fn a_lost_connection_fails_its_calls_and_the_next_call_reconnects() {
+    let arith = Arc::new(Arith::default());
+    let server = Server::new(ServerConfig::default())
+        .add(Svc(arith.clone()))
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (conns_tx, mut conns) = tokio::sync::mpsc::unbounded_channel();
+    let accepting = server.clone();
+    tokio::spawn(async move {
+        loop {
+            let (stream, _) = listener.accept().await.unwrap();
+            let task = tokio::spawn(serve_connection(
+                stream,
+                accepting.clone(),
+                FrameCodec::new(),
+            ));
+            conns_tx.send(task).unwrap();
+        }
+    });
+    let client = Client::new(Endpoint::Tcp(addr));
+    let slow = tokio::spawn(client.call(SLEEP, pair(60_000, 1), CallOptions::new()));
+    let first = conns.recv().await.unwrap();
+    eventually("the call reached its handler", || {
+        arith.handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    first.abort(); // the server side of the connection goes away
+    let err = slow.await.unwrap().unwrap_err();
+    assert_eq!(err.code(), Code::UNAVAILABLE, "{err}");
+    let reply = client
+        .call(ADD, pair(20, 22), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(answer(&reply).c, 42, "reconnected");
+    assert!(conns.recv().await.is_some(), "on a second connection");
+}
+
+#[tokio::test]
+async fn a_frame_that_does_not_decode_closes_the_connection_with_a_reason() {
+    let (_arith, _server, addr) = start().await;
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut raw = Framed::new(stream, FrameCodec::new());
+    tokio::io::AsyncWriteExt::write_all(
+        raw.get_mut(),
+        &[0, 0, 0, 11, 9, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1],
+    )
+    .await
+    .unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!(answer.id, 0);
+    assert!(
+        matches!(&answer.body, Body::Error(s) if s.message().contains("version 9")),
+        "{answer:?}"
+    );
+    assert!(raw.next().await.is_none(), "then the server closes");
+    // Unknown methods, by contrast, are an answer, not a protocol error.
+    let client = Client::new(Endpoint::Tcp(addr));
+    static OTHER: wish_core::ServiceDesc = wish_core::ServiceDesc::new(
+        "test.Other",
+        &[wish_core::MethodDesc::new(
+            "test.Other.M",
+            wish_core::MethodOptions::new(),
+        )],
+    );
+    let err = client
+        .call(&OTHER.methods[0], pair(1, 1), CallOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::NOT_FOUND);
+    assert_eq!(
+        answer_of(client.call(ADD, pair(1, 1), CallOptions::new()).await),
+        2
+    );
+}
+
+fn answer_of(reply: Result<wish_core::RawReply, wish_core::Status>) -> i64 {
+    answer(&reply.unwrap()).c
+}
+
+#[tokio::test]
+async fn unix_sockets_serve_the_same() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("wish.sock");
+    let arith = Arc::new(Arith::default());
+    let server = Server::new(ServerConfig::default())
+        .add(Svc(arith))
+        .unwrap();
+    let listener = tokio::net::UnixListener::bind(&path).unwrap();
+    tokio::spawn(serve_unix(listener, server, std::future::pending()));
+    let client = Client::new(Endpoint::Unix(path));
+    assert_eq!(
+        answer_of(client.call(MUL, pair(6, 7), CallOptions::new()).await),
+        42
+    );
+    let cached = client
+        .call(MUL, pair(6, 7), CallOptions::new())
+        .await
+        .unwrap();
+    assert!(cached.from_cache);
+    let err = Client::new(Endpoint::Unix(dir.path().join("nobody.sock")))
+        .call(ADD, pair(1, 1), CallOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::UNAVAILABLE);
+}
