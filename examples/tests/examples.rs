@@ -536,3 +536,96 @@ fn kids_applies_max_clients_from_its_config() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// Starts calc-server on a free port; returns it and its port.
+fn start_calc_server(extra: &[&str]) -> (std::process::Child, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_calc-server"))
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .args(extra)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start calc-server");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the listening line");
+    let port = line
+        .trim()
+        .strip_prefix("calc-server listening on 127.0.0.1:")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+        .to_string();
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    (child, port)
+}
+
+/// Runs calc-client; its exit code, stdout and stderr.
+fn calc_client(port: &str, args: &[&str]) -> (Option<i32>, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_calc-client"))
+        .args(["--port", port])
+        .args(args)
+        .output()
+        .expect("run calc-client");
+    (
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn calc_client_and_server_answer_and_say_where_from() {
+    let (mut server, port) = start_calc_server(&[]);
+    let first = calc_client(&port, &["multiply", "3", "4"]);
+    assert_eq!(first.0, Some(0), "{first:?}");
+    assert_eq!(first.1, "12\n");
+    assert!(first.2.contains("computed by the server"), "{first:?}");
+    let second = calc_client(&port, &["multiply", "3", "4"]);
+    assert_eq!(second.1, "12\n");
+    assert!(
+        second.2.contains("from the server's cache"),
+        "Multiply has (cache): {second:?}"
+    );
+    let bypass = calc_client(&port, &["--no-cache", "multiply", "3", "4"]);
+    assert!(bypass.2.contains("computed by the server"), "{bypass:?}");
+    for (op, want) in [("plus", "7\n"), ("minus", "-1\n"), ("divide", "0\n")] {
+        let (code, out, err) = calc_client(&port, &[op, "3", "4"]);
+        assert_eq!((code, out.as_str()), (Some(0), want), "{op}: {err}");
+    }
+    for _ in 0..2 {
+        let plus = calc_client(&port, &["plus", "3", "4"]);
+        assert!(
+            plus.2.contains("computed by the server"),
+            "Plus has (cache) = false: {plus:?}"
+        );
+    }
+    let (code, _, err) = calc_client(&port, &["divide", "1", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("division by zero"), "{err}");
+    let (code, _, err) = calc_client(&port, &["power", "1", "0"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("usage"), "{err}");
+    let killed = Command::new("kill")
+        .args(["-TERM", &server.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    assert_eq!(
+        server.wait().expect("wait").code(),
+        Some(0),
+        "exits 0 on SIGTERM"
+    );
+    let (code, _, err) = calc_client(&port, &["plus", "1", "2"]);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("unavailable"), "{err}");
+}
+
+#[test]
+fn calc_server_switches_the_cache_off() {
+    let (mut server, port) = start_calc_server(&["--no-cache"]);
+    for _ in 0..2 {
+        let (code, out, err) = calc_client(&port, &["multiply", "6", "7"]);
+        assert_eq!((code, out.as_str()), (Some(0), "42\n"));
+        assert!(err.contains("computed by the server"), "{err}");
+    }
+    server.kill().expect("kill");
+    let _ = server.wait();
+}

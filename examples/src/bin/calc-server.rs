@@ -72,12 +72,12 @@ async fn run(
         Some(path) => {
             let _ = std::fs::remove_file(&path);
             let listener = tokio::net::UnixListener::bind(&path)?;
-            println!("calc-server listening on {path}");
+            eprintln!("calc-server listening on {path}");
             net::serve_unix(listener, served, stop).await?;
         }
         None => {
             let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
-            println!("calc-server listening on {}", listener.local_addr()?);
+            eprintln!("calc-server listening on {}", listener.local_addr()?);
             net::serve(listener, served, stop).await?;
         }
     }
