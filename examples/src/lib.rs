@@ -48,10 +48,10 @@ pub mod calc {
     /// A wish server with both calc services.
     ///
     /// # Errors
-    /// Never for these two services; the type is that of [`wish_core::Server::add`].
+    /// Never for these two services; the type is that of [`wish_core::Server::with_service`].
     pub fn server(config: wish_core::ServerConfig) -> Result<wish_core::Server, wish_core::Error> {
         wish_core::Server::new(config)
-            .add(SimpleServer::new(Calc))?
-            .add(AdvancedServer::new(Calc))
+            .with_service(SimpleServer::new(Calc))?
+            .with_service(AdvancedServer::new(Calc))
     }
 }

@@ -101,6 +101,8 @@ impl Builder {
     /// [`Error::Proto`] when a file does not parse or resolve,
     /// [`Error::Options`] when a method's options are wrong (naming the file,
     /// service and method), [`Error::Io`] when the output cannot be written.
+    // Tells cargo, on stdout as build scripts do, to rerun when a file changes.
+    #[allow(clippy::print_stdout)]
     pub fn compile(
         &self,
         protos: &[impl AsRef<Path>],
@@ -124,8 +126,10 @@ impl Builder {
         config
             .compile_fds(compiler.file_descriptor_set())
             .map_err(|e| Error::Proto(format!("generating code: {e}")))?;
-        for proto in protos {
-            println!("cargo:rerun-if-changed={}", proto.as_ref().display());
+        if self.out_dir.is_none() {
+            for proto in protos {
+                println!("cargo:rerun-if-changed={}", proto.as_ref().display());
+            }
         }
         Ok(services)
     }

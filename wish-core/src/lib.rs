@@ -92,7 +92,7 @@
 //!
 //! # futures::executor::block_on(async {
 //! let calls = Arc::new(AtomicU64::new(0));
-//! let server = Server::new(ServerConfig::default()).add(Echo(calls.clone())).unwrap();
+//! let server = Server::new(ServerConfig::default()).with_service(Echo(calls.clone())).unwrap();
 //! let clock = Arc::new(AtomicU64::new(1_000));
 //! let now = { let c = clock.clone(); move || SystemTime::UNIX_EPOCH + Duration::from_secs(c.load(Ordering::Relaxed)) };
 //! let channel = LocalChannel::new(server, Arc::new(now));

@@ -4,7 +4,7 @@
 //! use wish_core::{Server, ServerConfig, net};
 //!
 //! # async fn run() -> Result<(), wish_core::Error> {
-//! let server = Server::new(ServerConfig::default()); // .add(CalcServer::new(handler))?
+//! let server = Server::new(ServerConfig::default()); // .with_service(CalcServer::new(handler))?
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
 //! let addr = listener.local_addr()?;
 //! tokio::spawn(net::serve(listener, server, std::future::pending()));

@@ -181,7 +181,7 @@ impl Server {
     /// [`Error::Table`] if the service's options contradict each other, a
     /// method id is already taken (the same service twice, or two full names
     /// whose ids collide), or the server was already cloned.
-    pub fn add(mut self, service: impl Service) -> Result<Server, Error> {
+    pub fn with_service(mut self, service: impl Service) -> Result<Server, Error> {
         let service: Arc<dyn Service> = Arc::new(service);
         let desc = service.descriptor();
         desc.check().map_err(|e| Error::Table(e.to_string()))?;

@@ -35,8 +35,14 @@ async fn main() -> ExitCode {
                     .map_err(|e| format!("--port: {e}"))
             }),
             "--socket" => value().map(|v| socket = Some(v)),
-            "--no-cache" => Ok(config.cache = false),
-            "--no-compress" => Ok(config.compress = false),
+            "--no-cache" => {
+                config.cache = false;
+                Ok(())
+            }
+            "--no-compress" => {
+                config.compress = false;
+                Ok(())
+            }
             _ => Err(format!("unknown option {flag}; {USAGE}")),
         };
         if let Err(e) = parsed {

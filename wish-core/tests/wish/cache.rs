@@ -16,7 +16,9 @@ use super::support::*;
 
 fn setup(config: ServerConfig) -> (Arc<Arith>, Server, LocalChannel, SimClock) {
     let arith = Arc::new(Arith::default());
-    let server = Server::new(config).add(Svc(arith.clone())).unwrap();
+    let server = Server::new(config)
+        .with_service(Svc(arith.clone()))
+        .unwrap();
     let clock = SimClock::at(1_000_000);
     let channel = LocalChannel::new(server.clone(), clock.clock());
     (arith, server, channel, clock)
@@ -293,15 +295,15 @@ async fn unknown_methods_and_bad_tables() {
     );
     assert_eq!(frame.id, 9);
 
-    let twice = server.clone().add(Svc(Arc::new(Arith::default())));
+    let twice = server.clone().with_service(Svc(Arc::new(Arith::default())));
     assert!(
         matches!(twice, Err(Error::Table(_))),
         "cloned, and the same ids"
     );
     let twice = Server::new(ServerConfig::default())
-        .add(Svc(Arc::new(Arith::default())))
+        .with_service(Svc(Arc::new(Arith::default())))
         .unwrap()
-        .add(Svc(Arc::new(Arith::default())));
+        .with_service(Svc(Arc::new(Arith::default())));
     assert!(matches!(twice, Err(Error::Table(m)) if m.contains("test.Arith.Mul")));
 
     static BAD: ServiceDesc = ServiceDesc::new(

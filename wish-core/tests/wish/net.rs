@@ -17,7 +17,7 @@ use super::support::*;
 async fn start() -> (Arc<Arith>, Server, String) {
     let arith = Arc::new(Arith::default());
     let server = Server::new(ServerConfig::default())
-        .add(Svc(arith.clone()))
+        .with_service(Svc(arith.clone()))
         .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -178,7 +178,7 @@ async fn a_cancel_frame_stops_the_call_and_nothing_answers_it() {
 async fn a_lost_connection_fails_its_calls_and_the_next_call_reconnects() {
     let arith = Arc::new(Arith::default());
     let server = Server::new(ServerConfig::default())
-        .add(Svc(arith.clone()))
+        .with_service(Svc(arith.clone()))
         .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap().to_string();
@@ -261,7 +261,7 @@ async fn unix_sockets_serve_the_same() {
     let path = dir.path().join("wish.sock");
     let arith = Arc::new(Arith::default());
     let server = Server::new(ServerConfig::default())
-        .add(Svc(arith))
+        .with_service(Svc(arith))
         .unwrap();
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
     tokio::spawn(serve_unix(listener, server, std::future::pending()));
