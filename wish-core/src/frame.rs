@@ -374,7 +374,9 @@ impl FrameCodec {
                 let flags_at = self.head(dst, KIND_REQUEST, flags, frame.id);
                 dst.put_u32(r.method);
                 if let Some(d) = r.deadline {
-                    dst.put_u32(u32::try_from(d.as_millis()).unwrap_or(u32::MAX).max(1));
+                    // Whole milliseconds, rounded up: a deadline is never shortened.
+                    let ms = d.as_micros().div_ceil(1000);
+                    dst.put_u32(u32::try_from(ms).unwrap_or(u32::MAX));
                 }
                 self.put_payload(dst, flags_at, r.compress, &r.payload);
             }
@@ -426,9 +428,11 @@ impl FrameCodec {
     }
 
     fn put_payload(&self, dst: &mut BytesMut, flags_at: usize, compress: bool, payload: &[u8]) {
+        // Never compress what the bound refuses once decompressed: the frame
+        // would fit, and the peer would take it for a bomb.
         if compress
             && payload.len() >= self.compress_threshold
-            && payload.len() <= u32::MAX as usize
+            && payload.len() <= self.max_frame_len
         {
             let at = dst.len();
             let bound = lz4_flex::block::get_maximum_output_size(payload.len());

@@ -29,7 +29,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
 use crate::client::{CallOptions, Channel, Multiplexer, RawReply, request_frame};
-use crate::error::{Code, Error, Status};
+use crate::error::{Code, Error, FrameError, Status};
 use crate::frame::{Body, Frame, FrameCodec};
 use crate::options::MethodDesc;
 use crate::server::Server;
@@ -85,15 +85,28 @@ pub async fn serve_unix(
     server: Server,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    serve_unix_with(listener, server, FrameCodec::new(), shutdown).await
+}
+
+/// As [`serve_unix`], with this codec's bounds.
+///
+/// # Errors
+/// As [`serve`].
+pub async fn serve_unix_with(
+    listener: tokio::net::UnixListener,
+    server: Server,
+    codec: FrameCodec,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => {
-                    let server = server.clone();
+                    let (server, codec) = (server.clone(), codec.clone());
                     tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, server, FrameCodec::new()).await {
+                        if let Err(e) = serve_connection(stream, server, codec).await {
                             tracing::debug!(error = %e, "wish connection ended");
                         }
                     });
@@ -145,13 +158,22 @@ where
                 None => reading = false,
                 Some(Err(e)) => {
                     if let Error::Frame(f) = &e {
-                        let status = Status::invalid_argument(f.to_string());
+                        let code = match f {
+                            FrameError::TooLong { .. } | FrameError::Bomb { .. } => Code::RESOURCE_EXHAUSTED,
+                            _ => Code::INVALID_ARGUMENT,
+                        };
+                        let status = Status::new(code, f.to_string());
                         let _ = writer.send(Frame::error(0, status)).await;
                     }
                     return Err(e);
                 }
                 Some(Ok(frame)) => match frame.body {
                     Body::Request(req) => {
+                        if frame.id == 0 {
+                            let status = Status::invalid_argument("request id 0 is reserved");
+                            let _ = writer.send(Frame::error(0, status)).await;
+                            return Err(Error::Closed);
+                        }
                         if aborts.contains_key(&frame.id) {
                             let status = Status::invalid_argument(format!("request id {} is already in flight", frame.id));
                             let _ = writer.send(Frame::error(0, status)).await;
@@ -194,7 +216,16 @@ where
                 // Answer every call that is ready, then flush once.
                 while let Some(result) = done {
                     if let Some(frame) = finished(result, &mut ids, &mut aborts) {
-                        writer.feed(frame).await?;
+                        let id = frame.id;
+                        match writer.feed(frame).await {
+                            Ok(()) => {}
+                            // Too large to encode: that call fails, the others go on.
+                            Err(Error::Frame(e)) => {
+                                let status = Status::new(Code::RESOURCE_EXHAUSTED, format!("answer not sent: {e}"));
+                                writer.feed(Frame::error(id, status)).await?;
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                     done = calls.try_join_next_with_id();
                 }
@@ -207,26 +238,29 @@ where
     Ok(())
 }
 
-/// The frame that answers a finished call task, if one is due: none for an
-/// aborted (cancelled) call, an internal error for a panicked handler.
+/// The frame that answers a finished call task, if one is due: none for a
+/// cancelled call (even one that had finished before its cancel was read),
+/// an internal error for a panicked handler.
 fn finished(
     result: Result<(tokio::task::Id, Frame), tokio::task::JoinError>,
     ids: &mut HashMap<tokio::task::Id, u64>,
     aborts: &mut HashMap<u64, AbortHandle>,
 ) -> Option<Frame> {
+    let task = match &result {
+        Ok((task, _)) => *task,
+        Err(e) => e.id(),
+    };
+    let id = ids.remove(&task)?;
+    // The id may have been cancelled, and even reused by a newer call since.
+    if aborts.get(&id).map(AbortHandle::id) != Some(task) {
+        return None;
+    }
+    aborts.remove(&id);
     match result {
-        Ok((task, frame)) => {
-            ids.remove(&task);
-            aborts.remove(&frame.id);
-            Some(frame)
-        }
-        Err(e) => {
-            let id = ids.remove(&e.id())?;
-            // A cancelled call was already removed from `aborts`.
-            aborts.remove(&id)?;
-            e.is_panic()
-                .then(|| Frame::error(id, Status::internal("handler panicked")))
-        }
+        Ok((_, frame)) => Some(frame),
+        Err(e) => e
+            .is_panic()
+            .then(|| Frame::error(id, Status::internal("handler panicked"))),
     }
 }
 
@@ -418,7 +452,14 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed && self.conn.calls().remove(self.id).is_some() {
-            let _ = self.conn.out.try_send(Frame::cancel(self.id));
+            let cancel = Frame::cancel(self.id);
+            if let Err(mpsc::error::TrySendError::Full(cancel)) = self.conn.out.try_send(cancel) {
+                // The queue is full: send it once there is room, if a runtime is at hand.
+                let out = self.conn.out.clone();
+                if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                    rt.spawn(async move { out.send(cancel).await });
+                }
+            }
         }
     }
 }
@@ -432,6 +473,17 @@ impl Channel for Client {
     ) -> BoxFuture<'static, Result<RawReply, Status>> {
         let inner = self.inner.clone();
         Box::pin(async move {
+            // Headers take at most 27 bytes; a larger request would not encode.
+            let limit = inner.config.codec.frame_limit();
+            if request.len() + 27 > limit {
+                return Err(Status::new(
+                    Code::RESOURCE_EXHAUSTED,
+                    format!(
+                        "request of {} bytes is over the frame limit of {limit}",
+                        request.len()
+                    ),
+                ));
+            }
             let conn = inner.conn().await?;
             let (tx, rx) = oneshot::channel();
             let id = conn

@@ -387,3 +387,37 @@ proptest! {
         while let Ok(Some(_)) = codec.decode(&mut buf) {}
     }
 }
+
+#[test]
+fn deadlines_round_up_to_whole_milliseconds() {
+    let mut codec = FrameCodec::new();
+    for (given, wire_ms) in [
+        (Duration::ZERO, 0u32),
+        (Duration::from_micros(1999), 2),
+        (Duration::from_millis(7), 7),
+    ] {
+        let mut f = Frame::request(1, 1, Bytes::new());
+        if let Body::Request(r) = &mut f.body {
+            r.deadline = Some(given);
+        }
+        let wire = encode(&mut codec, f);
+        assert_eq!(&wire[19..23], &wire_ms.to_be_bytes(), "{given:?}");
+        match &decode_all(&mut codec, &wire).unwrap()[0].body {
+            Body::Request(r) => {
+                assert_eq!(r.deadline, Some(Duration::from_millis(u64::from(wire_ms))))
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // A payload over the bound is refused, never compressed under it.
+    let mut codec = FrameCodec::new().max_frame_len(1 << 16);
+    let mut f = Frame::response(1, Bytes::from(vec![0u8; 1 << 17]));
+    if let Body::Response(r) = &mut f.body {
+        r.compress = true;
+    }
+    let mut out = BytesMut::new();
+    assert!(matches!(
+        codec.encode(f, &mut out),
+        Err(Error::Frame(FrameError::TooLong { .. }))
+    ));
+}

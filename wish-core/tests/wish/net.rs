@@ -281,3 +281,69 @@ async fn unix_sockets_serve_the_same() {
         .unwrap_err();
     assert_eq!(err.code(), Code::UNAVAILABLE);
 }
+
+#[tokio::test]
+async fn a_cancelled_id_can_be_reused_and_cancelled_again() {
+    let (arith, _server, addr) = start().await;
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut raw = Framed::new(stream, FrameCodec::new());
+    for round in 1..=2u64 {
+        raw.send(Frame::request(5, SLEEP.id, pair(60_000, 1)))
+            .await
+            .unwrap();
+        eventually("the call reached its handler", || {
+            arith.handled.load(Ordering::SeqCst) == round
+        })
+        .await;
+        raw.send(Frame::cancel(5)).await.unwrap();
+        eventually("its handler was dropped", || {
+            arith.dropped.load(Ordering::SeqCst) == round
+        })
+        .await;
+    }
+    raw.send(Frame::request(6, ADD.id, pair(1, 1)))
+        .await
+        .unwrap();
+    assert_eq!(
+        raw.next().await.unwrap().unwrap().id,
+        6,
+        "nothing answered either id-5 call"
+    );
+}
+
+#[tokio::test]
+async fn request_id_0_is_refused() {
+    let (_arith, _server, addr) = start().await;
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut raw = Framed::new(stream, FrameCodec::new());
+    raw.send(Frame::request(0, ADD.id, pair(1, 1)))
+        .await
+        .unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert!(
+        matches!(&answer.body, Body::Error(s) if s.message().contains("id 0")),
+        "{answer:?}"
+    );
+    assert!(raw.next().await.is_none());
+}
+
+#[tokio::test]
+async fn frames_over_the_bound_fail_their_call_only() {
+    let (_arith, _server, addr) = start().await;
+    let client = Client::new(Endpoint::Tcp(addr));
+    // 5,000,000 bytes of text: over the 4 MiB bound even though lz4 would
+    // squeeze it into a small frame (which the client would take for a bomb).
+    let err = client
+        .call(TEXT, pair(1_000_000, 0), CallOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::RESOURCE_EXHAUSTED, "{err}");
+    let big = wish_core::Bytes::from(vec![0u8; 5 << 20]);
+    let err = client.call(ADD, big, CallOptions::new()).await.unwrap_err();
+    assert_eq!(err.code(), Code::RESOURCE_EXHAUSTED, "{err}");
+    assert_eq!(
+        answer_of(client.call(ADD, pair(2, 2), CallOptions::new()).await),
+        4,
+        "the connection goes on"
+    );
+}
