@@ -400,8 +400,11 @@ impl ClientInner {
             out: tx,
             closed: AtomicBool::new(false),
         });
+        // The tasks hold the connection weakly: once every `Client` clone and
+        // every call is gone, the queue's sender drops, the writer shuts the
+        // socket down, the server closes its side, and the reader ends too.
         let mut writer = FramedWrite::new(write, self.config.codec.clone());
-        let writing = conn.clone();
+        let writing = Arc::downgrade(&conn);
         tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
                 let mut result = writer.feed(frame).await;
@@ -411,13 +414,16 @@ impl ClientInner {
                     result = writer.feed(frame).await;
                 }
                 if let Err(e) = result.and(writer.flush().await) {
-                    writing.close(&format!("write: {e}"));
-                    return;
+                    if let Some(conn) = writing.upgrade() {
+                        conn.close(&format!("write: {e}"));
+                    }
+                    break;
                 }
             }
+            let _ = tokio::io::AsyncWriteExt::shutdown(writer.get_mut()).await;
         });
         let mut reader = FramedRead::new(read, self.config.codec.clone());
-        let reading = conn.clone();
+        let reading = Arc::downgrade(&conn);
         tokio::spawn(async move {
             let why = loop {
                 match reader.next().await {
@@ -429,14 +435,19 @@ impl ClientInner {
                         {
                             break format!("server closed the connection: {status}");
                         }
-                        let done = reading.calls().complete(frame);
+                        let Some(conn) = reading.upgrade() else {
+                            return;
+                        };
+                        let done = conn.calls().complete(frame);
                         if let Some((waiter, reply)) = done {
                             let _ = waiter.send(reply);
                         }
                     }
                 }
             };
-            reading.close(&why);
+            if let Some(conn) = reading.upgrade() {
+                conn.close(&why);
+            }
         });
         conn
     }

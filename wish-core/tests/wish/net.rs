@@ -347,3 +347,35 @@ async fn frames_over_the_bound_fail_their_call_only() {
         "the connection goes on"
     );
 }
+
+#[tokio::test]
+async fn dropping_the_last_client_closes_its_connection() {
+    let arith = Arc::new(Arith::default());
+    let server = Server::new(ServerConfig::default())
+        .with_service(Svc(arith))
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (ended_tx, mut ended) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let result = serve_connection(stream, server, FrameCodec::new()).await;
+        ended_tx.send(result.is_ok()).unwrap();
+    });
+    let client = Client::new(Endpoint::Tcp(addr));
+    assert_eq!(
+        answer_of(
+            client
+                .clone()
+                .call(ADD, pair(1, 2), CallOptions::new())
+                .await
+        ),
+        3
+    );
+    drop(client);
+    assert_eq!(
+        ended.recv().await,
+        Some(true),
+        "the server saw the connection end cleanly"
+    );
+}
