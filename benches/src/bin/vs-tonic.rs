@@ -25,11 +25,6 @@
 //!   handler. Its summary is followed by wish's cache hits against its
 //!   handler calls: the `1x64 multiply` rate over the `1x64 divide` rate.
 //!
-//! wish's `net::Client` leaves its connection open when the last clone is
-//! dropped (its reader and writer tasks hold it), so the wish connections of
-//! earlier rounds stay open, idle, until the program exits; they take no
-//! part in later rounds.
-//!
 //! A round counts the answers of `VS_SECS` seconds, after a 200 ms ramp; the
 //! summary reports the median of the rounds per server and shape. Every
 //! answer is checked: a wrong quotient or product is an error.
