@@ -1,1 +1,68 @@
-//! placeholder
+//! Helpers shared by the peer comparisons in `src/bin/` (`vs-redis`, `vs-tonic`): errors with context, knobs from the environment, medians and ratios.
+
+use std::fmt::Display;
+
+/// A comparison's result: its errors are messages for the person running it.
+pub type Res<T> = Result<T, String>;
+
+/// Adds a description of what was being done to an error.
+pub trait Context<T> {
+    /// The error, prefixed with `what`.
+    ///
+    /// # Errors
+    /// The original error, described.
+    fn ctx(self, what: impl FnOnce() -> String) -> Res<T>;
+}
+
+impl<T, E: Display> Context<T> for Result<T, E> {
+    fn ctx(self, what: impl FnOnce() -> String) -> Res<T> {
+        self.map_err(|e| format!("{}: {e}", what()))
+    }
+}
+
+/// The environment variable `name` parsed, or `default` when it is not set.
+///
+/// # Errors
+/// The variable is set but does not parse.
+pub fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Res<T>
+where
+    T::Err: Display,
+{
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .ctx(|| format!("{name}={v:?} is not valid")),
+        Err(_) => Ok(default),
+    }
+}
+
+/// The median, NaN for none.
+pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut v: Vec<f64> = values.into_iter().collect();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => f64::NAN,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// `a / b`, NaN when `b` is not positive.
+pub fn ratio(a: f64, b: f64) -> f64 {
+    if b > 0.0 { a / b } else { f64::NAN }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_and_ratios() {
+        assert_eq!(median([3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median([4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert!(median([]).is_nan());
+        assert_eq!(ratio(3.0, 2.0), 1.5);
+        assert!(ratio(1.0, 0.0).is_nan());
+    }
+}

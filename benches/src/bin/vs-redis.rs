@@ -46,7 +46,7 @@
 //! where every ratio is kids divided by redis.
 #![allow(clippy::print_stdout)]
 
-use std::fmt::Display;
+use benches::{Context, Res, env_or, median, ratio};
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
@@ -73,19 +73,6 @@ const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Load shapes: (subscribers, publishers).
 const SHAPES: [(usize, usize); 2] = [(4, 2), (32, 1)];
 
-type Res<T> = Result<T, String>;
-
-/// Adds a description of what was being done to an error.
-trait Context<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Res<T>;
-}
-
-impl<T, E: Display> Context<T> for Result<T, E> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Res<T> {
-        self.map_err(|e| format!("{}: {e}", what()))
-    }
-}
-
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
     let result = match args.get(1).map(String::as_str) {
@@ -109,19 +96,6 @@ struct Settings {
     secs: f64,
     rounds: usize,
     idle: usize,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Res<T>
-where
-    T::Err: Display,
-{
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .ctx(|| format!("{name}={v:?} is not valid")),
-        Err(_) => Ok(default),
-    }
 }
 
 fn run() -> Res<()> {
@@ -425,20 +399,6 @@ fn replay_round(
     pipeline.shutdown();
     let _ = worker.join();
     Ok(n as f64 / secs)
-}
-
-fn ratio(a: f64, b: f64) -> f64 {
-    if b == 0.0 { f64::NAN } else { a / b }
-}
-
-fn median(values: impl Iterator<Item = f64>) -> f64 {
-    let mut v: Vec<f64> = values.collect();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
 }
 
 // ---------------------------------------------------------------------------

@@ -47,7 +47,7 @@
 //! where the first three ratios are wish divided by tonic.
 #![allow(clippy::print_stdout)]
 
-use std::fmt::Display;
+use benches::{Context, Res, env_or, median, ratio};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -114,19 +114,6 @@ const SHAPES: [Shape; 3] = [
     },
 ];
 
-type Res<T> = Result<T, String>;
-
-/// Adds a description of what was being done to an error.
-trait Context<T> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Res<T>;
-}
-
-impl<T, E: Display> Context<T> for Result<T, E> {
-    fn ctx(self, what: impl FnOnce() -> String) -> Res<T> {
-        self.map_err(|e| format!("{}: {e}", what()))
-    }
-}
-
 fn main() -> ExitCode {
     match run() {
         Ok(()) => ExitCode::SUCCESS,
@@ -143,19 +130,6 @@ struct Settings {
     rounds: usize,
     server_threads: usize,
     client_threads: usize,
-}
-
-fn env_or<T: std::str::FromStr>(name: &str, default: T) -> Res<T>
-where
-    T::Err: Display,
-{
-    match std::env::var(name) {
-        Ok(v) => v
-            .trim()
-            .parse()
-            .ctx(|| format!("{name}={v:?} is not valid")),
-        Err(_) => Ok(default),
-    }
 }
 
 impl Settings {
@@ -241,7 +215,11 @@ fn run() -> Res<()> {
                 }
             }
         }
-        results.push((shape, median(&wish), median(&tonic)));
+        results.push((
+            shape,
+            median(wish.iter().copied()),
+            median(tonic.iter().copied()),
+        ));
     }
     drop(client_rt);
     server_rt.shutdown_timeout(Duration::from_secs(1));
@@ -264,20 +242,6 @@ fn run() -> Res<()> {
         ratio(cached, handled)
     );
     Ok(())
-}
-
-fn median(values: &[f64]) -> f64 {
-    let mut v = values.to_vec();
-    v.sort_by(f64::total_cmp);
-    match v.len() {
-        0 => f64::NAN,
-        n if n % 2 == 1 => v[n / 2],
-        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
-    }
-}
-
-fn ratio(a: f64, b: f64) -> f64 {
-    if b > 0.0 { a / b } else { f64::NAN }
 }
 
 // ---------------------------------------------------------------------------
