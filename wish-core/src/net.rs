@@ -34,12 +34,34 @@ use crate::frame::{Body, Frame, FrameCodec};
 use crate::options::MethodDesc;
 use crate::server::Server;
 
-/// Accepts TCP connections and serves each until `shutdown` completes.
+/// What [`serve`] accepts connections on.
+#[derive(Debug)]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(tokio::net::TcpListener),
+    /// A unix domain socket listener.
+    Unix(tokio::net::UnixListener),
+}
+
+impl From<tokio::net::TcpListener> for Listener {
+    fn from(listener: tokio::net::TcpListener) -> Listener {
+        Listener::Tcp(listener)
+    }
+}
+
+impl From<tokio::net::UnixListener> for Listener {
+    fn from(listener: tokio::net::UnixListener) -> Listener {
+        Listener::Unix(listener)
+    }
+}
+
+/// Accepts connections (TCP or unix socket) and serves each until
+/// `shutdown` completes.
 ///
 /// # Errors
 /// Only if accepting fails for a reason other than a transient one.
 pub async fn serve(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<Listener>,
     server: Server,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
@@ -51,70 +73,48 @@ pub async fn serve(
 /// # Errors
 /// As [`serve`].
 pub async fn serve_with(
-    listener: tokio::net::TcpListener,
+    listener: impl Into<Listener>,
     server: Server,
     codec: FrameCodec,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
+    let listener = listener.into();
     tokio::pin!(shutdown);
     loop {
+        let (server, codec) = (server.clone(), codec.clone());
         tokio::select! {
             _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let _ = stream.set_nodelay(true);
-                    let (server, codec) = (server.clone(), codec.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, server, codec).await {
-                            tracing::debug!(%peer, error = %e, "wish connection ended");
-                        }
-                    });
-                }
-                Err(e) => accept_error(e).await?,
-            },
+            accepted = accept(&listener, server, codec) => accepted?,
         }
     }
 }
 
-/// Accepts unix-socket connections and serves each until `shutdown` completes.
-///
-/// # Errors
-/// As [`serve`].
-pub async fn serve_unix(
-    listener: tokio::net::UnixListener,
-    server: Server,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), Error> {
-    serve_unix_with(listener, server, FrameCodec::new(), shutdown).await
+/// Accepts one connection and spawns its task.
+async fn accept(listener: &Listener, server: Server, codec: FrameCodec) -> Result<(), Error> {
+    let accepted = match listener {
+        Listener::Tcp(l) => l.accept().await.map(|(stream, peer)| {
+            let _ = stream.set_nodelay(true);
+            spawn_connection(stream, server, codec, peer.to_string());
+        }),
+        Listener::Unix(l) => l.accept().await.map(|(stream, _)| {
+            spawn_connection(stream, server, codec, "unix socket".to_string());
+        }),
+    };
+    match accepted {
+        Ok(()) => Ok(()),
+        Err(e) => accept_error(e).await,
+    }
 }
 
-/// As [`serve_unix`], with this codec's bounds.
-///
-/// # Errors
-/// As [`serve`].
-pub async fn serve_unix_with(
-    listener: tokio::net::UnixListener,
-    server: Server,
-    codec: FrameCodec,
-    shutdown: impl Future<Output = ()>,
-) -> Result<(), Error> {
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = listener.accept() => match accepted {
-                Ok((stream, _)) => {
-                    let (server, codec) = (server.clone(), codec.clone());
-                    tokio::spawn(async move {
-                        if let Err(e) = serve_connection(stream, server, codec).await {
-                            tracing::debug!(error = %e, "wish connection ended");
-                        }
-                    });
-                }
-                Err(e) => accept_error(e).await?,
-            },
+fn spawn_connection<S>(stream: S, server: Server, codec: FrameCodec, peer: String)
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
+    tokio::spawn(async move {
+        if let Err(e) = serve_connection(stream, server, codec).await {
+            tracing::debug!(%peer, error = %e, "wish connection ended");
         }
-    }
+    });
 }
 
 async fn accept_error(e: std::io::Error) -> Result<(), Error> {

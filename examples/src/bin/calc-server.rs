@@ -79,7 +79,7 @@ async fn run(
             let _ = std::fs::remove_file(&path);
             let listener = tokio::net::UnixListener::bind(&path)?;
             eprintln!("calc-server listening on {path}");
-            net::serve_unix(listener, served, stop).await?;
+            net::serve(listener, served, stop).await?;
         }
         None => {
             let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;

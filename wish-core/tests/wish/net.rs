@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
-use wish_core::net::{Client, Endpoint, serve, serve_connection, serve_unix};
+use wish_core::net::{Client, Endpoint, serve, serve_connection};
 use wish_core::{
     Body, CallOptions, Channel, Code, Frame, FrameCodec, RequestFrame, Server, ServerConfig,
 };
@@ -264,7 +264,7 @@ async fn unix_sockets_serve_the_same() {
         .with_service(Svc(arith))
         .unwrap();
     let listener = tokio::net::UnixListener::bind(&path).unwrap();
-    tokio::spawn(serve_unix(listener, server, std::future::pending()));
+    tokio::spawn(serve(listener, server, std::future::pending()));
     let client = Client::new(Endpoint::Unix(path));
     assert_eq!(
         answer_of(client.call(MUL, pair(6, 7), CallOptions::new()).await),
