@@ -98,7 +98,7 @@ async fn touching_an_entity_makes_only_its_answers_stale() {
         (2, true),
         "recomputed after the touch: fresh again"
     );
-    // b=1 is named by Multiply(2, 1) through field b, not by Multiply(1, 2).
+    // Multiply(2, 1) names a=2 and b=1; Multiply(1, 2) names a=1 and b=2.
     assert_eq!(mul(&channel, 2, 1).await, (2, false));
     clock.advance(1);
     channel
@@ -239,37 +239,86 @@ async fn compression_follows_the_option_the_call_and_the_server() {
 
 #[tokio::test]
 async fn a_client_side_cache_answers_without_a_call() {
-    let (arith, _server, channel, clock) = setup(ServerConfig::default());
+    // The server's cache is off: every from-cache answer is the client's.
+    let mut config = ServerConfig::default();
+    config.cache = false;
+    let (arith, _server, channel, clock) = setup(config);
     let layer = CacheLayer::new(
         Arc::new(LruCache::new(100, 1 << 20)),
         Arc::new(MemoryTimestamps::new(100)),
     );
     let cached = CachingChannel::new(channel, layer.clone(), clock.clock());
+    let handled = || arith.handled.load(Ordering::SeqCst);
     assert_eq!(mul(&cached, 4, 5).await, (20, false));
     assert_eq!(mul(&cached, 4, 5).await, (20, true));
-    assert_eq!(arith.handled.load(Ordering::SeqCst), 1);
-    let uncached = cached
+    assert_eq!(handled(), 1);
+    let add = cached
         .call(ADD, pair(4, 5), CallOptions::new())
         .await
         .unwrap();
-    assert!(!uncached.from_cache);
-    // The client's timestamp store invalidates its own entries the same way.
-    clock.advance(1);
-    layer
-        .timestamps()
-        .touch(
-            "b=5",
-            SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_001),
-        )
-        .await;
-    clock.advance(1);
-    // The server's cache still holds it; the client's does not.
-    let reply = cached
-        .call(MUL, pair(4, 5), CallOptions::new())
+    assert!(!add.from_cache, "Add has no (cache)");
+    assert_eq!(handled(), 2);
+    // Bypassing: neither answered from the cache nor evicting it.
+    let bypass = cached
+        .call(MUL, pair(4, 5), CallOptions::new().no_cache())
         .await
         .unwrap();
-    assert!(reply.from_cache, "answered by the server's cache");
-    assert_eq!(arith.handled.load(Ordering::SeqCst), 2);
+    assert!(!bypass.from_cache);
+    assert_eq!(handled(), 3);
+    assert_eq!(mul(&cached, 4, 5).await, (20, true));
+    // Errors are not cached on the client either.
+    for _ in 0..2 {
+        assert!(
+            cached
+                .call(FAIL, pair(1, 1), CallOptions::new())
+                .await
+                .is_err()
+        );
+    }
+    assert_eq!(handled(), 5);
+    // The client's timestamp store invalidates its entries.
+    clock.advance(1);
+    let t = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_001);
+    layer.timestamps().touch("b=5", t).await;
+    clock.advance(1);
+    assert_eq!(mul(&cached, 4, 5).await, (20, false), "b=5 changed");
+    assert_eq!(mul(&cached, 4, 5).await, (20, true));
+    assert_eq!(handled(), 6);
+}
+
+#[tokio::test]
+async fn a_client_keeps_the_servers_computed_at_for_answers_from_its_cache() {
+    let (_arith, server, channel, clock) = setup(ServerConfig::default());
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    assert_eq!(
+        mul(&channel, 7, 8).await,
+        (56, false),
+        "computed at t0 on the server"
+    );
+    clock.advance(10);
+    let layer = CacheLayer::new(
+        Arc::new(LruCache::new(100, 1 << 20)),
+        Arc::new(MemoryTimestamps::new(100)),
+    );
+    let cached = CachingChannel::new(channel, layer.clone(), clock.clock());
+    let reply = cached
+        .call(MUL, pair(7, 8), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!((reply.from_cache, reply.computed_at), (true, Some(t0)));
+    let server_hits = || server.stats().cache_hits.load(Ordering::SeqCst);
+    assert_eq!(server_hits(), 1);
+    // a=7 changed at t0 + 5: after the answer was computed, before the client
+    // fetched it. The client must not take it for fresh.
+    layer
+        .timestamps()
+        .touch("a=7", t0 + Duration::from_secs(5))
+        .await;
+    cached
+        .call(MUL, pair(7, 8), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(server_hits(), 2, "the client asked the server again");
 }
 
 #[tokio::test]
@@ -295,10 +344,10 @@ async fn unknown_methods_and_bad_tables() {
     );
     assert_eq!(frame.id, 9);
 
-    let twice = server.clone().with_service(Svc(Arc::new(Arith::default())));
+    let cloned = server.clone().with_service(Svc(Arc::new(Arith::default())));
     assert!(
-        matches!(twice, Err(Error::Table(_))),
-        "cloned, and the same ids"
+        matches!(cloned, Err(Error::Table(m)) if m.contains("before the server is cloned")),
+        "services are added before the server is cloned"
     );
     let twice = Server::new(ServerConfig::default())
         .with_service(Svc(Arc::new(Arith::default())))

@@ -139,7 +139,9 @@ async fn a_handler_past_its_deadline_yields_a_deadline_error() {
         arith.dropped.load(Ordering::SeqCst) == 2
     })
     .await;
-    assert!(server.stats().cancelled.load(Ordering::SeqCst) >= 1);
+    // Each call was stopped once by its deadline or its cancel; both may
+    // count when they cross.
+    assert!(server.stats().cancelled.load(Ordering::SeqCst) >= 2);
 }
 
 #[tokio::test]
@@ -377,5 +379,128 @@ async fn dropping_the_last_client_closes_its_connection() {
         ended.recv().await,
         Some(true),
         "the server saw the connection end cleanly"
+    );
+}
+
+#[tokio::test]
+async fn a_panicking_handler_fails_its_call_only() {
+    let (_arith, _server, addr) = start().await;
+    let client = Client::new(Endpoint::Tcp(addr));
+    let err = client
+        .call(PANIC, pair(1, 1), CallOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::INTERNAL, "{err}");
+    assert_eq!(
+        answer_of(client.call(ADD, pair(1, 1), CallOptions::new()).await),
+        2
+    );
+}
+
+#[tokio::test]
+async fn a_request_id_already_in_flight_closes_the_connection() {
+    let (arith, _server, addr) = start().await;
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut raw = Framed::new(stream, FrameCodec::new());
+    raw.send(Frame::request(5, SLEEP.id, pair(60_000, 1)))
+        .await
+        .unwrap();
+    eventually("the call is in flight", || {
+        arith.handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    raw.send(Frame::request(5, ADD.id, pair(1, 1)))
+        .await
+        .unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!(answer.id, 0);
+    assert!(
+        matches!(&answer.body, Body::Error(s) if s.message().contains("already in flight")),
+        "{answer:?}"
+    );
+    assert!(raw.next().await.is_none(), "then the server closes");
+    eventually("and drops the call it was running", || {
+        arith.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_client_over_its_in_flight_limit_is_refused_at_once() {
+    let (arith, _server, addr) = start().await;
+    let mut config = wish_core::net::ClientConfig::default();
+    config.max_in_flight = 1;
+    let client = Client::with_config(Endpoint::Tcp(addr), config);
+    let slow = tokio::spawn(client.call(SLEEP, pair(60_000, 1), CallOptions::new()));
+    eventually("the first call is in flight", || {
+        arith.handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    let err = client
+        .call(ADD, pair(1, 1), CallOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::RESOURCE_EXHAUSTED, "{err}");
+    slow.abort();
+    eventually("the slow call was cancelled", || {
+        arith.dropped.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    assert_eq!(
+        answer_of(client.call(ADD, pair(1, 1), CallOptions::new()).await),
+        2
+    );
+}
+
+#[tokio::test]
+async fn the_client_compresses_requests_of_compress_methods_unless_told_not_to() {
+    // A raw server that records how each request arrived, and answers it.
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (seen_tx, mut seen) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        let (stream, _) = listener.accept().await.unwrap();
+        let mut raw = Framed::new(stream, FrameCodec::new());
+        while let Some(Ok(frame)) = raw.next().await {
+            if let Body::Request(r) = frame.body {
+                seen_tx
+                    .send((r.method, r.compress, r.plain_response, r.payload.len()))
+                    .unwrap();
+                raw.send(Frame::response(frame.id, wish_core::Bytes::new()))
+                    .await
+                    .unwrap();
+            }
+        }
+    });
+    let client = Client::new(Endpoint::Tcp(addr));
+    // A Pair with 4,000 unknown bytes in field 15: compressible, over the threshold.
+    let mut big = pair(1, 2).to_vec();
+    big.extend_from_slice(&[0x7a, 0xa0, 0x1f]);
+    big.extend_from_slice(&[b'z'; 4000]);
+    let big = wish_core::Bytes::from(big);
+    let n = big.len();
+    client
+        .call(MUL, big.clone(), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.recv().await,
+        Some((MUL.id, true, false, n)),
+        "(compress): lz4 on the wire"
+    );
+    client
+        .call(MUL, big.clone(), CallOptions::new().no_compress())
+        .await
+        .unwrap();
+    assert_eq!(
+        seen.recv().await,
+        Some((MUL.id, false, true, n)),
+        "no_compress: plain, and asks for plain"
+    );
+    client.call(ADD, big, CallOptions::new()).await.unwrap();
+    assert_eq!(
+        seen.recv().await,
+        Some((ADD.id, false, false, n)),
+        "no (compress) on Add"
     );
 }

@@ -54,6 +54,7 @@ pub(crate) static ARITH: ServiceDesc = ServiceDesc::new(
         MethodDesc::new("test.Arith.Sleep", MethodOptions::new()),
         MethodDesc::new("test.Arith.Text", MethodOptions::new().compress()),
         MethodDesc::new("test.Arith.Touch", MethodOptions::new()),
+        MethodDesc::new("test.Arith.Panic", MethodOptions::new()),
     ],
 );
 
@@ -63,6 +64,7 @@ pub(crate) const FAIL: &MethodDesc = &ARITH.methods[2];
 pub(crate) const SLEEP: &MethodDesc = &ARITH.methods[3];
 pub(crate) const TEXT: &MethodDesc = &ARITH.methods[4];
 pub(crate) const TOUCH: &MethodDesc = &ARITH.methods[5];
+pub(crate) const PANIC: &MethodDesc = &ARITH.methods[6];
 
 /// Counts the calls that reach it; `Sleep` waits `a` milliseconds and counts
 /// the sleeps that were dropped before they finished.
@@ -135,6 +137,7 @@ impl Service for Svc {
                         text: String::new(),
                     }
                 }
+                6 => panic!("a handler bug"),
                 _ => return Err(Status::new(Code::NOT_FOUND, "no such method")),
             };
             Ok(Bytes::from(prost::Message::encode_to_vec(&answer)))
