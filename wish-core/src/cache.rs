@@ -415,12 +415,22 @@ impl CacheLayer {
         let Some(canonical) = wire::canonical(request) else {
             return Lookup::Skip;
         };
+        // A timestamped request whose entities cannot be read is not cached:
+        // it could never be checked for freshness.
+        let entities = if method.options.timestamped {
+            match wire::entities(&canonical, method.options.timestamped_fields) {
+                Some(entities) => entities,
+                None => return Lookup::Skip,
+            }
+        } else {
+            Vec::new()
+        };
         let key = CacheKey {
             method: method.id,
             request: canonical,
         };
         if let Some(hit) = self.cache.get(&key, now).await {
-            if self.fresh(method, &key, &hit).await {
+            if self.fresh(&entities, &hit).await {
                 return Lookup::Hit(hit);
             }
             self.cache.remove(&key).await;
@@ -433,14 +443,11 @@ impl CacheLayer {
     }
 
     /// Whether a cached answer is newer than every entity its request names.
-    async fn fresh(&self, method: &MethodDesc, key: &CacheKey, hit: &CachedResponse) -> bool {
-        if !method.options.timestamped {
+    async fn fresh(&self, entities: &[String], hit: &CachedResponse) -> bool {
+        if entities.is_empty() {
             return true;
         }
-        let Some(entities) = wire::entities(&key.request, method.options.timestamped_fields) else {
-            return false;
-        };
-        match self.timestamps.last_modified(&entities).await {
+        match self.timestamps.last_modified(entities).await {
             Some(changed) => hit.computed_at > changed,
             None => true,
         }

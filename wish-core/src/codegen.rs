@@ -323,7 +323,11 @@ fn check(d: &DeclaredOptions, input: &MessageDescriptor) -> Result<Vec<String>, 
             Value::F32(v) => v.to_string(),
             Value::F64(v) => v.to_string(),
             Value::String(s) => s,
-            Value::Bytes(b) => b.iter().map(|b| format!("{b:02x}")).collect(),
+            Value::Bytes(b) => {
+                let mut out = String::new();
+                crate::wire::hex(&b, &mut out);
+                out
+            }
             _ => String::new(),
         };
         out.push(format!(

@@ -198,11 +198,6 @@ impl FrameCodec {
         self.compress_threshold = bytes;
         self
     }
-
-    /// The bound on a frame's length.
-    pub fn frame_limit(&self) -> usize {
-        self.max_frame_len
-    }
 }
 
 impl Decoder for FrameCodec {
@@ -375,7 +370,7 @@ impl FrameCodec {
                 dst.put_u32(r.method);
                 if let Some(d) = r.deadline {
                     // Whole milliseconds, rounded up: a deadline is never shortened.
-                    let ms = d.as_micros().div_ceil(1000);
+                    let ms = d.as_nanos().div_ceil(1_000_000);
                     dst.put_u32(u32::try_from(ms).unwrap_or(u32::MAX));
                 }
                 self.put_payload(dst, flags_at, r.compress, &r.payload);

@@ -330,6 +330,14 @@ impl Conn {
         self.calls.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Ends call `id` with `status`, if it is still waiting.
+    fn fail(&self, id: u64, status: Status) {
+        let waiter = self.calls().remove(id);
+        if let Some(waiter) = waiter {
+            let _ = waiter.send(Err(status));
+        }
+    }
+
     fn close(&self, why: &str) {
         self.closed.store(true, Ordering::Release);
         let waiters: Vec<Waiter> = self.calls().drain().collect();
@@ -407,11 +415,30 @@ impl ClientInner {
         let writing = Arc::downgrade(&conn);
         tokio::spawn(async move {
             while let Some(frame) = rx.recv().await {
-                let mut result = writer.feed(frame).await;
-                while result.is_ok()
-                    && let Ok(frame) = rx.try_recv()
-                {
-                    result = writer.feed(frame).await;
+                // Feed what is queued, then flush once.
+                let mut next = Some(frame);
+                let mut result = Ok(());
+                while let Some(frame) = next.take() {
+                    let id = frame.id;
+                    result = match writer.feed(frame).await {
+                        // Too large to encode: that call fails, the others go on.
+                        Err(Error::Frame(e)) => {
+                            if let Some(conn) = writing.upgrade() {
+                                conn.fail(
+                                    id,
+                                    Status::new(
+                                        Code::RESOURCE_EXHAUSTED,
+                                        format!("request not sent: {e}"),
+                                    ),
+                                );
+                            }
+                            Ok(())
+                        }
+                        other => other,
+                    };
+                    if result.is_ok() {
+                        next = rx.try_recv().ok();
+                    }
                 }
                 if let Err(e) = result.and(writer.flush().await) {
                     if let Some(conn) = writing.upgrade() {
@@ -484,23 +511,18 @@ impl Channel for Client {
     ) -> BoxFuture<'static, Result<RawReply, Status>> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            // Headers take at most 27 bytes; a larger request would not encode.
-            let limit = inner.config.codec.frame_limit();
-            if request.len() + 27 > limit {
-                return Err(Status::new(
-                    Code::RESOURCE_EXHAUSTED,
-                    format!(
-                        "request of {} bytes is over the frame limit of {limit}",
-                        request.len()
-                    ),
-                ));
-            }
             let conn = inner.conn().await?;
             let (tx, rx) = oneshot::channel();
             let id = conn
                 .calls()
                 .insert(tx)
                 .ok_or_else(|| Status::new(Code::RESOURCE_EXHAUSTED, "too many calls in flight"))?;
+            // The reader may have closed the connection (and drained its
+            // calls) since `conn()` looked: then nothing would answer this one.
+            if conn.closed.load(Ordering::Acquire) {
+                conn.calls().remove(id);
+                return Err(Status::unavailable("connection closed"));
+            }
             let mut guard = CancelOnDrop {
                 conn: conn.clone(),
                 id,

@@ -16,46 +16,53 @@ struct Field {
     value: usize,
 }
 
-/// Splits a message into its top-level fields; `None` if it is not well-formed
-/// (groups, which no proto3 message and few proto2 ones use, count as not well-formed).
-fn fields(msg: &[u8]) -> Option<Vec<Field>> {
-    let mut out = Vec::with_capacity(4);
+/// Calls `each` with every top-level field of a message, in order; `false`
+/// if it is not well-formed (groups, which no proto3 message and few proto2
+/// ones use, count as not well-formed).
+fn scan(msg: &[u8], mut each: impl FnMut(Field)) -> bool {
     let mut at = 0;
     while at < msg.len() {
-        let start = at;
-        let tag = varint(msg, &mut at)?;
-        let number = u32::try_from(tag >> 3).ok().filter(|n| *n != 0)?;
-        let wire = (tag & 7) as u8;
-        let value;
-        match wire {
-            0 => {
-                value = at;
-                varint(msg, &mut at)?;
+        match next_field(msg, at) {
+            Some(field) => {
+                at = field.end;
+                each(field);
             }
-            1 => {
-                value = at;
-                at = at.checked_add(8).filter(|e| *e <= msg.len())?;
-            }
-            2 => {
-                let len = usize::try_from(varint(msg, &mut at)?).ok()?;
-                value = at;
-                at = at.checked_add(len).filter(|e| *e <= msg.len())?;
-            }
-            5 => {
-                value = at;
-                at = at.checked_add(4).filter(|e| *e <= msg.len())?;
-            }
-            _ => return None,
+            None => return false,
         }
-        out.push(Field {
-            number,
-            wire,
-            start,
-            end: at,
-            value,
-        });
     }
-    Some(out)
+    true
+}
+
+/// The field that starts at `start`.
+fn next_field(msg: &[u8], start: usize) -> Option<Field> {
+    let mut at = start;
+    let tag = varint(msg, &mut at)?;
+    let number = u32::try_from(tag >> 3).ok().filter(|n| *n != 0)?;
+    let wire = (tag & 7) as u8;
+    let (value, end) = match wire {
+        0 => {
+            let value = at;
+            varint(msg, &mut at)?;
+            (value, at)
+        }
+        1 => (at, at.checked_add(8)?),
+        2 => {
+            let len = usize::try_from(varint(msg, &mut at)?).ok()?;
+            (at, at.checked_add(len)?)
+        }
+        5 => (at, at.checked_add(4)?),
+        _ => return None,
+    };
+    if end > msg.len() {
+        return None;
+    }
+    Some(Field {
+        number,
+        wire,
+        start,
+        end,
+        value,
+    })
 }
 
 fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
@@ -77,13 +84,22 @@ fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
 /// The message with its top-level fields in field-number order (a stable
 /// sort, so repeated fields keep their order). Encoders that write fields in
 /// number order, as prost and protoc's do, produce this form already and get
-/// their bytes back unchanged, without a copy. `None` if the message is not
-/// well-formed.
+/// their bytes back unchanged, without a copy or an allocation. `None` if
+/// the message is not well-formed.
 pub(crate) fn canonical(msg: &Bytes) -> Option<Bytes> {
-    let mut fields = fields(msg)?;
-    if fields.windows(2).all(|w| w[0].number <= w[1].number) {
+    let (mut last, mut ordered) = (0, true);
+    let well_formed = scan(msg, |f| {
+        ordered &= f.number >= last;
+        last = f.number;
+    });
+    if !well_formed {
+        return None;
+    }
+    if ordered {
         return Some(msg.clone());
     }
+    let mut fields = Vec::new();
+    scan(msg, |f| fields.push(f));
     fields.sort_by_key(|f| f.number);
     let mut out = BytesMut::with_capacity(msg.len());
     for f in &fields {
@@ -96,21 +112,42 @@ pub(crate) fn canonical(msg: &Bytes) -> Option<Bytes> {
 /// the field's default when the message leaves it out. `None` if the message
 /// is not well-formed or a listed field has the wrong wire type.
 pub(crate) fn entities(msg: &[u8], listed: &[EntityField]) -> Option<Vec<String>> {
-    let fields = fields(msg)?;
+    // The last occurrence wins, as protobuf parsers do for singular fields.
+    let mut found: Vec<Option<Field>> = vec![None; listed.len()];
+    let well_formed = scan(msg, |f| {
+        if let Some(i) = listed.iter().position(|want| want.number == f.number) {
+            found[i] = Some(f);
+        }
+    });
+    if !well_formed {
+        return None;
+    }
     let mut out = Vec::with_capacity(listed.len());
-    for want in listed {
-        // The last occurrence wins, as protobuf parsers do for singular fields.
-        let value = match fields.iter().rev().find(|f| f.number == want.number) {
-            None => want.default.to_string(),
-            Some(f) => render(msg, f, want.kind)?,
-        };
-        out.push(format!("{}={}", want.name, value));
+    for (want, field) in listed.iter().zip(found) {
+        let mut entity = String::with_capacity(want.name.len() + 12);
+        entity.push_str(want.name);
+        entity.push('=');
+        match field {
+            None => entity.push_str(want.default),
+            Some(f) => render(msg, &f, want.kind, &mut entity)?,
+        }
+        out.push(entity);
     }
     Some(out)
 }
 
-fn render(msg: &[u8], f: &Field, kind: FieldKind) -> Option<String> {
+/// Appends `bytes` in lowercase hex: how `bytes` fields are rendered in entities.
+pub(crate) fn hex(bytes: &[u8], out: &mut String) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for b in bytes {
+        out.push(char::from(DIGITS[usize::from(b >> 4)]));
+        out.push(char::from(DIGITS[usize::from(b & 15)]));
+    }
+}
+
+fn render(msg: &[u8], f: &Field, kind: FieldKind, out: &mut String) -> Option<()> {
     use FieldKind::*;
+    use std::fmt::Write as _;
     let bytes = &msg[f.value..f.end];
     let expect = match kind {
         Int32 | Int64 | UInt32 | UInt64 | SInt32 | SInt64 | Bool | Enum => 0,
@@ -129,26 +166,33 @@ fn render(msg: &[u8], f: &Field, kind: FieldKind) -> Option<String> {
     };
     let le4 = || <[u8; 4]>::try_from(bytes).ok();
     let le8 = || <[u8; 8]>::try_from(bytes).ok();
-    Some(match kind {
-        Int32 | Enum => (v as i32).to_string(),
-        Int64 => (v as i64).to_string(),
-        UInt32 => (v as u32).to_string(),
-        UInt64 => v.to_string(),
+    let written = match kind {
+        Int32 | Enum => write!(out, "{}", v as i32),
+        Int64 => write!(out, "{}", v as i64),
+        UInt32 => write!(out, "{}", v as u32),
+        UInt64 => write!(out, "{v}"),
         SInt32 => {
             let v = v as u32;
-            (((v >> 1) as i32) ^ -((v & 1) as i32)).to_string()
+            write!(out, "{}", ((v >> 1) as i32) ^ -((v & 1) as i32))
         }
-        SInt64 => (((v >> 1) as i64) ^ -((v & 1) as i64)).to_string(),
-        Bool => (v != 0).to_string(),
-        Fixed32 => u32::from_le_bytes(le4()?).to_string(),
-        SFixed32 => i32::from_le_bytes(le4()?).to_string(),
-        Float => f32::from_le_bytes(le4()?).to_string(),
-        Fixed64 => u64::from_le_bytes(le8()?).to_string(),
-        SFixed64 => i64::from_le_bytes(le8()?).to_string(),
-        Double => f64::from_le_bytes(le8()?).to_string(),
-        String => std::str::from_utf8(bytes).ok()?.to_string(),
-        Bytes => bytes.iter().map(|b| format!("{b:02x}")).collect(),
-    })
+        SInt64 => write!(out, "{}", ((v >> 1) as i64) ^ -((v & 1) as i64)),
+        Bool => write!(out, "{}", v != 0),
+        Fixed32 => write!(out, "{}", u32::from_le_bytes(le4()?)),
+        SFixed32 => write!(out, "{}", i32::from_le_bytes(le4()?)),
+        Float => write!(out, "{}", f32::from_le_bytes(le4()?)),
+        Fixed64 => write!(out, "{}", u64::from_le_bytes(le8()?)),
+        SFixed64 => write!(out, "{}", i64::from_le_bytes(le8()?)),
+        Double => write!(out, "{}", f64::from_le_bytes(le8()?)),
+        String => {
+            out.push_str(std::str::from_utf8(bytes).ok()?);
+            Ok(())
+        }
+        Bytes => {
+            hex(bytes, out);
+            Ok(())
+        }
+    };
+    written.ok()
 }
 
 #[cfg(test)]

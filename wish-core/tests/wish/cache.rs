@@ -166,7 +166,7 @@ async fn bypass_per_call_and_switch_per_server() {
 
 #[tokio::test]
 async fn keys_are_canonical_requests() {
-    let (arith, _server, channel, _clock) = setup(ServerConfig::default());
+    let (arith, server, channel, _clock) = setup(ServerConfig::default());
     assert_eq!(mul(&channel, 1, 2).await, (2, false));
     // The same message with its fields in the other order.
     let reversed = wish_core::Bytes::from_static(&[0x10, 0x02, 0x08, 0x01]);
@@ -183,6 +183,12 @@ async fn keys_are_canonical_requests() {
         .unwrap_err();
     assert_eq!(err.code(), Code::INVALID_ARGUMENT);
     assert_eq!(arith.handled.load(Ordering::SeqCst), 2);
+    // Field a as fixed32: the entity a=... cannot be read, so the request is
+    // not keyed at all (not a miss that could never be a hit).
+    let misses = server.stats().cache_misses.load(Ordering::SeqCst);
+    let unreadable = wish_core::Bytes::from_static(&[0x0d, 1, 0, 0, 0, 0x10, 0x02]);
+    let _ = channel.call(MUL, unreadable, CallOptions::new()).await;
+    assert_eq!(server.stats().cache_misses.load(Ordering::SeqCst), misses);
 }
 
 fn wire_flags(frame: wish_core::Frame) -> u8 {

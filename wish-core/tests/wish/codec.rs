@@ -393,6 +393,7 @@ fn deadlines_round_up_to_whole_milliseconds() {
     let mut codec = FrameCodec::new();
     for (given, wire_ms) in [
         (Duration::ZERO, 0u32),
+        (Duration::from_nanos(500), 1),
         (Duration::from_micros(1999), 2),
         (Duration::from_millis(7), 7),
     ] {
