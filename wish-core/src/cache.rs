@@ -184,7 +184,7 @@ impl LruCache {
     }
 
     fn lock(&self) -> MutexGuard<'_, Lru> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.inner)
     }
 }
 
@@ -298,7 +298,7 @@ impl CacheStore for LruCache {
 
 /// A bounded [`TimestampStore`] in memory.
 ///
-/// When full it forgets the oldest touch and raises a floor to its time:
+/// When full it forgets its oldest touches and raises a floor to their time:
 /// entities it does not know answer with the floor, so forgetting can make
 /// a cached answer stale early, never fresh late.
 pub struct MemoryTimestamps {
@@ -324,7 +324,7 @@ impl MemoryTimestamps {
     }
 
     fn lock(&self) -> MutexGuard<'_, Stamps> {
-        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.inner)
     }
 }
 
@@ -339,16 +339,14 @@ impl TimestampStore for MemoryTimestamps {
     fn touch(&self, entity: &str, now: SystemTime) -> StoreFuture<'_, ()> {
         let mut s = self.lock();
         if !s.times.contains_key(entity) && s.times.len() >= s.max {
-            // Forget the oldest touch: a scan, paid only by a full store.
-            if let Some((oldest, at)) = s
-                .times
-                .iter()
-                .min_by_key(|(_, at)| **at)
-                .map(|(k, at)| (k.clone(), *at))
-            {
-                s.times.remove(&oldest);
-                s.floor = s.floor.max(Some(at));
-            }
+            // Forget the oldest sixteenth of the touches at once: one scan per
+            // max/16 new entities, not one per entity.
+            let mut times: Vec<SystemTime> = s.times.values().copied().collect();
+            let n = (s.max / 16).max(1).min(times.len());
+            let (_, cutoff, _) = times.select_nth_unstable(n - 1);
+            let cutoff = *cutoff;
+            s.times.retain(|_, at| *at > cutoff);
+            s.floor = s.floor.max(Some(cutoff));
         }
         let at = s.times.entry(entity.to_string()).or_insert(now);
         *at = (*at).max(now);
@@ -357,13 +355,12 @@ impl TimestampStore for MemoryTimestamps {
 
     fn last_modified(&self, entities: &[String]) -> StoreFuture<'_, Option<SystemTime>> {
         let s = self.lock();
-        let known = entities
+        let latest = entities
             .iter()
-            .filter_map(|e| s.times.get(e).copied())
-            .max();
-        let unknown = entities.iter().any(|e| !s.times.contains_key(e));
-        let floor = if unknown { s.floor } else { None };
-        StoreFuture::ready(known.max(floor))
+            .map(|e| s.times.get(e).copied().or(s.floor))
+            .max()
+            .flatten();
+        StoreFuture::ready(latest)
     }
 }
 
@@ -457,12 +454,7 @@ impl CacheLayer {
     ///
     /// It counts as computed when the call started, or at `computed_at` if
     /// that is earlier (an answer a server took from its own cache).
-    pub async fn store(
-        &self,
-        pending: Pending,
-        payload: Bytes,
-        computed_at: Option<SystemTime>,
-    ) -> CachedResponse {
+    pub async fn store(&self, pending: Pending, payload: Bytes, computed_at: Option<SystemTime>) {
         let value = CachedResponse {
             payload,
             computed_at: computed_at.map_or(pending.started, |at| at.min(pending.started)),
@@ -470,8 +462,7 @@ impl CacheLayer {
                 .expire
                 .map(|s| pending.started + Duration::from_secs(u64::from(s))),
         };
-        self.cache.put(pending.key, value.clone()).await;
-        value
+        self.cache.put(pending.key, value).await;
     }
 }
 
@@ -541,6 +532,19 @@ mod tests {
         let big = LruCache::new(100, 10);
         big.lock().put(key(1), value(0));
         assert!(big.lock().map.is_empty());
+    }
+
+    #[test]
+    fn a_full_timestamp_store_forgets_a_sixteenth_at_once() {
+        let ts = MemoryTimestamps::new(32);
+        let t = |s| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        for i in 1..=33 {
+            drop(ts.touch(&format!("a={i}"), t(i)));
+        }
+        let s = ts.lock();
+        assert_eq!(s.times.len(), 31, "the two oldest of 32 went");
+        assert_eq!(s.floor, Some(t(2)));
+        assert!(s.times.contains_key("a=3") && s.times.contains_key("a=33"));
     }
 
     #[test]

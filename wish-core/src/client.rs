@@ -1,7 +1,8 @@
 //! The client side: channels, typed calls, the multiplexer of calls in flight, and the in-process channel.
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
@@ -150,9 +151,7 @@ pub fn reply_from(frame: Frame) -> Result<RawReply, Status> {
         Body::Response(r) => Ok(RawReply {
             payload: r.payload,
             from_cache: r.from_cache,
-            computed_at: r
-                .computed_at
-                .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms)),
+            computed_at: r.computed_at.map(crate::frame::from_millis),
         }),
         Body::Error(status) => Err(status),
         Body::Request(_) | Body::Cancel => Err(Status::internal("server sent a client frame")),
@@ -258,7 +257,7 @@ pub struct LocalChannel {
     server: Server,
     clock: Clock,
     codec: FrameCodec,
-    next_id: Arc<Mutex<u64>>,
+    next_id: Arc<AtomicU64>,
 }
 
 impl LocalChannel {
@@ -268,7 +267,7 @@ impl LocalChannel {
             server,
             clock,
             codec: FrameCodec::new(),
-            next_id: Arc::new(Mutex::new(0)),
+            next_id: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -286,11 +285,7 @@ impl Channel for LocalChannel {
         request: Bytes,
         options: CallOptions,
     ) -> BoxFuture<'static, Result<RawReply, Status>> {
-        let id = {
-            let mut next = self.next_id.lock().unwrap_or_else(|p| p.into_inner());
-            *next += 1;
-            *next
-        };
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed) + 1;
         let (server, clock, mut codec) =
             (self.server.clone(), self.clock.clone(), self.codec.clone());
         Box::pin(async move {

@@ -9,7 +9,7 @@ use protox::file::{
 };
 
 use crate::error::Error;
-use crate::options::{OptionError, OptionProblem};
+use crate::options::{OptionError, OptionProblem, check_rules};
 
 /// The source of `wish/options.proto`, which declares the five method options.
 ///
@@ -261,31 +261,18 @@ fn services(pool: &DescriptorPool) -> Result<Vec<ServiceInfo>, Error> {
 
 /// Checks a method's declared options; the listed fields as Rust source.
 fn check(d: &DeclaredOptions, input: &MessageDescriptor) -> Result<Vec<String>, OptionProblem> {
-    let cache = d.cache == Some(true);
-    let timestamped = d.timestamped == Some(true);
-    match d.expire {
-        Some(_) if !cache => return Err(OptionProblem::ExpireWithoutCache),
-        Some(0) => return Err(OptionProblem::ZeroExpire),
-        _ => {}
-    }
-    if timestamped && !cache {
-        return Err(OptionProblem::TimestampedWithoutCache);
-    }
     let names: Vec<&str> = match &d.timestamped_fields {
         Some(list) => list.split(':').map(str::trim).collect(),
         None => Vec::new(),
     };
-    if timestamped && names.iter().all(|n| n.is_empty()) {
-        return Err(OptionProblem::TimestampedWithoutFields);
-    }
-    if !timestamped && d.timestamped_fields.is_some() {
-        return Err(OptionProblem::FieldsWithoutTimestamped);
-    }
+    check_rules(
+        d.cache == Some(true),
+        d.expire,
+        d.timestamped == Some(true),
+        d.timestamped_fields.is_some().then_some(&names[..]),
+    )?;
     let mut out = Vec::new();
-    for (i, name) in names.iter().enumerate() {
-        if names[..i].contains(name) {
-            return Err(OptionProblem::FieldTwice(name.to_string()));
-        }
+    for name in &names {
         let field = input
             .get_field_by_name(name)
             .ok_or_else(|| OptionProblem::NoSuchField {

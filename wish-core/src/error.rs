@@ -27,9 +27,9 @@ impl Code {
     /// The server could not be reached, or the connection was lost mid-call.
     pub const UNAVAILABLE: Code = Code(14);
 
-    /// The code's name, or `"code N"` for a code this crate does not know.
-    pub fn name(self) -> &'static str {
-        match self.0 {
+    /// The code's name, if this crate knows the code.
+    pub fn name(self) -> Option<&'static str> {
+        Some(match self.0 {
             1 => "cancelled",
             2 => "unknown",
             3 => "invalid argument",
@@ -39,16 +39,16 @@ impl Code {
             12 => "unimplemented",
             13 => "internal",
             14 => "unavailable",
-            _ => "other",
-        }
+            _ => return None,
+        })
     }
 }
 
 impl fmt::Display for Code {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.name() {
-            "other" => write!(f, "code {}", self.0),
-            name => f.write_str(name),
+            Some(name) => f.write_str(name),
+            None => write!(f, "code {}", self.0),
         }
     }
 }
@@ -173,6 +173,15 @@ pub enum FrameError {
     /// An error frame's message is not UTF-8.
     #[error("error message is not UTF-8")]
     Utf8,
+    /// A request with id 0, which is reserved for connection-level errors.
+    #[error("request id 0 is reserved")]
+    ReservedId,
+    /// A request whose id is already in flight on the connection.
+    #[error("request id {0} is already in flight")]
+    IdInFlight(u64),
+    /// A frame only the other side sends (a response from a client, say).
+    #[error("a frame of a kind only the other side sends")]
+    WrongDirection,
 }
 
 /// Everything that can go wrong in this crate, apart from a call's [`Status`].
@@ -188,13 +197,25 @@ pub enum Error {
     /// Two methods of a router have the same id, or a service is added twice.
     #[error("method table: {0}")]
     Table(String),
-    /// The connection closed.
-    #[error("connection closed")]
-    Closed,
     /// A .proto file does not parse or resolve, or code generation failed.
     #[error("proto: {0}")]
     Proto(String),
     /// A method's options in a .proto file are wrong.
     #[error("options: {0}")]
     Options(#[from] crate::options::OptionError),
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_show_their_name_or_number() {
+        assert_eq!(Code::NOT_FOUND.to_string(), "not found");
+        assert_eq!(Code(999).to_string(), "code 999");
+        assert_eq!(
+            Status::new(Code::INTERNAL, "boom").to_string(),
+            "internal: boom"
+        );
+    }
 }

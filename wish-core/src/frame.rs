@@ -1,6 +1,6 @@
 //! The wish wire format: length-prefixed frames, and their bounded codec (see PROTOCOL.md).
 
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use tokio_util::codec::{Decoder, Encoder};
@@ -444,6 +444,18 @@ impl FrameCodec {
         }
         dst.extend_from_slice(payload);
     }
+}
+
+/// A computed-at time as the wire carries it: milliseconds since the Unix
+/// epoch (0 before it).
+pub(crate) fn to_millis(t: SystemTime) -> u64 {
+    t.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// A computed-at time from the wire.
+pub(crate) fn from_millis(ms: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + Duration::from_millis(ms)
 }
 
 fn truncate(s: &str, max: usize) -> &str {

@@ -122,6 +122,12 @@ pub mod build;
 #[cfg(feature = "tokio")]
 pub mod net;
 
+/// Locks a mutex, taking it over from a thread that panicked while holding
+/// it: every state behind these locks stays consistent between statements.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 pub use bytes::Bytes;
 pub use futures::future::BoxFuture;
 

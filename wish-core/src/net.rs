@@ -156,28 +156,15 @@ where
         tokio::select! {
             frame = reader.next(), if reading && calls.len() < max => match frame {
                 None => reading = false,
-                Some(Err(e)) => {
-                    if let Error::Frame(f) = &e {
-                        let code = match f {
-                            FrameError::TooLong { .. } | FrameError::Bomb { .. } => Code::RESOURCE_EXHAUSTED,
-                            _ => Code::INVALID_ARGUMENT,
-                        };
-                        let status = Status::new(code, f.to_string());
-                        let _ = writer.send(Frame::error(0, status)).await;
-                    }
-                    return Err(e);
-                }
+                Some(Err(Error::Frame(e))) => return Err(refuse(&mut writer, e).await),
+                Some(Err(e)) => return Err(e),
                 Some(Ok(frame)) => match frame.body {
                     Body::Request(req) => {
                         if frame.id == 0 {
-                            let status = Status::invalid_argument("request id 0 is reserved");
-                            let _ = writer.send(Frame::error(0, status)).await;
-                            return Err(Error::Closed);
+                            return Err(refuse(&mut writer, FrameError::ReservedId).await);
                         }
                         if aborts.contains_key(&frame.id) {
-                            let status = Status::invalid_argument(format!("request id {} is already in flight", frame.id));
-                            let _ = writer.send(Frame::error(0, status)).await;
-                            return Err(Error::Closed);
+                            return Err(refuse(&mut writer, FrameError::IdInFlight(frame.id)).await);
                         }
                         let id = frame.id;
                         let deadline = req.deadline;
@@ -205,9 +192,7 @@ where
                         }
                     }
                     Body::Response(_) | Body::Error(_) => {
-                        let status = Status::invalid_argument("a client sent a server frame");
-                        let _ = writer.send(Frame::error(0, status)).await;
-                        return Err(Error::Closed);
+                        return Err(refuse(&mut writer, FrameError::WrongDirection).await);
                     }
                 },
             },
@@ -236,6 +221,22 @@ where
     }
     writer.flush().await?;
     Ok(())
+}
+
+/// Tells the client why its connection is being closed (an error frame with
+/// id 0), and gives the error to return.
+async fn refuse<W>(writer: &mut FramedWrite<W, FrameCodec>, err: FrameError) -> Error
+where
+    W: AsyncWrite + Unpin,
+{
+    let code = match err {
+        FrameError::TooLong { .. } | FrameError::Bomb { .. } => Code::RESOURCE_EXHAUSTED,
+        _ => Code::INVALID_ARGUMENT,
+    };
+    let _ = writer
+        .send(Frame::error(0, Status::new(code, err.to_string())))
+        .await;
+    Error::Frame(err)
 }
 
 /// The frame that answers a finished call task, if one is due: none for a
@@ -327,7 +328,7 @@ struct Conn {
 
 impl Conn {
     fn calls(&self) -> std::sync::MutexGuard<'_, Multiplexer<Waiter>> {
-        self.calls.lock().unwrap_or_else(|p| p.into_inner())
+        crate::lock(&self.calls)
     }
 
     /// Ends call `id` with `status`, if it is still waiting.

@@ -136,30 +136,41 @@ impl MethodOptions {
     /// `expire` without `cache` or equal to 0; `timestamped` without `cache`;
     /// `timestamped` without fields or fields without `timestamped`; a field listed twice.
     pub fn check(&self) -> Result<(), OptionProblem> {
-        match self.expire {
-            Some(_) if !self.cache => return Err(OptionProblem::ExpireWithoutCache),
-            Some(0) => return Err(OptionProblem::ZeroExpire),
-            _ => {}
-        }
-        if self.timestamped && !self.cache {
-            return Err(OptionProblem::TimestampedWithoutCache);
-        }
-        if self.timestamped && self.timestamped_fields.is_empty() {
-            return Err(OptionProblem::TimestampedWithoutFields);
-        }
-        if !self.timestamped && !self.timestamped_fields.is_empty() {
-            return Err(OptionProblem::FieldsWithoutTimestamped);
-        }
-        for (i, f) in self.timestamped_fields.iter().enumerate() {
-            if self.timestamped_fields[..i]
-                .iter()
-                .any(|g| g.name == f.name)
-            {
-                return Err(OptionProblem::FieldTwice(f.name.to_string()));
-            }
-        }
-        Ok(())
+        let names: Vec<&str> = self.timestamped_fields.iter().map(|f| f.name).collect();
+        let declared = (!names.is_empty()).then_some(&names[..]);
+        check_rules(self.cache, self.expire, self.timestamped, declared)
     }
+}
+
+/// The rules between the options, for a table and for a .proto alike.
+/// `fields` is `None` when `(timestamped_fields)` is not declared.
+pub(crate) fn check_rules(
+    cache: bool,
+    expire: Option<u32>,
+    timestamped: bool,
+    fields: Option<&[&str]>,
+) -> Result<(), OptionProblem> {
+    match expire {
+        Some(_) if !cache => return Err(OptionProblem::ExpireWithoutCache),
+        Some(0) => return Err(OptionProblem::ZeroExpire),
+        _ => {}
+    }
+    if timestamped && !cache {
+        return Err(OptionProblem::TimestampedWithoutCache);
+    }
+    let names = fields.unwrap_or_default();
+    if timestamped && names.iter().all(|n| n.is_empty()) {
+        return Err(OptionProblem::TimestampedWithoutFields);
+    }
+    if !timestamped && fields.is_some() {
+        return Err(OptionProblem::FieldsWithoutTimestamped);
+    }
+    for (i, name) in names.iter().enumerate() {
+        if names[..i].contains(name) {
+            return Err(OptionProblem::FieldTwice(name.to_string()));
+        }
+    }
+    Ok(())
 }
 
 /// A request field that names an entity for `timestamped`.

@@ -178,13 +178,14 @@ impl Server {
     /// Adds a service. Call before the server is cloned or served.
     ///
     /// # Errors
-    /// [`Error::Table`] if the service's options contradict each other, a
-    /// method id is already taken (the same service twice, or two full names
-    /// whose ids collide), or the server was already cloned.
+    /// [`Error::Options`] if the service's options contradict each other;
+    /// [`Error::Table`] if a method id is already taken (the same service
+    /// twice, or two full names whose ids collide), or the server was
+    /// already cloned.
     pub fn with_service(mut self, service: impl Service) -> Result<Server, Error> {
         let service: Arc<dyn Service> = Arc::new(service);
         let desc = service.descriptor();
-        desc.check().map_err(|e| Error::Table(e.to_string()))?;
+        desc.check()?;
         let inner = Arc::get_mut(&mut self.inner)
             .ok_or_else(|| Error::Table("services are added before the server is cloned".into()))?;
         for (index, method) in desc.methods.iter().enumerate() {
@@ -319,18 +320,12 @@ fn response(
     Frame {
         id,
         body: Body::Response(ResponseFrame {
-            computed_at: computed_at.map(millis),
+            computed_at: computed_at.map(crate::frame::to_millis),
             from_cache,
             compress,
             payload,
         }),
     }
-}
-
-/// Milliseconds since the Unix epoch (0 before it).
-pub(crate) fn millis(t: SystemTime) -> u64 {
-    t.duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl std::fmt::Debug for Server {
