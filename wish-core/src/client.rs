@@ -19,8 +19,10 @@ use crate::server::Server;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CallOptions {
-    /// Fail the call with [`Code::DEADLINE_EXCEEDED`] if no answer came in this
-    /// long; the server is told, and stops the handler when it passes.
+    /// Fail the call with [`Code::DEADLINE_EXCEEDED`] if no answer came in
+    /// this long after the request was queued for the socket (connecting is
+    /// bounded by the client's own connect timeout); the server is told, and
+    /// stops the handler when it passes. [`LocalChannel`] ignores it.
     pub deadline: Option<Duration>,
     /// Do not answer from a cache (client's or server's), nor fill it.
     pub no_cache: bool,
@@ -243,6 +245,7 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// A channel to a server in the same process, through the wire format: each
 /// call's frames are encoded and decoded as over a socket, without one.
 /// For tests and benchmarks, and for calling a service from its own process.
+/// Deadlines are not applied: the call runs to its end.
 ///
 /// ```
 /// use std::sync::Arc;

@@ -127,8 +127,13 @@ impl Builder {
             .compile_fds(compiler.file_descriptor_set())
             .map_err(|e| Error::Proto(format!("generating code: {e}")))?;
         if self.out_dir.is_none() {
-            for proto in protos {
-                println!("cargo:rerun-if-changed={}", proto.as_ref().display());
+            // The include directories too: an imported file may change.
+            for path in protos
+                .iter()
+                .map(AsRef::as_ref)
+                .chain(includes.iter().map(AsRef::as_ref))
+            {
+                println!("cargo:rerun-if-changed={}", path.display());
             }
         }
         Ok(services)

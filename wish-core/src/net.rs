@@ -24,7 +24,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::{FramedRead, FramedWrite};
 
@@ -56,7 +56,10 @@ impl From<tokio::net::UnixListener> for Listener {
 }
 
 /// Accepts connections (TCP or unix socket) and serves each until
-/// `shutdown` completes.
+/// `shutdown` completes. Then it stops accepting, lets every connection
+/// answer the calls it has read (reading no more), and returns once they
+/// are done, or after [`ServerConfig::drain_timeout`](crate::ServerConfig),
+/// when the calls still running are dropped.
 ///
 /// # Errors
 /// Only if accepting fails for a reason other than a transient one.
@@ -79,42 +82,79 @@ pub async fn serve_with(
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), Error> {
     let listener = listener.into();
+    let (stop, stopping) = watch::channel(false);
+    let mut conns = JoinSet::new();
     tokio::pin!(shutdown);
-    loop {
-        let (server, codec) = (server.clone(), codec.clone());
+    let accepting = loop {
         tokio::select! {
-            _ = &mut shutdown => return Ok(()),
-            accepted = accept(&listener, server, codec) => accepted?,
+            _ = &mut shutdown => break Ok(()),
+            accepted = accept(&listener) => match accepted {
+                Ok(Some(stream)) => {
+                    let (server, codec, stop) = (server.clone(), codec.clone(), stopping.clone());
+                    match stream {
+                        Accepted::Tcp(stream, peer) => {
+                            conns.spawn(connection(stream, server, codec, stop, peer.to_string()))
+                        }
+                        Accepted::Unix(stream) => {
+                            conns.spawn(connection(stream, server, codec, stop, "unix socket".into()))
+                        }
+                    };
+                }
+                Ok(None) => {}
+                Err(e) => break Err(e),
+            },
+            // Reap finished connections, so the set does not grow.
+            Some(_) = conns.join_next(), if !conns.is_empty() => {}
         }
+    };
+    drop(listener);
+    let _ = stop.send(true);
+    let drained = async { while conns.join_next().await.is_some() {} };
+    if tokio::time::timeout(server.config().drain_timeout, drained)
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            connections = conns.len(),
+            "drain timed out; dropping the calls still running"
+        );
     }
+    accepting
 }
 
-/// Accepts one connection and spawns its task.
-async fn accept(listener: &Listener, server: Server, codec: FrameCodec) -> Result<(), Error> {
+/// A connection just accepted.
+enum Accepted {
+    Tcp(tokio::net::TcpStream, std::net::SocketAddr),
+    Unix(tokio::net::UnixStream),
+}
+
+/// Accepts one connection; `None` after a transient failure.
+async fn accept(listener: &Listener) -> Result<Option<Accepted>, Error> {
     let accepted = match listener {
         Listener::Tcp(l) => l.accept().await.map(|(stream, peer)| {
             let _ = stream.set_nodelay(true);
-            spawn_connection(stream, server, codec, peer.to_string());
+            Accepted::Tcp(stream, peer)
         }),
-        Listener::Unix(l) => l.accept().await.map(|(stream, _)| {
-            spawn_connection(stream, server, codec, "unix socket".to_string());
-        }),
+        Listener::Unix(l) => l.accept().await.map(|(stream, _)| Accepted::Unix(stream)),
     };
     match accepted {
-        Ok(()) => Ok(()),
-        Err(e) => accept_error(e).await,
+        Ok(stream) => Ok(Some(stream)),
+        Err(e) => accept_error(e).await.map(|()| None),
     }
 }
 
-fn spawn_connection<S>(stream: S, server: Server, codec: FrameCodec, peer: String)
-where
+async fn connection<S>(
+    stream: S,
+    server: Server,
+    codec: FrameCodec,
+    stop: watch::Receiver<bool>,
+    peer: String,
+) where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    tokio::spawn(async move {
-        if let Err(e) = serve_connection(stream, server, codec).await {
-            tracing::debug!(%peer, error = %e, "wish connection ended");
-        }
-    });
+    if let Err(e) = run_connection(stream, server, codec, stop).await {
+        tracing::debug!(%peer, error = %e, "wish connection ended");
+    }
 }
 
 async fn accept_error(e: std::io::Error) -> Result<(), Error> {
@@ -144,6 +184,20 @@ pub async fn serve_connection<S>(stream: S, server: Server, codec: FrameCodec) -
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
+    let (_never, stop) = watch::channel(false);
+    run_connection(stream, server, codec, stop).await
+}
+
+/// [`serve_connection`], which also stops reading when `stop` turns true.
+async fn run_connection<S>(
+    stream: S,
+    server: Server,
+    codec: FrameCodec,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Error>
+where
+    S: AsyncRead + AsyncWrite + Send + 'static,
+{
     let (read, write) = tokio::io::split(stream);
     let mut reader = FramedRead::new(read, codec.clone());
     let mut writer = FramedWrite::new(write, codec);
@@ -154,6 +208,12 @@ where
     let mut reading = true;
     loop {
         tokio::select! {
+            changed = stop.changed(), if reading => {
+                if changed.is_err() || *stop.borrow() {
+                    // Shutting down: answer what was read, read nothing more.
+                    reading = false;
+                }
+            }
             frame = reader.next(), if reading && calls.len() < max => match frame {
                 None => reading = false,
                 Some(Err(Error::Frame(e))) => return Err(refuse(&mut writer, e).await),

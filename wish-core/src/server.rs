@@ -98,6 +98,9 @@ pub struct ServerConfig {
     /// Calls one connection may have in flight before the server stops
     /// reading from it. Default 1024.
     pub max_in_flight: usize,
+    /// How long `net::serve` lets connections answer the calls they have
+    /// read once it is shut down. Default 5 s.
+    pub drain_timeout: Duration,
 }
 
 impl Default for ServerConfig {
@@ -106,6 +109,7 @@ impl Default for ServerConfig {
             cache: true,
             compress: true,
             max_in_flight: 1024,
+            drain_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -121,7 +125,8 @@ pub struct ServerStats {
     pub cache_misses: AtomicU64,
     /// Calls that ended with an error status.
     pub errors: AtomicU64,
-    /// Calls stopped by a cancel frame, a deadline or a closed connection.
+    /// Calls stopped by a cancel frame or by their deadline. (Calls dropped
+    /// because their connection failed, or a drain timed out, are not counted.)
     pub cancelled: AtomicU64,
     /// Calls started and not yet answered.
     pub in_flight: AtomicU64,
@@ -220,11 +225,6 @@ impl Server {
     /// The server's counters.
     pub fn stats(&self) -> &ServerStats {
         &self.inner.stats
-    }
-
-    /// Calls started by [`Server::handle`] whose futures are still alive.
-    pub fn in_flight(&self) -> u64 {
-        self.inner.stats.in_flight.load(Ordering::Relaxed)
     }
 
     /// The timestamp store handlers touch.

@@ -11,7 +11,6 @@
 //! the calls in flight finish (up to 5 s) and exits 0.
 
 use std::process::ExitCode;
-use std::time::Duration;
 
 use examples::calc;
 use tokio::signal::unix::{SignalKind, signal};
@@ -73,24 +72,18 @@ async fn run(
             _ = tokio::signal::ctrl_c() => {}
         }
     };
-    let served = server.clone();
     match socket {
         Some(path) => {
             let _ = std::fs::remove_file(&path);
             let listener = tokio::net::UnixListener::bind(&path)?;
             eprintln!("calc-server listening on {path}");
-            net::serve(listener, served, stop).await?;
+            net::serve(listener, server, stop).await?;
         }
         None => {
             let listener = tokio::net::TcpListener::bind((host.as_str(), port)).await?;
             eprintln!("calc-server listening on {}", listener.local_addr()?);
-            net::serve(listener, served, stop).await?;
+            net::serve(listener, server, stop).await?;
         }
-    }
-    // Let calls in flight finish: each holds a clone of the server.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while server.in_flight() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
     }
     Ok(())
 }

@@ -504,3 +504,36 @@ async fn the_client_compresses_requests_of_compress_methods_unless_told_not_to()
         "no (compress) on Add"
     );
 }
+
+#[tokio::test]
+async fn shutdown_answers_the_calls_already_read_then_stops() {
+    let arith = Arc::new(Arith::default());
+    let server = Server::new(ServerConfig::default())
+        .with_service(Svc(arith.clone()))
+        .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(serve(listener, server, async move {
+        let _ = stopped.await;
+    }));
+    let client = Client::new(Endpoint::Tcp(addr.clone()));
+    // A call that takes 300 ms, under way when the shutdown comes.
+    let slow = tokio::spawn(client.call(SLEEP, pair(300, 9), CallOptions::new()));
+    eventually("the call reached its handler", || {
+        arith.handled.load(Ordering::SeqCst) == 1
+    })
+    .await;
+    stop.send(()).unwrap();
+    let reply = slow.await.unwrap().expect("answered, not dropped");
+    assert_eq!(answer(&reply).c, 9);
+    serving.await.unwrap().unwrap();
+    assert_eq!(arith.dropped.load(Ordering::SeqCst), 0);
+    // The connection was closed after the drain, and the listener is gone.
+    let err = client
+        .call(ADD, pair(1, 1), CallOptions::new())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::UNAVAILABLE, "{err}");
+    assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
+}
