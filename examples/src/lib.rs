@@ -7,7 +7,7 @@
 pub mod calc {
     include!(concat!(env!("OUT_DIR"), "/calc.rs"));
 
-    use wish_core::{CallContext, Code, Status};
+    use wish_core::{CallContext, Status};
 
     /// The calc service's arithmetic, for both services.
     #[derive(Debug, Clone, Copy, Default)]
@@ -42,7 +42,7 @@ pub mod calc {
 
     fn checked(c: Option<i32>) -> Result<CalcResponse, Status> {
         c.map(|c| CalcResponse { c })
-            .ok_or_else(|| Status::new(Code::INVALID_ARGUMENT, "overflows int32"))
+            .ok_or_else(|| Status::invalid_argument("overflows int32"))
     }
 
     /// A wish server with both calc services.

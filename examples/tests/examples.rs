@@ -5,26 +5,38 @@ use std::net::TcpStream;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-/// Starts the kids example with `args` on `port` (0: a free one); returns
-/// it and the address it listens on.
-fn start_kids(args: &[&std::ffi::OsStr], port: u16) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kids"))
+/// Starts an example program; returns it and the address from the line
+/// where it says it listens (`<name> listening on <addr>`, on stderr).
+fn start_program(
+    bin: &str,
+    name: &str,
+    args: &[&std::ffi::OsStr],
+) -> (std::process::Child, String) {
+    let mut child = Command::new(bin)
         .args(args)
-        .args(["--host", "127.0.0.1", "--port", &port.to_string()])
         .stderr(Stdio::piped())
         .spawn()
-        .expect("start kids");
+        .unwrap_or_else(|e| panic!("start {name}: {e}"));
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     stderr.read_line(&mut line).expect("the listening line");
     let addr = line
         .trim()
-        .strip_prefix("kids listening on ")
+        .strip_prefix(&format!("{name} listening on "))
         .unwrap_or_else(|| panic!("unexpected line {line:?}"))
         .to_string();
     // Keep draining, so a late write to stderr never blocks or fails.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, addr)
+}
+
+/// Starts the kids example with `args` on `port` (0: a free one); returns
+/// it and the address it listens on.
+fn start_kids(args: &[&std::ffi::OsStr], port: u16) -> (std::process::Child, String) {
+    let port = port.to_string();
+    let mut all = args.to_vec();
+    all.extend(["--host", "127.0.0.1", "--port", &port].map(std::ffi::OsStr::new));
+    start_program(env!("CARGO_BIN_EXE_kids"), "kids", &all)
 }
 
 #[test]
@@ -537,30 +549,27 @@ fn kids_applies_max_clients_from_its_config() {
     let _ = child.wait();
 }
 
+/// calc-server and calc-client talk over 127.0.0.2: not the defaults, so
+/// that both programs' `--host` is exercised.
+const CALC_HOST: &str = "127.0.0.2";
+
 /// Starts calc-server on a free port; returns it and its port.
 fn start_calc_server(extra: &[&str]) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_calc-server"))
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start calc-server");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the listening line");
-    let port = line
-        .trim()
-        .strip_prefix("calc-server listening on 127.0.0.1:")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"))
+    let mut args = vec!["--host", CALC_HOST, "--port", "0"];
+    args.extend_from_slice(extra);
+    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
+    let (child, addr) = start_program(env!("CARGO_BIN_EXE_calc-server"), "calc-server", &args);
+    let port = addr
+        .strip_prefix(&format!("{CALC_HOST}:"))
+        .unwrap_or_else(|| panic!("not on {CALC_HOST}: {addr}"))
         .to_string();
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
     (child, port)
 }
 
 /// Runs calc-client; its exit code, stdout and stderr.
 fn calc_client(port: &str, args: &[&str]) -> (Option<i32>, String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_calc-client"))
-        .args(["--port", port])
+        .args(["--host", CALC_HOST, "--port", port])
         .args(args)
         .output()
         .expect("run calc-client");
@@ -628,4 +637,75 @@ fn calc_server_switches_the_cache_off() {
     }
     server.kill().expect("kill");
     let _ = server.wait();
+}
+
+#[test]
+fn calc_over_a_unix_socket_without_compression() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let socket = dir.path().join("calc.sock");
+    let socket = socket.to_str().expect("utf-8 path");
+    let (mut server, addr) = start_program(
+        env!("CARGO_BIN_EXE_calc-server"),
+        "calc-server",
+        &["--socket", socket, "--no-compress"].map(std::ffi::OsStr::new),
+    );
+    assert_eq!(addr, socket);
+    let out = Command::new(env!("CARGO_BIN_EXE_calc-client"))
+        .args([
+            "--socket",
+            socket,
+            "--deadline",
+            "10000",
+            "multiply",
+            "-6",
+            "7",
+        ])
+        .output()
+        .expect("run calc-client");
+    assert_eq!(out.status.code(), Some(0));
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "-42\n");
+    server.kill().expect("kill");
+    let _ = server.wait();
+}
+
+#[test]
+fn the_generated_table_carries_the_seed_options() {
+    use examples::calc::{ADVANCED_SERVICE, SIMPLE_SERVICE};
+    use wish_core::{EntityField, FieldKind, MethodOptions, method_id};
+
+    let names: Vec<&str> = ADVANCED_SERVICE.methods.iter().map(|m| m.name()).collect();
+    assert_eq!(names, ["Multiply", "Divide"]);
+    let multiply = &ADVANCED_SERVICE.methods[0];
+    assert_eq!(multiply.id, method_id("calc.Advanced.Multiply"));
+    const AB: &[EntityField] = &[
+        EntityField {
+            name: "a",
+            number: 1,
+            kind: FieldKind::Int32,
+            default: "0",
+        },
+        EntityField {
+            name: "b",
+            number: 2,
+            kind: FieldKind::Int32,
+            default: "0",
+        },
+    ];
+    assert_eq!(
+        multiply.options,
+        MethodOptions {
+            cache: true,
+            expire: Some(3600),
+            compress: true,
+            timestamped: true,
+            timestamped_fields: AB,
+        }
+    );
+    for m in SIMPLE_SERVICE
+        .methods
+        .iter()
+        .chain(&ADVANCED_SERVICE.methods[1..])
+    {
+        assert_eq!(m.options, MethodOptions::new(), "{}", m.full_name);
+    }
 }

@@ -7,6 +7,7 @@
 //! Options: `--host H`, `--port P` (default 127.0.0.1:7300), `--socket PATH`,
 //! `--no-cache` (bypass the cache for this call), `--deadline MS`.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -70,8 +71,7 @@ async fn run() -> Result<(), String> {
     }
     .map_err(|status| status.to_string())?;
     let mut out = std::io::stdout().lock();
-    std::io::Write::write_all(&mut out, format!("{}\n", reply.value.c).as_bytes())
-        .map_err(|e| e.to_string())?;
+    writeln!(out, "{}", reply.value.c).map_err(|e| e.to_string())?;
     eprintln!(
         "({})",
         if reply.from_cache {
