@@ -422,3 +422,28 @@ fn deadlines_round_up_to_whole_milliseconds() {
         Err(Error::Frame(FrameError::TooLong { .. }))
     ));
 }
+
+/// Every golden example in PROTOCOL.md is one frame, and the codec writes it
+/// back byte for byte: the document and the code cannot drift apart.
+#[test]
+fn the_golden_frames_of_protocol_md_are_what_the_codec_writes() {
+    let doc = include_str!("../../PROTOCOL.md");
+    let start = doc.find("## 12. Golden examples").expect("section 12");
+    let end = start + doc[start..].find("\n## 13.").expect("section 13");
+    let mut seen = Vec::new();
+    for example in doc[start..end].split("\n**(").skip(1) {
+        let label = &example[..1];
+        let hex = example.split("```").nth(1).expect("a hex block");
+        let bytes: Vec<u8> = hex
+            .split_whitespace()
+            .map(|h| u8::from_str_radix(h, 16).unwrap_or_else(|_| panic!("({label}): {h}")))
+            .collect();
+        let mut codec = FrameCodec::new();
+        let frames = decode_all(&mut codec, &bytes).unwrap_or_else(|e| panic!("({label}): {e}"));
+        assert_eq!(frames.len(), 1, "({label})");
+        let again = encode(&mut codec, frames[0].clone());
+        assert_eq!(&again[..], &bytes[..], "({label}) re-encodes differently");
+        seen.push(label.to_string());
+    }
+    assert_eq!(seen, ["a", "b", "c", "d", "e", "f", "g"]);
+}
