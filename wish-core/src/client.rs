@@ -247,14 +247,7 @@ pub type Clock = Arc<dyn Fn() -> SystemTime + Send + Sync>;
 /// For tests and benchmarks, and for calling a service from its own process.
 /// Deadlines are not applied: the call runs to its end.
 ///
-/// ```
-/// use std::sync::Arc;
-/// use std::time::SystemTime;
-/// use wish_core::{LocalChannel, Server, ServerConfig};
-///
-/// let channel = LocalChannel::new(Server::new(ServerConfig::default()), Arc::new(SystemTime::now));
-/// # let _ = channel;
-/// ```
+/// The crate docs show one in use, on a simulated clock.
 #[derive(Clone)]
 pub struct LocalChannel {
     server: Server,

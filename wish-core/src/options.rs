@@ -14,7 +14,7 @@ use crate::frame::method_id;
 ///     &[MethodDesc::new("demo.Echo.Say", MethodOptions::new().cache(60))],
 /// );
 /// ECHO.check().unwrap();
-/// assert_eq!(ECHO.methods[0].full_name, "demo.Echo.Say");
+/// assert_eq!(ECHO.methods[0].name(), "Say");
 /// ```
 #[derive(Debug)]
 pub struct ServiceDesc {

@@ -139,11 +139,7 @@ pub struct ServerStats {
 /// answers it, and the caller decides how frames travel (the `tokio`
 /// feature's `net` module, or [`LocalChannel`](crate::LocalChannel)).
 ///
-/// ```
-/// # use wish_core::{Server, ServerConfig};
-/// let server = Server::new(ServerConfig::default());
-/// assert!(server.method(1).is_none());
-/// ```
+/// The crate docs show one serving a hand-written service in memory.
 #[derive(Clone)]
 pub struct Server {
     inner: Arc<Inner>,

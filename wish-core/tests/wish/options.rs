@@ -173,7 +173,6 @@ fn the_builder_writes_one_rust_file_per_package() {
         "pub trait AdvancedHandler",
         "pub struct AdvancedServer<H>",
         "pub struct SimpleClient<C>",
-        "name: \"a\",\n",
         "kind: ::wish_core::FieldKind::Int32,",
         "expire: Some(3600),",
     ] {
