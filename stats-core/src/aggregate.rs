@@ -1,0 +1,568 @@
+//! The aggregator: folds statsd lines into per-key state and, at each flush, turns that state into graphite points.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use crate::error::{Error, LineError};
+use crate::hll::Uniques;
+use crate::line::{Kind, Limits, Line, Parser, Value};
+use crate::output::{Flush, Mode, Naming, Point};
+use crate::sketch::Samples;
+
+type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+
+/// What happens to a key that received nothing during a flush interval.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Idle {
+    /// It is forgotten, and sends nothing (statsite; Etsy with `deleteIdleStats`).
+    Drop,
+    /// It sends zero: counters 0, timers a count of 0, sets 0; gauges resend
+    /// their last value (Etsy's default).
+    Zero,
+}
+
+/// A histogram for the timers whose name contains `metric` (or every timer when
+/// `metric` is empty): counts of samples below each bin's upper bound.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistogramConfig {
+    /// A substring of the timer names this applies to; empty means all (Etsy's `all`).
+    pub metric: String,
+    /// Ascending upper bounds; `f64::INFINITY` (Etsy's `inf`) catches the rest.
+    pub bins: Vec<f64>,
+}
+
+/// How an [`Aggregator`] aggregates and names what it flushes.
+///
+/// [`Config::statsite`] and [`Config::etsy`] give each original's defaults.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Output names and the semantics that differ between the two originals.
+    pub mode: Mode,
+    /// The flush interval: counters' rates are per second of it.
+    pub flush_interval: Duration,
+    /// Timer percentiles, in percent: statsite's quantiles (`p95`), Etsy's
+    /// thresholds (`mean_90`); a negative Etsy threshold takes the top values.
+    pub percentiles: Vec<f64>,
+    /// Histograms of timers; the first whose `metric` matches applies.
+    pub histograms: Vec<HistogramConfig>,
+    /// What an idle key sends.
+    pub idle: Idle,
+    /// Whether a gauge keeps its value from one flush to the next, and is sent
+    /// at every flush (Etsy's default); otherwise it is sent only after a
+    /// flush interval that set it, and a change (`+N`) starts again from 0.
+    pub keep_gauges: bool,
+    /// Exact samples kept per timer per interval before switching to a sketch.
+    pub exact_samples: usize,
+    /// Exact members kept per set per interval before switching to HyperLogLog.
+    pub exact_members: usize,
+    /// Most keys held at once, all types together; lines for new keys beyond
+    /// it are dropped and counted in [`Totals::dropped_keys`].
+    pub max_keys: usize,
+    /// Most `kv` values held per interval; more are dropped and counted.
+    pub max_kv: usize,
+    /// Bounds on each line.
+    pub limits: Limits,
+    /// Put before every path: statsite's `global_prefix` (default empty),
+    /// Etsy's `globalPrefix` (default `stats`).
+    pub prefix: String,
+}
+
+impl Config {
+    /// statsite's defaults: quantiles 50, 95 and 99, idle keys dropped, gauges not kept.
+    pub fn statsite() -> Config {
+        Config {
+            mode: Mode::Statsite,
+            flush_interval: Duration::from_secs(10),
+            percentiles: vec![50.0, 95.0, 99.0],
+            histograms: Vec::new(),
+            idle: Idle::Drop,
+            keep_gauges: false,
+            exact_samples: Samples::DEFAULT_EXACT_CAP,
+            exact_members: Uniques::DEFAULT_EXACT_CAP,
+            max_keys: 1_000_000,
+            max_kv: 100_000,
+            limits: Limits::default(),
+            prefix: String::new(),
+        }
+    }
+
+    /// Etsy statsd's defaults: threshold 90, idle keys send zero, gauges kept.
+    pub fn etsy() -> Config {
+        Config {
+            mode: Mode::Etsy,
+            percentiles: vec![90.0],
+            idle: Idle::Zero,
+            keep_gauges: true,
+            prefix: "stats".to_owned(),
+            ..Config::statsite()
+        }
+    }
+
+    /// The defaults of a mode.
+    pub fn for_mode(mode: Mode) -> Config {
+        match mode {
+            Mode::Statsite => Config::statsite(),
+            Mode::Etsy => Config::etsy(),
+        }
+    }
+
+    fn check(&self) -> Result<(), Error> {
+        let bad = |what: &str| Err(Error::Config(what.to_owned()));
+        if self.flush_interval < Duration::from_millis(1) {
+            return bad("flush interval must be at least 1 ms");
+        }
+        if self
+            .percentiles
+            .iter()
+            .any(|p| !p.is_finite() || *p == 0.0 || p.abs() > 100.0)
+        {
+            return bad("percentiles must be in [-100, 100], not 0");
+        }
+        for h in &self.histograms {
+            if h.bins.is_empty()
+                || h.bins.iter().any(|b| b.is_nan())
+                || h.bins.windows(2).any(|w| w[0] >= w[1])
+            {
+                return bad("histogram bins must be ascending numbers");
+            }
+        }
+        if self.max_keys == 0 {
+            return bad("max_keys must be at least 1");
+        }
+        Ok(())
+    }
+}
+
+impl Default for Config {
+    /// [`Config::statsite`].
+    fn default() -> Self {
+        Config::statsite()
+    }
+}
+
+/// Counts since the aggregator was made.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Totals {
+    /// Packets (datagrams, or TCP chunks) ingested.
+    pub packets: u64,
+    /// Lines counted.
+    pub lines: u64,
+    /// Values counted (a line may hold several).
+    pub values: u64,
+    /// Bad lines, per reason, in the order of [`LineError::ALL`].
+    pub bad_lines: [u64; LineError::ALL.len()],
+    /// Values dropped because their key was new and [`Config::max_keys`] was reached.
+    pub dropped_keys: u64,
+    /// `kv` values dropped because [`Config::max_kv`] was reached.
+    pub dropped_kv: u64,
+    /// Flushes made.
+    pub flushes: u64,
+}
+
+impl Totals {
+    /// Bad lines of one reason.
+    pub fn bad(&self, reason: LineError) -> u64 {
+        self.bad_lines[reason.index()]
+    }
+
+    /// Bad lines of every reason.
+    pub fn bad_total(&self) -> u64 {
+        self.bad_lines.iter().sum()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Counter {
+    sum: f64,
+    touched: bool,
+}
+
+#[derive(Debug)]
+struct Gauge {
+    value: f64,
+    touched: bool,
+}
+
+#[derive(Debug)]
+struct Timer {
+    samples: Samples,
+    /// Samples counted with their sample rate (Etsy's `count`).
+    weighted: f64,
+}
+
+#[derive(Debug)]
+struct Set {
+    members: Uniques,
+    touched: bool,
+}
+
+/// Folds statsd lines into per-key state, and flushes it as graphite points.
+///
+/// It does no IO and reads no clock: feed it packets with
+/// [`ingest`](Aggregator::ingest) and call [`flush`](Aggregator::flush) with
+/// the time every flush interval.
+///
+/// ```
+/// use std::time::{Duration, UNIX_EPOCH};
+/// use stats_core::{Aggregator, Config};
+///
+/// let mut agg = Aggregator::new(Config::etsy()).unwrap();
+/// agg.ingest(b"api.hits:1|c\napi.hits:2|c|@0.5\nlat:10:20:30|ms");
+/// let flush = agg.flush(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+/// assert_eq!(flush.get("stats.counters.api.hits.count"), Some(5.0));
+/// assert_eq!(flush.get("stats.counters.api.hits.rate"), Some(0.5));
+/// assert_eq!(flush.get("stats.timers.lat.mean"), Some(20.0));
+/// ```
+#[derive(Debug)]
+pub struct Aggregator {
+    config: Config,
+    parser: Parser,
+    naming: Naming,
+    counters: Map<Counter>,
+    gauges: Map<Gauge>,
+    timers: Map<Timer>,
+    sets: Map<Set>,
+    kv: Vec<(Box<str>, f64)>,
+    key: String,
+    totals: Totals,
+    /// Totals at the last flush, for Etsy's per-interval internal counters.
+    flushed: Totals,
+}
+
+impl Aggregator {
+    /// An aggregator with this configuration.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when a value is out of range (a flush interval under
+    /// 1 ms, a percentile of 0 or beyond ±100, unordered histogram bins).
+    pub fn new(config: Config) -> Result<Aggregator, Error> {
+        config.check()?;
+        Ok(Aggregator {
+            parser: Parser::new(config.limits),
+            naming: Naming::new(config.mode, &config.prefix),
+            config,
+            counters: Map::default(),
+            gauges: Map::default(),
+            timers: Map::default(),
+            sets: Map::default(),
+            kv: Vec::new(),
+            key: String::new(),
+            totals: Totals::default(),
+            flushed: Totals::default(),
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Counts since the aggregator was made.
+    pub fn totals(&self) -> &Totals {
+        &self.totals
+    }
+
+    /// Keys held now, all types together.
+    pub fn keys(&self) -> usize {
+        self.counters.len() + self.gauges.len() + self.timers.len() + self.sets.len()
+    }
+
+    /// Ingests one packet: a UDP datagram, or a chunk of whole lines from
+    /// [`LineDecoder`](crate::LineDecoder). Bad lines are counted per reason
+    /// in [`totals`](Aggregator::totals); the other lines of the packet count.
+    pub fn ingest(&mut self, packet: &[u8]) {
+        self.totals.packets += 1;
+        let parser = self.parser;
+        for line in parser.lines(packet) {
+            match line {
+                Ok(line) => self.add(&line),
+                Err(e) => self.totals.bad_lines[e.index()] += 1,
+            }
+        }
+    }
+
+    /// Counts a bad line found outside [`ingest`](Aggregator::ingest) (by a
+    /// [`LineDecoder`](crate::LineDecoder), say).
+    pub fn count_bad(&mut self, reason: LineError) {
+        self.totals.bad_lines[reason.index()] += 1;
+    }
+
+    /// Adds one parsed line.
+    pub fn add(&mut self, line: &Line<'_>) {
+        self.totals.lines += 1;
+        let key: &str = match line.tags() {
+            Some(tags) if !tags.is_empty() => {
+                let mut key = std::mem::take(&mut self.key);
+                tagged_key(&mut key, line);
+                self.key = key;
+                &self.key
+            }
+            _ => line.name(),
+        };
+        let full = self.keys() >= self.config.max_keys;
+        let rate = line.rate();
+        let mut values = 0u64;
+        let mut dropped = 0u64;
+        match line.kind() {
+            Kind::Counter => match entry(&mut self.counters, key, full, Counter::default) {
+                Some(c) => {
+                    for v in line.values() {
+                        if let Value::Number(n) = v {
+                            c.sum += n / rate;
+                            values += 1;
+                        }
+                    }
+                    c.touched = true;
+                }
+                None => dropped += line.value_count() as u64,
+            },
+            Kind::Gauge => {
+                let make = || Gauge {
+                    value: 0.0,
+                    touched: false,
+                };
+                match entry(&mut self.gauges, key, full, make) {
+                    Some(g) => {
+                        for v in line.values() {
+                            match v {
+                                Value::Number(n) => g.value = n,
+                                Value::Delta(d) => g.value += d,
+                                Value::Member(_) => continue,
+                            }
+                            values += 1;
+                        }
+                        g.touched = true;
+                    }
+                    None => dropped += line.value_count() as u64,
+                }
+            }
+            Kind::Timer | Kind::Histogram | Kind::Distribution => {
+                let cap = self.config.exact_samples;
+                let make = || Timer {
+                    samples: Samples::new(cap),
+                    weighted: 0.0,
+                };
+                match entry(&mut self.timers, key, full, make) {
+                    Some(t) => {
+                        for v in line.values() {
+                            if let Value::Number(n) = v
+                                && t.samples.insert(n)
+                            {
+                                t.weighted += 1.0 / rate;
+                                values += 1;
+                            }
+                        }
+                    }
+                    None => dropped += line.value_count() as u64,
+                }
+            }
+            Kind::Set => {
+                let cap = self.config.exact_members;
+                let make = || Set {
+                    members: Uniques::new(cap),
+                    touched: false,
+                };
+                match entry(&mut self.sets, key, full, make) {
+                    Some(s) => {
+                        for v in line.values() {
+                            if let Value::Member(m) = v {
+                                s.members.insert(m);
+                                values += 1;
+                            }
+                        }
+                        s.touched = true;
+                    }
+                    None => dropped += line.value_count() as u64,
+                }
+            }
+            Kind::KeyValue => {
+                for v in line.values() {
+                    if let Value::Number(n) = v {
+                        if self.kv.len() < self.config.max_kv {
+                            self.kv.push((key.into(), n));
+                            values += 1;
+                        } else {
+                            self.totals.dropped_kv += 1;
+                        }
+                    }
+                }
+            }
+        }
+        self.totals.values += values;
+        self.totals.dropped_keys += dropped;
+    }
+
+    /// Ends the flush interval at `now`: returns its points, named for the
+    /// mode, stamped with `now` in Unix seconds, and starts the next interval.
+    ///
+    /// Keys that received nothing are dropped or send zero, as
+    /// [`Config::idle`] says; gauges are kept if [`Config::keep_gauges`].
+    pub fn flush(&mut self, now: SystemTime) -> Flush {
+        let timestamp = now
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let interval = self.config.flush_interval.as_secs_f64();
+        let mut points = Vec::new();
+        let mut written = 0usize;
+        let idle = self.config.idle;
+        if self.config.mode == Mode::Etsy {
+            self.internal_counters();
+        }
+        let naming = &self.naming;
+
+        let mut counters: Vec<_> = self.counters.iter_mut().collect();
+        // Etsy writes its own counters first (they exist from start-up).
+        counters.sort_unstable_by(|(a, _), (b, _)| {
+            let rank = |k: &str| {
+                INTERNAL
+                    .iter()
+                    .position(|i| *i == k)
+                    .unwrap_or(INTERNAL.len())
+            };
+            (rank(a), a).cmp(&(rank(b), b))
+        });
+        for (key, c) in counters {
+            if c.touched || idle == Idle::Zero {
+                written += 1;
+                naming.counter(&mut points, key, c.sum, interval);
+            }
+            *c = Counter::default();
+        }
+
+        let mut timers: Vec<_> = self.timers.iter_mut().collect();
+        timers.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, t) in timers {
+            if t.samples.count() > 0 || idle == Idle::Zero {
+                written += 1;
+            }
+            if t.samples.count() > 0 {
+                let bins = self
+                    .config
+                    .histograms
+                    .iter()
+                    .find(|h| h.metric.is_empty() || key.contains(h.metric.as_str()))
+                    .map(|h| h.bins.as_slice());
+                naming.timer(
+                    &mut points,
+                    key,
+                    &mut t.samples,
+                    t.weighted,
+                    interval,
+                    &self.config.percentiles,
+                    bins,
+                );
+            } else if idle == Idle::Zero {
+                naming.idle_timer(&mut points, key);
+            }
+            t.samples.clear();
+            t.weighted = 0.0;
+        }
+
+        let mut gauges: Vec<_> = self.gauges.iter_mut().collect();
+        gauges.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, g) in gauges {
+            if g.touched || self.config.keep_gauges {
+                written += 1;
+                naming.gauge(&mut points, key, g.value);
+            }
+            g.touched = false;
+        }
+
+        let mut sets: Vec<_> = self.sets.iter_mut().collect();
+        sets.sort_unstable_by(|a, b| a.0.cmp(b.0));
+        for (key, s) in sets {
+            if s.touched || idle == Idle::Zero {
+                written += 1;
+                naming.set(&mut points, key, s.members.count());
+            }
+            s.members.clear();
+            s.touched = false;
+        }
+
+        for (key, value) in self.kv.drain(..) {
+            naming.kv(&mut points, &key, value);
+        }
+
+        if self.config.mode == Mode::Etsy {
+            naming.internal(&mut points, written);
+        }
+
+        // Forget what went idle, unless idle keys send zero.
+        if idle == Idle::Drop {
+            self.counters.clear();
+            self.timers.clear();
+            self.sets.clear();
+        }
+        if !self.config.keep_gauges {
+            self.gauges.clear();
+        }
+        self.totals.flushes += 1;
+        self.flushed = self.totals.clone();
+        Flush::new(
+            self.config.mode,
+            timestamp,
+            points.into_iter().map(Point::from).collect(),
+        )
+    }
+
+    /// Etsy's own counters, fed as ordinary counters before a flush.
+    fn internal_counters(&mut self) {
+        let bad = self.totals.bad_total() - self.flushed.bad_total();
+        let packets = self.totals.packets - self.flushed.packets;
+        let metrics = self.totals.lines - self.flushed.lines;
+        for (key, n) in INTERNAL.into_iter().zip([bad, packets, metrics]) {
+            let c = self.counters.entry(key.into()).or_default();
+            c.sum += n as f64;
+            c.touched = true;
+        }
+    }
+}
+
+/// Etsy statsd's own counters, in the order it writes them.
+const INTERNAL: [&str; 3] = [
+    "statsd.bad_lines_seen",
+    "statsd.packets_received",
+    "statsd.metrics_received",
+];
+
+/// The entry for `key`, made if absent and the table is not `full`.
+fn entry<'m, V>(
+    map: &'m mut Map<V>,
+    key: &str,
+    full: bool,
+    make: impl FnOnce() -> V,
+) -> Option<&'m mut V> {
+    if !map.contains_key(key) {
+        if full {
+            return None;
+        }
+        map.insert(key.into(), make());
+    }
+    map.get_mut(key)
+}
+
+/// Writes `name;tag=value;...` (graphite's tagged series) for a tagged line.
+/// A tag without a value gets the value `true`.
+fn tagged_key(key: &mut String, line: &Line<'_>) {
+    key.clear();
+    key.push_str(line.name());
+    for (tag, value) in line.tag_pairs() {
+        let clean = |raw: &[u8]| -> String {
+            crate::line::sanitize(raw)
+                .chars()
+                .filter(|c| *c != ';' && *c != '=')
+                .collect()
+        };
+        let tag = clean(tag);
+        if tag.is_empty() {
+            continue;
+        }
+        key.push(';');
+        key.push_str(&tag);
+        key.push('=');
+        match value.map(clean) {
+            Some(v) if !v.is_empty() => key.push_str(&v),
+            _ => key.push_str("true"),
+        }
+    }
+}

@@ -1,0 +1,671 @@
+//! The statsd line protocol: parsing (bounded, allocation-free), key sanitising, encoding, and a TCP line decoder.
+
+use std::borrow::Cow;
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use tokio_util::codec::{Decoder, Encoder};
+
+use crate::error::{Error, LineError};
+
+/// The type of a statsd metric, the field after the first `|`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Kind {
+    /// `c`: a counter, summed over the flush interval.
+    Counter,
+    /// `g`: a gauge, the last value; `+N`/`-N` change it.
+    Gauge,
+    /// `ms`: a timer, every sample kept for percentiles.
+    Timer,
+    /// `h`: a histogram, aggregated as a timer.
+    Histogram,
+    /// `d`: a distribution, aggregated as a timer.
+    Distribution,
+    /// `s`: a set, its unique members counted.
+    Set,
+    /// `kv`: a key/value pair, passed through unaggregated (statsite).
+    KeyValue,
+}
+
+impl Kind {
+    /// The type as written on the wire (`c`, `g`, `ms`, `h`, `d`, `s`, `kv`).
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Kind::Counter => "c",
+            Kind::Gauge => "g",
+            Kind::Timer => "ms",
+            Kind::Histogram => "h",
+            Kind::Distribution => "d",
+            Kind::Set => "s",
+            Kind::KeyValue => "kv",
+        }
+    }
+
+    fn parse(bytes: &[u8]) -> Option<Kind> {
+        Some(match bytes {
+            b"c" => Kind::Counter,
+            b"g" => Kind::Gauge,
+            b"ms" => Kind::Timer,
+            b"h" => Kind::Histogram,
+            b"d" => Kind::Distribution,
+            b"s" => Kind::Set,
+            b"kv" => Kind::KeyValue,
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Bounds on what one line may hold. Going over any of them makes the line bad.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest line, in bytes, without its newline. Default 8192.
+    pub max_line: usize,
+    /// Longest metric name, in bytes, before sanitising. Default 512.
+    pub max_name: usize,
+    /// Most values on one line (`name:1:2:3|ms` has three). Default 512.
+    pub max_values: usize,
+    /// Most tags on one line. Default 64.
+    pub max_tags: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_line: 8192,
+            max_name: 512,
+            max_values: 512,
+            max_tags: 64,
+        }
+    }
+}
+
+/// One parsed statsd line. It borrows the packet it came from.
+///
+/// Its values were all checked when it was parsed; [`Line::values`] reads them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line<'a> {
+    name: Cow<'a, str>,
+    kind: Kind,
+    values: &'a [u8],
+    rate: f64,
+    tags: Option<&'a [u8]>,
+    container: Option<&'a [u8]>,
+    timestamp: Option<u64>,
+}
+
+/// One value of a line.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    /// A number: a counter increment, a gauge's new value, a timer sample, a kv value.
+    Number(f64),
+    /// A gauge change, written with a leading `+` or `-`; the sign is kept.
+    Delta(f64),
+    /// A set member, as sent.
+    Member(&'a [u8]),
+}
+
+impl<'a> Line<'a> {
+    /// The metric name, sanitised by [`sanitize`].
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// The metric type.
+    pub fn kind(&self) -> Kind {
+        self.kind
+    }
+
+    /// The sample rate (`@0.1`), 1 when absent. Always in (0, 1].
+    pub fn rate(&self) -> f64 {
+        self.rate
+    }
+
+    /// The raw tags (`#a:b,c`), as sent, without the `#`.
+    pub fn tags(&self) -> Option<&'a [u8]> {
+        self.tags
+    }
+
+    /// The tags, split: `(key, value)`, value `None` for a tag without `:`.
+    pub fn tag_pairs(&self) -> impl Iterator<Item = (&'a [u8], Option<&'a [u8]>)> + 'a {
+        self.tags
+            .into_iter()
+            .flat_map(|t| t.split(|&b| b == b','))
+            .filter(|t| !t.is_empty())
+            .map(|t| match t.iter().position(|&b| b == b':') {
+                Some(i) => (&t[..i], Some(&t[i + 1..])),
+                None => (t, None),
+            })
+    }
+
+    /// The container id (`c:abc`), as sent.
+    pub fn container(&self) -> Option<&'a [u8]> {
+        self.container
+    }
+
+    /// The client's timestamp (`T1700000000`), in Unix seconds.
+    pub fn timestamp(&self) -> Option<u64> {
+        self.timestamp
+    }
+}
+
+impl<'a> Line<'a> {
+    /// The values, in the order sent. They were checked when the line was
+    /// parsed, so every one of them is here.
+    pub fn values(&self) -> Values<'a> {
+        Values {
+            rest: Some(self.values),
+            kind: self.kind,
+        }
+    }
+
+    /// How many values the line holds.
+    pub fn value_count(&self) -> usize {
+        self.values.iter().filter(|&&b| b == b':').count() + 1
+    }
+}
+
+/// The values of a [`Line`], from [`Line::values`].
+#[derive(Debug, Clone)]
+pub struct Values<'a> {
+    rest: Option<&'a [u8]>,
+    kind: Kind,
+}
+
+impl<'a> Iterator for Values<'a> {
+    type Item = Value<'a>;
+
+    fn next(&mut self) -> Option<Value<'a>> {
+        loop {
+            let rest = self.rest?;
+            let (one, tail) = match memchr::memchr(b':', rest) {
+                Some(i) => (&rest[..i], Some(&rest[i + 1..])),
+                None => (rest, None),
+            };
+            self.rest = tail;
+            // Values were checked by the parser; one that does not read here
+            // cannot occur, and is skipped rather than trusted.
+            if let Ok(v) = value(self.kind, one) {
+                return Some(v);
+            }
+        }
+    }
+}
+
+/// Parses statsd lines under a set of [`Limits`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Parser {
+    limits: Limits,
+}
+
+impl Parser {
+    /// A parser with these bounds.
+    pub fn new(limits: Limits) -> Self {
+        Parser { limits }
+    }
+
+    /// The bounds in force.
+    pub fn limits(&self) -> Limits {
+        self.limits
+    }
+
+    /// Parses one line, without its newline.
+    ///
+    /// The grammar is `name:value[:value...]|type[|@rate][|#tag[:v],...][|c:container][|T<unix seconds>]`;
+    /// the optional fields may come in any order, each at most once.
+    ///
+    /// # Errors
+    /// A [`LineError`] naming what is wrong; nothing of a bad line counts.
+    pub fn parse_line<'a>(&self, line: &'a [u8]) -> Result<Line<'a>, LineError> {
+        let limits = &self.limits;
+        if line.len() > limits.max_line {
+            return Err(LineError::TooLong);
+        }
+        let (head, fields) = match memchr::memchr(b'|', line) {
+            Some(i) => (&line[..i], &line[i + 1..]),
+            None if memchr::memchr(b':', line).is_none() => return Err(LineError::NoValue),
+            None => return Err(LineError::NoType),
+        };
+        let Some(colon) = memchr::memchr(b':', head) else {
+            return Err(LineError::NoValue);
+        };
+        let raw_name = &head[..colon];
+        let values = &head[colon + 1..];
+        if raw_name.len() > limits.max_name {
+            return Err(LineError::NameTooLong);
+        }
+        let name = sanitize(raw_name);
+        if name.is_empty() {
+            return Err(LineError::EmptyName);
+        }
+        let mut fields = fields.split(|&b| b == b'|');
+        let kind = fields
+            .next()
+            .and_then(Kind::parse)
+            .ok_or(LineError::UnknownType)?;
+        let mut count = 0;
+        for one in values.split(|&b| b == b':') {
+            count += 1;
+            if count > limits.max_values {
+                return Err(LineError::TooManyValues);
+            }
+            value(kind, one)?;
+        }
+        let mut out = Line {
+            name,
+            kind,
+            values,
+            rate: 1.0,
+            tags: None,
+            container: None,
+            timestamp: None,
+        };
+        let mut seen_rate = false;
+        for field in fields {
+            match field {
+                [b'@', rate @ ..] if !seen_rate => {
+                    seen_rate = true;
+                    out.rate = number(rate)
+                        .filter(|r| *r > 0.0 && *r <= 1.0)
+                        .ok_or(LineError::BadSampleRate)?;
+                }
+                [b'#', tags @ ..] if out.tags.is_none() => {
+                    let n = tags.split(|&b| b == b',').filter(|t| !t.is_empty()).count();
+                    if n > limits.max_tags {
+                        return Err(LineError::TooManyTags);
+                    }
+                    out.tags = Some(tags);
+                }
+                [b'c', b':', id @ ..] if out.container.is_none() => out.container = Some(id),
+                [b'T', ts @ ..] if out.timestamp.is_none() => {
+                    out.timestamp = Some(unsigned(ts).ok_or(LineError::BadTimestamp)?);
+                }
+                _ => return Err(LineError::BadField),
+            }
+        }
+        Ok(out)
+    }
+
+    /// The lines of a packet (a UDP datagram, or a chunk from [`LineDecoder`]),
+    /// split on `\n`; a `\r` before the newline is dropped and empty lines are skipped.
+    pub fn lines<'a>(&self, packet: &'a [u8]) -> Lines<'a> {
+        Lines {
+            parser: *self,
+            rest: packet,
+        }
+    }
+}
+
+/// The lines of a packet, from [`Parser::lines`]: each parsed, or why not.
+#[derive(Debug, Clone)]
+pub struct Lines<'a> {
+    parser: Parser,
+    rest: &'a [u8],
+}
+
+impl<'a> Iterator for Lines<'a> {
+    type Item = Result<Line<'a>, LineError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if self.rest.is_empty() {
+                return None;
+            }
+            let (mut line, rest) = match memchr::memchr(b'\n', self.rest) {
+                Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
+                None => (self.rest, &[][..]),
+            };
+            self.rest = rest;
+            if let [head @ .., b'\r'] = line {
+                line = head;
+            }
+            if !line.is_empty() {
+                return Some(self.parser.parse_line(line));
+            }
+        }
+    }
+}
+
+/// Reads one value of a line of this kind.
+fn value(kind: Kind, raw: &[u8]) -> Result<Value<'_>, LineError> {
+    match kind {
+        Kind::Set => {
+            if raw.is_empty() {
+                Err(LineError::BadValue)
+            } else {
+                Ok(Value::Member(raw))
+            }
+        }
+        Kind::Gauge if matches!(raw.first(), Some(b'+' | b'-')) => {
+            number(raw).map(Value::Delta).ok_or(LineError::BadValue)
+        }
+        _ => number(raw).map(Value::Number).ok_or(LineError::BadValue),
+    }
+}
+
+/// A finite decimal number: optional sign, digits with an optional fraction,
+/// an optional exponent. `inf`, `nan`, hex and empty strings are not numbers.
+fn number(raw: &[u8]) -> Option<f64> {
+    let (negative, digits) = match raw {
+        [b'-', rest @ ..] => (true, rest),
+        [b'+', rest @ ..] => (false, rest),
+        _ => (false, raw),
+    };
+    // The common case, a short integer, without the general parser.
+    if !digits.is_empty() && digits.len() <= 15 && digits.iter().all(u8::is_ascii_digit) {
+        let n = digits
+            .iter()
+            .fold(0u64, |n, d| n * 10 + u64::from(d - b'0')) as f64;
+        return Some(if negative { -n } else { n });
+    }
+    match digits.first() {
+        Some(b) if b.is_ascii_digit() || *b == b'.' => {}
+        _ => return None,
+    }
+    if !digits
+        .iter()
+        .all(|b| b.is_ascii_digit() || matches!(b, b'.' | b'e' | b'E' | b'+' | b'-'))
+    {
+        return None;
+    }
+    let text = std::str::from_utf8(raw).ok()?;
+    text.parse::<f64>().ok().filter(|n| n.is_finite())
+}
+
+/// A decimal integer without sign, at most 19 digits.
+fn unsigned(raw: &[u8]) -> Option<u64> {
+    if raw.is_empty() || raw.len() > 19 || !raw.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    Some(raw.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
+}
+
+fn name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b';' | b'=')
+}
+
+/// Sanitises a metric name as Etsy statsd does, so that no name can break a
+/// carbon line: each run of whitespace becomes `_`, `/` becomes `-`, and every
+/// byte that is not an ASCII letter, digit, `_`, `-`, `.`, `;` or `=` is
+/// removed (`;` and `=` are kept for graphite tags: `name;tag=value`).
+///
+/// Borrows when the name is already clean.
+///
+/// ```
+/// use stats_core::sanitize;
+/// assert_eq!(sanitize(b"api.hits"), "api.hits");
+/// assert_eq!(sanitize(b"my  key/with:odd*chars"), "my_key-withoddchars");
+/// ```
+pub fn sanitize(raw: &[u8]) -> Cow<'_, str> {
+    if raw.iter().all(|&b| name_byte(b)) {
+        // Only ASCII bytes: always UTF-8.
+        if let Ok(clean) = std::str::from_utf8(raw) {
+            return Cow::Borrowed(clean);
+        }
+    }
+    let mut out = String::with_capacity(raw.len());
+    let mut in_space = false;
+    for &b in raw {
+        if b.is_ascii_whitespace() || b == 0x0b {
+            if !in_space {
+                out.push('_');
+            }
+            in_space = true;
+            continue;
+        }
+        in_space = false;
+        if b == b'/' {
+            out.push('-');
+        } else if name_byte(b) {
+            out.push(char::from(b));
+        }
+    }
+    Cow::Owned(out)
+}
+
+/// A metric to write as one statsd line: the client side of [`Parser`].
+///
+/// ```
+/// use bytes::BytesMut;
+/// use stats_core::{Kind, Metric, Parser, Value};
+///
+/// let mut out = BytesMut::new();
+/// Metric::new("api.latency", Kind::Timer, &[Value::Number(12.5), Value::Number(7.0)])
+///     .rate(0.5)
+///     .encode(&mut out)
+///     .unwrap();
+/// assert_eq!(&out[..], b"api.latency:12.5:7|ms|@0.5\n");
+/// let line = Parser::default().parse_line(&out[..out.len() - 1]).unwrap();
+/// assert_eq!(line.values().collect::<Vec<_>>(), [Value::Number(12.5), Value::Number(7.0)]);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric<'a> {
+    name: &'a str,
+    kind: Kind,
+    values: &'a [Value<'a>],
+    rate: Option<f64>,
+    tags: &'a [(&'a str, Option<&'a str>)],
+    container: Option<&'a str>,
+    timestamp: Option<u64>,
+}
+
+impl<'a> Metric<'a> {
+    /// A metric of these values, without sample rate, tags or timestamp.
+    pub fn new(name: &'a str, kind: Kind, values: &'a [Value<'a>]) -> Self {
+        Metric {
+            name,
+            kind,
+            values,
+            rate: None,
+            tags: &[],
+            container: None,
+            timestamp: None,
+        }
+    }
+
+    /// Sets the sample rate, written as `|@rate`.
+    pub fn rate(mut self, rate: f64) -> Self {
+        self.rate = Some(rate);
+        self
+    }
+
+    /// Sets the tags, written as `|#k:v,k2`.
+    pub fn tags(mut self, tags: &'a [(&'a str, Option<&'a str>)]) -> Self {
+        self.tags = tags;
+        self
+    }
+
+    /// Sets the container id, written as `|c:id`.
+    pub fn container(mut self, id: &'a str) -> Self {
+        self.container = Some(id);
+        self
+    }
+
+    /// Sets the timestamp, in Unix seconds, written as `|T<ts>`.
+    pub fn timestamp(mut self, ts: u64) -> Self {
+        self.timestamp = Some(ts);
+        self
+    }
+
+    /// Appends the line, with its newline, to `dst`. The name is written sanitised.
+    ///
+    /// # Errors
+    /// Nothing is written when the metric cannot be one line that parses back
+    /// to it: no values, an empty name, a value that does not suit the kind (a
+    /// gauge's absolute value must not be negative: `-5` is a change), a set
+    /// member or tag holding a separator, a sample rate outside (0, 1].
+    pub fn encode(&self, dst: &mut BytesMut) -> Result<(), LineError> {
+        let name = sanitize(self.name.as_bytes());
+        if name.is_empty() {
+            return Err(LineError::EmptyName);
+        }
+        if self.values.is_empty() {
+            return Err(LineError::NoValue);
+        }
+        let start = dst.len();
+        let result = self.write(&name, dst);
+        if result.is_err() {
+            dst.truncate(start);
+        }
+        result
+    }
+
+    fn write(&self, name: &str, dst: &mut BytesMut) -> Result<(), LineError> {
+        use std::fmt::Write as _;
+        let clean = |s: &str| !s.is_empty() && !s.bytes().any(|b| b"|:,\n\r#".contains(&b));
+        dst.put_slice(name.as_bytes());
+        for v in self.values {
+            dst.put_u8(b':');
+            match (*v, self.kind) {
+                (Value::Member(m), Kind::Set)
+                    if !m.is_empty() && !m.iter().any(|b| b"|:\n\r".contains(b)) =>
+                {
+                    dst.put_slice(m)
+                }
+                (Value::Delta(d), Kind::Gauge) if d.is_finite() => {
+                    let _ = write!(
+                        Fmt(dst),
+                        "{}{}",
+                        if d.is_sign_negative() { "-" } else { "+" },
+                        d.abs()
+                    );
+                }
+                (Value::Number(n), kind) if n.is_finite() && kind != Kind::Set => {
+                    if kind == Kind::Gauge && n.is_sign_negative() {
+                        return Err(LineError::BadValue);
+                    }
+                    let _ = write!(Fmt(dst), "{n}");
+                }
+                _ => return Err(LineError::BadValue),
+            }
+        }
+        dst.put_u8(b'|');
+        dst.put_slice(self.kind.as_str().as_bytes());
+        if let Some(rate) = self.rate {
+            if !(rate > 0.0 && rate <= 1.0) {
+                return Err(LineError::BadSampleRate);
+            }
+            let _ = write!(Fmt(dst), "|@{rate}");
+        }
+        if !self.tags.is_empty() {
+            dst.put_slice(b"|#");
+            for (i, (key, value)) in self.tags.iter().enumerate() {
+                if !clean(key) || value.is_some_and(|v| !clean(v)) {
+                    return Err(LineError::BadField);
+                }
+                if i > 0 {
+                    dst.put_u8(b',');
+                }
+                dst.put_slice(key.as_bytes());
+                if let Some(value) = value {
+                    dst.put_u8(b':');
+                    dst.put_slice(value.as_bytes());
+                }
+            }
+        }
+        if let Some(id) = self.container {
+            if id.bytes().any(|b| b"|\n\r".contains(&b)) {
+                return Err(LineError::BadField);
+            }
+            dst.put_slice(b"|c:");
+            dst.put_slice(id.as_bytes());
+        }
+        if let Some(ts) = self.timestamp {
+            let _ = write!(Fmt(dst), "|T{ts}");
+        }
+        dst.put_u8(b'\n');
+        Ok(())
+    }
+}
+
+/// `fmt::Write` into a `BytesMut`.
+struct Fmt<'a>(&'a mut BytesMut);
+
+impl fmt::Write for Fmt<'_> {
+    fn write_str(&mut self, s: &str) -> fmt::Result {
+        self.0.put_slice(s.as_bytes());
+        Ok(())
+    }
+}
+
+/// Frames newline-separated statsd lines on a stream (TCP).
+///
+/// Each decoded item is a chunk of whole lines, newlines included, to read
+/// with [`Parser::lines`]. A line longer than the bound, still without its
+/// newline, is an error: the decoder then drops bytes up to the next newline
+/// and carries on, so the caller may keep decoding.
+#[derive(Debug, Clone)]
+pub struct LineDecoder {
+    max_line: usize,
+    discarding: bool,
+}
+
+impl LineDecoder {
+    /// A decoder that refuses lines longer than `max_line` bytes.
+    pub fn new(max_line: usize) -> Self {
+        LineDecoder {
+            max_line,
+            discarding: false,
+        }
+    }
+}
+
+impl Default for LineDecoder {
+    /// Bounded by [`Limits::default`]'s `max_line`.
+    fn default() -> Self {
+        LineDecoder::new(Limits::default().max_line)
+    }
+}
+
+impl Decoder for LineDecoder {
+    type Item = Bytes;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+        if self.discarding {
+            match memchr::memchr(b'\n', src) {
+                Some(i) => {
+                    let _ = src.split_to(i + 1);
+                    self.discarding = false;
+                }
+                None => {
+                    src.clear();
+                    return Ok(None);
+                }
+            }
+        }
+        match memchr::memrchr(b'\n', src) {
+            Some(i) => Ok(Some(src.split_to(i + 1).freeze())),
+            None if src.len() > self.max_line => {
+                src.clear();
+                self.discarding = true;
+                Err(Error::Line(LineError::TooLong))
+            }
+            None => Ok(None),
+        }
+    }
+
+    fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, Error> {
+        match self.decode(src)? {
+            Some(chunk) => Ok(Some(chunk)),
+            None if src.is_empty() || self.discarding => {
+                src.clear();
+                Ok(None)
+            }
+            None => Ok(Some(src.split().freeze())),
+        }
+    }
+}
+
+impl Encoder<Metric<'_>> for LineDecoder {
+    type Error = Error;
+
+    fn encode(&mut self, item: Metric<'_>, dst: &mut BytesMut) -> Result<(), Error> {
+        item.encode(dst).map_err(Error::Line)
+    }
+}

@@ -1,0 +1,410 @@
+//! The tokio adapter (feature `tokio`): statsd lines over UDP and TCP, a flush timer, carbon sinks over TCP, and a health port.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, SystemTime};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::sync::Notify;
+use tokio_util::codec::Decoder;
+
+use crate::aggregate::{Aggregator, Config};
+use crate::error::{Error, LineError};
+use crate::health::{FlushLag, Registry, Report, SinkErrors};
+use crate::line::LineDecoder;
+use crate::output::Flush;
+use crate::sink::{Outbox, OutboxConfig, SinkStats};
+
+/// How a sink writes a flush.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// Graphite's plaintext protocol (carbon's port 2003).
+    Plaintext,
+    /// Graphite's pickle protocol (carbon's port 2004).
+    Pickle,
+}
+
+/// One carbon server to write flushes to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SinkTarget {
+    /// `host:port`.
+    pub addr: String,
+    /// The protocol.
+    pub format: Format,
+    /// Its queue's bounds and backoff.
+    pub outbox: OutboxConfig,
+}
+
+impl SinkTarget {
+    /// A plaintext sink at `addr` with the default queue.
+    pub fn plaintext(addr: impl Into<String>) -> SinkTarget {
+        SinkTarget {
+            addr: addr.into(),
+            format: Format::Plaintext,
+            outbox: OutboxConfig::default(),
+        }
+    }
+}
+
+struct Sink {
+    target: SinkTarget,
+    outbox: Mutex<Outbox>,
+    wake: Notify,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A statsd server: an [`Aggregator`] fed from sockets, flushed on a timer
+/// to any number of sinks, each with its own bounded queue.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), stats_core::Error> {
+/// use std::sync::Arc;
+/// use stats_core::Config;
+/// use stats_core::net::{SinkTarget, Statsd};
+///
+/// let statsd = Arc::new(Statsd::new(Config::etsy(), vec![SinkTarget::plaintext("127.0.0.1:2003")])?);
+/// let udp = tokio::net::UdpSocket::bind("127.0.0.1:8125").await?;
+/// tokio::spawn({ let s = statsd.clone(); async move { s.serve_udp(udp).await } });
+/// statsd.run(std::future::pending()).await; // or a shutdown signal
+/// # Ok(()) }
+/// ```
+pub struct Statsd {
+    agg: Mutex<Aggregator>,
+    sinks: Vec<Arc<Sink>>,
+    lag: FlushLag,
+    interval: Duration,
+    drain_timeout: Duration,
+}
+
+impl Statsd {
+    /// A server aggregating with `config` and writing to `sinks`.
+    ///
+    /// # Errors
+    /// [`Error::Config`] when the configuration is out of range.
+    pub fn new(config: Config, sinks: Vec<SinkTarget>) -> Result<Statsd, Error> {
+        let interval = config.flush_interval;
+        Ok(Statsd {
+            agg: Mutex::new(Aggregator::new(config)?),
+            sinks: sinks
+                .into_iter()
+                .map(|target| {
+                    Arc::new(Sink {
+                        outbox: Mutex::new(Outbox::new(target.outbox)),
+                        target,
+                        wake: Notify::new(),
+                    })
+                })
+                .collect(),
+            lag: FlushLag::new(interval, SystemTime::now()),
+            interval,
+            drain_timeout: Duration::from_secs(5),
+        })
+    }
+
+    /// How long [`run`](Statsd::run) waits, at shutdown, for sinks to take
+    /// the last flush. Default 5 s.
+    pub fn drain_timeout(mut self, timeout: Duration) -> Self {
+        self.drain_timeout = timeout;
+        self
+    }
+
+    /// Ingests one packet (a datagram, or whole lines).
+    pub fn ingest(&self, packet: &[u8]) {
+        lock(&self.agg).ingest(packet);
+    }
+
+    /// Runs `f` on the aggregator (for its totals, say).
+    pub fn with_aggregator<T>(&self, f: impl FnOnce(&Aggregator) -> T) -> T {
+        f(&lock(&self.agg))
+    }
+
+    /// Receives datagrams until the socket fails; each is parsed whole.
+    ///
+    /// # Errors
+    /// The socket's error.
+    pub async fn serve_udp(&self, socket: UdpSocket) -> io::Result<()> {
+        let mut buf = vec![0u8; 65_536];
+        loop {
+            let n = socket.recv(&mut buf).await?;
+            self.ingest(&buf[..n]);
+        }
+    }
+
+    /// Accepts TCP connections until the listener fails; each sends
+    /// newline-separated lines. A line over the bound is counted as
+    /// [`LineError::TooLong`] and skipped.
+    ///
+    /// # Errors
+    /// The listener's error.
+    pub async fn serve_tcp(self: &Arc<Self>, listener: TcpListener) -> io::Result<()> {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                if let Err(e) = me.read_lines(stream).await {
+                    tracing::debug!(error = %e, "statsd tcp connection ended");
+                }
+            });
+        }
+    }
+
+    async fn read_lines(&self, mut stream: TcpStream) -> io::Result<()> {
+        let max_line = self.with_aggregator(|a| a.config().limits.max_line);
+        let mut decoder = LineDecoder::new(max_line);
+        let mut buf = BytesMut::with_capacity(16 * 1024);
+        loop {
+            let n = stream.read_buf(&mut buf).await?;
+            loop {
+                let item = if n == 0 {
+                    decoder.decode_eof(&mut buf)
+                } else {
+                    decoder.decode(&mut buf)
+                };
+                match item {
+                    Ok(Some(lines)) => self.ingest(&lines),
+                    Ok(None) => break,
+                    Err(Error::Line(e)) => lock(&self.agg).count_bad(e),
+                    Err(e) => return Err(io::Error::other(e.to_string())),
+                }
+            }
+            if n == 0 {
+                return Ok(());
+            }
+            if buf.capacity() - buf.len() < 4096 {
+                buf.reserve(16 * 1024);
+            }
+        }
+    }
+
+    /// Answers Etsy-style management commands on TCP, one per line:
+    /// `health` gets the health report line, `stats` the ingest totals,
+    /// `quit` closes. Runs until the listener fails.
+    ///
+    /// # Errors
+    /// The listener's error.
+    pub async fn serve_admin(self: &Arc<Self>, listener: TcpListener) -> io::Result<()> {
+        loop {
+            let (stream, _) = listener.accept().await?;
+            let me = Arc::clone(self);
+            tokio::spawn(async move {
+                let _ = me.admin(stream).await;
+            });
+        }
+    }
+
+    async fn admin(&self, stream: TcpStream) -> io::Result<()> {
+        let (read, mut write) = stream.into_split();
+        let mut lines = BufReader::new(read.take(64 * 1024)).lines();
+        while let Some(line) = lines.next_line().await? {
+            let answer = match line.trim() {
+                "health" => format!("{}\n", self.health(SystemTime::now())),
+                "stats" => {
+                    let t = self.with_aggregator(|a| a.totals().clone());
+                    let mut s = format!(
+                        "packets: {}\nlines: {}\nvalues: {}\nbad_lines: {}\ndropped_keys: {}\nflushes: {}\n",
+                        t.packets,
+                        t.lines,
+                        t.values,
+                        t.bad_total(),
+                        t.dropped_keys,
+                        t.flushes
+                    );
+                    for reason in LineError::ALL {
+                        s.push_str(&format!(
+                            "bad_lines.{}: {}\n",
+                            reason.as_str(),
+                            t.bad(reason)
+                        ));
+                    }
+                    s + "END\n"
+                }
+                "quit" => return Ok(()),
+                other => format!("ERROR unknown command {other:?} (health, stats, quit)\n"),
+            };
+            write.write_all(answer.as_bytes()).await?;
+        }
+        Ok(())
+    }
+
+    /// Flushes now: the interval's points are rendered and queued to every
+    /// sink, and returned.
+    pub fn flush(&self, now: SystemTime) -> Flush {
+        let flush = lock(&self.agg).flush(now);
+        self.lag.flushed(now);
+        let n = flush.points().len();
+        let mut plaintext: Option<Bytes> = None;
+        for sink in &self.sinks {
+            let batch = match sink.target.format {
+                Format::Plaintext => plaintext.get_or_insert_with(|| flush.plaintext()).clone(),
+                Format::Pickle => flush.pickle(),
+            };
+            if n > 0 {
+                lock(&sink.outbox).push(batch, n);
+                sink.wake.notify_one();
+            }
+        }
+        flush
+    }
+
+    /// Each sink's counts, in the order given.
+    pub fn sink_stats(&self) -> Vec<SinkStats> {
+        self.sinks
+            .iter()
+            .map(|s| lock(&s.outbox).stats().clone())
+            .collect()
+    }
+
+    /// Whether every sink failed its last attempt (and there is at least one).
+    pub fn sinks_down(&self) -> bool {
+        !self.sinks.is_empty()
+            && self
+                .sinks
+                .iter()
+                .all(|s| lock(&s.outbox).stats().consecutive_failures > 0)
+    }
+
+    /// The health report: flush lag, and each sink's errors.
+    pub fn health(&self, now: SystemTime) -> Report {
+        let mut registry = Registry::new();
+        registry.register(self.lag.clone());
+        for sink in &self.sinks {
+            let s = Arc::clone(sink);
+            registry.register(SinkErrors::new(
+                format!("sink {}", sink.target.addr),
+                move || lock(&s.outbox).stats().clone(),
+            ));
+        }
+        registry.check(now)
+    }
+
+    /// Writes the sinks and flushes every interval until `shutdown`
+    /// completes; then flushes once more, waits up to the drain timeout for
+    /// the sinks to take it, and returns. `on_flush` sees each flush (the
+    /// example prints it when no sink answers).
+    pub async fn run_with(
+        self: &Arc<Self>,
+        shutdown: impl Future<Output = ()>,
+        mut on_flush: impl FnMut(&Flush),
+    ) {
+        let writers: Vec<_> = self
+            .sinks
+            .iter()
+            .map(|sink| tokio::spawn(write_sink(Arc::clone(sink))))
+            .collect();
+        let mut ticks =
+            tokio::time::interval_at(tokio::time::Instant::now() + self.interval, self.interval);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {
+                    let flush = self.flush(SystemTime::now());
+                    on_flush(&flush);
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        let flush = self.flush(SystemTime::now());
+        on_flush(&flush);
+        let drained = async {
+            while !self.sinks.iter().all(|s| lock(&s.outbox).is_empty()) {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        };
+        let _ = tokio::time::timeout(self.drain_timeout, drained).await;
+        for w in writers {
+            w.abort();
+        }
+    }
+
+    /// [`run_with`](Statsd::run_with) without a flush callback.
+    pub async fn run(self: &Arc<Self>, shutdown: impl Future<Output = ()>) {
+        self.run_with(shutdown, |_| {}).await;
+    }
+}
+
+impl std::fmt::Debug for Statsd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Statsd")
+            .field("interval", &self.interval)
+            .field("sinks", &self.sinks.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Binds a UDP socket with a receive buffer of `recv_buffer` bytes (the
+/// kernel may cap it: see `net.core.rmem_max`), so that bursts are not lost
+/// while a flush holds the aggregator.
+///
+/// # Errors
+/// Binding failed.
+pub fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
+    let socket = socket2::Socket::new(
+        socket2::Domain::for_address(addr),
+        socket2::Type::DGRAM,
+        Some(socket2::Protocol::UDP),
+    )?;
+    let _ = socket.set_recv_buffer_size(recv_buffer);
+    socket.bind(&addr.into())?;
+    socket.set_nonblocking(true)?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Writes one sink's queue to its carbon server, reconnecting with backoff.
+async fn write_sink(sink: Arc<Sink>) {
+    let mut conn: Option<TcpStream> = None;
+    loop {
+        let now = SystemTime::now();
+        let (batch, retry_at) = {
+            let outbox = lock(&sink.outbox);
+            (outbox.next(now).cloned(), outbox.retry_at())
+        };
+        let Some(batch) = batch else {
+            match retry_at.and_then(|at| at.duration_since(now).ok()) {
+                Some(wait) => {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = sink.wake.notified() => {}
+                    }
+                }
+                None => sink.wake.notified().await,
+            }
+            continue;
+        };
+        let result = async {
+            if conn.is_none() {
+                let stream = tokio::time::timeout(
+                    Duration::from_secs(5),
+                    TcpStream::connect(&sink.target.addr),
+                )
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+                let _ = stream.set_nodelay(true);
+                conn = Some(stream);
+            }
+            let Some(stream) = conn.as_mut() else {
+                return Err(io::Error::other("no connection"));
+            };
+            tokio::time::timeout(Duration::from_secs(30), stream.write_all(&batch))
+                .await
+                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
+        }
+        .await;
+        let mut outbox = lock(&sink.outbox);
+        match result {
+            Ok(()) => outbox.sent(),
+            Err(e) => {
+                tracing::warn!(sink = %sink.target.addr, error = %e, "carbon write failed");
+                outbox.failed(SystemTime::now(), &e.to_string());
+                conn = None;
+            }
+        }
+    }
+}

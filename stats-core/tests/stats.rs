@@ -1,0 +1,8 @@
+//! stats-core integration tests: one binary, one module per area.
+
+mod stats {
+    pub(crate) mod accuracy;
+    pub(crate) mod aggregate;
+    pub(crate) mod line;
+    pub(crate) mod net;
+}

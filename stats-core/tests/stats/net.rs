@@ -1,0 +1,221 @@
+//! The tokio adapter: UDP and TCP ingestion (from a real statsd client library), sinks that are down, health, the admin port, and a real carbon-cache.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket as StdUdp};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use cadence::{Counted, Gauged, Setted, StatsdClient, Timed, UdpMetricSink};
+use stats_core::net::{Format, SinkTarget, Statsd, bind_udp};
+use stats_core::{Config, LineError, OutboxConfig, Status};
+use tokio::net::TcpListener;
+
+/// Polls `f` until it holds; a causal wait (the event will happen), with a
+/// generous limit so a broken build fails rather than hangs.
+fn eventually(what: &str, mut f: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !f() {
+        assert!(start.elapsed() < Duration::from_secs(60), "never happened: {what}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+/// A statsd server on free loopback ports (UDP and TCP on the same port).
+struct Server {
+    statsd: Arc<Statsd>,
+    addr: SocketAddr,
+    rt: tokio::runtime::Runtime,
+}
+
+fn server(config: Config, sinks: Vec<SinkTarget>) -> Server {
+    let rt = runtime();
+    let statsd = Arc::new(Statsd::new(config, sinks).unwrap());
+    let addr = rt.block_on(async {
+        let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = tcp.local_addr().unwrap();
+        let udp = bind_udp(addr, 1 << 20).unwrap();
+        let s = statsd.clone();
+        tokio::spawn(async move { s.serve_udp(udp).await });
+        let s = statsd.clone();
+        tokio::spawn(async move { s.serve_tcp(tcp).await });
+        addr
+    });
+    Server { statsd, addr, rt }
+}
+
+impl Server {
+    fn lines(&self) -> u64 {
+        self.statsd.with_aggregator(|a| a.totals().lines)
+    }
+
+    fn bad(&self) -> u64 {
+        self.statsd.with_aggregator(|a| a.totals().bad_total())
+    }
+}
+
+/// A fake carbon: accepts connections and collects every line received.
+struct FakeCarbon {
+    addr: SocketAddr,
+    lines: Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+fn fake_carbon() -> FakeCarbon {
+    let listener = StdListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let lines = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = lines.clone();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let sink = sink.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    sink.lock().unwrap().push(line);
+                }
+            });
+        }
+    });
+    FakeCarbon { addr, lines }
+}
+
+impl FakeCarbon {
+    fn value(&self, path: &str) -> Option<String> {
+        let lines = self.lines.lock().unwrap();
+        lines.iter().find_map(|l| {
+            let mut parts = l.split(' ');
+            (parts.next() == Some(path)).then(|| parts.next().unwrap_or("").to_owned())
+        })
+    }
+}
+
+#[test]
+fn a_real_client_library_over_udp_and_lines_over_tcp_reach_carbon() {
+    let carbon = fake_carbon();
+    let srv = server(Config::etsy(), vec![SinkTarget::plaintext(carbon.addr.to_string())]);
+
+    // cadence, a statsd client library, over UDP.
+    let socket = StdUdp::bind("127.0.0.1:0").unwrap();
+    let sink = UdpMetricSink::from(srv.addr, socket).unwrap();
+    let client = StatsdClient::from_sink("app", sink);
+    client.count("hits", 3).unwrap();
+    client.count("hits", 4).unwrap();
+    client.time("db", 12).unwrap();
+    client.gauge("queue", 9).unwrap();
+    client.set("users", 42).unwrap();
+    // Raw lines over TCP, one split across writes, one bad.
+    let mut tcp = std::net::TcpStream::connect(srv.addr).unwrap();
+    tcp.write_all(b"app.hits:10|c\napp.db:").unwrap();
+    tcp.flush().unwrap();
+    tcp.write_all(b"30|ms\nnot a line\n").unwrap();
+    drop(tcp);
+
+    eventually("7 lines and 1 bad line ingested", || srv.lines() == 7 && srv.bad() == 1);
+    // The sink writers run inside `run`.
+    srv.rt.spawn({
+        let s = srv.statsd.clone();
+        async move { s.run(std::future::pending()).await }
+    });
+    let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+    srv.statsd.flush(now);
+    eventually("the flush reached carbon", || carbon.value("stats.statsd.numStats").is_some());
+    assert_eq!(carbon.value("stats.counters.app.hits.count").as_deref(), Some("17"));
+    assert_eq!(carbon.value("stats.timers.app.db.mean").as_deref(), Some("21"));
+    assert_eq!(carbon.value("stats.gauges.app.queue").as_deref(), Some("9"));
+    assert_eq!(carbon.value("stats.sets.app.users.count").as_deref(), Some("1"));
+    assert_eq!(carbon.value("stats.counters.statsd.bad_lines_seen.count").as_deref(), Some("1"));
+    let lines = carbon.lines.lock().unwrap();
+    assert!(lines.iter().all(|l| l.ends_with(" 1700000000")), "{lines:?}");
+    drop(lines);
+    drop(srv.rt);
+}
+
+#[test]
+fn a_sink_that_is_down_never_blocks_ingestion_and_counts_what_it_drops() {
+    // A port nobody listens on.
+    let dead = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let target = SinkTarget {
+        addr: dead.to_string(),
+        format: Format::Plaintext,
+        outbox: OutboxConfig {
+            max_batches: 2,
+            backoff_min: Duration::from_millis(1),
+            backoff_max: Duration::from_millis(5),
+            ..OutboxConfig::default()
+        },
+    };
+    let srv = server(Config::statsite(), vec![target]);
+    let writer = srv.rt.spawn({
+        let s = srv.statsd.clone();
+        async move { s.run(std::future::pending()).await }
+    });
+    let udp = StdUdp::bind("127.0.0.1:0").unwrap();
+    for round in 1..=5u64 {
+        udp.send_to(format!("c:{round}|c").as_bytes(), srv.addr).unwrap();
+        eventually("the line was ingested", || srv.lines() == round);
+        srv.statsd.flush(SystemTime::now());
+    }
+    eventually("the sink failed", || srv.statsd.sink_stats()[0].consecutive_failures >= 5);
+    let stats = srv.statsd.sink_stats()[0].clone();
+    assert_eq!(stats.dropped_batches, 3, "5 flushes, room for 2: {stats:?}");
+    assert_eq!(stats.dropped_points, 3);
+    assert_eq!(stats.sent_points, 0);
+    assert!(srv.statsd.sinks_down());
+    let health = srv.statsd.health(SystemTime::now());
+    assert_eq!(health.status, Status::Critical, "{health}");
+    assert!(health.to_string().contains("dropped"), "{health}");
+    writer.abort();
+}
+
+#[test]
+fn the_admin_port_answers_health_and_stats() {
+    let carbon = fake_carbon();
+    let srv = server(Config::etsy(), vec![SinkTarget::plaintext(carbon.addr.to_string())]);
+    let admin_addr = srv.rt.block_on(async {
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = admin.local_addr().unwrap();
+        let s = srv.statsd.clone();
+        tokio::spawn(async move { s.serve_admin(admin).await });
+        addr
+    });
+    srv.statsd.ingest(b"bad\nok:1|c");
+    let mut conn = std::net::TcpStream::connect(admin_addr).unwrap();
+    conn.write_all(b"health\nstats\nbogus\nquit\n").unwrap();
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("OK - "), "{answer}");
+    assert!(answer.contains("flush_age="), "{answer}");
+    assert!(answer.contains("\nlines: 1\n"), "{answer}");
+    assert!(answer.contains(&format!("bad_lines.{}: 1\n", LineError::NoValue.as_str())), "{answer}");
+    assert!(answer.contains("END\n"), "{answer}");
+    assert!(answer.contains("ERROR unknown command"), "{answer}");
+}
+
+#[test]
+fn shutdown_flushes_once_more_and_drains_the_sinks() {
+    let carbon = fake_carbon();
+    let srv = server(Config::etsy(), vec![SinkTarget::plaintext(carbon.addr.to_string())]);
+    srv.statsd.ingest(b"last:5|c");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let run = srv.rt.spawn({
+        let s = srv.statsd.clone();
+        async move {
+            s.run(async {
+                let _ = stopped.await;
+            })
+            .await
+        }
+    });
+    stop.send(()).unwrap();
+    srv.rt.block_on(run).unwrap();
+    // run returned only after the sink took the final flush.
+    assert_eq!(srv.statsd.sink_stats()[0].queued_batches, 0);
+    eventually("carbon read the final flush", || carbon.value("stats.counters.last.count").is_some());
+    assert_eq!(carbon.value("stats.counters.last.count").as_deref(), Some("5"));
+}
