@@ -709,3 +709,114 @@ fn the_generated_table_carries_the_seed_options() {
         assert_eq!(m.options, MethodOptions::new(), "{}", m.full_name);
     }
 }
+
+/// Starts the statsd example with `args` on free ports and an hour-long
+/// flush interval (so only the final flush at SIGTERM sends); returns it,
+/// its statsd address and its admin address. Its stdout is piped.
+fn start_statsd(args: &[&str]) -> (std::process::Child, String, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_statsd"))
+        .args(args)
+        .args(["--port", "0", "--mgmt-port", "0", "--flush-interval", "1h"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start statsd");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the listening line");
+    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+    // "statsd listening on <addr> (udp, tcp); admin on <addr>"
+    let rest = line
+        .trim()
+        .strip_prefix("statsd listening on ")
+        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    let addr = rest.split_whitespace().next().expect("address").to_owned();
+    let admin = rest.rsplit(' ').next().expect("admin address").to_owned();
+    (child, addr, admin)
+}
+
+/// Asks the statsd admin port for its `stats` until `lines: n` shows.
+fn wait_for_statsd_lines(admin: &str, n: u64) {
+    let want = format!("\nlines: {n}\n");
+    for _ in 0..2000 {
+        let mut conn = TcpStream::connect(admin).expect("admin port");
+        conn.write_all(b"stats\nquit\n").expect("send");
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).expect("stats");
+        if format!("\n{answer}").contains(&want) {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    panic!("statsd never counted {n} lines");
+}
+
+fn sigterm_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    child.wait().expect("wait")
+}
+
+#[test]
+fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
+    // A stand-in carbon that keeps every line it receives.
+    let carbon = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let carbon_addr = carbon.local_addr().expect("addr").to_string();
+    let received = std::thread::spawn(move || {
+        let mut all = String::new();
+        // The sink connects once and keeps the connection: read until statsd closes it.
+        let (mut conn, _) = carbon.accept().expect("statsd connects");
+        conn.read_to_string(&mut all).expect("read");
+        all
+    });
+    let (child, addr, admin) = start_statsd(&["--graphite", &carbon_addr, "--mode", "statsite"]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    udp.send_to(b"hits:1|c\nhits:2|c\nlat:10:30|ms", &addr)
+        .expect("send");
+    let mut tcp = TcpStream::connect(&addr).expect("tcp");
+    tcp.write_all(b"temp:21.5|g\n").expect("send");
+    wait_for_statsd_lines(&admin, 4);
+    // The flush interval is an hour: only the final flush at SIGTERM sends these.
+    let status = sigterm_and_wait(child);
+    assert!(status.success(), "{status}");
+    let lines = received.join().expect("carbon");
+    for want in [
+        "counts.hits 3.000000 ",
+        "timers.lat.mean 20.000000 ",
+        "gauges.temp 21.500000 ",
+    ] {
+        assert!(lines.contains(want), "{want} in {lines}");
+    }
+}
+
+#[test]
+fn statsd_prints_what_it_would_send_when_no_carbon_answers() {
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr").to_string();
+    drop(dead);
+    let (mut child, addr, admin) = start_statsd(&["--graphite", &dead_addr, "--mode", "etsy"]);
+    let mut stdout = child.stdout.take().expect("stdout");
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    udp.send_to(b"orders:7|c", &addr).expect("send");
+    wait_for_statsd_lines(&admin, 1);
+    // The admin port reports the sink as failing.
+    let mut conn = TcpStream::connect(&admin).expect("admin");
+    conn.write_all(b"health\nquit\n").expect("send");
+    let mut health = String::new();
+    conn.read_to_string(&mut health).expect("health");
+    assert!(
+        health.starts_with("WARNING - ") || health.starts_with("CRITICAL - "),
+        "{health}"
+    );
+    let status = sigterm_and_wait(child);
+    assert!(status.success(), "{status}");
+    let mut printed = String::new();
+    stdout.read_to_string(&mut printed).expect("stdout");
+    assert!(
+        printed.contains("stats.counters.orders.count 7 "),
+        "{printed}"
+    );
+}

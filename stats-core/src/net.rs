@@ -359,7 +359,15 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
 
 /// Writes one sink's queue to its carbon server, reconnecting with backoff.
 async fn write_sink(sink: Arc<Sink>) {
-    let mut conn: Option<TcpStream> = None;
+    // Connect at once, so that a carbon that is down shows before the first flush.
+    let mut conn = match connect(&sink.target.addr).await {
+        Ok(stream) => Some(stream),
+        Err(e) => {
+            tracing::warn!(sink = %sink.target.addr, error = %e, "carbon is not answering; retrying with backoff");
+            lock(&sink.outbox).failed(SystemTime::now(), &e.to_string());
+            None
+        }
+    };
     loop {
         let now = SystemTime::now();
         let (batch, retry_at) = {
@@ -380,14 +388,7 @@ async fn write_sink(sink: Arc<Sink>) {
         };
         let result = async {
             if conn.is_none() {
-                let stream = tokio::time::timeout(
-                    Duration::from_secs(5),
-                    TcpStream::connect(&sink.target.addr),
-                )
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
-                let _ = stream.set_nodelay(true);
-                conn = Some(stream);
+                conn = Some(connect(&sink.target.addr).await?);
             }
             let Some(stream) = conn.as_mut() else {
                 return Err(io::Error::other("no connection"));
@@ -401,10 +402,23 @@ async fn write_sink(sink: Arc<Sink>) {
         match result {
             Ok(()) => outbox.sent(),
             Err(e) => {
-                tracing::warn!(sink = %sink.target.addr, error = %e, "carbon write failed");
+                // Once per outage: the retries that follow are debug events.
+                if outbox.stats().consecutive_failures == 0 {
+                    tracing::warn!(sink = %sink.target.addr, error = %e, "carbon write failed; retrying with backoff");
+                } else {
+                    tracing::debug!(sink = %sink.target.addr, error = %e, "carbon write failed again");
+                }
                 outbox.failed(SystemTime::now(), &e.to_string());
                 conn = None;
             }
         }
     }
+}
+
+async fn connect(addr: &str) -> io::Result<TcpStream> {
+    let stream = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr))
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
+    let _ = stream.set_nodelay(true);
+    Ok(stream)
 }

@@ -14,7 +14,7 @@
 //!        len < exact_cap ? ──yes──► Vec<f64> (sorted lazily on read)
 //!                  │no
 //!                  ▼
-//!        DdSketch (relative error ≤ alpha on every quantile)
+//!        DdSketch (quantiles within a relative alpha, 0.5% by default)
 //! ```
 
 /// Nearest-rank of quantile `q` (already in `[0, 1]`) among `n >= 1` values:

@@ -1,7 +1,7 @@
 //! A real carbon-cache (Debian `graphite-carbon`) on loopback ports, and reading back what it stored.
 //!
-//! [`Carbon::start`] writes a `carbon.conf` and a `storage-schemas.conf`
-//! into a fresh temporary directory and runs
+//! [`Carbon::start`] writes `carbon.conf`, `storage-schemas.conf` and
+//! `storage-aggregation.conf` into a fresh temporary directory and runs
 //! `carbon-cache --config=DIR/carbon.conf --nodaemon start` with everything
 //! (whisper files, pid file, logs) inside that directory: the plaintext and
 //! pickle receivers on free 127.0.0.1 ports, the cache query port on an

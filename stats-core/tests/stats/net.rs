@@ -15,7 +15,10 @@ use tokio::net::TcpListener;
 fn eventually(what: &str, mut f: impl FnMut() -> bool) {
     let start = Instant::now();
     while !f() {
-        assert!(start.elapsed() < Duration::from_secs(60), "never happened: {what}");
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "never happened: {what}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -98,7 +101,10 @@ impl FakeCarbon {
 #[test]
 fn a_real_client_library_over_udp_and_lines_over_tcp_reach_carbon() {
     let carbon = fake_carbon();
-    let srv = server(Config::etsy(), vec![SinkTarget::plaintext(carbon.addr.to_string())]);
+    let srv = server(
+        Config::etsy(),
+        vec![SinkTarget::plaintext(carbon.addr.to_string())],
+    );
 
     // cadence, a statsd client library, over UDP.
     let socket = StdUdp::bind("127.0.0.1:0").unwrap();
@@ -116,7 +122,9 @@ fn a_real_client_library_over_udp_and_lines_over_tcp_reach_carbon() {
     tcp.write_all(b"30|ms\nnot a line\n").unwrap();
     drop(tcp);
 
-    eventually("7 lines and 1 bad line ingested", || srv.lines() == 7 && srv.bad() == 1);
+    eventually("7 lines and 1 bad line ingested", || {
+        srv.lines() == 7 && srv.bad() == 1
+    });
     // The sink writers run inside `run`.
     srv.rt.spawn({
         let s = srv.statsd.clone();
@@ -124,14 +132,33 @@ fn a_real_client_library_over_udp_and_lines_over_tcp_reach_carbon() {
     });
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     srv.statsd.flush(now);
-    eventually("the flush reached carbon", || carbon.value("stats.statsd.numStats").is_some());
-    assert_eq!(carbon.value("stats.counters.app.hits.count").as_deref(), Some("17"));
-    assert_eq!(carbon.value("stats.timers.app.db.mean").as_deref(), Some("21"));
+    eventually("the flush reached carbon", || {
+        carbon.value("stats.statsd.numStats").is_some()
+    });
+    assert_eq!(
+        carbon.value("stats.counters.app.hits.count").as_deref(),
+        Some("17")
+    );
+    assert_eq!(
+        carbon.value("stats.timers.app.db.mean").as_deref(),
+        Some("21")
+    );
     assert_eq!(carbon.value("stats.gauges.app.queue").as_deref(), Some("9"));
-    assert_eq!(carbon.value("stats.sets.app.users.count").as_deref(), Some("1"));
-    assert_eq!(carbon.value("stats.counters.statsd.bad_lines_seen.count").as_deref(), Some("1"));
+    assert_eq!(
+        carbon.value("stats.sets.app.users.count").as_deref(),
+        Some("1")
+    );
+    assert_eq!(
+        carbon
+            .value("stats.counters.statsd.bad_lines_seen.count")
+            .as_deref(),
+        Some("1")
+    );
     let lines = carbon.lines.lock().unwrap();
-    assert!(lines.iter().all(|l| l.ends_with(" 1700000000")), "{lines:?}");
+    assert!(
+        lines.iter().all(|l| l.ends_with(" 1700000000")),
+        "{lines:?}"
+    );
     drop(lines);
     drop(srv.rt);
 }
@@ -139,7 +166,10 @@ fn a_real_client_library_over_udp_and_lines_over_tcp_reach_carbon() {
 #[test]
 fn a_sink_that_is_down_never_blocks_ingestion_and_counts_what_it_drops() {
     // A port nobody listens on.
-    let dead = StdListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap();
+    let dead = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
     let target = SinkTarget {
         addr: dead.to_string(),
         format: Format::Plaintext,
@@ -157,11 +187,14 @@ fn a_sink_that_is_down_never_blocks_ingestion_and_counts_what_it_drops() {
     });
     let udp = StdUdp::bind("127.0.0.1:0").unwrap();
     for round in 1..=5u64 {
-        udp.send_to(format!("c:{round}|c").as_bytes(), srv.addr).unwrap();
+        udp.send_to(format!("c:{round}|c").as_bytes(), srv.addr)
+            .unwrap();
         eventually("the line was ingested", || srv.lines() == round);
         srv.statsd.flush(SystemTime::now());
     }
-    eventually("the sink failed", || srv.statsd.sink_stats()[0].consecutive_failures >= 5);
+    eventually("the sink failed", || {
+        srv.statsd.sink_stats()[0].consecutive_failures >= 5
+    });
     let stats = srv.statsd.sink_stats()[0].clone();
     assert_eq!(stats.dropped_batches, 3, "5 flushes, room for 2: {stats:?}");
     assert_eq!(stats.dropped_points, 3);
@@ -176,7 +209,10 @@ fn a_sink_that_is_down_never_blocks_ingestion_and_counts_what_it_drops() {
 #[test]
 fn the_admin_port_answers_health_and_stats() {
     let carbon = fake_carbon();
-    let srv = server(Config::etsy(), vec![SinkTarget::plaintext(carbon.addr.to_string())]);
+    let srv = server(
+        Config::etsy(),
+        vec![SinkTarget::plaintext(carbon.addr.to_string())],
+    );
     let admin_addr = srv.rt.block_on(async {
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = admin.local_addr().unwrap();
@@ -192,7 +228,10 @@ fn the_admin_port_answers_health_and_stats() {
     assert!(answer.starts_with("OK - "), "{answer}");
     assert!(answer.contains("flush_age="), "{answer}");
     assert!(answer.contains("\nlines: 1\n"), "{answer}");
-    assert!(answer.contains(&format!("bad_lines.{}: 1\n", LineError::NoValue.as_str())), "{answer}");
+    assert!(
+        answer.contains(&format!("bad_lines.{}: 1\n", LineError::NoValue.as_str())),
+        "{answer}"
+    );
     assert!(answer.contains("END\n"), "{answer}");
     assert!(answer.contains("ERROR unknown command"), "{answer}");
 }
@@ -200,7 +239,10 @@ fn the_admin_port_answers_health_and_stats() {
 #[test]
 fn shutdown_flushes_once_more_and_drains_the_sinks() {
     let carbon = fake_carbon();
-    let srv = server(Config::etsy(), vec![SinkTarget::plaintext(carbon.addr.to_string())]);
+    let srv = server(
+        Config::etsy(),
+        vec![SinkTarget::plaintext(carbon.addr.to_string())],
+    );
     srv.statsd.ingest(b"last:5|c");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let run = srv.rt.spawn({
@@ -216,6 +258,11 @@ fn shutdown_flushes_once_more_and_drains_the_sinks() {
     srv.rt.block_on(run).unwrap();
     // run returned only after the sink took the final flush.
     assert_eq!(srv.statsd.sink_stats()[0].queued_batches, 0);
-    eventually("carbon read the final flush", || carbon.value("stats.counters.last.count").is_some());
-    assert_eq!(carbon.value("stats.counters.last.count").as_deref(), Some("5"));
+    eventually("carbon read the final flush", || {
+        carbon.value("stats.counters.last.count").is_some()
+    });
+    assert_eq!(
+        carbon.value("stats.counters.last.count").as_deref(),
+        Some("5")
+    );
 }

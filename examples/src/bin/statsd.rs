@@ -1,0 +1,182 @@
+//! statsd: a statsd aggregator (stats-core) that flushes to graphite, a drop-in for statsite or Etsy statsd.
+//!
+//! Run it: `cargo run --release -p examples --bin statsd` listens for statsd
+//! lines on UDP and TCP 127.0.0.1:8125 and flushes every 10 s to carbon at
+//! 127.0.0.1:2003; try `echo "hits:1|c" | nc -u -w0 127.0.0.1 8125`. While
+//! no carbon answers, each flush is printed on stdout instead, as graphite
+//! plaintext lines.
+//!
+//! Options: `--host H`, `--port P` (UDP and TCP; 0 picks a free one),
+//! `--graphite HOST:PORT` (repeatable: several carbons, each with its own
+//! queue), `--pickle HOST:PORT` (repeatable: carbon's pickle port),
+//! `--flush-interval 2s` (or `500ms`, `1m`, `1h`), `--mode statsite|etsy` (output names
+//! and semantics; default etsy), `--prefix P`, `--mgmt-port P` (Etsy-style
+//! admin commands `health` and `stats`; default 8126, 0 picks a free one).
+//! On SIGTERM or Ctrl-C it flushes once more, waits for carbon to take it
+//! (up to 5 s) and exits 0.
+
+use std::io::Write;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use stats_core::net::{Format, SinkTarget, Statsd, bind_udp};
+use stats_core::{Config, Mode, OutboxConfig};
+use tokio::signal::unix::{SignalKind, signal};
+
+const USAGE: &str = "usage: statsd [--host H] [--port P] [--graphite HOST:PORT]... [--pickle HOST:PORT]... \
+[--flush-interval 10s] [--mode statsite|etsy] [--prefix P] [--mgmt-port P]";
+
+struct Args {
+    host: String,
+    port: u16,
+    mgmt_port: u16,
+    sinks: Vec<SinkTarget>,
+    config: Config,
+}
+
+fn parse_duration(v: &str) -> Result<Duration, String> {
+    let bad = || format!("--flush-interval: {v:?} is not a duration like 10s or 500ms");
+    let (number, unit) = v.split_at(
+        v.find(|c: char| !c.is_ascii_digit() && c != '.')
+            .unwrap_or(v.len()),
+    );
+    let n: f64 = number.parse().map_err(|_| bad())?;
+    let secs = match unit {
+        "" | "s" => n,
+        "ms" => n / 1000.0,
+        "m" => n * 60.0,
+        "h" => n * 3600.0,
+        _ => return Err(bad()),
+    };
+    Duration::try_from_secs_f64(secs).map_err(|_| bad())
+}
+
+fn parse_args() -> Result<Args, String> {
+    let (mut host, mut port, mut mgmt_port) = ("127.0.0.1".to_owned(), 8125u16, 8126u16);
+    let (mut mode, mut interval, mut prefix) = (Mode::Etsy, Duration::from_secs(10), None);
+    let mut sinks = Vec::new();
+    let mut args = std::env::args().skip(1);
+    while let Some(flag) = args.next() {
+        let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
+        let port_of = |v: String, what: &str| v.parse::<u16>().map_err(|e| format!("{what}: {e}"));
+        match flag.as_str() {
+            "--host" => host = value()?,
+            "--port" => port = port_of(value()?, "--port")?,
+            "--mgmt-port" => mgmt_port = port_of(value()?, "--mgmt-port")?,
+            "--graphite" | "--pickle" => {
+                let addr = value()?;
+                if !addr.contains(':') {
+                    return Err(format!("{flag}: {addr:?} is not HOST:PORT"));
+                }
+                sinks.push(SinkTarget {
+                    addr,
+                    format: if flag == "--pickle" {
+                        Format::Pickle
+                    } else {
+                        Format::Plaintext
+                    },
+                    outbox: OutboxConfig::default(),
+                });
+            }
+            "--flush-interval" => interval = parse_duration(&value()?)?,
+            "--mode" => mode = value()?.parse()?,
+            "--prefix" => prefix = Some(value()?),
+            _ => return Err(format!("unknown option {flag}; {USAGE}")),
+        }
+    }
+    if sinks.is_empty() {
+        sinks.push(SinkTarget::plaintext("127.0.0.1:2003"));
+    }
+    let mut config = Config::for_mode(mode);
+    config.flush_interval = interval;
+    if let Some(prefix) = prefix {
+        config.prefix = prefix;
+    }
+    Ok(Args {
+        host,
+        port,
+        mgmt_port,
+        sinks,
+        config,
+    })
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .init();
+    let args = match parse_args() {
+        Ok(args) => args,
+        Err(e) => {
+            eprintln!("statsd: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(args).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("statsd: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(args: Args) -> Result<(), stats_core::Error> {
+    let statsd = Arc::new(Statsd::new(args.config, args.sinks)?);
+    let tcp = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+    let addr = tcp.local_addr()?;
+    // Same port for UDP; a large receive buffer rides out bursts during a flush.
+    let udp = bind_udp(addr, 8 << 20)?;
+    let admin = tokio::net::TcpListener::bind((args.host.as_str(), args.mgmt_port)).await?;
+    let admin_addr = admin.local_addr()?;
+    let mut sigterm = signal(SignalKind::terminate())?;
+    eprintln!("statsd listening on {addr} (udp, tcp); admin on {admin_addr}");
+    for (task, name) in [
+        (
+            tokio::spawn({
+                let s = statsd.clone();
+                async move { s.serve_udp(udp).await }
+            }),
+            "udp",
+        ),
+        (
+            tokio::spawn({
+                let s = statsd.clone();
+                async move { s.serve_tcp(tcp).await }
+            }),
+            "tcp",
+        ),
+        (
+            tokio::spawn({
+                let s = statsd.clone();
+                async move { s.serve_admin(admin).await }
+            }),
+            "admin",
+        ),
+    ] {
+        tokio::spawn(async move {
+            if let Ok(Err(e)) = task.await {
+                eprintln!("statsd: {name} listener failed: {e}");
+            }
+        });
+    }
+    let stop = async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    };
+    let printer = statsd.clone();
+    statsd
+        .run_with(stop, move |flush| {
+            if printer.sinks_down() && !flush.points().is_empty() {
+                let mut out = std::io::stdout().lock();
+                let _ = out.write_all(&flush.plaintext());
+                let _ = out.flush();
+            }
+        })
+        .await;
+    Ok(())
+}
