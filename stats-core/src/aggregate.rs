@@ -1,6 +1,5 @@
 //! The aggregator: folds statsd lines into per-key state and, at each flush, turns that state into graphite points.
 
-use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, LineError};
@@ -9,7 +8,9 @@ use crate::line::{Kind, Limits, Line, Parser, Value};
 use crate::output::{Flush, Mode, Naming, Point};
 use crate::sketch::Samples;
 
-type Map<V> = HashMap<Box<str>, V, foldhash::fast::RandomState>;
+/// hashbrown with its default hasher (foldhash, seeded per map): fast on
+/// short keys, and one hash per lookup-or-insert through `entry_ref`.
+type Map<V> = hashbrown::HashMap<Box<str>, V>;
 
 /// What happens to a key that received nothing during a flush interval.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -532,13 +533,10 @@ fn entry<'m, V>(
     full: bool,
     make: impl FnOnce() -> V,
 ) -> Option<&'m mut V> {
-    if !map.contains_key(key) {
-        if full {
-            return None;
-        }
-        map.insert(key.into(), make());
+    if full && !map.contains_key(key) {
+        return None;
     }
-    map.get_mut(key)
+    Some(map.entry_ref(key).or_insert_with(make))
 }
 
 /// Writes `name;tag=value;...` (graphite's tagged series) for a tagged line.

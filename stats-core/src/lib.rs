@@ -1,6 +1,75 @@
 //! # stats-core: a statsd aggregator that writes to graphite
 //!
-//! (Crate docs are written as the crate is built.)
+//! What: the monitoring half of the stack. Applications send statsd lines
+//! (`api.hits:1|c`, `db.query:12.5|ms`) over UDP or TCP; an aggregator folds
+//! them per flush interval and writes the results to graphite (carbon). It
+//! drops into a statsite or Etsy statsd deployment: [`Mode::Statsite`] and
+//! [`Mode::Etsy`] reproduce each one's output names and the few semantics
+//! where they differ (see `COMPAT.md`, which records both from their sources).
+//!
+//! Why: percentiles that can be trusted (timers keep exact samples up to a
+//! cap, then a DDSketch with 0.5% relative error, where statsite's sketch
+//! can be far off at the tail), bounded memory on every path, and ingest at
+//! tens of millions of lines per second per core.
+//!
+//! How: this crate does no IO and reads no clock. A [`Parser`] reads lines
+//! without allocating; an [`Aggregator`] folds them and, when its caller says
+//! it is time, [`flush`](Aggregator::flush)es them into a [`Flush`] of named
+//! points, which renders as graphite plaintext, graphite pickle, or
+//! statsite's stream format. An [`Outbox`] per sink queues rendered flushes
+//! with a bound, retry and backoff, and counts what it drops. Health checks
+//! ([`Registry`], [`FlushLag`], [`SinkErrors`]) report Nagios-style. The
+//! `tokio` feature (module `net`) runs all of it over real sockets.
+//!
+//! ```text
+//!  app ──UDP datagram / TCP lines──▶ Parser::lines ──▶ Aggregator::ingest
+//!        name:v[:v]|type|@rate|#tags      (bad lines counted per reason)
+//!                                                        │ every flush interval: flush(now)
+//!                                                        ▼
+//!                     Flush (points named for the mode) ─┬─ plaintext ─▶ Outbox ─▶ carbon :2003
+//!                                                        ├─ pickle ────▶ Outbox ─▶ carbon :2004
+//!                                                        └─ stream ────▶ statsite sink scripts
+//! ```
+//!
+//! ## What each type reports
+//! - counters (`c`): the sum, with `@rate` applied (`2|c|@0.5` counts 4); Etsy
+//!   mode adds the rate per second of the flush interval.
+//! - gauges (`g`): the last value; `+N`/`-N` change it. Etsy mode keeps a
+//!   gauge and resends it every flush ([`Config::keep_gauges`]); statsite
+//!   mode starts each interval empty. A gauge cannot be set to a negative
+//!   value directly (`-5` is a change): set 0, then send `-5`.
+//! - timers (`ms`), histograms (`h`) and distributions (`d`): count, sum, sum
+//!   of squares, mean, lower, upper, standard deviation, median, the
+//!   configured percentiles ([`Config::percentiles`]) and optional histogram
+//!   bins ([`Config::histograms`]). Samples are exact up to
+//!   [`Config::exact_samples`] per key per interval, then go into a
+//!   [`DdSketch`].
+//! - sets (`s`): the number of distinct members; exact up to
+//!   [`Config::exact_members`], then a [`HyperLogLog`] of precision 12 over
+//!   [`hash64`] (XXH64, seed 0).
+//! - key/values (`kv`): passed through, one point per value.
+//!
+//! Tags (`|#env:prod` or `name;env=prod`) become graphite tags after the
+//! whole path (`stats.counters.req.count;env=prod`). Idle keys send zero or
+//! nothing ([`Idle`]). Every buffer is bounded: line, name, values per line
+//! and tags ([`Limits`]), keys ([`Config::max_keys`]), kv values
+//! ([`Config::max_kv`]), sink queues ([`OutboxConfig`]); whatever goes over a
+//! bound is counted ([`Totals`], [`SinkStats`]), never lost silently.
+//!
+//! ```
+//! use std::time::{Duration, UNIX_EPOCH};
+//! use stats_core::{Aggregator, Config};
+//!
+//! let mut agg = Aggregator::new(Config::statsite())?;
+//! agg.ingest(b"api.hits:1|c\napi.hits:2|c|@0.5\nlat:10:20:30|ms\nusers:alice|s\nbad line");
+//! let flush = agg.flush(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+//! assert_eq!(flush.get("counts.api.hits"), Some(5.0));
+//! assert_eq!(flush.get("timers.lat.p95"), Some(30.0));
+//! assert_eq!(agg.totals().bad_total(), 1);
+//! let plaintext = flush.plaintext();
+//! assert!(plaintext.starts_with(b"counts.api.hits 5.000000 1700000000\n"));
+//! # Ok::<(), stats_core::Error>(())
+//! ```
 
 mod aggregate;
 mod error;

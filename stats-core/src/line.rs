@@ -222,24 +222,47 @@ impl Parser {
     /// # Errors
     /// A [`LineError`] naming what is wrong; nothing of a bad line counts.
     pub fn parse_line<'a>(&self, line: &'a [u8]) -> Result<Line<'a>, LineError> {
+        self.parse(line, None)
+    }
+
+    /// [`parse_line`](Parser::parse_line), given the line as text too when
+    /// the packet it comes from is valid UTF-8 (so a clean name needs no
+    /// second check).
+    fn parse<'a>(&self, line: &'a [u8], text: Option<&'a str>) -> Result<Line<'a>, LineError> {
         let limits = &self.limits;
         if line.len() > limits.max_line {
             return Err(LineError::TooLong);
         }
-        let (head, fields) = match memchr::memchr(b'|', line) {
-            Some(i) => (&line[..i], &line[i + 1..]),
-            None if memchr::memchr(b':', line).is_none() => return Err(LineError::NoValue),
-            None => return Err(LineError::NoType),
-        };
-        let Some(colon) = memchr::memchr(b':', head) else {
+        // One pass over the name: where it ends, and whether it is clean.
+        let mut clean = true;
+        let mut colon = None;
+        for (i, &b) in line.iter().enumerate() {
+            if b == b':' {
+                colon = Some(i);
+                break;
+            }
+            if b == b'|' {
+                break;
+            }
+            clean &= name_byte(b);
+        }
+        let Some(colon) = colon else {
             return Err(LineError::NoValue);
         };
-        let raw_name = &head[..colon];
-        let values = &head[colon + 1..];
+        let Some(bar) = line[colon..].iter().position(|&b| b == b'|') else {
+            return Err(LineError::NoType);
+        };
+        let bar = colon + bar;
+        let raw_name = &line[..colon];
+        let values = &line[colon + 1..bar];
+        let fields = &line[bar + 1..];
         if raw_name.len() > limits.max_name {
             return Err(LineError::NameTooLong);
         }
-        let name = sanitize(raw_name);
+        let name = match text.and_then(|t| t.get(..colon)) {
+            Some(clean_text) if clean => Cow::Borrowed(clean_text),
+            _ => sanitize(raw_name),
+        };
         if name.is_empty() {
             return Err(LineError::EmptyName);
         }
@@ -296,7 +319,10 @@ impl Parser {
     pub fn lines<'a>(&self, packet: &'a [u8]) -> Lines<'a> {
         Lines {
             parser: *self,
-            rest: packet,
+            packet,
+            // Checked once here, so clean names need no check of their own.
+            text: std::str::from_utf8(packet).ok(),
+            at: 0,
         }
     }
 }
@@ -305,7 +331,9 @@ impl Parser {
 #[derive(Debug, Clone)]
 pub struct Lines<'a> {
     parser: Parser,
-    rest: &'a [u8],
+    packet: &'a [u8],
+    text: Option<&'a str>,
+    at: usize,
 }
 
 impl<'a> Iterator for Lines<'a> {
@@ -313,19 +341,20 @@ impl<'a> Iterator for Lines<'a> {
 
     fn next(&mut self) -> Option<Self::Item> {
         loop {
-            if self.rest.is_empty() {
-                return None;
-            }
-            let (mut line, rest) = match memchr::memchr(b'\n', self.rest) {
-                Some(i) => (&self.rest[..i], &self.rest[i + 1..]),
-                None => (self.rest, &[][..]),
+            let rest = self.packet.get(self.at..).filter(|r| !r.is_empty())?;
+            let start = self.at;
+            let mut end = match memchr::memchr(b'\n', rest) {
+                Some(i) => start + i,
+                None => self.packet.len(),
             };
-            self.rest = rest;
-            if let [head @ .., b'\r'] = line {
-                line = head;
+            self.at = end + 1;
+            if end > start && self.packet[end - 1] == b'\r' {
+                end -= 1;
             }
-            if !line.is_empty() {
-                return Some(self.parser.parse_line(line));
+            if end > start {
+                // `start` and `end` sit next to ASCII bytes: char boundaries.
+                let text = self.text.and_then(|t| t.get(start..end));
+                return Some(self.parser.parse(&self.packet[start..end], text));
             }
         }
     }
@@ -385,8 +414,20 @@ fn unsigned(raw: &[u8]) -> Option<u64> {
     Some(raw.iter().fold(0u64, |n, d| n * 10 + u64::from(d - b'0')))
 }
 
+/// The bytes a sanitised name keeps as they are.
+const NAME_BYTES: [bool; 256] = {
+    let mut table = [false; 256];
+    let mut b = 0;
+    while b < 256 {
+        let c = b as u8;
+        table[b] = c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b';' | b'=');
+        b += 1;
+    }
+    table
+};
+
 fn name_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b';' | b'=')
+    NAME_BYTES[usize::from(b)]
 }
 
 /// Sanitises a metric name as Etsy statsd does, so that no name can break a

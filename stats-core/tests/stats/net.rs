@@ -266,3 +266,62 @@ fn shutdown_flushes_once_more_and_drains_the_sinks() {
         Some("5")
     );
 }
+
+#[test]
+fn a_real_carbon_cache_stores_our_flushes_over_plaintext_and_pickle() {
+    let Some(carbon) = super::carbon::Carbon::start() else {
+        return;
+    };
+    // Two servers, one per protocol, each with its own prefix.
+    let plain = Config {
+        prefix: "plain".into(),
+        percentiles: vec![95.0],
+        ..Config::statsite()
+    };
+    let pickled = Config {
+        prefix: "pickled".into(),
+        ..Config::etsy()
+    };
+    let a = server(
+        plain,
+        vec![SinkTarget::plaintext(carbon.line_addr().to_string())],
+    );
+    let b = server(
+        pickled,
+        vec![SinkTarget {
+            addr: carbon.pickle_addr().to_string(),
+            format: Format::Pickle,
+            outbox: OutboxConfig::default(),
+        }],
+    );
+    let udp = StdUdp::bind("127.0.0.1:0").unwrap();
+    let lines = b"req:1|c\nreq:2|c|@0.5\nlat:10:20:30:40|ms\ntemp:21.5|g";
+    udp.send_to(lines, a.addr).unwrap();
+    udp.send_to(lines, b.addr).unwrap();
+    eventually("both servers ingested the packet", || {
+        a.lines() == 4 && b.lines() == 4
+    });
+    for srv in [&a, &b] {
+        srv.rt.spawn({
+            let s = srv.statsd.clone();
+            async move { s.run(std::future::pending()).await }
+        });
+    }
+    // Whisper keeps a day: stamp the flush with the current time.
+    let ts = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    a.statsd.flush(UNIX_EPOCH + Duration::from_secs(ts));
+    b.statsd.flush(UNIX_EPOCH + Duration::from_secs(ts));
+
+    assert_eq!(carbon.value_at("plain.counts.req", ts), 5.0);
+    assert_eq!(carbon.value_at("plain.timers.lat.p95", ts), 40.0);
+    assert_eq!(carbon.value_at("plain.timers.lat.mean", ts), 25.0);
+    assert_eq!(carbon.value_at("plain.gauges.temp", ts), 21.5);
+    assert_eq!(carbon.value_at("pickled.counters.req.count", ts), 5.0);
+    assert_eq!(carbon.value_at("pickled.counters.req.rate", ts), 0.5);
+    assert_eq!(carbon.value_at("pickled.timers.lat.upper_90", ts), 40.0);
+    assert_eq!(carbon.value_at("pickled.gauges.temp", ts), 21.5);
+    assert_eq!(carbon.value_at("pickled.statsd.numStats", ts), 6.0);
+}
