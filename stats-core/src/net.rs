@@ -26,12 +26,17 @@ pub enum Format {
     Plaintext,
     /// Graphite's pickle protocol (carbon's port 2004).
     Pickle,
+    /// statsite's stream format (`key|value|timestamp\n`) on the standard
+    /// input of a shell command started for each flush, as statsite's
+    /// `stream_cmd` does, so its sink scripts keep working. A command that
+    /// exits non-zero counts as a failure, and the flush is offered again.
+    Stream,
 }
 
-/// One carbon server to write flushes to.
+/// One destination of flushes: a carbon server, or a command.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SinkTarget {
-    /// `host:port`.
+    /// `host:port` of a carbon; for [`Format::Stream`], the shell command.
     pub addr: String,
     /// The protocol.
     pub format: Format,
@@ -45,6 +50,16 @@ impl SinkTarget {
         SinkTarget {
             addr: addr.into(),
             format: Format::Plaintext,
+            outbox: OutboxConfig::default(),
+        }
+    }
+
+    /// A statsite stream sink: `command` (run by `sh -c`) reads each flush
+    /// on its standard input.
+    pub fn stream(command: impl Into<String>) -> SinkTarget {
+        SinkTarget {
+            addr: command.into(),
+            format: Format::Stream,
             outbox: OutboxConfig::default(),
         }
     }
@@ -244,6 +259,7 @@ impl Statsd {
             let batch = match sink.target.format {
                 Format::Plaintext => plaintext.get_or_insert_with(|| flush.plaintext()).clone(),
                 Format::Pickle => flush.pickle(),
+                Format::Stream => flush.stream(),
             };
             if n > 0 {
                 lock(&sink.outbox).push(batch, n);
@@ -360,8 +376,12 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
 /// Writes one sink's queue to its carbon server, reconnecting with backoff.
 async fn write_sink(sink: Arc<Sink>) {
     // Connect at once, so that a carbon that is down shows before the first flush.
-    let mut conn = match connect(&sink.target.addr).await {
-        Ok(stream) => Some(stream),
+    let first = match sink.target.format {
+        Format::Stream => Ok(None),
+        Format::Plaintext | Format::Pickle => connect(&sink.target.addr).await.map(Some),
+    };
+    let mut conn = match first {
+        Ok(stream) => stream,
         Err(e) => {
             tracing::warn!(sink = %sink.target.addr, error = %e, "carbon is not answering; retrying with backoff");
             lock(&sink.outbox).failed(SystemTime::now(), &e.to_string());
@@ -387,6 +407,9 @@ async fn write_sink(sink: Arc<Sink>) {
             continue;
         };
         let result = async {
+            if sink.target.format == Format::Stream {
+                return run_stream_command(&sink.target.addr, &batch).await;
+            }
             if conn.is_none() {
                 conn = Some(connect(&sink.target.addr).await?);
             }
@@ -421,4 +444,31 @@ async fn connect(addr: &str) -> io::Result<TcpStream> {
         .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "connect timed out"))??;
     let _ = stream.set_nodelay(true);
     Ok(stream)
+}
+
+/// Runs `sh -c command` with `batch` on its standard input (its output goes
+/// where ours goes), and waits for it: 30 s at most.
+async fn run_stream_command(command: &str, batch: &[u8]) -> io::Result<()> {
+    let run = async {
+        let mut child = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(command)
+            .stdin(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()?;
+        if let Some(mut stdin) = child.stdin.take() {
+            stdin.write_all(batch).await?;
+        }
+        let status = child.wait().await?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "{command:?} exited with {status}"
+            )))
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(30), run)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "stream command timed out"))?
 }

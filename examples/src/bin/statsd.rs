@@ -8,7 +8,9 @@
 //!
 //! Options: `--host H`, `--port P` (UDP and TCP; 0 picks a free one),
 //! `--graphite HOST:PORT` (repeatable: several carbons, each with its own
-//! queue), `--pickle HOST:PORT` (repeatable: carbon's pickle port),
+//! queue), `--pickle HOST:PORT` (repeatable: carbon's pickle port), `--stream-cmd
+//! CMD` (repeatable: each flush in statsite's stream format on the stdin of
+//! `sh -c CMD`, so statsite's sink scripts keep working),
 //! `--flush-interval 2s` (or `500ms`, `1m`, `1h`), `--mode statsite|etsy` (output names
 //! and semantics; default etsy), `--prefix P`, `--mgmt-port P` (Etsy-style
 //! admin commands `health` and `stats`; default 8126, 0 picks a free one).
@@ -25,7 +27,7 @@ use stats_core::{Config, Mode, OutboxConfig};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: statsd [--host H] [--port P] [--graphite HOST:PORT]... [--pickle HOST:PORT]... \
-[--flush-interval 10s] [--mode statsite|etsy] [--prefix P] [--mgmt-port P]";
+[--stream-cmd CMD]... [--flush-interval 10s] [--mode statsite|etsy] [--prefix P] [--mgmt-port P]";
 
 struct Args {
     host: String,
@@ -79,6 +81,7 @@ fn parse_args() -> Result<Args, String> {
                     outbox: OutboxConfig::default(),
                 });
             }
+            "--stream-cmd" => sinks.push(SinkTarget::stream(value()?)),
             "--flush-interval" => interval = parse_duration(&value()?)?,
             "--mode" => mode = value()?.parse()?,
             "--prefix" => prefix = Some(value()?),

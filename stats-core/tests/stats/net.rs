@@ -325,3 +325,104 @@ fn a_real_carbon_cache_stores_our_flushes_over_plaintext_and_pickle() {
     assert_eq!(carbon.value_at("pickled.gauges.temp", ts), 21.5);
     assert_eq!(carbon.value_at("pickled.statsd.numStats", ts), 6.0);
 }
+
+#[test]
+fn several_sinks_at_once_each_with_its_own_queue() {
+    let carbon = fake_carbon();
+    let dead = StdListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let stream_file = dir.path().join("stream.txt");
+    let srv = server(
+        Config::statsite(),
+        vec![
+            SinkTarget::plaintext(carbon.addr.to_string()),
+            SinkTarget {
+                addr: dead.to_string(),
+                format: Format::Plaintext,
+                outbox: OutboxConfig {
+                    max_batches: 1,
+                    ..OutboxConfig::default()
+                },
+            },
+            // statsite's default stream_cmd is `cat`: here it appends to a file.
+            SinkTarget::stream(format!("cat >> '{}'", stream_file.display())),
+        ],
+    );
+    srv.rt.spawn({
+        let s = srv.statsd.clone();
+        async move { s.run(std::future::pending()).await }
+    });
+    for (i, ts) in [1_700_000_000u64, 1_700_000_010].into_iter().enumerate() {
+        srv.statsd.ingest(format!("jobs:{}|c", i + 1).as_bytes());
+        srv.statsd.flush(UNIX_EPOCH + Duration::from_secs(ts));
+    }
+    eventually("carbon got both flushes", || {
+        carbon.lines.lock().unwrap().len() == 2
+    });
+    assert_eq!(
+        *carbon.lines.lock().unwrap(),
+        [
+            "counts.jobs 1.000000 1700000000",
+            "counts.jobs 2.000000 1700000010"
+        ]
+    );
+    eventually("the stream command got both flushes", || {
+        std::fs::read_to_string(&stream_file).is_ok_and(|s| s.lines().count() == 2)
+    });
+    assert_eq!(
+        std::fs::read_to_string(&stream_file).unwrap(),
+        "counts.jobs|1.000000|1700000000\ncounts.jobs|2.000000|1700000010\n"
+    );
+    let stats = srv.statsd.sink_stats();
+    assert_eq!((stats[0].sent_batches, stats[0].dropped_batches), (2, 0));
+    assert_eq!(stats[1].sent_batches, 0);
+    assert_eq!(
+        stats[1].dropped_batches, 1,
+        "room for one: the older flush went"
+    );
+    assert_eq!((stats[2].sent_batches, stats[2].failures), (2, 0));
+    assert!(!srv.statsd.sinks_down(), "two of three sinks work");
+}
+
+#[test]
+fn a_failing_stream_command_is_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("tried");
+    // Fails the first time (leaving a marker), succeeds the second.
+    let cmd = format!(
+        "if [ -e '{m}' ]; then cat > '{m}.out'; else touch '{m}'; exit 3; fi",
+        m = marker.display()
+    );
+    let srv = server(
+        Config::statsite(),
+        vec![SinkTarget {
+            addr: cmd,
+            format: Format::Stream,
+            outbox: OutboxConfig {
+                backoff_min: Duration::from_millis(1),
+                ..OutboxConfig::default()
+            },
+        }],
+    );
+    srv.rt.spawn({
+        let s = srv.statsd.clone();
+        async move { s.run(std::future::pending()).await }
+    });
+    srv.statsd.ingest(b"x:1|g");
+    srv.statsd
+        .flush(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
+    let out = dir.path().join("tried.out");
+    eventually("the second attempt wrote the flush", || {
+        std::fs::read_to_string(&out).is_ok_and(|s| !s.is_empty())
+    });
+    assert_eq!(
+        std::fs::read_to_string(&out).unwrap(),
+        "gauges.x|1.000000|1700000000\n"
+    );
+    let stats = srv.statsd.sink_stats()[0].clone();
+    assert_eq!((stats.failures, stats.sent_batches), (1, 1), "{stats:?}");
+    assert!(stats.last_error.unwrap().contains("exit status: 3"));
+}
