@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use crate::error::{Error, LineError};
 use crate::hll::Uniques;
-use crate::line::{Kind, Limits, Line, Parser, Value};
+use crate::line::{Kind, Limits, Line, Parser, Value, simple_counter};
 use crate::output::{Flush, Mode, Naming, Point};
 use crate::sketch::Samples;
 
@@ -274,11 +274,44 @@ impl Aggregator {
     pub fn ingest(&mut self, packet: &[u8]) {
         self.totals.packets += 1;
         let parser = self.parser;
-        for line in parser.lines(packet) {
-            match line {
-                Ok(line) => self.add(&line),
-                Err(e) => self.totals.bad_lines[e.index()] += 1,
+        // Checked once, so that clean names are borrowed without a check each.
+        let text = std::str::from_utf8(packet).ok();
+        let mut at = 0;
+        while at < packet.len() {
+            // Most lines are `name:1|c`: those skip building a Line.
+            if let Some(simple) = simple_counter(packet, at, &parser.limits()) {
+                let name = &packet[at..simple.name_end];
+                let name = match text.and_then(|t| t.get(at..simple.name_end)) {
+                    Some(name) => Some(name),
+                    None => std::str::from_utf8(name).ok(),
+                };
+                if let Some(name) = name {
+                    self.add_counter(name, simple.value);
+                    at = simple.next;
+                    continue;
+                }
             }
+            let (line, next) = parser.scan(packet, at, text);
+            at = next;
+            match line {
+                Some(Ok(line)) => self.add(&line),
+                Some(Err(e)) => self.totals.bad_lines[e.index()] += 1,
+                None => {}
+            }
+        }
+    }
+
+    /// [`add`](Aggregator::add) for a counter line of one value, rate 1 and no tags.
+    fn add_counter(&mut self, name: &str, value: f64) {
+        self.totals.lines += 1;
+        let full = self.keys() >= self.config.max_keys;
+        match entry(&mut self.counters, name, full, Counter::default) {
+            Some(c) => {
+                c.sum += value;
+                c.touched = true;
+                self.totals.values += 1;
+            }
+            None => self.totals.dropped_keys += 1,
         }
     }
 
@@ -302,6 +335,8 @@ impl Aggregator {
         };
         let full = self.keys() >= self.config.max_keys;
         let rate = line.rate();
+        // Etsy's scaling: value * (1 / rate).
+        let scale = if rate == 1.0 { 1.0 } else { 1.0 / rate };
         let mut values = 0u64;
         let mut dropped = 0u64;
         match line.kind() {
@@ -309,7 +344,7 @@ impl Aggregator {
                 Some(c) => {
                     for v in line.values() {
                         if let Value::Number(n) = v {
-                            c.sum += n / rate;
+                            c.sum += n * scale;
                             values += 1;
                         }
                     }
@@ -349,7 +384,7 @@ impl Aggregator {
                             if let Value::Number(n) = v
                                 && t.samples.insert(n)
                             {
-                                t.weighted += 1.0 / rate;
+                                t.weighted += scale;
                                 values += 1;
                             }
                         }

@@ -379,3 +379,35 @@ fn pickle_frames_each_batch_with_its_length() {
     }
     assert_eq!(messages, 2);
 }
+
+proptest::proptest! {
+    /// `ingest` takes a shortcut for `name:N|c` lines; it must agree with the
+    /// general path (`Parser::lines` and `add`) on any packet.
+    #[test]
+    fn the_counter_shortcut_agrees_with_the_general_parser(
+        lines in proptest::collection::vec(
+            proptest::prop_oneof![
+                "[a-z.]{1,12}:[0-9]{1,17}\\|c",
+                "[a-zA-Z0-9 ;=/_.-]{0,10}:[0-9]{1,3}\\|c(\\|@0\\.5)?",
+                "[a-z]{1,3}:-?[0-9]{1,3}(\\.5)?\\|(c|g|ms)",
+                "[a-z:|@#. ]{0,12}",
+            ],
+            0..20,
+        ),
+        crlf in proptest::bool::ANY,
+    ) {
+        let packet = lines.join(if crlf { "\r\n" } else { "\n" });
+        let mut fast = Aggregator::new(Config::statsite()).unwrap();
+        fast.ingest(packet.as_bytes());
+        let mut general = Aggregator::new(Config::statsite()).unwrap();
+        for line in stats_core::Parser::default().lines(packet.as_bytes()) {
+            match line {
+                Ok(line) => general.add(&line),
+                Err(e) => general.count_bad(e),
+            }
+        }
+        let (f, g) = (fast.totals().clone(), general.totals().clone());
+        proptest::prop_assert_eq!((f.lines, f.values, f.bad_lines), (g.lines, g.values, g.bad_lines));
+        proptest::prop_assert_eq!(fast.flush(at(T)), general.flush(at(T)));
+    }
+}
