@@ -5,6 +5,15 @@
 //! the cache layer's lookup alone, hitting, for `Multiply` (`(cache)` and
 //! `(timestamped)`), which both cache hits pay.
 //!
+//! Two groups pair a cache hit with a call that reaches the handler, the
+//! same `Multiply(1, 2)` on the same stack, the handler call made with
+//! `CallOptions::no_cache`:
+//! - `server_handle/{cache_hit,handler}`: `Server::handle` alone, a decoded
+//!   request frame in, the response frame out (no codec, no channel);
+//! - `client_cache/{hit,handler}`: the generated client over a
+//!   `CachingChannel` over a `LocalChannel`; a hit makes no frame at all,
+//!   the handler call goes through the codec and the server both ways.
+//!
 //! Run: `cargo bench -p benches --bench wish` (under a minute). CI runs each
 //! once with `cargo test -p benches --benches`.
 
@@ -23,7 +32,7 @@ use prost::Message;
 use tokio_util::codec::{Decoder, Encoder};
 use wish_core::{
     Body, CacheLayer, CachingChannel, CallOptions, Channel, Clock, Frame, FrameCodec, LocalChannel,
-    Lookup, Reply, ServerConfig, Status, request_frame,
+    Lookup, Reply, RequestFrame, ServerConfig, Status, request_frame,
 };
 
 /// The request every benchmark sends: `Multiply(1, 2)` or `Divide(1, 2)`.
@@ -214,6 +223,90 @@ fn roundtrip(c: &mut Criterion) {
     g.finish();
 }
 
+/// `Server::handle` of a decoded `Multiply(1, 2)` request frame: answered
+/// from the server's cache, or by the handler (`no_cache`).
+fn server_handle(c: &mut Criterion) {
+    let multiply = &ADVANCED_SERVICE.methods[0];
+    let server = examples::calc::server(ServerConfig::default()).expect("calc server");
+    // A request frame as the codec hands it to the server: its payload
+    // shares the read buffer.
+    let decoded = |options| {
+        let mut codec = FrameCodec::new();
+        let mut wire = BytesMut::new();
+        let payload = Bytes::from(REQUEST.encode_to_vec());
+        let frame = request_frame(1, multiply, payload, options);
+        codec.encode(frame, &mut wire).expect("encode");
+        match codec.decode(&mut wire).expect("decode").map(|f| f.body) {
+            Some(Body::Request(request)) => request,
+            other => panic!("decoded {other:?}"),
+        }
+    };
+    let (cached, uncached) = (
+        decoded(CallOptions::new()),
+        decoded(CallOptions::new().no_cache()),
+    );
+    let now = SystemTime::now();
+    let answer =
+        |request: &RequestFrame| match block_on(server.handle(1, request.clone(), now)).body {
+            Body::Response(r) => r.from_cache,
+            other => panic!("answered {other:?}"),
+        };
+    assert!(!answer(&cached), "the first call fills the cache");
+    assert!(answer(&cached), "then the server answers from it");
+    assert!(!answer(&uncached), "no_cache reaches the handler");
+    let time = |request: &RequestFrame, iters: u64| {
+        block_on(async {
+            let start = Instant::now();
+            for id in 0..iters {
+                black_box(server.handle(id, request.clone(), now).await);
+            }
+            start.elapsed()
+        })
+    };
+    let mut g = c.benchmark_group("server_handle");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("cache_hit", |b| b.iter_custom(|iters| time(&cached, iters)));
+    g.bench_function("handler", |b| b.iter_custom(|iters| time(&uncached, iters)));
+    g.finish();
+}
+
+/// The generated client over a `CachingChannel` over a `LocalChannel`:
+/// `Multiply(1, 2)` answered from the client's cache, or by the handler
+/// (`no_cache`, through the codec and the server both ways).
+fn client_cache(c: &mut Criterion) {
+    let clock: Clock = Arc::new(SystemTime::now);
+    let server = examples::calc::server(ServerConfig::default()).expect("calc server");
+    let local = LocalChannel::new(server.clone(), clock.clone());
+    let client = AdvancedClient::new(CachingChannel::new(local, CacheLayer::default(), clock));
+    let no_cache = CallOptions::new().no_cache();
+    assert!(!from_cache(&client), "the first call fills the cache");
+    assert!(from_cache(&client), "then the client answers from it");
+    let handled = || {
+        server
+            .stats()
+            .handled
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    let before = handled();
+    let reply = block_on(client.multiply_with(REQUEST, no_cache)).expect("multiply");
+    assert!(
+        !reply.from_cache && handled() == before + 1,
+        "no_cache reaches the handler"
+    );
+
+    let mut g = c.benchmark_group("client_cache");
+    g.throughput(Throughput::Elements(1));
+    g.bench_function("hit", |b| {
+        b.iter_custom(|iters| {
+            time_calls(iters, || client.multiply_with(REQUEST, CallOptions::new()))
+        })
+    });
+    g.bench_function("handler", |b| {
+        b.iter_custom(|iters| time_calls(iters, || client.multiply_with(REQUEST, no_cache)))
+    });
+    g.finish();
+}
+
 /// `CacheLayer::lookup` of a `Multiply` request whose answer is cached: the
 /// canonical key, the cache store, and the timestamp check of `a` and `b`.
 fn lookup(c: &mut Criterion) {
@@ -249,6 +342,6 @@ fn lookup(c: &mut Criterion) {
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(300)).measurement_time(Duration::from_secs(1));
-    targets = encode, decode, roundtrip, lookup
+    targets = encode, decode, roundtrip, server_handle, client_cache, lookup
 }
 criterion_main!(benches);

@@ -101,11 +101,16 @@ pub trait CacheStore: Send + Sync + 'static {
 /// served. A store that forgets an entity must answer with a time no earlier
 /// than the one it forgot ([`MemoryTimestamps`] does this with a floor), or
 /// stale answers come back.
+///
+/// [`last_modified`](TimestampStore::last_modified) is on the path of every
+/// cache hit of a `timestamped` method: it borrows the entities, which the
+/// [`CacheLayer`] renders without allocating; a store whose answer comes
+/// later copies what it needs into its future.
 pub trait TimestampStore: Send + Sync + 'static {
     /// Records that `entity` changed at `now`.
     fn touch(&self, entity: &str, now: SystemTime) -> StoreFuture<'_, ()>;
-    /// The latest change among `entities`, if any is known.
-    fn last_modified(&self, entities: &[String]) -> StoreFuture<'_, Option<SystemTime>>;
+    /// The latest change among `entities` (`["a=1", "b=2"]`), if any is known.
+    fn last_modified(&self, entities: &[&str]) -> StoreFuture<'_, Option<SystemTime>>;
 }
 
 /// A bounded least-recently-used [`CacheStore`] in memory.
@@ -129,12 +134,16 @@ pub trait TimestampStore: Send + Sync + 'static {
 /// assert_eq!(cache.get(&key, now + Duration::from_secs(10)).await, None);
 /// # });
 /// ```
+///
+/// Its index hashes keys with a fast hasher seeded at random for each cache
+/// (keys come from the network: they cannot be chosen to collide without
+/// the seed), not with std's slower SipHash.
 pub struct LruCache {
     inner: Mutex<Lru>,
 }
 
 struct Lru {
-    map: HashMap<CacheKey, usize>,
+    map: HashMap<CacheKey, usize, foldhash::fast::RandomState>,
     slots: Vec<Slot>,
     free: Vec<usize>,
     /// Most recently used; `NIL` when empty.
@@ -161,7 +170,7 @@ impl LruCache {
     pub fn new(max_entries: usize, max_bytes: usize) -> LruCache {
         LruCache {
             inner: Mutex::new(Lru {
-                map: HashMap::new(),
+                map: HashMap::with_hasher(foldhash::fast::RandomState::default()),
                 slots: Vec::new(),
                 free: Vec::new(),
                 head: NIL,
@@ -237,8 +246,10 @@ impl Lru {
             self.remove_slot(i);
             return None;
         }
-        self.unlink(i);
-        self.push_front(i);
+        if self.head != i {
+            self.unlink(i);
+            self.push_front(i);
+        }
         Some(self.slots[i].value.clone())
     }
 
@@ -300,13 +311,14 @@ impl CacheStore for LruCache {
 ///
 /// When full it forgets its oldest touches and raises a floor to their time:
 /// entities it does not know answer with the floor, so forgetting can make
-/// a cached answer stale early, never fresh late.
+/// a cached answer stale early, never fresh late. Its index hashes as
+/// [`LruCache`]'s does.
 pub struct MemoryTimestamps {
     inner: Mutex<Stamps>,
 }
 
 struct Stamps {
-    times: HashMap<String, SystemTime>,
+    times: HashMap<String, SystemTime, foldhash::fast::RandomState>,
     floor: Option<SystemTime>,
     max: usize,
 }
@@ -316,7 +328,7 @@ impl MemoryTimestamps {
     pub fn new(max_entities: usize) -> MemoryTimestamps {
         MemoryTimestamps {
             inner: Mutex::new(Stamps {
-                times: HashMap::new(),
+                times: HashMap::with_hasher(foldhash::fast::RandomState::default()),
                 floor: None,
                 max: max_entities.max(1),
             }),
@@ -353,11 +365,11 @@ impl TimestampStore for MemoryTimestamps {
         StoreFuture::ready(())
     }
 
-    fn last_modified(&self, entities: &[String]) -> StoreFuture<'_, Option<SystemTime>> {
+    fn last_modified(&self, entities: &[&str]) -> StoreFuture<'_, Option<SystemTime>> {
         let s = self.lock();
         let latest = entities
             .iter()
-            .map(|e| s.times.get(e).copied().or(s.floor))
+            .map(|e| s.times.get(*e).copied().or(s.floor))
             .max()
             .flatten();
         StoreFuture::ready(latest)
@@ -385,6 +397,16 @@ pub enum Lookup {
     Skip,
 }
 
+/// What [`CacheLayer::probe`] found: a fresh cached answer, or the call to
+/// make, with its request handed back.
+pub(crate) enum Probe {
+    /// A fresh cached answer.
+    Hit(CachedResponse),
+    /// Make the call with this request; if there is a `Pending`, give it to
+    /// [`CacheLayer::store`] with the answer.
+    Call(Option<Pending>, Bytes),
+}
+
 /// A call that missed the cache, waiting for its answer.
 #[derive(Debug)]
 pub struct Pending {
@@ -409,45 +431,66 @@ impl CacheLayer {
         if !method.options.cache {
             return Lookup::Skip;
         }
-        let Some(canonical) = wire::canonical(request) else {
-            return Lookup::Skip;
-        };
+        match self.probe(method, request.clone(), now).await {
+            Probe::Hit(hit) => Lookup::Hit(hit),
+            Probe::Call(Some(pending), _) => Lookup::Miss(pending),
+            Probe::Call(None, _) => Lookup::Skip,
+        }
+    }
+
+    /// [`lookup`](CacheLayer::lookup) with the request by value, for callers
+    /// that own it: the key takes it over when it is canonical already, so a
+    /// hit copies nothing, not even a `Bytes` (whose first clone allocates
+    /// when it was made from a `Vec`).
+    pub(crate) async fn probe(
+        &self,
+        method: &MethodDesc,
+        request: Bytes,
+        now: SystemTime,
+    ) -> Probe {
+        if !method.options.cache {
+            return Probe::Call(None, request);
+        }
         // A timestamped request whose entities cannot be read is not cached:
         // it could never be checked for freshness.
-        let entities = if method.options.timestamped {
-            match wire::entities(&canonical, method.options.timestamped_fields) {
-                Some(entities) => entities,
-                None => return Lookup::Skip,
-            }
+        let listed = if method.options.timestamped {
+            method.options.timestamped_fields
         } else {
-            Vec::new()
+            &[]
+        };
+        let mut entities = wire::Entities::new();
+        let (canonical, sorted_from) = match wire::key(&request, listed, &mut entities) {
+            None => return Probe::Call(None, request),
+            Some(wire::Canonical::Same) => (request, None),
+            Some(wire::Canonical::Sorted(sorted)) => (sorted, Some(request)),
         };
         let key = CacheKey {
             method: method.id,
             request: canonical,
         };
         if let Some(hit) = self.cache.get(&key, now).await {
-            if self.fresh(&entities, &hit).await {
-                return Lookup::Hit(hit);
+            // Fresh if newer than every entity the request names. The store's
+            // future does not borrow the entities.
+            let changed = if entities.is_empty() {
+                StoreFuture::ready(None)
+            } else {
+                entities.with_names(|names| self.timestamps.last_modified(names))
+            };
+            if changed
+                .await
+                .is_none_or(|changed| hit.computed_at > changed)
+            {
+                return Probe::Hit(hit);
             }
             self.cache.remove(&key).await;
         }
-        Lookup::Miss(Pending {
+        let request = sorted_from.unwrap_or_else(|| key.request.clone());
+        let pending = Pending {
             key,
             started: now,
             expire: method.options.expire,
-        })
-    }
-
-    /// Whether a cached answer is newer than every entity its request names.
-    async fn fresh(&self, entities: &[String], hit: &CachedResponse) -> bool {
-        if entities.is_empty() {
-            return true;
-        }
-        match self.timestamps.last_modified(entities).await {
-            Some(changed) => hit.computed_at > changed,
-            None => true,
-        }
+        };
+        Probe::Call(Some(pending), request)
     }
 
     /// Stores the answer of a call that missed. Only answers are stored, never errors.
@@ -558,10 +601,7 @@ mod tests {
         assert_eq!(s.times.len(), 2);
         assert_eq!(s.floor, Some(t(10)));
         drop(s);
-        let last = |e: &[&str]| {
-            let e: Vec<String> = e.iter().map(|s| s.to_string()).collect();
-            futures::executor::block_on(ts.last_modified(&e))
-        };
+        let last = |e: &[&str]| futures::executor::block_on(ts.last_modified(e));
         assert_eq!(last(&["a=1"]), Some(t(10)), "forgotten: the floor");
         assert_eq!(last(&["a=3"]), Some(t(30)));
         assert_eq!(last(&["x=9", "a=2"]), Some(t(20)));

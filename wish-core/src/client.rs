@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use tokio_util::codec::{Decoder, Encoder};
 
-use crate::cache::{CacheLayer, Lookup};
+use crate::cache::{CacheLayer, Probe};
 use crate::error::{Code, Status};
 use crate::frame::{Body, Frame, FrameCodec, RequestFrame};
 use crate::options::MethodDesc;
@@ -314,6 +314,11 @@ fn roundtrip(codec: &mut FrameCodec, frame: Frame, wire: &mut BytesMut) -> Resul
 /// the store the servers' handlers touch (one backed by redis, say) for
 /// `timestamped` methods.
 pub struct CachingChannel<C> {
+    shared: Arc<Caching<C>>,
+}
+
+/// What every call of a [`CachingChannel`] uses: one `Arc` to clone per call.
+struct Caching<C> {
     inner: C,
     layer: CacheLayer,
     clock: Clock,
@@ -323,41 +328,51 @@ impl<C: Channel> CachingChannel<C> {
     /// Caches the answers of `inner`'s `(cache)` methods in `layer`.
     pub fn new(inner: C, layer: CacheLayer, clock: Clock) -> CachingChannel<C> {
         CachingChannel {
-            inner,
-            layer,
-            clock,
+            shared: Arc::new(Caching {
+                inner,
+                layer,
+                clock,
+            }),
         }
     }
 }
 
-impl<C: Channel + Clone> Channel for CachingChannel<C> {
+impl<C> Clone for CachingChannel<C> {
+    fn clone(&self) -> Self {
+        CachingChannel {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<C: Channel> Channel for CachingChannel<C> {
     fn call(
         &self,
         method: &'static MethodDesc,
         request: Bytes,
         options: CallOptions,
     ) -> BoxFuture<'static, Result<RawReply, Status>> {
-        let (inner, layer, now) = (self.inner.clone(), self.layer.clone(), (self.clock)());
+        let (shared, now) = (self.shared.clone(), (self.shared.clock)());
         Box::pin(async move {
-            let lookup = if options.no_cache {
-                Lookup::Skip
+            let probe = if options.no_cache {
+                Probe::Call(None, request)
             } else {
-                layer.lookup(method, &request, now).await
+                shared.layer.probe(method, request, now).await
             };
-            let pending = match lookup {
-                Lookup::Hit(hit) => {
+            let (pending, request) = match probe {
+                Probe::Hit(hit) => {
                     return Ok(RawReply {
                         payload: hit.payload,
                         from_cache: true,
                         computed_at: Some(hit.computed_at),
                     });
                 }
-                Lookup::Miss(pending) => Some(pending),
-                Lookup::Skip => None,
+                Probe::Call(pending, request) => (pending, request),
             };
-            let reply = inner.call(method, request, options).await?;
+            let reply = shared.inner.call(method, request, options).await?;
             if let Some(pending) = pending {
-                layer
+                shared
+                    .layer
                     .store(pending, reply.payload.clone(), reply.computed_at)
                     .await;
             }

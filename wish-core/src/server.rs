@@ -9,7 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 
-use crate::cache::{CacheLayer, Lookup, TimestampStore};
+use crate::cache::{CacheLayer, Probe, TimestampStore};
 use crate::error::{Code, Error, Status};
 use crate::frame::{Body, Frame, RequestFrame, ResponseFrame};
 use crate::options::{MethodDesc, ServiceDesc};
@@ -146,7 +146,8 @@ pub struct Server {
 }
 
 struct Inner {
-    routes: HashMap<u32, Route>,
+    /// By method id: the id of every request is looked up here.
+    routes: HashMap<u32, Route, foldhash::fast::RandomState>,
     layer: CacheLayer,
     config: ServerConfig,
     stats: ServerStats,
@@ -168,7 +169,7 @@ impl Server {
     pub fn with_cache(config: ServerConfig, layer: CacheLayer) -> Server {
         Server {
             inner: Arc::new(Inner {
-                routes: HashMap::new(),
+                routes: HashMap::with_hasher(foldhash::fast::RandomState::default()),
                 layer,
                 config,
                 stats: ServerStats::default(),
@@ -237,9 +238,8 @@ impl Server {
         request: RequestFrame,
         now: SystemTime,
     ) -> impl Future<Output = Frame> + Send + 'static {
-        let inner = self.inner.clone();
-        inner.stats.in_flight.fetch_add(1, Ordering::Relaxed);
-        let guard = InFlight(inner.clone());
+        let guard = InFlight(self.inner.clone());
+        guard.0.stats.in_flight.fetch_add(1, Ordering::Relaxed);
         async move {
             let inner = &guard.0;
             let Some(route) = inner.routes.get(&request.method) else {
@@ -254,23 +254,25 @@ impl Server {
             };
             let method = route.method;
             let cacheable = inner.config.cache && !request.no_cache;
-            let lookup = if cacheable {
-                inner.layer.lookup(method, &request.payload, now).await
-            } else {
-                Lookup::Skip
-            };
             let compress =
                 inner.config.compress && method.options.compress && !request.plain_response;
-            let pending = match lookup {
-                Lookup::Hit(hit) => {
+            let probe = if cacheable {
+                inner.layer.probe(method, request.payload, now).await
+            } else {
+                Probe::Call(None, request.payload)
+            };
+            let (pending, payload) = match probe {
+                Probe::Hit(hit) => {
                     inner.stats.cache_hits.fetch_add(1, Ordering::Relaxed);
+                    // The cached `Bytes` goes into the frame as it is: no copy.
                     return response(id, hit.payload, Some(hit.computed_at), true, compress);
                 }
-                Lookup::Miss(pending) => {
-                    inner.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
-                    Some(pending)
+                Probe::Call(pending, payload) => {
+                    if pending.is_some() {
+                        inner.stats.cache_misses.fetch_add(1, Ordering::Relaxed);
+                    }
+                    (pending, payload)
                 }
-                Lookup::Skip => None,
             };
             let ctx = CallContext::new(
                 method,
@@ -279,7 +281,7 @@ impl Server {
                 inner.layer.timestamps().clone(),
             );
             inner.stats.handled.fetch_add(1, Ordering::Relaxed);
-            let result = route.service.call(route.index, ctx, request.payload).await;
+            let result = route.service.call(route.index, ctx, payload).await;
             match result {
                 Ok(payload) => {
                     let computed_at = method.options.cache.then_some(now);

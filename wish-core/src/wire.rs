@@ -66,6 +66,12 @@ fn next_field(msg: &[u8], start: usize) -> Option<Field> {
 }
 
 fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
+    // One byte: tags of the first fifteen fields, small numbers, short lengths.
+    let first = *buf.get(*at)?;
+    if first < 0x80 {
+        *at += 1;
+        return Some(u64::from(first));
+    }
     let mut value = 0u64;
     for shift in (0..70).step_by(7) {
         let byte = *buf.get(*at)?;
@@ -86,17 +92,66 @@ fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
 /// number order, as prost and protoc's do, produce this form already and get
 /// their bytes back unchanged, without a copy or an allocation. `None` if
 /// the message is not well-formed.
-pub(crate) fn canonical(msg: &Bytes) -> Option<Bytes> {
+#[cfg(test)]
+fn canonical(msg: &Bytes) -> Option<Bytes> {
+    match key(msg, &[], &mut Entities::new())? {
+        Canonical::Same => Some(msg.clone()),
+        Canonical::Sorted(sorted) => Some(sorted),
+    }
+}
+
+/// A message's canonical form, as [`key`] finds it.
+pub(crate) enum Canonical {
+    /// The message is canonical already: its own bytes, without a copy.
+    Same,
+    /// Its fields, sorted into a new buffer.
+    Sorted(Bytes),
+}
+
+/// What a cache lookup needs of a request, in one pass over it: its
+/// canonical form (see `canonical`), returned, and the entities it names,
+/// rendered into `entities`: `field=value` for each of `listed`, with the
+/// field's default when the message leaves it out. `None` if the message is
+/// not well-formed or a listed field has the wrong wire type.
+pub(crate) fn key(
+    msg: &[u8],
+    listed: &[EntityField],
+    entities: &mut Entities,
+) -> Option<Canonical> {
+    // The last occurrence wins, as protobuf parsers do for singular fields.
+    let mut inline = [None; INLINE_ENTITIES];
+    let mut heap = Vec::new();
+    let found: &mut [Option<Field>] = match inline.get_mut(..listed.len()) {
+        Some(found) => found,
+        None => {
+            heap.resize(listed.len(), None);
+            &mut heap
+        }
+    };
     let (mut last, mut ordered) = (0, true);
     let well_formed = scan(msg, |f| {
         ordered &= f.number >= last;
         last = f.number;
+        if let Some(i) = listed.iter().position(|want| want.number == f.number) {
+            found[i] = Some(f);
+        }
     });
     if !well_formed {
         return None;
     }
+    // Reordering keeps fields of one number in order: the last occurrence is
+    // the same field in `msg` as in its canonical form.
+    for (want, field) in listed.iter().zip(found.iter()) {
+        entities.push(want.name.as_bytes());
+        entities.push(b"=");
+        match field {
+            None => entities.push(want.default.as_bytes()),
+            Some(f) => render(msg, f, want.kind, entities)?,
+        }
+        entities.end_entity();
+    }
     if ordered {
-        return Some(msg.clone());
+        return Some(Canonical::Same);
     }
     let mut fields = Vec::new();
     scan(msg, |f| fields.push(f));
@@ -105,47 +160,171 @@ pub(crate) fn canonical(msg: &Bytes) -> Option<Bytes> {
     for f in &fields {
         out.put_slice(&msg[f.start..f.end]);
     }
-    Some(out.freeze())
+    Some(Canonical::Sorted(out.freeze()))
 }
 
-/// The entities a request names: `field=value` for each listed field, with
-/// the field's default when the message leaves it out. `None` if the message
-/// is not well-formed or a listed field has the wrong wire type.
-pub(crate) fn entities(msg: &[u8], listed: &[EntityField]) -> Option<Vec<String>> {
-    // The last occurrence wins, as protobuf parsers do for singular fields.
-    let mut found: Vec<Option<Field>> = vec![None; listed.len()];
-    let well_formed = scan(msg, |f| {
-        if let Some(i) = listed.iter().position(|want| want.number == f.number) {
-            found[i] = Some(f);
+/// Entities a request may name without an allocation; more take one.
+const INLINE_ENTITIES: usize = 4;
+/// Bytes of entities rendered without an allocation; more take one.
+const INLINE_TEXT: usize = 64;
+const _: () = assert!(INLINE_TEXT <= u8::MAX as usize, "inline offsets are bytes");
+
+/// The entities a request names (see [`key`]), rendered into one buffer.
+///
+/// Up to [`INLINE_ENTITIES`] entities of [`INLINE_TEXT`] bytes in all take
+/// no allocation: every cache hit of a method keyed by a few numbers. It is
+/// kept small, as it lives in the future of every cache lookup. Only whole
+/// `&str`s and ASCII are pushed, so its text is UTF-8.
+pub(crate) struct Entities {
+    /// The text of the entities, while it fits.
+    inline: [u8; INLINE_TEXT],
+    /// Where each entity ends in `inline`, while they fit: offsets in
+    /// `inline` fit a byte.
+    ends: [u8; INLINE_ENTITIES],
+    len: u8,
+    count: u8,
+    /// Everything, once the text or the count outgrew the inline space.
+    spill: Option<Box<Spill>>,
+}
+
+/// The text and ends of [`Entities`] that did not fit inline.
+struct Spill {
+    text: Vec<u8>,
+    ends: Vec<usize>,
+}
+
+impl Entities {
+    /// None yet.
+    pub(crate) fn new() -> Entities {
+        Entities {
+            inline: [0; INLINE_TEXT],
+            len: 0,
+            ends: [0; INLINE_ENTITIES],
+            count: 0,
+            spill: None,
         }
-    });
-    if !well_formed {
-        return None;
     }
-    let mut out = Vec::with_capacity(listed.len());
-    for (want, field) in listed.iter().zip(found) {
-        let mut entity = String::with_capacity(want.name.len() + 12);
-        entity.push_str(want.name);
-        entity.push('=');
-        match field {
-            None => entity.push_str(want.default),
-            Some(f) => render(msg, &f, want.kind, &mut entity)?,
+
+    /// Appends bytes: all of a `&str`, or ASCII.
+    #[inline]
+    fn push(&mut self, bytes: &[u8]) {
+        let len = usize::from(self.len);
+        let end = len + bytes.len();
+        match self.inline.get_mut(len..end) {
+            Some(room) if self.spill.is_none() => {
+                room.copy_from_slice(bytes);
+                // At most INLINE_TEXT.
+                self.len = end as u8;
+            }
+            _ => self.spilled().text.extend_from_slice(bytes),
         }
-        out.push(entity);
     }
-    Some(out)
+
+    /// Ends the entity being rendered.
+    fn end_entity(&mut self) {
+        match self.ends.get_mut(usize::from(self.count)) {
+            Some(slot) if self.spill.is_none() => {
+                *slot = self.len;
+                self.count += 1;
+            }
+            _ => {
+                let spill = self.spilled();
+                spill.ends.push(spill.text.len());
+            }
+        }
+    }
+
+    /// The spilled text and ends, moved to the heap on first use.
+    #[cold]
+    #[inline(never)]
+    fn spilled(&mut self) -> &mut Spill {
+        // Once spilled, `len` and `count` stay as they were: what was inline.
+        let inline = &self.inline[..usize::from(self.len)];
+        let ends = &self.ends[..usize::from(self.count)];
+        self.spill.get_or_insert_with(|| {
+            let mut text = Vec::with_capacity(4 * INLINE_TEXT);
+            text.extend_from_slice(inline);
+            let mut all = Vec::with_capacity(4 * INLINE_ENTITIES);
+            all.extend(ends.iter().map(|&end| usize::from(end)));
+            Box::new(Spill { text, ends: all })
+        })
+    }
+
+    /// Whether the request names none.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.count == 0 && self.spill.is_none()
+    }
+
+    /// Calls `f` with the entities, as `TimestampStore::last_modified` takes them.
+    pub(crate) fn with_names<R>(&self, f: impl FnOnce(&[&str]) -> R) -> R {
+        // Whole `&str`s and ASCII make valid UTF-8: never the default.
+        let utf8 = |bytes| std::str::from_utf8(bytes).unwrap_or_default();
+        let Some(spill) = &self.spill else {
+            let text = utf8(&self.inline[..usize::from(self.len)]);
+            let mut names = [""; INLINE_ENTITIES];
+            let mut start = 0;
+            for (slot, &end) in names.iter_mut().zip(&self.ends) {
+                *slot = text.get(start..usize::from(end)).unwrap_or_default();
+                start = usize::from(end);
+            }
+            return f(&names[..usize::from(self.count)]);
+        };
+        let text = utf8(&spill.text);
+        let mut names = Vec::with_capacity(spill.ends.len());
+        let mut start = 0;
+        for &end in &spill.ends {
+            names.push(text.get(start..end).unwrap_or_default());
+            start = end;
+        }
+        f(&names)
+    }
+}
+
+impl std::fmt::Write for Entities {
+    fn write_str(&mut self, s: &str) -> std::fmt::Result {
+        self.push(s.as_bytes());
+        Ok(())
+    }
 }
 
 /// Appends `bytes` in lowercase hex: how `bytes` fields are rendered in entities.
-pub(crate) fn hex(bytes: &[u8], out: &mut String) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+pub(crate) fn hex(bytes: &[u8], out: &mut impl std::fmt::Write) -> std::fmt::Result {
+    const DIGITS: [&str; 16] = [
+        "0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "a", "b", "c", "d", "e", "f",
+    ];
     for b in bytes {
-        out.push(char::from(DIGITS[usize::from(b >> 4)]));
-        out.push(char::from(DIGITS[usize::from(b & 15)]));
+        out.write_str(DIGITS[usize::from(b >> 4)])?;
+        out.write_str(DIGITS[usize::from(b & 15)])?;
     }
+    Ok(())
 }
 
-fn render(msg: &[u8], f: &Field, kind: FieldKind, out: &mut String) -> Option<()> {
+/// Appends `value` in decimal, after a minus sign if `negative`: the
+/// integers of entities, without the formatting machinery of `write!`.
+fn decimal(negative: bool, mut value: u64, out: &mut Entities) -> Option<()> {
+    let mut digits = [0u8; 21];
+    let mut at = digits.len();
+    loop {
+        at -= 1;
+        digits[at] = b'0' + (value % 10) as u8;
+        value /= 10;
+        if value == 0 {
+            break;
+        }
+    }
+    if negative {
+        at -= 1;
+        digits[at] = b'-';
+    }
+    out.push(&digits[at..]);
+    Some(())
+}
+
+fn signed(v: i64, out: &mut Entities) -> Option<()> {
+    decimal(v < 0, v.unsigned_abs(), out)
+}
+
+fn render(msg: &[u8], f: &Field, kind: FieldKind, out: &mut Entities) -> Option<()> {
     use FieldKind::*;
     use std::fmt::Write as _;
     let bytes = &msg[f.value..f.end];
@@ -166,33 +345,32 @@ fn render(msg: &[u8], f: &Field, kind: FieldKind, out: &mut String) -> Option<()
     };
     let le4 = || <[u8; 4]>::try_from(bytes).ok();
     let le8 = || <[u8; 8]>::try_from(bytes).ok();
-    let written = match kind {
-        Int32 | Enum => write!(out, "{}", v as i32),
-        Int64 => write!(out, "{}", v as i64),
-        UInt32 => write!(out, "{}", v as u32),
-        UInt64 => write!(out, "{v}"),
+    match kind {
+        Int32 | Enum => signed(i64::from(v as i32), out),
+        Int64 => signed(v as i64, out),
+        UInt32 => decimal(false, u64::from(v as u32), out),
+        UInt64 => decimal(false, v, out),
         SInt32 => {
             let v = v as u32;
-            write!(out, "{}", ((v >> 1) as i32) ^ -((v & 1) as i32))
+            signed(i64::from(((v >> 1) as i32) ^ -((v & 1) as i32)), out)
         }
-        SInt64 => write!(out, "{}", ((v >> 1) as i64) ^ -((v & 1) as i64)),
-        Bool => write!(out, "{}", v != 0),
-        Fixed32 => write!(out, "{}", u32::from_le_bytes(le4()?)),
-        SFixed32 => write!(out, "{}", i32::from_le_bytes(le4()?)),
-        Float => write!(out, "{}", f32::from_le_bytes(le4()?)),
-        Fixed64 => write!(out, "{}", u64::from_le_bytes(le8()?)),
-        SFixed64 => write!(out, "{}", i64::from_le_bytes(le8()?)),
-        Double => write!(out, "{}", f64::from_le_bytes(le8()?)),
+        SInt64 => signed(((v >> 1) as i64) ^ -((v & 1) as i64), out),
+        Bool => {
+            out.push(if v != 0 { b"true" } else { b"false" });
+            Some(())
+        }
+        Fixed32 => decimal(false, u64::from(u32::from_le_bytes(le4()?)), out),
+        SFixed32 => signed(i64::from(i32::from_le_bytes(le4()?)), out),
+        Float => write!(out, "{}", f32::from_le_bytes(le4()?)).ok(),
+        Fixed64 => decimal(false, u64::from_le_bytes(le8()?), out),
+        SFixed64 => signed(i64::from_le_bytes(le8()?), out),
+        Double => write!(out, "{}", f64::from_le_bytes(le8()?)).ok(),
         String => {
-            out.push_str(std::str::from_utf8(bytes).ok()?);
-            Ok(())
+            out.push(std::str::from_utf8(bytes).ok()?.as_bytes());
+            Some(())
         }
-        Bytes => {
-            hex(bytes, out);
-            Ok(())
-        }
-    };
-    written.ok()
+        Bytes => hex(bytes, out).ok(),
+    }
 }
 
 #[cfg(test)]
@@ -208,10 +386,23 @@ mod tests {
         }
     }
 
+    /// The entities `key` renders, as strings.
+    fn entities(msg: &[u8], listed: &[EntityField]) -> Option<Vec<String>> {
+        let mut e = Entities::new();
+        key(&Bytes::copy_from_slice(msg), listed, &mut e)?;
+        Some(e.with_names(|names| names.iter().map(|n| n.to_string()).collect()))
+    }
+
     #[test]
     fn canonical_keeps_ordered_bytes_and_sorts_others() {
         let ordered = Bytes::from_static(&[0x08, 0x01, 0x10, 0x02]);
         assert_eq!(canonical(&ordered).unwrap(), ordered);
+        assert_eq!(
+            canonical(&ordered).unwrap().as_ptr(),
+            ordered.as_ptr(),
+            "ordered bytes come back without a copy"
+        );
+        assert_eq!(canonical(&Bytes::new()).unwrap(), Bytes::new());
         let reversed = Bytes::from_static(&[0x10, 0x02, 0x08, 0x01]);
         assert_eq!(canonical(&reversed).unwrap(), ordered);
         // Repeated field 1 keeps its order around field 2.
@@ -234,7 +425,8 @@ mod tests {
             field("a", 1, FieldKind::Int32),
             field("b", 2, FieldKind::Int32),
         ];
-        assert_eq!(entities(&msg, &listed).unwrap(), ["a=-1", "b=0"]);
+        let names = |e: Option<Vec<String>>| e.expect("well-formed").join(",");
+        assert_eq!(names(entities(&msg, &listed)), "a=-1,b=0");
         // sint32 -3 is zigzag 5; a string; a bool; fixed32.
         let msg = [
             0x08, 0x05, 0x12, 0x02, b'h', b'i', 0x18, 0x01, 0x25, 1, 0, 0, 0,
@@ -245,15 +437,117 @@ mod tests {
             field("u", 3, FieldKind::Bool),
             field("f", 4, FieldKind::Fixed32),
         ];
-        assert_eq!(
-            entities(&msg, &listed).unwrap(),
-            ["s=-3", "t=hi", "u=true", "f=1"]
-        );
+        assert_eq!(names(entities(&msg, &listed)), "s=-3,t=hi,u=true,f=1");
         // Last occurrence wins; a wrong wire type is not a key.
         assert_eq!(
-            entities(&[0x08, 0x01, 0x08, 0x07], &listed[..1]).unwrap(),
-            ["s=-4"]
+            names(entities(&[0x08, 0x01, 0x08, 0x07], &listed[..1])),
+            "s=-4"
         );
         assert!(entities(&[0x0d, 0, 0, 0, 0], &listed[..1]).is_none());
+    }
+
+    /// A varint field `number` holding `v`.
+    fn varint_field(number: u8, mut v: u64, out: &mut Vec<u8>) {
+        out.push(number << 3);
+        while v >= 0x80 {
+            out.push(v as u8 | 0x80);
+            v >>= 7;
+        }
+        out.push(v as u8);
+    }
+
+    #[test]
+    fn entities_render_integer_extremes_as_display_does() {
+        let cases: [(FieldKind, u64, String); 8] = [
+            (FieldKind::Int64, i64::MIN as u64, i64::MIN.to_string()),
+            (FieldKind::Int64, i64::MAX as u64, i64::MAX.to_string()),
+            (FieldKind::UInt64, u64::MAX, u64::MAX.to_string()),
+            (FieldKind::UInt32, u64::MAX, u32::MAX.to_string()),
+            (
+                FieldKind::Int32,
+                i32::MIN as i64 as u64,
+                i32::MIN.to_string(),
+            ),
+            (FieldKind::SInt64, u64::MAX, i64::MIN.to_string()),
+            (FieldKind::SInt32, 0xffff_fffe, i32::MAX.to_string()),
+            (FieldKind::Enum, 0, "0".to_string()),
+        ];
+        for (kind, v, want) in cases {
+            let mut msg = Vec::new();
+            varint_field(1, v, &mut msg);
+            let e = entities(&msg, &[field("x", 1, kind)]).expect("well-formed");
+            assert_eq!(e, [format!("x={want}")], "{kind:?} {v}");
+        }
+        // Fixed-width kinds, floats and bytes.
+        let msg = [
+            0x09, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, // 1: fixed64
+            0x15, 0xfe, 0xff, 0xff, 0xff, // 2: sfixed32
+            0x1d, 0x00, 0x00, 0xc0, 0x3f, // 3: float 1.5
+            0x22, 0x02, 0x0a, 0xf0, // 4: bytes
+        ];
+        let listed = [
+            field("a", 1, FieldKind::Fixed64),
+            field("b", 2, FieldKind::SFixed32),
+            field("c", 3, FieldKind::Float),
+            field("d", 4, FieldKind::Bytes),
+        ];
+        let e = entities(&msg, &listed).expect("well-formed");
+        assert_eq!(
+            e,
+            [
+                format!("a={}", u64::MAX).as_str(),
+                "b=-2",
+                "c=1.5",
+                "d=0af0"
+            ]
+        );
+    }
+
+    #[test]
+    fn entities_beyond_the_inline_buffers() {
+        // More entities than fit inline, and more text: the same names.
+        const NAMES: [&str; 12] = [
+            "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9", "f10", "f11", "f12",
+        ];
+        let listed: Vec<EntityField> = (1..=12)
+            .map(|n| field(NAMES[n - 1], n as u32, FieldKind::UInt64))
+            .collect();
+        let mut msg = Vec::new();
+        for n in 1..=11 {
+            varint_field(n, u64::MAX - u64::from(n), &mut msg);
+        }
+        let e = entities(&msg, &listed).expect("well-formed");
+        let want: Vec<String> = (1..=12u8)
+            .map(|n| match n {
+                12 => "f12=0".to_string(),
+                n => format!("f{n}={}", u64::MAX - u64::from(n)),
+            })
+            .collect();
+        assert!(want.iter().map(String::len).sum::<usize>() > INLINE_TEXT);
+        assert_eq!(e, want);
+        // One long string spills the text, not the count.
+        let long = "x".repeat(300);
+        let mut msg = vec![0x0a, 0xac, 0x02];
+        msg.extend_from_slice(long.as_bytes());
+        let listed = [
+            field("s", 1, FieldKind::String),
+            field("n", 2, FieldKind::Int32),
+        ];
+        let e = entities(&msg, &listed).expect("well-formed");
+        assert_eq!(e, [format!("s={long}").as_str(), "n=0"]);
+        assert!(entities(&[], &[]).expect("well-formed").is_empty());
+        // Entities and canonical bytes come from one pass: reordered fields
+        // are rendered all the same.
+        let mut e = Entities::new();
+        let reversed = Bytes::from_static(&[0x10, 0x02, 0x08, 0x01]);
+        let listed = [
+            field("a", 1, FieldKind::Int32),
+            field("b", 2, FieldKind::Int32),
+        ];
+        let Some(Canonical::Sorted(canonical)) = key(&reversed, &listed, &mut e) else {
+            panic!("reversed fields are sorted");
+        };
+        assert_eq!(&canonical[..], &[0x08, 0x01, 0x10, 0x02]);
+        assert_eq!(e.with_names(|n| n.join(",")), "a=1,b=2");
     }
 }
