@@ -11,9 +11,7 @@
 //!   `cargo build --release -p examples --bin statsd` (without `--release`
 //!   when this program is a debug build) and run as `statsd --host 127.0.0.1
 //!   --port P --graphite 127.0.0.1:G --flush-interval 1s --mode etsy
-//!   --mgmt-port 0` (UDP and TCP on P, its admin port on any free one). When
-//!   the examples crate has no `statsd` bin yet, this program says so and
-//!   measures Etsy statsd alone;
+//!   --mgmt-port 0` (UDP and TCP on P, its admin port on any free one);
 //! * Etsy statsd 0.9.0 (`npm install statsd@0.9.0` into
 //!   `target/vs-etsy-statsd/` on first use), run as `node stats.js
 //!   config.js` with its graphite backend, `flushInterval: 1000`,
@@ -46,8 +44,7 @@
 //! highest lossless lines/s ours=… etsy=… ratio=…x
 //! ```
 //!
-//! where the ratio is ours divided by Etsy's (`ours=missing ratio=n/a`
-//! without our binary); a rate reached without loss at the top of the
+//! where the ratio is ours divided by Etsy's; a rate reached without loss at the top of the
 //! search (`VS_MAX_RATE` or the sender's limit) is marked `>=`.
 
 use benches::{Context, Res, env_or, ratio};
@@ -166,10 +163,9 @@ fn run() -> Res<()> {
 
     let mut best = Vec::new();
     for peer in [Peer::Ours, Peer::Etsy] {
-        let server = match (peer, &ours) {
-            (Peer::Ours, None) => continue,
-            (Peer::Ours, Some(bin)) => start_ours(bin, receiver.addr)?,
-            (Peer::Etsy, _) => start_etsy(&etsy, receiver.addr)?,
+        let server = match peer {
+            Peer::Ours => start_ours(&ours, receiver.addr)?,
+            Peer::Etsy => start_etsy(&etsy, receiver.addr)?,
         };
         let found = search(&settings, server, &receiver)?;
         best.push((peer, found));
@@ -539,13 +535,12 @@ fn receive(conn: TcpStream, seen: &Mutex<Seen>) {
 // ---------------------------------------------------------------------------
 // Preparing and running the servers
 
-/// Our server: `$STATSD_BIN`, or the `statsd` bin of the examples crate
-/// built now; `None` when that crate has no such bin yet.
-fn our_binary(profile_dir: &Path) -> Res<Option<PathBuf>> {
+/// Our server: `$STATSD_BIN`, or the `statsd` bin of the examples crate, built now.
+fn our_binary(profile_dir: &Path) -> Res<PathBuf> {
     if let Some(p) = std::env::var_os("STATSD_BIN") {
         let p = PathBuf::from(p);
         return if p.is_file() {
-            Ok(Some(p))
+            Ok(p)
         } else {
             Err(format!("STATSD_BIN={} does not exist", p.display()))
         };
@@ -574,18 +569,11 @@ fn our_binary(profile_dir: &Path) -> Res<Option<PathBuf>> {
         .ctx(|| format!("running {}", Path::new(&cargo).display()))?;
     let stderr = String::from_utf8_lossy(&out.stderr);
     if !out.status.success() {
-        if stderr.contains("no bin target named `statsd`") {
-            say!(
-                "ours: MISSING: the examples crate has no `statsd` bin yet; measuring Etsy \
-                 statsd alone"
-            );
-            return Ok(None);
-        }
         return Err(format!("building ours failed ({}):\n{stderr}", out.status));
     }
     let bin = profile_dir.join("statsd");
     if bin.is_file() {
-        Ok(Some(bin))
+        Ok(bin)
     } else {
         Err(format!(
             "cargo built the statsd example, but not at {} (set STATSD_BIN)",
