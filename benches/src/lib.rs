@@ -1,4 +1,4 @@
-//! Helpers shared by the peer comparisons in `src/bin/` (`vs-redis`, `vs-tonic`): errors with context, knobs from the environment, medians and ratios.
+//! Helpers shared by the peer comparisons in `src/bin/` (`vs-redis`, `vs-tonic`, `vs-etsy-statsd`): errors with context, knobs from the environment, medians and ratios, peer processes with their output kept.
 
 use std::fmt::Display;
 
@@ -51,6 +51,45 @@ pub fn median(values: impl IntoIterator<Item = f64>) -> f64 {
 /// `a / b`, NaN when `b` is not positive.
 pub fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { f64::NAN }
+}
+
+/// Starts `cmd` with its stdout and stderr kept (the last 200 lines, for
+/// error messages); stdin is closed.
+///
+/// # Errors
+/// The process does not start.
+pub fn spawn_logged(mut cmd: std::process::Command, what: &str) -> Res<(std::process::Child, Log)> {
+    use std::process::Stdio;
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().ctx(|| format!("starting {what}"))?;
+    let log = Log::default();
+    if let Some(out) = child.stdout.take() {
+        collect(out, Log::clone(&log));
+    }
+    if let Some(err) = child.stderr.take() {
+        collect(err, Log::clone(&log));
+    }
+    Ok((child, log))
+}
+
+/// The last lines a process printed, from [`spawn_logged`].
+pub type Log = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn collect(pipe: impl std::io::Read + Send + 'static, log: Log) {
+    use std::io::BufRead;
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(pipe).lines() {
+            let Ok(line) = line else { break };
+            if let Ok(mut l) = log.lock() {
+                if l.len() >= 200 {
+                    l.remove(0);
+                }
+                l.push(line);
+            }
+        }
+    });
 }
 
 #[cfg(test)]

@@ -47,9 +47,9 @@
 //! where the ratio is ours divided by Etsy's; a rate reached without loss at the top of the
 //! search (`VS_MAX_RATE` or the sender's limit) is marked `>=`.
 
-use benches::{Context, Res, env_or, ratio};
+use benches::{Context, Res, env_or, ratio, spawn_logged};
 use std::collections::{BTreeSet, HashMap};
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -715,18 +715,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(peer: Peer, mut cmd: Command, port: u16, config: Option<PathBuf>) -> Res<Server> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().ctx(|| format!("starting {}", peer.name()))?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        if let Some(out) = child.stdout.take() {
-            collect_log(out, Arc::clone(&log));
-        }
-        if let Some(err) = child.stderr.take() {
-            collect_log(err, Arc::clone(&log));
-        }
+    fn start(peer: Peer, cmd: Command, port: u16, config: Option<PathBuf>) -> Res<Server> {
+        let (child, log) = spawn_logged(cmd, peer.name())?;
         Ok(Server {
             peer,
             port,
@@ -769,19 +759,4 @@ impl Drop for Server {
             let _ = std::fs::remove_file(c);
         }
     }
-}
-
-/// Keeps the last 200 lines a server prints.
-fn collect_log(pipe: impl Read + Send + 'static, log: Arc<Mutex<Vec<String>>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut l) = log.lock() {
-                if l.len() >= 200 {
-                    l.remove(0);
-                }
-                l.push(line);
-            }
-        }
-    });
 }

@@ -46,11 +46,11 @@
 //! where every ratio is kids divided by redis.
 #![allow(clippy::print_stdout)]
 
-use benches::{Context, Res, env_or, median, ratio};
-use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
+use benches::{Context, Res, env_or, median, ratio, spawn_logged};
+use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Barrier, Mutex};
 use std::thread::JoinHandle;
@@ -506,18 +506,8 @@ struct Server {
 }
 
 impl Server {
-    fn start(name: &'static str, mut cmd: Command, port: u16) -> Res<Self> {
-        cmd.stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = cmd.spawn().ctx(|| format!("starting {name}"))?;
-        let log = Arc::new(Mutex::new(Vec::new()));
-        if let Some(out) = child.stdout.take() {
-            collect_log(out, Arc::clone(&log));
-        }
-        if let Some(err) = child.stderr.take() {
-            collect_log(err, Arc::clone(&log));
-        }
+    fn start(name: &'static str, cmd: Command, port: u16) -> Res<Self> {
+        let (child, log) = spawn_logged(cmd, name)?;
         Ok(Self {
             name,
             port,
@@ -599,21 +589,6 @@ impl Drop for Server {
             let _ = child.wait();
         }
     }
-}
-
-/// Keeps the last 200 lines a server prints.
-fn collect_log(pipe: impl Read + Send + 'static, log: Arc<Mutex<Vec<String>>>) {
-    std::thread::spawn(move || {
-        for line in BufReader::new(pipe).lines() {
-            let Ok(line) = line else { break };
-            if let Ok(mut l) = log.lock() {
-                if l.len() >= 200 {
-                    l.remove(0);
-                }
-                l.push(line);
-            }
-        }
-    });
 }
 
 fn ping(s: &mut TcpStream) -> Res<()> {
