@@ -765,12 +765,16 @@ fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
     // A stand-in carbon that keeps every line it receives.
     let carbon = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
     let carbon_addr = carbon.local_addr().expect("addr").to_string();
-    let received = std::thread::spawn(move || {
-        let mut all = String::new();
-        // The sink connects once and keeps the connection: read until statsd closes it.
-        let (mut conn, _) = carbon.accept().expect("statsd connects");
-        conn.read_to_string(&mut all).expect("read");
-        all
+    let received = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = received.clone();
+    std::thread::spawn(move || {
+        // statsd connects once to see carbon is up, then once per flush.
+        for conn in carbon.incoming() {
+            let mut all = String::new();
+            if conn.and_then(|mut c| c.read_to_string(&mut all)).is_ok() {
+                sink.lock().expect("lock").push_str(&all);
+            }
+        }
     });
     let (child, addr, admin) = start_statsd(&["--graphite", &carbon_addr, "--mode", "statsite"]);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
@@ -782,7 +786,14 @@ fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
     // The flush interval is an hour: only the final flush at SIGTERM sends these.
     let status = sigterm_and_wait(child);
     assert!(status.success(), "{status}");
-    let lines = received.join().expect("carbon");
+    // statsd exits once carbon took the final flush; the reader may lag a little.
+    for _ in 0..2000 {
+        if received.lock().expect("lock").contains("gauges.temp") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let lines = received.lock().expect("lock").clone();
     for want in [
         "counts.hits 3.000000 ",
         "timers.lat.mean 20.000000 ",
@@ -802,11 +813,18 @@ fn statsd_prints_what_it_would_send_when_no_carbon_answers() {
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     udp.send_to(b"orders:7|c", &addr).expect("send");
     wait_for_statsd_lines(&admin, 1);
-    // The admin port reports the sink as failing.
-    let mut conn = TcpStream::connect(&admin).expect("admin");
-    conn.write_all(b"health\nquit\n").expect("send");
+    // The admin port reports the sink as failing, once it has tried.
     let mut health = String::new();
-    conn.read_to_string(&mut health).expect("health");
+    for _ in 0..2000 {
+        let mut conn = TcpStream::connect(&admin).expect("admin");
+        conn.write_all(b"health\nquit\n").expect("send");
+        health.clear();
+        conn.read_to_string(&mut health).expect("health");
+        if !health.starts_with("OK - ") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
     assert!(
         health.starts_with("WARNING - ") || health.starts_with("CRITICAL - "),
         "{health}"

@@ -52,12 +52,17 @@ pub struct Config {
     /// at every flush (Etsy's default); otherwise it is sent only after a
     /// flush interval that set it, and a change (`+N`) starts again from 0.
     pub keep_gauges: bool,
-    /// Exact samples kept per timer per interval before switching to a sketch.
+    /// Exact samples kept per timer per interval before switching to a
+    /// sketch. Default 1000 (8 KB a key).
     pub exact_samples: usize,
     /// Exact members kept per set per interval before switching to HyperLogLog.
     pub exact_members: usize,
     /// Most keys held at once, all types together; lines for new keys beyond
-    /// it are dropped and counted in [`Totals::dropped_keys`].
+    /// it are dropped and counted in [`Totals::dropped_keys`]. Default
+    /// 100,000. Memory is bounded by this times a key's bound: a timer holds
+    /// at most `exact_samples` values or a sketch of at most 2 × 4096
+    /// buckets (64 KiB), a set at most `exact_members` hashes or 4 KiB of
+    /// HyperLogLog registers.
     pub max_keys: usize,
     /// Most `kv` values held per interval; more are dropped and counted.
     pub max_kv: usize,
@@ -78,9 +83,9 @@ impl Config {
             histograms: Vec::new(),
             idle: Idle::Drop,
             keep_gauges: false,
-            exact_samples: Samples::DEFAULT_EXACT_CAP,
+            exact_samples: 1_000,
             exact_members: Uniques::DEFAULT_EXACT_CAP,
-            max_keys: 1_000_000,
+            max_keys: 100_000,
             max_kv: 100_000,
             limits: Limits::default(),
             prefix: String::new(),
@@ -109,8 +114,10 @@ impl Config {
 
     fn check(&self) -> Result<(), Error> {
         let bad = |what: &str| Err(Error::Config(what.to_owned()));
-        if self.flush_interval < Duration::from_millis(1) {
-            return bad("flush interval must be at least 1 ms");
+        if self.flush_interval < Duration::from_secs(1) {
+            return bad(
+                "flush interval must be at least 1 s (graphite keeps one point per second)",
+            );
         }
         if self
             .percentiles
@@ -156,6 +163,9 @@ pub struct Totals {
     pub dropped_keys: u64,
     /// `kv` values dropped because [`Config::max_kv`] was reached.
     pub dropped_kv: u64,
+    /// Values refused because a sum, a square or a gauge would no longer be a
+    /// finite number (`c:1e308|c` twice), and points not sent for the same reason.
+    pub overflows: u64,
     /// Flushes made.
     pub flushes: u64,
 }
@@ -228,6 +238,8 @@ pub struct Aggregator {
     totals: Totals,
     /// Totals at the last flush, for Etsy's per-interval internal counters.
     flushed: Totals,
+    /// The timestamp of the last flush.
+    last_timestamp: Option<u64>,
 }
 
 impl Aggregator {
@@ -235,7 +247,7 @@ impl Aggregator {
     ///
     /// # Errors
     /// [`Error::Config`] when a value is out of range (a flush interval under
-    /// 1 ms, a percentile of 0 or beyond ±100, unordered histogram bins).
+    /// 1 s, a percentile of 0 or beyond ±100, unordered histogram bins).
     pub fn new(config: Config) -> Result<Aggregator, Error> {
         config.check()?;
         Ok(Aggregator {
@@ -250,6 +262,7 @@ impl Aggregator {
             key: String::new(),
             totals: Totals::default(),
             flushed: Totals::default(),
+            last_timestamp: None,
         })
     }
 
@@ -307,9 +320,13 @@ impl Aggregator {
         let full = self.keys() >= self.config.max_keys;
         match entry(&mut self.counters, name, full, Counter::default) {
             Some(c) => {
-                c.sum += value;
                 c.touched = true;
-                self.totals.values += 1;
+                if (c.sum + value).is_finite() {
+                    c.sum += value;
+                    self.totals.values += 1;
+                } else {
+                    self.totals.overflows += 1;
+                }
             }
             None => self.totals.dropped_keys += 1,
         }
@@ -339,13 +356,19 @@ impl Aggregator {
         let scale = if rate == 1.0 { 1.0 } else { 1.0 / rate };
         let mut values = 0u64;
         let mut dropped = 0u64;
+        let mut overflows = 0u64;
         match line.kind() {
             Kind::Counter => match entry(&mut self.counters, key, full, Counter::default) {
                 Some(c) => {
                     for v in line.values() {
                         if let Value::Number(n) = v {
-                            c.sum += n * scale;
-                            values += 1;
+                            let sum = c.sum + n * scale;
+                            if sum.is_finite() {
+                                c.sum = sum;
+                                values += 1;
+                            } else {
+                                overflows += 1;
+                            }
                         }
                     }
                     c.touched = true;
@@ -360,12 +383,17 @@ impl Aggregator {
                 match entry(&mut self.gauges, key, full, make) {
                     Some(g) => {
                         for v in line.values() {
-                            match v {
-                                Value::Number(n) => g.value = n,
-                                Value::Delta(d) => g.value += d,
+                            let next = match v {
+                                Value::Number(n) => n,
+                                Value::Delta(d) => g.value + d,
                                 Value::Member(_) => continue,
+                            };
+                            if next.is_finite() {
+                                g.value = next;
+                                values += 1;
+                            } else {
+                                overflows += 1;
                             }
-                            values += 1;
                         }
                         g.touched = true;
                     }
@@ -381,11 +409,15 @@ impl Aggregator {
                 match entry(&mut self.timers, key, full, make) {
                     Some(t) => {
                         for v in line.values() {
-                            if let Value::Number(n) = v
-                                && t.samples.insert(n)
-                            {
+                            let Value::Number(n) = v else { continue };
+                            // A sample whose square or sums would not be finite is refused.
+                            let fits = (t.samples.sum() + n).is_finite()
+                                && (t.samples.sum_sq() + n * n).is_finite();
+                            if fits && t.samples.insert(n) {
                                 t.weighted += scale;
                                 values += 1;
+                            } else {
+                                overflows += 1;
                             }
                         }
                     }
@@ -426,17 +458,25 @@ impl Aggregator {
         }
         self.totals.values += values;
         self.totals.dropped_keys += dropped;
+        self.totals.overflows += overflows;
     }
 
     /// Ends the flush interval at `now`: returns its points, named for the
-    /// mode, stamped with `now` in Unix seconds, and starts the next interval.
+    /// mode, stamped with `now` in Unix seconds (or the second after the last
+    /// flush's, if that is later: graphite keeps one point per path and
+    /// second), and starts the next interval.
     ///
     /// Keys that received nothing are dropped or send zero, as
     /// [`Config::idle`] says; gauges are kept if [`Config::keep_gauges`].
     pub fn flush(&mut self, now: SystemTime) -> Flush {
+        // Graphite keeps one value per path and second: two flushes stamped
+        // with one second would overwrite each other, so each gets a later
+        // second than the one before.
         let timestamp = now
             .duration_since(SystemTime::UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs());
+            .map_or(0, |d| d.as_secs())
+            .max(self.last_timestamp.map_or(0, |t| t + 1));
+        self.last_timestamp = Some(timestamp);
         let interval = self.config.flush_interval.as_secs_f64();
         let mut points = Vec::new();
         let mut written = 0usize;
@@ -532,6 +572,11 @@ impl Aggregator {
         if !self.config.keep_gauges {
             self.gauges.clear();
         }
+        // Every value that went in was finite and kept its sums finite; a
+        // point that is not finite anyway is not sent, and is counted.
+        let before = points.len();
+        points.retain(|(_, value, _)| value.is_finite());
+        self.totals.overflows += (before - points.len()) as u64;
         self.totals.flushes += 1;
         self.flushed = self.totals.clone();
         Flush::new(

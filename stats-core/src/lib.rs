@@ -88,5 +88,5 @@ pub use health::{FlushLag, HealthCheck, Perf, Registry, Report, SinkErrors, Stat
 pub use hll::{HyperLogLog, Uniques, hash64};
 pub use line::{Kind, Limits, Line, LineDecoder, Lines, Metric, Parser, Value, Values, sanitize};
 pub use output::{Flush, Mode, Point};
-pub use sink::{Outbox, OutboxConfig, SinkStats};
+pub use sink::{Batch, Outbox, OutboxConfig, SinkStats};
 pub use sketch::{Below, DdSketch, Samples};

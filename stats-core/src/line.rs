@@ -373,7 +373,7 @@ impl Parser {
                 [b'@', rate @ ..] if !seen_rate => {
                     seen_rate = true;
                     out.rate = number(rate)
-                        .filter(|r| *r > 0.0 && *r <= 1.0)
+                        .filter(|r| *r > 0.0 && *r <= 1.0 && (1.0 / r).is_finite())
                         .ok_or(LineError::BadSampleRate)?;
                 }
                 [b'#', tags @ ..] if out.tags.is_none() => {
@@ -569,10 +569,13 @@ pub(crate) fn simple_counter(p: &[u8], start: usize, limits: &Limits) -> Option<
     let digits = i;
     let mut n = 0u64;
     while i < len && p[i].is_ascii_digit() {
+        if i - digits == 15 {
+            return None;
+        }
         n = n * 10 + u64::from(p[i] - b'0');
         i += 1;
     }
-    if i == digits || i - digits > 15 || p.get(i..i + 2) != Some(b"|c") {
+    if i == digits || p.get(i..i + 2) != Some(b"|c") {
         return None;
     }
     i += 2;
@@ -918,6 +921,7 @@ mod tests {
             b"a:1|cc",
             b"a:1|c\r",
             b"a:1234567890123456|c",
+            b"a:99999999999999999999999999999|c",
         ] {
             assert_eq!(
                 simple_counter(other, 0, &l),

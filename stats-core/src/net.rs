@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, SystemTime};
 
@@ -96,9 +97,14 @@ pub struct Statsd {
     lag: FlushLag,
     interval: Duration,
     drain_timeout: Duration,
+    closed: AtomicBool,
+    tcp_slots: Arc<tokio::sync::Semaphore>,
 }
 
 impl Statsd {
+    /// Most TCP connections served at once.
+    pub const MAX_TCP_CONNECTIONS: usize = 1024;
+
     /// A server aggregating with `config` and writing to `sinks`.
     ///
     /// # Errors
@@ -120,6 +126,8 @@ impl Statsd {
             lag: FlushLag::new(interval, SystemTime::now()),
             interval,
             drain_timeout: Duration::from_secs(5),
+            closed: AtomicBool::new(false),
+            tcp_slots: Arc::new(tokio::sync::Semaphore::new(Self::MAX_TCP_CONNECTIONS)),
         })
     }
 
@@ -130,9 +138,21 @@ impl Statsd {
         self
     }
 
-    /// Ingests one packet (a datagram, or whole lines).
-    pub fn ingest(&self, packet: &[u8]) {
-        lock(&self.agg).ingest(packet);
+    /// Ingests one packet (a datagram, or whole lines). After
+    /// [`run`](Statsd::run) has made its final flush, packets are refused
+    /// (returns `false`): nothing is counted that would not be sent.
+    pub fn ingest(&self, packet: &[u8]) -> bool {
+        let mut agg = lock(&self.agg);
+        if self.closed.load(Ordering::SeqCst) {
+            return false;
+        }
+        agg.ingest(packet);
+        true
+    }
+
+    /// Whether the final flush was made (ingestion has stopped).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::SeqCst)
     }
 
     /// Runs `f` on the aggregator (for its totals, say).
@@ -140,7 +160,8 @@ impl Statsd {
         f(&lock(&self.agg))
     }
 
-    /// Receives datagrams until the socket fails; each is parsed whole.
+    /// Receives datagrams, each parsed whole, until the final flush or a
+    /// socket error.
     ///
     /// # Errors
     /// The socket's error.
@@ -148,24 +169,34 @@ impl Statsd {
         let mut buf = vec![0u8; 65_536];
         loop {
             let n = socket.recv(&mut buf).await?;
-            self.ingest(&buf[..n]);
+            if !self.ingest(&buf[..n]) {
+                return Ok(());
+            }
         }
     }
 
     /// Accepts TCP connections until the listener fails; each sends
     /// newline-separated lines. A line over the bound is counted as
-    /// [`LineError::TooLong`] and skipped.
+    /// [`LineError::TooLong`] and skipped. At most
+    /// [`Statsd::MAX_TCP_CONNECTIONS`] are served at once (each holds a
+    /// buffer of about 16 KiB); more wait to be accepted.
     ///
     /// # Errors
     /// The listener's error.
     pub async fn serve_tcp(self: &Arc<Self>, listener: TcpListener) -> io::Result<()> {
         loop {
+            // At most `MAX_TCP_CONNECTIONS` at once: past that, wait for one to end.
+            let slot = Arc::clone(&self.tcp_slots)
+                .acquire_owned()
+                .await
+                .map_err(|_| io::Error::other("closed"))?;
             let (stream, _) = listener.accept().await?;
             let me = Arc::clone(self);
             tokio::spawn(async move {
                 if let Err(e) = me.read_lines(stream).await {
                     tracing::debug!(error = %e, "statsd tcp connection ended");
                 }
+                drop(slot);
             });
         }
     }
@@ -183,7 +214,11 @@ impl Statsd {
                     decoder.decode(&mut buf)
                 };
                 match item {
-                    Ok(Some(lines)) => self.ingest(&lines),
+                    Ok(Some(lines)) => {
+                        if !self.ingest(&lines) {
+                            return Ok(());
+                        }
+                    }
                     Ok(None) => break,
                     Err(Error::Line(e)) => lock(&self.agg).count_bad(e),
                     Err(e) => return Err(io::Error::other(e.to_string())),
@@ -301,8 +336,9 @@ impl Statsd {
     }
 
     /// Writes the sinks and flushes every interval until `shutdown`
-    /// completes; then flushes once more, waits up to the drain timeout for
-    /// the sinks to take it, and returns. `on_flush` sees each flush (the
+    /// completes; then stops ingesting, flushes once more, ends any backoff,
+    /// waits up to the drain timeout for the sinks to take what they hold,
+    /// counts what they did not as dropped, and returns. `on_flush` sees each flush (the
     /// example prints it when no sink answers).
     pub async fn run_with(
         self: &Arc<Self>,
@@ -327,8 +363,14 @@ impl Statsd {
                 () = &mut shutdown => break,
             }
         }
+        // From here on nothing is ingested: what the final flush holds is all.
+        self.closed.store(true, Ordering::SeqCst);
         let flush = self.flush(SystemTime::now());
         on_flush(&flush);
+        for sink in &self.sinks {
+            lock(&sink.outbox).retry_now();
+            sink.wake.notify_one();
+        }
         let drained = async {
             while !self.sinks.iter().all(|s| lock(&s.outbox).is_empty()) {
                 tokio::time::sleep(Duration::from_millis(10)).await;
@@ -337,6 +379,12 @@ impl Statsd {
         let _ = tokio::time::timeout(self.drain_timeout, drained).await;
         for w in writers {
             w.abort();
+        }
+        for sink in &self.sinks {
+            let lost = lock(&sink.outbox).drop_all();
+            if lost > 0 {
+                tracing::warn!(sink = %sink.target.addr, points = lost, "shutting down with points not sent");
+            }
         }
     }
 
@@ -375,24 +423,18 @@ pub fn bind_udp(addr: SocketAddr, recv_buffer: usize) -> io::Result<UdpSocket> {
 
 /// Writes one sink's queue to its carbon server, reconnecting with backoff.
 async fn write_sink(sink: Arc<Sink>) {
-    // Connect at once, so that a carbon that is down shows before the first flush.
-    let first = match sink.target.format {
-        Format::Stream => Ok(None),
-        Format::Plaintext | Format::Pickle => connect(&sink.target.addr).await.map(Some),
-    };
-    let mut conn = match first {
-        Ok(stream) => stream,
-        Err(e) => {
-            tracing::warn!(sink = %sink.target.addr, error = %e, "carbon is not answering; retrying with backoff");
-            lock(&sink.outbox).failed(SystemTime::now(), &e.to_string());
-            None
-        }
-    };
+    // Try at once, so that a carbon that is down shows before the first flush.
+    if sink.target.format != Format::Stream
+        && let Err(e) = connect(&sink.target.addr).await
+    {
+        tracing::warn!(sink = %sink.target.addr, error = %e, "carbon is not answering; retrying with backoff");
+        lock(&sink.outbox).failed(None, SystemTime::now(), &e.to_string());
+    }
     loop {
         let now = SystemTime::now();
         let (batch, retry_at) = {
-            let outbox = lock(&sink.outbox);
-            (outbox.next(now).cloned(), outbox.retry_at())
+            let mut outbox = lock(&sink.outbox);
+            (outbox.next(now), outbox.retry_at())
         };
         let Some(batch) = batch else {
             match retry_at.and_then(|at| at.duration_since(now).ok()) {
@@ -406,24 +448,16 @@ async fn write_sink(sink: Arc<Sink>) {
             }
             continue;
         };
-        let result = async {
-            if sink.target.format == Format::Stream {
-                return run_stream_command(&sink.target.addr, &batch).await;
-            }
-            if conn.is_none() {
-                conn = Some(connect(&sink.target.addr).await?);
-            }
-            let Some(stream) = conn.as_mut() else {
-                return Err(io::Error::other("no connection"));
-            };
-            tokio::time::timeout(Duration::from_secs(30), stream.write_all(&batch))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
-        }
-        .await;
+        // A connection per batch, as Etsy statsd and statsite's graphite sink
+        // do: a connection kept open across a carbon restart would take the
+        // next batch into a socket nobody reads.
+        let result = match sink.target.format {
+            Format::Stream => run_stream_command(&sink.target.addr, &batch.bytes).await,
+            Format::Plaintext | Format::Pickle => send(&sink.target.addr, &batch.bytes).await,
+        };
         let mut outbox = lock(&sink.outbox);
         match result {
-            Ok(()) => outbox.sent(),
+            Ok(()) => outbox.sent(batch.seq),
             Err(e) => {
                 // Once per outage: the retries that follow are debug events.
                 if outbox.stats().consecutive_failures == 0 {
@@ -431,11 +465,22 @@ async fn write_sink(sink: Arc<Sink>) {
                 } else {
                     tracing::debug!(sink = %sink.target.addr, error = %e, "carbon write failed again");
                 }
-                outbox.failed(SystemTime::now(), &e.to_string());
-                conn = None;
+                outbox.failed(batch.seq, SystemTime::now(), &e.to_string());
             }
         }
     }
+}
+
+/// Connects, writes the batch whole, and closes the connection.
+async fn send(addr: &str, batch: &[u8]) -> io::Result<()> {
+    let mut stream = connect(addr).await?;
+    let write = async {
+        stream.write_all(batch).await?;
+        stream.shutdown().await
+    };
+    tokio::time::timeout(Duration::from_secs(30), write)
+        .await
+        .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "write timed out"))?
 }
 
 async fn connect(addr: &str) -> io::Result<TcpStream> {

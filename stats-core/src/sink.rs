@@ -50,16 +50,25 @@ pub struct SinkStats {
     pub queued_batches: usize,
 }
 
+/// A batch handed out by [`Outbox::next`]: report it with its `seq`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// Identifies the batch to [`Outbox::sent`] and [`Outbox::failed`].
+    pub seq: u64,
+    /// The rendered bytes.
+    pub bytes: Bytes,
+}
+
 /// The queue of one output (a carbon server, a file, a pipe).
 ///
 /// [`push`](Outbox::push) never blocks and never fails: when the queue is
-/// full the oldest batch is dropped and counted, so a sink that is down
-/// never holds up ingestion. The writer asks [`next`](Outbox::next) for the
-/// batch to send and reports [`sent`](Outbox::sent) or
-/// [`failed`](Outbox::failed); after a failure the same batch is offered
-/// again once the backoff has passed ([`retry_at`](Outbox::retry_at)).
-/// Resending a graphite batch is harmless: a point is keyed by path and
-/// timestamp, so carbon stores it once.
+/// full the oldest batch that is not being sent is dropped and counted, so a
+/// sink that is down never holds up ingestion. The writer takes the batch
+/// to send from [`next`](Outbox::next) and reports [`sent`](Outbox::sent) or
+/// [`failed`](Outbox::failed) with its `seq`; after a failure the same batch
+/// is offered again once the backoff has passed
+/// ([`retry_at`](Outbox::retry_at)). Resending a graphite batch is harmless:
+/// a point is keyed by path and timestamp, so carbon stores it once.
 ///
 /// ```
 /// use std::time::{Duration, UNIX_EPOCH};
@@ -69,20 +78,25 @@ pub struct SinkStats {
 /// let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
 /// let mut out = Outbox::new(OutboxConfig::default());
 /// out.push(Bytes::from_static(b"a 1 1700000000\n"), 1);
-/// assert!(out.next(t0).is_some());
-/// out.failed(t0, "connection refused");
+/// let batch = out.next(t0).unwrap();
+/// out.failed(batch.seq, t0, "connection refused");
 /// assert!(out.next(t0).is_none()); // backing off
 /// let later = out.retry_at().unwrap();
 /// assert_eq!(later, t0 + Duration::from_millis(100));
-/// assert!(out.next(later).is_some());
-/// out.sent();
+/// let again = out.next(later).unwrap();
+/// assert_eq!(again, batch);
+/// out.sent(again.seq);
 /// assert_eq!(out.stats().sent_points, 1);
 /// ```
 #[derive(Debug)]
 pub struct Outbox {
     config: OutboxConfig,
-    queue: VecDeque<(Bytes, usize)>,
+    /// Oldest first: sequence number, bytes, points.
+    queue: VecDeque<(u64, Bytes, usize)>,
     bytes: usize,
+    next_seq: u64,
+    /// The batch a writer holds: it is never evicted.
+    sending: Option<u64>,
     retry_at: Option<SystemTime>,
     stats: SinkStats,
 }
@@ -94,20 +108,28 @@ impl Outbox {
             config,
             queue: VecDeque::new(),
             bytes: 0,
+            next_seq: 0,
+            sending: None,
             retry_at: None,
             stats: SinkStats::default(),
         }
     }
 
     /// Queues a rendered batch of `points` points, dropping the oldest
-    /// batches (counted) while over a bound.
+    /// batches (counted) while over a bound; the batch being sent stays.
     pub fn push(&mut self, batch: Bytes, points: usize) {
         self.bytes += batch.len();
-        self.queue.push_back((batch, points));
-        while self.queue.len() > self.config.max_batches.max(1)
-            || (self.bytes > self.config.max_bytes && self.queue.len() > 1)
+        self.queue.push_back((self.next_seq, batch, points));
+        self.next_seq += 1;
+        let min_len = 1 + usize::from(self.sending.is_some());
+        while self.queue.len() > self.config.max_batches.max(min_len)
+            || (self.bytes > self.config.max_bytes && self.queue.len() > min_len)
         {
-            if let Some((old, n)) = self.queue.pop_front() {
+            let oldest = match self.queue.front() {
+                Some((seq, _, _)) if Some(*seq) == self.sending => 1,
+                _ => 0,
+            };
+            if let Some((_, old, n)) = self.queue.remove(oldest) {
                 self.bytes -= old.len();
                 self.stats.dropped_batches += 1;
                 self.stats.dropped_points += n as u64;
@@ -116,13 +138,19 @@ impl Outbox {
         self.stats.queued_batches = self.queue.len();
     }
 
-    /// The batch to send now: the oldest, unless the queue is empty or a
-    /// backoff runs until after `now`.
-    pub fn next(&self, now: SystemTime) -> Option<&Bytes> {
-        match self.retry_at {
-            Some(at) if now < at => None,
-            _ => self.queue.front().map(|(b, _)| b),
+    /// The batch to send now, the oldest, unless the queue is empty or a
+    /// backoff runs until after `now`. It stays queued (and is never
+    /// evicted) until reported.
+    pub fn next(&mut self, now: SystemTime) -> Option<Batch> {
+        if self.retry_at.is_some_and(|at| now < at) {
+            return None;
         }
+        let (seq, bytes, _) = self.queue.front()?;
+        self.sending = Some(*seq);
+        Some(Batch {
+            seq: *seq,
+            bytes: bytes.clone(),
+        })
     }
 
     /// When a backoff ends, if one is running.
@@ -130,27 +158,39 @@ impl Outbox {
         self.retry_at
     }
 
+    /// Ends a backoff now (at shutdown, say).
+    pub fn retry_now(&mut self) {
+        self.retry_at = None;
+    }
+
     /// Whether nothing waits.
     pub fn is_empty(&self) -> bool {
         self.queue.is_empty()
     }
 
-    /// The batch from [`next`](Outbox::next) was written whole: it leaves the queue.
-    pub fn sent(&mut self) {
-        if let Some((batch, n)) = self.queue.pop_front() {
+    /// The batch `seq` was written whole: it leaves the queue.
+    pub fn sent(&mut self, seq: u64) {
+        if let Some(at) = self.queue.iter().position(|(s, _, _)| *s == seq)
+            && let Some((_, batch, n)) = self.queue.remove(at)
+        {
             self.bytes -= batch.len();
             self.stats.sent_batches += 1;
             self.stats.sent_points += n as u64;
         }
+        self.sending = None;
         self.retry_at = None;
         self.stats.consecutive_failures = 0;
         self.stats.queued_batches = self.queue.len();
     }
 
-    /// Sending failed at `now`: the batch stays first, and is offered again
-    /// after a delay that doubles with each failure in a row, from
-    /// `backoff_min` up to `backoff_max`.
-    pub fn failed(&mut self, now: SystemTime, error: &str) {
+    /// Sending failed at `now` (`seq` is the batch tried, or `None` for a
+    /// failure before any batch, such as a first connection): the batch
+    /// stays first, and is offered again after a delay that doubles with
+    /// each failure in a row, from `backoff_min` up to `backoff_max`.
+    pub fn failed(&mut self, seq: impl Into<Option<u64>>, now: SystemTime, error: &str) {
+        if seq.into() == self.sending {
+            self.sending = None;
+        }
         let doublings = self.stats.consecutive_failures.min(31);
         let delay = self
             .config
@@ -163,6 +203,21 @@ impl Outbox {
         self.stats.last_error = Some(error.to_owned());
     }
 
+    /// Gives up on everything queued (at shutdown): it is counted as dropped.
+    /// Returns the points dropped.
+    pub fn drop_all(&mut self) -> u64 {
+        let mut points = 0;
+        for (_, _, n) in self.queue.drain(..) {
+            self.stats.dropped_batches += 1;
+            points += n as u64;
+        }
+        self.stats.dropped_points += points;
+        self.bytes = 0;
+        self.sending = None;
+        self.stats.queued_batches = 0;
+        points
+    }
+
     /// What the queue has done.
     pub fn stats(&self) -> &SinkStats {
         &self.stats
@@ -173,6 +228,33 @@ impl Outbox {
 mod tests {
     use super::*;
     use std::time::UNIX_EPOCH;
+
+    #[test]
+    fn the_batch_being_sent_is_never_evicted_nor_mistaken_for_another() {
+        let mut out = Outbox::new(OutboxConfig {
+            max_batches: 1,
+            ..OutboxConfig::default()
+        });
+        out.push(batch(1), 1);
+        let sending = out.next(UNIX_EPOCH).unwrap();
+        // Two flushes while it is written: the older of them is dropped, not it.
+        out.push(batch(2), 2);
+        out.push(batch(3), 3);
+        assert_eq!(
+            (out.stats().dropped_batches, out.stats().dropped_points),
+            (1, 2)
+        );
+        out.sent(sending.seq);
+        assert_eq!(
+            out.stats().sent_points,
+            1,
+            "the batch written is the one counted"
+        );
+        assert_eq!(out.next(UNIX_EPOCH).map(|b| b.bytes), Some(batch(3)));
+        assert_eq!(out.drop_all(), 3);
+        assert!(out.is_empty());
+        assert_eq!(out.stats().dropped_batches, 2);
+    }
 
     fn batch(n: u8) -> Bytes {
         Bytes::from(vec![n; 10])
@@ -189,7 +271,7 @@ mod tests {
         out.push(batch(3), 5);
         assert_eq!(out.stats().dropped_batches, 1);
         assert_eq!(out.stats().dropped_points, 3);
-        assert_eq!(out.next(UNIX_EPOCH), Some(&batch(2)));
+        assert_eq!(out.next(UNIX_EPOCH).map(|b| b.bytes), Some(batch(2)));
     }
 
     #[test]
@@ -220,7 +302,7 @@ mod tests {
         out.push(batch(1), 1);
         let mut delays = Vec::new();
         for _ in 0..5 {
-            out.failed(t0, "down");
+            out.failed(None, t0, "down");
             delays.push(
                 out.retry_at()
                     .unwrap()
@@ -231,8 +313,9 @@ mod tests {
         }
         assert_eq!(delays, [1, 2, 4, 5, 5]);
         assert!(out.next(t0).is_none());
-        assert_eq!(out.next(t0 + Duration::from_secs(5)), Some(&batch(1)));
-        out.sent();
+        let b = out.next(t0 + Duration::from_secs(5)).unwrap();
+        assert_eq!(b.bytes, batch(1));
+        out.sent(b.seq);
         assert_eq!(out.stats().consecutive_failures, 0);
         assert_eq!(out.stats().failures, 5);
         assert!(out.retry_at().is_none());

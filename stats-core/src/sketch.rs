@@ -613,7 +613,8 @@ impl Samples {
     }
 
     /// Population standard deviation `sqrt(Σ(v - mean)² / n)` (divided by
-    /// `n`, not `n - 1`, as Etsy statsd's `std` and statsite's `stdev`),
+    /// `n`, not `n - 1`, as Etsy statsd's `std`; statsite's `stdev` divides
+    /// by `n - 1`, which the aggregator's statsite mode derives from this),
     /// computed with Welford's update so it stays exact in sketch mode and
     /// does not cancel catastrophically. 0 for one sample, `None` when empty.
     pub fn stdev(&self) -> Option<f64> {

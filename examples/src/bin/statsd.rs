@@ -11,7 +11,7 @@
 //! queue), `--pickle HOST:PORT` (repeatable: carbon's pickle port), `--stream-cmd
 //! CMD` (repeatable: each flush in statsite's stream format on the stdin of
 //! `sh -c CMD`, so statsite's sink scripts keep working),
-//! `--flush-interval 2s` (or `500ms`, `1m`, `1h`), `--mode statsite|etsy` (output names
+//! `--flush-interval 2s` (or `1m`, `1h`; at least 1 s), `--mode statsite|etsy` (output names
 //! and semantics; default etsy), `--prefix P`, `--mgmt-port P` (Etsy-style
 //! admin commands `health` and `stats`; default 8126, 0 picks a free one).
 //! On SIGTERM or Ctrl-C it flushes once more, waits for carbon to take it

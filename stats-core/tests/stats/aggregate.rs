@@ -411,3 +411,54 @@ proptest::proptest! {
         proptest::prop_assert_eq!(fast.flush(at(T)), general.flush(at(T)));
     }
 }
+
+#[test]
+fn sums_that_would_not_be_finite_are_refused_and_counted() {
+    let mut agg = Aggregator::new(Config::etsy()).unwrap();
+    agg.ingest(b"c:1e308|c\nc:1e308|c\ng:1e308|g\ng:+1e308|g\nt:1e200|ms\nt:5|ms\nr:0|c|@1e-320");
+    let t = agg.totals().clone();
+    assert_eq!(
+        t.overflows, 3,
+        "the second counter value, the gauge change, the huge sample"
+    );
+    assert_eq!(t.bad(LineError::BadSampleRate), 1);
+    let f = agg.flush(at(T));
+    assert!(
+        f.points().iter().all(|p| p.value.is_finite()),
+        "{:?}",
+        f.points()
+    );
+    assert_eq!(f.get("stats.counters.c.count"), Some(1e308));
+    assert_eq!(f.get("stats.gauges.g"), Some(1e308));
+    assert_eq!(f.get("stats.timers.t.count"), Some(1.0));
+    let out = text(f.plaintext());
+    assert!(!out.contains("NaN") && !out.contains("Infinity"), "{out}");
+}
+
+#[test]
+fn flushes_in_one_second_get_distinct_timestamps() {
+    let mut agg = Aggregator::new(Config::statsite()).unwrap();
+    agg.ingest(b"c:1|c");
+    assert_eq!(agg.flush(at(T)).timestamp(), T);
+    agg.ingest(b"c:2|c");
+    // A final flush in the same second as the last: carbon would keep only one.
+    assert_eq!(agg.flush(at(T)).timestamp(), T + 1);
+    assert_eq!(agg.flush(at(T + 10)).timestamp(), T + 10);
+}
+
+proptest::proptest! {
+    #[test]
+    fn arbitrary_packets_never_panic_the_aggregator(
+        packet in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..400),
+        digits in "[0-9]{10,40}",
+    ) {
+        for mode in [Config::etsy(), Config::statsite()] {
+            let mut agg = Aggregator::new(Config { exact_samples: 4, exact_members: 4, ..mode }).unwrap();
+            agg.ingest(&packet);
+            agg.ingest(format!("n:{digits}|c\nn:{digits}|ms\nn:{digits}|g\nn:+{digits}|g").as_bytes());
+            let f = agg.flush(at(T));
+            proptest::prop_assert!(f.points().iter().all(|p| p.value.is_finite()));
+            let _ = (f.plaintext(), f.pickle(), f.stream());
+        }
+    }
+}

@@ -40,7 +40,12 @@ struct Server {
 
 fn server(config: Config, sinks: Vec<SinkTarget>) -> Server {
     let rt = runtime();
-    let statsd = Arc::new(Statsd::new(config, sinks).unwrap());
+    // A generous drain, so a slow machine never cuts the final flush short.
+    let statsd = Arc::new(
+        Statsd::new(config, sinks)
+            .unwrap()
+            .drain_timeout(Duration::from_secs(60)),
+    );
     let addr = rt.block_on(async {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = tcp.local_addr().unwrap();
@@ -101,10 +106,12 @@ impl FakeCarbon {
 #[test]
 fn a_real_client_library_over_udp_and_lines_over_tcp_reach_carbon() {
     let carbon = fake_carbon();
-    let srv = server(
-        Config::etsy(),
-        vec![SinkTarget::plaintext(carbon.addr.to_string())],
-    );
+    // An hour-long interval: only the flush made below sends.
+    let config = Config {
+        flush_interval: Duration::from_secs(3600),
+        ..Config::etsy()
+    };
+    let srv = server(config, vec![SinkTarget::plaintext(carbon.addr.to_string())]);
 
     // cadence, a statsd client library, over UDP.
     let socket = StdUdp::bind("127.0.0.1:0").unwrap();
@@ -196,8 +203,14 @@ fn a_sink_that_is_down_never_blocks_ingestion_and_counts_what_it_drops() {
         srv.statsd.sink_stats()[0].consecutive_failures >= 5
     });
     let stats = srv.statsd.sink_stats()[0].clone();
-    assert_eq!(stats.dropped_batches, 3, "5 flushes, room for 2: {stats:?}");
-    assert_eq!(stats.dropped_points, 3);
+    // Room for 2, and one more while an attempt holds the oldest.
+    assert_eq!(
+        stats.dropped_batches + stats.queued_batches as u64,
+        5,
+        "{stats:?}"
+    );
+    assert!((2..=3).contains(&stats.dropped_batches), "{stats:?}");
+    assert_eq!(stats.dropped_points, stats.dropped_batches);
     assert_eq!(stats.sent_points, 0);
     assert!(srv.statsd.sinks_down());
     let health = srv.statsd.health(SystemTime::now());
@@ -433,4 +446,29 @@ fn a_failing_stream_command_is_retried() {
     let stats = srv.statsd.sink_stats()[0].clone();
     assert_eq!((stats.failures, stats.sent_batches), (1, 1), "{stats:?}");
     assert!(stats.last_error.unwrap().contains("exit status: 3"));
+}
+
+#[test]
+fn nothing_is_ingested_after_the_final_flush() {
+    let carbon = fake_carbon();
+    let srv = server(
+        Config::statsite(),
+        vec![SinkTarget::plaintext(carbon.addr.to_string())],
+    );
+    assert!(srv.statsd.ingest(b"before:1|c"));
+    let run = srv.rt.spawn({
+        let s = srv.statsd.clone();
+        async move { s.run(async {}).await }
+    });
+    srv.rt.block_on(run).unwrap();
+    assert!(srv.statsd.is_closed());
+    assert!(
+        !srv.statsd.ingest(b"after:1|c"),
+        "refused, so never counted as received"
+    );
+    assert_eq!(srv.lines(), 1);
+    eventually("carbon read the final flush", || {
+        carbon.value("counts.before").is_some()
+    });
+    assert_eq!(carbon.value("counts.after"), None);
 }
