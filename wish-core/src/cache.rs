@@ -360,8 +360,12 @@ impl TimestampStore for MemoryTimestamps {
             s.times.retain(|_, at| *at > cutoff);
             s.floor = s.floor.max(Some(cutoff));
         }
-        let at = s.times.entry(entity.to_string()).or_insert(now);
-        *at = (*at).max(now);
+        match s.times.get_mut(entity) {
+            Some(at) => *at = (*at).max(now),
+            None => {
+                s.times.insert(entity.to_owned(), now);
+            }
+        }
         StoreFuture::ready(())
     }
 
@@ -428,9 +432,6 @@ impl CacheLayer {
 
     /// Looks up a call to `method` with `request`, started at `now`.
     pub async fn lookup(&self, method: &MethodDesc, request: &Bytes, now: SystemTime) -> Lookup {
-        if !method.options.cache {
-            return Lookup::Skip;
-        }
         match self.probe(method, request.clone(), now).await {
             Probe::Hit(hit) => Lookup::Hit(hit),
             Probe::Call(Some(pending), _) => Lookup::Miss(pending),

@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::cache::{CacheLayer, Probe};
-use crate::error::{Code, Status};
+use crate::error::{Code, Error, Status};
 use crate::frame::{Body, Frame, FrameCodec, RequestFrame};
 use crate::options::MethodDesc;
 use crate::server::Server;
@@ -298,9 +298,10 @@ impl Channel for LocalChannel {
 }
 
 fn roundtrip(codec: &mut FrameCodec, frame: Frame, wire: &mut BytesMut) -> Result<Frame, Status> {
-    codec
-        .encode(frame, wire)
-        .map_err(|e| Status::new(Code::RESOURCE_EXHAUSTED, e.to_string()))?;
+    codec.encode(frame, wire).map_err(|e| match &e {
+        Error::Frame(f) => Status::new(f.code(), e.to_string()),
+        _ => Status::internal(e.to_string()),
+    })?;
     codec
         .decode(wire)
         .map_err(|e| Status::internal(e.to_string()))?

@@ -184,6 +184,18 @@ pub enum FrameError {
     WrongDirection,
 }
 
+impl FrameError {
+    /// The status a call fails with, or a connection is refused with, for
+    /// this error: [`Code::RESOURCE_EXHAUSTED`] for a frame or payload over
+    /// the bound, [`Code::INVALID_ARGUMENT`] for anything else.
+    pub fn code(&self) -> Code {
+        match self {
+            FrameError::TooLong { .. } | FrameError::Bomb { .. } => Code::RESOURCE_EXHAUSTED,
+            _ => Code::INVALID_ARGUMENT,
+        }
+    }
+}
+
 /// Everything that can go wrong in this crate, apart from a call's [`Status`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -266,7 +266,7 @@ where
                             Ok(()) => {}
                             // Too large to encode: that call fails, the others go on.
                             Err(Error::Frame(e)) => {
-                                let status = Status::new(Code::RESOURCE_EXHAUSTED, format!("answer not sent: {e}"));
+                                let status = Status::new(e.code(), format!("answer not sent: {e}"));
                                 writer.feed(Frame::error(id, status)).await?;
                             }
                             Err(e) => return Err(e),
@@ -289,12 +289,8 @@ async fn refuse<W>(writer: &mut FramedWrite<W, FrameCodec>, err: FrameError) -> 
 where
     W: AsyncWrite + Unpin,
 {
-    let code = match err {
-        FrameError::TooLong { .. } | FrameError::Bomb { .. } => Code::RESOURCE_EXHAUSTED,
-        _ => Code::INVALID_ARGUMENT,
-    };
     let _ = writer
-        .send(Frame::error(0, Status::new(code, err.to_string())))
+        .send(Frame::error(0, Status::new(err.code(), err.to_string())))
         .await;
     Error::Frame(err)
 }
@@ -487,10 +483,7 @@ impl ClientInner {
                             if let Some(conn) = writing.upgrade() {
                                 conn.fail(
                                     id,
-                                    Status::new(
-                                        Code::RESOURCE_EXHAUSTED,
-                                        format!("request not sent: {e}"),
-                                    ),
+                                    Status::new(e.code(), format!("request not sent: {e}")),
                                 );
                             }
                             Ok(())

@@ -87,20 +87,10 @@ fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {
     None
 }
 
-/// The message with its top-level fields in field-number order (a stable
-/// sort, so repeated fields keep their order). Encoders that write fields in
-/// number order, as prost and protoc's do, produce this form already and get
-/// their bytes back unchanged, without a copy or an allocation. `None` if
-/// the message is not well-formed.
-#[cfg(test)]
-fn canonical(msg: &Bytes) -> Option<Bytes> {
-    match key(msg, &[], &mut Entities::new())? {
-        Canonical::Same => Some(msg.clone()),
-        Canonical::Sorted(sorted) => Some(sorted),
-    }
-}
-
-/// A message's canonical form, as [`key`] finds it.
+/// A message's canonical form, as [`key`] finds it: its top-level fields in
+/// field-number order (a stable sort, so repeated fields keep their order).
+/// Encoders that write fields in number order, as prost and protoc's do,
+/// produce this form already and get their bytes back unchanged.
 pub(crate) enum Canonical {
     /// The message is canonical already: its own bytes, without a copy.
     Same,
@@ -109,7 +99,7 @@ pub(crate) enum Canonical {
 }
 
 /// What a cache lookup needs of a request, in one pass over it: its
-/// canonical form (see `canonical`), returned, and the entities it names,
+/// canonical form (see [`Canonical`]), returned, and the entities it names,
 /// rendered into `entities`: `field=value` for each of `listed`, with the
 /// field's default when the message leaves it out. `None` if the message is
 /// not well-formed or a listed field has the wrong wire type.
@@ -376,6 +366,14 @@ fn render(msg: &[u8], f: &Field, kind: FieldKind, out: &mut Entities) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The canonical form [`key`] finds, as bytes.
+    fn canonical(msg: &Bytes) -> Option<Bytes> {
+        match key(msg, &[], &mut Entities::new())? {
+            Canonical::Same => Some(msg.clone()),
+            Canonical::Sorted(sorted) => Some(sorted),
+        }
+    }
 
     const fn field(name: &'static str, number: u32, kind: FieldKind) -> EntityField {
         EntityField {

@@ -377,3 +377,37 @@ async fn unknown_methods_and_bad_tables() {
         "service test.Bad, method M: (expire) needs (cache) = true"
     );
 }
+
+#[tokio::test]
+async fn every_answer_of_a_cache_method_says_when_it_was_computed() {
+    let (_arith, _server, channel, clock) = setup(ServerConfig::default());
+    let t0 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_000_000);
+    let miss = channel
+        .call(MUL, pair(2, 3), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (miss.from_cache, miss.computed_at),
+        (false, Some(t0)),
+        "a miss"
+    );
+    clock.advance(5);
+    let bypass = channel
+        .call(MUL, pair(2, 3), CallOptions::new().no_cache())
+        .await
+        .unwrap();
+    assert_eq!(
+        (bypass.from_cache, bypass.computed_at),
+        (false, Some(t0 + Duration::from_secs(5))),
+        "a call that bypasses the cache, computed now"
+    );
+    let plain = channel
+        .call(ADD, pair(2, 3), CallOptions::new())
+        .await
+        .unwrap();
+    assert_eq!(
+        (plain.from_cache, plain.computed_at),
+        (false, None),
+        "a method without (cache) carries no timestamp"
+    );
+}

@@ -537,3 +537,25 @@ async fn shutdown_answers_the_calls_already_read_then_stops() {
     assert_eq!(err.code(), Code::UNAVAILABLE, "{err}");
     assert!(tokio::net::TcpStream::connect(&addr).await.is_err());
 }
+
+#[tokio::test]
+async fn a_client_sending_a_server_frame_is_refused() {
+    let (_arith, _server, addr) = start().await;
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut raw = Framed::new(stream, FrameCodec::new());
+    raw.send(Frame::error(
+        3,
+        wish_core::Status::internal("from a client"),
+    ))
+    .await
+    .unwrap();
+    let answer = raw.next().await.unwrap().unwrap();
+    assert_eq!(answer.id, 0, "{answer:?}");
+    assert!(
+        matches!(&answer.body, Body::Error(s)
+            if s.code() == Code::INVALID_ARGUMENT
+                && s.message() == "a frame of a kind only the other side sends"),
+        "{answer:?}"
+    );
+    assert!(raw.next().await.is_none(), "then the server closes");
+}
