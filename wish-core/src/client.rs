@@ -10,7 +10,7 @@ use futures::future::BoxFuture;
 use tokio_util::codec::{Decoder, Encoder};
 
 use crate::cache::{CacheLayer, Probe};
-use crate::error::{Code, Error, Status};
+use crate::error::{Error, Status};
 use crate::frame::{Body, Frame, FrameCodec, RequestFrame};
 use crate::options::MethodDesc;
 use crate::server::Server;
@@ -19,7 +19,7 @@ use crate::server::Server;
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct CallOptions {
-    /// Fail the call with [`Code::DEADLINE_EXCEEDED`] if no answer came in
+    /// Fail the call with [`Code::DEADLINE_EXCEEDED`](crate::Code::DEADLINE_EXCEEDED) if no answer came in
     /// this long after the request was queued for the socket (connecting is
     /// bounded by the client's own connect timeout); the server is told, and
     /// stops the handler when it passes. [`LocalChannel`] ignores it.
@@ -105,7 +105,7 @@ impl<C: Channel + ?Sized> Channel for Arc<C> {
 /// Encodes `request`, calls, and decodes the answer: what generated clients call.
 ///
 /// # Errors
-/// The call's status; [`Code::INTERNAL`] if the answer does not decode.
+/// The call's status; [`Code::INTERNAL`](crate::Code::INTERNAL) if the answer does not decode.
 pub async fn call<C, Req, Resp>(
     channel: &C,
     method: &'static MethodDesc,
@@ -147,7 +147,7 @@ pub fn request_frame(id: u64, method: &MethodDesc, payload: Bytes, options: Call
 /// The answer a response or error frame carries.
 ///
 /// # Errors
-/// The status of an error frame; [`Code::INTERNAL`] for a request or cancel frame.
+/// The status of an error frame; [`Code::INTERNAL`](crate::Code::INTERNAL) for a request or cancel frame.
 pub fn reply_from(frame: Frame) -> Result<RawReply, Status> {
     match frame.body {
         Body::Response(r) => Ok(RawReply {
