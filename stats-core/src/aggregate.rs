@@ -17,8 +17,8 @@ type Map<V> = hashbrown::HashMap<Box<str>, V>;
 pub enum Idle {
     /// It is forgotten, and sends nothing (statsite; Etsy with `deleteIdleStats`).
     Drop,
-    /// It sends zero: counters 0, timers a count of 0, sets 0; gauges resend
-    /// their last value (Etsy's default).
+    /// It sends zero: counters 0, timers a count of 0, sets 0 (Etsy's
+    /// default). Whether gauges are resent is [`Config::keep_gauges`].
     Zero,
 }
 
@@ -53,7 +53,7 @@ pub struct Config {
     /// flush interval that set it, and a change (`+N`) starts again from 0.
     pub keep_gauges: bool,
     /// Exact samples kept per timer per interval before switching to a
-    /// sketch. Default 1000 (8 KB a key).
+    /// sketch. Default [`Samples::DEFAULT_EXACT_CAP`] (1,000: 8 KB a key).
     pub exact_samples: usize,
     /// Exact members kept per set per interval before switching to HyperLogLog.
     pub exact_members: usize,
@@ -83,7 +83,7 @@ impl Config {
             histograms: Vec::new(),
             idle: Idle::Drop,
             keep_gauges: false,
-            exact_samples: 1_000,
+            exact_samples: Samples::DEFAULT_EXACT_CAP,
             exact_members: Uniques::DEFAULT_EXACT_CAP,
             max_keys: 100_000,
             max_kv: 100_000,
@@ -186,6 +186,18 @@ impl Totals {
 struct Counter {
     sum: f64,
     touched: bool,
+}
+
+impl Counter {
+    /// Adds `value`, unless the sum would no longer be finite (then `false`).
+    fn add(&mut self, value: f64) -> bool {
+        self.touched = true;
+        let sum = self.sum + value;
+        if sum.is_finite() {
+            self.sum = sum;
+        }
+        sum.is_finite()
+    }
 }
 
 #[derive(Debug)]
@@ -320,9 +332,7 @@ impl Aggregator {
         let full = self.keys() >= self.config.max_keys;
         match entry(&mut self.counters, name, full, Counter::default) {
             Some(c) => {
-                c.touched = true;
-                if (c.sum + value).is_finite() {
-                    c.sum += value;
+                if c.add(value) {
                     self.totals.values += 1;
                 } else {
                     self.totals.overflows += 1;
@@ -362,16 +372,13 @@ impl Aggregator {
                 Some(c) => {
                     for v in line.values() {
                         if let Value::Number(n) = v {
-                            let sum = c.sum + n * scale;
-                            if sum.is_finite() {
-                                c.sum = sum;
+                            if c.add(n * scale) {
                                 values += 1;
                             } else {
                                 overflows += 1;
                             }
                         }
                     }
-                    c.touched = true;
                 }
                 None => dropped += line.value_count() as u64,
             },
@@ -412,7 +419,8 @@ impl Aggregator {
                             let Value::Number(n) = v else { continue };
                             // A sample whose square or sums would not be finite is refused.
                             let fits = (t.samples.sum() + n).is_finite()
-                                && (t.samples.sum_sq() + n * n).is_finite();
+                                && (t.samples.sum_sq() + n * n).is_finite()
+                                && (t.weighted + scale).is_finite();
                             if fits && t.samples.insert(n) {
                                 t.weighted += scale;
                                 values += 1;
@@ -593,8 +601,7 @@ impl Aggregator {
         let metrics = self.totals.lines - self.flushed.lines;
         for (key, n) in INTERNAL.into_iter().zip([bad, packets, metrics]) {
             let c = self.counters.entry(key.into()).or_default();
-            c.sum += n as f64;
-            c.touched = true;
+            c.add(n as f64);
         }
     }
 }
@@ -622,25 +629,28 @@ fn entry<'m, V>(
 /// Writes `name;tag=value;...` (graphite's tagged series) for a tagged line.
 /// A tag without a value gets the value `true`.
 fn tagged_key(key: &mut String, line: &Line<'_>) {
+    // Appends `raw` sanitised, without the tag separators; whether it added anything.
+    fn push_clean(key: &mut String, raw: &[u8]) -> bool {
+        let before = key.len();
+        key.extend(
+            crate::line::sanitize(raw)
+                .chars()
+                .filter(|c| *c != ';' && *c != '='),
+        );
+        key.len() > before
+    }
     key.clear();
     key.push_str(line.name());
     for (tag, value) in line.tag_pairs() {
-        let clean = |raw: &[u8]| -> String {
-            crate::line::sanitize(raw)
-                .chars()
-                .filter(|c| *c != ';' && *c != '=')
-                .collect()
-        };
-        let tag = clean(tag);
-        if tag.is_empty() {
+        let mark = key.len();
+        key.push(';');
+        if !push_clean(key, tag) {
+            key.truncate(mark);
             continue;
         }
-        key.push(';');
-        key.push_str(&tag);
         key.push('=');
-        match value.map(clean) {
-            Some(v) if !v.is_empty() => key.push_str(&v),
-            _ => key.push_str("true"),
+        if !value.is_some_and(|v| push_clean(key, v)) {
+            key.push_str("true");
         }
     }
 }

@@ -4,7 +4,7 @@ use std::borrow::Cow;
 use std::fmt;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio_util::codec::{Decoder, Encoder};
+use tokio_util::codec::Decoder;
 
 use crate::error::{Error, LineError};
 
@@ -166,11 +166,6 @@ impl<'a> Line<'a> {
             rest: self.more,
             kind: self.kind,
         }
-    }
-
-    /// The first value (the only one, on most lines).
-    pub fn first_value(&self) -> Value<'a> {
-        self.first
     }
 
     /// How many values the line holds.
@@ -735,7 +730,7 @@ impl<'a> Metric<'a> {
                 }
                 (Value::Delta(d), Kind::Gauge) if d.is_finite() => {
                     let _ = write!(
-                        Fmt(dst),
+                        dst,
                         "{}{}",
                         if d.is_sign_negative() { "-" } else { "+" },
                         d.abs()
@@ -745,7 +740,7 @@ impl<'a> Metric<'a> {
                     if kind == Kind::Gauge && n.is_sign_negative() {
                         return Err(LineError::BadValue);
                     }
-                    let _ = write!(Fmt(dst), "{n}");
+                    let _ = write!(dst, "{n}");
                 }
                 _ => return Err(LineError::BadValue),
             }
@@ -756,7 +751,7 @@ impl<'a> Metric<'a> {
             if !(rate > 0.0 && rate <= 1.0) {
                 return Err(LineError::BadSampleRate);
             }
-            let _ = write!(Fmt(dst), "|@{rate}");
+            let _ = write!(dst, "|@{rate}");
         }
         if !self.tags.is_empty() {
             dst.put_slice(b"|#");
@@ -782,19 +777,9 @@ impl<'a> Metric<'a> {
             dst.put_slice(id.as_bytes());
         }
         if let Some(ts) = self.timestamp {
-            let _ = write!(Fmt(dst), "|T{ts}");
+            let _ = write!(dst, "|T{ts}");
         }
         dst.put_u8(b'\n');
-        Ok(())
-    }
-}
-
-/// `fmt::Write` into a `BytesMut`.
-struct Fmt<'a>(&'a mut BytesMut);
-
-impl fmt::Write for Fmt<'_> {
-    fn write_str(&mut self, s: &str) -> fmt::Result {
-        self.0.put_slice(s.as_bytes());
         Ok(())
     }
 }
@@ -865,14 +850,6 @@ impl Decoder for LineDecoder {
             }
             None => Ok(Some(src.split().freeze())),
         }
-    }
-}
-
-impl Encoder<Metric<'_>> for LineDecoder {
-    type Error = Error;
-
-    fn encode(&mut self, item: Metric<'_>, dst: &mut BytesMut) -> Result<(), Error> {
-        item.encode(dst).map_err(Error::Line)
     }
 }
 

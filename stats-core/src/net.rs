@@ -55,6 +55,15 @@ impl SinkTarget {
         }
     }
 
+    /// A pickle sink at `addr` (carbon's pickle port) with the default queue.
+    pub fn pickle(addr: impl Into<String>) -> SinkTarget {
+        SinkTarget {
+            addr: addr.into(),
+            format: Format::Pickle,
+            outbox: OutboxConfig::default(),
+        }
+    }
+
     /// A statsite stream sink: `command` (run by `sh -c`) reads each flush
     /// on its standard input.
     pub fn stream(command: impl Into<String>) -> SinkTarget {
@@ -289,17 +298,22 @@ impl Statsd {
         let flush = lock(&self.agg).flush(now);
         self.lag.flushed(now);
         let n = flush.points().len();
-        let mut plaintext: Option<Bytes> = None;
+        if n == 0 {
+            return flush;
+        }
+        // Each format rendered once, whatever the number of its sinks.
+        let mut rendered: [Option<Bytes>; 3] = Default::default();
         for sink in &self.sinks {
-            let batch = match sink.target.format {
-                Format::Plaintext => plaintext.get_or_insert_with(|| flush.plaintext()).clone(),
-                Format::Pickle => flush.pickle(),
-                Format::Stream => flush.stream(),
-            };
-            if n > 0 {
-                lock(&sink.outbox).push(batch, n);
-                sink.wake.notify_one();
-            }
+            let format = sink.target.format;
+            let batch = rendered[format as usize]
+                .get_or_insert_with(|| match format {
+                    Format::Plaintext => flush.plaintext(),
+                    Format::Pickle => flush.pickle(),
+                    Format::Stream => flush.stream(),
+                })
+                .clone();
+            lock(&sink.outbox).push(batch, n);
+            sink.wake.notify_one();
         }
         flush
     }

@@ -87,7 +87,7 @@ impl Flush {
             out.put_slice(p.path.as_bytes());
             out.put_u8(b' ');
             self.number(&mut out, p);
-            let _ = writeln!(Fmt(&mut out), " {}", self.timestamp);
+            let _ = writeln!(&mut out, " {}", self.timestamp);
         }
         out.freeze()
     }
@@ -100,7 +100,7 @@ impl Flush {
             out.put_slice(p.path.as_bytes());
             out.put_u8(b'|');
             self.number(&mut out, p);
-            let _ = writeln!(Fmt(&mut out), "|{}", self.timestamp);
+            let _ = writeln!(&mut out, "|{}", self.timestamp);
         }
         out.freeze()
     }
@@ -146,10 +146,10 @@ impl Flush {
     fn number(&self, out: &mut BytesMut, p: &Point) {
         match self.mode {
             Mode::Statsite if p.count => {
-                let _ = write!(Fmt(out), "{}", p.value as i64);
+                let _ = write!(out, "{}", p.value as i64);
             }
             Mode::Statsite => {
-                let _ = write!(Fmt(out), "{:.6}", p.value);
+                let _ = write!(out, "{:.6}", p.value);
             }
             Mode::Etsy => js_number(out, p.value),
         }
@@ -168,22 +168,12 @@ fn js_number(out: &mut BytesMut, v: f64) {
         let text = format!("{v:e}");
         match text.split_once('e') {
             Some((mantissa, exp)) if !exp.starts_with('-') => {
-                let _ = write!(Fmt(out), "{mantissa}e+{exp}");
+                let _ = write!(out, "{mantissa}e+{exp}");
             }
             _ => out.put_slice(text.as_bytes()),
         }
     } else {
-        let _ = write!(Fmt(out), "{v}");
-    }
-}
-
-/// `fmt::Write` into a `BytesMut`.
-struct Fmt<'a>(&'a mut BytesMut);
-
-impl std::fmt::Write for Fmt<'_> {
-    fn write_str(&mut self, s: &str) -> std::fmt::Result {
-        self.0.put_slice(s.as_bytes());
-        Ok(())
+        let _ = write!(out, "{v}");
     }
 }
 
@@ -357,7 +347,7 @@ impl Naming {
                         let name = if bound.is_infinite() {
                             "histogram.bin_inf".to_owned()
                         } else {
-                            format!("histogram.bin_{}", js_text(*bound).replacen('.', "_", 1))
+                            format!("histogram.bin_{}", pct_name(*bound))
                         };
                         out.push((p(&name), n as f64, true));
                     }
@@ -372,16 +362,17 @@ impl Naming {
     }
 }
 
-/// A percentile as statsite names it: `p95`. statsite writes 99.9 as `p100`
-/// (`%0.0f`), which clashes with 100; this writes `p99_9`, as a dot would
-/// make a new level of the graphite tree.
+/// A number as a path segment: as JavaScript prints it, its first `.` made
+/// `_` (a dot would make a new level of the graphite tree): a percentile
+/// (`p95`, `p99_9`: statsite writes 99.9 as `p100`, which clashes with 100),
+/// or an Etsy histogram bound (`bin_0_5`).
 fn pct_name(pct: f64) -> String {
     js_text(pct).replacen('.', "_", 1)
 }
 
 /// A threshold as Etsy names it: `90`, `99_9`, `top10`.
 fn etsy_pct(pct: f64) -> String {
-    js_text(pct).replacen('.', "_", 1).replacen('-', "top", 1)
+    pct_name(pct).replacen('-', "top", 1)
 }
 
 fn js_text(v: f64) -> String {

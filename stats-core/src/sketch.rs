@@ -478,9 +478,9 @@ pub struct Samples {
 }
 
 impl Samples {
-    /// A sensible default for `exact_cap`: 10 000 samples (80 KB) per key
-    /// per interval, after which a sketch of a few KB takes over.
-    pub const DEFAULT_EXACT_CAP: usize = 10_000;
+    /// A sensible default for `exact_cap`: 1,000 samples (8 KB) per key per
+    /// interval, after which a sketch of a few KB takes over.
+    pub const DEFAULT_EXACT_CAP: usize = 1_000;
 
     /// Empty samples kept exactly up to `exact_cap` values, then in a
     /// [`DdSketch`] with

@@ -22,8 +22,8 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stats_core::net::{Format, SinkTarget, Statsd, bind_udp};
-use stats_core::{Config, Mode, OutboxConfig};
+use stats_core::net::{SinkTarget, Statsd, bind_udp};
+use stats_core::{Config, Mode};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: statsd [--host H] [--port P] [--graphite HOST:PORT]... [--pickle HOST:PORT]... \
@@ -71,14 +71,10 @@ fn parse_args() -> Result<Args, String> {
                 if !addr.contains(':') {
                     return Err(format!("{flag}: {addr:?} is not HOST:PORT"));
                 }
-                sinks.push(SinkTarget {
-                    addr,
-                    format: if flag == "--pickle" {
-                        Format::Pickle
-                    } else {
-                        Format::Plaintext
-                    },
-                    outbox: OutboxConfig::default(),
+                sinks.push(if flag == "--pickle" {
+                    SinkTarget::pickle(addr)
+                } else {
+                    SinkTarget::plaintext(addr)
                 });
             }
             "--stream-cmd" => sinks.push(SinkTarget::stream(value()?)),

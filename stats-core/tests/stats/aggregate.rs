@@ -462,3 +462,50 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn histograms_distributions_kv_negative_samples_and_tags_in_both_modes() {
+    let input = b"h:10|h\nh:20|h\nd:-5:5|d\nload:0.5|kv\nq:1|c|#env:prod\nrated:2|ms|@0.3";
+    let mut etsy = Aggregator::new(Config::etsy()).unwrap();
+    etsy.ingest(input);
+    let f = etsy.flush(at(T));
+    assert_eq!(f.get("stats.timers.h.mean"), Some(15.0), "h is a timer");
+    assert_eq!(
+        f.get("stats.timers.d.lower"),
+        Some(-5.0),
+        "d is a timer; negatives count"
+    );
+    assert_eq!(f.get("stats.timers.d.mean"), Some(0.0));
+    assert_eq!(f.get("stats.kv.load"), Some(0.5));
+    assert_eq!(f.get("stats.counters.q.count;env=prod"), Some(1.0));
+
+    let mut statsite = Aggregator::new(Config::statsite()).unwrap();
+    statsite.ingest(input);
+    // Ten samples at rate 0.3 count 10/0.3 = 33.3, written 33.
+    statsite.ingest("rated:2|ms|@0.3\n".repeat(9).as_bytes());
+    let out = text(statsite.flush(at(T)).stream());
+    for line in [
+        "timers.h.mean|15.000000|1700000000\n",
+        "timers.d.lower|-5.000000|1700000000\n",
+        "kv.load|0.500000|1700000000\n",
+        "counts.q;env=prod|1.000000|1700000000\n",
+        "timers.rated.count|33|1700000000\n",
+    ] {
+        assert!(out.contains(line), "{line} in\n{out}");
+    }
+}
+
+#[test]
+fn a_timer_count_that_would_not_be_finite_refuses_the_sample() {
+    let mut agg = Aggregator::new(Config::etsy()).unwrap();
+    // Each sample at rate 1e-308 counts 1e308 times: the second would overflow.
+    agg.ingest(b"t:1|ms|@1e-308\nt:1|ms|@1e-308");
+    assert_eq!(agg.totals().overflows, 1);
+    let f = agg.flush(at(T));
+    assert_eq!(f.get("stats.timers.t.count"), Some(1e308));
+    assert_eq!(
+        agg.totals().overflows,
+        1,
+        "no point had to be dropped at the flush"
+    );
+}
