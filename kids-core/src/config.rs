@@ -159,29 +159,32 @@ pub enum StoreKind {
 }
 
 impl StoreKind {
-    /// Every kind, with its name in the config language.
-    const NAMES: [(&'static str, StoreKind); 6] = [
-        ("file", StoreKind::File),
-        ("network", StoreKind::Network),
-        ("buffer", StoreKind::Buffer),
-        ("priority", StoreKind::Priority),
-        ("multiple", StoreKind::Multiple),
-        ("null", StoreKind::Null),
+    /// Every kind, in the order error messages list them.
+    const ALL: [StoreKind; 6] = [
+        StoreKind::File,
+        StoreKind::Network,
+        StoreKind::Buffer,
+        StoreKind::Priority,
+        StoreKind::Multiple,
+        StoreKind::Null,
     ];
 
     /// The kind's name in the config language.
     pub fn name(self) -> &'static str {
-        Self::NAMES
-            .iter()
-            .find(|(_, k)| *k == self)
-            .map_or("?", |(n, _)| n)
+        match self {
+            StoreKind::File => "file",
+            StoreKind::Network => "network",
+            StoreKind::Buffer => "buffer",
+            StoreKind::Priority => "priority",
+            StoreKind::Multiple => "multiple",
+            StoreKind::Null => "null",
+        }
     }
 
     fn from_name(name: &str) -> Option<StoreKind> {
-        Self::NAMES
-            .iter()
-            .find(|(n, _)| name.eq_ignore_ascii_case(n))
-            .map(|(_, k)| *k)
+        Self::ALL
+            .into_iter()
+            .find(|k| name.eq_ignore_ascii_case(k.name()))
     }
 }
 
@@ -782,7 +785,7 @@ impl<'a> Parser<'a> {
             }
         };
         let Some(kind) = StoreKind::from_name(&kind) else {
-            let names: Vec<&str> = StoreKind::NAMES.iter().map(|(n, _)| *n).collect();
+            let names: Vec<&str> = StoreKind::ALL.map(StoreKind::name).to_vec();
             return Err(self.err(
                 kpos,
                 format!(

@@ -92,3 +92,9 @@ pub use store::{
     NetworkStore, NullStore, PriorityStore, Store, StoreError, Target, build_store, decode_record,
     encode_record,
 };
+
+/// Locks `m`, going on past a poisoned lock: a panic on one connection or
+/// in the store worker must not take every other user of the lock down too.
+pub(crate) fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}

@@ -29,6 +29,7 @@ use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -634,6 +635,9 @@ pub struct Stores {
     pipeline: crate::StorePipeline,
     worker: Option<std::thread::JoinHandle<()>>,
     ignore_case: bool,
+    /// True once a `store` block's tree runs (not the null store of a
+    /// config without one): a reload may then not fall back to discarding.
+    has_tree: AtomicBool,
 }
 
 /// How long a stopping store tree may wait for downstream acknowledgements.
@@ -656,6 +660,7 @@ impl Stores {
             pipeline,
             worker: Some(worker),
             ignore_case: config.ignore_case,
+            has_tree: AtomicBool::new(config.store.is_some()),
         })
     }
 
@@ -674,19 +679,23 @@ impl Stores {
         Ok(built.store)
     }
 
-    /// The pipeline, for its counters.
-    pub fn pipeline(&self) -> &crate::StorePipeline {
-        &self.pipeline
-    }
-
     /// Replaces the store tree with the one `config` describes (SIGHUP).
     /// Queued messages stay queued and go to the new tree; the old tree is
     /// committed and kept until everything it took is acknowledged. The
     /// queue settings are those of [`Stores::start`].
     ///
     /// # Errors
-    /// [`Error::Config`] when the new tree cannot work; the old one stays.
+    /// [`Error::Config`] when the new tree cannot work, or when `config`
+    /// has no `store` block while a store tree runs (the null store in its
+    /// place would discard every message, and publishers would be told it
+    /// was stored); the old tree stays.
     pub fn reload(&self, config: &crate::Config) -> Result<(), Error> {
+        if config.store.is_none() && self.has_tree.load(Ordering::Relaxed) {
+            return Err(Error::Config(
+                "the reloaded config has no `store` block; removing the store tree needs a restart"
+                    .into(),
+            ));
+        }
         if config.ignore_case != self.ignore_case {
             tracing::warn!(
                 "reload: ignore_case changes need a restart; topic filters use the new value"
@@ -694,6 +703,9 @@ impl Stores {
         }
         let root = Self::build(config.store.as_ref(), config.ignore_case, &self.pipeline)?;
         self.pipeline.replace_root(root);
+        if config.store.is_some() {
+            self.has_tree.store(true, Ordering::Relaxed);
+        }
         Ok(())
     }
 

@@ -15,7 +15,7 @@
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -23,7 +23,7 @@ use bytes::Bytes;
 
 use crate::store::{decode_record, push_record};
 use crate::{
-    Batch, Bell, Error, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store, Tap,
+    Batch, Bell, Error, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store, Tap, lock,
 };
 
 /// Settings of a [`StorePipeline`].
@@ -38,7 +38,6 @@ pub struct PipelineConfig {
     capacity: usize,
     when_full: QueueFull,
     spool_dir: Option<PathBuf>,
-    batch: usize,
 }
 
 impl Default for PipelineConfig {
@@ -54,17 +53,11 @@ impl PipelineConfig {
             capacity: capacity.max(1),
             when_full,
             spool_dir: None,
-            batch: 4096,
         }
     }
     /// Where the `spool` policy keeps the overflow (required with it).
     pub fn spool_dir(mut self, dir: impl Into<PathBuf>) -> Self {
         self.spool_dir = Some(dir.into());
-        self
-    }
-    /// Messages the worker stores per commit, at most.
-    pub fn batch(mut self, n: usize) -> Self {
-        self.batch = n.max(1);
         self
     }
     /// The queue's capacity.
@@ -77,8 +70,6 @@ impl PipelineConfig {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct PipelineStats {
-    /// Messages waiting in the queue (and held by the worker after a store failure).
-    pub queued: u64,
     /// Messages accepted into the queue.
     pub accepted: u64,
     /// Messages refused with `-TRYLATER` (policy `error`, a `block` queue
@@ -163,10 +154,6 @@ impl std::fmt::Debug for StorePipeline {
             .field("stats", &self.stats())
             .finish()
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl StorePipeline {
@@ -283,6 +270,9 @@ impl StorePipeline {
         self.inner.bell.ring();
     }
 }
+
+/// Messages the worker stores per commit, at most.
+const BATCH: usize = 4096;
 
 /// How long a reload waits for the running tree to settle (everything it
 /// took acknowledged downstream) before replacing it anyway; what it still
@@ -452,7 +442,6 @@ impl Worker {
     /// poll the stores. Returns true when it did something (call again soon).
     pub fn step(&mut self, now: SystemTime) -> bool {
         let inner = self.pipeline.inner.clone();
-        let batch = inner.config.batch;
         let mut busy = false;
         if let Some(new) = lock(&inner.state).replacement.take() {
             // A newer reload supersedes one still waiting.
@@ -470,10 +459,10 @@ impl Worker {
         // While a reload waits for the running tree to settle, new messages wait too.
         let swapping = self.incoming.is_some();
         // Gather: held messages first, then the queue, then the overflow.
-        if self.held.len() < batch && !swapping {
+        if self.held.len() < BATCH && !swapping {
             let mut guard = lock(&inner.state);
             let s = &mut *guard;
-            let room = batch - self.held.len();
+            let room = BATCH - self.held.len();
             let n = room.min(s.queue.len());
             for (t, c, m) in s.queue.drain(..n) {
                 self.held.push_back((Origin::Queue(t), c, m));
@@ -591,9 +580,7 @@ impl Worker {
         for (i, r) in self.retiring.iter().enumerate() {
             r.info(&format!("retiring{i}"), &mut text);
         }
-        let mut s = lock(&self.pipeline.inner.state);
-        s.stats.queued = (s.queue.len() + self.held.len()) as u64;
-        s.tree_info = text;
+        lock(&self.pipeline.inner.state).tree_info = text;
     }
 
     fn swap_root(&mut self, new: Box<dyn Store>, now: SystemTime) {

@@ -588,11 +588,7 @@ impl Router {
             c.messages_in.load(Ordering::Relaxed),
             c.messages_out.load(Ordering::Relaxed),
         );
-        let mut rates = self
-            .inner
-            .rates
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut rates = crate::lock(&self.inner.rates);
         let elapsed = match rates.last {
             Some((t, last_in, last_out)) => {
                 let secs = now.saturating_duration_since(t).as_secs_f64();
@@ -620,11 +616,7 @@ impl Router {
     /// A snapshot of the counters.
     pub fn stats(&self, now: Instant) -> Stats {
         let c = &self.inner.counters;
-        let rates = self
-            .inner
-            .rates
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let rates = crate::lock(&self.inner.rates);
         let (in_per_sec, out_per_sec) = (rates.in_per_sec, rates.out_per_sec);
         drop(rates);
         let mut topics: Vec<TopicStats> = read(&self.inner.topics)

@@ -31,7 +31,7 @@ use bytes::Bytes;
 
 use crate::{
     Batch, Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, Position,
-    SegmentConfig, SegmentLog, StoreConfig, StoreKind, StoreRole, Success,
+    SegmentConfig, SegmentLog, StoreConfig, StoreKind, StoreRole, Success, lock,
 };
 
 /// Why a store did not take (or could not commit) messages.
@@ -148,7 +148,7 @@ pub struct Bell {
 impl Bell {
     /// Wakes the sleeper (or makes its next wait return at once).
     pub fn ring(&self) {
-        let mut rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rung = lock(&self.rung);
         if !*rung {
             *rung = true;
             self.cv.notify_one();
@@ -157,7 +157,7 @@ impl Bell {
 
     /// Sleeps until rung or `timeout` passed.
     pub fn wait(&self, timeout: Duration) {
-        let mut rung = self.rung.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut rung = lock(&self.rung);
         if !*rung {
             rung = self
                 .cv
@@ -226,10 +226,6 @@ impl Ledger {
         }
         self.acked
     }
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// The children of a priority or multiple store, and the ledger that maps
@@ -690,8 +686,9 @@ impl Store for NetworkStore {
     fn acked(&mut self) -> u64 {
         self.link.forwarder().stats().acked
     }
+    /// Nothing to do: [`Store::commit`] wakes the driver after new
+    /// messages, and the driver reads acknowledgements itself.
     fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
-        self.link.wake_driver();
         Ok(())
     }
     fn is_up(&self) -> bool {

@@ -105,8 +105,9 @@ fn main() -> ExitCode {
     }
     let mut runtime = tokio::runtime::Builder::new_multi_thread();
     runtime.enable_all();
+    // The config parser refuses `worker_threads 0` (tokio panics on it).
     if let Some(n) = config.worker_threads {
-        runtime.worker_threads(n.max(1));
+        runtime.worker_threads(n);
     }
     let runtime = match runtime.build() {
         Ok(r) => r,

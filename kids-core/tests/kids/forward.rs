@@ -135,6 +135,27 @@ fn steady_flow_in_order_within_the_window() {
 }
 
 #[test]
+fn the_command_setting_sends_publish_and_its_integer_reply_acknowledges() {
+    let now = Instant::now();
+    let mut fwd = Forwarder::new(ForwarderConfig::default().command("PUBLISH"));
+    let mut server = Server::new();
+    fwd.offer("web".into(), "GET /".into()).expect("room");
+    server.connect();
+    fwd.on_connected();
+    let mut out = BytesMut::new();
+    assert_eq!(fwd.poll_transmit(&mut out, now), 1);
+    assert_eq!(
+        &out[..],
+        b"*3\r\n$7\r\nPUBLISH\r\n$3\r\nweb\r\n$5\r\nGET /\r\n"
+    );
+    let mut replies = server.feed(&out, now);
+    assert_eq!(&replies[..], b":0\r\n", "no subscribers");
+    assert_eq!(fwd.handle_input(&mut replies, now), ForwardAction::Continue);
+    assert!(fwd.is_empty());
+    assert_eq!(server.got(), [Bytes::from("GET /")]);
+}
+
+#[test]
 fn a_disconnect_mid_window_resends_in_order_and_counts_it() {
     let mut now = Instant::now();
     let mut fwd = Forwarder::new(ForwarderConfig::default().window(100));

@@ -1009,3 +1009,44 @@ fn a_worker_that_panics_leaves_no_publisher_waiting() {
             .is_err()
     );
 }
+
+#[test]
+fn a_reload_without_a_store_block_is_refused_and_the_running_tree_keeps_storing() {
+    use kids_core::net::Stores;
+
+    let dir = tempfile::tempdir().unwrap();
+    let parse = |src: &str| Config::parse("kids.conf", src).expect("config");
+    let running = parse(&format!(
+        "store file {{ path {}; name all.log; }}",
+        dir.path().display()
+    ));
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    rt.block_on(async {
+        let router = Router::new(running.router_config(), Instant::now());
+        let stores = Stores::start(&running, &router).expect("stores");
+        // A null store in its place would discard while answering "stored".
+        let err = stores
+            .reload(&parse("max_clients 10;"))
+            .expect_err("no store block");
+        assert_eq!(
+            err.to_string(),
+            "invalid configuration: the reloaded config has no `store` block; removing the store tree needs a restart"
+        );
+        let mut publisher = Session::new(&router);
+        publisher.handle(vec!["PUBLISH".into(), "t".into(), "kept".into()], Instant::now());
+        let ticket = publisher.ticket().expect("a ticket");
+        let stored = tokio::time::timeout(
+            Duration::from_secs(30),
+            std::future::poll_fn(|cx| router.poll_stored(ticket, cx)),
+        )
+        .await
+        .expect("stored in time");
+        assert!(stored);
+        stores.shutdown().await;
+    });
+    let file = std::fs::read_to_string(dir.path().join("all.log")).expect("the file tree's file");
+    assert_eq!(file, "kept\n");
+}
