@@ -2,41 +2,61 @@
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
-use std::process::{Command, Stdio};
-use std::time::Duration;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
 
-/// Starts an example program; returns it and the address from the line
-/// where it says it listens (`<name> listening on <addr>`, on stderr).
-fn start_program(
-    bin: &str,
-    name: &str,
-    args: &[&std::ffi::OsStr],
-) -> (std::process::Child, String) {
-    let mut child = Command::new(bin)
-        .args(args)
+/// Starts an example program from `cmd` (its arguments, and stdout if the
+/// test reads it, already set); returns it and the rest of the line where
+/// it says it listens (`<name> listening on <rest>`, on stderr).
+fn start_program(mut cmd: Command, name: &str) -> (Child, String) {
+    let mut child = cmd
         .stderr(Stdio::piped())
         .spawn()
         .unwrap_or_else(|e| panic!("start {name}: {e}"));
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
     stderr.read_line(&mut line).expect("the listening line");
-    let addr = line
+    let rest = line
         .trim()
         .strip_prefix(&format!("{name} listening on "))
         .unwrap_or_else(|| panic!("unexpected line {line:?}"))
         .to_string();
     // Keep draining, so a late write to stderr never blocks or fails.
     std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, addr)
+    (child, rest)
 }
 
 /// Starts the kids example with `args` on `port` (0: a free one); returns
 /// it and the address it listens on.
-fn start_kids(args: &[&std::ffi::OsStr], port: u16) -> (std::process::Child, String) {
-    let port = port.to_string();
-    let mut all = args.to_vec();
-    all.extend(["--host", "127.0.0.1", "--port", &port].map(std::ffi::OsStr::new));
-    start_program(env!("CARGO_BIN_EXE_kids"), "kids", &all)
+fn start_kids(args: &[&std::ffi::OsStr], port: u16) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_kids"));
+    cmd.args(args)
+        .args(["--host", "127.0.0.1", "--port", &port.to_string()]);
+    start_program(cmd, "kids")
+}
+
+/// Sends `sig` (`-TERM`, `-STOP`, ...) to `child` with kill(1).
+fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig}");
+}
+
+/// Sends SIGTERM to `child` and waits for it to exit.
+fn sigterm_and_wait(child: &mut Child) -> ExitStatus {
+    signal(child, "-TERM");
+    child.wait().expect("wait")
+}
+
+/// Polls `ok` until it holds; panics after 30 s.
+fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 #[test]
@@ -50,12 +70,7 @@ fn kids_serves_and_exits_0_on_sigterm() {
     let mut reply = [0u8; 15];
     conn.read_exact(&mut reply).expect("replies");
     assert_eq!(&reply, b"+PONG\r\n$2\r\nhi\r\n");
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    let status = child.wait().expect("wait");
+    let status = sigterm_and_wait(&mut child);
     assert_eq!(status.code(), Some(0), "kids exits 0 on SIGTERM");
     let mut rest = Vec::new();
     let _ = conn.read_to_end(&mut rest);
@@ -82,9 +97,11 @@ mod e2e {
     use bytes::BytesMut;
     use kids_core::{Frame, FrameCodec, Proto};
     use std::path::{Path, PathBuf};
-    use std::process::{Child, Command};
+    use std::process::Child;
     use std::time::{Duration, Instant};
     use tokio_util::codec::Decoder;
+
+    use super::{signal, sigterm_and_wait, wait_for};
 
     const TOPICS: [&str; 3] = ["web", "db", "mail"];
     /// Spool bytes of the smallest `message`: 8 framing + 4 topic length +
@@ -115,12 +132,7 @@ mod e2e {
         }
 
         fn term(mut self) {
-            let ok = Command::new("kill")
-                .args(["-TERM", &self.child.id().to_string()])
-                .status()
-                .expect("kill -TERM");
-            assert!(ok.success());
-            let status = self.child.wait().expect("wait");
+            let status = sigterm_and_wait(&mut self.child);
             assert_eq!(status.code(), Some(0), "kids exits 0 on SIGTERM");
         }
     }
@@ -297,6 +309,16 @@ mod e2e {
         }
     }
 
+    /// The store lines of the agent's `INFO stores`: a snapshot the agent
+    /// refreshes every 250 ms (the queue lines are live).
+    fn store_lines(port: u16) -> String {
+        agent_info(port)
+            .lines()
+            .filter(|l| l.contains(":kind="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
     /// Waits (INFO's store lines are refreshed every 250 ms) until the sum
     /// of `field=value` over the agent's store lines satisfies `ok`.
     fn wait_counter(port: u16, field: &str, ok: impl Fn(u64) -> bool) -> u64 {
@@ -372,14 +394,6 @@ mod e2e {
         }
     }
 
-    fn signal(child: &Child, sig: &str) {
-        let ok = Command::new("kill")
-            .args([sig, &child.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(ok.success(), "kill {sig}");
-    }
-
     /// The agent's network store has messages sent and not acknowledged.
     fn in_flight(port: u16) -> bool {
         let info = agent_info(port);
@@ -395,32 +409,30 @@ mod e2e {
         field("sent=") > field("acked=")
     }
 
-    fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ok() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
     #[test]
     fn server_killed_and_restarted_mid_stream_loses_nothing() {
         let s = setup();
         let mut server = Some(Kids::start(&s.server_conf, s.server_port));
         let agent = Kids::start(&s.agent_conf, s.agent_port);
         let n = 30_000;
-        let mut stopped = false;
+        // The agent's store lines as they were just after the server stopped.
+        let mut at_stop: Option<String> = None;
         let mut killed_at = None;
         let acked = publish(s.agent_port, 0, n, |acked| {
-            if !stopped && acked >= n / 3 {
+            if at_stop.is_none() && acked >= n / 3 {
                 // Freeze the server: the next batch stays in flight to it.
                 signal(&server.as_ref().expect("running").child, "-STOP");
-                stopped = true;
-            } else if stopped && killed_at.is_none() {
-                // INFO's store lines are up to 250 ms old: wait until they
-                // were taken after this batch went out, then kill the server
-                // with it unacknowledged: that is the retry window.
-                std::thread::sleep(Duration::from_millis(600));
+                at_stop = Some(store_lines(s.agent_port));
+            } else if let Some(before) = &at_stop
+                && killed_at.is_none()
+            {
+                // INFO's store lines are a snapshot refreshed every 250 ms:
+                // wait for one taken after the STOP (this batch reaching the
+                // stores changes it), then kill the server with messages
+                // unacknowledged: that is the retry window.
+                wait_for("a snapshot of the store lines after the STOP", || {
+                    store_lines(s.agent_port) != *before
+                });
                 wait_for("messages in flight to the stopped server", || {
                     in_flight(s.agent_port)
                 });
@@ -554,11 +566,10 @@ fn kids_applies_max_clients_from_its_config() {
 const CALC_HOST: &str = "127.0.0.2";
 
 /// Starts calc-server on a free port; returns it and its port.
-fn start_calc_server(extra: &[&str]) -> (std::process::Child, String) {
-    let mut args = vec!["--host", CALC_HOST, "--port", "0"];
-    args.extend_from_slice(extra);
-    let args: Vec<&std::ffi::OsStr> = args.iter().map(std::ffi::OsStr::new).collect();
-    let (child, addr) = start_program(env!("CARGO_BIN_EXE_calc-server"), "calc-server", &args);
+fn start_calc_server(extra: &[&str]) -> (Child, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_calc-server"));
+    cmd.args(["--host", CALC_HOST, "--port", "0"]).args(extra);
+    let (child, addr) = start_program(cmd, "calc-server");
     let port = addr
         .strip_prefix(&format!("{CALC_HOST}:"))
         .unwrap_or_else(|| panic!("not on {CALC_HOST}: {addr}"))
@@ -612,13 +623,8 @@ fn calc_client_and_server_answer_and_say_where_from() {
     let (code, _, err) = calc_client(&port, &["power", "1", "0"]);
     assert_eq!(code, Some(1));
     assert!(err.contains("usage"), "{err}");
-    let killed = Command::new("kill")
-        .args(["-TERM", &server.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
     assert_eq!(
-        server.wait().expect("wait").code(),
+        sigterm_and_wait(&mut server).code(),
         Some(0),
         "exits 0 on SIGTERM"
     );
@@ -644,11 +650,9 @@ fn calc_over_a_unix_socket_without_compression() {
     let dir = tempfile::tempdir().expect("tempdir");
     let socket = dir.path().join("calc.sock");
     let socket = socket.to_str().expect("utf-8 path");
-    let (mut server, addr) = start_program(
-        env!("CARGO_BIN_EXE_calc-server"),
-        "calc-server",
-        &["--socket", socket, "--no-compress"].map(std::ffi::OsStr::new),
-    );
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_calc-server"));
+    cmd.args(["--socket", socket, "--no-compress"]);
+    let (mut server, addr) = start_program(cmd, "calc-server");
     assert_eq!(addr, socket);
     let out = Command::new(env!("CARGO_BIN_EXE_calc-client"))
         .args([
@@ -677,29 +681,19 @@ fn the_generated_table_carries_the_seed_options() {
     assert_eq!(names, ["Multiply", "Divide"]);
     let multiply = &ADVANCED_SERVICE.methods[0];
     assert_eq!(multiply.id, method_id("calc.Advanced.Multiply"));
-    const AB: &[EntityField] = &[
+    // The seed's options, spelled out here, not taken from the generated table.
+    const fn int32(name: &'static str, number: u32) -> EntityField {
         EntityField {
-            name: "a",
-            number: 1,
+            name,
+            number,
             kind: FieldKind::Int32,
             default: "0",
-        },
-        EntityField {
-            name: "b",
-            number: 2,
-            kind: FieldKind::Int32,
-            default: "0",
-        },
-    ];
+        }
+    }
+    const AB: &[EntityField] = &[int32("a", 1), int32("b", 2)];
     assert_eq!(
         multiply.options,
-        MethodOptions {
-            cache: true,
-            expire: Some(3600),
-            compress: true,
-            timestamped: true,
-            timestamped_fields: AB,
-        }
+        MethodOptions::new().cache(3600).compress().timestamped(AB)
     );
     for m in SIMPLE_SERVICE
         .methods
@@ -713,23 +707,13 @@ fn the_generated_table_carries_the_seed_options() {
 /// Starts the statsd example with `args` on free ports and an hour-long
 /// flush interval (so only the final flush at SIGTERM sends); returns it,
 /// its statsd address and its admin address. Its stdout is piped.
-fn start_statsd(args: &[&str]) -> (std::process::Child, String, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_statsd"))
-        .args(args)
+fn start_statsd(args: &[&str]) -> (Child, String, String) {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_statsd"));
+    cmd.args(args)
         .args(["--port", "0", "--mgmt-port", "0", "--flush-interval", "1h"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start statsd");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the listening line");
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        .stdout(Stdio::piped());
     // "statsd listening on <addr> (udp, tcp); admin on <addr>"
-    let rest = line
-        .trim()
-        .strip_prefix("statsd listening on ")
-        .unwrap_or_else(|| panic!("unexpected line {line:?}"));
+    let (child, rest) = start_program(cmd, "statsd");
     let addr = rest.split_whitespace().next().expect("address").to_owned();
     let admin = rest.rsplit(' ').next().expect("admin address").to_owned();
     (child, addr, admin)
@@ -738,26 +722,13 @@ fn start_statsd(args: &[&str]) -> (std::process::Child, String, String) {
 /// Asks the statsd admin port for its `stats` until `lines: n` shows.
 fn wait_for_statsd_lines(admin: &str, n: u64) {
     let want = format!("\nlines: {n}\n");
-    for _ in 0..2000 {
+    wait_for(&format!("statsd to count {n} lines"), || {
         let mut conn = TcpStream::connect(admin).expect("admin port");
         conn.write_all(b"stats\nquit\n").expect("send");
         let mut answer = String::new();
         conn.read_to_string(&mut answer).expect("stats");
-        if format!("\n{answer}").contains(&want) {
-            return;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    panic!("statsd never counted {n} lines");
-}
-
-fn sigterm_and_wait(mut child: std::process::Child) -> std::process::ExitStatus {
-    let killed = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(killed.success());
-    child.wait().expect("wait")
+        format!("\n{answer}").contains(&want)
+    });
 }
 
 #[test]
@@ -776,7 +747,8 @@ fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
             }
         }
     });
-    let (child, addr, admin) = start_statsd(&["--graphite", &carbon_addr, "--mode", "statsite"]);
+    let (mut child, addr, admin) =
+        start_statsd(&["--graphite", &carbon_addr, "--mode", "statsite"]);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     udp.send_to(b"hits:1|c\nhits:2|c\nlat:10:30|ms", &addr)
         .expect("send");
@@ -784,15 +756,12 @@ fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
     tcp.write_all(b"temp:21.5|g\n").expect("send");
     wait_for_statsd_lines(&admin, 4);
     // The flush interval is an hour: only the final flush at SIGTERM sends these.
-    let status = sigterm_and_wait(child);
+    let status = sigterm_and_wait(&mut child);
     assert!(status.success(), "{status}");
     // statsd exits once carbon took the final flush; the reader may lag a little.
-    for _ in 0..2000 {
-        if received.lock().expect("lock").contains("gauges.temp") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    wait_for("the final flush at carbon", || {
+        received.lock().expect("lock").contains("gauges.temp")
+    });
     let lines = received.lock().expect("lock").clone();
     for want in [
         "counts.hits 3.000000 ",
@@ -815,21 +784,18 @@ fn statsd_prints_what_it_would_send_when_no_carbon_answers() {
     wait_for_statsd_lines(&admin, 1);
     // The admin port reports the sink as failing, once it has tried.
     let mut health = String::new();
-    for _ in 0..2000 {
+    wait_for("the sink reported failing", || {
         let mut conn = TcpStream::connect(&admin).expect("admin");
         conn.write_all(b"health\nquit\n").expect("send");
         health.clear();
         conn.read_to_string(&mut health).expect("health");
-        if !health.starts_with("OK - ") {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+        !health.starts_with("OK - ")
+    });
     assert!(
         health.starts_with("WARNING - ") || health.starts_with("CRITICAL - "),
         "{health}"
     );
-    let status = sigterm_and_wait(child);
+    let status = sigterm_and_wait(&mut child);
     assert!(status.success(), "{status}");
     let mut printed = String::new();
     stdout.read_to_string(&mut printed).expect("stdout");
