@@ -1,4 +1,4 @@
-//! Helpers shared by the peer comparisons in `src/bin/` (`vs-redis`, `vs-tonic`, `vs-etsy-statsd`): errors with context, knobs from the environment, medians and ratios, peer processes with their output kept.
+//! Helpers shared by the peer comparisons in `src/bin/` (`vs-redis`, `vs-tonic`, `vs-etsy-statsd`): errors with context, knobs from the environment, medians and ratios, a free loopback port, peer processes with their output kept.
 
 use std::fmt::Display;
 
@@ -72,6 +72,102 @@ pub fn spawn_logged(mut cmd: std::process::Command, what: &str) -> Res<(std::pro
         collect(err, Log::clone(&log));
     }
     Ok((child, log))
+}
+
+/// A loopback port free on both UDP and TCP: bound, read, released.
+///
+/// # Errors
+/// No port could be bound.
+pub fn free_port() -> Res<u16> {
+    use std::net::{TcpListener, UdpSocket};
+    for _ in 0..100 {
+        let udp = UdpSocket::bind("127.0.0.1:0").ctx(|| "binding 127.0.0.1:0".into())?;
+        let port = udp
+            .local_addr()
+            .ctx(|| "reading a bound address".into())?
+            .port();
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err("no loopback port free on both UDP and TCP".into())
+}
+
+/// A peer process started with [`spawn_logged`]; killed and reaped when dropped.
+#[derive(Debug)]
+pub struct Process {
+    name: &'static str,
+    id: u32,
+    child: std::sync::Mutex<std::process::Child>,
+    log: Log,
+}
+
+impl Process {
+    /// Starts `cmd` as [`spawn_logged`] does; `name` names it in messages.
+    ///
+    /// # Errors
+    /// The process does not start.
+    pub fn start(name: &'static str, cmd: std::process::Command) -> Res<Process> {
+        let (child, log) = spawn_logged(cmd, name)?;
+        Ok(Process {
+            name,
+            id: child.id(),
+            child: std::sync::Mutex::new(child),
+            log,
+        })
+    }
+
+    /// The name it was started with.
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    /// Its process id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The last 20 lines it printed.
+    pub fn log_tail(&self) -> String {
+        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
+        let start = log.len().saturating_sub(20);
+        log[start..].join("\n")
+    }
+
+    /// Checks the process is still running.
+    ///
+    /// # Errors
+    /// It has exited (the message ends with its last output), or its
+    /// status cannot be read.
+    pub fn check_alive(&self) -> Res<()> {
+        let status = self
+            .child
+            .lock()
+            .map_err(|_| format!("{} mutex poisoned", self.name))?
+            .try_wait()
+            .ctx(|| format!("checking {}", self.name))?;
+        match status {
+            None => Ok(()),
+            Some(st) => {
+                // Let the log threads read what it printed last.
+                std::thread::sleep(std::time::Duration::from_millis(200));
+                Err(format!(
+                    "{} exited ({st}); its last output:\n{}",
+                    self.name,
+                    self.log_tail()
+                ))
+            }
+        }
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if let Ok(child) = self.child.get_mut() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
 }
 
 /// The last lines a process printed, from [`spawn_logged`].

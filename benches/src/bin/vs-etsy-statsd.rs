@@ -47,12 +47,12 @@
 //! where the ratio is ours divided by Etsy's; a rate reached without loss at the top of the
 //! search (`VS_MAX_RATE` or the sender's limit) is marked `>=`.
 
-use benches::{Context, Res, env_or, ratio, spawn_logged};
+use benches::{Context, Process, Res, env_or, free_port, ratio};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -265,7 +265,7 @@ fn search(settings: &Settings, mut server: Server, receiver: &Receiver) -> Res<B
             }
         }
     }
-    server.check_alive()?;
+    server.process.check_alive()?;
     Ok(best)
 }
 
@@ -285,14 +285,14 @@ fn step(
     rate: f64,
     secs: f64,
 ) -> Res<Step> {
-    server.check_alive()?;
+    server.process.check_alive()?;
     let before = receiver.sum(COUNT_PATH);
     let (sent, send_secs) = send_paced(sender, rate, secs).map_err(|e| {
         format!(
             "sending to {} (port {}): {e}; its output:\n{}",
             server.peer.name(),
             server.port,
-            server.log_tail()
+            server.process.log_tail()
         )
     })?;
     let end = Instant::now();
@@ -379,14 +379,14 @@ fn wait_ready(server: &mut Server, sender: &UdpSocket, receiver: &Receiver) -> R
     let deadline = Instant::now() + READY_LIMIT;
     let before = receiver.sum(READY_PATH);
     while receiver.sum(READY_PATH) <= before {
-        server.check_alive()?;
+        server.process.check_alive()?;
         if Instant::now() > deadline {
             return Err(format!(
                 "{} did not flush {READY_PATH} to the receiver within {READY_LIMIT:?}; \
                  paths received: {}; its output:\n{}",
                 server.peer.name(),
                 receiver.paths(),
-                server.log_tail()
+                server.process.log_tail()
             ));
         }
         // Refused while the server is not bound yet: try again.
@@ -410,14 +410,14 @@ fn settle(server: &mut Server, receiver: &Receiver, end: Instant) -> Res<()> {
         {
             return Ok(());
         }
-        server.check_alive()?;
+        server.process.check_alive()?;
         let waited = now.duration_since(end);
         if (flushes == 0 && waited > FLUSH_LIMIT) || waited > SETTLE_LIMIT {
             return Err(format!(
                 "{}: {flushes} flush(es) in {waited:?} after the step, and the count kept \
                  changing; its output:\n{}",
                 server.peer.name(),
-                server.log_tail()
+                server.process.log_tail()
             ));
         }
     }
@@ -644,7 +644,7 @@ fn tool_version(tool: &str) -> Res<String> {
 
 /// Starts ours on a port free on both UDP and TCP.
 fn start_ours(bin: &Path, graphite: SocketAddr) -> Res<Server> {
-    let port = free_udp_tcp_port()?;
+    let port = free_port()?;
     let mut cmd = Command::new(bin);
     cmd.args([
         "--host",
@@ -666,8 +666,8 @@ fn start_ours(bin: &Path, graphite: SocketAddr) -> Res<Server> {
 
 /// Starts Etsy statsd with a config written into a temporary file.
 fn start_etsy(stats_js: &Path, graphite: SocketAddr) -> Res<Server> {
-    let port = free_udp_tcp_port()?;
-    let mgmt_port = free_udp_tcp_port()?;
+    let port = free_port()?;
+    let mgmt_port = free_port()?;
     let config =
         std::env::temp_dir().join(format!("vs-etsy-statsd-{}-{port}.js", std::process::id()));
     let text = format!(
@@ -689,72 +689,27 @@ fn start_etsy(stats_js: &Path, graphite: SocketAddr) -> Res<Server> {
     Server::start(Peer::Etsy, cmd, port, Some(config))
 }
 
-/// A loopback port free on both UDP and TCP (bound, read, released).
-fn free_udp_tcp_port() -> Res<u16> {
-    for _ in 0..100 {
-        let udp = UdpSocket::bind("127.0.0.1:0").ctx(|| "binding 127.0.0.1:0".into())?;
-        let port = udp
-            .local_addr()
-            .ctx(|| "reading a bound address".into())?
-            .port();
-        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
-            return Ok(port);
-        }
-    }
-    Err("no loopback port free on both UDP and TCP".into())
-}
-
 /// A running server process; killed when dropped (with its config file removed).
 struct Server {
     peer: Peer,
     port: u16,
-    child: Child,
+    process: Process,
     config: Option<PathBuf>,
-    /// Last lines of the server's stdout and stderr, for error messages.
-    log: Arc<Mutex<Vec<String>>>,
 }
 
 impl Server {
     fn start(peer: Peer, cmd: Command, port: u16, config: Option<PathBuf>) -> Res<Server> {
-        let (child, log) = spawn_logged(cmd, peer.name())?;
         Ok(Server {
             peer,
             port,
-            child,
+            process: Process::start(peer.name(), cmd)?,
             config,
-            log,
         })
-    }
-
-    fn log_tail(&self) -> String {
-        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-        let start = log.len().saturating_sub(20);
-        log[start..].join("\n")
-    }
-
-    /// Errors if the process has exited.
-    fn check_alive(&mut self) -> Res<()> {
-        let status = self
-            .child
-            .try_wait()
-            .ctx(|| format!("checking {}", self.peer.name()))?;
-        if let Some(st) = status {
-            // Let the log threads read what it printed last.
-            std::thread::sleep(Duration::from_millis(200));
-            return Err(format!(
-                "{} exited ({st}); its last output:\n{}",
-                self.peer.name(),
-                self.log_tail()
-            ));
-        }
-        Ok(())
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
         if let Some(c) = &self.config {
             let _ = std::fs::remove_file(c);
         }

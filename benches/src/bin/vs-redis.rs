@@ -16,8 +16,10 @@
 //!   store, as `kids -c agent.conf` runs them) sends N 100-byte messages,
 //!   pipelined in a window of 1024, to a kids log server (`LOG`, written to
 //!   topic files and committed before each reply) and to redis-server
-//!   (`PUBLISH`, same client code); messages/s from the first message to
-//!   the last acknowledgement. Also with the buffer's write-ahead spool in
+//!   (`PUBLISH`, same client code, to a channel nobody subscribes to: redis
+//!   discards each message and stores nothing, so the ratio sets storing
+//!   against discarding, not like against like); messages/s from the first
+//!   message to the last acknowledgement. Also with the buffer's write-ahead spool in
 //!   the agent, and the spool's replay rate: N records spooled while the
 //!   agent's connection was not yet started (the primary down, as the
 //!   buffer sees it), replayed from the first record to the last
@@ -39,20 +41,20 @@
 //! 4/2  publishes/s kids=… redis=… ratio=…x  deliveries/s kids=… redis=… ratio=…x
 //! 32/1 publishes/s kids=… redis=… ratio=…x  deliveries/s kids=… redis=… ratio=…x
 //! idle-conn bytes kids=… redis=… ratio=…x
-//! forward msgs/s (… x 100 B, window 1024) kids=… kids+spool=… redis=… ratio=…x spool-ratio=…x
+//! forward msgs/s (… x 100 B, window 1024) kids=… kids+spool=… redis=… ratio=…x spool-ratio=…x (kids: LOG, written and committed; redis: PUBLISH, no subscriber, nothing stored)
 //! spool replay records/s kids=…
 //! ```
 //!
 //! where every ratio is kids divided by redis.
 #![allow(clippy::print_stdout)]
 
-use benches::{Context, Res, env_or, median, ratio, spawn_logged};
+use benches::{Context, Process, Res, env_or, free_port, median, ratio};
 use std::io::{ErrorKind, Read, Write};
-use std::net::{Shutdown, TcpListener, TcpStream};
+use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
-use std::process::{Child, Command, ExitCode};
+use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Barrier, Mutex};
+use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -148,12 +150,16 @@ fn run() -> Res<()> {
             for server in [&kids, &redis] {
                 server.check_alive()?;
                 let m = run_round(server, subs, pubs, dur)
-                    .ctx(|| format!("{} round {round} shape {subs}/{pubs}", server.name))?;
+                    .ctx(|| format!("{} round {round} shape {subs}/{pubs}", server.name()))?;
                 println!(
                     "round {round}/{} {subs}/{pubs} {:<5} publishes/s={:>9.0} deliveries/s={:>10.0}{}",
-                    settings.rounds, server.name, m.publishes, m.deliveries, m.notes
+                    settings.rounds,
+                    server.name(),
+                    m.publishes,
+                    m.deliveries,
+                    m.notes
                 );
-                if server.name == "kids" {
+                if server.name() == "kids" {
                     k.push(m);
                 } else {
                     r.push(m);
@@ -202,7 +208,8 @@ fn run() -> Res<()> {
 // ---------------------------------------------------------------------------
 // Forwarding: an in-process agent (store pipeline -> network store, with or
 // without the buffer's write-ahead spool) pipelining 100-byte messages to a
-// kids log server (LOG, written to topic files) or to redis-server (PUBLISH).
+// kids log server (LOG, written to topic files) or to redis-server (PUBLISH
+// to a channel without subscribers: discarded, nothing stored).
 
 /// Payload length of forwarded messages.
 const FORWARD_LEN: usize = 100;
@@ -226,7 +233,8 @@ impl Forwarding {
             median(self.replay.iter().copied()),
         );
         println!(
-            "forward msgs/s ({} x {FORWARD_LEN} B, window {FORWARD_WINDOW}) kids={k:.0} kids+spool={kb:.0} redis={r:.0} ratio={:.2}x spool-ratio={:.2}x",
+            "forward msgs/s ({} x {FORWARD_LEN} B, window {FORWARD_WINDOW}) kids={k:.0} kids+spool={kb:.0} redis={r:.0} ratio={:.2}x spool-ratio={:.2}x \
+             (kids: LOG, written and committed; redis: PUBLISH, no subscriber, nothing stored)",
             self.n,
             ratio(k, r),
             ratio(kb, r)
@@ -485,65 +493,32 @@ fn serve_kids(port: &str, store_dir: Option<&str>) -> Res<()> {
     })
 }
 
-/// A free loopback port: bind port 0, read it, release it.
-fn free_port() -> Res<u16> {
-    let l = TcpListener::bind("127.0.0.1:0").ctx(|| "binding 127.0.0.1:0".into())?;
-    let port = l
-        .local_addr()
-        .ctx(|| "reading a bound address".into())?
-        .port();
-    Ok(port)
-}
-
 /// A running server process; killed when dropped.
 struct Server {
-    name: &'static str,
     port: u16,
-    child: Mutex<Child>,
-    pid: u32,
-    /// Last lines of the server's stdout and stderr, for error messages.
-    log: Arc<Mutex<Vec<String>>>,
+    process: Process,
 }
 
 impl Server {
     fn start(name: &'static str, cmd: Command, port: u16) -> Res<Self> {
-        let (child, log) = spawn_logged(cmd, name)?;
         Ok(Self {
-            name,
             port,
-            pid: child.id(),
-            child: Mutex::new(child),
-            log,
+            process: Process::start(name, cmd)?,
         })
     }
 
-    fn log_tail(&self) -> String {
-        let log = self.log.lock().map(|l| l.clone()).unwrap_or_default();
-        let start = log.len().saturating_sub(20);
-        log[start..].join("\n")
+    fn name(&self) -> &'static str {
+        self.process.name()
     }
 
     /// Errors if the process has exited.
     fn check_alive(&self) -> Res<()> {
-        let status = self
-            .child
-            .lock()
-            .map_err(|_| "server mutex poisoned".to_string())?
-            .try_wait()
-            .ctx(|| format!("checking {}", self.name))?;
-        match status {
-            None => Ok(()),
-            Some(st) => Err(format!(
-                "{} exited ({st}); its last output:\n{}",
-                self.name,
-                self.log_tail()
-            )),
-        }
+        self.process.check_alive()
     }
 
     fn connect(&self) -> Res<TcpStream> {
         let s = TcpStream::connect(("127.0.0.1", self.port))
-            .ctx(|| format!("connecting to {} on port {}", self.name, self.port))?;
+            .ctx(|| format!("connecting to {} on port {}", self.name(), self.port))?;
         s.set_nodelay(true).ctx(|| "setting TCP_NODELAY".into())?;
         Ok(s)
     }
@@ -559,8 +534,8 @@ impl Server {
                 Err(e) if Instant::now() > deadline => {
                     return Err(format!(
                         "{} did not answer PING within {REPLY_TIMEOUT:?} ({e}); its output:\n{}",
-                        self.name,
-                        self.log_tail()
+                        self.name(),
+                        self.process.log_tail()
                     ));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
@@ -570,7 +545,7 @@ impl Server {
 
     /// Resident set size of the server process, in bytes.
     fn rss(&self) -> Res<u64> {
-        let path = format!("/proc/{}/status", self.pid);
+        let path = format!("/proc/{}/status", self.process.id());
         let status = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
         status
             .lines()
@@ -579,15 +554,6 @@ impl Server {
             .and_then(|v| v.trim().parse::<u64>().ok())
             .map(|kb| kb * 1024)
             .ok_or_else(|| format!("no VmRSS line in {path}"))
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        if let Ok(child) = self.child.get_mut() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
     }
 }
 
@@ -654,14 +620,20 @@ fn idle_bytes_per_conn(server: &Server, n: usize) -> Res<f64> {
                     "idle-conn: opening connection {} of {n} to {} failed: {e} \
                      (raise `ulimit -n` or lower VS_IDLE)",
                     i + 1,
-                    server.name
+                    server.name()
                 ));
             }
         }
     }
+    let ping = wire(&Frame::command([&b"PING"[..]]));
     for (i, s) in conns.iter_mut().enumerate() {
-        s.write_all(b"*1\r\n$4\r\nPING\r\n")
-            .ctx(|| format!("idle-conn: PING on connection {} to {}", i + 1, server.name))?;
+        s.write_all(&ping).ctx(|| {
+            format!(
+                "idle-conn: PING on connection {} to {}",
+                i + 1,
+                server.name()
+            )
+        })?;
     }
     for (i, s) in conns.iter_mut().enumerate() {
         s.set_read_timeout(Some(REPLY_TIMEOUT))
@@ -671,13 +643,13 @@ fn idle_bytes_per_conn(server: &Server, n: usize) -> Res<f64> {
             format!(
                 "idle-conn: reading PONG on connection {} to {} (server closed or stalled?)",
                 i + 1,
-                server.name
+                server.name()
             )
         })?;
         if &reply != b"+PONG\r\n" {
             return Err(format!(
                 "idle-conn: {} answered {:?} to PING on connection {}",
-                server.name,
+                server.name(),
                 String::from_utf8_lossy(&reply),
                 i + 1
             ));
@@ -688,7 +660,7 @@ fn idle_bytes_per_conn(server: &Server, n: usize) -> Res<f64> {
     let per = (after as f64 - before as f64) / n as f64;
     println!(
         "idle-conn {:<5} {n} connections: VmRSS {} kB -> {} kB, {per:.0} bytes/connection",
-        server.name,
+        server.name(),
         before / 1024,
         after / 1024
     );
