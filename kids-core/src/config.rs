@@ -33,7 +33,8 @@ use crate::{ClientClass, Fsync};
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[non_exhaustive]
 pub struct Config {
-    /// `worker_threads N;`
+    /// `worker_threads N;`: threads serving connections (default one; see
+    /// `net::runtime`, feature `tokio`).
     pub worker_threads: Option<usize>,
     /// `ignore_case on|off;`: match patterns ignoring case.
     pub ignore_case: bool,

@@ -59,6 +59,7 @@ mod pipeline;
 mod resp;
 mod router;
 mod seglog;
+pub mod server;
 mod session;
 mod store;
 
@@ -86,7 +87,8 @@ pub use resp::{
 };
 pub use router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
 pub use seglog::{Batch, Fsync, Position, Recovery, SegmentConfig, SegmentLog};
-pub use session::{Flow, REDIS_COMPAT_VERSION, Session};
+pub use server::Flow;
+pub use session::{REDIS_COMPAT_VERSION, Session};
 pub use store::{
     Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,
     NetworkStore, NullStore, PriorityStore, Store, StoreError, Target, build_store, decode_record,

@@ -1,11 +1,13 @@
-//! The tokio adapter: serves a [`Router`] on TCP and unix sockets (feature `tokio`).
+//! The tokio adapter (feature `tokio`): sockets, timers and tasks for the
+//! server toolkit, kids served on them, and the store tree's threads and links.
 //!
-//! Each connection runs one task that owns its socket, a
-//! [`RequestDecoder`] and a [`Session`]: it reads a batch, handles every
-//! request in it, flushes the replies, and writes whatever the session's
-//! [`Outbox`](crate::Outbox) holds, all in order. Reading pauses while the
-//! connection's own unsent output is over 1 MiB, so a client that pipelines
-//! without reading cannot grow the server's memory without bound.
+//! [`serve_with`] is the one accept loop (TCP and unix, `max_clients`,
+//! accept-error backoff, drain then abort) for any [`Protocol`](crate::server::Protocol);
+//! [`run_connection`] drives one [`Connection`]
+//! on a socket. [`serve`] is kids on them: a [`Session`] and a
+//! [`RequestDecoder`] per client. The connection policy (read batching,
+//! output pause, held replies, timeouts, the server-wide buffer bound) is
+//! the toolkit's, in [`crate::server`].
 //!
 //! ```no_run
 //! use std::time::Instant;
@@ -27,416 +29,113 @@
 
 use std::future::{Future, poll_fn};
 use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::watch;
-use tokio_util::codec::Decoder;
-use tokio_util::task::TaskTracker;
 
-use crate::outbox::CloseReason;
-use crate::{Error, Flow, ForwardAction, Limits, Link, RequestDecoder, Router, Session, Target};
+use crate::server::Connection;
+use crate::{Error, ForwardAction, Link, RequestDecoder, Router, Session, Target};
 
-/// Own output above which a connection without subscriptions stops reading
-/// requests (subscribers are bounded by their pubsub nlimit instead, and must
-/// stay able to UNSUBSCRIBE while messages queue up).
-const READ_PAUSE: u64 = 1 << 20;
+mod driver;
 
-/// Where a server is in its life, as connections see it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-#[non_exhaustive]
-pub enum Stop {
-    /// Serving.
-    Run,
-    /// Stop reading; write out what is held, then close.
-    Drain,
-    /// Close now.
-    Abort,
-}
-/// Bytes read per call.
+use driver::Stream;
+pub use driver::{Listener, ServerConfig, Stop, run_connection, serve_with};
+
+/// Bytes a network store's connection reads per call.
 const READ_CHUNK: usize = 16 * 1024;
-/// Bytes read, at most, before the requests in them are handled together.
-const READ_BATCH: usize = 64 * 1024;
-/// Bytes gathered from the outbox per write.
-const WRITE_CHUNK: usize = 64 * 1024;
 
-/// A socket to accept clients on.
-#[derive(Debug)]
-#[non_exhaustive]
-pub enum Listener {
-    /// A TCP listener.
-    Tcp(TcpListener),
-    /// A unix domain socket listener.
-    Unix(UnixListener),
-}
-
-/// Settings of [`serve`].
-#[derive(Debug, Clone)]
-#[non_exhaustive]
-pub struct ServerConfig {
-    /// Bounds of the request decoder.
-    pub limits: Limits,
-    /// How long connections may take to write out what they hold after shutdown.
-    pub drain_timeout: Duration,
-    /// How often [`Router::tick`] runs (INFO rates).
-    pub tick_interval: Duration,
-    /// Clients served at once, at most (`max_clients`); a client over it
-    /// gets Redis's `-ERR max number of clients reached` and is closed.
-    pub max_clients: Option<usize>,
-}
-
-impl Default for ServerConfig {
-    fn default() -> Self {
-        Self {
-            limits: Limits::default(),
-            drain_timeout: Duration::from_secs(5),
-            tick_interval: Duration::from_secs(1),
-            max_clients: None,
-        }
-    }
-}
-
-/// Accepts clients on every listener until `shutdown` completes, then stops
+/// Serves kids on every listener until `shutdown` completes: one
+/// [`Session`] per client on the toolkit's accept loop ([`serve_with`]),
+/// the router ticked every [`ServerConfig::tick_interval`]. Then it stops
 /// accepting, lets every connection write out what it already holds (up to
 /// [`ServerConfig::drain_timeout`]) and returns.
 ///
 /// # Errors
-/// Only when no listener could accept at all; failed accepts of single
-/// clients are logged and skipped.
+/// Only when there is no listener; failed accepts of single clients are
+/// logged and retried.
 pub async fn serve(
     listeners: Vec<Listener>,
     router: Router,
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    if listeners.is_empty() {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            "no listener to serve on",
-        ));
-    }
-    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
-    let tracker = TaskTracker::new();
-    for listener in listeners {
-        let (router, config, stop) = (router.clone(), config.clone(), stop_rx.clone());
-        let conns = tracker.clone();
-        tracker.spawn(accept_loop(listener, router, config, stop, conns));
-    }
     let ticker = {
-        let (router, mut stop, every) = (router.clone(), stop_rx.clone(), config.tick_interval);
-        tracker.spawn(async move {
+        let (router, every) = (router.clone(), config.tick_interval);
+        tokio::spawn(async move {
             let mut interval = tokio::time::interval(every);
             loop {
-                tokio::select! {
-                    _ = interval.tick() => router.tick(Instant::now()),
-                    _ = stop.changed() => return,
-                }
+                interval.tick().await;
+                router.tick(Instant::now());
             }
         })
     };
-    shutdown.await;
-    tracing::info!("shutting down: draining connections");
-    let _ = stop_tx.send(Stop::Drain);
-    tracker.close();
-    if tokio::time::timeout(config.drain_timeout, tracker.wait())
-        .await
-        .is_err()
-    {
-        tracing::warn!("drain timeout: closing remaining connections");
-        let _ = stop_tx.send(Stop::Abort);
-        tracker.wait().await;
-    }
-    drop(ticker);
-    Ok(())
+    let limits = config.limits;
+    let served = serve_with(
+        listeners,
+        config,
+        move || (Session::new(&router), RequestDecoder::new(limits)),
+        shutdown,
+    )
+    .await;
+    ticker.abort();
+    served
 }
 
-async fn accept_loop(
-    listener: Listener,
-    router: Router,
-    config: ServerConfig,
-    mut stop: watch::Receiver<Stop>,
-    conns: TaskTracker,
-) {
-    loop {
-        let accepted = tokio::select! {
-            r = accept(&listener) => r,
-            _ = stop.changed() => return,
-        };
-        if let Ok(conn) = &accepted
-            && config
-                .max_clients
-                .is_some_and(|max| router.connected_clients() >= max)
-        {
-            tracing::warn!("max_clients reached: refusing a client");
-            let reply = b"-ERR max number of clients reached\r\n";
-            match conn {
-                Accepted::Tcp(s) => drop(s.try_write(reply)),
-                Accepted::Unix(s) => drop(s.try_write(reply)),
-            }
-            continue;
-        }
-        match accepted {
-            Ok(Accepted::Tcp(s)) => {
-                let _ = s.set_nodelay(true);
-                conns.spawn(serve_connection(
-                    s,
-                    router.clone(),
-                    config.limits,
-                    stop.clone(),
-                ));
-            }
-            Ok(Accepted::Unix(s)) => {
-                conns.spawn(serve_connection(
-                    s,
-                    router.clone(),
-                    config.limits,
-                    stop.clone(),
-                ));
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "accept failed");
-                // Out of descriptors and the like: back off instead of spinning.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        }
+/// The runtime kids serves on: one thread (tokio's current-thread
+/// scheduler) unless `worker_threads` asks for more.
+///
+/// One thread is the default for the reason Redis has one: pub/sub fan-out
+/// crosses connections, and on a multi-threaded runtime every delivery to
+/// a subscriber served by another worker is a cross-thread wake-up (a
+/// futex call, a cache line moved), which costs more than the delivery.
+/// On one thread a publisher's push only queues the subscriber's task, and
+/// the subscriber writes what every publisher of that pass pushed at once.
+/// The store worker and blocking file IO have threads of their own either way.
+///
+/// # Errors
+/// The runtime cannot be built (no thread or no IO driver could be started).
+pub fn runtime(worker_threads: Option<usize>) -> io::Result<tokio::runtime::Runtime> {
+    match worker_threads {
+        Some(n) if n > 1 => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(n)
+            .enable_all()
+            .build(),
+        _ => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
     }
 }
 
-/// A stream accepted by a listener, or connected by a network store.
-enum Accepted {
-    Tcp(tokio::net::TcpStream),
-    Unix(tokio::net::UnixStream),
-}
-
-async fn accept(listener: &Listener) -> io::Result<Accepted> {
-    match listener {
-        Listener::Tcp(l) => Ok(Accepted::Tcp(l.accept().await?.0)),
-        Listener::Unix(l) => Ok(Accepted::Unix(l.accept().await?.0)),
-    }
-}
-
-/// Serves one client on any byte stream until it disconnects, `QUIT`s, breaks
-/// the protocol, goes over an `nlimit`, or `stop` says so: at
+/// Serves one kids client on any byte stream until it disconnects, `QUIT`s,
+/// breaks the protocol, goes over an `nlimit`, or `stop` says so: at
 /// [`Stop::Drain`] it stops reading and writes out what it holds first, at
-/// [`Stop::Abort`] it closes at once.
+/// [`Stop::Abort`] it closes at once. The connection policy is
+/// [`ServerConfig::default`]'s.
 ///
 /// # Errors
 /// The IO error that ended the connection, if one did.
 pub async fn serve_connection<S>(
     stream: S,
     router: Router,
-    limits: Limits,
-    mut stop: watch::Receiver<Stop>,
+    limits: crate::Limits,
+    stop: watch::Receiver<Stop>,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut conn = Conn {
-        io: stream,
-        session: Session::new(&router),
-        router,
-        decoder: RequestDecoder::new(limits),
-        rbuf: BytesMut::new(),
-        wbuf: BytesMut::new(),
-        wpos: 0,
-        reading: true,
-    };
-    let result = tokio::select! {
-        r = poll_fn(|cx| conn.poll(cx)) => r,
-        _ = wait_for(&mut stop, Stop::Drain) => {
-            conn.reading = false;
-            tokio::select! {
-                r = poll_fn(|cx| conn.poll(cx)) => r,
-                _ = wait_for(&mut stop, Stop::Abort) => Ok(()),
-            }
-        }
-    };
-    let _ = conn.io.shutdown().await;
-    result
-}
-
-async fn wait_for(stop: &mut watch::Receiver<Stop>, at_least: Stop) {
-    if stop.wait_for(|s| *s >= at_least).await.is_err() {
-        // The server is gone without a shutdown: keep serving.
-        std::future::pending::<()>().await;
-    }
-}
-
-struct Conn<S> {
-    io: S,
-    session: Session,
-    router: Router,
-    decoder: RequestDecoder,
-    rbuf: BytesMut,
-    wbuf: BytesMut,
-    wpos: usize,
-    reading: bool,
-}
-
-impl<S: AsyncRead + AsyncWrite + Unpin> Conn<S> {
-    /// Handles the requests in the read buffer until it is empty, a request
-    /// waits for the session's ticket, or the session closes; then flushes
-    /// the replies unless they wait for a ticket.
-    fn handle_input(&mut self, now: Instant) {
-        while self.reading {
-            let flow = match self.decoder.decode(&mut self.rbuf) {
-                Ok(Some(req)) => self.session.handle(req, now),
-                Ok(None) => break,
-                Err(Error::Protocol(e)) => {
-                    if e == crate::ProtocolError::QueryBufferLimit {
-                        tracing::warn!(
-                            client = self.session.id(),
-                            "closing client that reached the query buffer limit"
-                        );
-                    }
-                    // Nothing after a broken request can be read.
-                    self.reading = false;
-                    self.session.protocol_error(&e, now)
-                }
-                Err(_) => break,
-            };
-            match flow {
-                Flow::Continue => {}
-                Flow::Close => self.reading = false,
-                Flow::Wait => break,
-            }
-        }
-        if self.session.ticket().is_none() {
-            self.session.flush(now);
-        }
-    }
-
-    /// Drives reads and writes until both would block, the peer leaves, or
-    /// the session closes and everything it holds is written.
-    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let limits = *self.router.config().limits();
-        loop {
-            // Closed by its nlimit: leave at once, even while
-            // a write is blocked on a client that does not read.
-            if let Poll::Ready(reason) = self.session.outbox().poll_closed(cx) {
-                tracing::debug!(
-                    client = self.session.id(),
-                    ?reason,
-                    "outbox closed, closing client"
-                );
-                return Poll::Ready(Ok(()));
-            }
-            let mut progress = false;
-            if let Some(ticket) = self.session.ticket()
-                && let Poll::Ready(stored) = self.router.poll_stored(ticket, cx)
-            {
-                let now = Instant::now();
-                let flow = if stored {
-                    self.session.stored(now)
-                } else {
-                    // Never to be stored: drop the held replies and close once
-                    // what was answered before is written; the publisher
-                    // re-sends after reconnecting.
-                    tracing::warn!(
-                        client = self.session.id(),
-                        "stores stopped before storing this client's messages; closing unanswered"
-                    );
-                    self.session.unstored()
-                };
-                if flow == Flow::Close {
-                    self.reading = false;
-                }
-                // Requests read behind the one that waited.
-                self.handle_input(now);
-                progress = true;
-            }
-            let paused = self.session.ticket().is_some()
-                || (self.session.subscriptions() == 0
-                    && self.session.outbox().pending() >= READ_PAUSE);
-            // A full store queue holds publishers back; subscribers stay
-            // able to UNSUBSCRIBE (they are bounded by their nlimit).
-            let room = self.session.subscriptions() > 0 || self.router.poll_room(cx).is_ready();
-            if self.reading && !paused && room {
-                // Read what the socket holds, up to a batch: handled together,
-                // its publishes wait for one commit of the stores.
-                let (mut got, mut eof) = (false, false);
-                // At least one read: a request larger than a batch still grows.
-                let stop_at = self.rbuf.len().max(READ_BATCH - 1) + 1;
-                while self.rbuf.len() < stop_at {
-                    if self.rbuf.capacity() - self.rbuf.len() < READ_CHUNK / 2 {
-                        self.rbuf.reserve(READ_CHUNK);
-                    }
-                    match tokio_util::io::poll_read_buf(Pin::new(&mut self.io), cx, &mut self.rbuf)
-                    {
-                        Poll::Ready(Ok(0)) => {
-                            eof = true;
-                            break;
-                        }
-                        Poll::Ready(Ok(_)) => got = true,
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => break,
-                    }
-                }
-                if got {
-                    self.handle_input(Instant::now());
-                    progress = true;
-                }
-                if eof {
-                    // The client is gone; write out what it is owed, then close.
-                    self.reading = false;
-                    progress = true;
-                }
-            }
-            if self.wpos == self.wbuf.len() {
-                self.wbuf.clear();
-                self.wpos = 0;
-                match self
-                    .session
-                    .outbox()
-                    .poll_drain(cx, &mut self.wbuf, WRITE_CHUNK)
-                {
-                    Poll::Ready(Ok(_)) => {}
-                    Poll::Ready(Err(CloseReason::NLimit)) => {
-                        tracing::debug!(client = self.session.id(), "closing client over nlimit");
-                        return Poll::Ready(Ok(()));
-                    }
-                    Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
-                    Poll::Pending => {}
-                }
-            }
-            if self.wpos < self.wbuf.len() {
-                match Pin::new(&mut self.io).poll_write(cx, &self.wbuf[self.wpos..]) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => {
-                        self.wpos += n;
-                        self.session.outbox().consumed(n, &limits);
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => {}
-                }
-            }
-            if !self.reading
-                && self.session.ticket().is_none()
-                && self.wpos == self.wbuf.len()
-                && self.session.outbox().pending() == 0
-            {
-                return Poll::Ready(Ok(()));
-            }
-            if !progress {
-                // Idle: give memory back until the next batch.
-                if self.rbuf.is_empty() && !self.decoder.is_mid_request() {
-                    self.rbuf = BytesMut::new();
-                }
-                if self.wpos == self.wbuf.len() {
-                    self.wbuf = BytesMut::new();
-                    self.wpos = 0;
-                }
-                return Poll::Pending;
-            }
-        }
-    }
+    let session = Session::new(&router);
+    let conn = Connection::new(
+        session,
+        RequestDecoder::new(limits),
+        ServerConfig::default().conn,
+        None,
+        Instant::now(),
+    );
+    run_connection(stream, conn, stop).await
 }
 
 /// Drives the connection of a network store's [`Link`] until the store is
@@ -464,12 +163,12 @@ pub async fn drive_link(link: Arc<Link>) {
             }
         }
         let reason = match connect(link.target()).await {
-            Ok(Accepted::Tcp(s)) => {
+            Ok(Stream::Tcp(s)) => {
                 let _ = s.set_nodelay(true);
                 tracing::info!(target = %link.target(), "forwarding: connected");
                 pump_link(&link, s).await
             }
-            Ok(Accepted::Unix(s)) => {
+            Ok(Stream::Unix(s)) => {
                 tracing::info!(target = %link.target(), "forwarding: connected");
                 pump_link(&link, s).await
             }
@@ -484,7 +183,7 @@ pub async fn drive_link(link: Arc<Link>) {
     }
 }
 
-async fn connect(target: &Target) -> io::Result<Accepted> {
+async fn connect(target: &Target) -> io::Result<Stream> {
     let limit = Duration::from_secs(10);
     let timed_out = || io::Error::new(io::ErrorKind::TimedOut, "connect timed out");
     match target {
@@ -494,11 +193,11 @@ async fn connect(target: &Target) -> io::Result<Accepted> {
         )
         .await
         .map_err(|_| timed_out())?
-        .map(Accepted::Tcp),
+        .map(Stream::Tcp),
         Target::Unix(path) => tokio::time::timeout(limit, tokio::net::UnixStream::connect(path))
             .await
             .map_err(|_| timed_out())?
-            .map(Accepted::Unix),
+            .map(Stream::Unix),
     }
 }
 

@@ -62,7 +62,9 @@ struct State {
 }
 
 impl Outbox {
-    pub(crate) fn new(id: u64) -> Self {
+    /// An empty, open outbox for the client `id`: the output queue of a
+    /// connection of any protocol on the server toolkit.
+    pub fn new(id: u64) -> Self {
         Self {
             id,
             state: Mutex::new(State {
@@ -99,6 +101,14 @@ impl Outbox {
         limits: &NLimits,
     ) -> Pushed {
         self.push_with(|_| reply, false, Some(proto), now, limits)
+    }
+
+    /// Queues a reply chunk for the connection's writer. Returns false when
+    /// nothing was queued: the outbox was closed, or this chunk took it
+    /// over its `nlimit` (it is closed now, and the writer closes the
+    /// connection).
+    pub fn send(&self, chunk: Bytes, now: Instant, limits: &NLimits) -> bool {
+        matches!(self.push(chunk, false, now, limits), Pushed::Queued)
     }
 
     pub(crate) fn set_class(&self, class: ClientClass) {

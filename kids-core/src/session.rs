@@ -3,30 +3,19 @@
 use std::collections::HashSet;
 use std::fmt::Write as _;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::ProtocolError;
 use crate::commands::{self, Command};
 use crate::nlimit::ClientClass;
+use crate::nlimit::NLimits;
 use crate::outbox::{CloseReason, Outbox, Pushed};
-use crate::resp::{Proto, ReplyWriter, Request, parse_i64};
+use crate::resp::{Proto, ReplyWriter, Request, RequestDecoder, parse_i64};
 use crate::router::Router;
-
-/// What the connection should do after a request.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Flow {
-    /// Keep reading requests.
-    Continue,
-    /// Stop reading; close once the outbox has been written out (`QUIT`, protocol errors).
-    Close,
-    /// The request waits, unhandled, until the session's [`Session::ticket`]
-    /// is stored: it would release replies held for it. Feed no more
-    /// requests; call [`Session::stored`] (which handles it) when the tap
-    /// has stored the ticket.
-    Wait,
-}
+use crate::server::{Flow, Protocol, RequestCodec};
+use crate::{Error, ProtocolError};
 
 /// Commands a RESP2 client may run while subscribed.
 const SUBSCRIBED_OK: &[&str] = &[
@@ -816,6 +805,93 @@ impl Session {
             text.push_str(&lines);
         }
         self.writer().verbatim(b"txt", text.as_bytes());
+    }
+}
+
+/// A kids connection on the server toolkit: RESP requests in, replies and
+/// pub/sub messages out, publishers' replies held until their messages are
+/// stored, subscribers bounded by their `nlimit` instead of by the read pause.
+impl Protocol for Session {
+    type Request = Request;
+    type Error = Error;
+
+    fn handle(&mut self, request: Request, now: Instant) -> Flow {
+        Session::handle(self, request, now)
+    }
+
+    fn decode_error(&mut self, error: Error, now: Instant) -> Flow {
+        match error {
+            Error::Protocol(e) => {
+                if e == ProtocolError::QueryBufferLimit {
+                    tracing::warn!(
+                        client = self.id(),
+                        "closing client that reached the query buffer limit"
+                    );
+                }
+                self.protocol_error(&e, now)
+            }
+            _ => Flow::Close,
+        }
+    }
+
+    fn flush(&mut self, now: Instant) {
+        Session::flush(self, now);
+    }
+
+    fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    fn nlimits(&self) -> &NLimits {
+        self.router.config().limits()
+    }
+
+    fn is_holding(&self) -> bool {
+        self.ticket.is_some() || self.deferred.is_some() || self.deferred_error.is_some()
+    }
+
+    fn poll_release(&mut self, cx: &mut std::task::Context<'_>, now: Instant) -> Poll<Flow> {
+        let Some(ticket) = self.ticket else {
+            return Poll::Ready(self.stored(now));
+        };
+        match self.router.poll_stored(ticket, cx) {
+            Poll::Ready(true) => Poll::Ready(self.stored(now)),
+            Poll::Ready(false) => {
+                // Never to be stored: drop the held replies and close once
+                // what was answered before is written; the publisher
+                // re-sends after reconnecting.
+                tracing::warn!(
+                    client = self.id(),
+                    "stores stopped before storing this client's messages; closing unanswered"
+                );
+                Poll::Ready(self.unstored())
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn poll_room(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        // A full store queue holds publishers back; subscribers stay able
+        // to UNSUBSCRIBE (they are bounded by their nlimit).
+        if self.subscriptions() > 0 {
+            Poll::Ready(())
+        } else {
+            self.router.poll_room(cx)
+        }
+    }
+
+    fn bounds_output(&self) -> bool {
+        self.subscriptions() > 0
+    }
+
+    fn may_idle(&self) -> bool {
+        self.subscriptions() > 0
+    }
+}
+
+impl RequestCodec for RequestDecoder {
+    fn is_mid_request(&self) -> bool {
+        RequestDecoder::is_mid_request(self)
     }
 }
 

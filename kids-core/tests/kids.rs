@@ -12,4 +12,5 @@ mod kids {
     pub(crate) mod seglog;
     pub(crate) mod stores;
     pub(crate) mod support;
+    pub(crate) mod toolkit;
 }

@@ -5,11 +5,15 @@
 //! It starts both servers on free loopback ports and measures, alternating
 //! kids, redis, kids, redis… with fresh connections each round:
 //!
-//! * publish throughput and delivery throughput for the load shapes S/P =
-//!   4/2 and 32/1 (S subscriber connections all subscribed to one channel,
-//!   P publisher connections each pipelining `PUBLISH bench <64 bytes>` with
-//!   at most 256 commands outstanding); the summary reports the median of
-//!   the rounds per server and shape;
+//! * a grid of load shapes S/P (S subscriber connections on one channel, P
+//!   publisher connections) = 1/50, 4/20, 10/10, 4/2, 32/1 and 0/50 (nobody
+//!   subscribed), each at N = 1, 8, 64 and 256 commands in flight: every
+//!   publisher writes N `PUBLISH bench <64 bytes>` at once, then reads the
+//!   N replies, then writes the next N (a log shipper, a web worker). For
+//!   each cell: deliveries/s (publishes/s for 0/50, where nothing is
+//!   delivered), the server's CPU time (utime + stime from `/proc`) per
+//!   delivered message (per publish for 0/50), and at N = 1 the p99 of the
+//!   publish round trip. The summary is the median of the rounds;
 //! * resident memory per idle connection (VmRSS of the server process before
 //!   and after opening N connections that have each answered one `PING`);
 //! * forwarding: an in-process agent (the store pipeline and a network
@@ -26,11 +30,14 @@
 //!   acknowledgement once it starts.
 //!
 //! Environment: `VS_SECS` (seconds per round, default 2), `VS_ROUNDS` (rounds
-//! per server and shape, default 3), `VS_IDLE` (idle connections, default
+//! per server and cell, default 3), `VS_SHAPES` (the shapes to run, as
+//! `1/50,32/1`; default all six), `VS_DEPTHS` (the N to run, as `1,256`;
+//! default `1,8,64,256`), `VS_IDLE` (idle connections, default
 //! 2000), `VS_FORWARD_N` (messages per forwarding round, default 500000; 0
 //! skips forwarding), `KIDS_BIN` (a kids binary taking `--host`/`--port`, such as the
 //! `kids` example; default: this program re-run as `--serve-kids PORT`, which
-//! serves `kids_core::net::serve` on one runtime worker per core), `REDIS_BIN` (path of redis-server; default: found on `PATH`).
+//! serves `kids_core::net::serve` on `kids_core::net::runtime(None)`, as
+//! the `kids` example does: one thread), `REDIS_BIN` (path of redis-server; default: found on `PATH`).
 //!
 //! A missing peer binary is an error, not a skip: without `redis-server` on
 //! `PATH` it exits non-zero and names the Debian package `redis-server`.
@@ -38,8 +45,9 @@
 //! The last lines of the output have a fixed form:
 //!
 //! ```text
-//! 4/2  publishes/s kids=… redis=… ratio=…x  deliveries/s kids=… redis=… ratio=…x
-//! 32/1 publishes/s kids=… redis=… ratio=…x  deliveries/s kids=… redis=… ratio=…x
+//! grid: shape N | deliveries/s kids redis ratio | cpu us/msg kids redis ratio | p99 rtt us kids redis ratio
+//! 1/50 1 | … … …x | … … …x | … … …x
+//! ...
 //! idle-conn bytes kids=… redis=… ratio=…x
 //! forward msgs/s (… x 100 B, window 1024) kids=… kids+spool=… redis=… ratio=…x spool-ratio=…x (kids: LOG, written and committed; redis: PUBLISH, no subscriber, nothing stored)
 //! spool replay records/s kids=…
@@ -64,8 +72,6 @@ use kids_core::{Frame, Proto};
 const CHANNEL: &[u8] = b"bench";
 /// Length of every published payload.
 const PAYLOAD_LEN: usize = 64;
-/// Most commands a publisher keeps outstanding.
-const WINDOW: usize = 256;
 /// Read buffer of every load connection.
 const READ_BUF: usize = 256 * 1024;
 /// Read timeout that lets load threads notice the stop flag.
@@ -73,7 +79,11 @@ const POLL: Duration = Duration::from_millis(200);
 /// Timeout for replies that must come (PING, subscribe confirmations).
 const REPLY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Load shapes: (subscribers, publishers).
-const SHAPES: [(usize, usize); 2] = [(4, 2), (32, 1)];
+const SHAPES: [(usize, usize); 6] = [(1, 50), (4, 20), (10, 10), (4, 2), (32, 1), (0, 50)];
+/// Commands each publisher writes before reading their replies.
+const DEPTHS: [usize; 4] = [1, 8, 64, 256];
+/// Round-trip samples a publisher keeps, at most.
+const MAX_SAMPLES: usize = 1 << 20;
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().collect();
@@ -98,6 +108,42 @@ struct Settings {
     secs: f64,
     rounds: usize,
     idle: usize,
+    shapes: Vec<(usize, usize)>,
+    depths: Vec<usize>,
+}
+
+/// Parses `VS_SHAPES` (`S/P,S/P`) or returns every shape.
+fn shapes_setting() -> Res<Vec<(usize, usize)>> {
+    let Ok(v) = std::env::var("VS_SHAPES") else {
+        return Ok(SHAPES.to_vec());
+    };
+    v.split(',')
+        .map(|cell| {
+            let (s, p) = cell
+                .trim()
+                .split_once('/')
+                .ok_or_else(|| format!("VS_SHAPES: {cell:?} is not S/P"))?;
+            let s = s.parse().ctx(|| format!("VS_SHAPES: {cell:?}"))?;
+            let p: usize = p.parse().ctx(|| format!("VS_SHAPES: {cell:?}"))?;
+            if p == 0 {
+                return Err(format!("VS_SHAPES: {cell:?} has no publisher"));
+            }
+            Ok((s, p))
+        })
+        .collect()
+}
+
+/// Parses `VS_DEPTHS` (`1,8`) or returns every depth.
+fn depths_setting() -> Res<Vec<usize>> {
+    let Ok(v) = std::env::var("VS_DEPTHS") else {
+        return Ok(DEPTHS.to_vec());
+    };
+    v.split(',')
+        .map(|d| match d.trim().parse::<usize>() {
+            Ok(n) if n > 0 => Ok(n),
+            _ => Err(format!("VS_DEPTHS: {d:?} is not a positive number")),
+        })
+        .collect()
 }
 
 fn run() -> Res<()> {
@@ -105,6 +151,8 @@ fn run() -> Res<()> {
         secs: env_or("VS_SECS", 2.0)?,
         rounds: env_or("VS_ROUNDS", 3)?,
         idle: env_or("VS_IDLE", 2000)?,
+        shapes: shapes_setting()?,
+        depths: depths_setting()?,
     };
     if !(settings.secs > 0.0 && settings.secs.is_finite()) || settings.rounds == 0 {
         return Err("VS_SECS must be > 0 and VS_ROUNDS >= 1".into());
@@ -142,31 +190,47 @@ fn run() -> Res<()> {
     let redis_idle = idle_bytes_per_conn(&redis, idle_n)?;
 
     let dur = Duration::from_secs_f64(settings.secs);
+    let ticks = clock_ticks()?;
     let mut results = Vec::new();
-    for &(subs, pubs) in &SHAPES {
-        let mut k = Vec::new();
-        let mut r = Vec::new();
-        for round in 1..=settings.rounds {
-            for server in [&kids, &redis] {
-                server.check_alive()?;
-                let m = run_round(server, subs, pubs, dur)
-                    .ctx(|| format!("{} round {round} shape {subs}/{pubs}", server.name()))?;
-                println!(
-                    "round {round}/{} {subs}/{pubs} {:<5} publishes/s={:>9.0} deliveries/s={:>10.0}{}",
-                    settings.rounds,
-                    server.name(),
-                    m.publishes,
-                    m.deliveries,
-                    m.notes
-                );
-                if server.name() == "kids" {
-                    k.push(m);
+    for &(subs, pubs) in &settings.shapes {
+        for &depth in &settings.depths {
+            let mut k = Vec::new();
+            let mut r = Vec::new();
+            for round in 1..=settings.rounds {
+                // Alternate which server goes first, so neither always runs
+                // on a machine warmed (or tired) by the other.
+                let order = if round % 2 == 1 {
+                    [&kids, &redis]
                 } else {
-                    r.push(m);
+                    [&redis, &kids]
+                };
+                for server in order {
+                    server.check_alive()?;
+                    let m = run_round(server, subs, pubs, depth, dur, ticks).ctx(|| {
+                        format!(
+                            "{} round {round} shape {subs}/{pubs} N={depth}",
+                            server.name()
+                        )
+                    })?;
+                    println!(
+                        "round {round}/{} {subs}/{pubs} N={depth} {:<5} publishes/s={:>9.0} deliveries/s={:>10.0} cpu_us/msg={:.3} p99_rtt_us={:.0}{}",
+                        settings.rounds,
+                        server.name(),
+                        m.publishes,
+                        m.deliveries,
+                        m.cpu_us_per_msg,
+                        m.p99_rtt_us,
+                        m.notes
+                    );
+                    if server.name() == "kids" {
+                        k.push(m);
+                    } else {
+                        r.push(m);
+                    }
                 }
             }
+            results.push(((subs, pubs, depth), k, r));
         }
-        results.push(((subs, pubs), k, r));
     }
     kids.check_alive()?;
     redis.check_alive()?;
@@ -183,16 +247,34 @@ fn run() -> Res<()> {
          idle-conn over {} connections",
         settings.rounds, settings.secs, idle_n
     );
-    for ((subs, pubs), k, r) in &results {
-        let kp = median(k.iter().map(|m| m.publishes));
-        let rp = median(r.iter().map(|m| m.publishes));
-        let kd = median(k.iter().map(|m| m.deliveries));
-        let rd = median(r.iter().map(|m| m.deliveries));
+    println!(
+        "grid: shape N | deliveries/s kids redis ratio | cpu us/msg kids redis ratio | p99 rtt us kids redis ratio \
+         (0/P: publishes/s and cpu per publish; rtt at N=1 only)"
+    );
+    for ((subs, pubs, depth), k, r) in &results {
+        let rate = |ms: &[Measurement]| {
+            median(ms.iter().map(|m| {
+                if *subs == 0 {
+                    m.publishes
+                } else {
+                    m.deliveries
+                }
+            }))
+        };
+        let (kd, rd) = (rate(k), rate(r));
+        let kc = median(k.iter().map(|m| m.cpu_us_per_msg));
+        let rc = median(r.iter().map(|m| m.cpu_us_per_msg));
+        let rtt = if *depth == 1 {
+            let kl = median(k.iter().map(|m| m.p99_rtt_us));
+            let rl = median(r.iter().map(|m| m.p99_rtt_us));
+            format!("{kl:.0} {rl:.0} {:.2}x", ratio(kl, rl))
+        } else {
+            "- - -".to_string()
+        };
         println!(
-            "{:<4} publishes/s kids={kp:.0} redis={rp:.0} ratio={:.2}x  deliveries/s kids={kd:.0} redis={rd:.0} ratio={:.2}x",
-            format!("{subs}/{pubs}"),
-            ratio(kp, rp),
-            ratio(kd, rd)
+            "{subs}/{pubs} {depth} | {kd:.0} {rd:.0} {:.2}x | {kc:.3} {rc:.3} {:.2}x | {rtt}",
+            ratio(kd, rd),
+            ratio(kc, rc)
         );
     }
     println!(
@@ -454,15 +536,12 @@ fn kids_command(port: u16) -> Res<(String, Command)> {
 /// Argument that turns this program into the kids server under test.
 const SERVE_KIDS: &str = "--serve-kids";
 
-/// Serves kids on 127.0.0.1:`port` until killed: a multi-threaded runtime
-/// with one worker per core, as the `kids` example; with `store_dir`, as a
+/// Serves kids on 127.0.0.1:`port` until killed, on the runtime the `kids`
+/// example uses (`kids_core::net::runtime`); with `store_dir`, as a
 /// log server writing `[topic]/all.log` files there.
 fn serve_kids(port: &str, store_dir: Option<&str>) -> Res<()> {
     let port: u16 = port.parse().ctx(|| format!("port {port:?}"))?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .ctx(|| "building the runtime".into())?;
+    let rt = kids_core::net::runtime(None).ctx(|| "building the runtime".into())?;
     rt.block_on(async {
         let router = kids_core::Router::new(kids_core::RouterConfig::default(), Instant::now());
         let _stores = match store_dir {
@@ -680,7 +759,43 @@ fn idle_bytes_per_conn(server: &Server, n: usize) -> Res<f64> {
 struct Measurement {
     publishes: f64,
     deliveries: f64,
+    /// Server CPU microseconds per delivered message (per publish with no subscriber).
+    cpu_us_per_msg: f64,
+    /// p99 of the publish round trip, microseconds (N = 1 only; NaN otherwise).
+    p99_rtt_us: f64,
     notes: String,
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`).
+fn clock_ticks() -> Res<f64> {
+    let out = Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ctx(|| "running getconf CLK_TCK".into())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse::<f64>()
+        .ctx(|| format!("getconf CLK_TCK printed {text:?}"))
+}
+
+/// utime + stime of process `pid`, in clock ticks (every thread).
+fn cpu_ticks(pid: u32) -> Res<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("{path}: no command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
+    let field = |i: usize| -> Res<u64> {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{path}: field {i} missing"))
+    };
+    Ok(field(14)? + field(15)?)
 }
 
 /// The RESP2 bytes of `frame`, from kids-core's one codec.
@@ -732,9 +847,18 @@ struct PubEnd {
     closed_by_server: bool,
     error: Option<String>,
     non_integer_replies: u64,
+    /// Round trips at depth 1, microseconds.
+    rtts: Vec<u32>,
 }
 
-fn run_round(server: &Server, subs: usize, pubs: usize, dur: Duration) -> Res<Measurement> {
+fn run_round(
+    server: &Server,
+    subs: usize,
+    pubs: usize,
+    depth: usize,
+    dur: Duration,
+    ticks_per_sec: f64,
+) -> Res<Measurement> {
     let frame = Arc::new(message_frame());
     let confirmation = subscribe_confirmation();
     let subscribe = wire(&Frame::command([&b"SUBSCRIBE"[..], CHANNEL]));
@@ -793,7 +917,7 @@ fn run_round(server: &Server, subs: usize, pubs: usize, dur: Duration) -> Res<Me
     }
 
     let cmd = publish_command();
-    let batch: Arc<Vec<u8>> = Arc::new(cmd.repeat(WINDOW));
+    let batch: Arc<Vec<u8>> = Arc::new(cmd.repeat(depth));
     let mut pub_threads: Vec<(Arc<AtomicU64>, JoinHandle<PubEnd>)> = Vec::new();
     for s in pub_streams {
         closers.push(s.try_clone().ctx(|| "cloning a socket".into())?);
@@ -804,27 +928,24 @@ fn run_round(server: &Server, subs: usize, pubs: usize, dur: Duration) -> Res<Me
             Arc::clone(&batch),
             Arc::clone(&start),
         );
-        let cmd_len = cmd.len();
-        let h = std::thread::spawn(move || publisher(s, &r, &stop, &batch, cmd_len, &start));
+        let h = std::thread::spawn(move || publisher(s, &r, &stop, &batch, depth, &start));
         pub_threads.push((replies, h));
     }
 
     start.wait();
     let t0 = Instant::now();
+    let cpu0 = cpu_ticks(server.process.id())?;
+    let (pub0, del0) = counts(&pub_threads, &sub_threads, frame.len());
     std::thread::sleep(dur);
     // Snapshot every counter at one instant, then stop.
+    let cpu1 = cpu_ticks(server.process.id())?;
+    let (pub1, del1) = counts(&pub_threads, &sub_threads, frame.len());
     let elapsed = t0.elapsed().as_secs_f64();
-    let published: u64 = pub_threads
-        .iter()
-        .map(|(r, _)| r.load(Ordering::Relaxed))
-        .sum();
-    let delivered: u64 = sub_threads
-        .iter()
-        .map(|(b, _)| b.load(Ordering::Relaxed) / frame.len() as u64)
-        .sum();
+    let (published, delivered) = (pub1 - pub0, del1 - del0);
     stop_pubs.store(true, Ordering::Relaxed);
     let mut notes = String::new();
     let mut pub_errors = Vec::new();
+    let mut rtts = Vec::new();
     for (i, (_, h)) in pub_threads.into_iter().enumerate() {
         let end = h
             .join()
@@ -841,6 +962,7 @@ fn run_round(server: &Server, subs: usize, pubs: usize, dur: Duration) -> Res<Me
         if let Some(e) = end.error {
             pub_errors.push(format!("publisher {i}: {e}"));
         }
+        rtts.extend(end.rtts);
     }
     // Subscribers kept reading until the publishers stopped.
     stop_subs.store(true, Ordering::Relaxed);
@@ -870,11 +992,43 @@ fn run_round(server: &Server, subs: usize, pubs: usize, dur: Duration) -> Res<Me
     if !pub_errors.is_empty() {
         return Err(pub_errors.join("; "));
     }
+    let counted = if subs == 0 { published } else { delivered };
+    let cpu_us = (cpu1 - cpu0) as f64 / ticks_per_sec * 1e6;
     Ok(Measurement {
         publishes: published as f64 / elapsed,
         deliveries: delivered as f64 / elapsed,
+        cpu_us_per_msg: if counted > 0 {
+            cpu_us / counted as f64
+        } else {
+            f64::NAN
+        },
+        p99_rtt_us: p99(&mut rtts),
         notes,
     })
+}
+
+/// Replies read by every publisher and messages read by every subscriber so far.
+fn counts(
+    pubs: &[(Arc<AtomicU64>, JoinHandle<PubEnd>)],
+    subs: &[(Arc<AtomicU64>, JoinHandle<SubEnd>)],
+    frame_len: usize,
+) -> (u64, u64) {
+    let published = pubs.iter().map(|(r, _)| r.load(Ordering::Relaxed)).sum();
+    let delivered = subs
+        .iter()
+        .map(|(b, _)| b.load(Ordering::Relaxed) / frame_len as u64)
+        .sum();
+    (published, delivered)
+}
+
+/// The 99th percentile of `samples` (microseconds), NaN for none.
+fn p99(samples: &mut [u32]) -> f64 {
+    if samples.is_empty() {
+        return f64::NAN;
+    }
+    samples.sort_unstable();
+    let i = (samples.len() * 99).div_ceil(100).saturating_sub(1);
+    f64::from(samples[i])
 }
 
 fn is_timeout(e: &std::io::Error) -> bool {
@@ -917,55 +1071,64 @@ fn subscriber(mut s: TcpStream, bytes: &AtomicU64, stop: &AtomicBool, frame: &[u
     end
 }
 
+/// Writes `depth` PUBLISH commands at once, reads their `depth` replies,
+/// and again, until `stop`; at depth 1 it keeps each round trip's time.
 fn publisher(
     mut s: TcpStream,
     replies: &AtomicU64,
     stop: &AtomicBool,
     batch: &[u8],
-    cmd_len: usize,
+    depth: usize,
     start: &Barrier,
 ) -> PubEnd {
     let mut end = PubEnd::default();
     let mut buf = vec![0u8; READ_BUF];
-    let mut outstanding = 0usize;
     let mut at_line_start = true;
     start.wait();
-    while !stop.load(Ordering::Relaxed) {
-        let room = WINDOW - outstanding;
-        if room > 0 {
-            if let Err(e) = s.write_all(&batch[..room * cmd_len]) {
-                if !stop.load(Ordering::Relaxed) {
-                    end.error = Some(format!("write failed: {e}"));
-                }
-                break;
+    'rounds: while !stop.load(Ordering::Relaxed) {
+        let sent = Instant::now();
+        if let Err(e) = s.write_all(batch) {
+            if !stop.load(Ordering::Relaxed) {
+                end.error = Some(format!("write failed: {e}"));
             }
-            outstanding += room;
+            break;
         }
-        match s.read(&mut buf) {
-            Ok(0) => {
-                end.closed_by_server = !stop.load(Ordering::Relaxed);
-                break;
-            }
-            Ok(n) => {
-                // Every reply is `:N\r\n`: one '\n' per reply.
-                let mut count = 0usize;
-                for &b in &buf[..n] {
-                    if at_line_start && b != b':' {
-                        end.non_integer_replies += 1;
+        let mut outstanding = depth;
+        while outstanding > 0 {
+            match s.read(&mut buf) {
+                Ok(0) => {
+                    end.closed_by_server = !stop.load(Ordering::Relaxed);
+                    break 'rounds;
+                }
+                Ok(n) => {
+                    // Every reply is `:N\r\n`: one '\n' per reply.
+                    let mut count = 0usize;
+                    for &b in &buf[..n] {
+                        if at_line_start && b != b':' {
+                            end.non_integer_replies += 1;
+                        }
+                        at_line_start = b == b'\n';
+                        count += usize::from(at_line_start);
                     }
-                    at_line_start = b == b'\n';
-                    count += usize::from(at_line_start);
+                    outstanding = outstanding.saturating_sub(count);
+                    replies.fetch_add(count as u64, Ordering::Relaxed);
                 }
-                outstanding = outstanding.saturating_sub(count);
-                replies.fetch_add(count as u64, Ordering::Relaxed);
-            }
-            Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => {
-                if !stop.load(Ordering::Relaxed) {
-                    end.error = Some(format!("read failed: {e}"));
+                Err(e) if is_timeout(&e) || e.kind() == ErrorKind::Interrupted => {
+                    if stop.load(Ordering::Relaxed) {
+                        break 'rounds;
+                    }
                 }
-                break;
+                Err(e) => {
+                    if !stop.load(Ordering::Relaxed) {
+                        end.error = Some(format!("read failed: {e}"));
+                    }
+                    break 'rounds;
+                }
             }
+        }
+        if depth == 1 && end.rtts.len() < MAX_SAMPLES {
+            let us = sent.elapsed().as_micros();
+            end.rtts.push(u32::try_from(us).unwrap_or(u32::MAX));
         }
     }
     end

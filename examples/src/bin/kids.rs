@@ -103,13 +103,8 @@ fn main() -> ExitCode {
         eprintln!("kids: {e}");
         return ExitCode::from(2);
     }
-    let mut runtime = tokio::runtime::Builder::new_multi_thread();
-    runtime.enable_all();
-    // The config parser refuses `worker_threads 0` (tokio panics on it).
-    if let Some(n) = config.worker_threads {
-        runtime.worker_threads(n);
-    }
-    let runtime = match runtime.build() {
+    // One thread unless the config's `worker_threads` asks for more.
+    let runtime = match kids_core::net::runtime(config.worker_threads) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("kids: starting the runtime: {e}");

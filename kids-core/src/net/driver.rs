@@ -1,0 +1,328 @@
+//! The toolkit's tokio adapter: one accept loop and one connection driver for any protocol.
+
+use std::future::{Future, poll_fn};
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+use tokio::net::{TcpListener, UnixListener};
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
+
+use crate::Limits;
+use crate::server::{Budget, ConnConfig, Connection, Protocol, RequestCodec, Step, Transport};
+
+/// Where a server is in its life, as connections see it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum Stop {
+    /// Serving.
+    Run,
+    /// Stop reading; write out what is held, then close.
+    Drain,
+    /// Close now.
+    Abort,
+}
+
+/// A socket to accept clients on.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum Listener {
+    /// A TCP listener.
+    Tcp(TcpListener),
+    /// A unix domain socket listener.
+    Unix(UnixListener),
+}
+
+/// Settings of [`serve`](super::serve) and [`serve_with`].
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Bounds of the RESP request decoder ([`serve`](super::serve) only; a
+    /// server of another protocol bounds its own codec).
+    pub limits: Limits,
+    /// The connection policy: read batching, output pause, timeouts.
+    pub conn: ConnConfig,
+    /// Bytes all connections together may buffer (read buffers and unsent
+    /// output) before every connection stops reading new requests until
+    /// output drains; `None`: no server-wide bound. Default 4 GiB, above
+    /// what one client may hold, so no single client can stall the others.
+    pub max_buffered: Option<u64>,
+    /// How long connections may take to write out what they hold after shutdown.
+    pub drain_timeout: Duration,
+    /// How often [`Router::tick`](crate::Router::tick) runs (INFO rates; [`serve`](super::serve) only).
+    pub tick_interval: Duration,
+    /// Clients served at once, at most (`max_clients`); a client over it
+    /// is sent [`ServerConfig::busy_reply`] and closed.
+    pub max_clients: Option<usize>,
+    /// What a client over `max_clients` is sent (Redis's
+    /// `-ERR max number of clients reached` line by default).
+    pub busy_reply: Bytes,
+    /// After a failed accept (out of descriptors, say), the loop waits this
+    /// long, doubling up to 1 s while accepts keep failing.
+    pub accept_backoff: Duration,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            limits: Limits::default(),
+            conn: ConnConfig::default(),
+            max_buffered: Some(4 << 30),
+            drain_timeout: Duration::from_secs(5),
+            tick_interval: Duration::from_secs(1),
+            max_clients: None,
+            busy_reply: Bytes::from_static(b"-ERR max number of clients reached\r\n"),
+            accept_backoff: Duration::from_millis(10),
+        }
+    }
+}
+
+/// Accepts clients on every listener until `shutdown` completes, each served
+/// by a [`Connection`] of the protocol and codec `make` returns; then stops
+/// accepting, lets every connection write out what it already holds (up to
+/// [`ServerConfig::drain_timeout`]), closes the rest and returns.
+///
+/// This is the one accept loop of the SDK's servers: kids' [`serve`](super::serve)
+/// is `serve_with` of a [`Session`](crate::Session) and a
+/// [`RequestDecoder`](crate::RequestDecoder).
+///
+/// # Errors
+/// Only when there is no listener; failed accepts of single clients are
+/// logged and retried after a backoff.
+pub async fn serve_with<F, P, C>(
+    listeners: Vec<Listener>,
+    config: ServerConfig,
+    make: F,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()>
+where
+    F: Fn() -> (P, C) + Send + Sync + 'static,
+    P: Protocol + Send + 'static,
+    C: RequestCodec<Item = P::Request, Error = P::Error> + Send + 'static,
+{
+    if listeners.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "no listener to serve on",
+        ));
+    }
+    let (stop_tx, stop_rx) = watch::channel(Stop::Run);
+    let tracker = TaskTracker::new();
+    let shared = Arc::new(Shared {
+        make,
+        budget: config.max_buffered.map(|b| Arc::new(Budget::new(b))),
+        clients: AtomicUsize::new(0),
+        config: config.clone(),
+    });
+    for listener in listeners {
+        let (shared, stop, conns) = (Arc::clone(&shared), stop_rx.clone(), tracker.clone());
+        tracker.spawn(accept_loop(listener, shared, stop, conns));
+    }
+    shutdown.await;
+    tracing::info!("shutting down: draining connections");
+    let _ = stop_tx.send(Stop::Drain);
+    tracker.close();
+    if tokio::time::timeout(config.drain_timeout, tracker.wait())
+        .await
+        .is_err()
+    {
+        tracing::warn!("drain timeout: closing remaining connections");
+        let _ = stop_tx.send(Stop::Abort);
+        tracker.wait().await;
+    }
+    Ok(())
+}
+
+struct Shared<F> {
+    make: F,
+    budget: Option<Arc<Budget>>,
+    clients: AtomicUsize,
+    config: ServerConfig,
+}
+
+/// Counts a client for `max_clients` while it lives.
+struct ClientSlot<F>(Arc<Shared<F>>);
+
+impl<F> Drop for ClientSlot<F> {
+    fn drop(&mut self) {
+        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+async fn accept_loop<F, P, C>(
+    listener: Listener,
+    shared: Arc<Shared<F>>,
+    mut stop: watch::Receiver<Stop>,
+    conns: TaskTracker,
+) where
+    F: Fn() -> (P, C) + Send + Sync + 'static,
+    P: Protocol + Send + 'static,
+    C: RequestCodec<Item = P::Request, Error = P::Error> + Send + 'static,
+{
+    let mut backoff = shared.config.accept_backoff;
+    loop {
+        let accepted = tokio::select! {
+            r = accept(&listener) => r,
+            _ = stop.changed() => return,
+        };
+        let stream = match accepted {
+            Ok(s) => {
+                backoff = shared.config.accept_backoff;
+                s
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, ?backoff, "accept failed");
+                // Out of descriptors and the like: back off instead of spinning.
+                tokio::select! {
+                    () = tokio::time::sleep(backoff) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        let count = shared.clients.fetch_add(1, Ordering::Relaxed);
+        let slot = ClientSlot(Arc::clone(&shared));
+        if shared.config.max_clients.is_some_and(|max| count >= max) {
+            tracing::warn!("max_clients reached: refusing a client");
+            let reply = &shared.config.busy_reply;
+            match &stream {
+                Stream::Tcp(s) => drop(s.try_write(reply)),
+                Stream::Unix(s) => drop(s.try_write(reply)),
+            }
+            continue;
+        }
+        let (protocol, codec) = (shared.make)();
+        let conn = Connection::new(
+            protocol,
+            codec,
+            shared.config.conn,
+            shared.budget.clone(),
+            Instant::now(),
+        );
+        let stop = stop.clone();
+        match stream {
+            Stream::Tcp(s) => {
+                let _ = s.set_nodelay(true);
+                conns.spawn(async move {
+                    let _slot = slot;
+                    log_end(run_connection(s, conn, stop).await);
+                });
+            }
+            Stream::Unix(s) => {
+                conns.spawn(async move {
+                    let _slot = slot;
+                    log_end(run_connection(s, conn, stop).await);
+                });
+            }
+        }
+    }
+}
+
+fn log_end(result: io::Result<()>) {
+    if let Err(e) = result {
+        tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// A stream accepted by a listener, or connected by a network store.
+pub(crate) enum Stream {
+    Tcp(tokio::net::TcpStream),
+    Unix(tokio::net::UnixStream),
+}
+
+async fn accept(listener: &Listener) -> io::Result<Stream> {
+    match listener {
+        Listener::Tcp(l) => Ok(Stream::Tcp(l.accept().await?.0)),
+        Listener::Unix(l) => Ok(Stream::Unix(l.accept().await?.0)),
+    }
+}
+
+/// A tokio byte stream as a [`Transport`].
+struct Io<S>(S);
+
+impl<S: AsyncRead + AsyncWrite + Unpin> Transport for Io<S> {
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>> {
+        tokio_util::io::poll_read_buf(Pin::new(&mut self.0), cx, buf)
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+}
+
+/// Runs `conn` on `stream` until it ends or `stop` says so: at
+/// [`Stop::Drain`] it stops reading and writes out what it holds first, at
+/// [`Stop::Abort`] it closes at once. Timeouts run on a timer armed at
+/// [`Connection::poll_timeout`]; [`Step::Yield`] yields to the runtime, so
+/// output that other connections push in one pass is written together.
+///
+/// # Errors
+/// The IO error that ended the connection, if one did.
+pub async fn run_connection<S, P, C>(
+    stream: S,
+    mut conn: Connection<P, C>,
+    mut stop: watch::Receiver<Stop>,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    P: Protocol,
+    C: RequestCodec<Item = P::Request, Error = P::Error>,
+{
+    let mut io = Io(stream);
+    let timer = tokio::time::sleep(Duration::ZERO);
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
+    let mut level = Stop::Drain;
+    let result = loop {
+        let step = tokio::select! {
+            biased;
+            r = poll_fn(|cx| {
+                let polled = conn.poll(cx, &mut io, Instant::now());
+                if polled.is_pending()
+                    && let Some(at) = conn.poll_timeout()
+                {
+                    // Re-armed only for an earlier deadline: a later one is
+                    // checked when the armed timer fires.
+                    if armed.is_none_or(|a| at < a) {
+                        timer.as_mut().reset(at.into());
+                        armed = Some(at);
+                    }
+                    if timer.as_mut().poll(cx).is_ready() {
+                        armed = None;
+                        cx.waker().wake_by_ref();
+                    }
+                }
+                polled
+            }) => r,
+            () = wait_for(&mut stop, level) => {
+                if level == Stop::Abort {
+                    break Ok(());
+                }
+                conn.stop_reading();
+                level = Stop::Abort;
+                continue;
+            }
+        };
+        match step {
+            Ok(Step::Closed) => break Ok(()),
+            Ok(Step::Yield) => tokio::task::yield_now().await,
+            Err(e) => break Err(e),
+        }
+    };
+    let _ = io.0.shutdown().await;
+    result
+}
+
+async fn wait_for(stop: &mut watch::Receiver<Stop>, at_least: Stop) {
+    if stop.wait_for(|s| *s >= at_least).await.is_err() {
+        // The server is gone without a shutdown: keep serving.
+        std::future::pending::<()>().await;
+    }
+}

@@ -1,0 +1,626 @@
+//! The sans-IO connection: one protocol state machine between a byte stream and its outbox.
+
+use std::io;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use tokio_util::codec::Decoder;
+
+use crate::nlimit::NLimits;
+use crate::outbox::{CloseReason, Outbox};
+use crate::server::Budget;
+
+/// What the connection should do after a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Keep reading requests.
+    Continue,
+    /// Stop reading; close once the outbox has been written out (`QUIT`, protocol errors).
+    Close,
+    /// The request waits, kept by the protocol, until replies it holds are
+    /// released ([`Protocol::poll_release`]): feed no more requests until then.
+    Wait,
+}
+
+/// A per-connection protocol state machine, as [`Connection`] drives it.
+///
+/// Replies go into the protocol's [`Outbox`] (at [`Protocol::flush`], or at
+/// once), where other connections may push too (pub/sub messages); the
+/// connection writes the outbox out in order.
+pub trait Protocol {
+    /// One decoded request.
+    type Request;
+    /// What the codec fails with.
+    type Error;
+
+    /// Handles one request; replies may wait in the protocol until [`Protocol::flush`].
+    fn handle(&mut self, request: Self::Request, now: Instant) -> Flow;
+
+    /// The codec failed: nothing after this point of the stream can be
+    /// read. Write the reply the protocol owes such a client, if any;
+    /// usually returns [`Flow::Close`].
+    fn decode_error(&mut self, error: Self::Error, now: Instant) -> Flow;
+
+    /// A batch of requests read together has been handled: move buffered
+    /// replies into the outbox (unless they are held).
+    fn flush(&mut self, now: Instant);
+
+    /// The ordered output of the connection.
+    fn outbox(&self) -> &Outbox;
+
+    /// The output limits the outbox is checked against.
+    fn nlimits(&self) -> &NLimits;
+
+    /// True while replies are held (until something is stored): the
+    /// connection reads nothing and polls [`Protocol::poll_release`].
+    fn is_holding(&self) -> bool {
+        false
+    }
+
+    /// `Ready` once held replies are released (flushed) or dropped, with
+    /// what to do next; the request that waited, if any, is handled by then.
+    fn poll_release(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<Flow> {
+        let _ = (cx, now);
+        Poll::Ready(Flow::Continue)
+    }
+
+    /// `Ready` when the protocol can take more requests (a full store queue
+    /// holds publishers back); the connection reads nothing until then.
+    fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        let _ = cx;
+        Poll::Ready(())
+    }
+
+    /// True when the protocol bounds this client's output itself (kids'
+    /// `nlimit` for subscribers, which must stay able to unsubscribe):
+    /// reading then goes on whatever output is pending.
+    fn bounds_output(&self) -> bool {
+        false
+    }
+
+    /// True while the client may stay idle past [`ConnConfig::idle_timeout`]
+    /// (a subscriber waiting for messages).
+    fn may_idle(&self) -> bool {
+        false
+    }
+}
+
+/// A request decoder the connection drives: a bounded [`Decoder`] that can
+/// say whether it holds part of a request it has consumed.
+pub trait RequestCodec: Decoder {
+    /// True when part of a request has been consumed and more is expected.
+    fn is_mid_request(&self) -> bool {
+        false
+    }
+}
+
+/// A byte stream, as the connection uses it.
+pub trait Transport {
+    /// Reads into the spare capacity of `buf`, appending; `Ready(Ok(0))` is
+    /// the end of the stream.
+    ///
+    /// # Errors
+    /// The stream failed.
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut BytesMut) -> Poll<io::Result<usize>>;
+
+    /// Writes a prefix of `buf`; `Ready(Ok(n))` with its length.
+    ///
+    /// # Errors
+    /// The stream failed.
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>>;
+}
+
+/// What [`Connection::poll`] asks of its driver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Step {
+    /// The connection is finished: close the stream.
+    Closed,
+    /// Output pushed by others waits: let the other ready connections run
+    /// (their pushes join it), then poll again.
+    Yield,
+}
+
+/// The connection policy's settings; every server built on the toolkit
+/// inherits them.
+///
+/// ```
+/// use std::time::Duration;
+/// use kids_core::server::ConnConfig;
+/// let config = ConnConfig::default()
+///     .idle_timeout(Some(Duration::from_secs(300)))
+///     .request_timeout(Some(Duration::from_secs(10)));
+/// assert_eq!(config.request_timeout_value(), Some(Duration::from_secs(10)));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnConfig {
+    read_chunk: usize,
+    read_batch: usize,
+    write_chunk: usize,
+    max_pending_output: u64,
+    max_input: usize,
+    idle_timeout: Option<Duration>,
+    request_timeout: Option<Duration>,
+    coalesce: bool,
+}
+
+impl Default for ConnConfig {
+    fn default() -> Self {
+        Self {
+            read_chunk: 16 * 1024,
+            read_batch: 64 * 1024,
+            write_chunk: 64 * 1024,
+            max_pending_output: 1 << 20,
+            max_input: (1 << 30) + (64 << 10),
+            idle_timeout: None,
+            request_timeout: Some(Duration::from_secs(60)),
+            coalesce: true,
+        }
+    }
+}
+
+impl ConnConfig {
+    /// Bytes the read buffer grows by when it is short of room (default 16 KiB).
+    pub fn read_chunk(mut self, bytes: usize) -> Self {
+        self.read_chunk = bytes.max(1);
+        self
+    }
+    /// Bytes read, at most, before the requests in them are handled
+    /// together (default 64 KiB; one read always happens, so a larger
+    /// request still grows).
+    pub fn read_batch(mut self, bytes: usize) -> Self {
+        self.read_batch = bytes.max(1);
+        self
+    }
+    /// Bytes gathered from the outbox per write (default 64 KiB).
+    pub fn write_chunk(mut self, bytes: usize) -> Self {
+        self.write_chunk = bytes.max(1);
+        self
+    }
+    /// Own unsent output above which the connection stops reading requests
+    /// (default 1 MiB), unless the protocol bounds it ([`Protocol::bounds_output`]).
+    pub fn max_pending_output(mut self, bytes: u64) -> Self {
+        self.max_pending_output = bytes;
+        self
+    }
+    /// Bytes of input the connection holds, at most, whatever its codec
+    /// allows; over it the client is closed (default 1 GiB + 64 KiB, just
+    /// above Redis's query buffer limit, which the RESP codec applies first).
+    pub fn max_input(mut self, bytes: usize) -> Self {
+        self.max_input = bytes;
+        self
+    }
+    /// Close a client that sent nothing and was sent nothing for this long,
+    /// unless its protocol lets it idle (default: never, as Redis's `timeout 0`).
+    pub fn idle_timeout(mut self, after: Option<Duration>) -> Self {
+        self.idle_timeout = after;
+        self
+    }
+    /// Close a client that left a request half-sent for this long, counted
+    /// from the request's first byte (default 60 s).
+    pub fn request_timeout(mut self, after: Option<Duration>) -> Self {
+        self.request_timeout = after;
+        self
+    }
+    /// Write output that other connections pushed once per pass of the
+    /// event loop ([`Step::Yield`]) rather than at every push (default on).
+    pub fn coalesce(mut self, on: bool) -> Self {
+        self.coalesce = on;
+        self
+    }
+    /// The idle timeout.
+    pub fn idle_timeout_value(&self) -> Option<Duration> {
+        self.idle_timeout
+    }
+    /// The half-sent request timeout.
+    pub fn request_timeout_value(&self) -> Option<Duration> {
+        self.request_timeout
+    }
+}
+
+/// Why a connection ended, once [`Connection::poll`] returned [`Step::Closed`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Ended {
+    /// The protocol or the peer finished it, and everything owed was written.
+    Finished,
+    /// Its outbox went over an nlimit.
+    NLimit,
+    /// Idle past [`ConnConfig::idle_timeout`].
+    Idle,
+    /// A request was left half-sent past [`ConnConfig::request_timeout`].
+    RequestTimeout,
+    /// It held more input than [`ConnConfig::max_input`].
+    InputLimit,
+}
+
+/// One client connection: a [`Protocol`] and its [`RequestCodec`] between a
+/// [`Transport`] and the protocol's [`Outbox`], with no IO of its own.
+///
+/// The driver calls [`Connection::poll`] whenever the task is woken (by the
+/// stream, the outbox, a release, the budget) with the current time, and
+/// arms a timer for [`Connection::poll_timeout`].
+#[derive(Debug)]
+pub struct Connection<P, C> {
+    protocol: P,
+    codec: C,
+    config: ConnConfig,
+    budget: Option<Arc<Budget>>,
+    charged: u64,
+    rbuf: BytesMut,
+    wbuf: BytesMut,
+    wpos: usize,
+    reading: bool,
+    /// Decoding stopped on a request the protocol made wait.
+    waiting: bool,
+    last_active: Instant,
+    /// When the bytes of a request still incomplete began to arrive.
+    partial_since: Option<Instant>,
+    /// Everything owed was written when the connection last went idle: the
+    /// next output others push waits for one yield, so more joins it.
+    writer_idle: bool,
+    ended: Option<Ended>,
+}
+
+impl<P, C> Connection<P, C>
+where
+    P: Protocol,
+    C: RequestCodec<Item = P::Request, Error = P::Error>,
+{
+    /// A connection of `protocol` decoding with `codec`; `budget` is the
+    /// server's, shared by its connections.
+    pub fn new(
+        protocol: P,
+        codec: C,
+        config: ConnConfig,
+        budget: Option<Arc<Budget>>,
+        now: Instant,
+    ) -> Self {
+        Self {
+            protocol,
+            codec,
+            config,
+            budget,
+            charged: 0,
+            rbuf: BytesMut::new(),
+            wbuf: BytesMut::new(),
+            wpos: 0,
+            reading: true,
+            waiting: false,
+            last_active: now,
+            partial_since: None,
+            writer_idle: true,
+            ended: None,
+        }
+    }
+
+    /// The protocol state machine.
+    pub fn protocol(&self) -> &P {
+        &self.protocol
+    }
+
+    /// The protocol state machine, mutably.
+    pub fn protocol_mut(&mut self) -> &mut P {
+        &mut self.protocol
+    }
+
+    /// Why the connection ended, once it has.
+    pub fn ended(&self) -> Option<Ended> {
+        self.ended
+    }
+
+    /// True while requests are still read.
+    pub fn is_reading(&self) -> bool {
+        self.reading
+    }
+
+    /// Stops reading (a draining server): the connection finishes once
+    /// everything it owes is written.
+    pub fn stop_reading(&mut self) {
+        self.reading = false;
+    }
+
+    /// The earliest time [`Connection::poll`] must run again for a timeout,
+    /// if one is armed.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        let idle = self
+            .config
+            .idle_timeout
+            .filter(|_| self.reading && !self.protocol.may_idle())
+            .map(|d| self.last_active + d);
+        let partial = self
+            .config
+            .request_timeout
+            .zip(self.partial_since)
+            .filter(|_| self.reading)
+            .map(|(d, since)| since + d);
+        match (idle, partial) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Decodes and handles the requests in the read buffer until it is
+    /// empty, a request waits, or the protocol closes; then flushes.
+    fn handle_input(&mut self, now: Instant) {
+        self.waiting = false;
+        while self.reading {
+            let flow = match self.codec.decode(&mut self.rbuf) {
+                Ok(Some(request)) => self.protocol.handle(request, now),
+                Ok(None) => break,
+                Err(e) => {
+                    // Nothing after a broken request can be read.
+                    self.reading = false;
+                    self.protocol.decode_error(e, now)
+                }
+            };
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => self.reading = false,
+                Flow::Wait => {
+                    self.waiting = true;
+                    break;
+                }
+            }
+        }
+        let partial = !self.waiting && (!self.rbuf.is_empty() || self.codec.is_mid_request());
+        self.partial_since = match (partial, self.partial_since) {
+            (false, _) => None,
+            (true, Some(since)) => Some(since),
+            (true, None) => Some(now),
+        };
+        if !self.protocol.is_holding() {
+            self.protocol.flush(now);
+        }
+    }
+
+    fn end(&mut self, why: Ended) -> Poll<io::Result<Step>> {
+        self.ended = Some(why);
+        self.uncharge();
+        Poll::Ready(Ok(Step::Closed))
+    }
+
+    fn uncharge(&mut self) {
+        if let Some(b) = &self.budget {
+            b.charge(self.charged, 0);
+            self.charged = 0;
+        }
+    }
+
+    fn recharge(&mut self) {
+        if let Some(b) = &self.budget {
+            let now_held = self.rbuf.len() as u64 + self.protocol.outbox().pending();
+            if now_held != self.charged {
+                b.charge(self.charged, now_held);
+                self.charged = now_held;
+            }
+        }
+    }
+
+    /// Drives reads and writes until both would block, the peer leaves, or
+    /// the connection ends. `Ready(Ok(Step::Closed))` when it ended (see
+    /// [`Connection::ended`]); `Ready(Ok(Step::Yield))` when the driver
+    /// should let other tasks run and poll again; `Pending` with every
+    /// waker it needs registered.
+    ///
+    /// # Errors
+    /// The transport's error that ended the connection.
+    pub fn poll<T: Transport>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut T,
+        now: Instant,
+    ) -> Poll<io::Result<Step>> {
+        if self.ended.is_some() {
+            return Poll::Ready(Ok(Step::Closed));
+        }
+        if let Some(at) = self.poll_timeout()
+            && now >= at
+        {
+            let why = if self.partial_since.is_some_and(|since| {
+                self.config
+                    .request_timeout
+                    .is_some_and(|d| now >= since + d)
+            }) {
+                Ended::RequestTimeout
+            } else {
+                Ended::Idle
+            };
+            tracing::debug!(client = self.protocol.outbox().id(), ?why, "closing client");
+            return self.end(why);
+        }
+        let result = self.poll_inner(cx, io, now);
+        if !matches!(result, Poll::Ready(Ok(Step::Closed))) {
+            self.recharge();
+        }
+        result
+    }
+
+    fn poll_inner<T: Transport>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut T,
+        now: Instant,
+    ) -> Poll<io::Result<Step>> {
+        let mut own_input = false;
+        loop {
+            // Closed by its nlimit: leave at once, even while a write is
+            // blocked on a client that does not read.
+            if let Poll::Ready(reason) = self.protocol.outbox().poll_closed(cx) {
+                tracing::debug!(
+                    client = self.protocol.outbox().id(),
+                    ?reason,
+                    "outbox closed"
+                );
+                return self.end(match reason {
+                    CloseReason::NLimit => Ended::NLimit,
+                    _ => Ended::Finished,
+                });
+            }
+            let mut progress = false;
+            if self.protocol.is_holding()
+                && let Poll::Ready(flow) = self.protocol.poll_release(cx, now)
+            {
+                if flow == Flow::Close {
+                    self.reading = false;
+                }
+                // Requests read behind the one that waited.
+                self.handle_input(now);
+                progress = true;
+                own_input = true;
+            }
+            if self.reading && !self.waiting && self.may_read(cx) {
+                let (got, eof) = match self.read_batch(cx, io) {
+                    Ok(r) => r,
+                    Err(e) => {
+                        self.uncharge();
+                        self.ended = Some(Ended::Finished);
+                        return Poll::Ready(Err(e));
+                    }
+                };
+                if got {
+                    self.last_active = now;
+                    self.handle_input(now);
+                    progress = true;
+                    own_input = true;
+                    if self.rbuf.len() > self.config.max_input {
+                        tracing::warn!(
+                            client = self.protocol.outbox().id(),
+                            "closing client over the input bound"
+                        );
+                        return self.end(Ended::InputLimit);
+                    }
+                }
+                if eof {
+                    // The client is gone; write out what it is owed, then close.
+                    self.reading = false;
+                    progress = true;
+                }
+            }
+            if self.wpos == self.wbuf.len() {
+                self.wbuf.clear();
+                self.wpos = 0;
+                if self.config.coalesce
+                    && self.writer_idle
+                    && !own_input
+                    && self.protocol.outbox().pending() > 0
+                {
+                    // Pushed by other connections to an idle writer: let
+                    // them push more first, then write it all.
+                    self.writer_idle = false;
+                    return Poll::Ready(Ok(Step::Yield));
+                }
+                match self
+                    .protocol
+                    .outbox()
+                    .poll_drain(cx, &mut self.wbuf, self.config.write_chunk)
+                {
+                    Poll::Ready(Ok(_)) => {}
+                    Poll::Ready(Err(CloseReason::NLimit)) => return self.end(Ended::NLimit),
+                    Poll::Ready(Err(_)) => return self.end(Ended::Finished),
+                    Poll::Pending => {}
+                }
+            }
+            if self.wpos < self.wbuf.len() {
+                match io.poll_write(cx, &self.wbuf[self.wpos..]) {
+                    Poll::Ready(Ok(0)) => {
+                        self.uncharge();
+                        self.ended = Some(Ended::Finished);
+                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
+                    }
+                    Poll::Ready(Ok(n)) => {
+                        self.wpos += n;
+                        let limits = *self.protocol.nlimits();
+                        self.protocol.outbox().consumed(n, &limits);
+                        self.last_active = now;
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => {
+                        self.uncharge();
+                        self.ended = Some(Ended::Finished);
+                        return Poll::Ready(Err(e));
+                    }
+                    Poll::Pending => {}
+                }
+            }
+            if !self.reading
+                && !self.protocol.is_holding()
+                && self.wpos == self.wbuf.len()
+                && self.protocol.outbox().pending() == 0
+            {
+                return self.end(Ended::Finished);
+            }
+            if !progress {
+                self.writer_idle =
+                    self.wpos == self.wbuf.len() && self.protocol.outbox().pending() == 0;
+                // Idle: give memory back until the next batch.
+                if self.rbuf.is_empty() && !self.codec.is_mid_request() {
+                    self.rbuf = BytesMut::new();
+                }
+                if self.wpos == self.wbuf.len() {
+                    self.wbuf = BytesMut::new();
+                    self.wpos = 0;
+                }
+                return Poll::Pending;
+            }
+        }
+    }
+
+    /// Whether requests may be read now; registers the task with whatever
+    /// it waits for otherwise.
+    fn may_read(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.protocol.is_holding() {
+            return false;
+        }
+        if !self.protocol.bounds_output()
+            && self.protocol.outbox().pending() >= self.config.max_pending_output
+        {
+            // Woken by the outbox as it drains (the writer side runs here).
+            return false;
+        }
+        if self.protocol.poll_room(cx).is_pending() {
+            return false;
+        }
+        match &self.budget {
+            Some(b) => b.poll_room(cx).is_ready(),
+            None => true,
+        }
+    }
+
+    /// Reads what the stream holds, up to a batch: handled together.
+    /// Returns (got bytes, end of stream).
+    fn read_batch<T: Transport>(
+        &mut self,
+        cx: &mut Context<'_>,
+        io: &mut T,
+    ) -> io::Result<(bool, bool)> {
+        let (mut got, mut eof) = (false, false);
+        // At least one read: a request larger than a batch still grows.
+        let stop_at = self.rbuf.len().max(self.config.read_batch - 1) + 1;
+        while self.rbuf.len() < stop_at {
+            if self.rbuf.capacity() - self.rbuf.len() < self.config.read_chunk / 2 {
+                self.rbuf.reserve(self.config.read_chunk);
+            }
+            match io.poll_read(cx, &mut self.rbuf) {
+                Poll::Ready(Ok(0)) => {
+                    eof = true;
+                    break;
+                }
+                Poll::Ready(Ok(_)) => got = true,
+                Poll::Ready(Err(e)) => return Err(e),
+                Poll::Pending => break,
+            }
+        }
+        Ok((got, eof))
+    }
+}
+
+impl<P, C> Drop for Connection<P, C> {
+    fn drop(&mut self) {
+        if let Some(b) = &self.budget {
+            b.charge(self.charged, 0);
+        }
+    }
+}

@@ -1,0 +1,585 @@
+//! The server toolkit: a connection against an in-memory stream on a simulated
+//! clock (no sockets, no sleeps), and a line protocol on the same tokio adapter.
+
+use std::io::{BufRead, BufReader, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::task::{Context, Poll, Wake, Waker};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use kids_core::server::{
+    Budget, ConnConfig, Connection, Ended, Flow, Protocol, RequestCodec, Step, Transport,
+};
+use kids_core::{NLimits, Outbox, Refused, RequestDecoder, Router, RouterConfig, Session, Tap};
+use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
+
+/// The client side of an in-memory stream: what the client sent and the
+/// server has not read, and every write the server made.
+#[derive(Default)]
+struct Pipe {
+    to_server: BytesMut,
+    eof: bool,
+    /// False: the client does not read, writes stay pending.
+    writable: bool,
+    from_server: Vec<u8>,
+    writes: Vec<usize>,
+}
+
+impl Pipe {
+    fn open() -> Self {
+        Self {
+            writable: true,
+            ..Self::default()
+        }
+    }
+    fn send(&mut self, bytes: &[u8]) {
+        self.to_server.extend_from_slice(bytes);
+    }
+    fn take(&mut self) -> Vec<u8> {
+        self.writes.clear();
+        std::mem::take(&mut self.from_server)
+    }
+}
+
+impl Transport for Pipe {
+    fn poll_read(
+        &mut self,
+        _: &mut Context<'_>,
+        buf: &mut BytesMut,
+    ) -> Poll<std::io::Result<usize>> {
+        if self.to_server.is_empty() {
+            return if self.eof {
+                Poll::Ready(Ok(0))
+            } else {
+                Poll::Pending
+            };
+        }
+        let n = self.to_server.len().min(buf.capacity() - buf.len()).max(1);
+        buf.extend_from_slice(&self.to_server.split_to(n));
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_write(&mut self, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        if !self.writable {
+            return Poll::Pending;
+        }
+        self.from_server.extend_from_slice(buf);
+        self.writes.push(buf.len());
+        Poll::Ready(Ok(buf.len()))
+    }
+}
+
+/// Counts its wake-ups.
+#[derive(Default)]
+struct Counter(AtomicUsize);
+
+impl Wake for Counter {
+    fn wake(self: Arc<Self>) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+fn counter() -> (Arc<Counter>, Waker) {
+    let c = Arc::new(Counter::default());
+    (Arc::clone(&c), Waker::from(c))
+}
+
+type KidsConn = Connection<Session, RequestDecoder>;
+
+fn kids_conn(router: &Router, config: ConnConfig, now: Instant) -> KidsConn {
+    Connection::new(
+        Session::new(router),
+        RequestDecoder::default(),
+        config,
+        None,
+        now,
+    )
+}
+
+/// Polls until the connection is idle (`Pending`) or closed; a yield is
+/// what a runtime does with it: poll again.
+fn settle<P, C>(conn: &mut Connection<P, C>, pipe: &mut Pipe, now: Instant) -> Option<Step>
+where
+    P: Protocol,
+    C: RequestCodec<Item = P::Request, Error = P::Error>,
+{
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        match conn.poll(&mut cx, pipe, now) {
+            Poll::Pending => return None,
+            Poll::Ready(Ok(Step::Yield)) => {}
+            Poll::Ready(Ok(step)) => return Some(step),
+            Poll::Ready(Err(e)) => panic!("transport error: {e}"),
+        }
+    }
+}
+
+fn cmd(args: &[&str]) -> Vec<u8> {
+    let mut out = format!("*{}\r\n", args.len()).into_bytes();
+    for a in args {
+        out.extend_from_slice(format!("${}\r\n{a}\r\n", a.len()).as_bytes());
+    }
+    out
+}
+
+#[test]
+fn requests_read_together_are_answered_in_one_write() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let mut conn = kids_conn(&router, ConnConfig::default(), now);
+    let mut pipe = Pipe::open();
+    pipe.send(&[cmd(&["PING"]), cmd(&["ECHO", "hi"]), cmd(&["PING"])].concat());
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    assert_eq!(pipe.writes, vec![7 + 8 + 7]);
+    assert_eq!(pipe.take(), b"+PONG\r\n$2\r\nhi\r\n+PONG\r\n");
+}
+
+#[test]
+fn a_client_that_does_not_read_stops_being_read() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let config = ConnConfig::default()
+        .max_pending_output(64 * 1024)
+        .read_batch(4096);
+    let mut conn = kids_conn(&router, config, now);
+    let mut pipe = Pipe::default(); // never writable: the client reads nothing
+    let payload = "x".repeat(1000);
+    let echo = cmd(&["ECHO", &payload]);
+    for _ in 0..1000 {
+        pipe.send(&echo);
+    }
+    let sent = pipe.to_server.len();
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    let read = sent - pipe.to_server.len();
+    // It read until its own output passed the bound, then stopped.
+    assert!(conn.protocol().outbox().pending() >= 64 * 1024);
+    assert!(read < 100 * 1024, "read {read} of {sent} bytes");
+    // Once the client reads, the rest is read and answered.
+    pipe.writable = true;
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    assert!(pipe.to_server.is_empty());
+    let mut expected = Vec::new();
+    for _ in 0..1000 {
+        expected.extend_from_slice(format!("$1000\r\n{payload}\r\n").as_bytes());
+    }
+    assert_eq!(pipe.take(), expected);
+}
+
+#[test]
+fn a_subscriber_is_read_whatever_its_output_holds() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let config = ConnConfig::default().max_pending_output(1024);
+    let mut conn = kids_conn(&router, config, now);
+    let mut pipe = Pipe::default();
+    pipe.send(&cmd(&["SUBSCRIBE", "a"]));
+    settle(&mut conn, &mut pipe, now);
+    for _ in 0..100 {
+        router
+            .publish("a".into(), Bytes::from(vec![b'm'; 100]), now)
+            .expect("published");
+    }
+    assert!(conn.protocol().outbox().pending() > 1024);
+    pipe.send(&cmd(&["UNSUBSCRIBE", "a"]));
+    settle(&mut conn, &mut pipe, now);
+    assert!(pipe.to_server.is_empty(), "UNSUBSCRIBE was not read");
+    assert_eq!(conn.protocol().subscriptions(), 0);
+}
+
+#[test]
+fn an_idle_client_is_closed_but_not_a_subscriber() {
+    let t0 = Instant::now();
+    let router = Router::new(RouterConfig::default(), t0);
+    let config = ConnConfig::default().idle_timeout(Some(Duration::from_secs(300)));
+    let mut idle = kids_conn(&router, config, t0);
+    let mut sub = kids_conn(&router, config, t0);
+    let (mut a, mut b) = (Pipe::open(), Pipe::open());
+    b.send(&cmd(&["SUBSCRIBE", "a"]));
+    let t1 = t0 + Duration::from_secs(100);
+    settle(&mut idle, &mut a, t1);
+    settle(&mut sub, &mut b, t1);
+    assert_eq!(idle.poll_timeout(), Some(t0 + Duration::from_secs(300)));
+    assert_eq!(sub.poll_timeout(), None);
+    // A request moves the deadline.
+    a.send(&cmd(&["PING"]));
+    settle(&mut idle, &mut a, t1);
+    assert_eq!(idle.poll_timeout(), Some(t1 + Duration::from_secs(300)));
+    let late = t1 + Duration::from_secs(300);
+    assert_eq!(
+        settle(&mut idle, &mut a, late - Duration::from_millis(1)),
+        None
+    );
+    assert_eq!(settle(&mut idle, &mut a, late), Some(Step::Closed));
+    assert_eq!(idle.ended(), Some(Ended::Idle));
+    assert_eq!(
+        settle(&mut sub, &mut b, late + Duration::from_secs(3600)),
+        None
+    );
+}
+
+#[test]
+fn a_half_sent_request_times_out_from_its_first_byte() {
+    let t0 = Instant::now();
+    let router = Router::new(RouterConfig::default(), t0);
+    let config = ConnConfig::default().request_timeout(Some(Duration::from_secs(10)));
+    let mut conn = kids_conn(&router, config, t0);
+    let mut pipe = Pipe::open();
+    assert_eq!(conn.poll_timeout(), None);
+    // A whole request leaves no deadline.
+    pipe.send(&cmd(&["PING"]));
+    settle(&mut conn, &mut pipe, t0);
+    assert_eq!(conn.poll_timeout(), None);
+    // A trickle of bytes does not move it: it runs from the first one.
+    pipe.send(b"*2\r\n$4\r\nEC");
+    settle(&mut conn, &mut pipe, t0);
+    assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    pipe.send(b"HO\r\n$1");
+    settle(&mut conn, &mut pipe, t0 + Duration::from_secs(9));
+    assert_eq!(conn.poll_timeout(), Some(t0 + Duration::from_secs(10)));
+    assert_eq!(
+        settle(&mut conn, &mut pipe, t0 + Duration::from_secs(10)),
+        Some(Step::Closed)
+    );
+    assert_eq!(conn.ended(), Some(Ended::RequestTimeout));
+}
+
+#[test]
+fn a_request_finished_in_time_clears_the_deadline() {
+    let t0 = Instant::now();
+    let router = Router::new(RouterConfig::default(), t0);
+    let config = ConnConfig::default().request_timeout(Some(Duration::from_secs(10)));
+    let mut conn = kids_conn(&router, config, t0);
+    let mut pipe = Pipe::open();
+    pipe.send(b"*2\r\n$4\r\nECHO\r\n$2\r\nh");
+    settle(&mut conn, &mut pipe, t0);
+    assert!(conn.poll_timeout().is_some());
+    pipe.send(b"i\r\n");
+    settle(&mut conn, &mut pipe, t0 + Duration::from_secs(5));
+    assert_eq!(conn.poll_timeout(), None);
+    assert_eq!(pipe.take(), b"$2\r\nhi\r\n");
+    assert_eq!(
+        settle(&mut conn, &mut pipe, t0 + Duration::from_secs(20)),
+        None
+    );
+}
+
+#[test]
+fn pushed_messages_wait_one_yield_then_leave_in_one_write() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let mut conn = kids_conn(&router, ConnConfig::default(), now);
+    let mut pipe = Pipe::open();
+    pipe.send(&cmd(&["SUBSCRIBE", "a"]));
+    settle(&mut conn, &mut pipe, now);
+    pipe.take();
+    let mut cx = Context::from_waker(Waker::noop());
+    router
+        .publish("a".into(), "1".into(), now)
+        .expect("published");
+    // An idle writer yields first ...
+    assert!(matches!(
+        conn.poll(&mut cx, &mut pipe, now),
+        Poll::Ready(Ok(Step::Yield))
+    ));
+    assert!(pipe.writes.is_empty());
+    // ... while the other publishers of this pass push too ...
+    router
+        .publish("a".into(), "2".into(), now)
+        .expect("published");
+    router
+        .publish("a".into(), "3".into(), now)
+        .expect("published");
+    // ... then writes everything at once.
+    assert!(conn.poll(&mut cx, &mut pipe, now).is_pending());
+    assert_eq!(pipe.writes.len(), 1);
+    let frame = |m: &str| format!("*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\n{m}\r\n");
+    assert_eq!(
+        String::from_utf8(pipe.take()).expect("utf8"),
+        [frame("1"), frame("2"), frame("3")].concat()
+    );
+    // Its own replies are written at once.
+    pipe.send(&cmd(&["PING"]));
+    assert!(conn.poll(&mut cx, &mut pipe, now).is_pending());
+    assert_eq!(pipe.take(), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    // Without coalescing, no yield.
+    let mut plain = kids_conn(&router, ConnConfig::default().coalesce(false), now);
+    let mut p2 = Pipe::open();
+    p2.send(&cmd(&["SUBSCRIBE", "b"]));
+    settle(&mut plain, &mut p2, now);
+    router
+        .publish("b".into(), "x".into(), now)
+        .expect("published");
+    assert!(plain.poll(&mut cx, &mut p2, now).is_pending());
+    assert!(p2.take().ends_with(b"$1\r\nx\r\n"));
+}
+
+#[test]
+fn a_draining_connection_writes_what_it_owes_then_ends() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let mut conn = kids_conn(&router, ConnConfig::default(), now);
+    let mut pipe = Pipe::default();
+    pipe.send(&cmd(&["ECHO", "owed"]));
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    conn.stop_reading();
+    pipe.send(&cmd(&["ECHO", "never read"]));
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    pipe.writable = true;
+    assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
+    assert_eq!(conn.ended(), Some(Ended::Finished));
+    assert_eq!(pipe.take(), b"$4\r\nowed\r\n");
+}
+
+#[test]
+fn eof_writes_what_is_owed_then_ends() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let mut conn = kids_conn(&router, ConnConfig::default(), now);
+    let mut pipe = Pipe::open();
+    pipe.send(&cmd(&["PING"]));
+    pipe.eof = true;
+    assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
+    assert_eq!(pipe.take(), b"+PONG\r\n");
+}
+
+/// A tap that stores only when told to.
+#[derive(Default)]
+struct Held {
+    next: AtomicU64,
+    stored: AtomicU64,
+}
+
+impl Tap for Held {
+    fn publish(&self, _: &Bytes, _: &Bytes, _: Instant) -> Result<Option<u64>, Refused> {
+        Ok(Some(self.next.fetch_add(1, Ordering::SeqCst) + 1))
+    }
+    fn poll_stored(&self, ticket: u64, _: &mut Context<'_>) -> Poll<bool> {
+        if self.stored.load(Ordering::SeqCst) >= ticket {
+            Poll::Ready(true)
+        } else {
+            Poll::Pending
+        }
+    }
+}
+
+#[test]
+fn replies_wait_until_their_messages_are_stored() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let tap = Arc::new(Held::default());
+    router.set_tap(Arc::clone(&tap) as Arc<dyn Tap>);
+    let mut conn = kids_conn(&router, ConnConfig::default(), now);
+    let mut pipe = Pipe::open();
+    pipe.send(
+        &[
+            cmd(&["PUBLISH", "t", "1"]),
+            cmd(&["PUBLISH", "t", "2"]),
+            cmd(&["PING"]),
+        ]
+        .concat(),
+    );
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    assert!(pipe.from_server.is_empty(), "answered before stored");
+    tap.stored.store(1, Ordering::SeqCst);
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    assert!(
+        pipe.from_server.is_empty(),
+        "answered before the last was stored"
+    );
+    tap.stored.store(2, Ordering::SeqCst);
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    assert_eq!(pipe.take(), b":0\r\n:0\r\n+PONG\r\n");
+}
+
+#[test]
+fn the_server_budget_holds_every_connection_back() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let budget = Arc::new(Budget::new(10_000));
+    let new = || {
+        Connection::new(
+            Session::new(&router),
+            RequestDecoder::default(),
+            ConnConfig::default(),
+            Some(Arc::clone(&budget)),
+            now,
+        )
+    };
+    let (mut big, mut other) = (new(), new());
+    let (mut p1, mut p2) = (Pipe::default(), Pipe::open());
+    // One client that does not read runs the server over its budget ...
+    p1.send(&cmd(&["ECHO", &"x".repeat(20_000)]));
+    settle(&mut big, &mut p1, now);
+    assert!(budget.is_over(), "used {}", budget.used());
+    // ... so no connection reads, and a waiting one is woken when it drains.
+    let (woken, waker) = counter();
+    let mut cx = Context::from_waker(&waker);
+    p2.send(&cmd(&["PING"]));
+    assert!(other.poll(&mut cx, &mut p2, now).is_pending());
+    assert!(p2.from_server.is_empty());
+    assert_eq!(woken.0.load(Ordering::SeqCst), 0);
+    p1.writable = true;
+    settle(&mut big, &mut p1, now);
+    assert!(!budget.is_over());
+    assert_eq!(woken.0.load(Ordering::SeqCst), 1);
+    settle(&mut other, &mut p2, now);
+    assert_eq!(p2.take(), b"+PONG\r\n");
+    // Ended connections give their charge back.
+    drop((big, other));
+    assert_eq!(budget.used(), 0);
+}
+
+/// A line protocol on the same toolkit: every line comes back upper-cased;
+/// `QUIT` closes.
+struct Shout {
+    outbox: Outbox,
+    out: BytesMut,
+    limits: NLimits,
+}
+
+impl Shout {
+    fn new(id: u64) -> Self {
+        Self {
+            outbox: Outbox::new(id),
+            out: BytesMut::new(),
+            limits: NLimits::default(),
+        }
+    }
+}
+
+impl Protocol for Shout {
+    type Request = String;
+    type Error = LinesCodecError;
+
+    fn handle(&mut self, line: String, _: Instant) -> Flow {
+        if line == "QUIT" {
+            self.out.extend_from_slice(b"BYE\n");
+            return Flow::Close;
+        }
+        self.out.extend_from_slice(line.to_uppercase().as_bytes());
+        self.out.extend_from_slice(b"\n");
+        Flow::Continue
+    }
+
+    fn decode_error(&mut self, _: LinesCodecError, _: Instant) -> Flow {
+        self.out.extend_from_slice(b"ERR line too long\n");
+        Flow::Close
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if !self.out.is_empty() {
+            self.outbox
+                .send(self.out.split().freeze(), now, &self.limits);
+        }
+    }
+
+    fn outbox(&self) -> &Outbox {
+        &self.outbox
+    }
+
+    fn nlimits(&self) -> &NLimits {
+        &self.limits
+    }
+}
+
+/// tokio-util's line codec, bounded, as a request codec.
+struct Lines(LinesCodec);
+
+impl Decoder for Lines {
+    type Item = String;
+    type Error = LinesCodecError;
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<String>, LinesCodecError> {
+        self.0.decode(src)
+    }
+}
+
+impl RequestCodec for Lines {}
+
+#[test]
+fn an_unbounded_codec_is_bounded_by_the_connection() {
+    let now = Instant::now();
+    let mut conn = Connection::new(
+        Shout::new(1),
+        Lines(LinesCodec::new()),
+        ConnConfig::default().max_input(1000),
+        None,
+        now,
+    );
+    let mut pipe = Pipe::open();
+    pipe.send(b"hello\n");
+    pipe.send(&[b'a'; 2000]);
+    assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
+    assert_eq!(conn.ended(), Some(Ended::InputLimit));
+}
+
+#[test]
+fn a_line_protocol_runs_on_the_same_accept_loop() {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let tcp = rt
+        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
+        .expect("bind");
+    let addr = tcp.local_addr().expect("addr");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let mut config = kids_core::net::ServerConfig::default();
+    config.max_clients = Some(1);
+    config.busy_reply = Bytes::from_static(b"ERR busy\n");
+    let ids = Arc::new(AtomicU64::new(0));
+    let server = std::thread::spawn(move || {
+        rt.block_on(kids_core::net::serve_with(
+            vec![kids_core::net::Listener::Tcp(tcp)],
+            config,
+            move || {
+                let id = ids.fetch_add(1, Ordering::SeqCst);
+                (Shout::new(id), Lines(LinesCodec::new_with_max_length(64)))
+            },
+            async {
+                let _ = stopped.await;
+            },
+        ))
+    });
+    let mut client = std::net::TcpStream::connect(addr).expect("connect");
+    client
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    client.write_all(b"hello\nworld\n").expect("write");
+    let mut reader = BufReader::new(client.try_clone().expect("clone"));
+    let mut line = String::new();
+    reader.read_line(&mut line).expect("read");
+    assert_eq!(line, "HELLO\n");
+    line.clear();
+    reader.read_line(&mut line).expect("read");
+    assert_eq!(line, "WORLD\n");
+    // A second client is over max_clients: it gets the protocol's refusal.
+    let second = std::net::TcpStream::connect(addr).expect("connect");
+    second
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut refused = String::new();
+    BufReader::new(second)
+        .read_line(&mut refused)
+        .expect("read refusal");
+    assert_eq!(refused, "ERR busy\n");
+    // The codec's bound is the protocol's error.
+    client.write_all(&[b'x'; 100]).expect("write");
+    client.write_all(b"\n").expect("write");
+    line.clear();
+    reader.read_line(&mut line).expect("read");
+    assert_eq!(line, "ERR line too long\n");
+    line.clear();
+    assert_eq!(reader.read_line(&mut line).expect("eof"), 0, "not closed");
+    // A new client after that one left is served, and QUIT closes it.
+    let mut third = std::net::TcpStream::connect(addr).expect("connect");
+    third
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    third.write_all(b"again\nQUIT\nnot read\n").expect("write");
+    let mut all = String::new();
+    std::io::Read::read_to_string(&mut third, &mut all).expect("read");
+    assert_eq!(all, "AGAIN\nBYE\n");
+    stop.send(()).expect("stop");
+    server.join().expect("server thread").expect("served");
+}
