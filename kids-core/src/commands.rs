@@ -1,121 +1,42 @@
-//! The command table: arity, flags and docs, for dispatch and for `COMMAND`.
+//! kids' own commands: the pub/sub and log verbs, `INFO` and `PUBSUB`.
+//!
+//! The connection commands (PING, HELLO, CLIENT, COMMAND, ...) come from
+//! the shared RESP layer ([`crate::resp::CONNECTION_COMMANDS`]).
 
-use crate::resp::ReplyWriter;
+use crate::resp::{Command, PUBSUB, SUB, arg, cmd};
 
-/// One argument in `COMMAND DOCS`. Arguments of type `block` and `oneof`
-/// must carry their `sub` arguments: redis-cli dereferences them.
-#[derive(Debug)]
-pub(crate) struct Arg {
-    pub(crate) name: &'static str,
-    pub(crate) kind: &'static str,
-    pub(crate) token: Option<&'static str>,
-    pub(crate) optional: bool,
-    pub(crate) multiple: bool,
-    pub(crate) sub: &'static [Arg],
+/// A kids command, as [`KIDS_COMMANDS`] names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum KidsCommand {
+    /// `PUBLISH channel message`
+    Publish,
+    /// `LOG topic message`: the agent's alias of PUBLISH.
+    Log,
+    /// `SUBSCRIBE channel ...`
+    Subscribe,
+    /// `PSUBSCRIBE pattern ...`
+    Psubscribe,
+    /// `UNSUBSCRIBE [channel ...]`
+    Unsubscribe,
+    /// `PUNSUBSCRIBE [pattern ...]`
+    Punsubscribe,
+    /// `INFO [section ...]`
+    Info,
+    /// `PUBSUB CHANNELS [pattern]`
+    PubsubChannels,
+    /// `PUBSUB NUMSUB [channel ...]`
+    PubsubNumsub,
+    /// `PUBSUB NUMPAT`
+    PubsubNumpat,
+    /// `PUBSUB HELP`
+    PubsubHelp,
 }
 
-const fn arg(name: &'static str, kind: &'static str, optional: bool, multiple: bool) -> Arg {
-    Arg {
-        name,
-        kind,
-        token: None,
-        optional,
-        multiple,
-        sub: &[],
-    }
-}
-
-const fn token(
-    name: &'static str,
-    kind: &'static str,
-    token: &'static str,
-    optional: bool,
-    sub: &'static [Arg],
-) -> Arg {
-    Arg {
-        name,
-        kind,
-        token: Some(token),
-        optional,
-        multiple: false,
-        sub,
-    }
-}
-
-/// One command or subcommand.
-#[derive(Debug)]
-pub(crate) struct Command {
-    /// Lower-case full name (`client|setname` for subcommands).
-    pub(crate) name: &'static str,
-    /// Redis arity: exact argc when positive, minimum argc when negative.
-    pub(crate) arity: i64,
-    pub(crate) flags: &'static [&'static str],
-    pub(crate) acl: &'static [&'static str],
-    pub(crate) summary: &'static str,
-    pub(crate) since: &'static str,
-    pub(crate) group: &'static str,
-    pub(crate) complexity: &'static str,
-    pub(crate) args: &'static [Arg],
-    pub(crate) subcommands: &'static [Command],
-}
-
-impl Command {
-    /// Whether `argc` fits the arity.
-    pub(crate) fn arity_ok(&self, argc: usize) -> bool {
-        let argc = argc as i64;
-        if self.arity >= 0 {
-            argc == self.arity
-        } else {
-            argc >= -self.arity
-        }
-    }
-}
-
-const PUBSUB: &[&str] = &["pubsub", "loading", "stale", "fast", "may_replicate"];
-const SUB: &[&str] = &["pubsub", "noscript", "loading", "stale"];
-const CONN: &[&str] = &[
-    "noscript",
-    "loading",
-    "stale",
-    "fast",
-    "no_auth",
-    "allow_busy",
-];
-
-macro_rules! cmd {
-    ($name:expr, $arity:expr, $flags:expr, $acl:expr, $summary:expr, $since:expr, $group:expr, $cx:expr, $args:expr) => {
-        cmd!(
-            $name,
-            $arity,
-            $flags,
-            $acl,
-            $summary,
-            $since,
-            $group,
-            $cx,
-            $args,
-            &[]
-        )
-    };
-    ($name:expr, $arity:expr, $flags:expr, $acl:expr, $summary:expr, $since:expr, $group:expr, $cx:expr, $args:expr, $subs:expr) => {
-        Command {
-            name: $name,
-            arity: $arity,
-            flags: $flags,
-            acl: $acl,
-            summary: $summary,
-            since: $since,
-            group: $group,
-            complexity: $cx,
-            args: $args,
-            subcommands: $subs,
-        }
-    };
-}
-
-/// Every command kids serves.
-pub(crate) static COMMANDS: &[Command] = &[
+/// Every command kids serves besides the connection commands.
+pub static KIDS_COMMANDS: &[Command<KidsCommand>] = &[
     cmd!(
+        Some(KidsCommand::Publish),
         "publish",
         3,
         PUBSUB,
@@ -130,6 +51,7 @@ pub(crate) static COMMANDS: &[Command] = &[
         ]
     ),
     cmd!(
+        Some(KidsCommand::Log),
         "log",
         3,
         PUBSUB,
@@ -144,6 +66,7 @@ pub(crate) static COMMANDS: &[Command] = &[
         ]
     ),
     cmd!(
+        Some(KidsCommand::Subscribe),
         "subscribe",
         -2,
         SUB,
@@ -155,6 +78,7 @@ pub(crate) static COMMANDS: &[Command] = &[
         &[arg("channel", "string", false, true)]
     ),
     cmd!(
+        Some(KidsCommand::Psubscribe),
         "psubscribe",
         -2,
         SUB,
@@ -166,6 +90,7 @@ pub(crate) static COMMANDS: &[Command] = &[
         &[arg("pattern", "pattern", false, true)]
     ),
     cmd!(
+        Some(KidsCommand::Unsubscribe),
         "unsubscribe",
         -1,
         SUB,
@@ -177,6 +102,7 @@ pub(crate) static COMMANDS: &[Command] = &[
         &[arg("channel", "string", true, true)]
     ),
     cmd!(
+        Some(KidsCommand::Punsubscribe),
         "punsubscribe",
         -1,
         SUB,
@@ -188,85 +114,7 @@ pub(crate) static COMMANDS: &[Command] = &[
         &[arg("pattern", "pattern", true, true)]
     ),
     cmd!(
-        "ping",
-        -1,
-        &["fast", "sentinel"],
-        &["@fast", "@connection"],
-        "Returns the server's liveliness response.",
-        "1.0.0",
-        "connection",
-        "O(1)",
-        &[arg("message", "string", true, false)]
-    ),
-    cmd!(
-        "echo",
-        2,
-        &["fast"],
-        &["@fast", "@connection"],
-        "Returns the given string.",
-        "1.0.0",
-        "connection",
-        "O(1)",
-        &[arg("message", "string", false, false)]
-    ),
-    cmd!(
-        "quit",
-        -1,
-        CONN,
-        &["@fast", "@connection"],
-        "Closes the connection.",
-        "1.0.0",
-        "connection",
-        "O(1)",
-        &[]
-    ),
-    cmd!(
-        "reset",
-        1,
-        CONN,
-        &["@fast", "@connection"],
-        "Resets the connection.",
-        "6.2.0",
-        "connection",
-        "O(1)",
-        &[]
-    ),
-    cmd!(
-        "select",
-        2,
-        &["loading", "stale", "fast"],
-        &["@keyspace", "@fast"],
-        "Changes the selected database (accepted, no effect in kids).",
-        "1.0.0",
-        "connection",
-        "O(1)",
-        &[arg("index", "integer", false, false)]
-    ),
-    cmd!(
-        "hello",
-        -1,
-        CONN,
-        &["@fast", "@connection"],
-        "Handshakes with the server.",
-        "6.0.0",
-        "connection",
-        "O(1)",
-        &[
-            arg("protover", "integer", true, false),
-            token(
-                "auth",
-                "block",
-                "AUTH",
-                true,
-                &[
-                    arg("username", "string", false, false),
-                    arg("password", "string", false, false)
-                ]
-            ),
-            token("clientname", "string", "SETNAME", true, &[])
-        ]
-    ),
-    cmd!(
+        Some(KidsCommand::Info),
         "info",
         -1,
         &["loading", "stale", "sentinel"],
@@ -278,30 +126,7 @@ pub(crate) static COMMANDS: &[Command] = &[
         &[arg("section", "string", true, true)]
     ),
     cmd!(
-        "client",
-        -2,
-        &[],
-        &["@slow"],
-        "A container for client connection commands.",
-        "2.4.0",
-        "connection",
-        "Depends on subcommand.",
-        &[],
-        CLIENT_SUBS
-    ),
-    cmd!(
-        "command",
-        -1,
-        &["loading", "stale", "sentinel"],
-        &["@slow", "@connection"],
-        "Returns detailed information about all commands.",
-        "2.8.13",
-        "server",
-        "O(N) where N is the total number of commands",
-        &[],
-        COMMAND_SUBS
-    ),
-    cmd!(
+        None,
         "pubsub",
         -2,
         &[],
@@ -315,123 +140,9 @@ pub(crate) static COMMANDS: &[Command] = &[
     ),
 ];
 
-static CLIENT_SUBS: &[Command] = &[
+static PUBSUB_SUBS: &[Command<KidsCommand>] = &[
     cmd!(
-        "client|id",
-        2,
-        CONN,
-        &["@slow", "@connection"],
-        "Returns the unique client ID of the connection.",
-        "5.0.0",
-        "connection",
-        "O(1)",
-        &[]
-    ),
-    cmd!(
-        "client|getname",
-        2,
-        CONN,
-        &["@slow", "@connection"],
-        "Returns the name of the connection.",
-        "2.6.9",
-        "connection",
-        "O(1)",
-        &[]
-    ),
-    cmd!(
-        "client|setname",
-        3,
-        CONN,
-        &["@slow", "@connection"],
-        "Sets the connection name.",
-        "2.6.9",
-        "connection",
-        "O(1)",
-        &[arg("connection-name", "string", false, false)]
-    ),
-    cmd!(
-        "client|setinfo",
-        -4,
-        CONN,
-        &["@slow", "@connection"],
-        "Sets information specific to the client or connection.",
-        "7.2.0",
-        "connection",
-        "O(1)",
-        &[Arg {
-            name: "attr",
-            kind: "oneof",
-            token: None,
-            optional: false,
-            multiple: false,
-            sub: &[
-                token("libname", "string", "LIB-NAME", false, &[]),
-                token("libver", "string", "LIB-VER", false, &[]),
-            ],
-        }]
-    ),
-    cmd!(
-        "client|help",
-        2,
-        &["loading", "stale"],
-        &["@slow", "@connection"],
-        "Returns helpful text about the different subcommands.",
-        "5.0.0",
-        "connection",
-        "O(1)",
-        &[]
-    ),
-];
-
-static COMMAND_SUBS: &[Command] = &[
-    cmd!(
-        "command|count",
-        2,
-        &["loading", "stale"],
-        &["@slow", "@connection"],
-        "Returns a count of commands.",
-        "2.8.13",
-        "server",
-        "O(1)",
-        &[]
-    ),
-    cmd!(
-        "command|docs",
-        -2,
-        &["loading", "stale"],
-        &["@slow", "@connection"],
-        "Returns documentary information about one, multiple or all commands.",
-        "7.0.0",
-        "server",
-        "O(N) where N is the number of commands to look up",
-        &[arg("command-name", "string", true, true)]
-    ),
-    cmd!(
-        "command|info",
-        -2,
-        &["loading", "stale"],
-        &["@slow", "@connection"],
-        "Returns information about one, multiple or all commands.",
-        "2.8.13",
-        "server",
-        "O(N) where N is the number of commands to look up",
-        &[arg("command-name", "string", true, true)]
-    ),
-    cmd!(
-        "command|help",
-        2,
-        &["loading", "stale"],
-        &["@slow", "@connection"],
-        "Returns helpful text about the different subcommands.",
-        "5.0.0",
-        "server",
-        "O(1)",
-        &[]
-    ),
-];
-
-static PUBSUB_SUBS: &[Command] = &[
-    cmd!(
+        Some(KidsCommand::PubsubChannels),
         "pubsub|channels",
         -2,
         PUBSUB,
@@ -443,6 +154,7 @@ static PUBSUB_SUBS: &[Command] = &[
         &[arg("pattern", "pattern", true, false)]
     ),
     cmd!(
+        Some(KidsCommand::PubsubNumsub),
         "pubsub|numsub",
         -2,
         PUBSUB,
@@ -454,6 +166,7 @@ static PUBSUB_SUBS: &[Command] = &[
         &[arg("channel", "string", true, true)]
     ),
     cmd!(
+        Some(KidsCommand::PubsubNumpat),
         "pubsub|numpat",
         2,
         PUBSUB,
@@ -465,6 +178,7 @@ static PUBSUB_SUBS: &[Command] = &[
         &[]
     ),
     cmd!(
+        Some(KidsCommand::PubsubHelp),
         "pubsub|help",
         2,
         &["loading", "stale"],
@@ -476,136 +190,3 @@ static PUBSUB_SUBS: &[Command] = &[
         &[]
     ),
 ];
-
-/// Looks a top-level command up, ignoring case.
-pub(crate) fn lookup(name: &[u8]) -> Option<&'static Command> {
-    COMMANDS
-        .iter()
-        .find(|c| c.name.as_bytes().eq_ignore_ascii_case(name))
-}
-
-/// Looks a subcommand of `parent` up, ignoring case.
-pub(crate) fn lookup_sub(parent: &'static Command, name: &[u8]) -> Option<&'static Command> {
-    parent.subcommands.iter().find(|c| {
-        let short = &c.name[c.name.find('|').map_or(0, |i| i + 1)..];
-        short.as_bytes().eq_ignore_ascii_case(name)
-    })
-}
-
-/// Writes the `COMMAND INFO` entry of `c`.
-pub(crate) fn write_info(w: &mut ReplyWriter<'_>, c: &Command) {
-    w.array(10);
-    w.bulk(c.name.as_bytes());
-    w.integer(c.arity);
-    w.set(c.flags.len());
-    c.flags.iter().for_each(|f| w.simple(f.as_bytes()));
-    w.integer(0);
-    w.integer(0);
-    w.integer(0);
-    w.set(c.acl.len());
-    c.acl.iter().for_each(|a| w.simple(a.as_bytes()));
-    w.set(0);
-    w.array(0);
-    w.array(c.subcommands.len());
-    c.subcommands.iter().for_each(|s| write_info(w, s));
-}
-
-/// Writes the `COMMAND DOCS` value (the map after the name) of `c`.
-pub(crate) fn write_docs(w: &mut ReplyWriter<'_>, c: &Command) {
-    let fields = 4 + usize::from(!c.args.is_empty()) + usize::from(!c.subcommands.is_empty());
-    w.map(fields);
-    for (k, v) in [
-        ("summary", c.summary),
-        ("since", c.since),
-        ("group", c.group),
-        ("complexity", c.complexity),
-    ] {
-        w.bulk(k.as_bytes());
-        w.bulk(v.as_bytes());
-    }
-    if !c.args.is_empty() {
-        w.bulk(b"arguments");
-        write_args(w, c.args);
-    }
-    if !c.subcommands.is_empty() {
-        w.bulk(b"subcommands");
-        w.map(c.subcommands.len());
-        for s in c.subcommands {
-            w.bulk(s.name.as_bytes());
-            write_docs(w, s);
-        }
-    }
-}
-
-fn write_args(w: &mut ReplyWriter<'_>, args: &[Arg]) {
-    w.array(args.len());
-    for a in args {
-        let flags = usize::from(a.optional) + usize::from(a.multiple);
-        let plain = matches!(a.kind, "string" | "integer" | "pattern" | "key" | "double");
-        let fields = 2
-            + usize::from(plain)
-            + usize::from(a.token.is_some())
-            + usize::from(flags > 0)
-            + usize::from(!a.sub.is_empty());
-        w.map(fields);
-        w.bulk(b"name");
-        w.bulk(a.name.as_bytes());
-        w.bulk(b"type");
-        w.bulk(a.kind.as_bytes());
-        if plain {
-            w.bulk(b"display_text");
-            w.bulk(a.name.as_bytes());
-        }
-        if let Some(t) = a.token {
-            w.bulk(b"token");
-            w.bulk(t.as_bytes());
-        }
-        if flags > 0 {
-            w.bulk(b"flags");
-            w.array(flags);
-            if a.optional {
-                w.simple(b"optional");
-            }
-            if a.multiple {
-                w.simple(b"multiple");
-            }
-        }
-        if !a.sub.is_empty() {
-            w.bulk(b"arguments");
-            write_args(w, a.sub);
-        }
-    }
-}
-
-/// Total number of top-level commands (`COMMAND COUNT`).
-pub(crate) fn count() -> usize {
-    COMMANDS.len()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn all_args(args: &[Arg], f: &mut impl FnMut(&Arg)) {
-        for a in args {
-            f(a);
-            all_args(a.sub, f);
-        }
-    }
-
-    #[test]
-    fn aggregate_arguments_have_sub_arguments() {
-        // redis-cli dereferences the `arguments` of every block/oneof argument.
-        let mut check = |a: &Arg| {
-            if matches!(a.kind, "block" | "oneof") {
-                assert!(!a.sub.is_empty(), "{} has no sub-arguments", a.name);
-            }
-        };
-        for c in COMMANDS
-            .iter()
-            .chain(COMMANDS.iter().flat_map(|c| c.subcommands))
-        {
-            all_args(c.args, &mut check);
-        }
-    }
-}

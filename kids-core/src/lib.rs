@@ -56,7 +56,7 @@ mod glob;
 mod nlimit;
 mod outbox;
 mod pipeline;
-mod resp;
+pub mod resp;
 mod router;
 mod seglog;
 pub mod server;
@@ -71,6 +71,7 @@ pub mod net;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
+pub use commands::{KIDS_COMMANDS, KidsCommand};
 pub use config::{
     Config, ConfigError, ListenConfig, LogConfig, LogLevel, NLimitLine, QueueConfig, QueueFull,
     StoreConfig, StoreKind, StoreRole, Success,

@@ -8,29 +8,19 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::commands::{self, Command};
+use crate::commands::{KIDS_COMMANDS, KidsCommand};
 use crate::nlimit::ClientClass;
 use crate::nlimit::NLimits;
-use crate::outbox::{CloseReason, Outbox, Pushed};
-use crate::resp::{Proto, ReplyWriter, Request, RequestDecoder, parse_i64};
+use crate::outbox::{CloseReason, Outbox};
+use crate::resp::{
+    self, Command, Proto, ReplyWriter, Request, RequestDecoder, RespServer, RespState, prefix,
+    write_help,
+};
 use crate::router::Router;
 use crate::server::{Flow, Protocol, RequestCodec};
 use crate::{Error, ProtocolError};
 
-/// Commands a RESP2 client may run while subscribed.
-const SUBSCRIBED_OK: &[&str] = &[
-    "ping",
-    "subscribe",
-    "unsubscribe",
-    "psubscribe",
-    "punsubscribe",
-    "quit",
-    "reset",
-];
-
-/// The version kids reports where clients expect a Redis version (`HELLO`,
-/// `INFO`): the Redis release whose command semantics it follows.
-pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
+pub use crate::resp::REDIS_COMPAT_VERSION;
 
 /// The state of one client connection, with no IO.
 ///
@@ -54,14 +44,9 @@ pub const REDIS_COMPAT_VERSION: &str = "7.0.15";
 #[derive(Debug)]
 pub struct Session {
     router: Router,
-    outbox: Arc<Outbox>,
-    proto: Proto,
-    channels: HashSet<Bytes>,
-    patterns: HashSet<Bytes>,
-    name: Option<Bytes>,
-    lib: [Option<Bytes>; 2],
-    out: BytesMut,
-    closing: bool,
+    resp: RespState,
+    channels: OrderedSet,
+    patterns: OrderedSet,
     /// A LOG was refused: every later LOG on this connection is refused too,
     /// so a pipelining agent's re-sends cannot land out of order.
     log_refused: bool,
@@ -73,19 +58,51 @@ pub struct Session {
     deferred_error: Option<ProtocolError>,
 }
 
+/// Names in the order they were added (Redis 7.0 confirms `PUNSUBSCRIBE`
+/// without arguments in subscription order), with constant-time membership.
+#[derive(Debug, Default)]
+struct OrderedSet {
+    order: Vec<Bytes>,
+    index: HashSet<Bytes>,
+}
+
+impl OrderedSet {
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+    fn insert(&mut self, name: Bytes) -> bool {
+        if !self.index.insert(name.clone()) {
+            return false;
+        }
+        self.order.push(name);
+        true
+    }
+    fn remove(&mut self, name: &[u8]) -> bool {
+        if !self.index.remove(name) {
+            return false;
+        }
+        if let Some(i) = self.order.iter().position(|n| &n[..] == name) {
+            self.order.remove(i);
+        }
+        true
+    }
+    fn take(&mut self) -> Vec<Bytes> {
+        self.index.clear();
+        std::mem::take(&mut self.order)
+    }
+    fn names(&self) -> &[Bytes] {
+        &self.order
+    }
+}
+
 impl Session {
     /// A new session on `router`.
     pub fn new(router: &Router) -> Self {
         Self {
+            resp: RespState::new(router.new_outbox(), *router.config().limits()),
             router: router.clone(),
-            outbox: router.new_outbox(),
-            proto: Proto::Resp2,
-            channels: HashSet::new(),
-            patterns: HashSet::new(),
-            name: None,
-            lib: [None, None],
-            out: BytesMut::new(),
-            closing: false,
+            channels: OrderedSet::default(),
+            patterns: OrderedSet::default(),
             log_refused: false,
             ticket: None,
             deferred: None,
@@ -95,17 +112,17 @@ impl Session {
 
     /// The outbox the connection's writer drains.
     pub fn outbox(&self) -> &Arc<Outbox> {
-        &self.outbox
+        self.resp.outbox()
     }
 
     /// The client id.
     pub fn id(&self) -> u64 {
-        self.outbox.id()
+        self.resp.id()
     }
 
     /// The protocol version in use.
     pub fn proto(&self) -> Proto {
-        self.proto
+        self.resp.proto()
     }
 
     /// Channel plus pattern subscriptions.
@@ -115,15 +132,15 @@ impl Session {
 
     /// True once the session asked for the connection to close.
     pub fn is_closing(&self) -> bool {
-        self.closing
+        self.resp.is_closing()
     }
 
     fn writer(&mut self) -> ReplyWriter<'_> {
-        ReplyWriter::new(&mut self.out, self.proto)
+        self.resp.writer()
     }
 
     fn error(&mut self, text: &str) {
-        self.writer().error(text.as_bytes());
+        self.resp.error(text);
     }
 
     /// The ticket the replies written since the last flush wait for: the
@@ -146,7 +163,7 @@ impl Session {
         }
         match self.deferred.take() {
             Some(req) => self.handle(req, now),
-            None if self.closing => Flow::Close,
+            None if self.resp.is_closing() => Flow::Close,
             None => Flow::Continue,
         }
     }
@@ -155,50 +172,17 @@ impl Session {
     /// replies and the waiting request are dropped unanswered, and the
     /// session closes, so the publisher re-sends elsewhere or later.
     pub fn unstored(&mut self) -> Flow {
-        self.out.clear();
+        self.resp.discard();
         self.ticket = None;
         self.deferred = None;
         self.deferred_error = None;
-        self.closing = true;
+        self.resp.set_closing();
         Flow::Close
     }
 
     /// Moves the replies written so far into the outbox.
     pub fn flush(&mut self, now: Instant) {
-        if !self.out.is_empty() {
-            let chunk = self.out.split().freeze();
-            let pushed = self
-                .outbox
-                .push(chunk, false, now, self.router.config().limits());
-            self.count_close(pushed);
-        }
-    }
-
-    /// Moves the replies written so far into the outbox and switches the
-    /// protocol version with them, atomically with respect to publishers.
-    fn flush_switching(&mut self, proto: Proto, now: Instant) {
-        let chunk = self.out.split().freeze();
-        let pushed = self
-            .outbox
-            .push_switching(chunk, proto, now, self.router.config().limits());
-        self.count_close(pushed);
-    }
-
-    /// A reply that took the client over its nlimit closes it: counted like any other.
-    fn count_close(&self, pushed: Pushed) {
-        if let Pushed::Closed { dropped } = pushed {
-            self.router.note_nlimit_close(&self.outbox, dropped);
-        }
-    }
-
-    /// An error made of text, a client-given argument (raw bytes, as Redis
-    /// echoes them) and more text.
-    fn error_with(&mut self, before: &str, arg: &[u8], after: &str) {
-        let mut msg = Vec::with_capacity(before.len() + arg.len() + after.len());
-        msg.extend_from_slice(before.as_bytes());
-        msg.extend_from_slice(arg);
-        msg.extend_from_slice(after.as_bytes());
-        self.writer().error(&msg);
+        resp::flush(self, now);
     }
 
     /// Drains everything queued in the outbox into one buffer, without a
@@ -207,10 +191,11 @@ impl Session {
         let mut buf = BytesMut::new();
         let waker = futures_noop_waker();
         let mut cx = std::task::Context::from_waker(&waker);
+        let limits = *self.resp.limits();
         while let std::task::Poll::Ready(Ok(n)) =
-            self.outbox.poll_drain(&mut cx, &mut buf, usize::MAX)
+            self.resp.outbox().poll_drain(&mut cx, &mut buf, usize::MAX)
         {
-            self.outbox.consumed(n, self.router.config().limits());
+            self.resp.outbox().consumed(n, &limits);
         }
         buf.to_vec()
     }
@@ -222,20 +207,12 @@ impl Session {
             self.deferred_error = Some(err.clone());
             return Flow::Wait;
         }
-        // Nothing may follow the error line: end the subscriptions first.
-        self.unsubscribe_all_silently();
-        if let Some(line) = err.reply() {
-            self.writer().raw(&line);
-        }
-        tracing::debug!(client = self.id(), %err, "protocol error, closing client");
-        self.closing = true;
-        self.flush(now);
-        Flow::Close
+        resp::protocol_error(self, err, now)
     }
 
     /// Handles one request. Replies are buffered until [`Session::flush`].
     pub fn handle(&mut self, args: Request, now: Instant) -> Flow {
-        if self.closing {
+        if self.resp.is_closing() {
             return Flow::Close;
         }
         let Some(first) = args.first() else {
@@ -249,127 +226,7 @@ impl Session {
             self.deferred = Some(args);
             return Flow::Wait;
         }
-        // Redis 7.0 answers QUIT before any other check.
-        if first.eq_ignore_ascii_case(b"quit") {
-            // Nothing may follow +OK: end the subscriptions first.
-            self.unsubscribe_all_silently();
-            self.writer().simple(b"OK");
-            self.closing = true;
-            self.flush(now);
-            return Flow::Close;
-        }
-        let Some(mut cmd) = commands::lookup(first) else {
-            self.unknown_command(&args);
-            return Flow::Continue;
-        };
-        if !cmd.subcommands.is_empty() && args.len() >= 2 {
-            match commands::lookup_sub(cmd, &args[1]) {
-                Some(sub) => cmd = sub,
-                None => {
-                    let after = format!("'. Try {} HELP.", cmd.name.to_ascii_uppercase());
-                    self.error_with("ERR unknown subcommand '", prefix(&args[1], 128), &after);
-                    return Flow::Continue;
-                }
-            }
-        }
-        if !cmd.arity_ok(args.len()) {
-            self.error(&format!(
-                "ERR wrong number of arguments for '{}' command",
-                cmd.name
-            ));
-            return Flow::Continue;
-        }
-        if self.proto == Proto::Resp2
-            && self.subscriptions() > 0
-            && !SUBSCRIBED_OK.contains(&cmd.name)
-        {
-            self.error(&format!(
-                "ERR Can't execute '{}': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context",
-                cmd.name
-            ));
-            return Flow::Continue;
-        }
-        self.dispatch(cmd, args, now);
-        Flow::Continue
-    }
-
-    fn unknown_command(&mut self, args: &Request) {
-        // Byte-exact with Redis: name and args are cut at 128 bytes, \r\n become spaces.
-        let mut msg = b"ERR unknown command '".to_vec();
-        msg.extend_from_slice(&args[0][..args[0].len().min(128)]);
-        msg.extend_from_slice(b"', with args beginning with: ");
-        let mut listed = 0usize;
-        for arg in &args[1..] {
-            if listed >= 128 {
-                break;
-            }
-            let take = arg.len().min(128 - listed);
-            let before = msg.len();
-            msg.push(b'\'');
-            msg.extend_from_slice(&arg[..take]);
-            msg.extend_from_slice(b"' ");
-            listed += msg.len() - before;
-        }
-        self.writer().error(&msg);
-    }
-
-    fn dispatch(&mut self, cmd: &'static Command, args: Request, now: Instant) {
-        match cmd.name {
-            "publish" => self.publish(args, false, now),
-            "log" => self.publish(args, true, now),
-            "subscribe" => self.subscribe(&args[1..], false, now),
-            "psubscribe" => self.subscribe(&args[1..], true, now),
-            "unsubscribe" => self.unsubscribe(&args[1..], false),
-            "punsubscribe" => self.unsubscribe(&args[1..], true),
-            "ping" => self.ping(&args),
-            "echo" => self.writer().bulk(&args[1]),
-            "reset" => self.reset(now),
-            "select" => self.select(&args[1]),
-            "hello" => self.hello(&args, now),
-            "info" => self.info(&args[1..], now),
-            "client|id" => {
-                let id = self.id() as i64;
-                self.writer().integer(id);
-            }
-            "client|getname" => match self.name.clone() {
-                Some(n) => self.writer().bulk(&n),
-                None => self.writer().null(),
-            },
-            "client|setname" => {
-                if self.set_name(&args[2]) {
-                    self.writer().simple(b"OK");
-                }
-            }
-            "client|setinfo" => self.setinfo(&args),
-            "command" | "command|info" => {
-                self.command_info(&args[if cmd.name == "command" { 1 } else { 2 }..])
-            }
-            "command|count" => self.writer().integer(commands::count() as i64),
-            "command|docs" => self.command_docs(&args[2..]),
-            "pubsub|channels" => self.pubsub_channels(&args),
-            "pubsub|numsub" => {
-                let counts: Vec<(Bytes, usize)> = args[2..]
-                    .iter()
-                    .map(|c| (c.clone(), self.router.numsub(c)))
-                    .collect();
-                let mut w = self.writer();
-                w.array(counts.len() * 2);
-                for (c, n) in counts {
-                    w.bulk(&c);
-                    w.integer(n as i64);
-                }
-            }
-            "pubsub|numpat" => {
-                let n = self.router.numpat() as i64;
-                self.writer().integer(n);
-            }
-            "client|help" | "command|help" | "pubsub|help" => self.help(cmd),
-            other => {
-                // Every table entry has an arm above; reaching here is a table bug.
-                tracing::error!(command = other, "command without a handler");
-                self.error(&format!("ERR command '{other}' is not available"));
-            }
-        }
+        resp::dispatch(self, args, now)
     }
 
     fn publish(&mut self, mut args: Request, log: bool, now: Instant) {
@@ -403,7 +260,7 @@ impl Session {
         } else {
             ClientClass::Normal
         };
-        self.outbox.set_class(class);
+        self.resp.outbox().set_class(class);
     }
 
     fn subscribe(&mut self, names: &[Bytes], pattern: bool, now: Instant) {
@@ -433,9 +290,9 @@ impl Session {
         self.flush(now);
         for name in &added {
             if pattern {
-                self.router.psubscribe(name, &self.outbox);
+                self.router.psubscribe(name, self.resp.outbox());
             } else {
-                self.router.subscribe(name, &self.outbox);
+                self.router.subscribe(name, self.resp.outbox());
             }
         }
     }
@@ -452,7 +309,7 @@ impl Session {
             } else {
                 &self.channels
             };
-            set.iter().cloned().collect()
+            set.names().to_vec()
         } else {
             names.to_vec()
         };
@@ -470,9 +327,9 @@ impl Session {
             };
             if set.remove(name) {
                 if pattern {
-                    self.router.punsubscribe(name, &self.outbox);
+                    self.router.punsubscribe(name, self.resp.outbox());
                 } else {
-                    self.router.unsubscribe(name, &self.outbox);
+                    self.router.unsubscribe(name, self.resp.outbox());
                 }
             }
             self.confirm(kind, Some(name));
@@ -494,204 +351,18 @@ impl Session {
     }
 
     fn unsubscribe_all_silently(&mut self) {
-        for c in std::mem::take(&mut self.channels) {
-            self.router.unsubscribe(&c, &self.outbox);
+        for c in self.channels.take() {
+            self.router.unsubscribe(&c, self.resp.outbox());
         }
-        for p in std::mem::take(&mut self.patterns) {
-            self.router.punsubscribe(&p, &self.outbox);
+        for p in self.patterns.take() {
+            self.router.punsubscribe(&p, self.resp.outbox());
         }
         self.set_class();
     }
 
-    fn ping(&mut self, args: &Request) {
-        if args.len() > 2 {
-            self.error("ERR wrong number of arguments for 'ping' command");
-            return;
-        }
-        let subscribed = self.proto == Proto::Resp2 && self.subscriptions() > 0;
-        let mut w = self.writer();
-        match (subscribed, args.get(1)) {
-            (true, arg) => {
-                w.array(2);
-                w.bulk(b"pong");
-                w.bulk(arg.map_or(&b""[..], |a| a));
-            }
-            (false, Some(arg)) => w.bulk(arg),
-            (false, None) => w.simple(b"PONG"),
-        }
-    }
-
-    fn reset(&mut self, now: Instant) {
-        self.unsubscribe_all_silently();
-        self.flush(now);
-        self.proto = Proto::Resp2;
-        self.name = None;
-        self.lib = [None, None];
-        self.log_refused = false;
-        self.writer().simple(b"RESET");
-        self.flush_switching(Proto::Resp2, now);
-    }
-
-    fn select(&mut self, index: &[u8]) {
-        match parse_i64(index) {
-            None => self.error("ERR value is not an integer or out of range"),
-            Some(n) if i32::try_from(n).is_err() => self
-                .error("ERR value is out of range, value must between -2147483648 and 2147483647"),
-            Some(0..=15) => self.writer().simple(b"OK"),
-            Some(_) => self.error("ERR DB index is out of range"),
-        }
-    }
-
-    /// Validates a client name as Redis does; writes the error and returns false if bad.
-    fn valid_name(&mut self, value: &[u8], what: &str) -> bool {
-        if value.iter().any(|&b| !(b'!'..=b'~').contains(&b)) {
-            self.error(&format!(
-                "ERR {what} cannot contain spaces, newlines or special characters."
-            ));
-            return false;
-        }
-        true
-    }
-
-    fn set_name(&mut self, name: &Bytes) -> bool {
-        if !self.valid_name(name, "Client names") {
-            return false;
-        }
-        self.name = (!name.is_empty()).then(|| Bytes::copy_from_slice(name));
-        true
-    }
-
-    fn setinfo(&mut self, args: &Request) {
-        if args.len() != 4 {
-            self.error_with(
-                "ERR unknown subcommand or wrong number of arguments for '",
-                prefix(&args[1], 128),
-                "'. Try CLIENT HELP.",
-            );
-            return;
-        }
-        let slot = if args[2].eq_ignore_ascii_case(b"lib-name") {
-            0
-        } else if args[2].eq_ignore_ascii_case(b"lib-ver") {
-            1
-        } else {
-            self.error_with("ERR Unrecognized option '", prefix(&args[2], 128), "'");
-            return;
-        };
-        let what = if slot == 0 { "lib-name" } else { "lib-ver" };
-        if !self.valid_name(&args[3], what) {
-            return;
-        }
-        self.lib[slot] = (!args[3].is_empty()).then(|| Bytes::copy_from_slice(&args[3]));
-        self.writer().simple(b"OK");
-    }
-
-    fn hello(&mut self, args: &Request, now: Instant) {
-        let mut proto = None;
-        let mut next = 1;
-        if let Some(ver) = args.get(1) {
-            next = 2;
-            match parse_i64(ver) {
-                None => {
-                    return self.error("ERR Protocol version is not an integer or out of range");
-                }
-                Some(2) => proto = Some(Proto::Resp2),
-                Some(3) => proto = Some(Proto::Resp3),
-                Some(_) => return self.error("NOPROTO unsupported protocol version"),
-            }
-        }
-        let mut name = None;
-        let mut user = None;
-        let mut j = next;
-        while j < args.len() {
-            let more = args.len() - 1 - j;
-            if args[j].eq_ignore_ascii_case(b"auth") && more >= 2 {
-                user = Some(args[j + 1].clone());
-                j += 2;
-            } else if args[j].eq_ignore_ascii_case(b"setname") && more >= 1 {
-                name = Some(args[j + 1].clone());
-                j += 1;
-            } else {
-                return self.error_with("ERR Syntax error in HELLO option '", &args[j], "'");
-            }
-            j += 1;
-        }
-        // kids has no users but Redis's passwordless `default` one.
-        if user.is_some_and(|u| &u[..] != b"default") {
-            return self.error("WRONGPASS invalid username-password pair or user is disabled.");
-        }
-        if let Some(name) = name
-            && !self.set_name(&name)
-        {
-            return;
-        }
-        let switched = proto.filter(|p| *p != self.proto);
-        if switched.is_some() {
-            // Replies before HELLO go out in the old version.
-            self.flush(now);
-        }
-        if let Some(p) = proto {
-            self.proto = p;
-        }
-        let (id, proto) = (self.id() as i64, self.proto.number());
-        let mut w = self.writer();
-        w.map(7);
-        w.bulk(b"server");
-        w.bulk(b"kids");
-        w.bulk(b"version");
-        w.bulk(REDIS_COMPAT_VERSION.as_bytes());
-        w.bulk(b"proto");
-        w.integer(proto);
-        w.bulk(b"id");
-        w.integer(id);
-        w.bulk(b"mode");
-        w.bulk(b"standalone");
-        w.bulk(b"role");
-        w.bulk(b"master");
-        w.bulk(b"modules");
-        w.array(0);
-        if let Some(p) = switched {
-            // The reply and the switch reach the outbox together: messages routed
-            // before are in the old version and precede it, later ones follow.
-            self.flush_switching(p, now);
-        }
-    }
-
-    fn command_info(&mut self, names: &[Bytes]) {
-        let mut w = ReplyWriter::new(&mut self.out, self.proto);
-        if names.is_empty() {
-            w.array(commands::COMMANDS.len());
-            commands::COMMANDS
-                .iter()
-                .for_each(|c| commands::write_info(&mut w, c));
-            return;
-        }
-        w.array(names.len());
-        for n in names {
-            match find_any(n) {
-                Some(c) => commands::write_info(&mut w, c),
-                None => w.null(),
-            }
-        }
-    }
-
-    fn command_docs(&mut self, names: &[Bytes]) {
-        let found: Vec<&'static Command> = if names.is_empty() {
-            commands::COMMANDS.iter().collect()
-        } else {
-            names.iter().filter_map(|n| find_any(n)).collect()
-        };
-        let mut w = ReplyWriter::new(&mut self.out, self.proto);
-        w.map(found.len());
-        for c in found {
-            w.bulk(c.name.as_bytes());
-            commands::write_docs(&mut w, c);
-        }
-    }
-
     fn pubsub_channels(&mut self, args: &Request) {
         if args.len() > 3 {
-            return self.error_with(
+            return self.resp.error_with(
                 "ERR unknown subcommand or wrong number of arguments for '",
                 prefix(&args[1], 128),
                 "'. Try PUBSUB HELP.",
@@ -705,32 +376,6 @@ impl Session {
         let mut w = self.writer();
         w.array(channels.len());
         channels.iter().for_each(|c| w.bulk(c));
-    }
-
-    fn help(&mut self, cmd: &Command) {
-        let parent = commands::lookup(cmd.name.split('|').next().unwrap_or_default().as_bytes());
-        let parent_name = cmd
-            .name
-            .split('|')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_uppercase();
-        let mut lines = vec![format!(
-            "{parent_name} <subcommand> [<arg> [value] [opt] ...]. Subcommands are:"
-        )];
-        for sub in parent.map_or(&[][..], |p| p.subcommands) {
-            let short = sub
-                .name
-                .split('|')
-                .nth(1)
-                .unwrap_or_default()
-                .to_ascii_uppercase();
-            lines.push(short);
-            lines.push(format!("    {}", sub.summary));
-        }
-        let mut w = self.writer();
-        w.array(lines.len());
-        lines.iter().for_each(|l| w.simple(l.as_bytes()));
     }
 
     fn info(&mut self, sections: &[Bytes], now: Instant) {
@@ -808,6 +453,75 @@ impl Session {
     }
 }
 
+impl RespServer for Session {
+    type Command = KidsCommand;
+
+    fn commands(&self) -> &'static [Command<KidsCommand>] {
+        KIDS_COMMANDS
+    }
+
+    fn resp(&mut self) -> &mut RespState {
+        &mut self.resp
+    }
+
+    fn resp_ref(&self) -> &RespState {
+        &self.resp
+    }
+
+    fn run(&mut self, command: KidsCommand, args: Request, now: Instant) {
+        match command {
+            KidsCommand::Publish => self.publish(args, false, now),
+            KidsCommand::Log => self.publish(args, true, now),
+            KidsCommand::Subscribe => self.subscribe(&args[1..], false, now),
+            KidsCommand::Psubscribe => self.subscribe(&args[1..], true, now),
+            KidsCommand::Unsubscribe => self.unsubscribe(&args[1..], false),
+            KidsCommand::Punsubscribe => self.unsubscribe(&args[1..], true),
+            KidsCommand::Info => self.info(&args[1..], now),
+            KidsCommand::PubsubChannels => self.pubsub_channels(&args),
+            KidsCommand::PubsubNumsub => {
+                let counts: Vec<(Bytes, usize)> = args[2..]
+                    .iter()
+                    .map(|c| (c.clone(), self.router.numsub(c)))
+                    .collect();
+                let mut w = self.writer();
+                w.array(counts.len() * 2);
+                for (c, n) in counts {
+                    w.bulk(&c);
+                    w.integer(n as i64);
+                }
+            }
+            KidsCommand::PubsubNumpat => {
+                let n = self.router.numpat() as i64;
+                self.writer().integer(n);
+            }
+            KidsCommand::PubsubHelp => {
+                let mut w = self.resp.writer();
+                write_help(&mut w, KIDS_COMMANDS, "pubsub");
+            }
+        }
+    }
+
+    fn subscriptions(&self) -> usize {
+        Session::subscriptions(self)
+    }
+
+    fn end_subscriptions(&mut self) {
+        self.unsubscribe_all_silently();
+    }
+
+    fn reset(&mut self) {
+        self.log_refused = false;
+    }
+
+    fn server_name(&self) -> &'static str {
+        "kids"
+    }
+
+    fn closed_by_nlimit(&self, dropped: u64) {
+        self.router.note_nlimit_close(self.resp.outbox(), dropped);
+    }
+}
+
 /// A kids connection on the server toolkit: RESP requests in, replies and
 /// pub/sub messages out, publishers' replies held until their messages are
 /// stored, subscribers bounded by their `nlimit` instead of by the read pause.
@@ -839,11 +553,11 @@ impl Protocol for Session {
     }
 
     fn outbox(&self) -> &Outbox {
-        &self.outbox
+        self.resp.outbox()
     }
 
     fn nlimits(&self) -> &NLimits {
-        self.router.config().limits()
+        self.resp.limits()
     }
 
     fn is_holding(&self) -> bool {
@@ -898,24 +612,9 @@ impl RequestCodec for RequestDecoder {
 impl Drop for Session {
     fn drop(&mut self) {
         self.unsubscribe_all_silently();
-        self.outbox.close(CloseReason::Gone);
+        self.resp.outbox().close(CloseReason::Gone);
         self.router.drop_outbox();
     }
-}
-
-/// A command or `parent|sub` name, for `COMMAND INFO` / `DOCS`.
-fn find_any(name: &[u8]) -> Option<&'static Command> {
-    match name.iter().position(|&b| b == b'|') {
-        None => commands::lookup(name),
-        Some(i) => {
-            commands::lookup(&name[..i]).and_then(|p| commands::lookup_sub(p, &name[i + 1..]))
-        }
-    }
-}
-
-/// At most `max` bytes of `b` (Redis's `%.128s`).
-fn prefix(b: &[u8], max: usize) -> &[u8] {
-    &b[..b.len().min(max)]
 }
 
 /// A topic name made safe for an INFO line: bytes outside `!`..`~` but `:`
@@ -934,4 +633,142 @@ fn escape_name(name: &[u8]) -> String {
 
 fn futures_noop_waker() -> std::task::Waker {
     std::task::Waker::noop().clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::RouterConfig;
+    use crate::resp::{CONNECTION_COMMANDS, ConnCommand};
+
+    /// Every variant, written as an exhaustive match so a new one must be added here.
+    fn conn_variants() -> Vec<ConnCommand> {
+        use ConnCommand::*;
+        let all = [
+            Ping,
+            Echo,
+            Quit,
+            Reset,
+            Select,
+            Hello,
+            ClientId,
+            ClientGetname,
+            ClientSetname,
+            ClientSetinfo,
+            ClientHelp,
+            Command,
+            CommandCount,
+            CommandDocs,
+            CommandInfo,
+            CommandHelp,
+        ];
+        for c in all {
+            match c {
+                Ping | Echo | Quit | Reset | Select | Hello | ClientId | ClientGetname
+                | ClientSetname | ClientSetinfo | ClientHelp | Command | CommandCount
+                | CommandDocs | CommandInfo | CommandHelp => {}
+            }
+        }
+        all.to_vec()
+    }
+
+    fn kids_variants() -> Vec<KidsCommand> {
+        use KidsCommand::*;
+        let all = [
+            Publish,
+            Log,
+            Subscribe,
+            Psubscribe,
+            Unsubscribe,
+            Punsubscribe,
+            Info,
+            PubsubChannels,
+            PubsubNumsub,
+            PubsubNumpat,
+            PubsubHelp,
+        ];
+        for c in all {
+            match c {
+                Publish | Log | Subscribe | Psubscribe | Unsubscribe | Punsubscribe | Info
+                | PubsubChannels | PubsubNumsub | PubsubNumpat | PubsubHelp => {}
+            }
+        }
+        all.to_vec()
+    }
+
+    fn entries<X: Copy>(table: &'static [Command<X>]) -> Vec<&'static Command<X>> {
+        table
+            .iter()
+            .chain(table.iter().flat_map(|c| c.subcommands))
+            .collect()
+    }
+
+    /// The smallest request that fits `c`'s arity, by its full name.
+    fn request<X>(c: &Command<X>) -> Request {
+        let mut args: Request = c
+            .name
+            .split('|')
+            .map(|p| Bytes::from(p.to_owned()))
+            .collect();
+        let want = c.arity.unsigned_abs() as usize;
+        while args.len() < want {
+            args.push(Bytes::from_static(b"x"));
+        }
+        if c.name == "client|setinfo" {
+            args[2] = Bytes::from_static(b"lib-name");
+        }
+        args
+    }
+
+    #[test]
+    fn every_table_entry_dispatches_to_its_own_variant() {
+        // Each variant is named by exactly one entry, each entry by at most one variant.
+        let conn: Vec<ConnCommand> = entries(CONNECTION_COMMANDS)
+            .iter()
+            .filter_map(|c| c.id)
+            .collect();
+        for v in conn_variants() {
+            assert_eq!(conn.iter().filter(|c| **c == v).count(), 1, "{v:?}");
+        }
+        assert_eq!(conn.len(), conn_variants().len());
+        let own: Vec<KidsCommand> = entries(KIDS_COMMANDS).iter().filter_map(|c| c.id).collect();
+        for v in kids_variants() {
+            assert_eq!(own.iter().filter(|c| **c == v).count(), 1, "{v:?}");
+        }
+        assert_eq!(own.len(), kids_variants().len());
+        // Containers without an id have subcommands to dispatch to.
+        for c in entries(CONNECTION_COMMANDS)
+            .iter()
+            .filter(|c| c.id.is_none())
+        {
+            assert!(!c.subcommands.is_empty(), "{}", c.name);
+        }
+        for c in entries(KIDS_COMMANDS).iter().filter(|c| c.id.is_none()) {
+            assert!(!c.subcommands.is_empty(), "{}", c.name);
+        }
+        // And every entry, run by its name, reaches a handler.
+        let now = Instant::now();
+        let router = Router::new(RouterConfig::default(), now);
+        let names: Vec<(String, Request)> = entries(CONNECTION_COMMANDS)
+            .iter()
+            .filter(|c| c.id.is_some())
+            .map(|c| (c.name.to_owned(), request(c)))
+            .chain(
+                entries(KIDS_COMMANDS)
+                    .iter()
+                    .filter(|c| c.id.is_some())
+                    .map(|c| (c.name.to_owned(), request(c))),
+            )
+            .collect();
+        for (name, args) in names {
+            let mut s = Session::new(&router);
+            s.handle(args, now);
+            s.flush(now);
+            let out = String::from_utf8_lossy(&s.take_output()).into_owned();
+            assert!(!out.is_empty(), "{name}: no reply");
+            for bad in ["unknown command", "unknown subcommand", "wrong number"] {
+                assert!(!out.contains(bad), "{name}: {out}");
+            }
+        }
+    }
 }

@@ -9,10 +9,16 @@
 //! a [`ProtocolError`](crate::ProtocolError), never a panic or an unbounded
 //! allocation.
 
+mod command;
+mod conn;
 mod frame;
 mod reply;
 mod request;
 
+pub use command::{Arg, CONNECTION_COMMANDS, Command, ConnCommand, lookup, lookup_sub, write_help};
+pub(crate) use command::{PUBSUB, SUB, arg, cmd};
+pub(crate) use conn::prefix;
+pub use conn::{REDIS_COMPAT_VERSION, RespServer, RespState, dispatch, flush, protocol_error};
 pub use frame::{Frame, FrameCodec};
 pub use reply::ReplyWriter;
 pub use request::{Request, RequestDecoder, split_inline};

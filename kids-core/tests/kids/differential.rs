@@ -157,6 +157,24 @@ fn subscribe_and_unsubscribe_in_every_order() {
 }
 
 #[test]
+fn unsubscribing_from_everything_confirms_patterns_in_subscription_order() {
+    compare(
+        "punsubscribe order",
+        &[
+            Send(
+                0,
+                c(&["PSUBSCRIBE", "z*", "a*", "m*", "q?", "b*", "k[ab]", "0*"]),
+                vec![(0, 7)],
+            ),
+            Send(0, c(&["PUNSUBSCRIBE", "m*"]), vec![(0, 1)]),
+            Send(0, c(&["PSUBSCRIBE", "m*"]), vec![(0, 1)]),
+            Send(0, c(&["PUNSUBSCRIBE"]), vec![(0, 7)]),
+            Send(0, c(&["PING"]), vec![(0, 1)]),
+        ],
+    );
+}
+
+#[test]
 fn publish_fan_out_and_subscribed_mode() {
     compare(
         "publish",

@@ -583,3 +583,171 @@ fn a_line_protocol_runs_on_the_same_accept_loop() {
     stop.send(()).expect("stop");
     server.join().expect("server thread").expect("served");
 }
+
+/// Another RESP server on the shared command layer: its own `GREET` and
+/// `LISTEN` (which puts it in the subscribed context), Redis's connection
+/// commands and error texts from kids-core.
+mod greeter {
+    use std::sync::Arc;
+    use std::time::Instant;
+
+    use kids_core::resp::{self, Arg, Command, RespServer, RespState};
+    use kids_core::{NLimits, Outbox, Request};
+
+    #[derive(Debug, Clone, Copy)]
+    pub(super) enum Own {
+        Greet,
+        Listen,
+    }
+
+    static OWN: &[Command<Own>] = &[
+        Command {
+            id: Some(Own::Greet),
+            name: "greet",
+            arity: 2,
+            flags: &["fast"],
+            acl: &["@fast"],
+            summary: "Greets someone.",
+            since: "1.0.0",
+            group: "greeter",
+            complexity: "O(1)",
+            args: &[Arg::new("name", "string", false, false)],
+            subcommands: &[],
+        },
+        Command {
+            id: Some(Own::Listen),
+            name: "listen",
+            arity: 1,
+            flags: &[],
+            acl: &[],
+            summary: "Waits for greetings.",
+            since: "1.0.0",
+            group: "greeter",
+            complexity: "O(1)",
+            args: &[],
+            subcommands: &[],
+        },
+    ];
+
+    pub(super) struct Greeter {
+        pub(super) resp: RespState,
+        listening: bool,
+    }
+
+    impl Greeter {
+        pub(super) fn new() -> Self {
+            Self {
+                resp: RespState::new(Arc::new(Outbox::new(7)), NLimits::default()),
+                listening: false,
+            }
+        }
+    }
+
+    impl RespServer for Greeter {
+        type Command = Own;
+        fn commands(&self) -> &'static [Command<Own>] {
+            OWN
+        }
+        fn resp(&mut self) -> &mut RespState {
+            &mut self.resp
+        }
+        fn resp_ref(&self) -> &RespState {
+            &self.resp
+        }
+        fn run(&mut self, command: Own, args: Request, _: Instant) {
+            match command {
+                Own::Greet => {
+                    let mut line = b"hello ".to_vec();
+                    line.extend_from_slice(&args[1]);
+                    self.resp.writer().simple(&line);
+                }
+                Own::Listen => {
+                    self.listening = true;
+                    self.resp.writer().simple(b"OK");
+                }
+            }
+        }
+        fn subscriptions(&self) -> usize {
+            usize::from(self.listening)
+        }
+        fn end_subscriptions(&mut self) {
+            self.listening = false;
+        }
+        fn server_name(&self) -> &'static str {
+            "greeter"
+        }
+    }
+
+    pub(super) fn run(g: &mut Greeter, args: &[&str], now: Instant) -> (kids_core::Flow, String) {
+        let req: Request = args
+            .iter()
+            .map(|a| bytes::Bytes::from(a.to_string()))
+            .collect();
+        let flow = resp::dispatch(g, req, now);
+        resp::flush(g, now);
+        let mut buf = bytes::BytesMut::new();
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        while let std::task::Poll::Ready(Ok(n)) =
+            g.resp.outbox().poll_drain(&mut cx, &mut buf, usize::MAX)
+        {
+            g.resp.outbox().consumed(n, &NLimits::default());
+        }
+        (flow, String::from_utf8(buf.to_vec()).expect("utf8"))
+    }
+}
+
+#[test]
+fn another_resp_server_adds_its_commands_to_the_connection_commands() {
+    use greeter::{Greeter, run};
+    use kids_core::resp::CONNECTION_COMMANDS;
+    let now = Instant::now();
+    let mut g = Greeter::new();
+    assert_eq!(run(&mut g, &["GREET", "bob"], now).1, "+hello bob\r\n");
+    assert_eq!(run(&mut g, &["ping"], now).1, "+PONG\r\n");
+    assert_eq!(run(&mut g, &["ECHO", "e"], now).1, "$1\r\ne\r\n");
+    assert_eq!(
+        run(&mut g, &["COMMAND", "COUNT"], now).1,
+        format!(":{}\r\n", CONNECTION_COMMANDS.len() + 2)
+    );
+    let docs = run(&mut g, &["COMMAND", "DOCS", "greet"], now).1;
+    assert!(docs.starts_with("*2\r\n$5\r\ngreet\r\n"), "{docs}");
+    assert!(docs.contains("Greets someone."), "{docs}");
+    assert_eq!(
+        run(&mut g, &["GREET"], now).1,
+        "-ERR wrong number of arguments for 'greet' command\r\n"
+    );
+    assert_eq!(
+        run(&mut g, &["NOPE", "a"], now).1,
+        "-ERR unknown command 'NOPE', with args beginning with: 'a' \r\n"
+    );
+    assert_eq!(
+        run(&mut g, &["CLIENT", "nope"], now).1,
+        "-ERR unknown subcommand 'nope'. Try CLIENT HELP.\r\n"
+    );
+    assert_eq!(run(&mut g, &["CLIENT", "SETNAME", "g1"], now).1, "+OK\r\n");
+    assert_eq!(run(&mut g, &["CLIENT", "GETNAME"], now).1, "$2\r\ng1\r\n");
+    let hello = run(&mut g, &["HELLO", "3"], now).1;
+    assert!(
+        hello.starts_with("%7\r\n$6\r\nserver\r\n$7\r\ngreeter\r\n"),
+        "{hello}"
+    );
+    assert_eq!(
+        run(&mut g, &["HELLO", "2"], now).1.chars().next(),
+        Some('*')
+    );
+    // Its subscribed context is Redis's.
+    assert_eq!(run(&mut g, &["LISTEN"], now).1, "+OK\r\n");
+    assert_eq!(
+        run(&mut g, &["GREET", "x"], now).1,
+        "-ERR Can't execute 'greet': only (P|S)SUBSCRIBE / (P|S)UNSUBSCRIBE / PING / QUIT / RESET are allowed in this context\r\n"
+    );
+    assert_eq!(
+        run(&mut g, &["PING"], now).1,
+        "*2\r\n$4\r\npong\r\n$0\r\n\r\n"
+    );
+    assert_eq!(run(&mut g, &["RESET"], now).1, "+RESET\r\n");
+    assert_eq!(run(&mut g, &["GREET", "x"], now).1, "+hello x\r\n");
+    let (flow, out) = run(&mut g, &["QUIT"], now);
+    assert_eq!((flow, out.as_str()), (kids_core::Flow::Close, "+OK\r\n"));
+    assert_eq!(run(&mut g, &["PING"], now).0, kids_core::Flow::Close);
+}
