@@ -89,8 +89,8 @@ pub use seglog::{Batch, Fsync, Position, Recovery, SegmentConfig, SegmentLog};
 pub use session::{Flow, REDIS_COMPAT_VERSION, Session};
 pub use store::{
     Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,
-    NetworkStore, NullStore, PriorityStore, Store, StoreError, Target, build_store, decode_record,
-    encode_record,
+    NetworkStore, Now, NullStore, PriorityStore, Store, StoreError, Target, build_store,
+    decode_record, encode_record,
 };
 
 /// Locks `m`, going on past a poisoned lock: a panic on one connection or

@@ -17,13 +17,14 @@ use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::store::{decode_record, push_record};
 use crate::{
-    Batch, Bell, Error, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store, Tap, lock,
+    Batch, Bell, Error, Now, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store, Tap,
+    lock,
 };
 
 /// Settings of a [`StorePipeline`].
@@ -127,7 +128,7 @@ struct Inner {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::{Instant, SystemTime};
-/// use kids_core::{NullStore, PipelineConfig, Router, RouterConfig, Session, StorePipeline};
+/// use kids_core::{Now, NullStore, PipelineConfig, Router, RouterConfig, Session, StorePipeline};
 ///
 /// let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
 /// let router = Router::new(RouterConfig::default(), Instant::now());
@@ -137,7 +138,7 @@ struct Inner {
 /// let ticket = session.ticket().unwrap(); // the reply is held for it
 ///
 /// let mut worker = pipeline.worker(Box::new(NullStore::default()));
-/// worker.step(SystemTime::now());
+/// worker.step(Now::new(Instant::now(), SystemTime::now()));
 /// assert!(pipeline.is_stored(ticket));
 /// session.stored(Instant::now()); // the transport learns it: replies flushed
 /// assert_eq!(session.take_output(), b":0\r\n");
@@ -430,27 +431,30 @@ pub struct Worker {
     root: Box<dyn Store>,
     retiring: Vec<Box<dyn Store>>,
     /// A replacement tree waiting for the running one to settle, and until when it waits.
-    incoming: Option<(Box<dyn Store>, SystemTime)>,
+    incoming: Option<(Box<dyn Store>, Instant)>,
     held: VecDeque<(Origin, Bytes, Bytes)>,
     /// Taken by the root but not yet committed.
     uncommitted: Option<Uncommitted>,
-    info_at: Option<SystemTime>,
+    info_at: Option<Instant>,
 }
 
 impl Worker {
     /// One round: swap in a replacement tree, store a batch, commit it,
     /// poll the stores. Returns true when it did something (call again soon).
-    pub fn step(&mut self, now: SystemTime) -> bool {
+    pub fn step(&mut self, now: Now) -> bool {
         let inner = self.pipeline.inner.clone();
         let mut busy = false;
         if let Some(new) = lock(&inner.state).replacement.take() {
             // A newer reload supersedes one still waiting.
-            let deadline = self.incoming.take().map_or(now + RELOAD_GRACE, |(_, d)| d);
+            let deadline = self
+                .incoming
+                .take()
+                .map_or(now.instant + RELOAD_GRACE, |(_, d)| d);
             self.incoming = Some((new, deadline));
         }
         if let Some((_, deadline)) = &self.incoming
             && self.uncommitted.is_none()
-            && (self.root.is_settled() || now >= *deadline)
+            && (self.root.is_settled() || now.instant >= *deadline)
             && let Some((new, _)) = self.incoming.take()
         {
             self.swap_root(new, now);
@@ -564,12 +568,12 @@ impl Worker {
             tracing::warn!(error = %e, "store poll failed");
         }
         self.retire(now);
-        let due = self.info_at.is_none_or(|t| {
-            now.duration_since(t).unwrap_or(Duration::ZERO) >= Duration::from_millis(250)
-        });
+        let due = self
+            .info_at
+            .is_none_or(|t| now.instant.saturating_duration_since(t) >= Duration::from_millis(250));
         if due {
             self.refresh_info();
-            self.info_at = Some(now);
+            self.info_at = Some(now.instant);
         }
         busy && self.held.is_empty()
     }
@@ -583,7 +587,7 @@ impl Worker {
         lock(&self.pipeline.inner.state).tree_info = text;
     }
 
-    fn swap_root(&mut self, new: Box<dyn Store>, now: SystemTime) {
+    fn swap_root(&mut self, new: Box<dyn Store>, now: Now) {
         let mut old = std::mem::replace(&mut self.root, new);
         if let Err(e) = old.commit(now) {
             tracing::warn!(error = %e, "committing the old store tree failed; keeping it until it drains");
@@ -598,7 +602,7 @@ impl Worker {
         self.refresh_info();
     }
 
-    fn retire(&mut self, now: SystemTime) {
+    fn retire(&mut self, now: Now) {
         self.retiring.retain_mut(|r| {
             let _ = r.commit(now);
             let _ = r.poll(now);

@@ -17,7 +17,9 @@
 //! safe downstream: written to a file, in a spool, or acknowledged by the
 //! peer. Parents map their children's counts back to their own, so a buffer
 //! releases a spool segment only when every record in it was acknowledged.
-//! Time is an argument: every call takes the wall-clock `now`.
+//! Time is an argument: every call takes a [`Now`], both clocks read once
+//! by the caller; timers run on its monotonic `instant`, file names and
+//! rotation buckets come from its `wall` clock.
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
@@ -25,7 +27,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -33,6 +35,44 @@ use crate::{
     Batch, Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, Position,
     SegmentConfig, SegmentLog, StoreConfig, StoreKind, StoreRole, Success, lock,
 };
+
+/// The moment a store call happens, on both clocks, read once by the caller.
+///
+/// `instant` drives every timer: flush intervals, retry backoffs, the
+/// acknowledged-mark throttle, replay-rate refills. It never goes back, so a
+/// wall clock stepped back (NTP, a VM resumed) stops no timer. `wall` only
+/// names files, picks rotation buckets and stamps data.
+///
+/// ```
+/// use std::time::{Duration, Instant, SystemTime};
+/// use kids_core::Now;
+/// let now = Now::new(Instant::now(), SystemTime::now());
+/// let later = now.after(Duration::from_secs(1));
+/// assert_eq!(later.instant - now.instant, Duration::from_secs(1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for timers.
+    pub instant: Instant,
+    /// Wall-clock time, for file names, rotation buckets and data.
+    pub wall: SystemTime,
+}
+
+impl Now {
+    /// The moment `instant` on the monotonic clock and `wall` on the wall clock.
+    pub fn new(instant: Instant, wall: SystemTime) -> Self {
+        Self { instant, wall }
+    }
+
+    /// Both clocks `d` later (a simulated clock's step).
+    #[must_use]
+    pub fn after(self, d: Duration) -> Self {
+        Self {
+            instant: self.instant + d,
+            wall: self.wall + d,
+        }
+    }
+}
 
 /// Why a store did not take (or could not commit) messages.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -57,30 +97,30 @@ impl From<Error> for StoreError {
 /// Implement it to plug your own destination under a [`StorePipeline`](crate::StorePipeline):
 ///
 /// ```
-/// use std::time::SystemTime;
+/// use std::time::{Instant, SystemTime};
 /// use bytes::Bytes;
-/// use kids_core::{Store, StoreError};
+/// use kids_core::{Now, Store, StoreError};
 ///
 /// /// Keeps messages in memory; durable as soon as taken.
 /// #[derive(Debug, Default)]
 /// struct Memory { lines: Vec<(Bytes, Bytes)> }
 ///
 /// impl Store for Memory {
-///     fn store(&mut self, topic: &Bytes, message: &Bytes, _now: SystemTime) -> Result<(), StoreError> {
+///     fn store(&mut self, topic: &Bytes, message: &Bytes, _now: Now) -> Result<(), StoreError> {
 ///         self.lines.push((topic.clone(), message.clone()));
 ///         Ok(())
 ///     }
-///     fn commit(&mut self, _now: SystemTime) -> Result<(), StoreError> { Ok(()) }
+///     fn commit(&mut self, _now: Now) -> Result<(), StoreError> { Ok(()) }
 ///     fn taken(&self) -> u64 { self.lines.len() as u64 }
 ///     fn acked(&mut self) -> u64 { self.lines.len() as u64 }
-///     fn poll(&mut self, _now: SystemTime) -> Result<(), StoreError> { Ok(()) }
+///     fn poll(&mut self, _now: Now) -> Result<(), StoreError> { Ok(()) }
 ///     fn info(&self, name: &str, out: &mut String) {
 ///         out.push_str(&format!("store_{name}:kind=memory,taken={}\r\n", self.lines.len()));
 ///     }
 /// }
 ///
 /// let mut m = Memory::default();
-/// m.store(&"web".into(), &"GET /".into(), SystemTime::now()).unwrap();
+/// m.store(&"web".into(), &"GET /".into(), Now::new(Instant::now(), SystemTime::now())).unwrap();
 /// assert_eq!(m.acked(), 1);
 /// ```
 pub trait Store: Send + fmt::Debug {
@@ -89,14 +129,14 @@ pub trait Store: Send + fmt::Debug {
     ///
     /// # Errors
     /// [`StoreError`] when the message was not taken: the caller keeps it.
-    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError>;
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: Now) -> Result<(), StoreError>;
 
     /// Makes every message taken so far durable as far as this store promises.
     ///
     /// # Errors
     /// [`StoreError::Down`] when that failed; the messages are still held
     /// and the next commit tries again.
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError>;
+    fn commit(&mut self, now: Now) -> Result<(), StoreError>;
 
     /// Messages taken so far.
     fn taken(&self) -> u64;
@@ -110,7 +150,7 @@ pub trait Store: Send + fmt::Debug {
     /// # Errors
     /// [`StoreError::Down`] for a failure the caller should log; messages
     /// are still held.
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError>;
+    fn poll(&mut self, now: Now) -> Result<(), StoreError>;
 
     /// Whether [`Store::store`] is expected to succeed now.
     fn is_up(&self) -> bool {
@@ -260,11 +300,11 @@ impl Children {
         first
     }
 
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.each(|c| c.commit(now))
     }
 
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.each(|c| c.poll(now))
     }
 
@@ -307,7 +347,7 @@ impl Filtered {
 }
 
 impl Store for Filtered {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: Now) -> Result<(), StoreError> {
         if self.accepts(topic) {
             self.inner.store(topic, message, now)?;
             self.ledger.record(Deps::One((0, self.inner.taken())));
@@ -317,7 +357,7 @@ impl Store for Filtered {
         }
         Ok(())
     }
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.inner.commit(now)
     }
     fn taken(&self) -> u64 {
@@ -327,7 +367,7 @@ impl Store for Filtered {
         let a = self.inner.acked();
         self.ledger.advance(false, &[a])
     }
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.inner.poll(now)
     }
     fn is_up(&self) -> bool {
@@ -362,11 +402,11 @@ pub struct NullStore {
 }
 
 impl Store for NullStore {
-    fn store(&mut self, _: &Bytes, _: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, _: &Bytes, _: &Bytes, _: Now) -> Result<(), StoreError> {
         self.taken += 1;
         Ok(())
     }
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn taken(&self) -> u64 {
@@ -375,7 +415,7 @@ impl Store for NullStore {
     fn acked(&mut self) -> u64 {
         self.taken
     }
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn info(&self, name: &str, out: &mut String) {
@@ -403,7 +443,7 @@ impl PriorityStore {
 }
 
 impl Store for PriorityStore {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: Now) -> Result<(), StoreError> {
         let mut last = None;
         for (i, child) in self.children.stores.iter_mut().enumerate() {
             if !child.accepts(topic) {
@@ -435,7 +475,7 @@ impl Store for PriorityStore {
             }
         }
     }
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.children.commit(now)
     }
     fn taken(&self) -> u64 {
@@ -444,7 +484,7 @@ impl Store for PriorityStore {
     fn acked(&mut self) -> u64 {
         self.children.acked(false)
     }
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.children.poll(now)
     }
     fn is_up(&self) -> bool {
@@ -486,7 +526,7 @@ impl MultipleStore {
 }
 
 impl Store for MultipleStore {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: Now) -> Result<(), StoreError> {
         let mut deps = Vec::with_capacity(self.children.stores.len());
         let mut last = None;
         let mut wanted = false;
@@ -515,7 +555,7 @@ impl Store for MultipleStore {
         self.children.ledger.record(Deps::Many(deps));
         Ok(())
     }
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.children.commit(now)
     }
     fn taken(&self) -> u64 {
@@ -524,7 +564,7 @@ impl Store for MultipleStore {
     fn acked(&mut self) -> u64 {
         self.children.acked(self.success == Success::Any)
     }
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.children.poll(now)
     }
     fn is_settled(&mut self) -> bool {
@@ -668,7 +708,7 @@ impl Drop for NetworkStore {
 }
 
 impl Store for NetworkStore {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, _: Now) -> Result<(), StoreError> {
         self.link
             .forwarder()
             .offer(topic.clone(), message.clone())
@@ -676,7 +716,7 @@ impl Store for NetworkStore {
         self.taken += 1;
         Ok(())
     }
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         self.link.wake_driver();
         Ok(())
     }
@@ -688,7 +728,7 @@ impl Store for NetworkStore {
     }
     /// Nothing to do: [`Store::commit`] wakes the driver after new
     /// messages, and the driver reads acknowledgements itself.
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn is_up(&self) -> bool {
@@ -819,11 +859,11 @@ pub struct BufferStats {
 /// removed only once the primary acknowledged every record in it.
 ///
 /// ```
-/// use std::time::SystemTime;
-/// use kids_core::{BufferConfig, BufferStore, NullStore, Store};
+/// use std::time::{Instant, SystemTime};
+/// use kids_core::{BufferConfig, BufferStore, Now, NullStore, Store};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let mut buffer = BufferStore::new(Box::new(NullStore::default()), BufferConfig::new(dir.path()));
-/// let now = SystemTime::now();
+/// let now = Now::new(Instant::now(), SystemTime::now());
 /// buffer.store(&"web".into(), &"GET /".into(), now).unwrap();
 /// buffer.commit(now).unwrap(); // in the spool: safe
 /// assert_eq!(buffer.acked(), 1);
@@ -843,11 +883,11 @@ pub struct BufferStore {
     handed: VecDeque<(u64, Position)>,
     backlog: bool,
     tokens: f64,
-    last_refill: Option<SystemTime>,
+    last_refill: Option<Instant>,
     bucket: Option<u64>,
     released: Position,
     saved: Position,
-    last_save: Option<SystemTime>,
+    last_save: Option<Instant>,
     taken: u64,
     acked: u64,
     stats: BufferStats,
@@ -909,7 +949,7 @@ impl BufferStore {
             .ok_or_else(|| StoreError::Down("spool not open".into()))
     }
 
-    fn refill(&mut self, now: SystemTime) -> usize {
+    fn refill(&mut self, now: Now) -> usize {
         let Some(rate) = self.config.replay_rate else {
             return PUMP_BATCH;
         };
@@ -918,18 +958,15 @@ impl BufferStore {
         }
         let rate = rate as f64;
         let elapsed = match self.last_refill {
-            Some(t) => now
-                .duration_since(t)
-                .unwrap_or(Duration::ZERO)
-                .as_secs_f64(),
+            Some(t) => now.instant.saturating_duration_since(t).as_secs_f64(),
             None => 0.0,
         };
-        self.last_refill = Some(now);
+        self.last_refill = Some(now.instant);
         self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
         (self.tokens as usize).min(PUMP_BATCH)
     }
 
-    fn pump(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn pump(&mut self, now: Now) -> Result<(), StoreError> {
         if !self.primary.is_up() {
             let end = self.spool()?.end();
             if self.cursor < end {
@@ -992,7 +1029,7 @@ impl BufferStore {
         Ok(())
     }
 
-    fn release(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn release(&mut self, now: Now) -> Result<(), StoreError> {
         let acked = self.primary.acked();
         let mut upto = None;
         while let Some(&(n, end)) = self.handed.front() {
@@ -1009,12 +1046,12 @@ impl BufferStore {
         }
         // Saved at most once a second (and on drop): a stale mark means
         // replaying some acknowledged records after a crash, never losing one.
-        let due = self.last_save.is_none_or(|t| {
-            now.duration_since(t).unwrap_or(Duration::ZERO) >= Duration::from_secs(1)
-        });
+        let due = self
+            .last_save
+            .is_none_or(|t| now.instant.saturating_duration_since(t) >= Duration::from_secs(1));
         if self.released != self.saved && due {
             self.save()?;
-            self.last_save = Some(now);
+            self.last_save = Some(now.instant);
         }
         Ok(())
     }
@@ -1058,13 +1095,13 @@ impl Drop for BufferStore {
 }
 
 impl Store for BufferStore {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, _: Now) -> Result<(), StoreError> {
         push_record(&mut self.staged, topic, message);
         self.taken += 1;
         Ok(())
     }
 
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         self.spool_staged()
     }
 
@@ -1076,10 +1113,11 @@ impl Store for BufferStore {
         self.acked
     }
 
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.spool()?;
         if let Some(secs) = self.config.rotate_secs {
             let bucket = now
+                .wall
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() / secs);
             if self.bucket.is_some_and(|b| b != bucket) {

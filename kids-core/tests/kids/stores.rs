@@ -5,11 +5,11 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kids_core::{
-    Bell, BufferConfig, BufferStore, Config, Filtered, Flow, Glob, MultipleStore, NullStore,
+    Bell, BufferConfig, BufferStore, Config, Filtered, Flow, Glob, MultipleStore, Now, NullStore,
     PipelineConfig, PriorityStore, QueueFull, Router, RouterConfig, SegmentConfig, Session, Store,
     StoreError, StorePipeline, Success, Tap, build_store,
 };
@@ -60,7 +60,7 @@ impl Fake {
 }
 
 impl Store for Fake {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, _: Now) -> Result<(), StoreError> {
         let mut s = self.0.lock().unwrap();
         if s.down || s.budget == Some(0) {
             return Err(StoreError::Down("fake is down".into()));
@@ -71,7 +71,7 @@ impl Store for Fake {
         s.got.push((topic.clone(), message.clone()));
         Ok(())
     }
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         let mut s = self.0.lock().unwrap();
         if s.auto_ack {
             s.acked = s.got.len() as u64;
@@ -84,7 +84,7 @@ impl Store for Fake {
     fn acked(&mut self) -> u64 {
         self.0.lock().unwrap().acked
     }
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn is_up(&self) -> bool {
@@ -95,11 +95,12 @@ impl Store for Fake {
     }
 }
 
-fn t0() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_385_812_800)
+/// 2013-11-30 12:00:00 UTC, on a simulated clock.
+fn t0() -> Now {
+    super::support::at_secs(1_385_812_800)
 }
 
-fn put(store: &mut dyn Store, topic: &str, msg: &str, now: SystemTime) {
+fn put(store: &mut dyn Store, topic: &str, msg: &str, now: Now) {
     store
         .store(
             &Bytes::copy_from_slice(topic.as_bytes()),
@@ -216,11 +217,11 @@ fn buffer_replay_rate_limits_records_per_second_of_the_clock() {
     buf.poll(now).unwrap();
     assert_eq!(primary.messages().len(), 0, "no time has passed: no tokens");
     for second in 1..=3 {
-        now += Duration::from_secs(1);
+        now = now.after(Duration::from_secs(1));
         buf.poll(now).unwrap();
         assert_eq!(primary.messages().len(), 10 * second, "10 per second");
     }
-    now += Duration::from_secs(1);
+    now = now.after(Duration::from_secs(1));
     buf.poll(now).unwrap();
     assert_eq!(primary.messages().len(), 35);
     assert!(!buf.is_replaying());
@@ -293,20 +294,20 @@ fn buffer_starts_a_new_spool_segment_at_each_rotation_boundary() {
         put(&mut buf, "t", "m", now);
         buf.commit(now).unwrap();
         buf.poll(now).unwrap();
-        now += Duration::from_secs(100);
+        now = now.after(Duration::from_secs(100));
     }
     assert_eq!(seg_files(dir.path()), 1, "12:00 to 12:03:20: one bucket");
-    now += Duration::from_secs(100); // 12:05:00
+    now = now.after(Duration::from_secs(100)); // 12:05:00
     buf.poll(now).unwrap();
     put(&mut buf, "t", "m", now);
     buf.commit(now).unwrap();
     assert_eq!(seg_files(dir.path()), 2, "12:05 starts a segment");
-    now += Duration::from_secs(300);
+    now = now.after(Duration::from_secs(300));
     buf.poll(now).unwrap();
     buf.poll(now).unwrap();
     assert_eq!(seg_files(dir.path()), 3);
     // An empty active segment is not rolled again.
-    now += Duration::from_secs(300);
+    now = now.after(Duration::from_secs(300));
     buf.poll(now).unwrap();
     assert_eq!(seg_files(dir.path()), 3);
 }
@@ -708,8 +709,8 @@ fn replacing_the_root_waits_for_the_old_tree_to_settle_and_loses_nothing() {
     assert!(!pipeline.is_stored(t2));
     // The old tree never settles: after the grace period the new one takes over,
     // and the old one is kept until it acknowledged what it holds.
-    worker.step(t0() + Duration::from_secs(6));
-    worker.step(t0() + Duration::from_secs(6));
+    worker.step(t0().after(Duration::from_secs(6)));
+    worker.step(t0().after(Duration::from_secs(6)));
     assert_eq!(old.messages(), ["t:1"]);
     assert_eq!(new.messages(), ["t:2"]);
     assert!(pipeline.is_stored(t2));
@@ -719,7 +720,7 @@ fn replacing_the_root_waits_for_the_old_tree_to_settle_and_loses_nothing() {
         "the old tree is kept while it holds message 1"
     );
     old.ack_all();
-    worker.step(t0() + Duration::from_secs(7));
+    worker.step(t0().after(Duration::from_secs(7)));
     assert!(worker.is_drained());
     assert_eq!(pipeline.stats().reloads, 1);
 
@@ -729,8 +730,8 @@ fn replacing_the_root_waits_for_the_old_tree_to_settle_and_loses_nothing() {
     pipeline
         .publish(&"t".into(), &"3".into(), Instant::now())
         .unwrap();
-    worker.step(t0() + Duration::from_secs(7));
-    worker.step(t0() + Duration::from_secs(7));
+    worker.step(t0().after(Duration::from_secs(7)));
+    worker.step(t0().after(Duration::from_secs(7)));
     assert_eq!(newer.messages(), ["t:3"]);
     assert_eq!(pipeline.stats().reloads, 2);
 }
@@ -910,10 +911,10 @@ struct FlakyCommit {
 }
 
 impl Store for FlakyCommit {
-    fn store(&mut self, t: &Bytes, m: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, t: &Bytes, m: &Bytes, now: Now) -> Result<(), StoreError> {
         self.inner.store(t, m, now)
     }
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         if self.failures > 0 {
             self.failures -= 1;
             return Err(StoreError::Down("disk full".into()));
@@ -926,7 +927,7 @@ impl Store for FlakyCommit {
     fn acked(&mut self) -> u64 {
         self.inner.acked()
     }
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn info(&self, name: &str, out: &mut String) {
@@ -967,10 +968,10 @@ fn a_failed_commit_is_retried_and_answers_nobody_until_it_succeeds() {
 struct Panics;
 
 impl Store for Panics {
-    fn store(&mut self, _: &Bytes, _: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, _: &Bytes, _: &Bytes, _: Now) -> Result<(), StoreError> {
         panic!("a store bug");
     }
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn taken(&self) -> u64 {
@@ -979,7 +980,7 @@ impl Store for Panics {
     fn acked(&mut self) -> u64 {
         0
     }
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn info(&self, _: &str, _: &mut String) {}
@@ -1049,4 +1050,71 @@ fn a_reload_without_a_store_block_is_refused_and_the_running_tree_keeps_storing(
     });
     let file = std::fs::read_to_string(dir.path().join("all.log")).expect("the file tree's file");
     assert_eq!(file, "kept\n");
+}
+
+/// `d` later on the monotonic clock, with the wall clock stepped back an
+/// hour (NTP, a VM resumed).
+fn wall_back_an_hour(now: Now, d: Duration) -> Now {
+    Now::new(now.instant + d, now.wall - Duration::from_secs(3600))
+}
+
+#[test]
+fn timers_keep_firing_when_the_wall_clock_steps_back_an_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = t0();
+
+    // The file store's flush interval.
+    let mut files = kids_core::FileStore::new(
+        kids_core::FileStoreConfig::new(format!("{}/[topic]", dir.path().display()))
+            .name("all.log")
+            .flush_secs(5),
+    );
+    files.tick(start).unwrap();
+    files.append(b"f", b"line", start.wall).unwrap();
+    let later = wall_back_an_hour(start, Duration::from_secs(6));
+    files.tick(later).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("f/all.log")).unwrap(),
+        "line\n",
+        "flushed 6 s later on the monotonic clock"
+    );
+
+    // The buffer's replay rate.
+    let primary = Fake::auto();
+    let mut buf = BufferStore::new(
+        Box::new(primary.clone()),
+        BufferConfig::new(dir.path().join("spool")).replay_rate(10),
+    );
+    primary.set_down(true);
+    for i in 0..20 {
+        put(&mut buf, "t", &i.to_string(), start);
+    }
+    buf.commit(start).unwrap();
+    buf.poll(start).unwrap();
+    primary.set_down(false);
+    buf.poll(start).unwrap();
+    assert_eq!(primary.messages().len(), 0);
+    buf.poll(wall_back_an_hour(start, Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(primary.messages().len(), 10, "one second of tokens");
+
+    // The reload's grace period.
+    let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let old = Fake::default(); // never acknowledges: never settles
+    let mut worker = pipeline.worker(Box::new(old.clone()));
+    pipeline
+        .publish(&"t".into(), &"1".into(), Instant::now())
+        .unwrap();
+    worker.step(start);
+    let new = Fake::auto();
+    pipeline.replace_root(Box::new(new.clone()));
+    pipeline
+        .publish(&"t".into(), &"2".into(), Instant::now())
+        .unwrap();
+    worker.step(start);
+    assert!(new.messages().is_empty(), "waiting for the old tree");
+    let later = wall_back_an_hour(start, Duration::from_secs(6));
+    worker.step(later);
+    worker.step(later);
+    assert_eq!(new.messages(), ["t:2"], "the grace period ended");
 }

@@ -3,12 +3,25 @@
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use kids_core::net::{Listener, ServerConfig, serve};
-use kids_core::{Frame, FrameCodec, Router, RouterConfig};
+use kids_core::{Frame, FrameCodec, Now, Router, RouterConfig};
 use tokio_util::codec::Decoder;
+
+/// A simulated moment `secs` after the Unix epoch on the wall clock, and as
+/// far after one fixed instant on the monotonic clock: tests step it with
+/// [`Now::after`], or move the wall clock alone.
+pub(crate) fn at_secs(secs: u64) -> Now {
+    static BASE: OnceLock<Instant> = OnceLock::new();
+    let base = *BASE.get_or_init(Instant::now);
+    Now::new(
+        base + Duration::from_secs(secs),
+        SystemTime::UNIX_EPOCH + Duration::from_secs(secs),
+    )
+}
 
 /// A free loopback port (bound, read, released).
 pub(crate) fn free_port() -> u16 {
