@@ -85,7 +85,10 @@ pub use resp::{
     Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
 };
 pub use router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
-pub use seglog::{Batch, Fsync, Position, Recovery, SegmentConfig, SegmentLog};
+pub use seglog::{
+    Batch, Fsync, LogFile, LogFs, LogReader, OpenMode, Position, Recovery, SegmentConfig,
+    SegmentLog, StdFs,
+};
 pub use session::{Flow, REDIS_COMPAT_VERSION, Session};
 pub use store::{
     Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,
