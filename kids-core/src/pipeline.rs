@@ -23,8 +23,8 @@ use bytes::Bytes;
 
 use crate::store::{decode_record, push_record};
 use crate::{
-    Batch, Bell, Error, Now, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store, Tap,
-    lock,
+    Batch, Bell, Error, Now, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store,
+    StoreError, Tap, lock,
 };
 
 /// Settings of a [`StorePipeline`].
@@ -85,6 +85,9 @@ pub struct PipelineStats {
     pub stored: u64,
     /// Store or commit failures (the messages were kept and retried).
     pub store_errors: u64,
+    /// Messages whose commit failed so that the store gave them up (a
+    /// failed fsync): their publishers were told they were not stored.
+    pub unstored: u64,
     /// Store trees replaced (reloads).
     pub reloads: u64,
 }
@@ -93,6 +96,9 @@ struct Overflow {
     log: SegmentLog,
     /// Next record for the worker.
     cursor: Position,
+    /// After the last record the root committed: where the worker reads
+    /// again when the root gave up a commit.
+    stored: Position,
     /// While set, every new message goes to the overflow, keeping order.
     active: bool,
 }
@@ -102,6 +108,8 @@ struct State {
     queue: VecDeque<(u64, Bytes, Bytes)>,
     pushed: u64,
     committed: u64,
+    /// Tickets given up by a failed commit: ranges (after, up to], in order.
+    unstored: Vec<(u64, u64)>,
     stored_waiters: Vec<(u64, Waker)>,
     room_waiters: Vec<Waker>,
     overflow: Option<Overflow>,
@@ -178,6 +186,7 @@ impl StorePipeline {
                 Some(Overflow {
                     log,
                     cursor,
+                    stored: cursor,
                     active,
                 })
             }
@@ -212,7 +221,8 @@ impl StorePipeline {
 
     /// True once every message up to `ticket` was committed by the root store.
     pub fn is_stored(&self, ticket: u64) -> bool {
-        lock(&self.inner.state).committed >= ticket
+        let s = lock(&self.inner.state);
+        s.committed >= ticket && !s.is_unstored(ticket)
     }
 
     /// A worker owning `root`: call [`Worker::step`] yourself, or let
@@ -225,6 +235,9 @@ impl StorePipeline {
             incoming: None,
             held: VecDeque::new(),
             uncommitted: None,
+            commit_retry: Backoff::default(),
+            poll_log: Backoff::default(),
+            unstored_log: Backoff::default(),
             info_at: None,
         }
     }
@@ -279,6 +292,39 @@ const BATCH: usize = 4096;
 /// took acknowledged downstream) before replacing it anyway; what it still
 /// holds is then kept until acknowledged, or re-sent from its spool.
 const RELOAD_GRACE: Duration = Duration::from_secs(5);
+
+impl State {
+    /// True when a failed commit gave up the message of `ticket`.
+    fn is_unstored(&self, ticket: u64) -> bool {
+        self.unstored
+            .iter()
+            .rev()
+            .take_while(|&&(_, upto)| upto >= ticket)
+            .any(|&(after, _)| ticket > after)
+    }
+
+    /// Every ticket after `after` up to `upto` was given up: their
+    /// publishers learn it now.
+    fn give_up(&mut self, after: u64, upto: u64) {
+        match self.unstored.last_mut() {
+            Some(last) if last.1 >= after => last.1 = last.1.max(upto),
+            _ => self.unstored.push((after, upto)),
+        }
+        self.wake_stored(upto);
+    }
+
+    /// Wakes the publishers waiting for tickets up to `upto`.
+    fn wake_stored(&mut self, upto: u64) {
+        let mut i = 0;
+        while i < self.stored_waiters.len() {
+            if self.stored_waiters[i].0 <= upto {
+                self.stored_waiters.swap_remove(i).1.wake();
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
 
 impl Tap for StorePipeline {
     fn publish(
@@ -349,6 +395,9 @@ impl Tap for StorePipeline {
 
     fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<bool> {
         let mut s = lock(&self.inner.state);
+        if s.is_unstored(ticket) {
+            return Poll::Ready(false);
+        }
         if s.committed >= ticket {
             return Poll::Ready(true);
         }
@@ -385,7 +434,7 @@ impl Tap for StorePipeline {
         let st = s.stats;
         let _ = write!(
             out,
-            "queue_length:{}\r\nqueue_capacity:{}\r\nqueue_policy:{}\r\nqueue_accepted:{}\r\nqueue_refused:{}\r\nqueue_spooled:{}\r\nqueue_overfilled:{}\r\nqueue_spool_bytes:{}\r\nstored_messages:{}\r\nstore_errors:{}\r\nstore_reloads:{}\r\n",
+            "queue_length:{}\r\nqueue_capacity:{}\r\nqueue_policy:{}\r\nqueue_accepted:{}\r\nqueue_refused:{}\r\nqueue_spooled:{}\r\nqueue_overfilled:{}\r\nqueue_spool_bytes:{}\r\nstored_messages:{}\r\nstore_errors:{}\r\nunstored_messages:{}\r\nstore_reloads:{}\r\n",
             s.queue.len(),
             self.inner.config.capacity,
             match self.inner.config.when_full {
@@ -400,6 +449,7 @@ impl Tap for StorePipeline {
             s.overflow.as_ref().map_or(0, |o| o.log.len_bytes()),
             st.stored,
             st.store_errors,
+            st.unstored,
             st.reloads
         );
         out.push_str(&s.tree_info);
@@ -435,7 +485,48 @@ pub struct Worker {
     held: VecDeque<(Origin, Bytes, Bytes)>,
     /// Taken by the root but not yet committed.
     uncommitted: Option<Uncommitted>,
+    /// When a failed commit is tried again.
+    commit_retry: Backoff,
+    /// When a failing poll is logged again.
+    poll_log: Backoff,
+    /// When a commit that gave messages up is logged again.
+    unstored_log: Backoff,
     info_at: Option<Instant>,
+}
+
+/// Wait after a first failure before retrying (or logging it again).
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+/// The longest wait between retries of a failure that repeats.
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// The schedule of a failing operation: retried, and logged, after
+/// [`FIRST_RETRY`], then after twice as long each time, up to
+/// [`MAX_RETRY`]; reset by a success. Runs on the monotonic clock.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    next: Option<Instant>,
+}
+
+impl Backoff {
+    fn is_due(&self, now: Instant) -> bool {
+        self.next.is_none_or(|t| now >= t)
+    }
+
+    /// Counts a failure at `now`; returns the wait before the next try.
+    fn failed(&mut self, now: Instant) -> Duration {
+        let wait = FIRST_RETRY
+            .saturating_mul(1 << self.failures.min(16))
+            .min(MAX_RETRY);
+        self.failures = self.failures.saturating_add(1);
+        self.next = Some(now + wait);
+        wait
+    }
+
+    /// Counts a success; returns how many failures came before it.
+    fn succeeded(&mut self) -> u32 {
+        std::mem::take(self).failures
+    }
 }
 
 impl Worker {
@@ -460,10 +551,17 @@ impl Worker {
             self.swap_root(new, now);
             busy = true;
         }
-        // While a reload waits for the running tree to settle, new messages wait too.
-        let swapping = self.incoming.is_some();
+        // A failed commit is retried first, on its backoff. Nothing more is
+        // given to the root meanwhile: the queue fills, and its policy
+        // holds or refuses publishers until the commit succeeds.
+        if self.uncommitted.is_some() && self.commit_retry.is_due(now.instant) {
+            self.commit(now);
+        }
+        // While a reload waits for the running tree to settle, or a commit
+        // is failing, new messages wait.
+        let waiting = self.incoming.is_some() || self.uncommitted.is_some();
         // Gather: held messages first, then the queue, then the overflow.
-        if self.held.len() < BATCH && !swapping {
+        if self.held.len() < BATCH && !waiting {
             let mut guard = lock(&inner.state);
             let s = &mut *guard;
             let room = BATCH - self.held.len();
@@ -510,7 +608,7 @@ impl Worker {
         let mut last_ticket = None;
         let mut last_overflow = None;
         let mut taken = 0u64;
-        while let Some((origin, c, m)) = self.held.front().filter(|_| !swapping) {
+        while let Some((origin, c, m)) = self.held.front().filter(|_| !waiting) {
             match self.root.store(c, m, now) {
                 Ok(()) => {
                     match origin {
@@ -533,39 +631,22 @@ impl Worker {
             u.ticket = last_ticket.or(u.ticket);
             u.overflow = last_overflow.or(u.overflow);
             u.count += taken;
+            self.commit(now);
         }
-        if let Some(u) = self.uncommitted {
-            match self.root.commit(now) {
-                Ok(()) => {
-                    self.uncommitted = None;
-                    let mut s = lock(&inner.state);
-                    s.stats.stored += u.count;
-                    if let Some(t) = u.ticket {
-                        s.committed = s.committed.max(t);
-                        let committed = s.committed;
-                        let mut i = 0;
-                        while i < s.stored_waiters.len() {
-                            if s.stored_waiters[i].0 <= committed {
-                                s.stored_waiters.swap_remove(i).1.wake();
-                            } else {
-                                i += 1;
-                            }
-                        }
-                    }
-                    if let (Some(p), Some(o)) = (u.overflow, s.overflow.as_mut())
-                        && let Err(e) = o.log.release_before(p).and_then(|()| o.log.save_mark(p))
-                    {
-                        tracing::warn!(error = %e, "releasing overflow segments failed");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(error = %e, "commit failed; retrying");
-                    lock(&inner.state).stats.store_errors += 1;
+        match self.root.poll(now) {
+            Ok(()) => {
+                let failures = self.poll_log.succeeded();
+                if failures > 0 {
+                    tracing::info!(failures, "store poll works again");
                 }
             }
-        }
-        if let Err(e) = self.root.poll(now) {
-            tracing::warn!(error = %e, "store poll failed");
+            // Logged on a backoff: a full disk fails every poll.
+            Err(e) if self.poll_log.is_due(now.instant) => {
+                let failures = self.poll_log.failures + 1;
+                let next_log_in = self.poll_log.failed(now.instant);
+                tracing::warn!(error = %e, failures, ?next_log_in, "store poll failed");
+            }
+            Err(_) => {}
         }
         self.retire(now);
         let due = self
@@ -576,6 +657,69 @@ impl Worker {
             self.info_at = Some(now.instant);
         }
         busy && self.held.is_empty()
+    }
+
+    /// Commits what the root took. On success their publishers are
+    /// answered; on [`StoreError::Unstored`] they are told it was not
+    /// stored (and overflow records are read again); on another failure
+    /// the messages stay taken and the commit is retried on a backoff.
+    fn commit(&mut self, now: Now) {
+        let Some(u) = self.uncommitted else {
+            return;
+        };
+        let inner = self.pipeline.inner.clone();
+        match self.root.commit(now) {
+            Ok(()) => {
+                self.uncommitted = None;
+                let failures = self.commit_retry.succeeded();
+                if failures > 0 {
+                    tracing::info!(failures, "commit succeeded after failing");
+                }
+                let mut s = lock(&inner.state);
+                s.stats.stored += u.count;
+                if let Some(t) = u.ticket {
+                    s.committed = s.committed.max(t);
+                    let committed = s.committed;
+                    s.wake_stored(committed);
+                }
+                if let (Some(p), Some(o)) = (u.overflow, s.overflow.as_mut()) {
+                    o.stored = p;
+                    if let Err(e) = o.log.release_before(p).and_then(|()| o.log.save_mark(p)) {
+                        tracing::warn!(error = %e, "releasing overflow segments failed");
+                    }
+                }
+            }
+            Err(StoreError::Unstored(why)) => {
+                self.uncommitted = None;
+                let mut s = lock(&inner.state);
+                s.stats.unstored += u.count;
+                s.stats.store_errors += 1;
+                if let Some(t) = u.ticket {
+                    let after = s.committed.max(s.unstored.last().map_or(0, |r| r.1));
+                    s.give_up(after, t);
+                }
+                if u.overflow.is_some()
+                    && let Some(o) = s.overflow.as_mut()
+                {
+                    // Acknowledged when spooled: read again, never lost.
+                    o.cursor = o.stored;
+                    o.active = true;
+                    self.held
+                        .retain(|(origin, _, _)| matches!(origin, Origin::Queue(_)));
+                }
+                drop(s);
+                if self.unstored_log.is_due(now.instant) {
+                    self.unstored_log.failed(now.instant);
+                    tracing::error!(error = %why, messages = u.count, "commit failed: messages not stored, their publishers are told so");
+                }
+            }
+            Err(e) => {
+                lock(&inner.state).stats.store_errors += 1;
+                let failures = self.commit_retry.failures + 1;
+                let retry_in = self.commit_retry.failed(now.instant);
+                tracing::warn!(error = %e, failures, ?retry_in, "commit failed; holding the messages");
+            }
+        }
     }
 
     fn refresh_info(&mut self) {

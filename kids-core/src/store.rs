@@ -32,8 +32,8 @@ use std::time::{Duration, Instant, SystemTime};
 use bytes::Bytes;
 
 use crate::{
-    Batch, Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, Position,
-    SegmentConfig, SegmentLog, StoreConfig, StoreKind, StoreRole, Success, lock,
+    Batch, Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, LogFs, Position,
+    SegmentConfig, SegmentLog, StdFs, StoreConfig, StoreKind, StoreRole, Success, lock,
 };
 
 /// The moment a store call happens, on both clocks, read once by the caller.
@@ -81,9 +81,17 @@ pub enum StoreError {
     /// The store holds as much as it may; try again later.
     #[error("store full")]
     Full,
-    /// The store cannot work now (a peer is down, a disk failed).
+    /// The store cannot work now (a peer is down, a disk is full); what
+    /// it took is still held and a later commit tries again.
     #[error("store unavailable: {0}")]
     Down(String),
+    /// A commit failed so that what the store took since its last commit
+    /// may never be stored (an fsync failed: the bytes are not known to be
+    /// on disk, and retrying the fsync would prove nothing). The store does
+    /// not hold those messages any more; their publishers must be told
+    /// they were not stored.
+    #[error("messages not stored: {0}")]
+    Unstored(String),
 }
 
 impl From<Error> for StoreError {
@@ -135,7 +143,9 @@ pub trait Store: Send + fmt::Debug {
     ///
     /// # Errors
     /// [`StoreError::Down`] when that failed; the messages are still held
-    /// and the next commit tries again.
+    /// and the next commit tries again. [`StoreError::Unstored`] when the
+    /// messages taken since the last successful commit are given up (their
+    /// publishers must not be told they were stored).
     fn commit(&mut self, now: Now) -> Result<(), StoreError>;
 
     /// Messages taken so far.
@@ -284,7 +294,8 @@ impl Children {
         }
     }
 
-    /// Runs `f` on every child; the first error, after all ran.
+    /// Runs `f` on every child; the first error, after all ran, an
+    /// [`StoreError::Unstored`] before any other (messages were given up).
     fn each(
         &mut self,
         mut f: impl FnMut(&mut Box<dyn Store>) -> Result<(), StoreError>,
@@ -292,7 +303,8 @@ impl Children {
         let mut first = Ok(());
         for c in &mut self.stores {
             if let Err(e) = f(c)
-                && first.is_ok()
+                && (first.is_ok() || matches!(e, StoreError::Unstored(_)))
+                && !matches!(first, Err(StoreError::Unstored(_)))
             {
                 first = Err(e);
             }
@@ -850,6 +862,12 @@ pub struct BufferStats {
     /// Spool bytes found at open past the acknowledged mark (records,
     /// framing included): replayed, and possibly duplicates downstream.
     pub recovered_bytes: u64,
+    /// Records given up because the spool failed in a way that cannot be
+    /// retried (a failed fsync): their publishers were told they were not
+    /// stored. The spool is reopened.
+    pub unstored: u64,
+    /// Times the spool was reopened after such a failure.
+    pub reopened: u64,
 }
 
 /// Write-ahead buffer: every message goes to the spool first and reaches
@@ -857,6 +875,12 @@ pub struct BufferStats {
 /// grows; when it is back, the backlog replays at the configured rate
 /// before newer messages, which queue behind it. A spool segment is
 /// removed only once the primary acknowledged every record in it.
+///
+/// On a full disk the buffer keeps forwarding and releasing (which needs no
+/// space, and frees it) while its commits fail and the pipeline holds new
+/// messages; once releasing made room, commits succeed again. A spool that
+/// failed an fsync gives up the messages of that commit
+/// ([`StoreError::Unstored`]) and is reopened at its next use.
 ///
 /// ```
 /// use std::time::{Instant, SystemTime};
@@ -874,7 +898,10 @@ pub struct BufferStats {
 pub struct BufferStore {
     primary: Box<dyn Store>,
     config: BufferConfig,
+    fs: Arc<dyn LogFs>,
     spool: Option<SegmentLog>,
+    /// The spool was open before: a reopen keeps the read position.
+    opened: bool,
     /// Records taken and not yet committed to the spool.
     staged: Batch,
     /// Next record to hand to the primary.
@@ -899,10 +926,18 @@ const PUMP_BATCH: usize = 4096;
 impl BufferStore {
     /// A buffer in front of `primary`; the spool opens at first use.
     pub fn new(primary: Box<dyn Store>, config: BufferConfig) -> Self {
+        Self::with_fs(primary, config, Arc::new(StdFs))
+    }
+
+    /// As [`BufferStore::new`], the spool doing its file operations through
+    /// `fs` (tests inject faults with it).
+    pub fn with_fs(primary: Box<dyn Store>, config: BufferConfig, fs: Arc<dyn LogFs>) -> Self {
         Self {
             primary,
             config,
+            fs,
             spool: None,
+            opened: false,
             staged: Batch::default(),
             cursor: Position::default(),
             handed: VecDeque::new(),
@@ -930,18 +965,31 @@ impl BufferStore {
     }
 
     fn spool(&mut self) -> Result<&mut SegmentLog, StoreError> {
+        if self.spool.as_ref().is_some_and(SegmentLog::is_poisoned) {
+            // What the files hold is what counts now: reopen (and recover).
+            self.spool = None;
+        }
         if self.spool.is_none() {
-            let (log, recovery) = SegmentLog::open(&self.config.dir, self.config.segment)?;
-            self.cursor = log.mark();
-            self.released = self.cursor;
-            self.saved = self.cursor;
-            // Past the acknowledged point: replayed, maybe duplicates.
-            let bytes = log.bytes_from(self.cursor);
-            if bytes > 0 {
-                self.backlog = true;
-                tracing::info!(dir = %self.config.dir.display(), bytes, truncated = recovery.truncated_bytes, "spool holds records to replay");
+            let (log, recovery) =
+                SegmentLog::open_with(&self.config.dir, self.config.segment, self.fs.clone())?;
+            if self.opened {
+                // A reopen: go on where this buffer was, inside what the files kept.
+                self.cursor = self.cursor.clamp(log.start(), log.end());
+                self.stats.reopened += 1;
+                tracing::warn!(dir = %self.config.dir.display(), truncated = recovery.truncated_bytes, "spool reopened after a failure");
+            } else {
+                self.cursor = log.mark();
+                self.released = self.cursor;
+                self.saved = self.cursor;
+                // Past the acknowledged point: replayed, maybe duplicates.
+                let bytes = log.bytes_from(self.cursor);
+                if bytes > 0 {
+                    self.backlog = true;
+                    tracing::info!(dir = %self.config.dir.display(), bytes, truncated = recovery.truncated_bytes, "spool holds records to replay");
+                }
+                self.stats.recovered_bytes = bytes;
             }
-            self.stats.recovered_bytes = bytes;
+            self.opened = true;
             self.spool = Some(log);
         }
         self.spool
@@ -1029,29 +1077,32 @@ impl BufferStore {
         Ok(())
     }
 
+    /// Releases the spool segments the primary acknowledged, and saves
+    /// the mark. Needs no free space: on a full disk this is what makes room.
     fn release(&mut self, now: Now) -> Result<(), StoreError> {
         let acked = self.primary.acked();
-        let mut upto = None;
         while let Some(&(n, end)) = self.handed.front() {
             if n > acked {
                 break;
             }
-            upto = Some(end);
+            self.released = end;
             self.stats.acked += 1;
             self.handed.pop_front();
         }
-        if let Some(end) = upto {
-            self.released = end;
-            self.spool()?.release_before(end)?;
-        }
-        // Saved at most once a second (and on drop): a stale mark means
-        // replaying some acknowledged records after a crash, never losing one.
+        // Every time, not only after new acknowledgements: after an append
+        // failed for want of space, a fully released spool rolls its
+        // active segment so that it can go too.
+        let released = self.released;
+        self.spool()?.release_before(released)?;
+        // Saved at most once a second, attempted or not (and on drop): a
+        // stale mark means replaying some acknowledged records after a
+        // crash, never losing one.
         let due = self
             .last_save
             .is_none_or(|t| now.instant.saturating_duration_since(t) >= Duration::from_secs(1));
         if self.released != self.saved && due {
-            self.save()?;
             self.last_save = Some(now.instant);
+            self.save()?;
         }
         Ok(())
     }
@@ -1062,9 +1113,17 @@ impl BufferStore {
             let n = self.staged.len() as u64;
             let mut staged = std::mem::take(&mut self.staged);
             let result = self.spool().and_then(|s| Ok(s.append_batch(&mut staged)?));
-            // Kept on failure: the next commit appends them again.
-            self.staged = staged;
-            result?;
+            if let Err(e) = result {
+                if !self.spool.as_ref().is_some_and(SegmentLog::is_poisoned) {
+                    // Not written (a full disk): kept, the next commit appends them again.
+                    self.staged = staged;
+                    return Err(e);
+                }
+                // Written but not known durable: given up, never counted as spooled.
+                self.stats.unstored += n;
+                self.acked = self.taken;
+                return Err(StoreError::Unstored(e.to_string()));
+            }
             self.stats.spooled += n;
         }
         self.acked = self.taken;
@@ -1113,8 +1172,20 @@ impl Store for BufferStore {
         self.acked
     }
 
+    /// Rotates the spool, releases what the primary acknowledged, and
+    /// hands it the next records. Each step runs even when one before it
+    /// failed (a failed rotation or mark save on a full disk must not stop
+    /// the forwarding that frees space); the first error is returned.
     fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.spool()?;
+        let mut first = Ok(());
+        let mut note = |r: Result<(), StoreError>| {
+            if let Err(e) = r
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        };
         if let Some(secs) = self.config.rotate_secs {
             let bucket = now
                 .wall
@@ -1123,16 +1194,16 @@ impl Store for BufferStore {
             if self.bucket.is_some_and(|b| b != bucket) {
                 let spool = self.spool()?;
                 if spool.end().offset > 0 {
-                    spool.roll()?;
+                    note(spool.roll().map_err(StoreError::from));
                 }
             }
             self.bucket = Some(bucket);
         }
-        let polled = self.primary.poll(now);
-        self.release(now)?;
-        self.pump(now)?;
-        self.release(now)?;
-        polled
+        note(self.primary.poll(now));
+        note(self.release(now));
+        note(self.pump(now));
+        note(self.release(now));
+        first
     }
 
     /// Settled when every spooled record was handed on and acknowledged,
@@ -1150,7 +1221,7 @@ impl Store for BufferStore {
         let s = self.stats;
         let _ = write!(
             out,
-            "store_{name}:kind=buffer,spool={},spool_bytes={bytes},spool_segments={segments},replaying={},spooled={},forwarded={},replayed={},acked={},primary_failures={},recovered_bytes={},undecodable={}\r\n",
+            "store_{name}:kind=buffer,spool={},spool_bytes={bytes},spool_segments={segments},replaying={},spooled={},forwarded={},replayed={},acked={},primary_failures={},recovered_bytes={},undecodable={},unstored={},reopened={}\r\n",
             self.config.dir.display(),
             u8::from(self.backlog),
             s.spooled,
@@ -1159,7 +1230,9 @@ impl Store for BufferStore {
             s.acked,
             s.primary_failures,
             s.recovered_bytes,
-            s.undecodable
+            s.undecodable,
+            s.unstored,
+            s.reopened
         );
         self.primary.info(&format!("{name}_primary"), out);
     }

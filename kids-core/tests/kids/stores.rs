@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kids_core::{
-    Bell, BufferConfig, BufferStore, Config, Filtered, Flow, Glob, MultipleStore, Now, NullStore,
-    PipelineConfig, PriorityStore, QueueFull, Router, RouterConfig, SegmentConfig, Session, Store,
-    StoreError, StorePipeline, Success, Tap, build_store,
+    Bell, BufferConfig, BufferStore, Config, Filtered, Flow, Fsync, Glob, MultipleStore, Now,
+    NullStore, PipelineConfig, PriorityStore, QueueFull, Router, RouterConfig, SegmentConfig,
+    Session, Store, StoreError, StorePipeline, Success, Tap, build_store,
 };
+
+use super::support::FaultFs;
 
 #[derive(Debug, Default)]
 struct FakeState {
@@ -903,11 +905,12 @@ fn a_spool_directory_needs_the_spool_policy() {
     );
 }
 
-/// A root whose first commit fails (a full disk, say), then works.
+/// A root whose first commits fail (a full disk, say), then work.
 #[derive(Debug, Default)]
 struct FlakyCommit {
     inner: Fake,
     failures: u32,
+    attempts: Arc<Mutex<u32>>,
 }
 
 impl Store for FlakyCommit {
@@ -915,6 +918,7 @@ impl Store for FlakyCommit {
         self.inner.store(t, m, now)
     }
     fn commit(&mut self, now: Now) -> Result<(), StoreError> {
+        *self.attempts.lock().unwrap() += 1;
         if self.failures > 0 {
             self.failures -= 1;
             return Err(StoreError::Down("disk full".into()));
@@ -936,12 +940,15 @@ impl Store for FlakyCommit {
 }
 
 #[test]
-fn a_failed_commit_is_retried_and_answers_nobody_until_it_succeeds() {
+fn a_failed_commit_is_retried_on_a_backoff_and_answers_nobody_until_it_succeeds() {
     let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let attempts = Arc::new(Mutex::new(0));
     let root = FlakyCommit {
         inner: Fake::auto(),
-        failures: 1,
+        failures: 3,
+        attempts: attempts.clone(),
     };
+    let inner = root.inner.clone();
     let mut worker = pipeline.worker(Box::new(root));
     let t1 = pipeline
         .publish(&"t".into(), &"1".into(), Instant::now())
@@ -953,12 +960,35 @@ fn a_failed_commit_is_retried_and_answers_nobody_until_it_succeeds() {
         .publish(&"t".into(), &"2".into(), Instant::now())
         .unwrap()
         .unwrap();
-    worker.step(t0());
+    // The worker steps often (publishers ring it): the commit is not retried each time.
+    for _ in 0..100 {
+        worker.step(t0());
+    }
+    assert_eq!(
+        *attempts.lock().unwrap(),
+        1,
+        "not retried before its backoff"
+    );
+    assert_eq!(
+        inner.messages(),
+        ["t:1"],
+        "nothing more given to a failing root"
+    );
+    let ms = |n| t0().after(Duration::from_millis(n));
+    worker.step(ms(50)); // second attempt fails: the next in 100 ms
+    worker.step(ms(149));
+    assert_eq!(*attempts.lock().unwrap(), 2);
+    worker.step(ms(150)); // third attempt fails: the next in 200 ms
+    worker.step(ms(349));
+    assert_eq!(*attempts.lock().unwrap(), 3);
+    assert!(!pipeline.is_stored(t1));
+    worker.step(ms(350)); // the fourth works; message 2 follows
     assert!(pipeline.is_stored(t1) && pipeline.is_stored(t2));
+    assert_eq!(inner.messages(), ["t:1", "t:2"]);
     let s = pipeline.stats();
     assert_eq!(
         (s.stored, s.store_errors),
-        (2, 1),
+        (2, 3),
         "both counted once stored"
     );
 }
@@ -1117,4 +1147,142 @@ fn timers_keep_firing_when_the_wall_clock_steps_back_an_hour() {
     worker.step(later);
     worker.step(later);
     assert_eq!(new.messages(), ["t:2"], "the grace period ended");
+}
+
+/// Publishes `messages` into `pipeline`, returning their tickets.
+fn publish_all(pipeline: &StorePipeline, messages: &[String]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| {
+            pipeline
+                .publish(&"t".into(), &Bytes::from(m.clone()), Instant::now())
+                .expect("queued")
+                .expect("a ticket")
+        })
+        .collect()
+}
+
+#[test]
+fn an_agent_restarted_on_a_full_spool_disk_delivers_every_acknowledged_message_then_takes_new_ones()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::default();
+    let agent = |primary: &Fake| {
+        let pipeline = StorePipeline::new(PipelineConfig::new(8192, QueueFull::Block)).unwrap();
+        let buffer = BufferStore::with_fs(
+            Box::new(primary.clone()),
+            BufferConfig::new(dir.path()),
+            Arc::new(fs.clone()),
+        );
+        let worker = pipeline.worker(Box::new(buffer));
+        (pipeline, worker)
+    };
+    // First life: the server is down; more than one replay batch (4,096)
+    // is spooled and acknowledged, all in one segment.
+    let down = Fake::auto();
+    down.set_down(true);
+    let (pipeline, mut worker) = agent(&down);
+    let acked: Vec<String> = (0..5000).map(|i| format!("m-{i:05}")).collect();
+    let tickets = publish_all(&pipeline, &acked);
+    worker.step(t0());
+    worker.step(t0());
+    assert!(
+        tickets.iter().all(|&t| pipeline.is_stored(t)),
+        "acknowledged"
+    );
+    // The disk fills: the next publishers wait, unanswered.
+    fs.set_free(Some(0));
+    let late = publish_all(&pipeline, &["late".to_string()]);
+    worker.step(t0());
+    assert!(!pipeline.is_stored(late[0]));
+    std::mem::forget(worker); // SIGKILL: no drop, no flush
+
+    // Restarted on the full disk, with the server back.
+    let up = Fake::auto();
+    let (pipeline, mut worker) = agent(&up);
+    let new: Vec<String> = (0..10).map(|i| format!("new-{i}")).collect();
+    let tickets = publish_all(&pipeline, &new);
+    let mut now = t0();
+    worker.step(now);
+    assert!(
+        !pipeline.is_stored(tickets[0]),
+        "no room in the spool: new messages are held"
+    );
+    for _ in 0..100 {
+        if tickets.iter().all(|&t| pipeline.is_stored(t)) && worker.is_drained() {
+            break;
+        }
+        now = now.after(Duration::from_millis(100));
+        worker.step(now);
+    }
+    let expected: Vec<String> = acked.iter().chain(&new).map(|m| format!("t:{m}")).collect();
+    let got = up.messages();
+    assert_eq!(got.len(), expected.len(), "delivered, of 5,010");
+    assert!(
+        got == expected,
+        "every acknowledged message, then the new ones, in order"
+    );
+    assert!(tickets.iter().all(|&t| pipeline.is_stored(t)));
+    assert!(worker.is_drained());
+    assert!(
+        pipeline.stats().store_errors <= 3,
+        "commits retried on a backoff, not every step: {:?}",
+        pipeline.stats()
+    );
+    assert_eq!(seg_files(dir.path()), 1, "the full segment was released");
+}
+
+#[test]
+fn a_failed_spool_fsync_tells_every_waiting_publisher_its_message_was_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::default();
+    let primary = Fake::auto();
+    let buffer = BufferStore::with_fs(
+        Box::new(primary.clone()),
+        BufferConfig::new(dir.path()).segment(SegmentConfig::default().fsync(Fsync::Every(1))),
+        Arc::new(fs.clone()),
+    );
+    let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let router = Router::new(RouterConfig::default(), Instant::now());
+    router.set_tap(Arc::new(pipeline.clone()));
+    let mut worker = pipeline.worker(Box::new(buffer));
+    let mut sessions: Vec<Session> = (0..3).map(|_| Session::new(&router)).collect();
+    for (i, s) in sessions.iter_mut().enumerate() {
+        assert_eq!(
+            publish(s, "t", &format!("lost-{i}")),
+            b"",
+            "held until stored"
+        );
+    }
+    fs.fail_next_sync();
+    worker.step(t0());
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    // The spool was reopened: the next message is stored, and a late poll
+    // of the failed tickets still says they were not.
+    let mut next = Session::new(&router);
+    publish(&mut next, "t", "after");
+    worker.step(t0());
+    let ticket = next.ticket().expect("held");
+    assert_eq!(router.poll_stored(ticket, &mut cx), Poll::Ready(true));
+    for s in &mut sessions {
+        let ticket = s.ticket().expect("held");
+        assert_eq!(
+            router.poll_stored(ticket, &mut cx),
+            Poll::Ready(false),
+            "the error reaches every waiting publisher"
+        );
+        assert_eq!(s.unstored(), Flow::Close);
+        s.flush(Instant::now());
+        assert_eq!(s.take_output(), b"", "closed unanswered");
+    }
+    assert_eq!(pipeline.stats().unstored, 3);
+    let mut info = String::new();
+    pipeline.info(&mut info);
+    assert!(info.contains("unstored_messages:3\r\n"), "{info}");
+    assert!(info.contains("unstored=3,reopened=1"), "{info}");
+    assert_eq!(
+        primary.messages().last().map(String::as_str),
+        Some("t:after")
+    );
 }
