@@ -11,6 +11,13 @@
 //! the root store (in a file, in a spool, or handed to a forwarder): what
 //! kids acknowledged, it keeps. The queue's policy when full is explicit,
 //! and every refusal or overflow is counted in `INFO stores`.
+//!
+//! Failures: a commit that fails is retried on a backoff (50 ms, doubling
+//! to 2 s, on the monotonic clock; each attempt logged once), and nothing
+//! new is given to the root meanwhile, so the queue fills and its policy
+//! holds or refuses publishers. A commit that gives its messages up
+//! ([`StoreError::Unstored`], a failed fsync) resolves their tickets as not
+//! stored: every waiting publisher's connection closes unanswered.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;

@@ -1286,3 +1286,70 @@ fn a_failed_spool_fsync_tells_every_waiting_publisher_its_message_was_not_stored
         Some("t:after")
     );
 }
+
+/// A root that gives up what it took at its `n`th commit (a failed fsync).
+#[derive(Debug)]
+struct GivesUpAt {
+    inner: Fake,
+    commits: u32,
+    n: u32,
+}
+
+impl Store for GivesUpAt {
+    fn store(&mut self, t: &Bytes, m: &Bytes, now: Now) -> Result<(), StoreError> {
+        self.inner.store(t, m, now)
+    }
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
+        self.commits += 1;
+        if self.commits == self.n {
+            return Err(StoreError::Unstored("fsync failed".into()));
+        }
+        self.inner.commit(now)
+    }
+    fn taken(&self) -> u64 {
+        self.inner.taken()
+    }
+    fn acked(&mut self) -> u64 {
+        self.inner.acked()
+    }
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn info(&self, name: &str, out: &mut String) {
+        self.inner.info(name, out);
+    }
+}
+
+#[test]
+fn overflow_records_in_a_commit_that_was_given_up_are_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline =
+        StorePipeline::new(PipelineConfig::new(1, QueueFull::Spool).spool_dir(dir.path())).unwrap();
+    for i in 0..4 {
+        // The first is queued; the rest are acknowledged once in the overflow spool.
+        pipeline
+            .publish(&"t".into(), &Bytes::from(i.to_string()), Instant::now())
+            .unwrap();
+    }
+    let root = Fake::auto();
+    let mut worker = pipeline.worker(Box::new(GivesUpAt {
+        inner: root.clone(),
+        commits: 0,
+        n: 2,
+    }));
+    worker.step(t0()); // the queued message
+    worker.step(t0()); // the overflow records: given up
+    assert_eq!(pipeline.stats().unstored, 3);
+    assert!(
+        !worker.is_idle(),
+        "the overflow records wait to be read again"
+    );
+    worker.step(t0());
+    assert_eq!(
+        root.messages(),
+        ["t:0", "t:1", "t:2", "t:3", "t:1", "t:2", "t:3"],
+        "acknowledged when spooled: stored again, never lost"
+    );
+    worker.step(t0());
+    assert!(worker.is_idle());
+}
