@@ -32,6 +32,24 @@ pub enum Error {
     /// Reading or writing a socket or a file failed.
     #[error("io error: {0}")]
     Io(#[from] std::io::Error),
+    /// A segment log refuses writes: an earlier fsync failed, or a partial
+    /// write could not be undone, so what it wrote is not known to be on
+    /// disk. Reopening the log recovers what its files hold.
+    #[error("segment log in {} refuses writes after a failure ({cause}); reopen it", dir.display())]
+    Poisoned {
+        /// The log's directory.
+        dir: std::path::PathBuf,
+        /// What the failure that poisoned it was.
+        cause: std::io::ErrorKind,
+    },
+    /// A segment log read position lies in a segment already released.
+    #[error("log position {at} was released; the log starts at {start}")]
+    Released {
+        /// The position asked for.
+        at: crate::Position,
+        /// The oldest position the log holds.
+        start: crate::Position,
+    },
 }
 
 /// Why a request stream was rejected.

@@ -8,14 +8,16 @@
 //! Buckets start at multiples of the rotation period counted from midnight
 //! (UTC by default, or shifted by a configured offset, used the same way for
 //! names and buckets). Each message is written as its bytes and a newline.
-//! Time is an argument: every call takes the wall-clock `now`.
+//! Time is an argument: appends take the wall-clock `now` (names and
+//! buckets); [`FileStore::tick`] takes a [`Now`](crate::Now), whose
+//! monotonic instant times the flush interval.
 
 use std::collections::HashMap;
 use std::fs::{self, File, OpenOptions};
 use std::io::{BufWriter, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
@@ -200,7 +202,7 @@ pub struct FileStoreStats {
 /// bucket boundaries.
 ///
 /// ```
-/// use std::time::{Duration, SystemTime};
+/// use std::time::{Duration, Instant, SystemTime};
 /// use kids_core::{FileStore, FileStoreConfig};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let root = dir.path().to_str().unwrap();
@@ -214,7 +216,7 @@ pub struct FileStoreStats {
 pub struct FileStore {
     config: FileStoreConfig,
     files: HashMap<Bytes, OpenFile>,
-    last_flush: Option<SystemTime>,
+    last_flush: Option<Instant>,
     clock: u64,
     stats: FileStoreStats,
     committed: u64,
@@ -383,13 +385,14 @@ impl FileStore {
         Ok(())
     }
 
-    /// Periodic work at `now`: closes files whose bucket ended, and writes
-    /// buffered lines out when the flush interval has passed.
+    /// Periodic work at `now`: closes files whose bucket (by the wall
+    /// clock) ended, and writes buffered lines out when the flush interval
+    /// (on the monotonic clock) has passed.
     ///
     /// # Errors
     /// [`Error::Io`] when a flush or close fails.
-    pub fn tick(&mut self, now: SystemTime) -> Result<(), Error> {
-        let bucket = self.bucket(now);
+    pub fn tick(&mut self, now: crate::Now) -> Result<(), Error> {
+        let bucket = self.bucket(now.wall);
         let ended: Vec<Bytes> = self
             .files
             .iter()
@@ -401,16 +404,13 @@ impl FileStore {
                 self.close(f, true)?;
             }
         }
-        let due = match self.last_flush {
-            None => true,
-            Some(last) => {
-                now.duration_since(last).unwrap_or(Duration::ZERO)
-                    >= Duration::from_secs(self.config.flush_secs)
-            }
-        };
+        let due = self.last_flush.is_none_or(|last| {
+            now.instant.saturating_duration_since(last)
+                >= Duration::from_secs(self.config.flush_secs)
+        });
         if due {
             self.flush()?;
-            self.last_flush = Some(now);
+            self.last_flush = Some(now.instant);
         }
         Ok(())
     }
@@ -443,16 +443,16 @@ impl crate::Store for FileStore {
         &mut self,
         topic: &Bytes,
         message: &Bytes,
-        now: SystemTime,
+        now: crate::Now,
     ) -> Result<(), crate::StoreError> {
-        self.append(topic, message, now)?;
+        self.append(topic, message, now.wall)?;
         Ok(())
     }
 
     /// Writes every buffered line to the kernel: a killed process loses
     /// nothing committed (the `flush` interval only bounds how long lines
     /// appended without a commit wait).
-    fn commit(&mut self, _: SystemTime) -> Result<(), crate::StoreError> {
+    fn commit(&mut self, _: crate::Now) -> Result<(), crate::StoreError> {
         self.flush()?;
         self.committed = self.stats.messages;
         Ok(())
@@ -466,7 +466,7 @@ impl crate::Store for FileStore {
         self.committed
     }
 
-    fn poll(&mut self, now: SystemTime) -> Result<(), crate::StoreError> {
+    fn poll(&mut self, now: crate::Now) -> Result<(), crate::StoreError> {
         self.tick(now)?;
         Ok(())
     }

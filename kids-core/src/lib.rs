@@ -87,13 +87,16 @@ pub use resp::{
     Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
 };
 pub use router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
-pub use seglog::{Batch, Fsync, Position, Recovery, SegmentConfig, SegmentLog};
+pub use seglog::{
+    Batch, Fsync, LogFile, LogFs, LogReader, OpenMode, Position, Recovery, SegmentConfig,
+    SegmentLog, StdFs,
+};
 pub use server::Flow;
 pub use session::{REDIS_COMPAT_VERSION, Session};
 pub use store::{
     Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,
-    NetworkStore, NullStore, PriorityStore, Store, StoreError, Target, build_store, decode_record,
-    encode_record,
+    NetworkStore, Now, NullStore, PriorityStore, Store, StoreError, Target, build_store,
+    decode_record, encode_record,
 };
 
 /// Locks `m`, going on past a poisoned lock: a panic on one connection or

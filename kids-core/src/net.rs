@@ -272,7 +272,7 @@ pub fn run_pipeline(pipeline: &crate::StorePipeline, root: Box<dyn crate::Store>
     let mut worker = pipeline.worker(root);
     let mut give_up: Option<Instant> = None;
     loop {
-        let busy = worker.step(std::time::SystemTime::now());
+        let busy = worker.step(now());
         if pipeline.is_stopping() {
             // What a refusing root never took was never acknowledged either.
             let deadline = *give_up.get_or_insert_with(|| Instant::now() + drain);
@@ -286,7 +286,7 @@ pub fn run_pipeline(pipeline: &crate::StorePipeline, root: Box<dyn crate::Store>
     }
     let deadline = Instant::now() + drain;
     while !worker.is_drained() && Instant::now() < deadline {
-        worker.step(std::time::SystemTime::now());
+        worker.step(now());
         pipeline.bell().wait(IDLE_POLL);
     }
     if !worker.is_drained() {
@@ -295,6 +295,11 @@ pub fn run_pipeline(pipeline: &crate::StorePipeline, root: Box<dyn crate::Store>
             "store drain timeout: messages not yet acknowledged downstream"
         );
     }
+}
+
+/// Both clocks, read once: the worker's `now`.
+fn now() -> crate::Now {
+    crate::Now::new(Instant::now(), std::time::SystemTime::now())
 }
 
 /// Runs [`run_pipeline`] on a new thread named `kids-store` (file IO blocks,

@@ -11,19 +11,27 @@
 //! the root store (in a file, in a spool, or handed to a forwarder): what
 //! kids acknowledged, it keeps. The queue's policy when full is explicit,
 //! and every refusal or overflow is counted in `INFO stores`.
+//!
+//! Failures: a commit that fails is retried on a backoff (50 ms, doubling
+//! to 2 s, on the monotonic clock; each attempt logged once), and nothing
+//! new is given to the root meanwhile, so the queue fills and its policy
+//! holds or refuses publishers. A commit that gives its messages up
+//! ([`StoreError::Unstored`], a failed fsync) resolves their tickets as not
+//! stored: every waiting publisher's connection closes unanswered.
 
 use std::collections::VecDeque;
 use std::fmt::Write as _;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
 use crate::store::{decode_record, push_record};
 use crate::{
-    Batch, Bell, Error, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store, Tap, lock,
+    Batch, Bell, Error, Now, Position, QueueFull, Refused, SegmentConfig, SegmentLog, Store,
+    StoreError, Tap, lock,
 };
 
 /// Settings of a [`StorePipeline`].
@@ -84,6 +92,9 @@ pub struct PipelineStats {
     pub stored: u64,
     /// Store or commit failures (the messages were kept and retried).
     pub store_errors: u64,
+    /// Messages whose commit failed so that the store gave them up (a
+    /// failed fsync): their publishers were told they were not stored.
+    pub unstored: u64,
     /// Store trees replaced (reloads).
     pub reloads: u64,
 }
@@ -92,6 +103,9 @@ struct Overflow {
     log: SegmentLog,
     /// Next record for the worker.
     cursor: Position,
+    /// After the last record the root committed: where the worker reads
+    /// again when the root gave up a commit.
+    stored: Position,
     /// While set, every new message goes to the overflow, keeping order.
     active: bool,
 }
@@ -101,6 +115,8 @@ struct State {
     queue: VecDeque<(u64, Bytes, Bytes)>,
     pushed: u64,
     committed: u64,
+    /// Tickets given up by a failed commit: ranges (after, up to], in order.
+    unstored: Vec<(u64, u64)>,
     stored_waiters: Vec<(u64, Waker)>,
     room_waiters: Vec<Waker>,
     overflow: Option<Overflow>,
@@ -127,7 +143,7 @@ struct Inner {
 /// ```
 /// use std::sync::Arc;
 /// use std::time::{Instant, SystemTime};
-/// use kids_core::{NullStore, PipelineConfig, Router, RouterConfig, Session, StorePipeline};
+/// use kids_core::{Now, NullStore, PipelineConfig, Router, RouterConfig, Session, StorePipeline};
 ///
 /// let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
 /// let router = Router::new(RouterConfig::default(), Instant::now());
@@ -137,7 +153,7 @@ struct Inner {
 /// let ticket = session.ticket().unwrap(); // the reply is held for it
 ///
 /// let mut worker = pipeline.worker(Box::new(NullStore::default()));
-/// worker.step(SystemTime::now());
+/// worker.step(Now::new(Instant::now(), SystemTime::now()));
 /// assert!(pipeline.is_stored(ticket));
 /// session.stored(Instant::now()); // the transport learns it: replies flushed
 /// assert_eq!(session.take_output(), b":0\r\n");
@@ -177,6 +193,7 @@ impl StorePipeline {
                 Some(Overflow {
                     log,
                     cursor,
+                    stored: cursor,
                     active,
                 })
             }
@@ -211,7 +228,8 @@ impl StorePipeline {
 
     /// True once every message up to `ticket` was committed by the root store.
     pub fn is_stored(&self, ticket: u64) -> bool {
-        lock(&self.inner.state).committed >= ticket
+        let s = lock(&self.inner.state);
+        s.committed >= ticket && !s.is_unstored(ticket)
     }
 
     /// A worker owning `root`: call [`Worker::step`] yourself, or let
@@ -224,6 +242,9 @@ impl StorePipeline {
             incoming: None,
             held: VecDeque::new(),
             uncommitted: None,
+            commit_retry: Backoff::default(),
+            poll_log: Backoff::default(),
+            unstored_log: Backoff::default(),
             info_at: None,
         }
     }
@@ -278,6 +299,39 @@ const BATCH: usize = 4096;
 /// took acknowledged downstream) before replacing it anyway; what it still
 /// holds is then kept until acknowledged, or re-sent from its spool.
 const RELOAD_GRACE: Duration = Duration::from_secs(5);
+
+impl State {
+    /// True when a failed commit gave up the message of `ticket`.
+    fn is_unstored(&self, ticket: u64) -> bool {
+        self.unstored
+            .iter()
+            .rev()
+            .take_while(|&&(_, upto)| upto >= ticket)
+            .any(|&(after, _)| ticket > after)
+    }
+
+    /// Every ticket after `after` up to `upto` was given up: their
+    /// publishers learn it now.
+    fn give_up(&mut self, after: u64, upto: u64) {
+        match self.unstored.last_mut() {
+            Some(last) if last.1 >= after => last.1 = last.1.max(upto),
+            _ => self.unstored.push((after, upto)),
+        }
+        self.wake_stored(upto);
+    }
+
+    /// Wakes the publishers waiting for tickets up to `upto`.
+    fn wake_stored(&mut self, upto: u64) {
+        let mut i = 0;
+        while i < self.stored_waiters.len() {
+            if self.stored_waiters[i].0 <= upto {
+                self.stored_waiters.swap_remove(i).1.wake();
+            } else {
+                i += 1;
+            }
+        }
+    }
+}
 
 impl Tap for StorePipeline {
     fn publish(
@@ -348,6 +402,9 @@ impl Tap for StorePipeline {
 
     fn poll_stored(&self, ticket: u64, cx: &mut Context<'_>) -> Poll<bool> {
         let mut s = lock(&self.inner.state);
+        if s.is_unstored(ticket) {
+            return Poll::Ready(false);
+        }
         if s.committed >= ticket {
             return Poll::Ready(true);
         }
@@ -384,7 +441,7 @@ impl Tap for StorePipeline {
         let st = s.stats;
         let _ = write!(
             out,
-            "queue_length:{}\r\nqueue_capacity:{}\r\nqueue_policy:{}\r\nqueue_accepted:{}\r\nqueue_refused:{}\r\nqueue_spooled:{}\r\nqueue_overfilled:{}\r\nqueue_spool_bytes:{}\r\nstored_messages:{}\r\nstore_errors:{}\r\nstore_reloads:{}\r\n",
+            "queue_length:{}\r\nqueue_capacity:{}\r\nqueue_policy:{}\r\nqueue_accepted:{}\r\nqueue_refused:{}\r\nqueue_spooled:{}\r\nqueue_overfilled:{}\r\nqueue_spool_bytes:{}\r\nstored_messages:{}\r\nstore_errors:{}\r\nunstored_messages:{}\r\nstore_reloads:{}\r\n",
             s.queue.len(),
             self.inner.config.capacity,
             match self.inner.config.when_full {
@@ -399,6 +456,7 @@ impl Tap for StorePipeline {
             s.overflow.as_ref().map_or(0, |o| o.log.len_bytes()),
             st.stored,
             st.store_errors,
+            st.unstored,
             st.reloads
         );
         out.push_str(&s.tree_info);
@@ -430,36 +488,87 @@ pub struct Worker {
     root: Box<dyn Store>,
     retiring: Vec<Box<dyn Store>>,
     /// A replacement tree waiting for the running one to settle, and until when it waits.
-    incoming: Option<(Box<dyn Store>, SystemTime)>,
+    incoming: Option<(Box<dyn Store>, Instant)>,
     held: VecDeque<(Origin, Bytes, Bytes)>,
     /// Taken by the root but not yet committed.
     uncommitted: Option<Uncommitted>,
-    info_at: Option<SystemTime>,
+    /// When a failed commit is tried again.
+    commit_retry: Backoff,
+    /// When a failing poll is logged again.
+    poll_log: Backoff,
+    /// When a commit that gave messages up is logged again.
+    unstored_log: Backoff,
+    info_at: Option<Instant>,
+}
+
+/// Wait after a first failure before retrying (or logging it again).
+const FIRST_RETRY: Duration = Duration::from_millis(50);
+/// The longest wait between retries of a failure that repeats.
+const MAX_RETRY: Duration = Duration::from_secs(2);
+
+/// The schedule of a failing operation: retried, and logged, after
+/// [`FIRST_RETRY`], then after twice as long each time, up to
+/// [`MAX_RETRY`]; reset by a success. Runs on the monotonic clock.
+#[derive(Debug, Default)]
+struct Backoff {
+    failures: u32,
+    next: Option<Instant>,
+}
+
+impl Backoff {
+    fn is_due(&self, now: Instant) -> bool {
+        self.next.is_none_or(|t| now >= t)
+    }
+
+    /// Counts a failure at `now`; returns the wait before the next try.
+    fn failed(&mut self, now: Instant) -> Duration {
+        let wait = FIRST_RETRY
+            .saturating_mul(1 << self.failures.min(16))
+            .min(MAX_RETRY);
+        self.failures = self.failures.saturating_add(1);
+        self.next = Some(now + wait);
+        wait
+    }
+
+    /// Counts a success; returns how many failures came before it.
+    fn succeeded(&mut self) -> u32 {
+        std::mem::take(self).failures
+    }
 }
 
 impl Worker {
     /// One round: swap in a replacement tree, store a batch, commit it,
     /// poll the stores. Returns true when it did something (call again soon).
-    pub fn step(&mut self, now: SystemTime) -> bool {
+    pub fn step(&mut self, now: Now) -> bool {
         let inner = self.pipeline.inner.clone();
         let mut busy = false;
         if let Some(new) = lock(&inner.state).replacement.take() {
             // A newer reload supersedes one still waiting.
-            let deadline = self.incoming.take().map_or(now + RELOAD_GRACE, |(_, d)| d);
+            let deadline = self
+                .incoming
+                .take()
+                .map_or(now.instant + RELOAD_GRACE, |(_, d)| d);
             self.incoming = Some((new, deadline));
         }
         if let Some((_, deadline)) = &self.incoming
             && self.uncommitted.is_none()
-            && (self.root.is_settled() || now >= *deadline)
+            && (self.root.is_settled() || now.instant >= *deadline)
             && let Some((new, _)) = self.incoming.take()
         {
             self.swap_root(new, now);
             busy = true;
         }
-        // While a reload waits for the running tree to settle, new messages wait too.
-        let swapping = self.incoming.is_some();
+        // A failed commit is retried first, on its backoff. Nothing more is
+        // given to the root meanwhile: the queue fills, and its policy
+        // holds or refuses publishers until the commit succeeds.
+        if self.uncommitted.is_some() && self.commit_retry.is_due(now.instant) {
+            self.commit(now);
+        }
+        // While a reload waits for the running tree to settle, or a commit
+        // is failing, new messages wait.
+        let waiting = self.incoming.is_some() || self.uncommitted.is_some();
         // Gather: held messages first, then the queue, then the overflow.
-        if self.held.len() < BATCH && !swapping {
+        if self.held.len() < BATCH && !waiting {
             let mut guard = lock(&inner.state);
             let s = &mut *guard;
             let room = BATCH - self.held.len();
@@ -506,7 +615,7 @@ impl Worker {
         let mut last_ticket = None;
         let mut last_overflow = None;
         let mut taken = 0u64;
-        while let Some((origin, c, m)) = self.held.front().filter(|_| !swapping) {
+        while let Some((origin, c, m)) = self.held.front().filter(|_| !waiting) {
             match self.root.store(c, m, now) {
                 Ok(()) => {
                     match origin {
@@ -529,49 +638,95 @@ impl Worker {
             u.ticket = last_ticket.or(u.ticket);
             u.overflow = last_overflow.or(u.overflow);
             u.count += taken;
+            self.commit(now);
         }
-        if let Some(u) = self.uncommitted {
-            match self.root.commit(now) {
-                Ok(()) => {
-                    self.uncommitted = None;
-                    let mut s = lock(&inner.state);
-                    s.stats.stored += u.count;
-                    if let Some(t) = u.ticket {
-                        s.committed = s.committed.max(t);
-                        let committed = s.committed;
-                        let mut i = 0;
-                        while i < s.stored_waiters.len() {
-                            if s.stored_waiters[i].0 <= committed {
-                                s.stored_waiters.swap_remove(i).1.wake();
-                            } else {
-                                i += 1;
-                            }
-                        }
-                    }
-                    if let (Some(p), Some(o)) = (u.overflow, s.overflow.as_mut())
-                        && let Err(e) = o.log.release_before(p).and_then(|()| o.log.save_mark(p))
-                    {
+        match self.root.poll(now) {
+            Ok(()) => {
+                let failures = self.poll_log.succeeded();
+                if failures > 0 {
+                    tracing::info!(failures, "store poll works again");
+                }
+            }
+            // Logged on a backoff: a full disk fails every poll.
+            Err(e) if self.poll_log.is_due(now.instant) => {
+                let failures = self.poll_log.failures + 1;
+                let next_log_in = self.poll_log.failed(now.instant);
+                tracing::warn!(error = %e, failures, ?next_log_in, "store poll failed");
+            }
+            Err(_) => {}
+        }
+        self.retire(now);
+        let due = self
+            .info_at
+            .is_none_or(|t| now.instant.saturating_duration_since(t) >= Duration::from_millis(250));
+        if due {
+            self.refresh_info();
+            self.info_at = Some(now.instant);
+        }
+        busy && self.held.is_empty()
+    }
+
+    /// Commits what the root took. On success their publishers are
+    /// answered; on [`StoreError::Unstored`] they are told it was not
+    /// stored (and overflow records are read again); on another failure
+    /// the messages stay taken and the commit is retried on a backoff.
+    fn commit(&mut self, now: Now) {
+        let Some(u) = self.uncommitted else {
+            return;
+        };
+        let inner = self.pipeline.inner.clone();
+        match self.root.commit(now) {
+            Ok(()) => {
+                self.uncommitted = None;
+                let failures = self.commit_retry.succeeded();
+                if failures > 0 {
+                    tracing::info!(failures, "commit succeeded after failing");
+                }
+                let mut s = lock(&inner.state);
+                s.stats.stored += u.count;
+                if let Some(t) = u.ticket {
+                    s.committed = s.committed.max(t);
+                    let committed = s.committed;
+                    s.wake_stored(committed);
+                }
+                if let (Some(p), Some(o)) = (u.overflow, s.overflow.as_mut()) {
+                    o.stored = p;
+                    if let Err(e) = o.log.release_before(p).and_then(|()| o.log.save_mark(p)) {
                         tracing::warn!(error = %e, "releasing overflow segments failed");
                     }
                 }
-                Err(e) => {
-                    tracing::warn!(error = %e, "commit failed; retrying");
-                    lock(&inner.state).stats.store_errors += 1;
+            }
+            Err(StoreError::Unstored(why)) => {
+                self.uncommitted = None;
+                let mut s = lock(&inner.state);
+                s.stats.unstored += u.count;
+                s.stats.store_errors += 1;
+                if let Some(t) = u.ticket {
+                    let after = s.committed.max(s.unstored.last().map_or(0, |r| r.1));
+                    s.give_up(after, t);
+                }
+                if u.overflow.is_some()
+                    && let Some(o) = s.overflow.as_mut()
+                {
+                    // Acknowledged when spooled: read again, never lost.
+                    o.cursor = o.stored;
+                    o.active = true;
+                    self.held
+                        .retain(|(origin, _, _)| matches!(origin, Origin::Queue(_)));
+                }
+                drop(s);
+                if self.unstored_log.is_due(now.instant) {
+                    self.unstored_log.failed(now.instant);
+                    tracing::error!(error = %why, messages = u.count, "commit failed: messages not stored, their publishers are told so");
                 }
             }
+            Err(e) => {
+                lock(&inner.state).stats.store_errors += 1;
+                let failures = self.commit_retry.failures + 1;
+                let retry_in = self.commit_retry.failed(now.instant);
+                tracing::warn!(error = %e, failures, ?retry_in, "commit failed; holding the messages");
+            }
         }
-        if let Err(e) = self.root.poll(now) {
-            tracing::warn!(error = %e, "store poll failed");
-        }
-        self.retire(now);
-        let due = self.info_at.is_none_or(|t| {
-            now.duration_since(t).unwrap_or(Duration::ZERO) >= Duration::from_millis(250)
-        });
-        if due {
-            self.refresh_info();
-            self.info_at = Some(now);
-        }
-        busy && self.held.is_empty()
     }
 
     fn refresh_info(&mut self) {
@@ -583,7 +738,7 @@ impl Worker {
         lock(&self.pipeline.inner.state).tree_info = text;
     }
 
-    fn swap_root(&mut self, new: Box<dyn Store>, now: SystemTime) {
+    fn swap_root(&mut self, new: Box<dyn Store>, now: Now) {
         let mut old = std::mem::replace(&mut self.root, new);
         if let Err(e) = old.commit(now) {
             tracing::warn!(error = %e, "committing the old store tree failed; keeping it until it drains");
@@ -598,7 +753,7 @@ impl Worker {
         self.refresh_info();
     }
 
-    fn retire(&mut self, now: SystemTime) {
+    fn retire(&mut self, now: Now) {
         self.retiring.retain_mut(|r| {
             let _ = r.commit(now);
             let _ = r.poll(now);

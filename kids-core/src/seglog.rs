@@ -3,6 +3,10 @@
 //! ```text
 //!  dir/00000000000000000001.seg   [len u32 LE][crc32 u32 LE][payload] [len][crc][payload] ...
 //!  dir/00000000000000000002.seg   ...                               <- active, appended to
+//!  dir/acked.pos                  the reader's saved position (save_mark)
+//!
+//!  SegmentLog (one writer) ──append──▶ active segment ──sync──▶ committed end ──▶ LogReader (any number)
+//!     release_before(acked) removes whole segments        readers wait on it ◀──┘ (poll_advance / wait_advance)
 //! ```
 //! A record is acknowledged to the caller once `write` returned, so a killed
 //! process loses nothing it acknowledged (the kernel holds the bytes); an
@@ -17,17 +21,47 @@
 //! the very last record. Empty records are refused, so a zero header is
 //! never mistaken for one. Segments are removed only through
 //! [`SegmentLog::release_before`], once every record in them was acknowledged
-//! downstream.
+//! downstream; a read position inside a removed segment is
+//! [`Error::Released`], never a silent jump to the start.
+//!
+//! Failures. A write that fails partway (a full disk) is undone: the segment
+//! is truncated back to the last whole record, and the log goes on. When
+//! that truncation fails too, or an fsync fails, the log is *poisoned*: what
+//! it wrote is not known to be on disk, and every later append, roll or sync
+//! returns [`Error::Poisoned`] until the log is reopened (reopening recovers
+//! what the files hold). A failed fsync is never retried as if it had
+//! succeeded. Reading and releasing need no free space and work on a
+//! poisoned log; after an append failed for want of space, releasing the
+//! whole log also starts a new segment, so the old active one can go.
+//!
+//! Readers. [`SegmentLog::reader`] hands out cloneable [`LogReader`]s that
+//! read the segment files by position with file handles of their own, up
+//! to the *committed end*: after each append under [`Fsync::Never`] and
+//! [`Fsync::OnRotate`] (the kernel holds the records, all those policies
+//! promise), after the fsync that covers them under [`Fsync::Every`].
+//! A reader waits for that end to move with [`LogReader::poll_advance`]
+//! (async) or [`LogReader::wait_advance`] (a thread). The writer takes the
+//! readers' lock only to publish a new end, never across a write or an
+//! fsync.
+//!
+//! Every file operation goes through [`LogFs`]: [`StdFs`] by default; a test
+//! passes its own to [`SegmentLog::open_with`] to make writes fail with
+//! ENOSPC partway, fsyncs fail with EIO, or writes come back short.
 
 use std::collections::VecDeque;
+use std::ffi::OsString;
+use std::fmt;
 use std::fs::{self, File, OpenOptions};
-use std::io::Write;
+use std::io;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::task::{Context, Poll, Waker};
+use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::Error;
+use crate::{Error, lock};
 
 const HEADER: u64 = 8;
 /// Bytes read from a segment per call of `read_entries`, at least.
@@ -35,6 +69,191 @@ const READ_CHUNK: u64 = 256 * 1024;
 const SUFFIX: &str = ".seg";
 /// The file [`SegmentLog::save_mark`] writes.
 const MARK: &str = "acked.pos";
+
+/// How [`LogFs::open`] opens a file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum OpenMode {
+    /// Reading only; the file must exist.
+    Read,
+    /// Reading and writing at positions; the file must exist.
+    Write,
+    /// Reading and writing a new, empty file; fails when the file exists.
+    CreateNew,
+    /// Reading and writing; created when missing, emptied when not.
+    Truncate,
+}
+
+/// The file operations of a [`SegmentLog`] and its readers.
+///
+/// [`StdFs`] does them with `std::fs`. Tests implement this trait to inject
+/// faults: a disk that fills after some bytes, an fsync that fails, writes
+/// that come back short.
+pub trait LogFs: Send + Sync + fmt::Debug {
+    /// Creates `dir` and its missing parents.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()>;
+
+    /// The names of the entries of `dir`.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn list(&self, dir: &Path) -> io::Result<Vec<OsString>>;
+
+    /// Opens the file at `path`.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn LogFile>>;
+
+    /// Removes the file at `path`.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn remove(&self, path: &Path) -> io::Result<()>;
+
+    /// Renames `from` to `to`, replacing `to` atomically.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()>;
+
+    /// Forces the entries of directory `dir` (names created, renamed,
+    /// removed) to stable storage.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+}
+
+/// An open file of a [`LogFs`]; reads and writes at explicit positions, so
+/// one handle may serve several readers.
+pub trait LogFile: Send + Sync + fmt::Debug {
+    /// Reads into `buf` from `offset`; returns how many bytes it read (0 at the end).
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize>;
+
+    /// Writes from `buf` at `offset`; returns how many bytes it wrote,
+    /// possibly fewer than `buf` holds.
+    ///
+    /// # Errors
+    /// The operating system's error (ENOSPC on a full disk).
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize>;
+
+    /// Forces the file's data to stable storage (`fdatasync`).
+    ///
+    /// # Errors
+    /// The operating system's error: the data is then not known to be durable.
+    fn sync(&self) -> io::Result<()>;
+
+    /// Truncates or extends the file to `len` bytes.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn set_len(&self, len: u64) -> io::Result<()>;
+
+    /// The file's size in bytes.
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn size(&self) -> io::Result<u64>;
+}
+
+/// [`LogFs`] on `std::fs`: what [`SegmentLog::open`] uses.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct StdFs;
+
+impl LogFs for StdFs {
+    fn create_dir_all(&self, dir: &Path) -> io::Result<()> {
+        fs::create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> io::Result<Vec<OsString>> {
+        fs::read_dir(dir)?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect()
+    }
+    fn open(&self, path: &Path, mode: OpenMode) -> io::Result<Arc<dyn LogFile>> {
+        let mut o = OpenOptions::new();
+        match mode {
+            OpenMode::Read => o.read(true),
+            OpenMode::Write => o.read(true).write(true),
+            OpenMode::CreateNew => o.read(true).write(true).create_new(true),
+            OpenMode::Truncate => o.read(true).write(true).create(true).truncate(true),
+        };
+        Ok(Arc::new(o.open(path)?))
+    }
+    fn remove(&self, path: &Path) -> io::Result<()> {
+        fs::remove_file(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> io::Result<()> {
+        fs::rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> io::Result<()> {
+        File::open(dir)?.sync_all()
+    }
+}
+
+impl LogFile for File {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+        FileExt::read_at(self, buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> io::Result<usize> {
+        FileExt::write_at(self, buf, offset)
+    }
+    fn sync(&self) -> io::Result<()> {
+        self.sync_data()
+    }
+    fn set_len(&self, len: u64) -> io::Result<()> {
+        File::set_len(self, len)
+    }
+    fn size(&self) -> io::Result<u64> {
+        Ok(self.metadata()?.len())
+    }
+}
+
+/// Reads exactly `buf.len()` bytes at `offset`.
+fn read_exact_at(file: &dyn LogFile, mut buf: &mut [u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.read_at(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(n) => {
+                buf = &mut buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Writes all of `buf` at `offset`, going on after short writes.
+fn write_all_at(file: &dyn LogFile, mut buf: &[u8], mut offset: u64) -> io::Result<()> {
+    while !buf.is_empty() {
+        match file.write_at(buf, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => {
+                buf = &buf[n..];
+                offset += n as u64;
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// The whole content of the file at `path`.
+fn read_file(fs: &dyn LogFs, path: &Path) -> io::Result<Vec<u8>> {
+    let file = fs.open(path, OpenMode::Read)?;
+    let mut data = vec![0u8; usize::try_from(file.size()?).map_err(io::Error::other)?];
+    read_exact_at(&*file, &mut data, 0)?;
+    Ok(data)
+}
 
 /// When appended records are forced to stable storage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
@@ -105,6 +324,12 @@ pub struct Position {
     pub offset: u64,
 }
 
+impl fmt::Display for Position {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.segment, self.offset)
+    }
+}
+
 /// What [`SegmentLog::open`] found.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -115,7 +340,7 @@ pub struct Recovery {
     pub truncated_bytes: u64,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Segment {
     id: u64,
     len: u64,
@@ -198,11 +423,90 @@ impl Batch {
 /// ```
 #[derive(Debug)]
 pub struct SegmentLog {
-    dir: PathBuf,
     config: SegmentConfig,
+    shared: Arc<Shared>,
+    /// Every segment kept, each with the length written to it.
     segments: VecDeque<Segment>,
-    active: File,
+    active: Arc<dyn LogFile>,
     unsynced: u32,
+    /// The end of the last segment released.
+    released_end: Option<Position>,
+    /// Why the log refuses writes until reopened (see the module documentation).
+    poisoned: Option<io::ErrorKind>,
+    /// An append failed for want of space, and none succeeded since.
+    out_of_space: bool,
+}
+
+/// What the writer shares with its readers.
+#[derive(Debug)]
+struct Shared {
+    dir: PathBuf,
+    fs: Arc<dyn LogFs>,
+    max_record: u32,
+    view: Mutex<View>,
+    moved: Condvar,
+}
+
+impl Shared {
+    fn poisoned(&self, cause: io::ErrorKind) -> Error {
+        Error::Poisoned {
+            dir: self.dir.clone(),
+            cause,
+        }
+    }
+}
+
+/// The log as readers see it.
+#[derive(Debug, Default)]
+struct View {
+    /// Every segment kept, each up to its committed length.
+    segments: VecDeque<Segment>,
+    released_end: Option<Position>,
+    poisoned: Option<io::ErrorKind>,
+    wakers: Vec<Waker>,
+}
+
+/// The position of the oldest record kept in `segments`.
+fn start_of(segments: &VecDeque<Segment>) -> Position {
+    Position {
+        segment: segments.front().map_or(1, |s| s.id),
+        offset: 0,
+    }
+}
+
+/// The position after the last record in `segments`.
+fn end_of(segments: &VecDeque<Segment>) -> Position {
+    segments
+        .back()
+        .map_or_else(Position::default, |s| Position {
+            segment: s.id,
+            offset: s.len,
+        })
+}
+
+/// Checks a read position against the start of `segments`: one before it is
+/// released, except the end of the last segment released (the start, then).
+fn check_position(
+    segments: &VecDeque<Segment>,
+    released_end: Option<Position>,
+    at: &mut Position,
+) -> Result<(), Error> {
+    let start = start_of(segments);
+    if *at < start {
+        if released_end != Some(*at) {
+            return Err(Error::Released { at: *at, start });
+        }
+        *at = start;
+    }
+    Ok(())
+}
+
+/// True when `segments` hold a record at or after `at`.
+fn holds_after(segments: &VecDeque<Segment>, at: Position) -> bool {
+    segments
+        .iter()
+        .rev()
+        .any(|s| (s.id > at.segment && s.len > 0) || (s.id == at.segment && s.len > at.offset))
 }
 
 fn name(dir: &Path, id: u64) -> PathBuf {
@@ -217,20 +521,35 @@ fn corrupt(path: &Path, offset: u64, why: &str) -> Error {
     }
 }
 
+fn is_out_of_space(e: &io::Error) -> bool {
+    e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
+}
+
 impl SegmentLog {
-    /// Opens (creating if needed) the log in `dir`, recovering from a crash.
+    /// Opens (creating if needed) the log in `dir` with [`StdFs`],
+    /// recovering from a crash.
     ///
     /// # Errors
     /// [`Error::Io`] when the directory or a segment cannot be read or
     /// truncated; [`Error::Corrupt`] when a bad record is not a torn tail
     /// (see the module documentation).
     pub fn open(dir: impl AsRef<Path>, config: SegmentConfig) -> Result<(Self, Recovery), Error> {
+        Self::open_with(dir, config, Arc::new(StdFs))
+    }
+
+    /// As [`SegmentLog::open`], doing every file operation through `fs`.
+    ///
+    /// # Errors
+    /// As [`SegmentLog::open`].
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        config: SegmentConfig,
+        fs: Arc<dyn LogFs>,
+    ) -> Result<(Self, Recovery), Error> {
         let dir = dir.as_ref().to_path_buf();
-        fs::create_dir_all(&dir)?;
+        fs.create_dir_all(&dir)?;
         let mut ids: Vec<u64> = Vec::new();
-        for entry in fs::read_dir(&dir)? {
-            let entry = entry?;
-            let file = entry.file_name();
+        for file in fs.list(&dir)? {
             let Some(stem) = file.to_str().and_then(|n| n.strip_suffix(SUFFIX)) else {
                 continue;
             };
@@ -244,46 +563,72 @@ impl SegmentLog {
         for (i, &id) in ids.iter().enumerate() {
             let path = name(&dir, id);
             let last = i + 1 == ids.len();
-            let (records, good) = scan(&path, config.max_record, last)?;
-            let len = fs::metadata(&path)?.len();
+            let data = read_file(&*fs, &path)?;
+            let (records, good) = scan(&path, &data, config.max_record, last)?;
+            let len = data.len() as u64;
             if good < len {
                 recovery.truncated_bytes += len - good;
                 tracing::warn!(path = %path.display(), torn = len - good, "truncating torn tail of segment");
-                let f = OpenOptions::new().write(true).open(&path)?;
+                let f = fs.open(&path, OpenMode::Write)?;
                 f.set_len(good)?;
-                f.sync_all()?;
+                f.sync()?;
             }
             recovery.records += records;
             segments.push_back(Segment { id, len: good });
         }
         if segments.is_empty() {
-            File::create(name(&dir, 1))?;
-            sync_dir(&dir)?;
+            fs.open(&name(&dir, 1), OpenMode::CreateNew)?;
+            fs.sync_dir(&dir)?;
             segments.push_back(Segment { id: 1, len: 0 });
         }
         let active_id = segments.back().map_or(1, |s| s.id);
-        let active = OpenOptions::new()
-            .append(true)
-            .open(name(&dir, active_id))?;
+        let active = fs.open(&name(&dir, active_id), OpenMode::Write)?;
+        let shared = Arc::new(Shared {
+            dir,
+            fs,
+            max_record: config.max_record,
+            view: Mutex::new(View {
+                segments: segments.clone(),
+                ..View::default()
+            }),
+            moved: Condvar::new(),
+        });
         Ok((
             Self {
-                dir,
                 config,
+                shared,
                 segments,
                 active,
                 unsynced: 0,
+                released_end: None,
+                poisoned: None,
+                out_of_space: false,
             },
             recovery,
         ))
+    }
+
+    /// A reader of this log's committed records, with file handles of its
+    /// own; clone it for each reader.
+    pub fn reader(&self) -> LogReader {
+        LogReader {
+            shared: self.shared.clone(),
+            file: None,
+        }
+    }
+
+    /// True once a failed fsync, or a partial write that could not be
+    /// undone, made the log refuse writes until reopened.
+    pub fn is_poisoned(&self) -> bool {
+        self.poisoned.is_some()
     }
 
     /// Appends one record; returns its position. The record is in the kernel
     /// (safe from a process kill) when this returns.
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty payload or one over the record bound; [`Error::Io`]
-    /// when writing fails (the log is then still consistent up to the
-    /// previous record: a partial write is a torn tail on the next open).
+    /// [`Error::Config`] for an empty payload or one over the record bound;
+    /// otherwise as [`SegmentLog::append_batch`].
     pub fn append(&mut self, payload: &[u8]) -> Result<Position, Error> {
         let mut batch = Batch::default();
         batch.push(&[payload]);
@@ -297,10 +642,18 @@ impl SegmentLog {
     /// the batch's size.
     ///
     /// # Errors
-    /// As [`SegmentLog::append`]; on an error no record of the batch is
-    /// acknowledged and the batch is left as it was, to be appended again
-    /// (a partial write is a torn tail on the next open).
+    /// - [`Error::Config`] for an empty record or one over the record bound.
+    /// - [`Error::Io`] when the write failed (ENOSPC on a full disk): what
+    ///   it wrote was truncated away, the batch is left as it was, to be
+    ///   appended again, and positions are as before. When the truncation
+    ///   failed too the log is poisoned.
+    /// - [`Error::Io`] when the fsync of the [`Fsync::Every`] policy failed:
+    ///   the batch was written, and emptied, but is not known to be on disk;
+    ///   the log is poisoned, and the caller must count its records as not
+    ///   stored.
+    /// - [`Error::Poisoned`] on a poisoned log: nothing is written.
     pub fn append_batch(&mut self, batch: &mut Batch) -> Result<Position, Error> {
+        self.writable()?;
         if batch.empty {
             // A zero length is what a zero-filled tail reads as: never valid.
             return Err(Error::Config("an empty record cannot be appended".into()));
@@ -319,27 +672,34 @@ impl SegmentLog {
         if needs_roll {
             self.roll()?;
         }
-        let seg = self
-            .segments
-            .back_mut()
-            .ok_or_else(|| Error::Config("log has no segment".into()))?;
-        let pos = Position {
-            segment: seg.id,
-            offset: seg.len,
-        };
+        let pos = self.end();
         if batch.buf.is_empty() {
             return Ok(pos);
         }
-        self.active.write_all(&batch.buf)?;
-        seg.len += batch.buf.len() as u64;
+        if let Err(e) = write_all_at(&*self.active, &batch.buf, pos.offset) {
+            self.out_of_space |= is_out_of_space(&e);
+            // Undo what part of the batch reached the file: the segment
+            // ends at its last whole record again.
+            if let Err(undo) = self.active.set_len(pos.offset) {
+                tracing::error!(dir = %self.shared.dir.display(), error = %undo, "cannot truncate a partial append: the log refuses writes until reopened");
+                self.poison(e.kind());
+            }
+            return Err(e.into());
+        }
+        self.out_of_space = false;
+        if let Some(seg) = self.segments.back_mut() {
+            seg.len += batch.buf.len() as u64;
+        }
         let count = batch.records;
         batch.clear();
-        if let Fsync::Every(n) = self.config.fsync {
-            self.unsynced = self.unsynced.saturating_add(count);
-            if self.unsynced >= n.max(1) {
-                self.active.sync_data()?;
-                self.unsynced = 0;
+        match self.config.fsync {
+            Fsync::Every(n) => {
+                self.unsynced = self.unsynced.saturating_add(count);
+                if self.unsynced >= n.max(1) {
+                    self.sync_active()?;
+                }
             }
+            Fsync::Never | Fsync::OnRotate => self.publish(),
         }
         Ok(pos)
     }
@@ -348,48 +708,101 @@ impl SegmentLog {
     /// calls this; appends call it when a segment is full).
     ///
     /// # Errors
-    /// [`Error::Io`] when the new segment cannot be created.
+    /// [`Error::Io`] when the new segment cannot be created (nothing
+    /// changed), or when the fsync of the old segment or of the directory
+    /// failed (the log is then poisoned); [`Error::Poisoned`] on a poisoned log.
     pub fn roll(&mut self) -> Result<(), Error> {
+        self.writable()?;
         if self.config.fsync != Fsync::Never {
-            self.active.sync_data()?;
+            self.sync_active()?;
         }
         let next = self.segments.back().map_or(1, |s| s.id + 1);
-        self.active = OpenOptions::new()
-            .create_new(true)
-            .append(true)
-            .open(name(&self.dir, next))?;
-        sync_dir(&self.dir)?;
+        let dir = &self.shared.dir;
+        self.active = self.shared.fs.open(&name(dir, next), OpenMode::CreateNew)?;
         self.segments.push_back(Segment { id: next, len: 0 });
         self.unsynced = 0;
+        if let Err(e) = self.shared.fs.sync_dir(dir) {
+            self.poison(e.kind());
+            return Err(e.into());
+        }
+        self.publish();
         Ok(())
     }
 
-    /// Forces appended records to stable storage.
+    /// Forces appended records to stable storage, and shows them to
+    /// readers under [`Fsync::Every`].
     ///
     /// # Errors
-    /// [`Error::Io`] when the sync fails.
+    /// [`Error::Io`] when the fsync failed: the log is poisoned (a failed
+    /// fsync is never retried as if it succeeded); [`Error::Poisoned`] on a
+    /// poisoned log.
     pub fn sync(&mut self) -> Result<(), Error> {
-        self.active.sync_data()?;
+        self.writable()?;
+        self.sync_active()
+    }
+
+    fn writable(&self) -> Result<(), Error> {
+        match self.poisoned {
+            Some(cause) => Err(self.shared.poisoned(cause)),
+            None => Ok(()),
+        }
+    }
+
+    /// The fsync of the active segment; no lock readers need is held across it.
+    fn sync_active(&mut self) -> Result<(), Error> {
+        if let Err(e) = self.active.sync() {
+            tracing::error!(dir = %self.shared.dir.display(), error = %e, "fsync failed: the log refuses writes until reopened");
+            self.poison(e.kind());
+            return Err(e.into());
+        }
         self.unsynced = 0;
+        self.publish();
         Ok(())
+    }
+
+    fn poison(&mut self, cause: io::ErrorKind) {
+        self.poisoned = Some(cause);
+        let wakers = {
+            let mut v = lock(&self.shared.view);
+            v.poisoned = Some(cause);
+            std::mem::take(&mut v.wakers)
+        };
+        self.shared.moved.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
+    }
+
+    /// Shows readers everything written so far, and wakes those waiting.
+    fn publish(&self) {
+        let wakers = {
+            let mut v = lock(&self.shared.view);
+            let known = v.segments.back().map_or(0, |s| s.id);
+            // Only the tail changes: the last segment readers know, and any after it.
+            let from = self
+                .segments
+                .iter()
+                .rposition(|s| s.id <= known)
+                .unwrap_or(0);
+            for seg in self.segments.iter().skip(from) {
+                match v.segments.back_mut() {
+                    Some(b) if b.id > seg.id => {}
+                    Some(b) if b.id == seg.id => b.len = seg.len,
+                    _ => v.segments.push_back(*seg),
+                }
+            }
+            std::mem::take(&mut v.wakers)
+        };
+        self.shared.moved.notify_all();
+        wakers.into_iter().for_each(Waker::wake);
     }
 
     /// The position of the oldest record kept.
     pub fn start(&self) -> Position {
-        Position {
-            segment: self.segments.front().map_or(1, |s| s.id),
-            offset: 0,
-        }
+        start_of(&self.segments)
     }
 
     /// The position the next record will be appended at.
     pub fn end(&self) -> Position {
-        self.segments
-            .back()
-            .map_or_else(Position::default, |s| Position {
-                segment: s.id,
-                offset: s.len,
-            })
+        end_of(&self.segments)
     }
 
     /// Bytes held in all segments.
@@ -402,33 +815,43 @@ impl SegmentLog {
         self.len_bytes() == 0
     }
 
-    /// Saves `at` as how far the log's reader got downstream (a small file
-    /// beside the segments, replaced atomically), so that after a restart
-    /// it resumes there instead of at [`SegmentLog::start`].
+    /// Saves `at` as how far the log's reader got downstream, so that after
+    /// a restart it resumes there instead of at [`SegmentLog::start`]: a
+    /// small file beside the segments, written to a temporary file, synced,
+    /// renamed over the old one, and the directory synced. Works on a
+    /// poisoned log.
     ///
     /// # Errors
-    /// [`Error::Io`] when the file cannot be written.
+    /// [`Error::Io`] when a step failed (ENOSPC on a full disk): the mark
+    /// saved before stays, so a restart may replay more, never less.
     pub fn save_mark(&self, at: Position) -> Result<(), Error> {
-        let tmp = self.dir.join(format!("{MARK}.tmp"));
+        let (fs, dir) = (&self.shared.fs, &self.shared.dir);
+        let tmp = dir.join(format!("{MARK}.tmp"));
         let mut b = Vec::with_capacity(16);
         b.extend_from_slice(&at.segment.to_le_bytes());
         b.extend_from_slice(&at.offset.to_le_bytes());
-        fs::write(&tmp, &b)?;
-        fs::rename(&tmp, self.dir.join(MARK))?;
+        let file = fs.open(&tmp, OpenMode::Truncate)?;
+        write_all_at(&*file, &b, 0)?;
+        file.sync()?;
+        drop(file);
+        fs.rename(&tmp, &dir.join(MARK))?;
+        fs.sync_dir(dir)?;
         Ok(())
     }
 
     /// The position saved by [`SegmentLog::save_mark`], when there is one
     /// inside the log; else where a reader starts: [`SegmentLog::start`].
     pub fn mark(&self) -> Position {
-        let saved = fs::read(self.dir.join(MARK)).ok().and_then(|b| {
-            let seg: [u8; 8] = b.get(..8)?.try_into().ok()?;
-            let off: [u8; 8] = b.get(8..16)?.try_into().ok()?;
-            Some(Position {
-                segment: u64::from_le_bytes(seg),
-                offset: u64::from_le_bytes(off),
-            })
-        });
+        let saved = read_file(&*self.shared.fs, &self.shared.dir.join(MARK))
+            .ok()
+            .and_then(|b| {
+                let seg: [u8; 8] = b.get(..8)?.try_into().ok()?;
+                let off: [u8; 8] = b.get(8..16)?.try_into().ok()?;
+                Some(Position {
+                    segment: u64::from_le_bytes(seg),
+                    offset: u64::from_le_bytes(off),
+                })
+            });
         saved
             .filter(|p| *p >= self.start() && *p <= self.end())
             .unwrap_or_else(|| self.start())
@@ -451,11 +874,13 @@ impl SegmentLog {
         self.segments.len()
     }
 
-    /// Reads up to `max` records from `at`, advancing it past them.
+    /// Reads up to `max` records from `at`, advancing it past them; the
+    /// writer's view: everything appended, committed or not.
     ///
     /// # Errors
-    /// [`Error::Io`] on a read failure, [`Error::Corrupt`] when a record fails
-    /// its bound or CRC.
+    /// [`Error::Released`] when `at` is inside a segment already released;
+    /// [`Error::Io`] on a read failure; [`Error::Corrupt`] when a record
+    /// fails its bound or CRC. `at` is left as it was on an error.
     pub fn read(&self, at: &mut Position, max: usize) -> Result<Vec<Bytes>, Error> {
         Ok(self
             .read_entries(at, max)?
@@ -474,91 +899,274 @@ impl SegmentLog {
         at: &mut Position,
         max: usize,
     ) -> Result<Vec<(Position, Bytes)>, Error> {
-        let mut out = Vec::new();
-        while out.len() < max {
-            let Some(seg) = self.segments.iter().find(|s| s.id >= at.segment) else {
-                break;
-            };
-            if seg.id > at.segment {
-                *at = Position {
-                    segment: seg.id,
-                    offset: 0,
-                };
-            }
-            if at.offset >= seg.len {
-                match self.segments.iter().find(|s| s.id > seg.id) {
-                    Some(next) => {
-                        *at = Position {
-                            segment: next.id,
-                            offset: 0,
-                        };
-                        continue;
-                    }
-                    None => break,
-                }
-            }
-            let path = name(&self.dir, seg.id);
-            let file = File::open(&path)?;
-            let left = seg.len - at.offset;
-            // At least the first record whole (its length is checked below).
-            let mut head = [0u8; HEADER as usize];
-            file.read_exact_at(&mut head, at.offset)?;
-            let first =
-                HEADER + u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
-            let want = left.min(READ_CHUNK.max(first));
-            let mut buf = vec![0u8; want as usize];
-            file.read_exact_at(&mut buf, at.offset)?;
-            let mut spans = Vec::new();
-            let mut off = 0usize;
-            while out.len() + spans.len() < max && off < buf.len() {
-                match check_record(&buf[off..], self.config.max_record) {
-                    Ok(n) => {
-                        spans.push((off, n));
-                        off += n;
-                    }
-                    // The chunk ends inside a record the segment holds whole.
-                    Err(Bad::Short) if off > 0 => break,
-                    Err(Bad::Short) => {
-                        return Err(corrupt(&path, at.offset, "record length out of bounds"));
-                    }
-                    Err(bad) => {
-                        return Err(corrupt(&path, at.offset + off as u64, bad.reason()));
-                    }
-                }
-            }
-            // One buffer for the chunk; records are slices of it.
-            let chunk = Bytes::from(buf);
-            for (start, n) in spans {
-                let pos = Position {
-                    segment: seg.id,
-                    offset: at.offset + start as u64,
-                };
-                out.push((pos, chunk.slice(start + HEADER as usize..start + n)));
-            }
-            at.offset += off as u64;
-        }
-        Ok(out)
+        check_position(&self.segments, self.released_end, at)?;
+        read_segments(&self.shared, &self.segments, &mut None, at, max)
     }
 
     /// Removes every segment wholly before `at`: call it with the position
     /// after the last record acknowledged downstream. The active segment is
-    /// never removed.
+    /// never removed; but after an append failed for want of space, a
+    /// release of the whole log first starts a new segment, so that the old
+    /// active one goes too. Needs no free space, and works on a poisoned log.
     ///
     /// # Errors
-    /// [`Error::Io`] when a file cannot be removed.
+    /// [`Error::Io`] when a file cannot be removed (those before it are gone).
     pub fn release_before(&mut self, at: Position) -> Result<(), Error> {
+        let end = self.end();
+        if self.out_of_space && self.poisoned.is_none() && at >= end && end.offset > 0 {
+            match self.roll() {
+                Ok(()) => {
+                    tracing::info!(dir = %self.shared.dir.display(), "disk full: started a new segment so the acknowledged one can be removed")
+                }
+                Err(e) => tracing::debug!(error = %e, "cannot start a new segment on a full disk"),
+            }
+        }
+        let mut result = Ok(());
+        let mut released = None;
         while self.segments.len() > 1 {
-            let Some(first) = self.segments.front() else {
+            let Some(&first) = self.segments.front() else {
                 break;
             };
             let whole = first.id < at.segment || (first.id == at.segment && at.offset >= first.len);
             if !whole {
                 break;
             }
-            fs::remove_file(name(&self.dir, first.id))?;
+            if let Err(e) = self.shared.fs.remove(&name(&self.shared.dir, first.id)) {
+                result = Err(e.into());
+                break;
+            }
             self.segments.pop_front();
+            released = Some(Position {
+                segment: first.id,
+                offset: first.len,
+            });
         }
-        Ok(())
+        if let Some(end) = released {
+            self.released_end = Some(end);
+            let mut v = lock(&self.shared.view);
+            while v.segments.front().is_some_and(|s| s.id <= end.segment) {
+                v.segments.pop_front();
+            }
+            v.released_end = Some(end);
+        }
+        result
+    }
+}
+
+/// Reads up to `max` records from `at` in `segments`, each up to its
+/// length, advancing `at` past them (left as it was on an error); `file`
+/// keeps the last segment file opened.
+fn read_segments(
+    shared: &Shared,
+    segments: &VecDeque<Segment>,
+    file: &mut Option<(u64, Arc<dyn LogFile>)>,
+    at: &mut Position,
+    max: usize,
+) -> Result<Vec<(Position, Bytes)>, Error> {
+    let mut out = Vec::new();
+    let mut pos = *at;
+    while out.len() < max {
+        let Some(seg) = segments.iter().find(|s| s.id >= pos.segment).copied() else {
+            break;
+        };
+        if seg.id > pos.segment {
+            pos = Position {
+                segment: seg.id,
+                offset: 0,
+            };
+        }
+        if pos.offset >= seg.len {
+            match segments.iter().find(|s| s.id > seg.id) {
+                Some(next) => {
+                    pos = Position {
+                        segment: next.id,
+                        offset: 0,
+                    };
+                    continue;
+                }
+                None => break,
+            }
+        }
+        let path = name(&shared.dir, seg.id);
+        let f = match file {
+            Some((id, f)) if *id == seg.id => f.clone(),
+            _ => {
+                let f = shared.fs.open(&path, OpenMode::Read)?;
+                *file = Some((seg.id, f.clone()));
+                f
+            }
+        };
+        let left = seg.len - pos.offset;
+        // At least the first record whole (its length is checked below).
+        let mut head = [0u8; HEADER as usize];
+        read_exact_at(&*f, &mut head, pos.offset)?;
+        let first = HEADER + u64::from(u32::from_le_bytes([head[0], head[1], head[2], head[3]]));
+        let want = left.min(READ_CHUNK.max(first));
+        let mut buf = vec![0u8; want as usize];
+        read_exact_at(&*f, &mut buf, pos.offset)?;
+        let mut spans = Vec::new();
+        let mut off = 0usize;
+        while out.len() + spans.len() < max && off < buf.len() {
+            match check_record(&buf[off..], shared.max_record) {
+                Ok(n) => {
+                    spans.push((off, n));
+                    off += n;
+                }
+                // The chunk ends inside a record the segment holds whole.
+                Err(Bad::Short) if off > 0 => break,
+                Err(Bad::Short) => {
+                    return Err(corrupt(&path, pos.offset, "record length out of bounds"));
+                }
+                Err(bad) => {
+                    return Err(corrupt(&path, pos.offset + off as u64, bad.reason()));
+                }
+            }
+        }
+        // One buffer for the chunk; records are slices of it.
+        let chunk = Bytes::from(buf);
+        for (start, n) in spans {
+            let at = Position {
+                segment: seg.id,
+                offset: pos.offset + start as u64,
+            };
+            out.push((at, chunk.slice(start + HEADER as usize..start + n)));
+        }
+        pos.offset += off as u64;
+    }
+    *at = pos;
+    Ok(out)
+}
+
+/// Reads a [`SegmentLog`]'s committed records while its writer appends,
+/// and waits for more. Cloneable: each clone keeps its own file handle.
+///
+/// ```
+/// use std::time::Duration;
+/// use kids_core::{SegmentConfig, SegmentLog};
+/// # let dir = tempfile::tempdir().unwrap();
+/// let (mut log, _) = SegmentLog::open(dir.path(), SegmentConfig::default()).unwrap();
+/// let mut reader = log.reader();
+/// let mut at = reader.start();
+/// assert_eq!(reader.wait_advance(at, Duration::ZERO).unwrap(), None, "nothing yet");
+/// log.append(b"hello").unwrap();
+/// assert_eq!(reader.wait_advance(at, Duration::ZERO).unwrap(), Some(log.end()));
+/// assert_eq!(reader.read(&mut at, 10).unwrap(), vec![&b"hello"[..]]);
+/// ```
+#[derive(Debug, Clone)]
+pub struct LogReader {
+    shared: Arc<Shared>,
+    file: Option<(u64, Arc<dyn LogFile>)>,
+}
+
+impl LogReader {
+    /// The position of the oldest record kept.
+    pub fn start(&self) -> Position {
+        start_of(&lock(&self.shared.view).segments)
+    }
+
+    /// The committed end: the position after the last record readers may read.
+    pub fn end(&self) -> Position {
+        end_of(&lock(&self.shared.view).segments)
+    }
+
+    /// Reads up to `max` committed records from `at`, advancing it past them.
+    ///
+    /// # Errors
+    /// [`Error::Released`] when `at` is inside a segment already released
+    /// (also when the writer released it during the read); [`Error::Io`]
+    /// on a read failure; [`Error::Corrupt`] when a record fails its bound
+    /// or CRC. `at` is left as it was on an error.
+    pub fn read(&mut self, at: &mut Position, max: usize) -> Result<Vec<Bytes>, Error> {
+        Ok(self
+            .read_entries(at, max)?
+            .into_iter()
+            .map(|(_, b)| b)
+            .collect())
+    }
+
+    /// As [`LogReader::read`], with the position each record starts at.
+    ///
+    /// # Errors
+    /// As [`LogReader::read`].
+    pub fn read_entries(
+        &mut self,
+        at: &mut Position,
+        max: usize,
+    ) -> Result<Vec<(Position, Bytes)>, Error> {
+        let (segments, released_end) = {
+            let v = lock(&self.shared.view);
+            check_position(&v.segments, v.released_end, at)?;
+            (v.segments.clone(), v.released_end)
+        };
+        match read_segments(&self.shared, &segments, &mut self.file, at, max) {
+            Err(Error::Io(e)) if e.kind() == io::ErrorKind::NotFound => {
+                // Released between the check and the open.
+                self.file = None;
+                let v = lock(&self.shared.view);
+                let mut probe = *at;
+                check_position(&v.segments, released_end.max(v.released_end), &mut probe)?;
+                Err(Error::Io(e))
+            }
+            other => other,
+        }
+    }
+
+    /// Ready with the committed end once it holds a record at or after
+    /// `from`; else registers `cx`'s waker, woken when the writer commits
+    /// more (or is poisoned).
+    ///
+    /// # Errors
+    /// [`Error::Released`] when `from` is inside a released segment;
+    /// [`Error::Poisoned`] when nothing follows `from` and the writer is
+    /// poisoned: nothing more will come.
+    pub fn poll_advance(
+        &self,
+        from: Position,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Position, Error>> {
+        let mut v = lock(&self.shared.view);
+        match self.advanced(&v, from) {
+            Ok(Some(end)) => return Poll::Ready(Ok(end)),
+            Err(e) => return Poll::Ready(Err(e)),
+            Ok(None) => {}
+        }
+        if !v.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            v.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    /// Blocks the thread until the committed end holds a record at or
+    /// after `from` (`Some(end)`), or `timeout` passed (`None`).
+    ///
+    /// # Errors
+    /// As [`LogReader::poll_advance`].
+    pub fn wait_advance(
+        &self,
+        from: Position,
+        timeout: Duration,
+    ) -> Result<Option<Position>, Error> {
+        let v = lock(&self.shared.view);
+        let (v, _) = self
+            .shared
+            .moved
+            .wait_timeout_while(v, timeout, |v| matches!(self.advanced(v, from), Ok(None)))
+            .unwrap_or_else(PoisonError::into_inner);
+        self.advanced(&v, from)
+    }
+
+    /// `Some(end)` when the view holds a record at or after `from`, `None`
+    /// while it waits for one.
+    fn advanced(&self, v: &View, from: Position) -> Result<Option<Position>, Error> {
+        let mut at = from;
+        check_position(&v.segments, v.released_end, &mut at)?;
+        if holds_after(&v.segments, at) {
+            return Ok(Some(end_of(&v.segments)));
+        }
+        match v.poisoned {
+            Some(cause) => Err(self.shared.poisoned(cause)),
+            None => Ok(None),
+        }
     }
 }
 
@@ -628,8 +1236,7 @@ fn whole_records_follow(data: &[u8], from: usize, max_record: u32) -> bool {
 /// Scans a segment: (whole records, length of the good prefix). In the last
 /// segment a bad record with no whole record after it is a torn tail (what a
 /// power loss or a killed write leaves); anything else is corruption.
-fn scan(path: &Path, max_record: u32, last: bool) -> Result<(u64, u64), Error> {
-    let data = fs::read(path)?;
+fn scan(path: &Path, data: &[u8], max_record: u32, last: bool) -> Result<(u64, u64), Error> {
     let (mut off, mut records) = (0usize, 0u64);
     while off < data.len() {
         match check_record(&data[off..], max_record) {
@@ -637,7 +1244,7 @@ fn scan(path: &Path, max_record: u32, last: bool) -> Result<(u64, u64), Error> {
                 records += 1;
                 off += n;
             }
-            Err(_) if last && !whole_records_follow(&data, off, max_record) => {
+            Err(_) if last && !whole_records_follow(data, off, max_record) => {
                 return Ok((records, off as u64));
             }
             Err(bad) => {
@@ -651,11 +1258,6 @@ fn scan(path: &Path, max_record: u32, last: bool) -> Result<(u64, u64), Error> {
         }
     }
     Ok((records, off as u64))
-}
-
-fn sync_dir(dir: &Path) -> Result<(), Error> {
-    File::open(dir)?.sync_all()?;
-    Ok(())
 }
 
 #[cfg(test)]

@@ -17,7 +17,9 @@
 //! safe downstream: written to a file, in a spool, or acknowledged by the
 //! peer. Parents map their children's counts back to their own, so a buffer
 //! releases a spool segment only when every record in it was acknowledged.
-//! Time is an argument: every call takes the wall-clock `now`.
+//! Time is an argument: every call takes a [`Now`], both clocks read once
+//! by the caller; timers run on its monotonic `instant`, file names and
+//! rotation buckets come from its `wall` clock.
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
@@ -25,14 +27,52 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Poll, Waker};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::Bytes;
 
 use crate::{
-    Batch, Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, Position,
-    SegmentConfig, SegmentLog, StoreConfig, StoreKind, StoreRole, Success, lock,
+    Batch, Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, LogFs, Position,
+    SegmentConfig, SegmentLog, StdFs, StoreConfig, StoreKind, StoreRole, Success, lock,
 };
+
+/// The moment a store call happens, on both clocks, read once by the caller.
+///
+/// `instant` drives every timer: flush intervals, retry backoffs, the
+/// acknowledged-mark throttle, replay-rate refills. It never goes back, so a
+/// wall clock stepped back (NTP, a VM resumed) stops no timer. `wall` only
+/// names files, picks rotation buckets and stamps data.
+///
+/// ```
+/// use std::time::{Duration, Instant, SystemTime};
+/// use kids_core::Now;
+/// let now = Now::new(Instant::now(), SystemTime::now());
+/// let later = now.after(Duration::from_secs(1));
+/// assert_eq!(later.instant - now.instant, Duration::from_secs(1));
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Now {
+    /// Monotonic time, for timers.
+    pub instant: Instant,
+    /// Wall-clock time, for file names, rotation buckets and data.
+    pub wall: SystemTime,
+}
+
+impl Now {
+    /// The moment `instant` on the monotonic clock and `wall` on the wall clock.
+    pub fn new(instant: Instant, wall: SystemTime) -> Self {
+        Self { instant, wall }
+    }
+
+    /// Both clocks `d` later (a simulated clock's step).
+    #[must_use]
+    pub fn after(self, d: Duration) -> Self {
+        Self {
+            instant: self.instant + d,
+            wall: self.wall + d,
+        }
+    }
+}
 
 /// Why a store did not take (or could not commit) messages.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -41,9 +81,17 @@ pub enum StoreError {
     /// The store holds as much as it may; try again later.
     #[error("store full")]
     Full,
-    /// The store cannot work now (a peer is down, a disk failed).
+    /// The store cannot work now (a peer is down, a disk is full); what
+    /// it took is still held and a later commit tries again.
     #[error("store unavailable: {0}")]
     Down(String),
+    /// A commit failed so that what the store took since its last commit
+    /// may never be stored (an fsync failed: the bytes are not known to be
+    /// on disk, and retrying the fsync would prove nothing). The store does
+    /// not hold those messages any more; their publishers must be told
+    /// they were not stored.
+    #[error("messages not stored: {0}")]
+    Unstored(String),
 }
 
 impl From<Error> for StoreError {
@@ -57,30 +105,30 @@ impl From<Error> for StoreError {
 /// Implement it to plug your own destination under a [`StorePipeline`](crate::StorePipeline):
 ///
 /// ```
-/// use std::time::SystemTime;
+/// use std::time::{Instant, SystemTime};
 /// use bytes::Bytes;
-/// use kids_core::{Store, StoreError};
+/// use kids_core::{Now, Store, StoreError};
 ///
 /// /// Keeps messages in memory; durable as soon as taken.
 /// #[derive(Debug, Default)]
 /// struct Memory { lines: Vec<(Bytes, Bytes)> }
 ///
 /// impl Store for Memory {
-///     fn store(&mut self, topic: &Bytes, message: &Bytes, _now: SystemTime) -> Result<(), StoreError> {
+///     fn store(&mut self, topic: &Bytes, message: &Bytes, _now: Now) -> Result<(), StoreError> {
 ///         self.lines.push((topic.clone(), message.clone()));
 ///         Ok(())
 ///     }
-///     fn commit(&mut self, _now: SystemTime) -> Result<(), StoreError> { Ok(()) }
+///     fn commit(&mut self, _now: Now) -> Result<(), StoreError> { Ok(()) }
 ///     fn taken(&self) -> u64 { self.lines.len() as u64 }
 ///     fn acked(&mut self) -> u64 { self.lines.len() as u64 }
-///     fn poll(&mut self, _now: SystemTime) -> Result<(), StoreError> { Ok(()) }
+///     fn poll(&mut self, _now: Now) -> Result<(), StoreError> { Ok(()) }
 ///     fn info(&self, name: &str, out: &mut String) {
 ///         out.push_str(&format!("store_{name}:kind=memory,taken={}\r\n", self.lines.len()));
 ///     }
 /// }
 ///
 /// let mut m = Memory::default();
-/// m.store(&"web".into(), &"GET /".into(), SystemTime::now()).unwrap();
+/// m.store(&"web".into(), &"GET /".into(), Now::new(Instant::now(), SystemTime::now())).unwrap();
 /// assert_eq!(m.acked(), 1);
 /// ```
 pub trait Store: Send + fmt::Debug {
@@ -89,14 +137,16 @@ pub trait Store: Send + fmt::Debug {
     ///
     /// # Errors
     /// [`StoreError`] when the message was not taken: the caller keeps it.
-    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError>;
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: Now) -> Result<(), StoreError>;
 
     /// Makes every message taken so far durable as far as this store promises.
     ///
     /// # Errors
     /// [`StoreError::Down`] when that failed; the messages are still held
-    /// and the next commit tries again.
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError>;
+    /// and the next commit tries again. [`StoreError::Unstored`] when the
+    /// messages taken since the last successful commit are given up (their
+    /// publishers must not be told they were stored).
+    fn commit(&mut self, now: Now) -> Result<(), StoreError>;
 
     /// Messages taken so far.
     fn taken(&self) -> u64;
@@ -110,7 +160,7 @@ pub trait Store: Send + fmt::Debug {
     /// # Errors
     /// [`StoreError::Down`] for a failure the caller should log; messages
     /// are still held.
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError>;
+    fn poll(&mut self, now: Now) -> Result<(), StoreError>;
 
     /// Whether [`Store::store`] is expected to succeed now.
     fn is_up(&self) -> bool {
@@ -244,7 +294,8 @@ impl Children {
         }
     }
 
-    /// Runs `f` on every child; the first error, after all ran.
+    /// Runs `f` on every child; the first error, after all ran, an
+    /// [`StoreError::Unstored`] before any other (messages were given up).
     fn each(
         &mut self,
         mut f: impl FnMut(&mut Box<dyn Store>) -> Result<(), StoreError>,
@@ -252,7 +303,8 @@ impl Children {
         let mut first = Ok(());
         for c in &mut self.stores {
             if let Err(e) = f(c)
-                && first.is_ok()
+                && (first.is_ok() || matches!(e, StoreError::Unstored(_)))
+                && !matches!(first, Err(StoreError::Unstored(_)))
             {
                 first = Err(e);
             }
@@ -260,11 +312,11 @@ impl Children {
         first
     }
 
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.each(|c| c.commit(now))
     }
 
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.each(|c| c.poll(now))
     }
 
@@ -307,7 +359,7 @@ impl Filtered {
 }
 
 impl Store for Filtered {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: Now) -> Result<(), StoreError> {
         if self.accepts(topic) {
             self.inner.store(topic, message, now)?;
             self.ledger.record(Deps::One((0, self.inner.taken())));
@@ -317,7 +369,7 @@ impl Store for Filtered {
         }
         Ok(())
     }
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.inner.commit(now)
     }
     fn taken(&self) -> u64 {
@@ -327,7 +379,7 @@ impl Store for Filtered {
         let a = self.inner.acked();
         self.ledger.advance(false, &[a])
     }
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.inner.poll(now)
     }
     fn is_up(&self) -> bool {
@@ -362,11 +414,11 @@ pub struct NullStore {
 }
 
 impl Store for NullStore {
-    fn store(&mut self, _: &Bytes, _: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, _: &Bytes, _: &Bytes, _: Now) -> Result<(), StoreError> {
         self.taken += 1;
         Ok(())
     }
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn taken(&self) -> u64 {
@@ -375,7 +427,7 @@ impl Store for NullStore {
     fn acked(&mut self) -> u64 {
         self.taken
     }
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn info(&self, name: &str, out: &mut String) {
@@ -403,7 +455,7 @@ impl PriorityStore {
 }
 
 impl Store for PriorityStore {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: Now) -> Result<(), StoreError> {
         let mut last = None;
         for (i, child) in self.children.stores.iter_mut().enumerate() {
             if !child.accepts(topic) {
@@ -435,7 +487,7 @@ impl Store for PriorityStore {
             }
         }
     }
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.children.commit(now)
     }
     fn taken(&self) -> u64 {
@@ -444,7 +496,7 @@ impl Store for PriorityStore {
     fn acked(&mut self) -> u64 {
         self.children.acked(false)
     }
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.children.poll(now)
     }
     fn is_up(&self) -> bool {
@@ -486,7 +538,7 @@ impl MultipleStore {
 }
 
 impl Store for MultipleStore {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, now: Now) -> Result<(), StoreError> {
         let mut deps = Vec::with_capacity(self.children.stores.len());
         let mut last = None;
         let mut wanted = false;
@@ -515,7 +567,7 @@ impl Store for MultipleStore {
         self.children.ledger.record(Deps::Many(deps));
         Ok(())
     }
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.children.commit(now)
     }
     fn taken(&self) -> u64 {
@@ -524,7 +576,7 @@ impl Store for MultipleStore {
     fn acked(&mut self) -> u64 {
         self.children.acked(self.success == Success::Any)
     }
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.children.poll(now)
     }
     fn is_settled(&mut self) -> bool {
@@ -668,7 +720,7 @@ impl Drop for NetworkStore {
 }
 
 impl Store for NetworkStore {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, _: Now) -> Result<(), StoreError> {
         self.link
             .forwarder()
             .offer(topic.clone(), message.clone())
@@ -676,7 +728,7 @@ impl Store for NetworkStore {
         self.taken += 1;
         Ok(())
     }
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         self.link.wake_driver();
         Ok(())
     }
@@ -688,7 +740,7 @@ impl Store for NetworkStore {
     }
     /// Nothing to do: [`Store::commit`] wakes the driver after new
     /// messages, and the driver reads acknowledgements itself.
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn is_up(&self) -> bool {
@@ -810,6 +862,12 @@ pub struct BufferStats {
     /// Spool bytes found at open past the acknowledged mark (records,
     /// framing included): replayed, and possibly duplicates downstream.
     pub recovered_bytes: u64,
+    /// Records given up because the spool failed in a way that cannot be
+    /// retried (a failed fsync): their publishers were told they were not
+    /// stored. The spool is reopened.
+    pub unstored: u64,
+    /// Times the spool was reopened after such a failure.
+    pub reopened: u64,
 }
 
 /// Write-ahead buffer: every message goes to the spool first and reaches
@@ -818,12 +876,18 @@ pub struct BufferStats {
 /// before newer messages, which queue behind it. A spool segment is
 /// removed only once the primary acknowledged every record in it.
 ///
+/// On a full disk the buffer keeps forwarding and releasing (which needs no
+/// space, and frees it) while its commits fail and the pipeline holds new
+/// messages; once releasing made room, commits succeed again. A spool that
+/// failed an fsync gives up the messages of that commit
+/// ([`StoreError::Unstored`]) and is reopened at its next use.
+///
 /// ```
-/// use std::time::SystemTime;
-/// use kids_core::{BufferConfig, BufferStore, NullStore, Store};
+/// use std::time::{Instant, SystemTime};
+/// use kids_core::{BufferConfig, BufferStore, Now, NullStore, Store};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let mut buffer = BufferStore::new(Box::new(NullStore::default()), BufferConfig::new(dir.path()));
-/// let now = SystemTime::now();
+/// let now = Now::new(Instant::now(), SystemTime::now());
 /// buffer.store(&"web".into(), &"GET /".into(), now).unwrap();
 /// buffer.commit(now).unwrap(); // in the spool: safe
 /// assert_eq!(buffer.acked(), 1);
@@ -834,7 +898,10 @@ pub struct BufferStats {
 pub struct BufferStore {
     primary: Box<dyn Store>,
     config: BufferConfig,
+    fs: Arc<dyn LogFs>,
     spool: Option<SegmentLog>,
+    /// The spool was open before: a reopen keeps the read position.
+    opened: bool,
     /// Records taken and not yet committed to the spool.
     staged: Batch,
     /// Next record to hand to the primary.
@@ -843,11 +910,11 @@ pub struct BufferStore {
     handed: VecDeque<(u64, Position)>,
     backlog: bool,
     tokens: f64,
-    last_refill: Option<SystemTime>,
+    last_refill: Option<Instant>,
     bucket: Option<u64>,
     released: Position,
     saved: Position,
-    last_save: Option<SystemTime>,
+    last_save: Option<Instant>,
     taken: u64,
     acked: u64,
     stats: BufferStats,
@@ -859,10 +926,18 @@ const PUMP_BATCH: usize = 4096;
 impl BufferStore {
     /// A buffer in front of `primary`; the spool opens at first use.
     pub fn new(primary: Box<dyn Store>, config: BufferConfig) -> Self {
+        Self::with_fs(primary, config, Arc::new(StdFs))
+    }
+
+    /// As [`BufferStore::new`], the spool doing its file operations through
+    /// `fs` (tests inject faults with it).
+    pub fn with_fs(primary: Box<dyn Store>, config: BufferConfig, fs: Arc<dyn LogFs>) -> Self {
         Self {
             primary,
             config,
+            fs,
             spool: None,
+            opened: false,
             staged: Batch::default(),
             cursor: Position::default(),
             handed: VecDeque::new(),
@@ -890,18 +965,31 @@ impl BufferStore {
     }
 
     fn spool(&mut self) -> Result<&mut SegmentLog, StoreError> {
+        if self.spool.as_ref().is_some_and(SegmentLog::is_poisoned) {
+            // What the files hold is what counts now: reopen (and recover).
+            self.spool = None;
+        }
         if self.spool.is_none() {
-            let (log, recovery) = SegmentLog::open(&self.config.dir, self.config.segment)?;
-            self.cursor = log.mark();
-            self.released = self.cursor;
-            self.saved = self.cursor;
-            // Past the acknowledged point: replayed, maybe duplicates.
-            let bytes = log.bytes_from(self.cursor);
-            if bytes > 0 {
-                self.backlog = true;
-                tracing::info!(dir = %self.config.dir.display(), bytes, truncated = recovery.truncated_bytes, "spool holds records to replay");
+            let (log, recovery) =
+                SegmentLog::open_with(&self.config.dir, self.config.segment, self.fs.clone())?;
+            if self.opened {
+                // A reopen: go on where this buffer was, inside what the files kept.
+                self.cursor = self.cursor.clamp(log.start(), log.end());
+                self.stats.reopened += 1;
+                tracing::warn!(dir = %self.config.dir.display(), truncated = recovery.truncated_bytes, "spool reopened after a failure");
+            } else {
+                self.cursor = log.mark();
+                self.released = self.cursor;
+                self.saved = self.cursor;
+                // Past the acknowledged point: replayed, maybe duplicates.
+                let bytes = log.bytes_from(self.cursor);
+                if bytes > 0 {
+                    self.backlog = true;
+                    tracing::info!(dir = %self.config.dir.display(), bytes, truncated = recovery.truncated_bytes, "spool holds records to replay");
+                }
+                self.stats.recovered_bytes = bytes;
             }
-            self.stats.recovered_bytes = bytes;
+            self.opened = true;
             self.spool = Some(log);
         }
         self.spool
@@ -909,7 +997,7 @@ impl BufferStore {
             .ok_or_else(|| StoreError::Down("spool not open".into()))
     }
 
-    fn refill(&mut self, now: SystemTime) -> usize {
+    fn refill(&mut self, now: Now) -> usize {
         let Some(rate) = self.config.replay_rate else {
             return PUMP_BATCH;
         };
@@ -918,18 +1006,15 @@ impl BufferStore {
         }
         let rate = rate as f64;
         let elapsed = match self.last_refill {
-            Some(t) => now
-                .duration_since(t)
-                .unwrap_or(Duration::ZERO)
-                .as_secs_f64(),
+            Some(t) => now.instant.saturating_duration_since(t).as_secs_f64(),
             None => 0.0,
         };
-        self.last_refill = Some(now);
+        self.last_refill = Some(now.instant);
         self.tokens = (self.tokens + elapsed * rate).min(rate.max(1.0));
         (self.tokens as usize).min(PUMP_BATCH)
     }
 
-    fn pump(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn pump(&mut self, now: Now) -> Result<(), StoreError> {
         if !self.primary.is_up() {
             let end = self.spool()?.end();
             if self.cursor < end {
@@ -992,29 +1077,32 @@ impl BufferStore {
         Ok(())
     }
 
-    fn release(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    /// Releases the spool segments the primary acknowledged, and saves
+    /// the mark. Needs no free space: on a full disk this is what makes room.
+    fn release(&mut self, now: Now) -> Result<(), StoreError> {
         let acked = self.primary.acked();
-        let mut upto = None;
         while let Some(&(n, end)) = self.handed.front() {
             if n > acked {
                 break;
             }
-            upto = Some(end);
+            self.released = end;
             self.stats.acked += 1;
             self.handed.pop_front();
         }
-        if let Some(end) = upto {
-            self.released = end;
-            self.spool()?.release_before(end)?;
-        }
-        // Saved at most once a second (and on drop): a stale mark means
-        // replaying some acknowledged records after a crash, never losing one.
-        let due = self.last_save.is_none_or(|t| {
-            now.duration_since(t).unwrap_or(Duration::ZERO) >= Duration::from_secs(1)
-        });
+        // Every time, not only after new acknowledgements: after an append
+        // failed for want of space, a fully released spool rolls its
+        // active segment so that it can go too.
+        let released = self.released;
+        self.spool()?.release_before(released)?;
+        // Saved at most once a second, attempted or not (and on drop): a
+        // stale mark means replaying some acknowledged records after a
+        // crash, never losing one.
+        let due = self
+            .last_save
+            .is_none_or(|t| now.instant.saturating_duration_since(t) >= Duration::from_secs(1));
         if self.released != self.saved && due {
+            self.last_save = Some(now.instant);
             self.save()?;
-            self.last_save = Some(now);
         }
         Ok(())
     }
@@ -1025,9 +1113,17 @@ impl BufferStore {
             let n = self.staged.len() as u64;
             let mut staged = std::mem::take(&mut self.staged);
             let result = self.spool().and_then(|s| Ok(s.append_batch(&mut staged)?));
-            // Kept on failure: the next commit appends them again.
-            self.staged = staged;
-            result?;
+            if let Err(e) = result {
+                if !self.spool.as_ref().is_some_and(SegmentLog::is_poisoned) {
+                    // Not written (a full disk): kept, the next commit appends them again.
+                    self.staged = staged;
+                    return Err(e);
+                }
+                // Written but not known durable: given up, never counted as spooled.
+                self.stats.unstored += n;
+                self.acked = self.taken;
+                return Err(StoreError::Unstored(e.to_string()));
+            }
             self.stats.spooled += n;
         }
         self.acked = self.taken;
@@ -1058,13 +1154,13 @@ impl Drop for BufferStore {
 }
 
 impl Store for BufferStore {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, _: Now) -> Result<(), StoreError> {
         push_record(&mut self.staged, topic, message);
         self.taken += 1;
         Ok(())
     }
 
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         self.spool_staged()
     }
 
@@ -1076,25 +1172,38 @@ impl Store for BufferStore {
         self.acked
     }
 
-    fn poll(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    /// Rotates the spool, releases what the primary acknowledged, and
+    /// hands it the next records. Each step runs even when one before it
+    /// failed (a failed rotation or mark save on a full disk must not stop
+    /// the forwarding that frees space); the first error is returned.
+    fn poll(&mut self, now: Now) -> Result<(), StoreError> {
         self.spool()?;
+        let mut first = Ok(());
+        let mut note = |r: Result<(), StoreError>| {
+            if let Err(e) = r
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        };
         if let Some(secs) = self.config.rotate_secs {
             let bucket = now
+                .wall
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs() / secs);
             if self.bucket.is_some_and(|b| b != bucket) {
                 let spool = self.spool()?;
                 if spool.end().offset > 0 {
-                    spool.roll()?;
+                    note(spool.roll().map_err(StoreError::from));
                 }
             }
             self.bucket = Some(bucket);
         }
-        let polled = self.primary.poll(now);
-        self.release(now)?;
-        self.pump(now)?;
-        self.release(now)?;
-        polled
+        note(self.primary.poll(now));
+        note(self.release(now));
+        note(self.pump(now));
+        note(self.release(now));
+        first
     }
 
     /// Settled when every spooled record was handed on and acknowledged,
@@ -1112,7 +1221,7 @@ impl Store for BufferStore {
         let s = self.stats;
         let _ = write!(
             out,
-            "store_{name}:kind=buffer,spool={},spool_bytes={bytes},spool_segments={segments},replaying={},spooled={},forwarded={},replayed={},acked={},primary_failures={},recovered_bytes={},undecodable={}\r\n",
+            "store_{name}:kind=buffer,spool={},spool_bytes={bytes},spool_segments={segments},replaying={},spooled={},forwarded={},replayed={},acked={},primary_failures={},recovered_bytes={},undecodable={},unstored={},reopened={}\r\n",
             self.config.dir.display(),
             u8::from(self.backlog),
             s.spooled,
@@ -1121,7 +1230,9 @@ impl Store for BufferStore {
             s.acked,
             s.primary_failures,
             s.recovered_bytes,
-            s.undecodable
+            s.undecodable,
+            s.unstored,
+            s.reopened
         );
         self.primary.info(&format!("{name}_primary"), out);
     }

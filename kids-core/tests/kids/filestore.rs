@@ -5,6 +5,8 @@ use std::time::{Duration, SystemTime};
 
 use kids_core::{FileStore, FileStoreConfig, Fsync};
 
+use super::support::at_secs;
+
 /// 2013-11-30 12:00:00 UTC.
 const NOON: u64 = 1_385_812_800;
 
@@ -53,16 +55,16 @@ fn idle_topics_are_closed_when_their_bucket_ends() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut s = store(dir.path(), |c| c.rotate_secs(60).flush_secs(3600));
     s.append(b"quiet", b"one", at(NOON)).expect("append");
-    s.tick(at(NOON)).expect("tick"); // first tick flushes
+    s.tick(at_secs(NOON)).expect("tick"); // first tick flushes
     s.append(b"quiet", b"two", at(NOON + 1)).expect("append");
-    s.tick(at(NOON + 30)).expect("tick");
+    s.tick(at_secs(NOON + 30)).expect("tick");
     let file = dir.path().join("quiet/2013-11-30/12-00-00.log");
     assert_eq!(
         read(&file),
         "one\n",
         "buffered until the flush interval or the bucket end"
     );
-    s.tick(at(NOON + 60)).expect("tick");
+    s.tick(at_secs(NOON + 60)).expect("tick");
     assert_eq!(
         read(&file),
         "one\ntwo\n",
@@ -75,12 +77,12 @@ fn idle_topics_are_closed_when_their_bucket_ends() {
 fn flush_interval_writes_buffered_lines() {
     let dir = tempfile::tempdir().expect("temp dir");
     let mut s = store(dir.path(), |c| c.flush_secs(5));
-    s.tick(at(NOON)).expect("tick");
+    s.tick(at_secs(NOON)).expect("tick");
     s.append(b"t", b"x", at(NOON + 1)).expect("append");
     let file = dir.path().join("t/2013-11-30/12-00-00.log");
-    s.tick(at(NOON + 4)).expect("tick");
+    s.tick(at_secs(NOON + 4)).expect("tick");
     assert_eq!(read(&file), "", "not yet: 4 s since the last flush");
-    s.tick(at(NOON + 5)).expect("tick");
+    s.tick(at_secs(NOON + 5)).expect("tick");
     assert_eq!(read(&file), "x\n");
 }
 

@@ -351,7 +351,7 @@ fn drive_link_survives_an_error_reply_and_a_silent_peer_over_a_socket() {
             Arc::new(Bell::default()),
         ));
         let mut store = NetworkStore::new(link.clone());
-        let now = std::time::SystemTime::now();
+        let now = kids_core::Now::new(Instant::now(), std::time::SystemTime::now());
         for i in 0..20 {
             store.store(&"t".into(), &msg(i), now).expect("room");
         }

@@ -5,14 +5,16 @@
 
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use kids_core::{
-    Bell, BufferConfig, BufferStore, Config, Filtered, Flow, Glob, MultipleStore, NullStore,
-    PipelineConfig, PriorityStore, QueueFull, Router, RouterConfig, SegmentConfig, Session, Store,
-    StoreError, StorePipeline, Success, Tap, build_store,
+    Bell, BufferConfig, BufferStore, Config, Filtered, Flow, Fsync, Glob, MultipleStore, Now,
+    NullStore, PipelineConfig, PriorityStore, QueueFull, Router, RouterConfig, SegmentConfig,
+    Session, Store, StoreError, StorePipeline, Success, Tap, build_store,
 };
+
+use super::support::FaultFs;
 
 #[derive(Debug, Default)]
 struct FakeState {
@@ -60,7 +62,7 @@ impl Fake {
 }
 
 impl Store for Fake {
-    fn store(&mut self, topic: &Bytes, message: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, topic: &Bytes, message: &Bytes, _: Now) -> Result<(), StoreError> {
         let mut s = self.0.lock().unwrap();
         if s.down || s.budget == Some(0) {
             return Err(StoreError::Down("fake is down".into()));
@@ -71,7 +73,7 @@ impl Store for Fake {
         s.got.push((topic.clone(), message.clone()));
         Ok(())
     }
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         let mut s = self.0.lock().unwrap();
         if s.auto_ack {
             s.acked = s.got.len() as u64;
@@ -84,7 +86,7 @@ impl Store for Fake {
     fn acked(&mut self) -> u64 {
         self.0.lock().unwrap().acked
     }
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn is_up(&self) -> bool {
@@ -95,11 +97,12 @@ impl Store for Fake {
     }
 }
 
-fn t0() -> SystemTime {
-    SystemTime::UNIX_EPOCH + Duration::from_secs(1_385_812_800)
+/// 2013-11-30 12:00:00 UTC, on a simulated clock.
+fn t0() -> Now {
+    super::support::at_secs(1_385_812_800)
 }
 
-fn put(store: &mut dyn Store, topic: &str, msg: &str, now: SystemTime) {
+fn put(store: &mut dyn Store, topic: &str, msg: &str, now: Now) {
     store
         .store(
             &Bytes::copy_from_slice(topic.as_bytes()),
@@ -216,11 +219,11 @@ fn buffer_replay_rate_limits_records_per_second_of_the_clock() {
     buf.poll(now).unwrap();
     assert_eq!(primary.messages().len(), 0, "no time has passed: no tokens");
     for second in 1..=3 {
-        now += Duration::from_secs(1);
+        now = now.after(Duration::from_secs(1));
         buf.poll(now).unwrap();
         assert_eq!(primary.messages().len(), 10 * second, "10 per second");
     }
-    now += Duration::from_secs(1);
+    now = now.after(Duration::from_secs(1));
     buf.poll(now).unwrap();
     assert_eq!(primary.messages().len(), 35);
     assert!(!buf.is_replaying());
@@ -293,20 +296,20 @@ fn buffer_starts_a_new_spool_segment_at_each_rotation_boundary() {
         put(&mut buf, "t", "m", now);
         buf.commit(now).unwrap();
         buf.poll(now).unwrap();
-        now += Duration::from_secs(100);
+        now = now.after(Duration::from_secs(100));
     }
     assert_eq!(seg_files(dir.path()), 1, "12:00 to 12:03:20: one bucket");
-    now += Duration::from_secs(100); // 12:05:00
+    now = now.after(Duration::from_secs(100)); // 12:05:00
     buf.poll(now).unwrap();
     put(&mut buf, "t", "m", now);
     buf.commit(now).unwrap();
     assert_eq!(seg_files(dir.path()), 2, "12:05 starts a segment");
-    now += Duration::from_secs(300);
+    now = now.after(Duration::from_secs(300));
     buf.poll(now).unwrap();
     buf.poll(now).unwrap();
     assert_eq!(seg_files(dir.path()), 3);
     // An empty active segment is not rolled again.
-    now += Duration::from_secs(300);
+    now = now.after(Duration::from_secs(300));
     buf.poll(now).unwrap();
     assert_eq!(seg_files(dir.path()), 3);
 }
@@ -708,8 +711,8 @@ fn replacing_the_root_waits_for_the_old_tree_to_settle_and_loses_nothing() {
     assert!(!pipeline.is_stored(t2));
     // The old tree never settles: after the grace period the new one takes over,
     // and the old one is kept until it acknowledged what it holds.
-    worker.step(t0() + Duration::from_secs(6));
-    worker.step(t0() + Duration::from_secs(6));
+    worker.step(t0().after(Duration::from_secs(6)));
+    worker.step(t0().after(Duration::from_secs(6)));
     assert_eq!(old.messages(), ["t:1"]);
     assert_eq!(new.messages(), ["t:2"]);
     assert!(pipeline.is_stored(t2));
@@ -719,7 +722,7 @@ fn replacing_the_root_waits_for_the_old_tree_to_settle_and_loses_nothing() {
         "the old tree is kept while it holds message 1"
     );
     old.ack_all();
-    worker.step(t0() + Duration::from_secs(7));
+    worker.step(t0().after(Duration::from_secs(7)));
     assert!(worker.is_drained());
     assert_eq!(pipeline.stats().reloads, 1);
 
@@ -729,8 +732,8 @@ fn replacing_the_root_waits_for_the_old_tree_to_settle_and_loses_nothing() {
     pipeline
         .publish(&"t".into(), &"3".into(), Instant::now())
         .unwrap();
-    worker.step(t0() + Duration::from_secs(7));
-    worker.step(t0() + Duration::from_secs(7));
+    worker.step(t0().after(Duration::from_secs(7)));
+    worker.step(t0().after(Duration::from_secs(7)));
     assert_eq!(newer.messages(), ["t:3"]);
     assert_eq!(pipeline.stats().reloads, 2);
 }
@@ -902,18 +905,20 @@ fn a_spool_directory_needs_the_spool_policy() {
     );
 }
 
-/// A root whose first commit fails (a full disk, say), then works.
+/// A root whose first commits fail (a full disk, say), then work.
 #[derive(Debug, Default)]
 struct FlakyCommit {
     inner: Fake,
     failures: u32,
+    attempts: Arc<Mutex<u32>>,
 }
 
 impl Store for FlakyCommit {
-    fn store(&mut self, t: &Bytes, m: &Bytes, now: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, t: &Bytes, m: &Bytes, now: Now) -> Result<(), StoreError> {
         self.inner.store(t, m, now)
     }
-    fn commit(&mut self, now: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
+        *self.attempts.lock().unwrap() += 1;
         if self.failures > 0 {
             self.failures -= 1;
             return Err(StoreError::Down("disk full".into()));
@@ -926,7 +931,7 @@ impl Store for FlakyCommit {
     fn acked(&mut self) -> u64 {
         self.inner.acked()
     }
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn info(&self, name: &str, out: &mut String) {
@@ -935,12 +940,15 @@ impl Store for FlakyCommit {
 }
 
 #[test]
-fn a_failed_commit_is_retried_and_answers_nobody_until_it_succeeds() {
+fn a_failed_commit_is_retried_on_a_backoff_and_answers_nobody_until_it_succeeds() {
     let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let attempts = Arc::new(Mutex::new(0));
     let root = FlakyCommit {
         inner: Fake::auto(),
-        failures: 1,
+        failures: 3,
+        attempts: attempts.clone(),
     };
+    let inner = root.inner.clone();
     let mut worker = pipeline.worker(Box::new(root));
     let t1 = pipeline
         .publish(&"t".into(), &"1".into(), Instant::now())
@@ -952,12 +960,35 @@ fn a_failed_commit_is_retried_and_answers_nobody_until_it_succeeds() {
         .publish(&"t".into(), &"2".into(), Instant::now())
         .unwrap()
         .unwrap();
-    worker.step(t0());
+    // The worker steps often (publishers ring it): the commit is not retried each time.
+    for _ in 0..100 {
+        worker.step(t0());
+    }
+    assert_eq!(
+        *attempts.lock().unwrap(),
+        1,
+        "not retried before its backoff"
+    );
+    assert_eq!(
+        inner.messages(),
+        ["t:1"],
+        "nothing more given to a failing root"
+    );
+    let ms = |n| t0().after(Duration::from_millis(n));
+    worker.step(ms(50)); // second attempt fails: the next in 100 ms
+    worker.step(ms(149));
+    assert_eq!(*attempts.lock().unwrap(), 2);
+    worker.step(ms(150)); // third attempt fails: the next in 200 ms
+    worker.step(ms(349));
+    assert_eq!(*attempts.lock().unwrap(), 3);
+    assert!(!pipeline.is_stored(t1));
+    worker.step(ms(350)); // the fourth works; message 2 follows
     assert!(pipeline.is_stored(t1) && pipeline.is_stored(t2));
+    assert_eq!(inner.messages(), ["t:1", "t:2"]);
     let s = pipeline.stats();
     assert_eq!(
         (s.stored, s.store_errors),
-        (2, 1),
+        (2, 3),
         "both counted once stored"
     );
 }
@@ -967,10 +998,10 @@ fn a_failed_commit_is_retried_and_answers_nobody_until_it_succeeds() {
 struct Panics;
 
 impl Store for Panics {
-    fn store(&mut self, _: &Bytes, _: &Bytes, _: SystemTime) -> Result<(), StoreError> {
+    fn store(&mut self, _: &Bytes, _: &Bytes, _: Now) -> Result<(), StoreError> {
         panic!("a store bug");
     }
-    fn commit(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn commit(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn taken(&self) -> u64 {
@@ -979,7 +1010,7 @@ impl Store for Panics {
     fn acked(&mut self) -> u64 {
         0
     }
-    fn poll(&mut self, _: SystemTime) -> Result<(), StoreError> {
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
         Ok(())
     }
     fn info(&self, _: &str, _: &mut String) {}
@@ -1049,4 +1080,276 @@ fn a_reload_without_a_store_block_is_refused_and_the_running_tree_keeps_storing(
     });
     let file = std::fs::read_to_string(dir.path().join("all.log")).expect("the file tree's file");
     assert_eq!(file, "kept\n");
+}
+
+/// `d` later on the monotonic clock, with the wall clock stepped back an
+/// hour (NTP, a VM resumed).
+fn wall_back_an_hour(now: Now, d: Duration) -> Now {
+    Now::new(now.instant + d, now.wall - Duration::from_secs(3600))
+}
+
+#[test]
+fn timers_keep_firing_when_the_wall_clock_steps_back_an_hour() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = t0();
+
+    // The file store's flush interval.
+    let mut files = kids_core::FileStore::new(
+        kids_core::FileStoreConfig::new(format!("{}/[topic]", dir.path().display()))
+            .name("all.log")
+            .flush_secs(5),
+    );
+    files.tick(start).unwrap();
+    files.append(b"f", b"line", start.wall).unwrap();
+    let later = wall_back_an_hour(start, Duration::from_secs(6));
+    files.tick(later).unwrap();
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("f/all.log")).unwrap(),
+        "line\n",
+        "flushed 6 s later on the monotonic clock"
+    );
+
+    // The buffer's replay rate.
+    let primary = Fake::auto();
+    let mut buf = BufferStore::new(
+        Box::new(primary.clone()),
+        BufferConfig::new(dir.path().join("spool")).replay_rate(10),
+    );
+    primary.set_down(true);
+    for i in 0..20 {
+        put(&mut buf, "t", &i.to_string(), start);
+    }
+    buf.commit(start).unwrap();
+    buf.poll(start).unwrap();
+    primary.set_down(false);
+    buf.poll(start).unwrap();
+    assert_eq!(primary.messages().len(), 0);
+    buf.poll(wall_back_an_hour(start, Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(primary.messages().len(), 10, "one second of tokens");
+
+    // The reload's grace period.
+    let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let old = Fake::default(); // never acknowledges: never settles
+    let mut worker = pipeline.worker(Box::new(old.clone()));
+    pipeline
+        .publish(&"t".into(), &"1".into(), Instant::now())
+        .unwrap();
+    worker.step(start);
+    let new = Fake::auto();
+    pipeline.replace_root(Box::new(new.clone()));
+    pipeline
+        .publish(&"t".into(), &"2".into(), Instant::now())
+        .unwrap();
+    worker.step(start);
+    assert!(new.messages().is_empty(), "waiting for the old tree");
+    let later = wall_back_an_hour(start, Duration::from_secs(6));
+    worker.step(later);
+    worker.step(later);
+    assert_eq!(new.messages(), ["t:2"], "the grace period ended");
+}
+
+/// Publishes `messages` into `pipeline`, returning their tickets.
+fn publish_all(pipeline: &StorePipeline, messages: &[String]) -> Vec<u64> {
+    messages
+        .iter()
+        .map(|m| {
+            pipeline
+                .publish(&"t".into(), &Bytes::from(m.clone()), Instant::now())
+                .expect("queued")
+                .expect("a ticket")
+        })
+        .collect()
+}
+
+#[test]
+fn an_agent_restarted_on_a_full_spool_disk_delivers_every_acknowledged_message_then_takes_new_ones()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::default();
+    let agent = |primary: &Fake| {
+        let pipeline = StorePipeline::new(PipelineConfig::new(8192, QueueFull::Block)).unwrap();
+        let buffer = BufferStore::with_fs(
+            Box::new(primary.clone()),
+            BufferConfig::new(dir.path()),
+            Arc::new(fs.clone()),
+        );
+        let worker = pipeline.worker(Box::new(buffer));
+        (pipeline, worker)
+    };
+    // First life: the server is down; more than one replay batch (4,096)
+    // is spooled and acknowledged, all in one segment.
+    let down = Fake::auto();
+    down.set_down(true);
+    let (pipeline, mut worker) = agent(&down);
+    let acked: Vec<String> = (0..5000).map(|i| format!("m-{i:05}")).collect();
+    let tickets = publish_all(&pipeline, &acked);
+    worker.step(t0());
+    worker.step(t0());
+    assert!(
+        tickets.iter().all(|&t| pipeline.is_stored(t)),
+        "acknowledged"
+    );
+    // The disk fills: the next publishers wait, unanswered.
+    fs.set_free(Some(0));
+    let late = publish_all(&pipeline, &["late".to_string()]);
+    worker.step(t0());
+    assert!(!pipeline.is_stored(late[0]));
+    std::mem::forget(worker); // SIGKILL: no drop, no flush
+
+    // Restarted on the full disk, with the server back.
+    let up = Fake::auto();
+    let (pipeline, mut worker) = agent(&up);
+    let new: Vec<String> = (0..10).map(|i| format!("new-{i}")).collect();
+    let tickets = publish_all(&pipeline, &new);
+    let mut now = t0();
+    worker.step(now);
+    assert!(
+        !pipeline.is_stored(tickets[0]),
+        "no room in the spool: new messages are held"
+    );
+    for _ in 0..100 {
+        if tickets.iter().all(|&t| pipeline.is_stored(t)) && worker.is_drained() {
+            break;
+        }
+        now = now.after(Duration::from_millis(100));
+        worker.step(now);
+    }
+    let expected: Vec<String> = acked.iter().chain(&new).map(|m| format!("t:{m}")).collect();
+    let got = up.messages();
+    assert_eq!(got.len(), expected.len(), "delivered, of 5,010");
+    assert!(
+        got == expected,
+        "every acknowledged message, then the new ones, in order"
+    );
+    assert!(tickets.iter().all(|&t| pipeline.is_stored(t)));
+    assert!(worker.is_drained());
+    assert!(
+        pipeline.stats().store_errors <= 3,
+        "commits retried on a backoff, not every step: {:?}",
+        pipeline.stats()
+    );
+    assert_eq!(seg_files(dir.path()), 1, "the full segment was released");
+}
+
+#[test]
+fn a_failed_spool_fsync_tells_every_waiting_publisher_its_message_was_not_stored() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FaultFs::default();
+    let primary = Fake::auto();
+    let buffer = BufferStore::with_fs(
+        Box::new(primary.clone()),
+        BufferConfig::new(dir.path()).segment(SegmentConfig::default().fsync(Fsync::Every(1))),
+        Arc::new(fs.clone()),
+    );
+    let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
+    let router = Router::new(RouterConfig::default(), Instant::now());
+    router.set_tap(Arc::new(pipeline.clone()));
+    let mut worker = pipeline.worker(Box::new(buffer));
+    let mut sessions: Vec<Session> = (0..3).map(|_| Session::new(&router)).collect();
+    for (i, s) in sessions.iter_mut().enumerate() {
+        assert_eq!(
+            publish(s, "t", &format!("lost-{i}")),
+            b"",
+            "held until stored"
+        );
+    }
+    fs.fail_next_sync();
+    worker.step(t0());
+    let waker = std::task::Waker::noop();
+    let mut cx = Context::from_waker(waker);
+    // The spool was reopened: the next message is stored, and a late poll
+    // of the failed tickets still says they were not.
+    let mut next = Session::new(&router);
+    publish(&mut next, "t", "after");
+    worker.step(t0());
+    let ticket = next.ticket().expect("held");
+    assert_eq!(router.poll_stored(ticket, &mut cx), Poll::Ready(true));
+    for s in &mut sessions {
+        let ticket = s.ticket().expect("held");
+        assert_eq!(
+            router.poll_stored(ticket, &mut cx),
+            Poll::Ready(false),
+            "the error reaches every waiting publisher"
+        );
+        assert_eq!(s.unstored(), Flow::Close);
+        s.flush(Instant::now());
+        assert_eq!(s.take_output(), b"", "closed unanswered");
+    }
+    assert_eq!(pipeline.stats().unstored, 3);
+    let mut info = String::new();
+    pipeline.info(&mut info);
+    assert!(info.contains("unstored_messages:3\r\n"), "{info}");
+    assert!(info.contains("unstored=3,reopened=1"), "{info}");
+    assert_eq!(
+        primary.messages().last().map(String::as_str),
+        Some("t:after")
+    );
+}
+
+/// A root that gives up what it took at its `n`th commit (a failed fsync).
+#[derive(Debug)]
+struct GivesUpAt {
+    inner: Fake,
+    commits: u32,
+    n: u32,
+}
+
+impl Store for GivesUpAt {
+    fn store(&mut self, t: &Bytes, m: &Bytes, now: Now) -> Result<(), StoreError> {
+        self.inner.store(t, m, now)
+    }
+    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
+        self.commits += 1;
+        if self.commits == self.n {
+            return Err(StoreError::Unstored("fsync failed".into()));
+        }
+        self.inner.commit(now)
+    }
+    fn taken(&self) -> u64 {
+        self.inner.taken()
+    }
+    fn acked(&mut self) -> u64 {
+        self.inner.acked()
+    }
+    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
+        Ok(())
+    }
+    fn info(&self, name: &str, out: &mut String) {
+        self.inner.info(name, out);
+    }
+}
+
+#[test]
+fn overflow_records_in_a_commit_that_was_given_up_are_read_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline =
+        StorePipeline::new(PipelineConfig::new(1, QueueFull::Spool).spool_dir(dir.path())).unwrap();
+    for i in 0..4 {
+        // The first is queued; the rest are acknowledged once in the overflow spool.
+        pipeline
+            .publish(&"t".into(), &Bytes::from(i.to_string()), Instant::now())
+            .unwrap();
+    }
+    let root = Fake::auto();
+    let mut worker = pipeline.worker(Box::new(GivesUpAt {
+        inner: root.clone(),
+        commits: 0,
+        n: 2,
+    }));
+    worker.step(t0()); // the queued message
+    worker.step(t0()); // the overflow records: given up
+    assert_eq!(pipeline.stats().unstored, 3);
+    assert!(
+        !worker.is_idle(),
+        "the overflow records wait to be read again"
+    );
+    worker.step(t0());
+    assert_eq!(
+        root.messages(),
+        ["t:0", "t:1", "t:2", "t:3", "t:1", "t:2", "t:3"],
+        "acknowledged when spooled: stored again, never lost"
+    );
+    worker.step(t0());
+    assert!(worker.is_idle());
 }
