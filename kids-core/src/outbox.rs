@@ -1,6 +1,7 @@
 //! A connection's outbound queue, shared by its session and the router.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
@@ -45,6 +46,10 @@ pub(crate) enum Pushed {
 pub struct Outbox {
     id: u64,
     state: Mutex<State>,
+    /// `State::pending`, readable without the lock (written under it).
+    pending: AtomicU64,
+    /// Set once the outbox is closed, readable without the lock.
+    closed: AtomicBool,
 }
 
 #[derive(Debug)]
@@ -78,6 +83,8 @@ impl Outbox {
                 close_waker: None,
                 proto: Proto::Resp2,
             }),
+            pending: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
         }
     }
 
@@ -147,6 +154,7 @@ impl Outbox {
             st.proto = p;
         }
         st.pending += chunk.len() as u64;
+        self.pending.store(st.pending, Ordering::Release);
         st.queue.push_back((chunk, message));
         st.queued_messages += u64::from(message);
         let limit = *limits.of(st.class);
@@ -156,6 +164,7 @@ impl Outbox {
         let (pushed, close_waker) = if over {
             let dropped = st.queued_messages;
             st.closed = Some(CloseReason::NLimit);
+            self.closed.store(true, Ordering::Release);
             st.queue = VecDeque::new();
             st.queued_messages = 0;
             (Pushed::Closed { dropped }, st.close_waker.take())
@@ -220,6 +229,7 @@ impl Outbox {
     pub fn consumed(&self, n: usize, limits: &NLimits) {
         let mut st = self.lock();
         st.pending = st.pending.saturating_sub(n as u64);
+        self.pending.store(st.pending, Ordering::Release);
         let limit = *limits.of(st.class);
         if limit.soft == 0 || st.pending < limit.soft {
             st.soft_since = None;
@@ -228,7 +238,12 @@ impl Outbox {
 
     /// Bytes queued or drained but not yet written.
     pub fn pending(&self) -> u64 {
-        self.lock().pending
+        self.pending.load(Ordering::Acquire)
+    }
+
+    /// True once the outbox is closed (without taking its lock).
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
     }
 
     /// Why the outbox is closed, if it is.
@@ -241,6 +256,7 @@ impl Outbox {
         let mut st = self.lock();
         if st.closed.is_none() {
             st.closed = Some(reason);
+            self.closed.store(true, Ordering::Release);
         }
         st.queue = VecDeque::new();
         st.queued_messages = 0;

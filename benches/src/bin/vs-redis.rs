@@ -213,12 +213,14 @@ fn run() -> Res<()> {
                         )
                     })?;
                     println!(
-                        "round {round}/{} {subs}/{pubs} N={depth} {:<5} publishes/s={:>9.0} deliveries/s={:>10.0} cpu_us/msg={:.3} p99_rtt_us={:.0}{}",
+                        "round {round}/{} {subs}/{pubs} N={depth} {:<5} publishes/s={:>9.0} deliveries/s={:>10.0} cpu_us/msg={:.3} syscalls/msg={:.3} switches/msg={:.3} p99_rtt_us={:.0}{}",
                         settings.rounds,
                         server.name(),
                         m.publishes,
                         m.deliveries,
                         m.cpu_us_per_msg,
+                        m.syscalls_per_msg,
+                        m.switches_per_msg,
                         m.p99_rtt_us,
                         m.notes
                     );
@@ -249,7 +251,7 @@ fn run() -> Res<()> {
     );
     println!(
         "grid: shape N | deliveries/s kids redis ratio | cpu us/msg kids redis ratio | p99 rtt us kids redis ratio \
-         (0/P: publishes/s and cpu per publish; rtt at N=1 only)"
+         | syscalls/msg kids redis (0/P: publishes/s, cpu and syscalls per publish; rtt at N=1 only)"
     );
     for ((subs, pubs, depth), k, r) in &results {
         let rate = |ms: &[Measurement]| {
@@ -271,8 +273,10 @@ fn run() -> Res<()> {
         } else {
             "- - -".to_string()
         };
+        let ks = median(k.iter().map(|m| m.syscalls_per_msg));
+        let rs = median(r.iter().map(|m| m.syscalls_per_msg));
         println!(
-            "{subs}/{pubs} {depth} | {kd:.0} {rd:.0} {:.2}x | {kc:.3} {rc:.3} {:.2}x | {rtt}",
+            "{subs}/{pubs} {depth} | {kd:.0} {rd:.0} {:.2}x | {kc:.3} {rc:.3} {:.2}x | {rtt} | {ks:.3} {rs:.3}",
             ratio(kd, rd),
             ratio(kc, rc)
         );
@@ -763,6 +767,10 @@ struct Measurement {
     cpu_us_per_msg: f64,
     /// p99 of the publish round trip, microseconds (N = 1 only; NaN otherwise).
     p99_rtt_us: f64,
+    /// Read and write system calls of the server per delivered message (per publish with no subscriber).
+    syscalls_per_msg: f64,
+    /// Context switches of the server's threads per delivered message.
+    switches_per_msg: f64,
     notes: String,
 }
 
@@ -776,6 +784,34 @@ fn clock_ticks() -> Res<f64> {
     text.trim()
         .parse::<f64>()
         .ctx(|| format!("getconf CLK_TCK printed {text:?}"))
+}
+
+/// Read and write system calls (`syscr` + `syscw` of `/proc/<pid>/io`) and
+/// context switches (voluntary and not, summed over its threads) of process `pid`.
+fn syscalls_and_switches(pid: u32) -> Res<(u64, u64)> {
+    let path = format!("/proc/{pid}/io");
+    let io = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
+    let field = |name: &str| -> u64 {
+        io.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or(0)
+    };
+    let calls = field("syscr:") + field("syscw:");
+    let mut switches = 0;
+    let tasks = format!("/proc/{pid}/task");
+    for task in std::fs::read_dir(&tasks).ctx(|| format!("reading {tasks}"))? {
+        let Ok(task) = task else { continue };
+        let Ok(status) = std::fs::read_to_string(task.path().join("status")) else {
+            continue;
+        };
+        switches += status
+            .lines()
+            .filter(|l| l.contains("ctxt_switches:"))
+            .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
+            .sum::<u64>();
+    }
+    Ok((calls, switches))
 }
 
 /// utime + stime of process `pid`, in clock ticks (every thread).
@@ -935,10 +971,12 @@ fn run_round(
     start.wait();
     let t0 = Instant::now();
     let cpu0 = cpu_ticks(server.process.id())?;
+    let (calls0, sw0) = syscalls_and_switches(server.process.id())?;
     let (pub0, del0) = counts(&pub_threads, &sub_threads, frame.len());
     std::thread::sleep(dur);
     // Snapshot every counter at one instant, then stop.
     let cpu1 = cpu_ticks(server.process.id())?;
+    let (calls1, sw1) = syscalls_and_switches(server.process.id())?;
     let (pub1, del1) = counts(&pub_threads, &sub_threads, frame.len());
     let elapsed = t0.elapsed().as_secs_f64();
     let (published, delivered) = (pub1 - pub0, del1 - del0);
@@ -994,7 +1032,16 @@ fn run_round(
     }
     let counted = if subs == 0 { published } else { delivered };
     let cpu_us = (cpu1 - cpu0) as f64 / ticks_per_sec * 1e6;
+    let per = |n: u64| {
+        if counted > 0 {
+            n as f64 / counted as f64
+        } else {
+            f64::NAN
+        }
+    };
     Ok(Measurement {
+        syscalls_per_msg: per(calls1 - calls0),
+        switches_per_msg: per(sw1.saturating_sub(sw0)),
         publishes: published as f64 / elapsed,
         deliveries: delivered as f64 / elapsed,
         cpu_us_per_msg: if counted > 0 {

@@ -206,9 +206,17 @@ impl ConnConfig {
     }
     /// Write output that other connections pushed once per pass of the
     /// event loop ([`Step::Yield`]) rather than at every push (default on).
+    ///
+    /// The tokio adapter turns it off on a current-thread runtime, where a
+    /// task woken by a push already runs after every task that was ready
+    /// before it, so the batching happens without the extra poll.
     pub fn coalesce(mut self, on: bool) -> Self {
         self.coalesce = on;
         self
+    }
+    /// Whether pushed output is coalesced.
+    pub fn coalesce_value(&self) -> bool {
+        self.coalesce
     }
     /// The idle timeout.
     pub fn idle_timeout_value(&self) -> Option<Duration> {
@@ -382,6 +390,19 @@ where
         Poll::Ready(Ok(Step::Closed))
     }
 
+    fn outbox_closed(&mut self) -> Poll<io::Result<Step>> {
+        let reason = self.protocol.outbox().closed();
+        tracing::debug!(
+            client = self.protocol.outbox().id(),
+            ?reason,
+            "outbox closed"
+        );
+        self.end(match reason {
+            Some(CloseReason::NLimit) => Ended::NLimit,
+            _ => Ended::Finished,
+        })
+    }
+
     fn uncharge(&mut self) {
         if let Some(b) = &self.budget {
             b.charge(self.charged, 0);
@@ -446,18 +467,9 @@ where
     ) -> Poll<io::Result<Step>> {
         let mut own_input = false;
         loop {
-            // Closed by its nlimit: leave at once, even while a write is
-            // blocked on a client that does not read.
-            if let Poll::Ready(reason) = self.protocol.outbox().poll_closed(cx) {
-                tracing::debug!(
-                    client = self.protocol.outbox().id(),
-                    ?reason,
-                    "outbox closed"
-                );
-                return self.end(match reason {
-                    CloseReason::NLimit => Ended::NLimit,
-                    _ => Ended::Finished,
-                });
+            // Closed by its nlimit: leave at once.
+            if self.protocol.outbox().is_closed() {
+                return self.outbox_closed();
             }
             let mut progress = false;
             if self.protocol.is_holding()
@@ -542,7 +554,13 @@ where
                         self.ended = Some(Ended::Finished);
                         return Poll::Ready(Err(e));
                     }
-                    Poll::Pending => {}
+                    Poll::Pending => {
+                        // Blocked on a client that does not read: a close
+                        // by its nlimit must still end the connection at once.
+                        if self.protocol.outbox().poll_closed(cx).is_ready() {
+                            return self.outbox_closed();
+                        }
+                    }
                 }
             }
             if !self.reading
