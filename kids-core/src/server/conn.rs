@@ -514,6 +514,9 @@ where
             if self.wpos == self.wbuf.len() {
                 self.wbuf.clear();
                 self.wpos = 0;
+                if self.wbuf.capacity() == 0 && self.protocol.outbox().pending() > 0 {
+                    self.wbuf = spare::take(Spare::Write);
+                }
                 if self.config.coalesce
                     && self.writer_idle
                     && !own_input
@@ -575,10 +578,10 @@ where
                     self.wpos == self.wbuf.len() && self.protocol.outbox().pending() == 0;
                 // Idle: give memory back until the next batch.
                 if self.rbuf.is_empty() && !self.codec.is_mid_request() {
-                    self.rbuf = BytesMut::new();
+                    spare::give_back(Spare::Read, std::mem::take(&mut self.rbuf));
                 }
                 if self.wpos == self.wbuf.len() {
-                    self.wbuf = BytesMut::new();
+                    spare::give_back(Spare::Write, std::mem::take(&mut self.wbuf));
                     self.wpos = 0;
                 }
                 return Poll::Pending;
@@ -616,6 +619,9 @@ where
     ) -> io::Result<(bool, bool)> {
         let (mut got, mut eof) = (false, false);
         // At least one read: a request larger than a batch still grows.
+        if self.rbuf.capacity() == 0 {
+            self.rbuf = spare::take(Spare::Read);
+        }
         let stop_at = self.rbuf.len().max(self.config.read_batch - 1) + 1;
         while self.rbuf.len() < stop_at {
             if self.rbuf.capacity() - self.rbuf.len() < self.config.read_chunk / 2 {
@@ -632,6 +638,54 @@ where
             }
         }
         Ok((got, eof))
+    }
+}
+
+/// Which spare buffer.
+#[derive(Clone, Copy)]
+enum Spare {
+    Read,
+    Write,
+}
+
+/// One read and one write buffer per thread, lent to the connection being
+/// polled and given back when it goes idle with nothing left in them. An
+/// idle connection then holds no buffer (as before), and a busy one does not
+/// allocate and free one per batch: the allocator's work per request was a
+/// visible share of a small request's cost. A connection that keeps data in
+/// a buffer (a request cut short, a write the client does not take) keeps
+/// the buffer; the thread allocates another when it needs one.
+mod spare {
+    use std::cell::RefCell;
+
+    use bytes::BytesMut;
+
+    use super::Spare;
+
+    /// Buffers grown past this are freed rather than kept.
+    const KEEP_UP_TO: usize = 256 * 1024;
+
+    thread_local! {
+        static SPARE: RefCell<[BytesMut; 2]> = RefCell::new([BytesMut::new(), BytesMut::new()]);
+    }
+
+    pub(super) fn take(which: Spare) -> BytesMut {
+        SPARE
+            .try_with(|s| std::mem::take(&mut s.borrow_mut()[which as usize]))
+            .unwrap_or_default()
+    }
+
+    pub(super) fn give_back(which: Spare, mut buf: BytesMut) {
+        if buf.capacity() == 0 || buf.capacity() > KEEP_UP_TO {
+            return;
+        }
+        buf.clear();
+        let _ = SPARE.try_with(|s| {
+            let slot = &mut s.borrow_mut()[which as usize];
+            if slot.capacity() == 0 {
+                *slot = buf;
+            }
+        });
     }
 }
 
