@@ -2,9 +2,10 @@
 //! records; it is killed mid-append; every acknowledged record survives.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use kids_core::{SegmentConfig, SegmentLog};
+use test_support::Process;
 
 const CHILD_DIR: &str = "KIDS_SEGLOG_CHILD_DIR";
 
@@ -52,20 +53,17 @@ fn kill9_mid_append_loses_nothing_acknowledged() {
     let exe = std::env::current_exe().expect("test binary");
     let mut acked_total = 0u64;
     for round in 0..3 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "kids::seglog::seglog_child_appender",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the child");
-        let stdout = child.stdout.take().expect("child stdout");
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "--exact",
+            "kids::seglog::seglog_child_appender",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path());
+        let (child, stdout) =
+            Process::start_with_stdout("the appender", cmd).expect("start the child");
         let mut last_ack = None;
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("child line");
@@ -78,8 +76,12 @@ fn kill9_mid_append_loses_nothing_acknowledged() {
             }
         }
         child.kill().expect("SIGKILL the child mid-append");
-        child.wait().expect("reap the child");
-        acked_total = last_ack.expect("the child acknowledged records") + 1;
+        acked_total = last_ack.unwrap_or_else(|| {
+            panic!(
+                "the child acknowledged no record; its stderr:\n{}",
+                child.tail(20)
+            )
+        }) + 1;
 
         let (log, recovery) = SegmentLog::open(dir.path(), config()).expect("reopen after kill -9");
         let records = all(&log);
