@@ -91,6 +91,27 @@ impl Poll {
             panic!("timed out after {:?} waiting for {what}", self.limit);
         }
     }
+
+    /// [`Poll::wait_for`] in an async test, pausing with `sleep` as
+    /// [`Poll::until_async`] does.
+    ///
+    /// # Panics
+    /// When `ok` still does not hold once `limit` has passed; the message
+    /// names `what` was awaited.
+    pub async fn wait_for_async<S: Future<Output = ()>>(
+        self,
+        what: &str,
+        mut ok: impl FnMut() -> bool,
+        sleep: impl FnMut(Duration) -> S,
+    ) {
+        if self
+            .until_async(|| ok().then_some(()), sleep)
+            .await
+            .is_none()
+        {
+            panic!("timed out after {:?} waiting for {what}", self.limit);
+        }
+    }
 }
 
 /// Polls `ok` every 5 ms until it holds ([`Poll::default`]).
