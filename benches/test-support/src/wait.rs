@@ -1,6 +1,7 @@
 //! Waiting for a condition by polling it, with a limit so a broken build fails instead of hanging.
 
 use std::future::Future;
+use std::ops::ControlFlow;
 use std::time::{Duration, Instant};
 
 /// How long [`wait_for`] and the [`Process`](crate::Process) waits last at
@@ -49,12 +50,8 @@ impl Poll {
     pub fn until<T>(self, mut f: impl FnMut() -> Option<T>) -> Option<T> {
         let deadline = Instant::now() + self.limit;
         loop {
-            let passed = Instant::now() >= deadline;
-            if let Some(v) = f() {
-                return Some(v);
-            }
-            if passed {
-                return None;
+            if let ControlFlow::Break(done) = attempt(&mut f, deadline) {
+                return done;
             }
             std::thread::sleep(self.pause);
         }
@@ -70,12 +67,8 @@ impl Poll {
     ) -> Option<T> {
         let deadline = Instant::now() + self.limit;
         loop {
-            let passed = Instant::now() >= deadline;
-            if let Some(v) = f() {
-                return Some(v);
-            }
-            if passed {
-                return None;
+            if let ControlFlow::Break(done) = attempt(&mut f, deadline) {
+                return done;
             }
             sleep(self.pause).await;
         }
@@ -111,6 +104,17 @@ impl Poll {
         {
             panic!("timed out after {:?} waiting for {what}", self.limit);
         }
+    }
+}
+
+/// One poll: `Break(Some(v))` when `f` gave a value, `Break(None)` when it
+/// did not and `deadline` had passed before it was called, else `Continue`.
+fn attempt<T>(f: &mut impl FnMut() -> Option<T>, deadline: Instant) -> ControlFlow<Option<T>> {
+    let passed = Instant::now() >= deadline;
+    match f() {
+        Some(v) => ControlFlow::Break(Some(v)),
+        None if passed => ControlFlow::Break(None),
+        None => ControlFlow::Continue(()),
     }
 }
 
