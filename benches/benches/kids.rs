@@ -1,6 +1,6 @@
-//! Criterion benchmarks of kids-core: decode, encode and route on in-memory
-//! input; the file store's appends against a plain buffered write of the
-//! same bytes, on disk, in the same run.
+//! Criterion benchmarks of kids-core: decode, encode, route, and a publish
+//! through whole connections on in-memory streams; the file store's appends
+//! against a plain buffered write of the same bytes, on disk, in the same run.
 //!
 //! Run: `cargo bench -p benches --bench kids`. CI runs each once with
 //! `cargo test -p benches --benches`.
@@ -176,9 +176,103 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
+/// An in-memory stream: what the client sent, and what the server wrote.
+#[derive(Default)]
+struct Pipe {
+    input: BytesMut,
+    output: Vec<u8>,
+}
+
+impl kids_core::server::Transport for Pipe {
+    fn poll_read(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+        buf: &mut BytesMut,
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        if self.input.is_empty() {
+            return std::task::Poll::Pending;
+        }
+        let n = self.input.len();
+        buf.extend_from_slice(&self.input.split());
+        std::task::Poll::Ready(Ok(n))
+    }
+    fn poll_write(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        self.output.extend_from_slice(buf);
+        std::task::Poll::Ready(Ok(buf.len()))
+    }
+}
+
+/// One publish through the whole server path a socket would see, without
+/// the socket: a publisher's connection reads `PUBLISH`, routes it to 1 or
+/// 32 subscribers' outboxes and writes its reply; each subscriber's
+/// connection writes the message out. The user-space cost per message of
+/// the regime where publishers keep one command in flight.
+fn connection(c: &mut Criterion) {
+    use kids_core::server::{ConnConfig, Connection};
+    let mut g = c.benchmark_group("connection");
+    let now = Instant::now();
+    let publish = {
+        let mut wire = BytesMut::new();
+        Frame::command([&b"PUBLISH"[..], b"bench", PAYLOAD]).encode(Proto::Resp2, &mut wire);
+        wire
+    };
+    for subs in [1usize, 32] {
+        let router = Router::new(RouterConfig::default(), now);
+        let conn = || {
+            Connection::new(
+                Session::new(&router),
+                RequestDecoder::default(),
+                ConnConfig::default().coalesce(false),
+                None,
+                now,
+            )
+        };
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        let mut subscribers: Vec<_> = (0..subs)
+            .map(|_| {
+                let mut s = conn();
+                let mut pipe = Pipe::default();
+                Frame::command([&b"SUBSCRIBE"[..], b"bench"]).encode(Proto::Resp2, &mut pipe.input);
+                let _ = s.poll(&mut cx, &mut pipe, now);
+                (s, pipe)
+            })
+            .collect();
+        let mut publisher = conn();
+        let mut ppipe = Pipe::default();
+        g.throughput(Throughput::Elements(subs as u64));
+        g.bench_function(BenchmarkId::new("publish_n1", format!("{subs}_subscribers")), |b| {
+            b.iter(|| {
+                ppipe.input.extend_from_slice(&publish);
+                let _ = publisher.poll(&mut cx, &mut ppipe, now);
+                ppipe.output.clear();
+                for (s, pipe) in &mut subscribers {
+                    let _ = s.poll(&mut cx, pipe, now);
+                    pipe.output.clear();
+                }
+            })
+        });
+        // Check the path did what it is timed for.
+        ppipe.input.extend_from_slice(&publish);
+        let _ = publisher.poll(&mut cx, &mut ppipe, now);
+        assert_eq!(ppipe.output, format!(":{subs}\r\n").as_bytes());
+        let mut frame = b"*3\r\n$7\r\nmessage\r\n$5\r\nbench\r\n$64\r\n".to_vec();
+        frame.extend_from_slice(PAYLOAD);
+        frame.extend_from_slice(b"\r\n");
+        for (s, pipe) in &mut subscribers {
+            let _ = s.poll(&mut cx, pipe, now);
+            assert_eq!(pipe.output, frame);
+        }
+    }
+    g.finish();
+}
+
 criterion_group! {
     name = benches;
     config = Criterion::default().warm_up_time(Duration::from_millis(500)).measurement_time(Duration::from_secs(2));
-    targets = decode, encode, route, store
+    targets = decode, encode, route, store, connection
 }
 criterion_main!(benches);

@@ -1,67 +1,50 @@
 //! Runs each example program as a user would.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::{ChildStdout, Command, ExitStatus};
+use std::time::Duration;
 
-/// Starts an example program from `cmd` (its arguments, and stdout if the
-/// test reads it, already set); returns it and the rest of the line where
-/// it says it listens (`<name> listening on <rest>`, on stderr).
-fn start_program(mut cmd: Command, name: &str) -> (Child, String) {
-    let mut child = cmd
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap_or_else(|e| panic!("start {name}: {e}"));
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the listening line");
-    let rest = line
-        .trim()
+use test_support::{Process, Stream, free_port, wait_for};
+
+/// Starts an example program from `cmd` (its arguments already set), with
+/// its output kept; returns it and the rest of the line where it says it
+/// listens (see [`listening_on`]).
+fn start_program(cmd: Command, name: &str) -> (Process, String) {
+    let process = Process::start(name, cmd).unwrap_or_else(|e| panic!("{e}"));
+    let rest = listening_on(&process, name);
+    (process, rest)
+}
+
+/// The rest of the line where `process` says it listens: its first line on
+/// stderr must be `<name> listening on <rest>`.
+fn listening_on(process: &Process, name: &str) -> String {
+    let line = process
+        .wait_for_line(Stream::Stderr, |_| true)
+        .unwrap_or_else(|e| panic!("the listening line: {e}"));
+    line.trim()
         .strip_prefix(&format!("{name} listening on "))
         .unwrap_or_else(|| panic!("unexpected line {line:?}"))
-        .to_string();
-    // Keep draining, so a late write to stderr never blocks or fails.
-    std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
-    (child, rest)
+        .to_string()
 }
 
 /// Starts the kids example with `args` on `port` (0: a free one); returns
 /// it and the address it listens on.
-fn start_kids(args: &[&std::ffi::OsStr], port: u16) -> (Child, String) {
+fn start_kids(args: &[&std::ffi::OsStr], port: u16) -> (Process, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_kids"));
     cmd.args(args)
         .args(["--host", "127.0.0.1", "--port", &port.to_string()]);
     start_program(cmd, "kids")
 }
 
-/// Sends `sig` (`-TERM`, `-STOP`, ...) to `child` with kill(1).
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .expect("kill");
-    assert!(ok.success(), "kill {sig}");
-}
-
-/// Sends SIGTERM to `child` and waits for it to exit.
-fn sigterm_and_wait(child: &mut Child) -> ExitStatus {
-    signal(child, "-TERM");
-    child.wait().expect("wait")
-}
-
-/// Polls `ok` until it holds; panics after 30 s.
-fn wait_for(what: &str, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Sends SIGTERM to `process` and waits for it to exit.
+fn sigterm_and_wait(process: &Process) -> ExitStatus {
+    process.terminate().expect("SIGTERM and wait")
 }
 
 #[test]
 fn kids_serves_and_exits_0_on_sigterm() {
-    let (mut child, addr) = start_kids(&[], 0);
+    let (child, addr) = start_kids(&[], 0);
     let mut conn = TcpStream::connect(&addr).expect("connect");
     conn.set_read_timeout(Some(Duration::from_secs(10)))
         .expect("timeout");
@@ -70,7 +53,7 @@ fn kids_serves_and_exits_0_on_sigterm() {
     let mut reply = [0u8; 15];
     conn.read_exact(&mut reply).expect("replies");
     assert_eq!(&reply, b"+PONG\r\n$2\r\nhi\r\n");
-    let status = sigterm_and_wait(&mut child);
+    let status = sigterm_and_wait(&child);
     assert_eq!(status.code(), Some(0), "kids exits 0 on SIGTERM");
     let mut rest = Vec::new();
     let _ = conn.read_to_end(&mut rest);
@@ -92,55 +75,40 @@ fn kids_rejects_unknown_options() {
 mod e2e {
     use std::collections::HashMap;
     use std::io::{Read, Write};
-    use std::net::{TcpListener, TcpStream};
+    use std::net::TcpStream;
+    use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
     use bytes::BytesMut;
     use kids_core::{Frame, FrameCodec, Proto};
-    use std::path::{Path, PathBuf};
-    use std::process::Child;
-    use std::time::{Duration, Instant};
+    use test_support::{Poll, Process, free_port, wait_for};
     use tokio_util::codec::Decoder;
 
-    use super::{signal, sigterm_and_wait, wait_for};
+    use super::sigterm_and_wait;
 
     const TOPICS: [&str; 3] = ["web", "db", "mail"];
     /// Spool bytes of the smallest `message`: 8 framing + 4 topic length +
     /// topic (2) + message (topic, space, 8 digits, space, 60 bytes).
     const MIN_RECORD: u64 = 8 + 4 + 2 + (2 + 1 + 8 + 1 + 60);
 
-    fn free_port() -> u16 {
-        TcpListener::bind("127.0.0.1:0")
-            .and_then(|l| l.local_addr())
-            .expect("a free port")
-            .port()
-    }
-
-    /// A kids process started from a config file.
+    /// A kids process started from a config file; killed when dropped.
     struct Kids {
-        child: Child,
+        process: Process,
     }
 
     impl Kids {
         fn start(conf: &Path, port: u16) -> Kids {
-            let (child, _) = super::start_kids(&["-c".as_ref(), conf.as_os_str()], port);
-            Kids { child }
+            let (process, _) = super::start_kids(&["-c".as_ref(), conf.as_os_str()], port);
+            Kids { process }
         }
 
-        fn kill9(mut self) {
-            self.child.kill().expect("SIGKILL");
-            self.child.wait().expect("reap");
+        fn kill9(self) {
+            self.process.kill().expect("SIGKILL and reap");
         }
 
-        fn term(mut self) {
-            let status = sigterm_and_wait(&mut self.child);
+        fn term(self) {
+            let status = sigterm_and_wait(&self.process);
             assert_eq!(status.code(), Some(0), "kids exits 0 on SIGTERM");
-        }
-    }
-
-    impl Drop for Kids {
-        fn drop(&mut self) {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
         }
     }
 
@@ -233,14 +201,13 @@ mod e2e {
     /// unacknowledged message) until all are acknowledged.
     fn publish_all(port: u16, from: usize, to: usize) {
         let mut at = from;
-        let deadline = Instant::now() + Duration::from_secs(120);
-        while at < to {
-            assert!(Instant::now() < deadline, "publishing stalled at {at}");
-            at = publish(port, at, to, |_| {});
-            if at < to {
-                std::thread::sleep(Duration::from_millis(50));
-            }
-        }
+        Poll::limit(Duration::from_secs(120))
+            .pause(Duration::from_millis(50))
+            .until(|| {
+                at = publish(port, at, to, |_| {});
+                (at >= to).then_some(())
+            })
+            .unwrap_or_else(|| panic!("publishing stalled at {at}"));
     }
 
     /// Lines per topic in the server's files.
@@ -261,8 +228,7 @@ mod e2e {
     /// checks each topic's first occurrences are exactly its messages in
     /// order, and returns the number of duplicate lines.
     fn check_server_files(dir: &Path, n: usize) -> usize {
-        let deadline = Instant::now() + Duration::from_secs(120);
-        loop {
+        let all_there = || {
             let lines = server_lines(dir);
             let mut complete = true;
             let mut duplicates = 0;
@@ -288,15 +254,12 @@ mod e2e {
                     "{topic}: unexpected extra lines"
                 );
             }
-            if complete {
-                return duplicates;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "the server's files are missing messages"
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
+            complete.then_some(duplicates)
+        };
+        Poll::limit(Duration::from_secs(120))
+            .pause(Duration::from_millis(100))
+            .until(all_there)
+            .expect("the server's files hold every message")
     }
 
     /// The agent's `INFO stores` text.
@@ -322,14 +285,12 @@ mod e2e {
     /// Waits (INFO's store lines are refreshed every 250 ms) until the sum
     /// of `field=value` over the agent's store lines satisfies `ok`.
     fn wait_counter(port: u16, field: &str, ok: impl Fn(u64) -> bool) -> u64 {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let v = agent_counter(port, field);
-            if ok(v) || Instant::now() > deadline {
-                return v;
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let mut v = 0;
+        Poll::default().pause(Duration::from_millis(50)).until(|| {
+            v = agent_counter(port, field);
+            ok(v).then_some(())
+        });
+        v
     }
 
     /// `field=value` of the agent's `INFO stores` store lines, summed (use
@@ -421,7 +382,8 @@ mod e2e {
         let acked = publish(s.agent_port, 0, n, |acked| {
             if at_stop.is_none() && acked >= n / 3 {
                 // Freeze the server: the next batch stays in flight to it.
-                signal(&server.as_ref().expect("running").child, "-STOP");
+                let stopped = &server.as_ref().expect("running").process;
+                stopped.signal("STOP").expect("SIGSTOP the server");
                 at_stop = Some(store_lines(s.agent_port));
             } else if let Some(before) = &at_stop
                 && killed_at.is_none()
@@ -522,7 +484,7 @@ mod e2e {
             // A batch is queued and unanswered: reload under it, and wait for
             // the reload to take effect before the next batch.
             if reloads < 2 && acked >= (reloads + 1) * n / 3 {
-                signal(&agent.child, "-HUP");
+                agent.process.signal("HUP").expect("SIGHUP the agent");
                 reloads += 1;
                 let want = format!("store_reloads:{reloads}\r\n");
                 wait_for("the reload", || agent_info(s.agent_port).contains(&want));
@@ -541,7 +503,7 @@ fn kids_applies_max_clients_from_its_config() {
     let dir = tempfile::tempdir().expect("tempdir");
     let conf = dir.path().join("kids.conf");
     std::fs::write(&conf, "worker_threads 1;\nmax_clients 1;\n").expect("write conf");
-    let (mut child, addr) = start_kids(&["-c".as_ref(), conf.as_os_str()], 0);
+    let (_kids, addr) = start_kids(&["-c".as_ref(), conf.as_os_str()], 0);
     let mut first = TcpStream::connect(&addr).expect("connect");
     first
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -557,8 +519,6 @@ fn kids_applies_max_clients_from_its_config() {
     let mut refused = Vec::new();
     let _ = second.read_to_end(&mut refused);
     assert_eq!(refused, b"-ERR max number of clients reached\r\n");
-    let _ = child.kill();
-    let _ = child.wait();
 }
 
 /// calc-server and calc-client talk over 127.0.0.2: not the defaults, so
@@ -566,7 +526,7 @@ fn kids_applies_max_clients_from_its_config() {
 const CALC_HOST: &str = "127.0.0.2";
 
 /// Starts calc-server on a free port; returns it and its port.
-fn start_calc_server(extra: &[&str]) -> (Child, String) {
+fn start_calc_server(extra: &[&str]) -> (Process, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_calc-server"));
     cmd.args(["--host", CALC_HOST, "--port", "0"]).args(extra);
     let (child, addr) = start_program(cmd, "calc-server");
@@ -593,7 +553,7 @@ fn calc_client(port: &str, args: &[&str]) -> (Option<i32>, String, String) {
 
 #[test]
 fn calc_client_and_server_answer_and_say_where_from() {
-    let (mut server, port) = start_calc_server(&[]);
+    let (server, port) = start_calc_server(&[]);
     let first = calc_client(&port, &["multiply", "3", "4"]);
     assert_eq!(first.0, Some(0), "{first:?}");
     assert_eq!(first.1, "12\n");
@@ -624,7 +584,7 @@ fn calc_client_and_server_answer_and_say_where_from() {
     assert_eq!(code, Some(1));
     assert!(err.contains("usage"), "{err}");
     assert_eq!(
-        sigterm_and_wait(&mut server).code(),
+        sigterm_and_wait(&server).code(),
         Some(0),
         "exits 0 on SIGTERM"
     );
@@ -635,14 +595,12 @@ fn calc_client_and_server_answer_and_say_where_from() {
 
 #[test]
 fn calc_server_switches_the_cache_off() {
-    let (mut server, port) = start_calc_server(&["--no-cache"]);
+    let (_server, port) = start_calc_server(&["--no-cache"]);
     for _ in 0..2 {
         let (code, out, err) = calc_client(&port, &["multiply", "6", "7"]);
         assert_eq!((code, out.as_str()), (Some(0), "42\n"));
         assert!(err.contains("computed by the server"), "{err}");
     }
-    server.kill().expect("kill");
-    let _ = server.wait();
 }
 
 #[test]
@@ -652,7 +610,7 @@ fn calc_over_a_unix_socket_without_compression() {
     let socket = socket.to_str().expect("utf-8 path");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_calc-server"));
     cmd.args(["--socket", socket, "--no-compress"]);
-    let (mut server, addr) = start_program(cmd, "calc-server");
+    let (_server, addr) = start_program(cmd, "calc-server");
     assert_eq!(addr, socket);
     let out = Command::new(env!("CARGO_BIN_EXE_calc-client"))
         .args([
@@ -668,8 +626,6 @@ fn calc_over_a_unix_socket_without_compression() {
         .expect("run calc-client");
     assert_eq!(out.status.code(), Some(0));
     assert_eq!(String::from_utf8_lossy(&out.stdout), "-42\n");
-    server.kill().expect("kill");
-    let _ = server.wait();
 }
 
 #[test]
@@ -706,17 +662,18 @@ fn the_generated_table_carries_the_seed_options() {
 
 /// Starts the statsd example with `args` on free ports and an hour-long
 /// flush interval (so only the final flush at SIGTERM sends); returns it,
-/// its statsd address and its admin address. Its stdout is piped.
-fn start_statsd(args: &[&str]) -> (Child, String, String) {
+/// its stdout, its statsd address and its admin address.
+fn start_statsd(args: &[&str]) -> (Process, ChildStdout, String, String) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_statsd"));
     cmd.args(args)
-        .args(["--port", "0", "--mgmt-port", "0", "--flush-interval", "1h"])
-        .stdout(Stdio::piped());
+        .args(["--port", "0", "--mgmt-port", "0", "--flush-interval", "1h"]);
+    let (process, stdout) =
+        Process::start_with_stdout("statsd", cmd).unwrap_or_else(|e| panic!("{e}"));
     // "statsd listening on <addr> (udp, tcp); admin on <addr>"
-    let (child, rest) = start_program(cmd, "statsd");
+    let rest = listening_on(&process, "statsd");
     let addr = rest.split_whitespace().next().expect("address").to_owned();
     let admin = rest.rsplit(' ').next().expect("admin address").to_owned();
-    (child, addr, admin)
+    (process, stdout, addr, admin)
 }
 
 /// Asks the statsd admin port for its `stats` until `lines: n` shows.
@@ -747,7 +704,7 @@ fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
             }
         }
     });
-    let (mut child, addr, admin) =
+    let (child, _stdout, addr, admin) =
         start_statsd(&["--graphite", &carbon_addr, "--mode", "statsite"]);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     udp.send_to(b"hits:1|c\nhits:2|c\nlat:10:30|ms", &addr)
@@ -756,7 +713,7 @@ fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
     tcp.write_all(b"temp:21.5|g\n").expect("send");
     wait_for_statsd_lines(&admin, 4);
     // The flush interval is an hour: only the final flush at SIGTERM sends these.
-    let status = sigterm_and_wait(&mut child);
+    let status = sigterm_and_wait(&child);
     assert!(status.success(), "{status}");
     // statsd exits once carbon took the final flush; the reader may lag a little.
     wait_for("the final flush at carbon", || {
@@ -774,11 +731,9 @@ fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
 
 #[test]
 fn statsd_prints_what_it_would_send_when_no_carbon_answers() {
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead_addr = dead.local_addr().expect("addr").to_string();
-    drop(dead);
-    let (mut child, addr, admin) = start_statsd(&["--graphite", &dead_addr, "--mode", "etsy"]);
-    let mut stdout = child.stdout.take().expect("stdout");
+    let dead_addr = format!("127.0.0.1:{}", free_port());
+    let (child, mut stdout, addr, admin) =
+        start_statsd(&["--graphite", &dead_addr, "--mode", "etsy"]);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     udp.send_to(b"orders:7|c", &addr).expect("send");
     wait_for_statsd_lines(&admin, 1);
@@ -795,7 +750,7 @@ fn statsd_prints_what_it_would_send_when_no_carbon_answers() {
         health.starts_with("WARNING - ") || health.starts_with("CRITICAL - "),
         "{health}"
     );
-    let status = sigterm_and_wait(&mut child);
+    let status = sigterm_and_wait(&child);
     assert!(status.success(), "{status}");
     let mut printed = String::new();
     stdout.read_to_string(&mut printed).expect("stdout");

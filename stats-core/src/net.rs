@@ -5,7 +5,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
@@ -442,16 +442,18 @@ async fn write_sink(sink: Arc<Sink>) {
         && let Err(e) = connect(&sink.target.addr).await
     {
         tracing::warn!(sink = %sink.target.addr, error = %e, "carbon is not answering; retrying with backoff");
-        lock(&sink.outbox).failed(None, SystemTime::now(), &e.to_string());
+        lock(&sink.outbox).failed(None, Instant::now(), &e.to_string());
     }
     loop {
-        let now = SystemTime::now();
+        // The backoff runs on the monotonic clock: a wall clock stepped back
+        // must not hold the retries for as long.
+        let now = Instant::now();
         let (batch, retry_at) = {
             let mut outbox = lock(&sink.outbox);
             (outbox.next(now), outbox.retry_at())
         };
         let Some(batch) = batch else {
-            match retry_at.and_then(|at| at.duration_since(now).ok()) {
+            match retry_at.and_then(|at| at.checked_duration_since(now)) {
                 Some(wait) => {
                     tokio::select! {
                         () = tokio::time::sleep(wait) => {}
@@ -479,7 +481,7 @@ async fn write_sink(sink: Arc<Sink>) {
                 } else {
                     tracing::debug!(sink = %sink.target.addr, error = %e, "carbon write failed again");
                 }
-                outbox.failed(batch.seq, SystemTime::now(), &e.to_string());
+                outbox.failed(batch.seq, Instant::now(), &e.to_string());
             }
         }
     }

@@ -1,7 +1,7 @@
 //! One output's queue: bounded, with retry and exponential backoff, counting what it drops. No IO: the caller sends and reports back.
 
 use std::collections::VecDeque;
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -70,12 +70,16 @@ pub struct Batch {
 /// ([`retry_at`](Outbox::retry_at)). Resending a graphite batch is harmless:
 /// a point is keyed by path and timestamp, so carbon stores it once.
 ///
+/// The backoff runs on the monotonic clock (`Instant`): the wall clock only
+/// stamps the points, so a wall clock stepped back or forward neither stalls
+/// nor hurries the retries.
+///
 /// ```
-/// use std::time::{Duration, UNIX_EPOCH};
+/// use std::time::{Duration, Instant};
 /// use bytes::Bytes;
 /// use stats_core::{Outbox, OutboxConfig};
 ///
-/// let t0 = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+/// let t0 = Instant::now();
 /// let mut out = Outbox::new(OutboxConfig::default());
 /// out.push(Bytes::from_static(b"a 1 1700000000\n"), 1);
 /// let batch = out.next(t0).unwrap();
@@ -97,7 +101,7 @@ pub struct Outbox {
     next_seq: u64,
     /// The batch a writer holds: it is never evicted.
     sending: Option<u64>,
-    retry_at: Option<SystemTime>,
+    retry_at: Option<Instant>,
     stats: SinkStats,
 }
 
@@ -141,7 +145,7 @@ impl Outbox {
     /// The batch to send now, the oldest, unless the queue is empty or a
     /// backoff runs until after `now`. It stays queued (and is never
     /// evicted) until reported.
-    pub fn next(&mut self, now: SystemTime) -> Option<Batch> {
+    pub fn next(&mut self, now: Instant) -> Option<Batch> {
         if self.retry_at.is_some_and(|at| now < at) {
             return None;
         }
@@ -154,7 +158,7 @@ impl Outbox {
     }
 
     /// When a backoff ends, if one is running.
-    pub fn retry_at(&self) -> Option<SystemTime> {
+    pub fn retry_at(&self) -> Option<Instant> {
         self.retry_at
     }
 
@@ -187,7 +191,7 @@ impl Outbox {
     /// failure before any batch, such as a first connection): the batch
     /// stays first, and is offered again after a delay that doubles with
     /// each failure in a row, from `backoff_min` up to `backoff_max`.
-    pub fn failed(&mut self, seq: impl Into<Option<u64>>, now: SystemTime, error: &str) {
+    pub fn failed(&mut self, seq: impl Into<Option<u64>>, now: Instant, error: &str) {
         if seq.into() == self.sending {
             self.sending = None;
         }
@@ -236,7 +240,8 @@ mod tests {
             ..OutboxConfig::default()
         });
         out.push(batch(1), 1);
-        let sending = out.next(UNIX_EPOCH).unwrap();
+        let t0 = Instant::now();
+        let sending = out.next(t0).unwrap();
         // Two flushes while it is written: the older of them is dropped, not it.
         out.push(batch(2), 2);
         out.push(batch(3), 3);
@@ -250,10 +255,52 @@ mod tests {
             1,
             "the batch written is the one counted"
         );
-        assert_eq!(out.next(UNIX_EPOCH).map(|b| b.bytes), Some(batch(3)));
+        assert_eq!(out.next(t0).map(|b| b.bytes), Some(batch(3)));
         assert_eq!(out.drop_all(), 3);
         assert!(out.is_empty());
         assert_eq!(out.stats().dropped_batches, 2);
+    }
+
+    /// The wall clock stamps the flushes, the monotonic clock times the
+    /// backoff: a wall clock stepped back an hour between a failure and its
+    /// retry neither holds the retry back for that hour nor reorders what
+    /// is sent.
+    #[test]
+    fn a_wall_clock_stepped_back_an_hour_does_not_hold_the_backoff() {
+        use crate::aggregate::{Aggregator, Config};
+
+        let mut agg = Aggregator::new(Config::default()).unwrap();
+        let mut out = Outbox::new(OutboxConfig {
+            backoff_min: Duration::from_secs(1),
+            ..OutboxConfig::default()
+        });
+        let wall = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
+        let mono = Instant::now();
+        agg.ingest(b"hits:1|c");
+        let first = agg.flush(wall);
+        out.push(first.plaintext(), first.points().len());
+        let batch = out.next(mono).unwrap();
+        out.failed(batch.seq, mono, "connection refused");
+        assert!(out.next(mono).is_none(), "backing off");
+
+        // 10 s later on the monotonic clock, the wall clock has been stepped
+        // back an hour (by NTP, or an operator) and stamps the next flush.
+        let wall = wall + Duration::from_secs(10) - Duration::from_secs(3600);
+        let mono = mono + Duration::from_secs(10);
+        agg.ingest(b"hits:2|c");
+        let second = agg.flush(wall);
+        out.push(second.plaintext(), second.points().len());
+
+        let retry = out
+            .next(mono)
+            .expect("retried once its 1 s backoff passed, whatever the wall clock says");
+        assert_eq!(retry, batch);
+        out.sent(retry.seq);
+        let next = out.next(mono).expect("then the next flush");
+        assert_eq!(next.bytes, second.plaintext());
+        // The stamps still increase: the aggregator never goes back a second.
+        let text = String::from_utf8_lossy(&next.bytes).into_owned();
+        assert!(text.ends_with(" 1700000001\n"), "{text}");
     }
 
     fn batch(n: u8) -> Bytes {
@@ -271,7 +318,7 @@ mod tests {
         out.push(batch(3), 5);
         assert_eq!(out.stats().dropped_batches, 1);
         assert_eq!(out.stats().dropped_points, 3);
-        assert_eq!(out.next(UNIX_EPOCH).map(|b| b.bytes), Some(batch(2)));
+        assert_eq!(out.next(Instant::now()).map(|b| b.bytes), Some(batch(2)));
     }
 
     #[test]
@@ -293,7 +340,7 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_cap_and_resets_on_success() {
-        let t0 = UNIX_EPOCH + Duration::from_secs(100);
+        let t0 = Instant::now();
         let mut out = Outbox::new(OutboxConfig {
             backoff_min: Duration::from_secs(1),
             backoff_max: Duration::from_secs(5),
@@ -303,13 +350,7 @@ mod tests {
         let mut delays = Vec::new();
         for _ in 0..5 {
             out.failed(None, t0, "down");
-            delays.push(
-                out.retry_at()
-                    .unwrap()
-                    .duration_since(t0)
-                    .unwrap()
-                    .as_secs(),
-            );
+            delays.push(out.retry_at().unwrap().duration_since(t0).as_secs());
         }
         assert_eq!(delays, [1, 2, 4, 5, 5]);
         assert!(out.next(t0).is_none());

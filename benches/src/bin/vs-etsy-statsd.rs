@@ -47,7 +47,6 @@
 //! where the ratio is ours divided by Etsy's; a rate reached without loss at the top of the
 //! search (`VS_MAX_RATE` or the sender's limit) is marked `>=`.
 
-use benches::{Context, Process, Res, env_or, free_port, ratio};
 use std::collections::{BTreeSet, HashMap};
 use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
@@ -55,6 +54,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use benches::{Context, Res, env_or, ratio};
+use test_support::{Poll, Process, free_port, on_path};
 
 /// Writes one line to stdout (not `println!`: the workspace lints it).
 macro_rules! say {
@@ -265,7 +267,7 @@ fn search(settings: &Settings, mut server: Server, receiver: &Receiver) -> Res<B
             }
         }
     }
-    server.process.check_alive()?;
+    server.process.check_running()?;
     Ok(best)
 }
 
@@ -285,14 +287,14 @@ fn step(
     rate: f64,
     secs: f64,
 ) -> Res<Step> {
-    server.process.check_alive()?;
+    server.process.check_running()?;
     let before = receiver.sum(COUNT_PATH);
     let (sent, send_secs) = send_paced(sender, rate, secs).map_err(|e| {
         format!(
             "sending to {} (port {}): {e}; its output:\n{}",
             server.peer.name(),
             server.port,
-            server.process.log_tail()
+            server.process.tail(20)
         )
     })?;
     let end = Instant::now();
@@ -376,24 +378,29 @@ fn datagram_len(n: u64) -> usize {
 /// Sends the ready line every 250 ms until its count grows at the receiver
 /// (which may hold counts of the previous server).
 fn wait_ready(server: &mut Server, sender: &UdpSocket, receiver: &Receiver) -> Res<()> {
-    let deadline = Instant::now() + READY_LIMIT;
     let before = receiver.sum(READY_PATH);
-    while receiver.sum(READY_PATH) <= before {
-        server.process.check_alive()?;
-        if Instant::now() > deadline {
-            return Err(format!(
+    Poll::limit(READY_LIMIT)
+        .pause(Duration::from_millis(250))
+        .until(|| {
+            if receiver.sum(READY_PATH) > before {
+                return Some(Ok(()));
+            }
+            if let Err(e) = server.process.check_running() {
+                return Some(Err(e));
+            }
+            // Refused while the server is not bound yet: try again.
+            let _ = sender.send(READY_LINE);
+            None
+        })
+        .unwrap_or_else(|| {
+            Err(format!(
                 "{} did not flush {READY_PATH} to the receiver within {READY_LIMIT:?}; \
                  paths received: {}; its output:\n{}",
                 server.peer.name(),
                 receiver.paths(),
-                server.process.log_tail()
-            ));
-        }
-        // Refused while the server is not bound yet: try again.
-        let _ = sender.send(READY_LINE);
-        std::thread::sleep(Duration::from_millis(250));
-    }
-    Ok(())
+                server.process.tail(20)
+            ))
+        })
 }
 
 /// Waits until two flushes have started after `end` and the latest of them,
@@ -410,14 +417,14 @@ fn settle(server: &mut Server, receiver: &Receiver, end: Instant) -> Res<()> {
         {
             return Ok(());
         }
-        server.process.check_alive()?;
+        server.process.check_running()?;
         let waited = now.duration_since(end);
         if (flushes == 0 && waited > FLUSH_LIMIT) || waited > SETTLE_LIMIT {
             return Err(format!(
                 "{}: {flushes} flush(es) in {waited:?} after the step, and the count kept \
                  changing; its output:\n{}",
                 server.peer.name(),
-                server.process.log_tail()
+                server.process.tail(20)
             ));
         }
     }
@@ -626,16 +633,17 @@ fn install_etsy(dir: &Path) -> Res<PathBuf> {
 /// when the tool is missing.
 fn tool_version(tool: &str) -> Res<String> {
     let package = if tool == "node" { "nodejs" } else { tool };
-    let out = Command::new(tool)
+    let path = on_path(tool).ok_or_else(|| {
+        format!(
+            "`{tool}` not found on PATH; Etsy statsd needs node and npm: install the Debian \
+             package `{package}` (apt-get install nodejs npm)"
+        )
+    })?;
+    let out = Command::new(&path)
         .arg("--version")
         .stdin(Stdio::null())
         .output()
-        .map_err(|e| {
-            format!(
-                "`{tool}` not found ({e}); Etsy statsd needs node and npm: install the Debian \
-                 package `{package}` (apt-get install nodejs npm)"
-            )
-        })?;
+        .ctx(|| format!("running {} --version", path.display()))?;
     if !out.status.success() {
         return Err(format!("`{tool} --version` failed ({})", out.status));
     }
@@ -644,7 +652,7 @@ fn tool_version(tool: &str) -> Res<String> {
 
 /// Starts ours on a port free on both UDP and TCP.
 fn start_ours(bin: &Path, graphite: SocketAddr) -> Res<Server> {
-    let port = free_port()?;
+    let port = free_port();
     let mut cmd = Command::new(bin);
     cmd.args([
         "--host",
@@ -666,8 +674,8 @@ fn start_ours(bin: &Path, graphite: SocketAddr) -> Res<Server> {
 
 /// Starts Etsy statsd with a config written into a temporary file.
 fn start_etsy(stats_js: &Path, graphite: SocketAddr) -> Res<Server> {
-    let port = free_port()?;
-    let mgmt_port = free_port()?;
+    let port = free_port();
+    let mgmt_port = free_port();
     let config =
         std::env::temp_dir().join(format!("vs-etsy-statsd-{}-{port}.js", std::process::id()));
     let text = format!(
@@ -702,7 +710,7 @@ impl Server {
         Ok(Server {
             peer,
             port,
-            process: Process::start(peer.name(), cmd)?,
+            process: Process::start(peer.name(), cmd).map_err(|e| e.to_string())?,
             config,
         })
     }

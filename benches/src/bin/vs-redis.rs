@@ -56,7 +56,6 @@
 //! where every ratio is kids divided by redis.
 #![allow(clippy::print_stdout)]
 
-use benches::{Context, Process, Res, env_or, free_port, median, ratio};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpStream};
 use std::path::PathBuf;
@@ -66,7 +65,9 @@ use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use benches::{Context, Res, env_or, median, ratio};
 use kids_core::{Frame, Proto};
+use test_support::{Poll, Process, free_port, on_path};
 
 /// Channel every subscriber listens on.
 const CHANNEL: &[u8] = b"bench";
@@ -159,8 +160,8 @@ fn run() -> Res<()> {
     }
     let redis_bin = find_redis()?;
 
-    let redis_port = free_port()?;
-    let kids_port = free_port()?;
+    let redis_port = free_port();
+    let kids_port = free_port();
     let (kids_desc, kids_cmd) = kids_command(kids_port)?;
     println!("starting kids ({kids_desc}) on port {kids_port}");
     let kids = Server::start("kids", kids_cmd, kids_port)?;
@@ -333,7 +334,7 @@ fn run_forwarding(redis_port: u16, rounds: usize, n: usize) -> Res<Forwarding> {
     let scratch = std::env::temp_dir().join(format!("kids-vs-redis-{}", std::process::id()));
     let _cleanup = RemoveOnDrop(scratch.clone());
     std::fs::create_dir_all(&scratch).ctx(|| format!("creating {}", scratch.display()))?;
-    let log_port = free_port()?;
+    let log_port = free_port();
     let exe = std::env::current_exe().ctx(|| "locating the current executable".into())?;
     let mut cmd = Command::new(&exe);
     cmd.args([SERVE_KIDS, &log_port.to_string()])
@@ -431,14 +432,10 @@ fn feed(pipeline: &kids_core::StorePipeline, n: usize) {
 }
 
 fn wait_until(what: &str, limit: Duration, mut done: impl FnMut() -> bool) -> Res<()> {
-    let deadline = Instant::now() + limit;
-    while !done() {
-        if Instant::now() > deadline {
-            return Err(format!("timed out waiting for {what}"));
-        }
-        std::thread::sleep(Duration::from_micros(200));
-    }
-    Ok(())
+    Poll::limit(limit)
+        .pause(Duration::from_micros(200))
+        .until(|| done().then_some(()))
+        .ok_or_else(|| format!("timed out waiting for {what}"))
 }
 
 /// Messages per second from the first publish to the last acknowledgement.
@@ -507,15 +504,11 @@ fn find_redis() -> Res<PathBuf> {
             Err(format!("REDIS_BIN={} does not exist", p.display()))
         };
     }
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .map(|dir| dir.join("redis-server"))
-        .find(|p| p.is_file())
-        .ok_or_else(|| {
-            "redis-server not found on PATH; install the Debian package `redis-server` \
+    on_path("redis-server").ok_or_else(|| {
+        "redis-server not found on PATH; install the Debian package `redis-server` \
              (apt-get install redis-server) or set REDIS_BIN"
-                .to_string()
-        })
+            .to_string()
+    })
 }
 
 /// The command that starts kids on `port`: this program itself in server
@@ -586,17 +579,17 @@ impl Server {
     fn start(name: &'static str, cmd: Command, port: u16) -> Res<Self> {
         Ok(Self {
             port,
-            process: Process::start(name, cmd)?,
+            process: Process::start(name, cmd).map_err(|e| e.to_string())?,
         })
     }
 
-    fn name(&self) -> &'static str {
+    fn name(&self) -> &str {
         self.process.name()
     }
 
     /// Errors if the process has exited.
     fn check_alive(&self) -> Res<()> {
-        self.process.check_alive()
+        self.process.check_running()
     }
 
     fn connect(&self) -> Res<TcpStream> {
@@ -608,22 +601,28 @@ impl Server {
 
     /// Waits until the server answers PING.
     fn wait_ready(&self) -> Res<()> {
-        let deadline = Instant::now() + REPLY_TIMEOUT;
-        loop {
-            self.check_alive()?;
-            let attempt = self.connect().and_then(|mut s| ping(&mut s));
-            match attempt {
-                Ok(()) => return Ok(()),
-                Err(e) if Instant::now() > deadline => {
-                    return Err(format!(
-                        "{} did not answer PING within {REPLY_TIMEOUT:?} ({e}); its output:\n{}",
-                        self.name(),
-                        self.process.log_tail()
-                    ));
+        let mut last = String::new();
+        Poll::limit(REPLY_TIMEOUT)
+            .pause(Duration::from_millis(50))
+            .until(|| {
+                if let Err(e) = self.check_alive() {
+                    return Some(Err(e));
                 }
-                Err(_) => std::thread::sleep(Duration::from_millis(50)),
-            }
-        }
+                match self.connect().and_then(|mut s| ping(&mut s)) {
+                    Ok(()) => Some(Ok(())),
+                    Err(e) => {
+                        last = e;
+                        None
+                    }
+                }
+            })
+            .unwrap_or_else(|| {
+                Err(format!(
+                    "{} did not answer PING within {REPLY_TIMEOUT:?} ({last}); its output:\n{}",
+                    self.name(),
+                    self.process.tail(20)
+                ))
+            })
     }
 
     /// Resident set size of the server process, in bytes.

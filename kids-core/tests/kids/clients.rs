@@ -1,15 +1,17 @@
 //! Real clients against kids: redis-cli and the `redis` crate.
 
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::path::Path;
+use std::process::Command;
 
 use futures::StreamExt;
 use kids_core::RouterConfig;
+use test_support::{Process, peer};
 
-use super::support::{ChildGuard, KidsServer, peer};
+use super::support::KidsServer;
 
 /// Runs `redis-cli -p PORT args...` and returns its stdout.
-fn cli(bin: &str, port: u16, args: &[&str]) -> String {
+fn cli(bin: &Path, port: u16, args: &[&str]) -> String {
     let out = Command::new(bin)
         .args(["-p", &port.to_string()])
         .args(args)
@@ -25,26 +27,21 @@ fn cli(bin: &str, port: u16, args: &[&str]) -> String {
 
 /// Starts `redis-cli ... <mode> <names>` and reads lines until `ready` lines arrived.
 fn listening(
-    bin: &str,
+    bin: &Path,
     port: u16,
     args: &[&str],
     ready: usize,
-) -> (ChildGuard, impl Iterator<Item = String>) {
-    let mut child = Command::new(bin)
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("start redis-cli");
-    let stdout = child.stdout.take().expect("stdout");
+) -> (Process, impl Iterator<Item = String>) {
+    let mut cmd = Command::new(bin);
+    cmd.args(["-p", &port.to_string()]).args(args);
+    let (process, stdout) = Process::start_with_stdout("redis-cli", cmd).expect("start redis-cli");
     let mut lines = BufReader::new(stdout)
         .lines()
         .map(|l| l.expect("line from redis-cli"));
     for _ in 0..ready {
         lines.next().expect("subscription confirmation");
     }
-    (ChildGuard(child), lines)
+    (process, lines)
 }
 
 #[test]

@@ -10,6 +10,7 @@ use kids_core::{
     ForwardAction, Forwarder, ForwarderConfig, QueueFullError, Refused, RequestDecoder, Router,
     RouterConfig, Session, Tap,
 };
+use test_support::Poll;
 use tokio_util::codec::Decoder;
 
 /// The receiving server's store: records what it accepted; refuses while `refuse` > 0.
@@ -357,15 +358,11 @@ fn drive_link_survives_an_error_reply_and_a_silent_peer_over_a_socket() {
         }
         store.commit(now).expect("commit");
         let driver = tokio::spawn(drive_link(link.clone()));
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while store.acked() < 20 {
-            assert!(
-                Instant::now() < deadline,
-                "never acknowledged: {:?}",
-                link.forwarder().stats()
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        Poll::default()
+            .pause(Duration::from_millis(10))
+            .until_async(|| (store.acked() >= 20).then_some(()), tokio::time::sleep)
+            .await
+            .unwrap_or_else(|| panic!("never acknowledged: {:?}", link.forwarder().stats()));
         assert_eq!(
             *got.lock().expect("lock"),
             (0..20).map(msg).collect::<Vec<_>>()

@@ -5,13 +5,14 @@
 //! mark's durability, released positions, and readers beside the writer.
 
 use std::io::{BufRead, BufReader, Write};
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
 use kids_core::{Batch, Error, Fsync, Position, SegmentConfig, SegmentLog};
+use test_support::Process;
 
 use super::support::FaultFs;
 
@@ -61,20 +62,17 @@ fn kill9_mid_append_loses_nothing_acknowledged() {
     let exe = std::env::current_exe().expect("test binary");
     let mut acked_total = 0u64;
     for round in 0..3 {
-        let mut child = Command::new(&exe)
-            .args([
-                "--exact",
-                "kids::seglog::seglog_child_appender",
-                "--ignored",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_DIR, dir.path())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start the child");
-        let stdout = child.stdout.take().expect("child stdout");
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "--exact",
+            "kids::seglog::seglog_child_appender",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_DIR, dir.path());
+        let (child, stdout) =
+            Process::start_with_stdout("the appender", cmd).expect("start the child");
         let mut last_ack = None;
         for line in BufReader::new(stdout).lines() {
             let line = line.expect("child line");
@@ -87,8 +85,12 @@ fn kill9_mid_append_loses_nothing_acknowledged() {
             }
         }
         child.kill().expect("SIGKILL the child mid-append");
-        child.wait().expect("reap the child");
-        acked_total = last_ack.expect("the child acknowledged records") + 1;
+        acked_total = last_ack.unwrap_or_else(|| {
+            panic!(
+                "the child acknowledged no record; its stderr:\n{}",
+                child.tail(20)
+            )
+        }) + 1;
 
         let (log, recovery) = SegmentLog::open(dir.path(), config()).expect("reopen after kill -9");
         let records = all(&log);

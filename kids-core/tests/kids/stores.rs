@@ -785,6 +785,7 @@ fn priority_and_multiple_route_by_their_childrens_topic_filters() {
 fn over_a_socket_replies_wait_for_the_store_and_a_stopped_store_answers_nothing() {
     use kids_core::net::{Listener, ServerConfig, serve};
     use std::io::{ErrorKind, Read, Write};
+    use test_support::wait_for;
 
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -810,18 +811,11 @@ fn over_a_socket_replies_wait_for_the_store_and_a_stopped_store_answers_nothing(
             .expect("timeout");
         c
     };
-    let wait = |what: &str, ok: &dyn Fn() -> bool| {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while !ok() {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(5));
-        }
-    };
 
     // PUBLISH and QUIT in one write: both replies wait for the store.
     let mut a = connect();
     a.write_all(b"PUBLISH t 1\r\nQUIT\r\n").expect("send");
-    wait("the message queued", &|| pipeline.stats().accepted == 1);
+    wait_for("the message queued", || pipeline.stats().accepted == 1);
     // The queue (size 1) is full: a second publisher is not read (block policy).
     let mut b = connect();
     b.write_all(b"PUBLISH t 2\r\n").expect("send");
@@ -846,7 +840,7 @@ fn over_a_socket_replies_wait_for_the_store_and_a_stopped_store_answers_nothing(
     a.read_to_end(&mut got).expect("replies, then close");
     assert_eq!(got, b":0\r\n+OK\r\n");
     // Room again: the second publisher is read; its store then stops for good.
-    wait("the second message queued", &|| {
+    wait_for("the second message queued", || {
         pipeline.stats().accepted == 2
     });
     pipeline.shutdown();

@@ -1,15 +1,16 @@
-//! Shared fixtures: real peers on loopback ports and an in-process kids server.
+//! Shared fixtures: a real redis-server on a loopback port, an in-process kids server, a raw RESP client.
 
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use kids_core::net::{Listener, ServerConfig, serve};
 use kids_core::{Frame, FrameCodec, LogFile, LogFs, Now, OpenMode, Router, RouterConfig, StdFs};
+use test_support::{Process, free_port, peer, wait_for};
 use tokio_util::codec::Decoder;
 
 /// A simulated moment `secs` after the Unix epoch on the wall clock, and as
@@ -24,50 +25,10 @@ pub(crate) fn at_secs(secs: u64) -> Now {
     )
 }
 
-/// A free loopback port (bound, read, released).
-pub(crate) fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .expect("bind a free port")
-        .port()
-}
-
-/// Finds a peer binary. Without it the test is skipped with one line, unless
-/// REQUIRE_PEERS=1 (as CI sets), where a missing peer fails the test.
-pub(crate) fn peer(binary: &str, package: &str) -> Option<String> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(binary))
-            .find(|p| p.is_file())
-    });
-    match found {
-        Some(p) => Some(p.to_string_lossy().into_owned()),
-        None if std::env::var("REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!("{binary} not found and REQUIRE_PEERS=1: install the Debian package {package}")
-        }
-        None => {
-            eprintln!(
-                "SKIPPED: {binary} not found (Debian package {package}); set REQUIRE_PEERS=1 to fail instead"
-            );
-            None
-        }
-    }
-}
-
-/// A child process killed when dropped.
-pub(crate) struct ChildGuard(pub(crate) Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-/// A real redis-server on a free loopback port.
+/// A real redis-server on a free loopback port, killed when dropped.
 pub(crate) struct RedisServer {
     pub(crate) port: u16,
-    _child: ChildGuard,
+    _process: Process,
 }
 
 impl RedisServer {
@@ -75,50 +36,40 @@ impl RedisServer {
     pub(crate) fn start() -> Option<Self> {
         let bin = peer("redis-server", "redis-server")?;
         let port = free_port();
-        let child = Command::new(bin)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start redis-server");
-        let server = Self {
+        let mut cmd = Command::new(bin);
+        cmd.args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ]);
+        let process = Process::start("redis-server", cmd).expect("start redis-server");
+        wait_for(
+            &format!("redis-server on port {port} to answer PING"),
+            || {
+                process.check_running().unwrap_or_else(|e| panic!("{e}"));
+                answers_ping(port)
+            },
+        );
+        Some(Self {
             port,
-            _child: ChildGuard(child),
-        };
-        wait_for_ping(port);
-        Some(server)
+            _process: process,
+        })
     }
 }
 
-/// Waits until something on `port` answers PING (at most 10 s).
-pub(crate) fn wait_for_ping(port: u16) {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        if let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) {
-            let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-            let mut buf = [0u8; 7];
-            if s.write_all(b"PING\r\n").is_ok()
-                && s.read_exact(&mut buf).is_ok()
-                && &buf == b"+PONG\r\n"
-            {
-                return;
-            }
-        }
-        assert!(
-            Instant::now() < deadline,
-            "server on port {port} never answered PING"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+/// Whether something on `port` answers PING now.
+fn answers_ping(port: u16) -> bool {
+    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
+    let mut buf = [0u8; 7];
+    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
 }
 
 /// kids served in-process on a free loopback port, stopped when dropped.
@@ -158,7 +109,9 @@ impl KidsServer {
                 .expect("serve");
             });
         });
-        wait_for_ping(port);
+        wait_for(&format!("kids on port {port} to answer PING"), || {
+            answers_ping(port)
+        });
         Self {
             port,
             router,

@@ -18,13 +18,13 @@
 //! `whisper-fetch --json` (Debian `python3-whisper`) until the point is
 //! there; never sleep a fixed time instead.
 
-use std::fs::File;
 use std::io::Write;
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::process::{Command, Stdio};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use test_support::{Poll, Process, free_ports, peer};
 
 /// How long carbon-cache may take to listen on its ports.
 const START_LIMIT: Duration = Duration::from_secs(30);
@@ -36,14 +36,15 @@ const POLL: Duration = Duration::from_millis(50);
 /// between choosing it and carbon binding it).
 const START_ATTEMPTS: usize = 3;
 
-/// A carbon-cache process serving a temporary directory; killed (SIGKILL)
-/// and its directory removed when dropped.
+/// A carbon-cache process serving a temporary directory; killed (SIGKILL:
+/// nothing carbon still holds in its cache matters then) and its directory
+/// removed when dropped.
 pub(crate) struct Carbon {
-    child: Mutex<Child>,
+    process: Process,
     dir: tempfile::TempDir,
     line: SocketAddr,
     pickle: SocketAddr,
-    whisper_fetch: String,
+    whisper_fetch: PathBuf,
 }
 
 impl Carbon {
@@ -62,18 +63,18 @@ impl Carbon {
             }
         }
         panic!(
-            "carbon-cache exited before listening, {START_ATTEMPTS} times; its last output:\n{last_log}"
+            "carbon-cache exited before listening, {START_ATTEMPTS} times; the last time: {last_log}"
         );
     }
 
-    /// One attempt: `Err` holds carbon's output when it exited early.
-    fn try_start(carbon_cache: &str, whisper_fetch: &str) -> Result<Carbon, String> {
+    /// One attempt: `Err` says how carbon exited early, with its output.
+    fn try_start(carbon_cache: &Path, whisper_fetch: &Path) -> Result<Carbon, String> {
         let dir = tempfile::Builder::new()
             .prefix("carbon-")
             .tempdir()
             .expect("create a temporary directory for carbon-cache");
         let root = dir.path();
-        let (line_port, pickle_port) = two_free_ports();
+        let [line_port, pickle_port] = free_ports();
         let storage = root.join("storage");
         let conf = format!(
             "[cache]\n\
@@ -117,40 +118,33 @@ impl Carbon {
         ] {
             std::fs::write(root.join(name), text).unwrap_or_else(|e| panic!("write {name}: {e}"));
         }
-        let log = File::create(root.join("carbon.log")).expect("create carbon.log");
-        let child = Command::new(carbon_cache)
-            .arg(format!("--config={}", root.join("carbon.conf").display()))
+        let mut cmd = Command::new(carbon_cache);
+        cmd.arg(format!("--config={}", root.join("carbon.conf").display()))
             .args(["--nodaemon", "start"])
-            .env("PYTHONWARNINGS", "ignore")
-            .stdin(Stdio::null())
-            .stdout(log.try_clone().expect("clone the log file"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn carbon-cache");
+            .env("PYTHONWARNINGS", "ignore");
         let carbon = Carbon {
-            child: Mutex::new(child),
+            process: Process::start("carbon-cache", cmd).expect("spawn carbon-cache"),
             dir,
             line: SocketAddr::from(([127, 0, 0, 1], line_port)),
             pickle: SocketAddr::from(([127, 0, 0, 1], pickle_port)),
             whisper_fetch: whisper_fetch.to_owned(),
         };
-        let deadline = Instant::now() + START_LIMIT;
-        loop {
-            if carbon.exited() {
-                return Err(carbon.log_tail());
+        let up = |addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
+        let started = Poll::limit(START_LIMIT).pause(POLL).until(|| {
+            if let Err(exited) = carbon.process.check_running() {
+                return Some(Err(exited));
             }
-            let up = |addr| TcpStream::connect_timeout(&addr, Duration::from_secs(1)).is_ok();
-            if up(carbon.line) && up(carbon.pickle) {
-                return Ok(carbon);
-            }
-            assert!(
-                Instant::now() < deadline,
+            (up(carbon.line) && up(carbon.pickle)).then_some(Ok(()))
+        });
+        match started {
+            Some(Ok(())) => Ok(carbon),
+            Some(Err(exited)) => Err(exited),
+            None => panic!(
                 "carbon-cache did not listen on {} and {} within {START_LIMIT:?}; its output:\n{}",
                 carbon.line,
                 carbon.pickle,
                 carbon.log_tail()
-            );
-            std::thread::sleep(POLL);
+            ),
         }
     }
 
@@ -172,27 +166,27 @@ impl Carbon {
     /// once their time has come); tagged paths (`a;k=v`) are not supported.
     pub(crate) fn value_at(&self, path: &str, ts: u64) -> f64 {
         let file = self.whisper_file(path);
-        let deadline = Instant::now() + VALUE_LIMIT;
         let mut seen = String::from("(the file never appeared)");
-        loop {
+        // Some(None): carbon exited.
+        let value = Poll::limit(VALUE_LIMIT).pause(POLL).until(|| {
             if file.is_file() {
                 match self.fetch(&file, ts) {
-                    Ok(Some(v)) => return v,
+                    Ok(Some(v)) => return Some(Some(v)),
                     Ok(None) => seen = format!("whisper-fetch: no value at {ts}"),
                     Err(e) => seen = e,
                 }
             }
-            if Instant::now() > deadline || self.exited() {
-                panic!(
-                    "carbon-cache stored no value for {path} at {ts} within {VALUE_LIMIT:?} \
-                     (carbon {}; {}: {seen}); carbon's output:\n{}",
-                    if self.exited() { "exited" } else { "running" },
-                    file.display(),
-                    self.log_tail()
-                );
-            }
-            std::thread::sleep(POLL);
-        }
+            self.exited().then_some(None)
+        });
+        value.flatten().unwrap_or_else(|| {
+            panic!(
+                "carbon-cache stored no value for {path} at {ts} within {VALUE_LIMIT:?} \
+                 (carbon {}; {}: {seen}); carbon's output:\n{}",
+                if self.exited() { "exited" } else { "running" },
+                file.display(),
+                self.log_tail()
+            )
+        })
     }
 
     /// The whisper file of a dotted metric path.
@@ -252,54 +246,12 @@ impl Carbon {
 
     /// Whether the carbon-cache process has exited.
     fn exited(&self) -> bool {
-        let mut child = self.child.lock().unwrap_or_else(PoisonError::into_inner);
-        !matches!(child.try_wait(), Ok(None))
+        !matches!(self.process.try_wait(), Ok(None))
     }
 
     /// The last lines carbon-cache printed.
     fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("carbon.log")).unwrap_or_default();
-        let lines: Vec<&str> = log.lines().collect();
-        lines[lines.len().saturating_sub(30)..].join("\n")
-    }
-}
-
-impl Drop for Carbon {
-    fn drop(&mut self) {
-        // SIGKILL: nothing carbon still holds in its cache matters now.
-        let child = self.child.get_mut().unwrap_or_else(PoisonError::into_inner);
-        let _ = child.kill();
-        let _ = child.wait();
-    }
-}
-
-/// Two distinct free loopback ports (both bound at once, then released).
-fn two_free_ports() -> (u16, u16) {
-    let bind = || TcpListener::bind("127.0.0.1:0").expect("bind a free port");
-    let (a, b) = (bind(), bind());
-    let port = |l: &TcpListener| l.local_addr().expect("bound address").port();
-    (port(&a), port(&b))
-}
-
-/// Finds a peer binary. Without it the test is skipped with one line, unless
-/// REQUIRE_PEERS=1 (as CI sets), where a missing peer fails the test.
-fn peer(binary: &str, package: &str) -> Option<String> {
-    let found = std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|d| d.join(binary))
-            .find(|p| p.is_file())
-    });
-    match found {
-        Some(p) => Some(p.to_string_lossy().into_owned()),
-        None if std::env::var("REQUIRE_PEERS").as_deref() == Ok("1") => {
-            panic!("{binary} not found and REQUIRE_PEERS=1: install the Debian package {package}")
-        }
-        None => {
-            eprintln!(
-                "SKIPPED: {binary} not found (Debian package {package}); set REQUIRE_PEERS=1 to fail instead"
-            );
-            None
-        }
+        self.process.tail(30)
     }
 }
 

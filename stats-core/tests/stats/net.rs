@@ -3,25 +3,13 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener as StdListener, UdpSocket as StdUdp};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cadence::{Counted, Gauged, Setted, StatsdClient, Timed, UdpMetricSink};
 use stats_core::net::{Format, SinkTarget, Statsd, bind_udp};
 use stats_core::{Config, LineError, OutboxConfig, Status};
+use test_support::{free_port, wait_for};
 use tokio::net::TcpListener;
-
-/// Polls `f` until it holds; a causal wait (the event will happen), with a
-/// generous limit so a broken build fails rather than hangs.
-fn eventually(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(60),
-            "never happened: {what}"
-        );
-        std::thread::sleep(Duration::from_millis(5));
-    }
-}
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_multi_thread()
@@ -129,7 +117,7 @@ fn a_real_client_library_over_udp_and_lines_over_tcp_reach_carbon() {
     tcp.write_all(b"30|ms\nnot a line\n").unwrap();
     drop(tcp);
 
-    eventually("7 lines and 1 bad line ingested", || {
+    wait_for("7 lines and 1 bad line ingested", || {
         srv.lines() == 7 && srv.bad() == 1
     });
     // The sink writers run inside `run`.
@@ -139,7 +127,7 @@ fn a_real_client_library_over_udp_and_lines_over_tcp_reach_carbon() {
     });
     let now = UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     srv.statsd.flush(now);
-    eventually("the flush reached carbon", || {
+    wait_for("the flush reached carbon", || {
         carbon.value("stats.statsd.numStats").is_some()
     });
     assert_eq!(
@@ -173,10 +161,7 @@ fn a_real_client_library_over_udp_and_lines_over_tcp_reach_carbon() {
 #[test]
 fn a_sink_that_is_down_never_blocks_ingestion_and_counts_what_it_drops() {
     // A port nobody listens on.
-    let dead = StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let target = SinkTarget {
         addr: dead.to_string(),
         format: Format::Plaintext,
@@ -196,10 +181,10 @@ fn a_sink_that_is_down_never_blocks_ingestion_and_counts_what_it_drops() {
     for round in 1..=5u64 {
         udp.send_to(format!("c:{round}|c").as_bytes(), srv.addr)
             .unwrap();
-        eventually("the line was ingested", || srv.lines() == round);
+        wait_for("the line was ingested", || srv.lines() == round);
         srv.statsd.flush(SystemTime::now());
     }
-    eventually("the sink failed", || {
+    wait_for("the sink failed", || {
         srv.statsd.sink_stats()[0].consecutive_failures >= 5
     });
     let stats = srv.statsd.sink_stats()[0].clone();
@@ -271,7 +256,7 @@ fn shutdown_flushes_once_more_and_drains_the_sinks() {
     srv.rt.block_on(run).unwrap();
     // run returned only after the sink took the final flush.
     assert_eq!(srv.statsd.sink_stats()[0].queued_batches, 0);
-    eventually("carbon read the final flush", || {
+    wait_for("carbon read the final flush", || {
         carbon.value("stats.counters.last.count").is_some()
     });
     assert_eq!(
@@ -307,7 +292,7 @@ fn a_real_carbon_cache_stores_our_flushes_over_plaintext_and_pickle() {
     let lines = b"req:1|c\nreq:2|c|@0.5\nlat:10:20:30:40|ms\ntemp:21.5|g";
     udp.send_to(lines, a.addr).unwrap();
     udp.send_to(lines, b.addr).unwrap();
-    eventually("both servers ingested the packet", || {
+    wait_for("both servers ingested the packet", || {
         a.lines() == 4 && b.lines() == 4
     });
     for srv in [&a, &b] {
@@ -338,10 +323,7 @@ fn a_real_carbon_cache_stores_our_flushes_over_plaintext_and_pickle() {
 #[test]
 fn several_sinks_at_once_each_with_its_own_queue() {
     let carbon = fake_carbon();
-    let dead = StdListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap();
+    let dead = SocketAddr::from(([127, 0, 0, 1], free_port()));
     let dir = tempfile::tempdir().unwrap();
     let stream_file = dir.path().join("stream.txt");
     let srv = server(
@@ -368,7 +350,7 @@ fn several_sinks_at_once_each_with_its_own_queue() {
         srv.statsd.ingest(format!("jobs:{}|c", i + 1).as_bytes());
         srv.statsd.flush(UNIX_EPOCH + Duration::from_secs(ts));
     }
-    eventually("carbon got both flushes", || {
+    wait_for("carbon got both flushes", || {
         carbon.lines.lock().unwrap().len() == 2
     });
     // One connection per flush: the fake carbon reads each on its own thread.
@@ -381,7 +363,7 @@ fn several_sinks_at_once_each_with_its_own_queue() {
             "counts.jobs 2.000000 1700000010"
         ]
     );
-    eventually("the stream command got both flushes", || {
+    wait_for("the stream command got both flushes", || {
         std::fs::read_to_string(&stream_file).is_ok_and(|s| s.lines().count() == 2)
     });
     assert_eq!(
@@ -389,7 +371,7 @@ fn several_sinks_at_once_each_with_its_own_queue() {
         "counts.jobs|1.000000|1700000000\ncounts.jobs|2.000000|1700000010\n"
     );
     // A batch counts as sent once written (or once the command exited).
-    eventually("both working sinks recorded two sends", || {
+    wait_for("both working sinks recorded two sends", || {
         let s = srv.statsd.sink_stats();
         s[0].sent_batches == 2 && s[2].sent_batches == 2
     });
@@ -432,14 +414,14 @@ fn a_failing_stream_command_is_retried() {
     srv.statsd
         .flush(UNIX_EPOCH + Duration::from_secs(1_700_000_000));
     let out = dir.path().join("tried.out");
-    eventually("the second attempt wrote the flush", || {
+    wait_for("the second attempt wrote the flush", || {
         std::fs::read_to_string(&out).is_ok_and(|s| !s.is_empty())
     });
     assert_eq!(
         std::fs::read_to_string(&out).unwrap(),
         "gauges.x|1.000000|1700000000\n"
     );
-    eventually("the send was recorded", || {
+    wait_for("the send was recorded", || {
         srv.statsd.sink_stats()[0].sent_batches == 1
     });
     let stats = srv.statsd.sink_stats()[0].clone();
@@ -466,7 +448,7 @@ fn nothing_is_ingested_after_the_final_flush() {
         "refused, so never counted as received"
     );
     assert_eq!(srv.lines(), 1);
-    eventually("carbon read the final flush", || {
+    wait_for("carbon read the final flush", || {
         carbon.value("counts.before").is_some()
     });
     assert_eq!(carbon.value("counts.after"), None);

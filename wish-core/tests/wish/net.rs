@@ -5,6 +5,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
+use test_support::Poll;
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 use wish_core::net::{Client, Endpoint, serve, serve_connection};
@@ -25,15 +26,13 @@ async fn start() -> (Arc<Arith>, Server, String) {
     (arith, server, addr)
 }
 
-/// Polls `check` until it holds; the causal event it waits for is already under way.
+/// Polls `check` until it holds, as [`test_support::wait_for`] does but
+/// without blocking the runtime; the causal event it waits for is already
+/// under way.
 async fn eventually(what: &str, check: impl Fn() -> bool) {
-    for _ in 0..2000 {
-        if check() {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    panic!("never happened: {what}");
+    Poll::default()
+        .wait_for_async(what, check, tokio::time::sleep)
+        .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -1,0 +1,57 @@
+//! Helpers shared by the tests and benches of every crate in the workspace.
+//!
+//! Tests that talk to a real program start it themselves on a free loopback
+//! port and stop it at the end; these are the pieces they share, so that each
+//! thing is done one way:
+//!
+//! ```text
+//!  free_port() ─▶ port ─┐
+//!  peer("redis-server", "redis-server") ─▶ path │ (None: skipped, one line;
+//!                                               │  REQUIRE_PEERS=1: a failure)
+//!                                               ▼
+//!  Process::start(name, Command) ── kills and reaps it when dropped
+//!     ├─ keeps its last output lines (stdout and stderr), for failure messages
+//!     ├─ wait_for_line: "<name> listening on <addr>"
+//!     └─ signal / terminate / kill / wait (bounded by WAIT_LIMIT)
+//!  wait_for(what, condition) ── polls until it holds, panics after WAIT_LIMIT
+//!  Poll { limit, pause }.until(..) ── the same with a value and a chosen limit
+//! ```
+//!
+//! Everything here is std only: the tests of every crate link it. Helpers
+//! meant for tests panic with a message instead of returning errors where a
+//! test could do nothing else; the process helpers return errors, so that
+//! benches can report them.
+//!
+//! ```
+//! use std::net::{TcpListener, TcpStream};
+//! use std::process::Command;
+//!
+//! use test_support::{Process, Stream, free_port, wait_for};
+//!
+//! // A port nobody listens on now.
+//! let port = free_port();
+//! let listener = TcpListener::bind(("127.0.0.1", port)).unwrap();
+//! wait_for("a connection to our listener", || {
+//!     TcpStream::connect(("127.0.0.1", port)).is_ok()
+//! });
+//! drop(listener);
+//!
+//! // A child process, killed if the test ends before it does.
+//! let mut cmd = Command::new("sh");
+//! cmd.args(["-c", "echo 'demo listening on 127.0.0.1:7' >&2; exec sleep 60"]);
+//! let demo = Process::start("demo", cmd).unwrap();
+//! let line = demo.wait_for_line(Stream::Stderr, |_| true).unwrap();
+//! assert_eq!(line, "demo listening on 127.0.0.1:7");
+//! let status = demo.terminate().unwrap();
+//! assert!(!status.success());
+//! ```
+
+mod peer;
+mod port;
+mod process;
+mod wait;
+
+pub use peer::{REQUIRE_PEERS, on_path, peer};
+pub use port::{free_port, free_ports};
+pub use process::{Process, Stream};
+pub use wait::{Poll, WAIT_LIMIT, wait_for};
