@@ -244,17 +244,20 @@ fn connection(c: &mut Criterion) {
         let mut publisher = conn();
         let mut ppipe = Pipe::default();
         g.throughput(Throughput::Elements(subs as u64));
-        g.bench_function(BenchmarkId::new("publish_n1", format!("{subs}_subscribers")), |b| {
-            b.iter(|| {
-                ppipe.input.extend_from_slice(&publish);
-                let _ = publisher.poll(&mut cx, &mut ppipe, now);
-                ppipe.output.clear();
-                for (s, pipe) in &mut subscribers {
-                    let _ = s.poll(&mut cx, pipe, now);
-                    pipe.output.clear();
-                }
-            })
-        });
+        g.bench_function(
+            BenchmarkId::new("publish_n1", format!("{subs}_subscribers")),
+            |b| {
+                b.iter(|| {
+                    ppipe.input.extend_from_slice(&publish);
+                    let _ = publisher.poll(&mut cx, &mut ppipe, now);
+                    ppipe.output.clear();
+                    for (s, pipe) in &mut subscribers {
+                        let _ = s.poll(&mut cx, pipe, now);
+                        pipe.output.clear();
+                    }
+                })
+            },
+        );
         // Check the path did what it is timed for.
         ppipe.input.extend_from_slice(&publish);
         let _ = publisher.poll(&mut cx, &mut ppipe, now);

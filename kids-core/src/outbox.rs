@@ -46,17 +46,19 @@ pub(crate) enum Pushed {
 pub struct Outbox {
     id: u64,
     state: Mutex<State>,
-    /// `State::pending`, readable without the lock (written under it).
+    /// Bytes queued or drained but not yet written: added under the lock
+    /// (where the nlimit is checked), taken off without it.
     pending: AtomicU64,
     /// Set once the outbox is closed, readable without the lock.
     closed: AtomicBool,
+    /// A soft limit's timer runs (`State::soft_since` is set).
+    soft_armed: AtomicBool,
 }
 
 #[derive(Debug)]
 struct State {
     queue: VecDeque<(Bytes, bool)>,
     queued_messages: u64,
-    pending: u64,
     soft_since: Option<Instant>,
     class: ClientClass,
     closed: Option<CloseReason>,
@@ -75,7 +77,6 @@ impl Outbox {
             state: Mutex::new(State {
                 queue: VecDeque::new(),
                 queued_messages: 0,
-                pending: 0,
                 soft_since: None,
                 class: ClientClass::Normal,
                 closed: None,
@@ -85,6 +86,7 @@ impl Outbox {
             }),
             pending: AtomicU64::new(0),
             closed: AtomicBool::new(false),
+            soft_armed: AtomicBool::new(false),
         }
     }
 
@@ -153,14 +155,15 @@ impl Outbox {
         if let Some(p) = switch {
             st.proto = p;
         }
-        st.pending += chunk.len() as u64;
-        self.pending.store(st.pending, Ordering::Release);
+        let len = chunk.len() as u64;
+        let pending = self.pending.fetch_add(len, Ordering::AcqRel) + len;
         st.queue.push_back((chunk, message));
         st.queued_messages += u64::from(message);
         let limit = *limits.of(st.class);
-        let (pending, mut since) = (st.pending, st.soft_since);
+        let mut since = st.soft_since;
         let over = limit.exceeded(pending, &mut since, now);
         st.soft_since = since;
+        self.soft_armed.store(since.is_some(), Ordering::Release);
         let (pushed, close_waker) = if over {
             let dropped = st.queued_messages;
             st.closed = Some(CloseReason::NLimit);
@@ -225,14 +228,23 @@ impl Outbox {
         Poll::Pending
     }
 
-    /// Reports that `n` drained bytes reached the socket.
+    /// Reports that `n` drained bytes reached the socket. Takes the lock
+    /// only when a soft limit's timer runs, to stop it once under the limit.
     pub fn consumed(&self, n: usize, limits: &NLimits) {
-        let mut st = self.lock();
-        st.pending = st.pending.saturating_sub(n as u64);
-        self.pending.store(st.pending, Ordering::Release);
-        let limit = *limits.of(st.class);
-        if limit.soft == 0 || st.pending < limit.soft {
-            st.soft_since = None;
+        let n = n as u64;
+        let before = self
+            .pending
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |p| {
+                Some(p.saturating_sub(n))
+            })
+            .unwrap_or_default();
+        if self.soft_armed.load(Ordering::Acquire) {
+            let mut st = self.lock();
+            let limit = *limits.of(st.class);
+            if limit.soft == 0 || before.saturating_sub(n) < limit.soft {
+                st.soft_since = None;
+                self.soft_armed.store(false, Ordering::Release);
+            }
         }
     }
 

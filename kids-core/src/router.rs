@@ -1,7 +1,7 @@
 //! The pub/sub router: channel index, pattern set, fan-out and statistics.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll};
 use std::time::Instant;
@@ -168,9 +168,12 @@ struct Inner {
     config: RouterConfig,
     started: Instant,
     next_id: AtomicU64,
-    topics: RwLock<HashMap<Bytes, Topic>>,
+    /// Keyed by names clients send: foldhash with a random seed per map.
+    topics: RwLock<HashMap<Bytes, Topic, foldhash::fast::RandomState>>,
     patterns: RwLock<Vec<PatternEntry>>,
     tap: RwLock<Option<Arc<dyn Tap>>>,
+    /// Whether `tap` holds one, read without its lock on every request.
+    has_tap: AtomicBool,
     counters: Counters,
     rates: Mutex<Rates>,
 }
@@ -321,9 +324,10 @@ impl Router {
                 config,
                 started: now,
                 next_id: AtomicU64::new(1),
-                topics: RwLock::new(HashMap::new()),
+                topics: RwLock::new(HashMap::with_hasher(foldhash::fast::RandomState::default())),
                 patterns: RwLock::new(Vec::new()),
                 tap: RwLock::new(None),
+                has_tap: AtomicBool::new(false),
                 counters: Counters::default(),
                 rates: Mutex::new(Rates::default()),
             }),
@@ -338,11 +342,13 @@ impl Router {
     /// Attaches the tap that sees every published message (replacing any other).
     pub fn set_tap(&self, tap: Arc<dyn Tap>) {
         *write(&self.inner.tap) = Some(tap);
+        self.inner.has_tap.store(true, Ordering::Release);
     }
 
     /// Detaches the tap.
     pub fn clear_tap(&self) {
         *write(&self.inner.tap) = None;
+        self.inner.has_tap.store(false, Ordering::Release);
     }
 
     /// Ready once the tap stored every message up to `ticket` (`true`, and
@@ -361,6 +367,9 @@ impl Router {
 
     /// Ready when the tap has room for more messages (at once without a tap).
     pub fn poll_room(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if !self.inner.has_tap.load(Ordering::Acquire) {
+            return Poll::Ready(());
+        }
         match read(&self.inner.tap).as_ref() {
             Some(tap) => tap.poll_room(cx),
             None => Poll::Ready(()),
@@ -410,7 +419,9 @@ impl Router {
     ) -> Result<(usize, Option<u64>), Refused> {
         let inner = &*self.inner;
         let mut ticket = None;
-        if let Some(tap) = read(&inner.tap).as_ref() {
+        if inner.has_tap.load(Ordering::Acquire)
+            && let Some(tap) = read(&inner.tap).as_ref()
+        {
             match tap.publish(&channel, &message, now) {
                 Ok(t) => ticket = t,
                 Err(refused) => {
