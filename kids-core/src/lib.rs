@@ -47,20 +47,12 @@
 //! );
 //! ```
 
-mod commands;
 mod config;
 mod error;
-mod filestore;
-mod forward;
-mod glob;
-mod nlimit;
-mod outbox;
-mod pipeline;
+mod pubsub;
 pub mod resp;
-mod router;
 mod seglog;
 pub mod server;
-mod session;
 mod store;
 
 #[cfg(feature = "tokio")]
@@ -71,28 +63,28 @@ pub mod net;
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
-pub use commands::{KIDS_COMMANDS, KidsCommand};
 pub use config::{
     Config, ConfigError, ListenConfig, LogConfig, LogLevel, NLimitLine, QueueConfig, QueueFull,
     StoreConfig, StoreKind, StoreRole, Success,
 };
 pub use error::{Error, ProtocolError};
-pub use filestore::{FileStore, FileStoreConfig, FileStoreStats, sanitize_topic};
-pub use forward::{ForwardAction, ForwardStats, Forwarder, ForwarderConfig, QueueFullError};
-pub use glob::Glob;
-pub use nlimit::{ClientClass, NLimit, NLimits};
-pub use outbox::{CloseReason, Outbox};
-pub use pipeline::{PipelineConfig, PipelineStats, StorePipeline, Worker};
+pub use pubsub::commands::{KIDS_COMMANDS, KidsCommand};
+pub use pubsub::glob::Glob;
+pub use pubsub::nlimit::{ClientClass, NLimit, NLimits};
+pub use pubsub::router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
+pub use pubsub::session::{REDIS_COMPAT_VERSION, Session};
 pub use resp::{
     Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
 };
-pub use router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
 pub use seglog::{
     Batch, Fsync, LogFile, LogFs, LogReader, OpenMode, Position, Recovery, SegmentConfig,
     SegmentLog, StdFs,
 };
 pub use server::Flow;
-pub use session::{REDIS_COMPAT_VERSION, Session};
+pub use server::outbox::{CloseReason, Outbox};
+pub use store::file::{FileStore, FileStoreConfig, FileStoreStats, sanitize_topic};
+pub use store::forward::{ForwardAction, ForwardStats, Forwarder, ForwarderConfig, QueueFullError};
+pub use store::pipeline::{PipelineConfig, PipelineStats, StorePipeline, Worker};
 pub use store::{
     Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,
     NetworkStore, Now, NullStore, PriorityStore, Store, StoreError, Target, build_store,

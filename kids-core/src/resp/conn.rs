@@ -6,13 +6,13 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::nlimit::NLimits;
-use crate::outbox::{Outbox, Pushed};
+use crate::pubsub::nlimit::NLimits;
 use crate::resp::command::{
     self, CONNECTION_COMMANDS, Command, ConnCommand, lookup, lookup_sub, write_docs, write_info,
 };
 use crate::resp::{Proto, ReplyWriter, Request, parse_i64};
 use crate::server::Flow;
+use crate::server::outbox::{Outbox, Pushed};
 
 /// The version kids reports where clients expect a Redis version (`HELLO`,
 /// `INFO`): the Redis release whose command semantics it follows.

@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 use bytes::BytesMut;
 use tokio_util::codec::Decoder;
 
-use crate::nlimit::NLimits;
-use crate::outbox::{CloseReason, Outbox};
+use crate::pubsub::nlimit::NLimits;
 use crate::server::Budget;
+use crate::server::outbox::{CloseReason, Outbox};
 
 /// What the connection should do after a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

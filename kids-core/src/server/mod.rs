@@ -44,6 +44,8 @@
 
 mod budget;
 mod conn;
+pub(crate) mod outbox;
 
 pub use budget::Budget;
 pub use conn::{ConnConfig, Connection, Ended, Flow, Protocol, RequestCodec, Step, Transport};
+pub use outbox::{CloseReason, Outbox};

@@ -8,15 +8,15 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::commands::{KIDS_COMMANDS, KidsCommand};
-use crate::nlimit::ClientClass;
-use crate::nlimit::NLimits;
-use crate::outbox::{CloseReason, Outbox};
+use crate::pubsub::commands::{KIDS_COMMANDS, KidsCommand};
+use crate::pubsub::nlimit::ClientClass;
+use crate::pubsub::nlimit::NLimits;
+use crate::pubsub::router::Router;
 use crate::resp::{
     self, Command, Proto, ReplyWriter, Request, RequestDecoder, RespServer, RespState, prefix,
     write_help,
 };
-use crate::router::Router;
+use crate::server::outbox::{CloseReason, Outbox};
 use crate::server::{Flow, Protocol, RequestCodec};
 use crate::{Error, ProtocolError};
 

@@ -8,10 +8,10 @@ use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 
-use crate::glob::Glob;
-use crate::nlimit::NLimits;
-use crate::outbox::{Outbox, Pushed};
+use crate::pubsub::glob::Glob;
+use crate::pubsub::nlimit::NLimits;
 use crate::resp::Proto;
+use crate::server::outbox::{Outbox, Pushed};
 
 /// Sees every published message before it is routed.
 ///

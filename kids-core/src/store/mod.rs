@@ -21,6 +21,10 @@
 //! by the caller; timers run on its monotonic `instant`, file names and
 //! rotation buckets come from its `wall` clock.
 
+pub(crate) mod file;
+pub(crate) mod forward;
+pub(crate) mod pipeline;
+
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
 use std::path::{Path, PathBuf};

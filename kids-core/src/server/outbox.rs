@@ -8,7 +8,7 @@ use std::time::Instant;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::nlimit::{ClientClass, NLimits};
+use crate::pubsub::nlimit::{ClientClass, NLimits};
 use crate::resp::Proto;
 
 /// Why an outbox stopped accepting output.

@@ -1,0 +1,15 @@
+//! Pub/sub: the router, a kids connection's session, kids' own commands,
+//! Redis's glob and the `nlimit` output limits.
+//!
+//! ```text
+//!  Session::handle ─▶ resp::dispatch ─▶ KidsCommand ─▶ Router::publish ─▶ Tap (stores)
+//!                                                          │ one encoded frame per shape
+//!                                                          ▼
+//!                                    subscribers' Outboxes (nlimit: hard / soft + seconds)
+//! ```
+
+pub(crate) mod commands;
+pub(crate) mod glob;
+pub(crate) mod nlimit;
+pub(crate) mod router;
+pub(crate) mod session;
