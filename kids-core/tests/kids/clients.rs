@@ -123,20 +123,26 @@ fn redis_crate_async_pubsub_resp2_and_resp3() {
         .build()
         .expect("runtime");
     rt.block_on(async {
-        for url in [
+        // A channel per round: the last round's connections may still be
+        // closing (the client drops them without waiting) and would count.
+        for (round, url) in [
             format!("redis://127.0.0.1:{}/", kids.port),
             format!("redis://127.0.0.1:{}/?protocol=resp3", kids.port),
-        ] {
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let (channel, pattern) = (format!("news{round}"), format!("n?ws{round}"));
             let client = redis::Client::open(url.as_str()).expect("client");
             let mut pubsub = client.get_async_pubsub().await.expect("pubsub connection");
-            pubsub.subscribe("news").await.expect("subscribe");
-            pubsub.psubscribe("n?ws").await.expect("psubscribe");
+            pubsub.subscribe(&channel).await.expect("subscribe");
+            pubsub.psubscribe(&pattern).await.expect("psubscribe");
             let mut publisher = client
                 .get_multiplexed_async_connection()
                 .await
                 .expect("connection");
             let receivers: i64 = redis::cmd("PUBLISH")
-                .arg("news")
+                .arg(&channel)
                 .arg("hello")
                 .query_async(&mut publisher)
                 .await
@@ -149,11 +155,11 @@ fn redis_crate_async_pubsub_resp2_and_resp3() {
             assert_eq!(pong, "PONG");
             let mut messages = pubsub.on_message();
             let first = messages.next().await.expect("message");
-            assert_eq!(first.get_channel_name(), "news");
+            assert_eq!(first.get_channel_name(), channel);
             assert_eq!(first.get_payload::<String>().expect("payload"), "hello");
             assert!(!first.from_pattern());
             let second = messages.next().await.expect("pmessage");
-            assert_eq!(second.get_pattern::<String>().expect("pattern"), "n?ws");
+            assert_eq!(second.get_pattern::<String>().expect("pattern"), pattern);
             assert_eq!(second.get_payload::<String>().expect("payload"), "hello");
         }
     });
