@@ -336,7 +336,7 @@ where
         let idle = self
             .config
             .idle_timeout
-            .filter(|_| self.reading && !self.protocol.may_idle())
+            .filter(|_| self.reading && !self.protocol.may_idle() && !self.protocol.is_holding())
             .map(|d| self.last_active + d);
         let partial = self
             .config
