@@ -12,8 +12,12 @@
 //!   N replies, then writes the next N (a log shipper, a web worker). For
 //!   each cell: deliveries/s (publishes/s for 0/50, where nothing is
 //!   delivered), the server's CPU time (utime + stime from `/proc`) per
-//!   delivered message (per publish for 0/50), and at N = 1 the p99 of the
-//!   publish round trip. The summary is the median of the rounds;
+//!   delivered message (per publish for 0/50), at N = 1 the p99 of the
+//!   publish round trip, and this load generator's own CPU time per message
+//!   (the other half of a 2-core machine's budget: where the server and the
+//!   clients share the cores, a server can go no faster than the clients'
+//!   cost per message allows). Each round line also gives the server's
+//!   context switches per message. The summary is the median of the rounds;
 //! * resident memory per idle connection (VmRSS of the server process before
 //!   and after opening N connections that have each answered one `PING`);
 //! * forwarding: an in-process agent (the store pipeline and a network
@@ -45,8 +49,8 @@
 //! The last lines of the output have a fixed form:
 //!
 //! ```text
-//! grid: shape N | deliveries/s kids redis ratio | cpu us/msg kids redis ratio | p99 rtt us kids redis ratio
-//! 1/50 1 | … … …x | … … …x | … … …x
+//! grid: shape N | deliveries/s kids redis ratio | cpu us/msg kids redis ratio | p99 rtt us kids redis ratio | load generator cpu us/msg ...
+//! 1/50 1 | … … …x | … … …x | … … …x | … …
 //! ...
 //! idle-conn bytes kids=… redis=… ratio=…x
 //! forward msgs/s (… x 100 B, window 1024) kids=… kids+spool=… redis=… ratio=…x spool-ratio=…x (kids: LOG, written and committed; redis: PUBLISH, no subscriber, nothing stored)
@@ -214,13 +218,13 @@ fn run() -> Res<()> {
                         )
                     })?;
                     println!(
-                        "round {round}/{} {subs}/{pubs} N={depth} {:<5} publishes/s={:>9.0} deliveries/s={:>10.0} cpu_us/msg={:.3} syscalls/msg={:.3} switches/msg={:.3} p99_rtt_us={:.0}{}",
+                        "round {round}/{} {subs}/{pubs} N={depth} {:<5} publishes/s={:>9.0} deliveries/s={:>10.0} cpu_us/msg={:.3} client_cpu_us/msg={:.3} switches/msg={:.3} p99_rtt_us={:.0}{}",
                         settings.rounds,
                         server.name(),
                         m.publishes,
                         m.deliveries,
                         m.cpu_us_per_msg,
-                        m.syscalls_per_msg,
+                        m.client_cpu_us_per_msg,
                         m.switches_per_msg,
                         m.p99_rtt_us,
                         m.notes
@@ -252,7 +256,7 @@ fn run() -> Res<()> {
     );
     println!(
         "grid: shape N | deliveries/s kids redis ratio | cpu us/msg kids redis ratio | p99 rtt us kids redis ratio \
-         | syscalls/msg kids redis (0/P: publishes/s, cpu and syscalls per publish; rtt at N=1 only)"
+         | load generator cpu us/msg with kids, with redis (0/P: publishes/s and cpu per publish; rtt at N=1 only)"
     );
     for ((subs, pubs, depth), k, r) in &results {
         let rate = |ms: &[Measurement]| {
@@ -274,8 +278,8 @@ fn run() -> Res<()> {
         } else {
             "- - -".to_string()
         };
-        let ks = median(k.iter().map(|m| m.syscalls_per_msg));
-        let rs = median(r.iter().map(|m| m.syscalls_per_msg));
+        let ks = median(k.iter().map(|m| m.client_cpu_us_per_msg));
+        let rs = median(r.iter().map(|m| m.client_cpu_us_per_msg));
         println!(
             "{subs}/{pubs} {depth} | {kd:.0} {rd:.0} {:.2}x | {kc:.3} {rc:.3} {:.2}x | {rtt} | {ks:.3} {rs:.3}",
             ratio(kd, rd),
@@ -766,10 +770,10 @@ struct Measurement {
     cpu_us_per_msg: f64,
     /// p99 of the publish round trip, microseconds (N = 1 only; NaN otherwise).
     p99_rtt_us: f64,
-    /// Read and write system calls of the server per delivered message (per publish with no subscriber).
-    syscalls_per_msg: f64,
     /// Context switches of the server's threads per delivered message.
     switches_per_msg: f64,
+    /// CPU microseconds this load generator spent per delivered message.
+    client_cpu_us_per_msg: f64,
     notes: String,
 }
 
@@ -785,18 +789,8 @@ fn clock_ticks() -> Res<f64> {
         .ctx(|| format!("getconf CLK_TCK printed {text:?}"))
 }
 
-/// Read and write system calls (`syscr` + `syscw` of `/proc/<pid>/io`) and
-/// context switches (voluntary and not, summed over its threads) of process `pid`.
-fn syscalls_and_switches(pid: u32) -> Res<(u64, u64)> {
-    let path = format!("/proc/{pid}/io");
-    let io = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
-    let field = |name: &str| -> u64 {
-        io.lines()
-            .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| v.trim().parse().ok())
-            .unwrap_or(0)
-    };
-    let calls = field("syscr:") + field("syscw:");
+/// Context switches (voluntary and not, summed over its threads) of process `pid`.
+fn switches(pid: u32) -> Res<u64> {
     let mut switches = 0;
     let tasks = format!("/proc/{pid}/task");
     for task in std::fs::read_dir(&tasks).ctx(|| format!("reading {tasks}"))? {
@@ -810,7 +804,7 @@ fn syscalls_and_switches(pid: u32) -> Res<(u64, u64)> {
             .filter_map(|l| l.split(':').nth(1)?.trim().parse::<u64>().ok())
             .sum::<u64>();
     }
-    Ok((calls, switches))
+    Ok(switches)
 }
 
 /// utime + stime of process `pid`, in clock ticks (every thread).
@@ -970,12 +964,14 @@ fn run_round(
     start.wait();
     let t0 = Instant::now();
     let cpu0 = cpu_ticks(server.process.id())?;
-    let (calls0, sw0) = syscalls_and_switches(server.process.id())?;
+    let client0 = cpu_ticks(std::process::id())?;
+    let sw0 = switches(server.process.id())?;
     let (pub0, del0) = counts(&pub_threads, &sub_threads, frame.len());
     std::thread::sleep(dur);
     // Snapshot every counter at one instant, then stop.
     let cpu1 = cpu_ticks(server.process.id())?;
-    let (calls1, sw1) = syscalls_and_switches(server.process.id())?;
+    let client1 = cpu_ticks(std::process::id())?;
+    let sw1 = switches(server.process.id())?;
     let (pub1, del1) = counts(&pub_threads, &sub_threads, frame.len());
     let elapsed = t0.elapsed().as_secs_f64();
     let (published, delivered) = (pub1 - pub0, del1 - del0);
@@ -1039,7 +1035,7 @@ fn run_round(
         }
     };
     Ok(Measurement {
-        syscalls_per_msg: per(calls1 - calls0),
+        client_cpu_us_per_msg: per(client1 - client0) / ticks_per_sec * 1e6,
         switches_per_msg: per(sw1.saturating_sub(sw0)),
         publishes: published as f64 / elapsed,
         deliveries: delivered as f64 / elapsed,

@@ -466,6 +466,9 @@ where
         now: Instant,
     ) -> Poll<io::Result<Step>> {
         let mut own_input = false;
+        // The stream said it has nothing more: no read again in this poll
+        // (its waker is registered; more bytes wake the task).
+        let mut read_blocked = false;
         loop {
             // Closed by its nlimit: leave at once.
             if self.protocol.outbox().is_closed() {
@@ -483,8 +486,8 @@ where
                 progress = true;
                 own_input = true;
             }
-            if self.reading && !self.waiting && self.may_read(cx) {
-                let (got, eof) = match self.read_batch(cx, io) {
+            if self.reading && !self.waiting && !read_blocked && self.may_read(cx) {
+                let (got, eof, blocked) = match self.read_batch(cx, io) {
                     Ok(r) => r,
                     Err(e) => {
                         self.uncharge();
@@ -492,6 +495,7 @@ where
                         return Poll::Ready(Err(e));
                     }
                 };
+                read_blocked = blocked;
                 if got {
                     self.last_active = now;
                     self.handle_input(now);
@@ -611,13 +615,13 @@ where
     }
 
     /// Reads what the stream holds, up to a batch: handled together.
-    /// Returns (got bytes, end of stream).
+    /// Returns (got bytes, end of stream, the stream has nothing more now).
     fn read_batch<T: Transport>(
         &mut self,
         cx: &mut Context<'_>,
         io: &mut T,
-    ) -> io::Result<(bool, bool)> {
-        let (mut got, mut eof) = (false, false);
+    ) -> io::Result<(bool, bool, bool)> {
+        let (mut got, mut eof, mut blocked) = (false, false, false);
         // At least one read: a request larger than a batch still grows.
         if self.rbuf.capacity() == 0 {
             self.rbuf = spare::take(Spare::Read);
@@ -634,10 +638,13 @@ where
                 }
                 Poll::Ready(Ok(_)) => got = true,
                 Poll::Ready(Err(e)) => return Err(e),
-                Poll::Pending => break,
+                Poll::Pending => {
+                    blocked = true;
+                    break;
+                }
             }
         }
-        Ok((got, eof))
+        Ok((got, eof, blocked))
     }
 }
 
