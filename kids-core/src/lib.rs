@@ -74,9 +74,9 @@ pub struct ReadmeDoctests;
 pub use commands::{KIDS_COMMANDS, KidsCommand};
 pub use config::{
     Config, ConfigError, ListenConfig, LogConfig, LogLevel, NLimitLine, QueueConfig, QueueFull,
-    StoreConfig, StoreKind, StoreRole, Success,
+    StoreConfig, StoreKind, StoreProblem, StoreRole, Success,
 };
-pub use error::{Error, ProtocolError};
+pub use error::{Corruption, Error, ProtocolError};
 pub use filestore::{FileStore, FileStoreConfig, FileStoreStats, sanitize_topic};
 pub use forward::{ForwardAction, ForwardStats, Forwarder, ForwarderConfig, QueueFullError};
 pub use glob::Glob;

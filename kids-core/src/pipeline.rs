@@ -176,14 +176,13 @@ impl StorePipeline {
     /// A pipeline; with the `spool` policy, opens (and recovers) the overflow spool.
     ///
     /// # Errors
-    /// [`Error::Config`] for the `spool` policy without a directory;
+    /// [`Error::SpoolDirMissing`] for the `spool` policy without a
+    /// directory, [`Error::SpoolDirUnused`] for a directory with another policy;
     /// [`Error::Io`] / [`Error::Corrupt`] from opening the overflow spool.
     pub fn new(config: PipelineConfig) -> Result<Self, Error> {
         let overflow = match (&config.when_full, &config.spool_dir) {
             (QueueFull::Spool, None) => {
-                return Err(Error::Config(
-                    "queue policy `spool` needs a spool directory".into(),
-                ));
+                return Err(Error::SpoolDirMissing);
             }
             (QueueFull::Spool, Some(dir)) => {
                 let (log, _) = SegmentLog::open(dir, SegmentConfig::default())?;
@@ -197,11 +196,7 @@ impl StorePipeline {
                     active,
                 })
             }
-            (_, Some(_)) => {
-                return Err(Error::Config(
-                    "only the queue policy `spool` takes a spool directory".into(),
-                ));
-            }
+            (&when_full, Some(_)) => return Err(Error::SpoolDirUnused { when_full }),
             (_, None) => None,
         };
         Ok(Self {

@@ -33,7 +33,8 @@ use bytes::Bytes;
 
 use crate::{
     Batch, Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, LogFs, Position,
-    SegmentConfig, SegmentLog, StdFs, StoreConfig, StoreKind, StoreRole, Success, lock,
+    SegmentConfig, SegmentLog, StdFs, StoreConfig, StoreKind, StoreProblem, StoreRole, Success,
+    lock,
 };
 
 /// The moment a store call happens, on both clocks, read once by the caller.
@@ -1266,8 +1267,8 @@ pub struct BuiltStore {
 /// ```
 ///
 /// # Errors
-/// [`Error::Config`] for a tree that cannot work, with the message of
-/// [`StoreConfig::problem`] (a parsed config has passed it already; a
+/// [`Error::StoreConfig`] for a tree that cannot work, with what
+/// [`StoreConfig::problem`] finds (a parsed config has passed it already; a
 /// deserialized one is checked here).
 pub fn build_store(
     config: &StoreConfig,
@@ -1279,9 +1280,10 @@ pub fn build_store(
     Ok(BuiltStore { store, links })
 }
 
-/// An `Option` that [`StoreConfig::problem`] found set.
-fn checked<T>(v: Option<T>) -> Result<T, Error> {
-    v.ok_or_else(|| Error::Config("internal: a store passed its checks without a setting".into()))
+/// An `Option` that [`StoreConfig::problem`] found set; were it not, the
+/// problem it would have found.
+fn checked<T>(v: Option<T>, problem: StoreProblem) -> Result<T, Error> {
+    v.ok_or(Error::StoreConfig(problem))
 }
 
 fn build_node(
@@ -1290,13 +1292,14 @@ fn build_node(
     bell: &Arc<Bell>,
     links: &mut Vec<Arc<Link>>,
 ) -> Result<Box<dyn Store>, Error> {
-    if let Some((_, why)) = c.problem() {
-        return Err(Error::Config(why));
+    if let Some((_, problem)) = c.problem() {
+        return Err(Error::StoreConfig(problem));
     }
     let store: Box<dyn Store> = match c.kind {
         StoreKind::Null => Box::new(NullStore::default()),
         StoreKind::File => {
-            let mut fc = FileStoreConfig::new(checked(c.path.clone())?);
+            let mut fc =
+                FileStoreConfig::new(checked(c.path.clone(), StoreProblem::FileWithoutPath)?);
             if let Some(name) = &c.name {
                 fc = fc.name(name.clone());
             }
@@ -1318,7 +1321,7 @@ fn build_node(
             let target = match &c.socket {
                 Some(s) => Target::Unix(PathBuf::from(s)),
                 None => Target::Tcp {
-                    host: checked(c.host.clone())?,
+                    host: checked(c.host.clone(), StoreProblem::NetworkWithoutTarget)?,
                     port: c.port.unwrap_or(3388),
                 },
             };
@@ -1334,16 +1337,23 @@ fn build_node(
             Box::new(NetworkStore::new(link))
         }
         StoreKind::Buffer => {
-            let role = |r| checked(c.stores.iter().find(|s| s.role == Some(r)));
+            let role = |r| {
+                checked(
+                    c.stores.iter().find(|s| s.role == Some(r)),
+                    StoreProblem::BufferRoles,
+                )
+            };
             let (primary, spool) = (role(StoreRole::Primary)?, role(StoreRole::Secondary)?);
-            if let Some((_, why)) = spool.problem() {
-                return Err(Error::Config(why));
+            if let Some((_, problem)) = spool.problem() {
+                return Err(Error::StoreConfig(problem));
             }
             let mut seg = SegmentConfig::default();
             if let Some(f) = spool.fsync {
                 seg = seg.fsync(f);
             }
-            let mut bc = BufferConfig::new(checked(spool.path.clone())?).segment(seg);
+            let mut bc =
+                BufferConfig::new(checked(spool.path.clone(), StoreProblem::FileWithoutPath)?)
+                    .segment(seg);
             if let Some(r) = spool.rotate_secs {
                 bc = bc.rotate_secs(r);
             }

@@ -894,8 +894,17 @@ fn a_spool_directory_needs_the_spool_policy() {
         .map(|_| ())
         .expect_err("a directory the policy never uses");
     assert!(
-        err.to_string().contains("only the queue policy `spool`"),
+        matches!(
+            err,
+            kids_core::Error::SpoolDirUnused {
+                when_full: QueueFull::Block
+            }
+        ),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "only the queue policy `spool` takes a spool directory"
     );
 }
 
@@ -1056,12 +1065,16 @@ fn a_reload_without_a_store_block_is_refused_and_the_running_tree_keeps_storing(
         let err = stores
             .reload(&parse("max_clients 10;"))
             .expect_err("no store block");
+        assert!(matches!(err, kids_core::Error::StoreTreeRemoved), "{err}");
         assert_eq!(
             err.to_string(),
-            "invalid configuration: the reloaded config has no `store` block; removing the store tree needs a restart"
+            "the reloaded config has no `store` block; removing the store tree needs a restart"
         );
         let mut publisher = Session::new(&router);
-        publisher.handle(vec!["PUBLISH".into(), "t".into(), "kept".into()], Instant::now());
+        publisher.handle(
+            vec!["PUBLISH".into(), "t".into(), "kept".into()],
+            Instant::now(),
+        );
         let ticket = publisher.ticket().expect("a ticket");
         let stored = tokio::time::timeout(
             Duration::from_secs(30),
