@@ -223,4 +223,72 @@ mod tests {
             "unbalanced quotes in request"
         );
     }
+
+    /// Every message along `e`'s source chain, outermost first.
+    fn chain(e: &(dyn std::error::Error + 'static)) -> Vec<String> {
+        let mut out = Vec::new();
+        let mut next = Some(e);
+        while let Some(e) = next {
+            out.push(e.to_string());
+            next = e.source();
+        }
+        out
+    }
+
+    /// No message of the chain contains a later one: each is printed once
+    /// by whoever walks it (`anyhow`'s `{:#}`, tracing's `error.sources`).
+    fn assert_printed_once(chain: &[String]) {
+        for (i, outer) in chain.iter().enumerate() {
+            for inner in &chain[i + 1..] {
+                assert!(
+                    !outer.contains(inner.as_str()),
+                    "{inner:?} is printed twice in {chain:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn no_message_is_printed_twice_along_the_source_chain() {
+        use crate::{Cause, StoreError, StoreProblem};
+        let enospc = || std::io::Error::from_raw_os_error(28);
+        let enospc_text = enospc().to_string();
+
+        let io = chain(&Error::Io(enospc()));
+        assert_eq!(io, std::slice::from_ref(&enospc_text));
+        let custom = chain(&Error::from(std::io::Error::other("disk on fire")));
+        assert_eq!(custom, ["disk on fire"]);
+
+        // The io error is kept (matchable), and printed once, under a store error.
+        let down = StoreError::from(Error::Io(enospc()));
+        assert!(matches!(
+            down.cause(),
+            Some(Cause::Error(Error::Io(e))) if e.raw_os_error() == Some(28)
+        ));
+        let down = chain(&down);
+        assert_printed_once(&down);
+        assert_eq!(down, ["store unavailable".to_string(), enospc_text]);
+
+        let poisoned = chain(&StoreError::Unstored(Cause::Error(Error::Poisoned {
+            dir: "/spool".into(),
+            cause: std::io::ErrorKind::StorageFull,
+        })));
+        assert_printed_once(&poisoned);
+        assert_eq!(poisoned.len(), 2);
+        assert_eq!(poisoned[0], "messages not stored");
+        assert!(poisoned[1].starts_with("segment log in /spool refuses writes"));
+
+        assert_eq!(
+            chain(&StoreError::down("peer gone")),
+            ["store unavailable", "peer gone"]
+        );
+        assert_eq!(
+            chain(&Error::from(ProtocolError::InvalidBulkLength)),
+            ["protocol error: invalid bulk length"]
+        );
+        assert_eq!(
+            chain(&Error::StoreConfig(StoreProblem::FileWithoutPath)),
+            ["invalid store configuration: `store file` needs a `path`"]
+        );
+    }
 }

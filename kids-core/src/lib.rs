@@ -94,7 +94,7 @@ pub use seglog::{
 pub use server::Flow;
 pub use session::{REDIS_COMPAT_VERSION, Session};
 pub use store::{
-    Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,
+    Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Cause, Filtered, Link, MultipleStore,
     NetworkStore, Now, NullStore, PriorityStore, Store, StoreError, Target, build_store,
     decode_record, encode_record,
 };

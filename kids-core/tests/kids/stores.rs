@@ -65,7 +65,7 @@ impl Store for Fake {
     fn store(&mut self, topic: &Bytes, message: &Bytes, _: Now) -> Result<(), StoreError> {
         let mut s = self.0.lock().unwrap();
         if s.down || s.budget == Some(0) {
-            return Err(StoreError::Down("fake is down".into()));
+            return Err(StoreError::down("fake is down"));
         }
         if let Some(b) = s.budget.as_mut() {
             *b -= 1;
@@ -924,7 +924,7 @@ impl Store for FlakyCommit {
         *self.attempts.lock().unwrap() += 1;
         if self.failures > 0 {
             self.failures -= 1;
-            return Err(StoreError::Down("disk full".into()));
+            return Err(StoreError::down("disk full"));
         }
         self.inner.commit(now)
     }
@@ -1309,7 +1309,7 @@ impl Store for GivesUpAt {
     fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.commits += 1;
         if self.commits == self.n {
-            return Err(StoreError::Unstored("fsync failed".into()));
+            return Err(StoreError::unstored("fsync failed"));
         }
         self.inner.commit(now)
     }
