@@ -251,7 +251,7 @@ pub struct StoreConfig {
 
 impl StoreConfig {
     /// Why this store (with the stores inside it) cannot work, if it cannot:
-    /// the message, and which nested store it is about (`None`: this one).
+    /// what is wrong, and which nested store it is about (`None`: this one).
     /// The parser reports it with its line and column; `build_store` checks
     /// a deserialized config the same way.
     ///
@@ -260,37 +260,28 @@ impl StoreConfig {
     /// let err = Config::parse("a.conf", "store buffer { store null primary {} }").unwrap_err();
     /// assert_eq!(err.to_string(), "a.conf:1:1: `store buffer` needs exactly one `primary` and one `secondary` store");
     /// ```
-    pub fn problem(&self) -> Option<(Option<usize>, String)> {
-        let own = |why: &str| Some((None, why.to_string()));
+    pub fn problem(&self) -> Option<(Option<usize>, StoreProblem)> {
+        let own = |why| Some((None, why));
         match self.kind {
-            StoreKind::File if self.path.is_none() => return own("`store file` needs a `path`"),
+            StoreKind::File if self.path.is_none() => return own(StoreProblem::FileWithoutPath),
             StoreKind::Network if self.host.is_none() && self.socket.is_none() => {
-                return own("`store network` needs a `host` (and `port`) or a `socket`");
+                return own(StoreProblem::NetworkWithoutTarget);
             }
             StoreKind::Priority | StoreKind::Multiple if self.stores.is_empty() => {
-                return Some((
-                    None,
-                    format!(
-                        "`store {}` needs at least one store inside",
-                        self.kind.name()
-                    ),
-                ));
+                return own(StoreProblem::NothingInside { kind: self.kind });
             }
             _ => {}
         }
         if self.kind != StoreKind::Buffer {
             let child = self.stores.iter().position(|c| c.role.is_some())?;
-            return Some((
-                Some(child),
-                "primary/secondary only apply to the stores inside `store buffer`".into(),
-            ));
+            return Some((Some(child), StoreProblem::RoleOutsideBuffer));
         }
         let with = |r| self.stores.iter().filter(|c| c.role == Some(r)).count();
         if self.stores.len() != 2
             || with(StoreRole::Primary) != 1
             || with(StoreRole::Secondary) != 1
         {
-            return own("`store buffer` needs exactly one `primary` and one `secondary` store");
+            return own(StoreProblem::BufferRoles);
         }
         let i = self
             .stores
@@ -298,18 +289,18 @@ impl StoreConfig {
             .position(|c| c.role == Some(StoreRole::Secondary))?;
         let spool = &self.stores[i];
         let why = if spool.kind != StoreKind::File {
-            "the `secondary` of a buffer is its spool: a `store file secondary { path DIR; }`"
+            StoreProblem::SpoolNotFile
         } else if spool.path.as_deref().is_some_and(|p| p.contains('[')) {
-            "the `secondary` of a buffer is its spool: its `path` is one directory, templates such as `[topic]` are not allowed"
+            StoreProblem::SpoolPathTemplate
         } else if spool.name.is_some()
             || spool.flush_secs.is_some()
             || spool.utc_offset_secs.is_some()
         {
-            "the `secondary` of a buffer is its spool: `name`, `flush` and `utc_offset` do not apply to it (`path`, `rotate` and `fsync` do)"
+            StoreProblem::SpoolOptions
         } else {
             return None;
         };
-        Some((Some(i), why.into()))
+        Some((Some(i), why))
     }
 
     fn new(kind: StoreKind, role: Option<StoreRole>) -> Self {
@@ -333,6 +324,46 @@ impl StoreConfig {
             stores: Vec::new(),
         }
     }
+}
+
+/// Why a store (with the stores inside it) cannot work: what
+/// [`StoreConfig::problem`] finds. The parser reports it in a
+/// [`ConfigError`] with its line; `build_store` as
+/// [`Error::StoreConfig`](crate::Error::StoreConfig).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreProblem {
+    /// A `store file` without a `path`.
+    #[error("`store file` needs a `path`")]
+    FileWithoutPath,
+    /// A `store network` with neither a `host` nor a `socket`.
+    #[error("`store network` needs a `host` (and `port`) or a `socket`")]
+    NetworkWithoutTarget,
+    /// A `store priority` or `store multiple` with no store inside.
+    #[error("`store {}` needs at least one store inside", .kind.name())]
+    NothingInside {
+        /// The store's kind.
+        kind: StoreKind,
+    },
+    /// A `primary` or `secondary` store outside a `store buffer`.
+    #[error("primary/secondary only apply to the stores inside `store buffer`")]
+    RoleOutsideBuffer,
+    /// A `store buffer` without exactly one `primary` and one `secondary`.
+    #[error("`store buffer` needs exactly one `primary` and one `secondary` store")]
+    BufferRoles,
+    /// A buffer's `secondary` that is not a `store file`.
+    #[error("the `secondary` of a buffer is its spool: a `store file secondary {{ path DIR; }}`")]
+    SpoolNotFile,
+    /// A buffer's spool `path` with a template such as `[topic]`.
+    #[error(
+        "the `secondary` of a buffer is its spool: its `path` is one directory, templates such as `[topic]` are not allowed"
+    )]
+    SpoolPathTemplate,
+    /// A buffer's spool with settings that only apply to topic files.
+    #[error(
+        "the `secondary` of a buffer is its spool: `name`, `flush` and `utc_offset` do not apply to it (`path`, `rotate` and `fsync` do)"
+    )]
+    SpoolOptions,
 }
 
 /// A configuration error, with where it is.
@@ -939,7 +970,7 @@ impl<'a> Parser<'a> {
                     .and_then(|i| children_at.get(i))
                     .copied()
                     .unwrap_or(at);
-                Err(self.err(pos, why))
+                Err(self.err(pos, why.to_string()))
             }
         }
     }

@@ -9,8 +9,8 @@
 //! slow subscribers handled by Redis's `nlimit` algorithm rather than
 //! silently skipped.
 //!
-//! How: this crate does no IO. Bytes go in, bytes come out, and time is an
-//! argument:
+//! How: the protocol, routing and connection logic do no IO. Bytes go in,
+//! bytes come out, and time is an argument:
 //!
 //! ```text
 //!  socket bytes ─▶ RequestDecoder ─▶ Session::handle(req, now) ─┬─▶ Router::publish
@@ -18,8 +18,9 @@
 //!                                                               ▼        ▼ Bytes per frame shape
 //!  socket ◀── writer ◀── Outbox::poll_drain ◀── replies ───── Outbox ◀───┘ (per subscriber, nlimit)
 //! ```
-//! The optional `tokio` feature (module `net`) drives sessions over
-//! TCP and unix sockets, and network stores' connections.
+//! Sockets live only behind the optional `tokio` feature: module `net`
+//! drives sessions over TCP and unix sockets and network stores'
+//! connections, and runs the store worker on a thread of its own.
 //!
 //! Log aggregation: a [`StorePipeline`] tapped into the router queues every
 //! published message (bounded, with an explicit policy when full) for a tree
@@ -28,7 +29,14 @@
 //! ([`BufferStore`], on the [`SegmentLog`]), [`PriorityStore`],
 //! [`MultipleStore`], [`NullStore`], each optionally [`Filtered`] by topic.
 //! [`Config::parse`] reads the kids configuration language and
-//! [`build_store`] turns its `store` block into such a tree.
+//! [`build_store`] turns its `store` block into such a tree. This store
+//! engine does file IO, through `std::fs`: the file store writes topic
+//! files, and the spools (a buffer's, the pipeline's overflow) are segment
+//! logs whose file operations go through [`LogFs`] ([`StdFs`]). The store
+//! tree runs where [`Worker::step`] is called (`net::spawn_pipeline` gives
+//! it a thread); under the queue policy `spool`, a publish that finds the
+//! queue full appends to the overflow spool itself, on the publisher's
+//! thread.
 //!
 //! ```
 //! use std::time::Instant;
@@ -65,9 +73,9 @@ pub struct ReadmeDoctests;
 
 pub use config::{
     Config, ConfigError, ListenConfig, LogConfig, LogLevel, NLimitLine, QueueConfig, QueueFull,
-    StoreConfig, StoreKind, StoreRole, Success,
+    StoreConfig, StoreKind, StoreProblem, StoreRole, Success,
 };
-pub use error::{Error, ProtocolError};
+pub use error::{Corruption, Error, ProtocolError};
 pub use pubsub::commands::{KIDS_COMMANDS, KidsCommand};
 pub use pubsub::glob::Glob;
 pub use pubsub::nlimit::{ClientClass, NLimit, NLimits};
@@ -86,7 +94,7 @@ pub use store::file::{FileStore, FileStoreConfig, FileStoreStats, sanitize_topic
 pub use store::forward::{ForwardAction, ForwardStats, Forwarder, ForwarderConfig, QueueFullError};
 pub use store::pipeline::{PipelineConfig, PipelineStats, StorePipeline, Worker};
 pub use store::{
-    Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Filtered, Link, MultipleStore,
+    Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Cause, Filtered, Link, MultipleStore,
     NetworkStore, Now, NullStore, PriorityStore, Store, StoreError, Target, build_store,
     decode_record, encode_record,
 };

@@ -61,7 +61,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 
-use crate::{Error, lock};
+use crate::{Corruption, Error, lock};
 
 const HEADER: u64 = 8;
 /// Bytes read from a segment per call of `read_entries`, at least.
@@ -513,11 +513,11 @@ fn name(dir: &Path, id: u64) -> PathBuf {
     dir.join(format!("{id:020}{SUFFIX}"))
 }
 
-fn corrupt(path: &Path, offset: u64, why: &str) -> Error {
+fn corrupt(path: &Path, offset: u64, reason: Corruption) -> Error {
     Error::Corrupt {
         path: path.to_path_buf(),
         offset,
-        reason: why.to_string(),
+        reason,
     }
 }
 
@@ -627,7 +627,8 @@ impl SegmentLog {
     /// (safe from a process kill) when this returns.
     ///
     /// # Errors
-    /// [`Error::Config`] for an empty payload or one over the record bound;
+    /// [`Error::EmptyRecord`] for an empty payload, [`Error::RecordTooLarge`]
+    /// for one over the record bound;
     /// otherwise as [`SegmentLog::append_batch`].
     pub fn append(&mut self, payload: &[u8]) -> Result<Position, Error> {
         let mut batch = Batch::default();
@@ -642,7 +643,8 @@ impl SegmentLog {
     /// the batch's size.
     ///
     /// # Errors
-    /// - [`Error::Config`] for an empty record or one over the record bound.
+    /// - [`Error::EmptyRecord`] for an empty record, [`Error::RecordTooLarge`]
+    ///   for one over the record bound.
     /// - [`Error::Io`] when the write failed (ENOSPC on a full disk): what
     ///   it wrote was truncated away, the batch is left as it was, to be
     ///   appended again, and positions are as before. When the truncation
@@ -656,13 +658,13 @@ impl SegmentLog {
         self.writable()?;
         if batch.empty {
             // A zero length is what a zero-filled tail reads as: never valid.
-            return Err(Error::Config("an empty record cannot be appended".into()));
+            return Err(Error::EmptyRecord);
         }
         if batch.largest > u64::from(self.config.max_record) {
-            return Err(Error::Config(format!(
-                "record of {} bytes is over the bound of {}",
-                batch.largest, self.config.max_record
-            )));
+            return Err(Error::RecordTooLarge {
+                len: batch.largest,
+                max: u64::from(self.config.max_record),
+            });
         }
         let needs_roll = self.segments.back().is_some_and(|s| {
             s.len > 0
@@ -1015,7 +1017,7 @@ fn read_segments(
                 // The chunk ends inside a record the segment holds whole.
                 Err(Bad::Short) if off > 0 => break,
                 Err(Bad::Short) => {
-                    return Err(corrupt(&path, pos.offset, "record length out of bounds"));
+                    return Err(corrupt(&path, pos.offset, Corruption::PastSegmentEnd));
                 }
                 Err(bad) => {
                     return Err(corrupt(&path, pos.offset + off as u64, bad.reason()));
@@ -1185,12 +1187,12 @@ enum Bad {
 }
 
 impl Bad {
-    fn reason(self) -> &'static str {
+    fn reason(self) -> Corruption {
         match self {
-            Bad::Short => "record cut short",
-            Bad::Length => "record length over the bound",
-            Bad::Empty => "zero record length",
-            Bad::Crc => "crc mismatch",
+            Bad::Short => Corruption::CutShort,
+            Bad::Length => Corruption::LengthOverBound,
+            Bad::Empty => Corruption::ZeroLength,
+            Bad::Crc => Corruption::CrcMismatch,
         }
     }
 }
@@ -1249,7 +1251,7 @@ fn scan(path: &Path, data: &[u8], max_record: u32, last: bool) -> Result<(u64, u
             }
             Err(bad) => {
                 let why = if bad == Bad::Short {
-                    "torn record in a closed segment"
+                    Corruption::TornInClosedSegment
                 } else {
                     bad.reason()
                 };
@@ -1366,7 +1368,7 @@ mod tests {
         fs::write(&path, &data).unwrap();
         match SegmentLog::open(dir.path(), SegmentConfig::default()) {
             Err(Error::Corrupt { offset, reason, .. }) => {
-                assert_eq!((offset, reason.as_str()), (18, "crc mismatch"))
+                assert_eq!((offset, reason), (18, Corruption::CrcMismatch))
             }
             other => panic!("expected corruption, got {other:?}"),
         }
@@ -1440,7 +1442,7 @@ mod tests {
     fn empty_records_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = open(dir.path(), 1 << 20);
-        assert!(matches!(log.append(b""), Err(Error::Config(_))));
+        assert!(matches!(log.append(b""), Err(Error::EmptyRecord)));
         assert!(log.is_empty());
     }
 
@@ -1497,7 +1499,13 @@ mod tests {
     fn oversized_record_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let (mut log, _) = open(dir.path(), 1 << 20);
-        assert!(matches!(log.append(&[0; 1025]), Err(Error::Config(_))));
+        assert!(matches!(
+            log.append(&[0; 1025]),
+            Err(Error::RecordTooLarge {
+                len: 1025,
+                max: 1024
+            })
+        ));
         assert!(log.is_empty());
     }
 }

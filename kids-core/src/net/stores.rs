@@ -231,8 +231,11 @@ impl Stores {
     /// the current tokio runtime).
     ///
     /// # Errors
-    /// [`Error::Config`] for a tree or queue that cannot work, [`Error::Io`]
-    /// when the overflow spool or the worker thread cannot be started.
+    /// [`Error::StoreConfig`] for a tree that cannot work,
+    /// [`Error::SpoolDirMissing`] / [`Error::SpoolDirUnused`] for queue
+    /// settings that cannot, [`Error::Io`] / [`Error::Corrupt`] when the
+    /// overflow spool cannot be opened, [`Error::Io`] when the worker
+    /// thread cannot be started.
     pub fn start(config: &crate::Config, router: &Router) -> Result<Self, Error> {
         let pipeline = crate::StorePipeline::new(config.pipeline_config())?;
         let root = Self::build(config.store.as_ref(), config.ignore_case, &pipeline)?;
@@ -267,16 +270,14 @@ impl Stores {
     /// queue settings are those of [`Stores::start`].
     ///
     /// # Errors
-    /// [`Error::Config`] when the new tree cannot work, or when `config`
-    /// has no `store` block while a store tree runs (the null store in its
-    /// place would discard every message, and publishers would be told it
-    /// was stored); the old tree stays.
+    /// [`Error::StoreConfig`] when the new tree cannot work,
+    /// [`Error::StoreTreeRemoved`] when `config` has no `store` block while
+    /// a store tree runs (the null store in its place would discard every
+    /// message, and publishers would be told it was stored); the old tree
+    /// stays.
     pub fn reload(&self, config: &crate::Config) -> Result<(), Error> {
         if config.store.is_none() && self.has_tree.load(Ordering::Relaxed) {
-            return Err(Error::Config(
-                "the reloaded config has no `store` block; removing the store tree needs a restart"
-                    .into(),
-            ));
+            return Err(Error::StoreTreeRemoved);
         }
         if config.ignore_case != self.ignore_case {
             tracing::warn!(

@@ -1,7 +1,8 @@
 //! The server toolkit: one connection policy for every RESP or line-protocol server.
 //!
-//! A server of the SDK (kids, sink, a beanstalk text-protocol server) is a
-//! per-connection [`Protocol`] state machine and a bounded [`RequestCodec`];
+//! A server (kids' [`Session`](crate::Session) over a
+//! [`RequestDecoder`](crate::RequestDecoder), or a line protocol of your
+//! own) is a per-connection [`Protocol`] state machine and a bounded [`RequestCodec`];
 //! [`Connection`] holds everything between them and a byte stream, with no
 //! IO of its own:
 //!

@@ -1,5 +1,7 @@
-//! Forwarding to another kids: pipelined `LOG` in a bounded window, acknowledged
-//! by integer replies, re-sent in order after any failure. No IO.
+//! Forwarding to another kids: pipelined `LOG` (or another command,
+//! [`ForwarderConfig::command`]) in a bounded window, acknowledged by integer
+//! replies, re-sent in order after any failure. No IO: the caller moves the
+//! bytes (`net::drive_link` on a socket).
 //!
 //! ```text
 //!  offer(topic, msg) ─▶ queue: [ in flight (sent, unacked) | unsent ]  (bounded)

@@ -37,7 +37,8 @@ use bytes::Bytes;
 
 use crate::{
     Batch, Error, FileStore, FileStoreConfig, Forwarder, ForwarderConfig, Glob, LogFs, Position,
-    SegmentConfig, SegmentLog, StdFs, StoreConfig, StoreKind, StoreRole, Success, lock,
+    SegmentConfig, SegmentLog, StdFs, StoreConfig, StoreKind, StoreProblem, StoreRole, Success,
+    lock,
 };
 
 /// The moment a store call happens, on both clocks, read once by the caller.
@@ -79,7 +80,21 @@ impl Now {
 }
 
 /// Why a store did not take (or could not commit) messages.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+///
+/// [`StoreError::Down`] and [`StoreError::Unstored`] say what happened; the
+/// [`Cause`] they hold, their [`source`](std::error::Error::source), says
+/// why. A store of your own gives its reason in words with
+/// [`StoreError::down`] and [`StoreError::unstored`]; a kids-core [`Error`]
+/// converts with `?` (as `Down`).
+///
+/// ```
+/// use std::error::Error as _;
+/// use kids_core::StoreError;
+/// let e = StoreError::down("disk full");
+/// assert_eq!(e.to_string(), "store unavailable");
+/// assert_eq!(e.source().unwrap().to_string(), "disk full");
+/// ```
+#[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// The store holds as much as it may; try again later.
@@ -87,21 +102,64 @@ pub enum StoreError {
     Full,
     /// The store cannot work now (a peer is down, a disk is full); what
     /// it took is still held and a later commit tries again.
-    #[error("store unavailable: {0}")]
-    Down(String),
+    #[error("store unavailable")]
+    Down(#[source] Cause),
     /// A commit failed so that what the store took since its last commit
     /// may never be stored (an fsync failed: the bytes are not known to be
     /// on disk, and retrying the fsync would prove nothing). The store does
     /// not hold those messages any more; their publishers must be told
     /// they were not stored.
-    #[error("messages not stored: {0}")]
-    Unstored(String),
+    #[error("messages not stored")]
+    Unstored(#[source] Cause),
 }
 
+impl StoreError {
+    /// [`StoreError::Down`] for a reason given in words.
+    pub fn down(reason: impl Into<String>) -> Self {
+        StoreError::Down(Cause::Other(reason.into()))
+    }
+
+    /// [`StoreError::Unstored`] for a reason given in words.
+    pub fn unstored(reason: impl Into<String>) -> Self {
+        StoreError::Unstored(Cause::Other(reason.into()))
+    }
+
+    /// Why the store is down or gave messages up; `None` for [`StoreError::Full`].
+    pub fn cause(&self) -> Option<&Cause> {
+        match self {
+            StoreError::Full => None,
+            StoreError::Down(c) | StoreError::Unstored(c) => Some(c),
+        }
+    }
+}
+
+/// A kids-core failure under a store (a file, spool or segment log
+/// operation) makes it [`StoreError::Down`]: held and retried.
 impl From<Error> for StoreError {
     fn from(e: Error) -> Self {
-        StoreError::Down(e.to_string())
+        StoreError::Down(Cause::Error(e))
     }
+}
+
+/// Why a store is [`StoreError::Down`] or gave messages up
+/// ([`StoreError::Unstored`]).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Cause {
+    /// A kids-core operation failed: a file, the spool, the segment log.
+    #[error(transparent)]
+    Error(#[from] Error),
+    /// No child of a priority store took the message, and the last one
+    /// that wants its topic was down ([`Store::is_up`] said no).
+    #[error("child store {index} is down")]
+    ChildDown {
+        /// The child's index among the priority store's children.
+        index: usize,
+    },
+    /// A reason given in words, by a store implemented outside kids-core
+    /// ([`StoreError::down`], [`StoreError::unstored`]).
+    #[error("{0}")]
+    Other(String),
 }
 
 /// One node of the store tree.
@@ -466,7 +524,7 @@ impl Store for PriorityStore {
                 continue;
             }
             if !child.is_up() {
-                last = Some(StoreError::Down(format!("child {i} is down")));
+                last = Some(StoreError::Down(Cause::ChildDown { index: i }));
                 continue;
             }
             match child.store(topic, message, now) {
@@ -545,27 +603,27 @@ impl Store for MultipleStore {
     fn store(&mut self, topic: &Bytes, message: &Bytes, now: Now) -> Result<(), StoreError> {
         let mut deps = Vec::with_capacity(self.children.stores.len());
         let mut last = None;
-        let mut wanted = false;
         for (i, child) in self.children.stores.iter_mut().enumerate() {
             if !child.accepts(topic) {
                 continue;
             }
-            wanted = true;
             match child.store(topic, message, now) {
                 Ok(()) => deps.push((i, child.taken())),
                 Err(e) => last = Some(e),
             }
         }
-        let ok = match self.success {
-            Success::Any => !deps.is_empty() || !wanted,
-            Success::All => last.is_none(),
+        // `any` fails when every child that wants the topic failed, `all`
+        // when one did: either way with the last child's error.
+        let failed = match self.success {
+            Success::Any if !deps.is_empty() => None,
+            _ => last,
         };
-        if !ok {
+        if let Some(e) = failed {
             if !deps.is_empty() {
                 // Some children took it: a retry stores it there twice.
                 self.partial += 1;
             }
-            return Err(last.unwrap_or(StoreError::Down("no child store".into())));
+            return Err(e);
         }
         // Empty when no child wants this topic: nothing to wait for.
         self.children.ledger.record(Deps::Many(deps));
@@ -968,37 +1026,42 @@ impl BufferStore {
         self.backlog
     }
 
-    fn spool(&mut self) -> Result<&mut SegmentLog, StoreError> {
+    fn spool(&mut self) -> Result<&mut SegmentLog, Error> {
         if self.spool.as_ref().is_some_and(SegmentLog::is_poisoned) {
             // What the files hold is what counts now: reopen (and recover).
             self.spool = None;
         }
-        if self.spool.is_none() {
-            let (log, recovery) =
-                SegmentLog::open_with(&self.config.dir, self.config.segment, self.fs.clone())?;
-            if self.opened {
-                // A reopen: go on where this buffer was, inside what the files kept.
-                self.cursor = self.cursor.clamp(log.start(), log.end());
-                self.stats.reopened += 1;
-                tracing::warn!(dir = %self.config.dir.display(), truncated = recovery.truncated_bytes, "spool reopened after a failure");
-            } else {
-                self.cursor = log.mark();
-                self.released = self.cursor;
-                self.saved = self.cursor;
-                // Past the acknowledged point: replayed, maybe duplicates.
-                let bytes = log.bytes_from(self.cursor);
-                if bytes > 0 {
-                    self.backlog = true;
-                    tracing::info!(dir = %self.config.dir.display(), bytes, truncated = recovery.truncated_bytes, "spool holds records to replay");
-                }
-                self.stats.recovered_bytes = bytes;
+        let log = match self.spool.take() {
+            Some(log) => log,
+            None => self.open_spool()?,
+        };
+        Ok(self.spool.insert(log))
+    }
+
+    /// Opens (and recovers) the spool: at the saved mark the first time,
+    /// where this buffer was after a reopen.
+    fn open_spool(&mut self) -> Result<SegmentLog, Error> {
+        let (log, recovery) =
+            SegmentLog::open_with(&self.config.dir, self.config.segment, self.fs.clone())?;
+        if self.opened {
+            // A reopen: go on where this buffer was, inside what the files kept.
+            self.cursor = self.cursor.clamp(log.start(), log.end());
+            self.stats.reopened += 1;
+            tracing::warn!(dir = %self.config.dir.display(), truncated = recovery.truncated_bytes, "spool reopened after a failure");
+        } else {
+            self.cursor = log.mark();
+            self.released = self.cursor;
+            self.saved = self.cursor;
+            // Past the acknowledged point: replayed, maybe duplicates.
+            let bytes = log.bytes_from(self.cursor);
+            if bytes > 0 {
+                self.backlog = true;
+                tracing::info!(dir = %self.config.dir.display(), bytes, truncated = recovery.truncated_bytes, "spool holds records to replay");
             }
-            self.opened = true;
-            self.spool = Some(log);
+            self.stats.recovered_bytes = bytes;
         }
-        self.spool
-            .as_mut()
-            .ok_or_else(|| StoreError::Down("spool not open".into()))
+        self.opened = true;
+        Ok(log)
     }
 
     fn refill(&mut self, now: Now) -> usize {
@@ -1056,7 +1119,10 @@ impl BufferStore {
                     handed += 1;
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "buffer: primary refused; spooling");
+                    tracing::debug!(
+                        error = &e as &dyn std::error::Error,
+                        "buffer: primary refused; spooling"
+                    );
                     if !self.backlog {
                         self.stats.primary_failures += 1;
                     }
@@ -1116,17 +1182,17 @@ impl BufferStore {
         if !self.staged.is_empty() {
             let n = self.staged.len() as u64;
             let mut staged = std::mem::take(&mut self.staged);
-            let result = self.spool().and_then(|s| Ok(s.append_batch(&mut staged)?));
+            let result = self.spool().and_then(|s| s.append_batch(&mut staged));
             if let Err(e) = result {
                 if !self.spool.as_ref().is_some_and(SegmentLog::is_poisoned) {
                     // Not written (a full disk): kept, the next commit appends them again.
                     self.staged = staged;
-                    return Err(e);
+                    return Err(e.into());
                 }
                 // Written but not known durable: given up, never counted as spooled.
                 self.stats.unstored += n;
                 self.acked = self.taken;
-                return Err(StoreError::Unstored(e.to_string()));
+                return Err(StoreError::Unstored(Cause::Error(e)));
             }
             self.stats.spooled += n;
         }
@@ -1146,7 +1212,11 @@ impl BufferStore {
 impl Drop for BufferStore {
     fn drop(&mut self) {
         if let Err(e) = self.spool_staged() {
-            tracing::error!(error = %e, records = self.staged.len(), "buffer: spooling on drop failed");
+            tracing::error!(
+                error = &e as &dyn std::error::Error,
+                records = self.staged.len(),
+                "buffer: spooling on drop failed"
+            );
         }
         if self.spool.is_some()
             && self.released != self.saved
@@ -1270,8 +1340,8 @@ pub struct BuiltStore {
 /// ```
 ///
 /// # Errors
-/// [`Error::Config`] for a tree that cannot work, with the message of
-/// [`StoreConfig::problem`] (a parsed config has passed it already; a
+/// [`Error::StoreConfig`] for a tree that cannot work, with what
+/// [`StoreConfig::problem`] finds (a parsed config has passed it already; a
 /// deserialized one is checked here).
 pub fn build_store(
     config: &StoreConfig,
@@ -1283,9 +1353,10 @@ pub fn build_store(
     Ok(BuiltStore { store, links })
 }
 
-/// An `Option` that [`StoreConfig::problem`] found set.
-fn checked<T>(v: Option<T>) -> Result<T, Error> {
-    v.ok_or_else(|| Error::Config("internal: a store passed its checks without a setting".into()))
+/// An `Option` that [`StoreConfig::problem`] found set; were it not, the
+/// problem it would have found.
+fn checked<T>(v: Option<T>, problem: StoreProblem) -> Result<T, Error> {
+    v.ok_or(Error::StoreConfig(problem))
 }
 
 fn build_node(
@@ -1294,13 +1365,14 @@ fn build_node(
     bell: &Arc<Bell>,
     links: &mut Vec<Arc<Link>>,
 ) -> Result<Box<dyn Store>, Error> {
-    if let Some((_, why)) = c.problem() {
-        return Err(Error::Config(why));
+    if let Some((_, problem)) = c.problem() {
+        return Err(Error::StoreConfig(problem));
     }
     let store: Box<dyn Store> = match c.kind {
         StoreKind::Null => Box::new(NullStore::default()),
         StoreKind::File => {
-            let mut fc = FileStoreConfig::new(checked(c.path.clone())?);
+            let mut fc =
+                FileStoreConfig::new(checked(c.path.clone(), StoreProblem::FileWithoutPath)?);
             if let Some(name) = &c.name {
                 fc = fc.name(name.clone());
             }
@@ -1322,7 +1394,7 @@ fn build_node(
             let target = match &c.socket {
                 Some(s) => Target::Unix(PathBuf::from(s)),
                 None => Target::Tcp {
-                    host: checked(c.host.clone())?,
+                    host: checked(c.host.clone(), StoreProblem::NetworkWithoutTarget)?,
                     port: c.port.unwrap_or(3388),
                 },
             };
@@ -1338,16 +1410,23 @@ fn build_node(
             Box::new(NetworkStore::new(link))
         }
         StoreKind::Buffer => {
-            let role = |r| checked(c.stores.iter().find(|s| s.role == Some(r)));
+            let role = |r| {
+                checked(
+                    c.stores.iter().find(|s| s.role == Some(r)),
+                    StoreProblem::BufferRoles,
+                )
+            };
             let (primary, spool) = (role(StoreRole::Primary)?, role(StoreRole::Secondary)?);
-            if let Some((_, why)) = spool.problem() {
-                return Err(Error::Config(why));
+            if let Some((_, problem)) = spool.problem() {
+                return Err(Error::StoreConfig(problem));
             }
             let mut seg = SegmentConfig::default();
             if let Some(f) = spool.fsync {
                 seg = seg.fsync(f);
             }
-            let mut bc = BufferConfig::new(checked(spool.path.clone())?).segment(seg);
+            let mut bc =
+                BufferConfig::new(checked(spool.path.clone(), StoreProblem::FileWithoutPath)?)
+                    .segment(seg);
             if let Some(r) = spool.rotate_secs {
                 bc = bc.rotate_secs(r);
             }

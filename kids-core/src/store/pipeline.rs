@@ -176,14 +176,13 @@ impl StorePipeline {
     /// A pipeline; with the `spool` policy, opens (and recovers) the overflow spool.
     ///
     /// # Errors
-    /// [`Error::Config`] for the `spool` policy without a directory;
+    /// [`Error::SpoolDirMissing`] for the `spool` policy without a
+    /// directory, [`Error::SpoolDirUnused`] for a directory with another policy;
     /// [`Error::Io`] / [`Error::Corrupt`] from opening the overflow spool.
     pub fn new(config: PipelineConfig) -> Result<Self, Error> {
         let overflow = match (&config.when_full, &config.spool_dir) {
             (QueueFull::Spool, None) => {
-                return Err(Error::Config(
-                    "queue policy `spool` needs a spool directory".into(),
-                ));
+                return Err(Error::SpoolDirMissing);
             }
             (QueueFull::Spool, Some(dir)) => {
                 let (log, _) = SegmentLog::open(dir, SegmentConfig::default())?;
@@ -197,11 +196,7 @@ impl StorePipeline {
                     active,
                 })
             }
-            (_, Some(_)) => {
-                return Err(Error::Config(
-                    "only the queue policy `spool` takes a spool directory".into(),
-                ));
-            }
+            (&when_full, Some(_)) => return Err(Error::SpoolDirUnused { when_full }),
             (_, None) => None,
         };
         Ok(Self {
@@ -626,7 +621,10 @@ impl Worker {
                     self.held.pop_front();
                 }
                 Err(e) => {
-                    tracing::debug!(error = %e, "root store refused; holding the message");
+                    tracing::debug!(
+                        error = &e as &dyn std::error::Error,
+                        "root store refused; holding the message"
+                    );
                     lock(&inner.state).stats.store_errors += 1;
                     break;
                 }
@@ -651,7 +649,12 @@ impl Worker {
             Err(e) if self.poll_log.is_due(now.instant) => {
                 let failures = self.poll_log.failures + 1;
                 let next_log_in = self.poll_log.failed(now.instant);
-                tracing::warn!(error = %e, failures, ?next_log_in, "store poll failed");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    failures,
+                    ?next_log_in,
+                    "store poll failed"
+                );
             }
             Err(_) => {}
         }
@@ -724,7 +727,12 @@ impl Worker {
                 lock(&inner.state).stats.store_errors += 1;
                 let failures = self.commit_retry.failures + 1;
                 let retry_in = self.commit_retry.failed(now.instant);
-                tracing::warn!(error = %e, failures, ?retry_in, "commit failed; holding the messages");
+                tracing::warn!(
+                    error = &e as &dyn std::error::Error,
+                    failures,
+                    ?retry_in,
+                    "commit failed; holding the messages"
+                );
             }
         }
     }
@@ -741,7 +749,10 @@ impl Worker {
     fn swap_root(&mut self, new: Box<dyn Store>, now: Now) {
         let mut old = std::mem::replace(&mut self.root, new);
         if let Err(e) = old.commit(now) {
-            tracing::warn!(error = %e, "committing the old store tree failed; keeping it until it drains");
+            tracing::warn!(
+                error = &e as &dyn std::error::Error,
+                "committing the old store tree failed; keeping it until it drains"
+            );
         }
         // Called only with nothing uncommitted: every ticket the old tree
         // took is answered already.

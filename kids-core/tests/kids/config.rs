@@ -437,8 +437,14 @@ fn a_deserialized_store_tree_is_checked_as_a_parsed_one() {
         .map(|_| ())
         .expect_err("a buffer without stores");
     assert!(
-        matches!(&err, kids_core::Error::Config(m)
-            if m == "`store buffer` needs exactly one `primary` and one `secondary` store"),
+        matches!(
+            &err,
+            kids_core::Error::StoreConfig(kids_core::StoreProblem::BufferRoles)
+        ),
         "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "invalid store configuration: `store buffer` needs exactly one `primary` and one `secondary` store"
     );
 }

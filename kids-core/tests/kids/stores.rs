@@ -65,7 +65,7 @@ impl Store for Fake {
     fn store(&mut self, topic: &Bytes, message: &Bytes, _: Now) -> Result<(), StoreError> {
         let mut s = self.0.lock().unwrap();
         if s.down || s.budget == Some(0) {
-            return Err(StoreError::Down("fake is down".into()));
+            return Err(StoreError::down("fake is down"));
         }
         if let Some(b) = s.budget.as_mut() {
             *b -= 1;
@@ -894,8 +894,17 @@ fn a_spool_directory_needs_the_spool_policy() {
         .map(|_| ())
         .expect_err("a directory the policy never uses");
     assert!(
-        err.to_string().contains("only the queue policy `spool`"),
+        matches!(
+            err,
+            kids_core::Error::SpoolDirUnused {
+                when_full: QueueFull::Block
+            }
+        ),
         "{err}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "only the queue policy `spool` takes a spool directory"
     );
 }
 
@@ -915,7 +924,7 @@ impl Store for FlakyCommit {
         *self.attempts.lock().unwrap() += 1;
         if self.failures > 0 {
             self.failures -= 1;
-            return Err(StoreError::Down("disk full".into()));
+            return Err(StoreError::down("disk full"));
         }
         self.inner.commit(now)
     }
@@ -1056,12 +1065,16 @@ fn a_reload_without_a_store_block_is_refused_and_the_running_tree_keeps_storing(
         let err = stores
             .reload(&parse("max_clients 10;"))
             .expect_err("no store block");
+        assert!(matches!(err, kids_core::Error::StoreTreeRemoved), "{err}");
         assert_eq!(
             err.to_string(),
-            "invalid configuration: the reloaded config has no `store` block; removing the store tree needs a restart"
+            "the reloaded config has no `store` block; removing the store tree needs a restart"
         );
         let mut publisher = Session::new(&router);
-        publisher.handle(vec!["PUBLISH".into(), "t".into(), "kept".into()], Instant::now());
+        publisher.handle(
+            vec!["PUBLISH".into(), "t".into(), "kept".into()],
+            Instant::now(),
+        );
         let ticket = publisher.ticket().expect("a ticket");
         let stored = tokio::time::timeout(
             Duration::from_secs(30),
@@ -1296,7 +1309,7 @@ impl Store for GivesUpAt {
     fn commit(&mut self, now: Now) -> Result<(), StoreError> {
         self.commits += 1;
         if self.commits == self.n {
-            return Err(StoreError::Unstored("fsync failed".into()));
+            return Err(StoreError::unstored("fsync failed"));
         }
         self.inner.commit(now)
     }
