@@ -114,14 +114,6 @@ where
     }
     let (stop_tx, stop_rx) = watch::channel(Stop::Run);
     let tracker = TaskTracker::new();
-    let mut config = config;
-    // On one thread a woken task already runs after every task that was
-    // ready before it: pushes batch up without a yield.
-    let one_thread = tokio::runtime::Handle::current().runtime_flavor()
-        == tokio::runtime::RuntimeFlavor::CurrentThread;
-    config.conn = config
-        .conn
-        .coalesce(config.conn.coalesce_value() && !one_thread);
     let shared = Arc::new(Shared {
         make,
         budget: config.max_buffered.map(|b| Arc::new(Budget::new(b))),

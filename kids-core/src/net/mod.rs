@@ -88,7 +88,8 @@ pub async fn serve(
 /// a subscriber served by another worker is a cross-thread wake-up (a
 /// futex call, a cache line moved), which costs more than the delivery.
 /// On one thread a publisher's push only queues the subscriber's task, and
-/// the subscriber writes what every publisher of that pass pushed at once.
+/// the subscriber, yielding once ([`ConnConfig::coalesce`](crate::server::ConnConfig::coalesce)),
+/// writes what every publisher of that pass pushed at once.
 /// The store worker and blocking file IO have threads of their own either way.
 ///
 /// # Errors

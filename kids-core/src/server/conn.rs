@@ -207,9 +207,11 @@ impl ConnConfig {
     /// Write output that other connections pushed once per pass of the
     /// event loop ([`Step::Yield`]) rather than at every push (default on).
     ///
-    /// The tokio adapter turns it off on a current-thread runtime, where a
-    /// task woken by a push already runs after every task that was ready
-    /// before it, so the batching happens without the extra poll.
+    /// The tokio adapter yields with `tokio::task::yield_now`, which runs
+    /// the task again only after the runtime has polled its sockets: the
+    /// publishes that arrived meanwhile join the same write. On a
+    /// current-thread runtime that halves the writes to a subscriber of a
+    /// few publishers (and its client's reads), for a delay of one pass.
     pub fn coalesce(mut self, on: bool) -> Self {
         self.coalesce = on;
         self
