@@ -477,7 +477,7 @@ where
                 return self.outbox_closed();
             }
             let mut progress = false;
-            if self.protocol.is_holding()
+            if (self.waiting || self.protocol.is_holding())
                 && let Poll::Ready(flow) = self.protocol.poll_release(cx, now)
             {
                 if flow == Flow::Close {
