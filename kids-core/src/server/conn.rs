@@ -455,7 +455,7 @@ where
             return self.end(why);
         }
         let result = self.poll_inner(cx, io, now);
-        if !matches!(result, Poll::Ready(Ok(Step::Closed))) {
+        if self.ended.is_none() {
             self.recharge();
         }
         result
