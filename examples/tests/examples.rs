@@ -521,6 +521,57 @@ fn kids_applies_max_clients_from_its_config() {
     assert_eq!(refused, b"-ERR max number of clients reached\r\n");
 }
 
+#[test]
+fn kids_applies_its_idle_and_request_timeouts() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let conf = dir.path().join("kids.conf");
+    std::fs::write(
+        &conf,
+        "timeout 1s;
+request_timeout 1s;
+",
+    )
+    .expect("write conf");
+    let (_kids, addr) = start_kids(&["-c".as_ref(), conf.as_os_str()], 0);
+    let connect = || {
+        let s = TcpStream::connect(&addr).expect("connect");
+        s.set_read_timeout(Some(Duration::from_secs(30)))
+            .expect("timeout");
+        s
+    };
+    // An idle client and one that left a request half-sent are closed by
+    // the server (read_to_end returns at its close, not at our limit);
+    // a subscriber may idle.
+    let mut idle = connect();
+    idle.write_all(b"PING\r\n").expect("send");
+    let mut half = connect();
+    half.write_all(b"*2\r\n$4\r\nECHO\r\n$5\r\nhel")
+        .expect("send");
+    let mut sub = connect();
+    sub.write_all(b"SUBSCRIBE news\r\n").expect("send");
+    let mut got = Vec::new();
+    idle.read_to_end(&mut got)
+        .expect("closed by the server, not timed out");
+    assert_eq!(got, b"+PONG\r\n");
+    got.clear();
+    half.read_to_end(&mut got)
+        .expect("closed by the server, not timed out");
+    assert!(got.is_empty(), "{got:?}");
+    let mut publisher = connect();
+    publisher
+        .write_all(b"PUBLISH news still-here\r\n")
+        .expect("send");
+    let mut reply = [0u8; 4];
+    publisher.read_exact(&mut reply).expect("reply");
+    assert_eq!(&reply, b":1\r\n");
+    let confirmation = b"*3\r\n$9\r\nsubscribe\r\n$4\r\nnews\r\n:1\r\n";
+    let message = b"*3\r\n$7\r\nmessage\r\n$4\r\nnews\r\n$10\r\nstill-here\r\n";
+    let mut both = vec![0u8; confirmation.len() + message.len()];
+    sub.read_exact(&mut both)
+        .expect("the subscriber is still served");
+    assert_eq!(&both[confirmation.len()..], message);
+}
+
 /// calc-server and calc-client talk over 127.0.0.2: not the defaults, so
 /// that both programs' `--host` is exercised.
 const CALC_HOST: &str = "127.0.0.2";

@@ -40,6 +40,16 @@ pub struct Config {
     pub ignore_case: bool,
     /// `max_clients N;`
     pub max_clients: Option<usize>,
+    /// `timeout DURATION;`: close a client idle this long (not a
+    /// subscriber); `0` turns it off, as Redis's `timeout 0` (the default).
+    pub timeout_secs: Option<u64>,
+    /// `request_timeout DURATION;`: close a client that left a request
+    /// half-sent this long (default 60 s); `0` turns it off.
+    pub request_timeout_secs: Option<u64>,
+    /// `max_buffered SIZE;`: bytes all connections together may buffer
+    /// before they stop reading new requests (default 4 GB); `0` turns the
+    /// bound off.
+    pub max_buffered: Option<u64>,
     /// `nlimit CLASS HARD SOFT SECONDS;` lines.
     pub nlimits: Vec<NLimitLine>,
     /// `queue SIZE block|error;` or `queue SIZE spool DIR;`: the queue between the router and the stores.
@@ -419,6 +429,9 @@ const TOP_KEYS: &[&str] = &[
     "worker_threads",
     "ignore_case",
     "max_clients",
+    "timeout",
+    "request_timeout",
+    "max_buffered",
     "nlimit",
     "queue",
     "log",
@@ -689,6 +702,21 @@ impl<'a> Parser<'a> {
                     } else {
                         config.max_clients = Some(n);
                     }
+                }
+                "timeout" | "request_timeout" => {
+                    let vals = self.values(&key)?;
+                    let v = self.one(&key, &vals)?;
+                    let secs = self.duration(&v, true)?;
+                    if key == "timeout" {
+                        config.timeout_secs = Some(secs);
+                    } else {
+                        config.request_timeout_secs = Some(secs);
+                    }
+                }
+                "max_buffered" => {
+                    let vals = self.values(&key)?;
+                    let v = self.one(&key, &vals)?;
+                    config.max_buffered = Some(self.size(&v, true)?);
                 }
                 "ignore_case" => {
                     let vals = self.values(&key)?;
@@ -1104,6 +1132,29 @@ impl Config {
         crate::RouterConfig::default()
             .ignore_case(self.ignore_case)
             .nlimits(limits)
+    }
+
+    /// The connection policy of the `timeout` and `request_timeout` lines
+    /// (the toolkit's defaults otherwise; `0` turns a timeout off).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use kids_core::Config;
+    /// let config = Config::parse("server.conf", "timeout 5min; request_timeout 0;").unwrap();
+    /// let conn = config.conn_config();
+    /// assert_eq!(conn.idle_timeout_value(), Some(Duration::from_secs(300)));
+    /// assert_eq!(conn.request_timeout_value(), None);
+    /// ```
+    pub fn conn_config(&self) -> crate::server::ConnConfig {
+        let mut conn = crate::server::ConnConfig::default();
+        let after = |secs: u64| (secs > 0).then(|| std::time::Duration::from_secs(secs));
+        if let Some(secs) = self.timeout_secs {
+            conn = conn.idle_timeout(after(secs));
+        }
+        if let Some(secs) = self.request_timeout_secs {
+            conn = conn.request_timeout(after(secs));
+        }
+        conn
     }
 
     /// The store pipeline settings of the `queue` line (default: 65536

@@ -448,3 +448,28 @@ fn a_deserialized_store_tree_is_checked_as_a_parsed_one() {
         "invalid store configuration: `store buffer` needs exactly one `primary` and one `secondary` store"
     );
 }
+
+#[test]
+fn connection_bounds_come_from_the_file() {
+    use std::time::Duration;
+    let c = Config::parse(
+        "t.conf",
+        "timeout 10s; request_timeout 2min; max_buffered 1gb;",
+    )
+    .expect("parses");
+    assert_eq!(
+        (c.timeout_secs, c.request_timeout_secs, c.max_buffered),
+        (Some(10), Some(120), Some(1 << 30))
+    );
+    let conn = c.conn_config();
+    assert_eq!(conn.idle_timeout_value(), Some(Duration::from_secs(10)));
+    assert_eq!(conn.request_timeout_value(), Some(Duration::from_secs(120)));
+    // 0 turns a timeout off; without the lines the toolkit's defaults hold.
+    let off = Config::parse("t.conf", "timeout 0; request_timeout 0;").expect("parses");
+    assert_eq!(off.conn_config().idle_timeout_value(), None);
+    assert_eq!(off.conn_config().request_timeout_value(), None);
+    let none = Config::parse("t.conf", "").expect("parses");
+    assert_eq!(none.conn_config(), kids_core::server::ConnConfig::default());
+    let err = Config::parse("t.conf", "timeout ten;").expect_err("not a duration");
+    assert!(err.to_string().contains("time unit"), "{err}");
+}
