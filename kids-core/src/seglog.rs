@@ -884,11 +884,7 @@ impl SegmentLog {
     /// [`Error::Io`] on a read failure; [`Error::Corrupt`] when a record
     /// fails its bound or CRC. `at` is left as it was on an error.
     pub fn read(&self, at: &mut Position, max: usize) -> Result<Vec<Bytes>, Error> {
-        Ok(self
-            .read_entries(at, max)?
-            .into_iter()
-            .map(|(_, b)| b)
-            .collect())
+        self.read_entries(at, max).map(payloads)
     }
 
     /// As [`SegmentLog::read`], with the position each record starts at, so a
@@ -1079,11 +1075,7 @@ impl LogReader {
     /// on a read failure; [`Error::Corrupt`] when a record fails its bound
     /// or CRC. `at` is left as it was on an error.
     pub fn read(&mut self, at: &mut Position, max: usize) -> Result<Vec<Bytes>, Error> {
-        Ok(self
-            .read_entries(at, max)?
-            .into_iter()
-            .map(|(_, b)| b)
-            .collect())
+        self.read_entries(at, max).map(payloads)
     }
 
     /// As [`LogReader::read`], with the position each record starts at.
@@ -1260,6 +1252,11 @@ fn scan(path: &Path, data: &[u8], max_record: u32, last: bool) -> Result<(u64, u
         }
     }
     Ok((records, off as u64))
+}
+
+/// The payloads of read entries, without their positions.
+fn payloads(entries: Vec<(Position, Bytes)>) -> Vec<Bytes> {
+    entries.into_iter().map(|(_, b)| b).collect()
 }
 
 #[cfg(test)]

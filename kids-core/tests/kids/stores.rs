@@ -908,25 +908,45 @@ fn a_spool_directory_needs_the_spool_policy() {
     );
 }
 
-/// A root whose first commits fail (a full disk, say), then work.
-#[derive(Debug, Default)]
-struct FlakyCommit {
+/// A root whose commits fail as its plan says: the plan gets each commit's
+/// number (from 1) and returns the error that commit fails with, if any (a
+/// full disk for the first few, a failed fsync at one).
+struct FaultyCommits {
     inner: Fake,
-    failures: u32,
     attempts: Arc<Mutex<u32>>,
+    plan: Box<dyn Fn(u32) -> Option<StoreError> + Send>,
 }
 
-impl Store for FlakyCommit {
+impl FaultyCommits {
+    fn new(inner: Fake, plan: impl Fn(u32) -> Option<StoreError> + Send + 'static) -> Self {
+        Self {
+            inner,
+            attempts: Arc::default(),
+            plan: Box::new(plan),
+        }
+    }
+}
+
+impl std::fmt::Debug for FaultyCommits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FaultyCommits").finish_non_exhaustive()
+    }
+}
+
+impl Store for FaultyCommits {
     fn store(&mut self, t: &Bytes, m: &Bytes, now: Now) -> Result<(), StoreError> {
         self.inner.store(t, m, now)
     }
     fn commit(&mut self, now: Now) -> Result<(), StoreError> {
-        *self.attempts.lock().unwrap() += 1;
-        if self.failures > 0 {
-            self.failures -= 1;
-            return Err(StoreError::down("disk full"));
+        let n = {
+            let mut attempts = self.attempts.lock().unwrap();
+            *attempts += 1;
+            *attempts
+        };
+        match (self.plan)(n) {
+            Some(e) => Err(e),
+            None => self.inner.commit(now),
         }
-        self.inner.commit(now)
     }
     fn taken(&self) -> u64 {
         self.inner.taken()
@@ -945,12 +965,10 @@ impl Store for FlakyCommit {
 #[test]
 fn a_failed_commit_is_retried_on_a_backoff_and_answers_nobody_until_it_succeeds() {
     let pipeline = StorePipeline::new(PipelineConfig::default()).unwrap();
-    let attempts = Arc::new(Mutex::new(0));
-    let root = FlakyCommit {
-        inner: Fake::auto(),
-        failures: 3,
-        attempts: attempts.clone(),
-    };
+    let root = FaultyCommits::new(Fake::auto(), |n| {
+        (n <= 3).then(|| StoreError::down("disk full"))
+    });
+    let attempts = root.attempts.clone();
     let inner = root.inner.clone();
     let mut worker = pipeline.worker(Box::new(root));
     let t1 = pipeline
@@ -1294,39 +1312,6 @@ fn a_failed_spool_fsync_tells_every_waiting_publisher_its_message_was_not_stored
     );
 }
 
-/// A root that gives up what it took at its `n`th commit (a failed fsync).
-#[derive(Debug)]
-struct GivesUpAt {
-    inner: Fake,
-    commits: u32,
-    n: u32,
-}
-
-impl Store for GivesUpAt {
-    fn store(&mut self, t: &Bytes, m: &Bytes, now: Now) -> Result<(), StoreError> {
-        self.inner.store(t, m, now)
-    }
-    fn commit(&mut self, now: Now) -> Result<(), StoreError> {
-        self.commits += 1;
-        if self.commits == self.n {
-            return Err(StoreError::unstored("fsync failed"));
-        }
-        self.inner.commit(now)
-    }
-    fn taken(&self) -> u64 {
-        self.inner.taken()
-    }
-    fn acked(&mut self) -> u64 {
-        self.inner.acked()
-    }
-    fn poll(&mut self, _: Now) -> Result<(), StoreError> {
-        Ok(())
-    }
-    fn info(&self, name: &str, out: &mut String) {
-        self.inner.info(name, out);
-    }
-}
-
 #[test]
 fn overflow_records_in_a_commit_that_was_given_up_are_read_again() {
     let dir = tempfile::tempdir().unwrap();
@@ -1339,11 +1324,9 @@ fn overflow_records_in_a_commit_that_was_given_up_are_read_again() {
             .unwrap();
     }
     let root = Fake::auto();
-    let mut worker = pipeline.worker(Box::new(GivesUpAt {
-        inner: root.clone(),
-        commits: 0,
-        n: 2,
-    }));
+    let mut worker = pipeline.worker(Box::new(FaultyCommits::new(root.clone(), |n| {
+        (n == 2).then(|| StoreError::unstored("fsync failed"))
+    })));
     worker.step(t0()); // the queued message
     worker.step(t0()); // the overflow records: given up
     assert_eq!(pipeline.stats().unstored, 3);
