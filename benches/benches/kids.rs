@@ -176,43 +176,13 @@ fn store(c: &mut Criterion) {
     g.finish();
 }
 
-/// An in-memory stream: what the client sent, and what the server wrote.
-#[derive(Default)]
-struct Pipe {
-    input: BytesMut,
-    output: Vec<u8>,
-}
-
-impl kids_core::server::Transport for Pipe {
-    fn poll_read(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-        buf: &mut BytesMut,
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        if self.input.is_empty() {
-            return std::task::Poll::Pending;
-        }
-        let n = self.input.len();
-        buf.extend_from_slice(&self.input.split());
-        std::task::Poll::Ready(Ok(n))
-    }
-    fn poll_write(
-        &mut self,
-        _: &mut std::task::Context<'_>,
-        buf: &[u8],
-    ) -> std::task::Poll<std::io::Result<usize>> {
-        self.output.extend_from_slice(buf);
-        std::task::Poll::Ready(Ok(buf.len()))
-    }
-}
-
 /// One publish through the whole server path a socket would see, without
 /// the socket: a publisher's connection reads `PUBLISH`, routes it to 1 or
 /// 32 subscribers' outboxes and writes its reply; each subscriber's
 /// connection writes the message out. The user-space cost per message of
 /// the regime where publishers keep one command in flight.
 fn connection(c: &mut Criterion) {
-    use kids_core::server::{ConnConfig, Connection};
+    use kids_core::server::{ConnConfig, Connection, MemoryStream};
     let mut g = c.benchmark_group("connection");
     let now = Instant::now();
     let publish = {
@@ -235,14 +205,14 @@ fn connection(c: &mut Criterion) {
         let mut subscribers: Vec<_> = (0..subs)
             .map(|_| {
                 let mut s = conn();
-                let mut pipe = Pipe::default();
+                let mut pipe = MemoryStream::default();
                 Frame::command([&b"SUBSCRIBE"[..], b"bench"]).encode(Proto::Resp2, &mut pipe.input);
                 let _ = s.poll(&mut cx, &mut pipe, now);
                 (s, pipe)
             })
             .collect();
         let mut publisher = conn();
-        let mut ppipe = Pipe::default();
+        let mut ppipe = MemoryStream::default();
         g.throughput(Throughput::Elements(subs as u64));
         g.bench_function(
             BenchmarkId::new("publish_n1", format!("{subs}_subscribers")),

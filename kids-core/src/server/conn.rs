@@ -216,10 +216,6 @@ impl ConnConfig {
         self.coalesce = on;
         self
     }
-    /// Whether pushed output is coalesced.
-    pub fn coalesce_value(&self) -> bool {
-        self.coalesce
-    }
     /// The idle timeout.
     pub fn idle_timeout_value(&self) -> Option<Duration> {
         self.idle_timeout

@@ -39,14 +39,17 @@
 //!   finishes once everything it owes is written.
 //!
 //! Time is an argument (`now`), the stream is a [`Transport`], so a test can
-//! run a connection against an in-memory stream on a simulated clock. The
+//! run a connection against an in-memory stream ([`MemoryStream`]) on a
+//! simulated clock. The
 //! tokio adapter (`net`, feature `tokio`) adds only sockets: accepting,
 //! timers, tasks.
 
 mod budget;
 mod conn;
+mod memory;
 pub(crate) mod outbox;
 
 pub use budget::Budget;
 pub use conn::{ConnConfig, Connection, Ended, Flow, Protocol, RequestCodec, Step, Transport};
+pub use memory::MemoryStream;
 pub use outbox::{CloseReason, Outbox};

@@ -9,66 +9,10 @@ use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use kids_core::server::{
-    Budget, ConnConfig, Connection, Ended, Flow, Protocol, RequestCodec, Step, Transport,
+    Budget, ConnConfig, Connection, Ended, Flow, MemoryStream, Protocol, RequestCodec, Step,
 };
 use kids_core::{NLimits, Outbox, Refused, RequestDecoder, Router, RouterConfig, Session, Tap};
 use tokio_util::codec::{Decoder, LinesCodec, LinesCodecError};
-
-/// The client side of an in-memory stream: what the client sent and the
-/// server has not read, and every write the server made.
-#[derive(Default)]
-struct Pipe {
-    to_server: BytesMut,
-    eof: bool,
-    /// False: the client does not read, writes stay pending.
-    writable: bool,
-    from_server: Vec<u8>,
-    writes: Vec<usize>,
-}
-
-impl Pipe {
-    fn open() -> Self {
-        Self {
-            writable: true,
-            ..Self::default()
-        }
-    }
-    fn send(&mut self, bytes: &[u8]) {
-        self.to_server.extend_from_slice(bytes);
-    }
-    fn take(&mut self) -> Vec<u8> {
-        self.writes.clear();
-        std::mem::take(&mut self.from_server)
-    }
-}
-
-impl Transport for Pipe {
-    fn poll_read(
-        &mut self,
-        _: &mut Context<'_>,
-        buf: &mut BytesMut,
-    ) -> Poll<std::io::Result<usize>> {
-        if self.to_server.is_empty() {
-            return if self.eof {
-                Poll::Ready(Ok(0))
-            } else {
-                Poll::Pending
-            };
-        }
-        let n = self.to_server.len().min(buf.capacity() - buf.len()).max(1);
-        buf.extend_from_slice(&self.to_server.split_to(n));
-        Poll::Ready(Ok(n))
-    }
-
-    fn poll_write(&mut self, _: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        if !self.writable {
-            return Poll::Pending;
-        }
-        self.from_server.extend_from_slice(buf);
-        self.writes.push(buf.len());
-        Poll::Ready(Ok(buf.len()))
-    }
-}
 
 /// Counts its wake-ups.
 #[derive(Default)]
@@ -99,7 +43,7 @@ fn kids_conn(router: &Router, config: ConnConfig, now: Instant) -> KidsConn {
 
 /// Polls until the connection is idle (`Pending`) or closed; a yield is
 /// what a runtime does with it: poll again.
-fn settle<P, C>(conn: &mut Connection<P, C>, pipe: &mut Pipe, now: Instant) -> Option<Step>
+fn settle<P, C>(conn: &mut Connection<P, C>, pipe: &mut MemoryStream, now: Instant) -> Option<Step>
 where
     P: Protocol,
     C: RequestCodec<Item = P::Request, Error = P::Error>,
@@ -128,11 +72,11 @@ fn requests_read_together_are_answered_in_one_write() {
     let now = Instant::now();
     let router = Router::new(RouterConfig::default(), now);
     let mut conn = kids_conn(&router, ConnConfig::default(), now);
-    let mut pipe = Pipe::open();
+    let mut pipe = MemoryStream::default();
     pipe.send(&[cmd(&["PING"]), cmd(&["ECHO", "hi"]), cmd(&["PING"])].concat());
     assert_eq!(settle(&mut conn, &mut pipe, now), None);
     assert_eq!(pipe.writes, vec![7 + 8 + 7]);
-    assert_eq!(pipe.take(), b"+PONG\r\n$2\r\nhi\r\n+PONG\r\n");
+    assert_eq!(pipe.take_output(), b"+PONG\r\n$2\r\nhi\r\n+PONG\r\n");
 }
 
 #[test]
@@ -143,27 +87,27 @@ fn a_client_that_does_not_read_stops_being_read() {
         .max_pending_output(64 * 1024)
         .read_batch(4096);
     let mut conn = kids_conn(&router, config, now);
-    let mut pipe = Pipe::default(); // never writable: the client reads nothing
+    let mut pipe = MemoryStream::blocked(); // the client reads nothing
     let payload = "x".repeat(1000);
     let echo = cmd(&["ECHO", &payload]);
     for _ in 0..1000 {
         pipe.send(&echo);
     }
-    let sent = pipe.to_server.len();
+    let sent = pipe.input.len();
     assert_eq!(settle(&mut conn, &mut pipe, now), None);
-    let read = sent - pipe.to_server.len();
+    let read = sent - pipe.input.len();
     // It read until its own output passed the bound, then stopped.
     assert!(conn.protocol().outbox().pending() >= 64 * 1024);
     assert!(read < 100 * 1024, "read {read} of {sent} bytes");
     // Once the client reads, the rest is read and answered.
-    pipe.writable = true;
+    pipe.blocked = false;
     assert_eq!(settle(&mut conn, &mut pipe, now), None);
-    assert!(pipe.to_server.is_empty());
+    assert!(pipe.input.is_empty());
     let mut expected = Vec::new();
     for _ in 0..1000 {
         expected.extend_from_slice(format!("$1000\r\n{payload}\r\n").as_bytes());
     }
-    assert_eq!(pipe.take(), expected);
+    assert_eq!(pipe.take_output(), expected);
 }
 
 #[test]
@@ -172,7 +116,7 @@ fn a_subscriber_is_read_whatever_its_output_holds() {
     let router = Router::new(RouterConfig::default(), now);
     let config = ConnConfig::default().max_pending_output(1024);
     let mut conn = kids_conn(&router, config, now);
-    let mut pipe = Pipe::default();
+    let mut pipe = MemoryStream::blocked();
     pipe.send(&cmd(&["SUBSCRIBE", "a"]));
     settle(&mut conn, &mut pipe, now);
     for _ in 0..100 {
@@ -183,7 +127,7 @@ fn a_subscriber_is_read_whatever_its_output_holds() {
     assert!(conn.protocol().outbox().pending() > 1024);
     pipe.send(&cmd(&["UNSUBSCRIBE", "a"]));
     settle(&mut conn, &mut pipe, now);
-    assert!(pipe.to_server.is_empty(), "UNSUBSCRIBE was not read");
+    assert!(pipe.input.is_empty(), "UNSUBSCRIBE was not read");
     assert_eq!(conn.protocol().subscriptions(), 0);
 }
 
@@ -194,7 +138,7 @@ fn an_idle_client_is_closed_but_not_a_subscriber() {
     let config = ConnConfig::default().idle_timeout(Some(Duration::from_secs(300)));
     let mut idle = kids_conn(&router, config, t0);
     let mut sub = kids_conn(&router, config, t0);
-    let (mut a, mut b) = (Pipe::open(), Pipe::open());
+    let (mut a, mut b) = (MemoryStream::default(), MemoryStream::default());
     b.send(&cmd(&["SUBSCRIBE", "a"]));
     let t1 = t0 + Duration::from_secs(100);
     settle(&mut idle, &mut a, t1);
@@ -224,7 +168,7 @@ fn a_half_sent_request_times_out_from_its_first_byte() {
     let router = Router::new(RouterConfig::default(), t0);
     let config = ConnConfig::default().request_timeout(Some(Duration::from_secs(10)));
     let mut conn = kids_conn(&router, config, t0);
-    let mut pipe = Pipe::open();
+    let mut pipe = MemoryStream::default();
     assert_eq!(conn.poll_timeout(), None);
     // A whole request leaves no deadline.
     pipe.send(&cmd(&["PING"]));
@@ -250,14 +194,14 @@ fn a_request_finished_in_time_clears_the_deadline() {
     let router = Router::new(RouterConfig::default(), t0);
     let config = ConnConfig::default().request_timeout(Some(Duration::from_secs(10)));
     let mut conn = kids_conn(&router, config, t0);
-    let mut pipe = Pipe::open();
+    let mut pipe = MemoryStream::default();
     pipe.send(b"*2\r\n$4\r\nECHO\r\n$2\r\nh");
     settle(&mut conn, &mut pipe, t0);
     assert!(conn.poll_timeout().is_some());
     pipe.send(b"i\r\n");
     settle(&mut conn, &mut pipe, t0 + Duration::from_secs(5));
     assert_eq!(conn.poll_timeout(), None);
-    assert_eq!(pipe.take(), b"$2\r\nhi\r\n");
+    assert_eq!(pipe.take_output(), b"$2\r\nhi\r\n");
     assert_eq!(
         settle(&mut conn, &mut pipe, t0 + Duration::from_secs(20)),
         None
@@ -269,10 +213,10 @@ fn pushed_messages_wait_one_yield_then_leave_in_one_write() {
     let now = Instant::now();
     let router = Router::new(RouterConfig::default(), now);
     let mut conn = kids_conn(&router, ConnConfig::default(), now);
-    let mut pipe = Pipe::open();
+    let mut pipe = MemoryStream::default();
     pipe.send(&cmd(&["SUBSCRIBE", "a"]));
     settle(&mut conn, &mut pipe, now);
-    pipe.take();
+    pipe.take_output();
     let mut cx = Context::from_waker(Waker::noop());
     router
         .publish("a".into(), "1".into(), now)
@@ -295,23 +239,23 @@ fn pushed_messages_wait_one_yield_then_leave_in_one_write() {
     assert_eq!(pipe.writes.len(), 1);
     let frame = |m: &str| format!("*3\r\n$7\r\nmessage\r\n$1\r\na\r\n$1\r\n{m}\r\n");
     assert_eq!(
-        String::from_utf8(pipe.take()).expect("utf8"),
+        String::from_utf8(pipe.take_output()).expect("utf8"),
         [frame("1"), frame("2"), frame("3")].concat()
     );
     // Its own replies are written at once.
     pipe.send(&cmd(&["PING"]));
     assert!(conn.poll(&mut cx, &mut pipe, now).is_pending());
-    assert_eq!(pipe.take(), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
+    assert_eq!(pipe.take_output(), b"*2\r\n$4\r\npong\r\n$0\r\n\r\n");
     // Without coalescing, no yield.
     let mut plain = kids_conn(&router, ConnConfig::default().coalesce(false), now);
-    let mut p2 = Pipe::open();
+    let mut p2 = MemoryStream::default();
     p2.send(&cmd(&["SUBSCRIBE", "b"]));
     settle(&mut plain, &mut p2, now);
     router
         .publish("b".into(), "x".into(), now)
         .expect("published");
     assert!(plain.poll(&mut cx, &mut p2, now).is_pending());
-    assert!(p2.take().ends_with(b"$1\r\nx\r\n"));
+    assert!(p2.take_output().ends_with(b"$1\r\nx\r\n"));
 }
 
 #[test]
@@ -319,16 +263,16 @@ fn a_draining_connection_writes_what_it_owes_then_ends() {
     let now = Instant::now();
     let router = Router::new(RouterConfig::default(), now);
     let mut conn = kids_conn(&router, ConnConfig::default(), now);
-    let mut pipe = Pipe::default();
+    let mut pipe = MemoryStream::blocked();
     pipe.send(&cmd(&["ECHO", "owed"]));
     assert_eq!(settle(&mut conn, &mut pipe, now), None);
     conn.stop_reading();
     pipe.send(&cmd(&["ECHO", "never read"]));
     assert_eq!(settle(&mut conn, &mut pipe, now), None);
-    pipe.writable = true;
+    pipe.blocked = false;
     assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
     assert_eq!(conn.ended(), Some(Ended::Finished));
-    assert_eq!(pipe.take(), b"$4\r\nowed\r\n");
+    assert_eq!(pipe.take_output(), b"$4\r\nowed\r\n");
 }
 
 #[test]
@@ -336,11 +280,11 @@ fn eof_writes_what_is_owed_then_ends() {
     let now = Instant::now();
     let router = Router::new(RouterConfig::default(), now);
     let mut conn = kids_conn(&router, ConnConfig::default(), now);
-    let mut pipe = Pipe::open();
+    let mut pipe = MemoryStream::default();
     pipe.send(&cmd(&["PING"]));
     pipe.eof = true;
     assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
-    assert_eq!(pipe.take(), b"+PONG\r\n");
+    assert_eq!(pipe.take_output(), b"+PONG\r\n");
 }
 
 /// A tap that stores only when told to.
@@ -370,7 +314,7 @@ fn replies_wait_until_their_messages_are_stored() {
     let tap = Arc::new(Held::default());
     router.set_tap(Arc::clone(&tap) as Arc<dyn Tap>);
     let mut conn = kids_conn(&router, ConnConfig::default(), now);
-    let mut pipe = Pipe::open();
+    let mut pipe = MemoryStream::default();
     pipe.send(
         &[
             cmd(&["PUBLISH", "t", "1"]),
@@ -380,16 +324,16 @@ fn replies_wait_until_their_messages_are_stored() {
         .concat(),
     );
     assert_eq!(settle(&mut conn, &mut pipe, now), None);
-    assert!(pipe.from_server.is_empty(), "answered before stored");
+    assert!(pipe.output.is_empty(), "answered before stored");
     tap.stored.store(1, Ordering::SeqCst);
     assert_eq!(settle(&mut conn, &mut pipe, now), None);
     assert!(
-        pipe.from_server.is_empty(),
+        pipe.output.is_empty(),
         "answered before the last was stored"
     );
     tap.stored.store(2, Ordering::SeqCst);
     assert_eq!(settle(&mut conn, &mut pipe, now), None);
-    assert_eq!(pipe.take(), b":0\r\n:0\r\n+PONG\r\n");
+    assert_eq!(pipe.take_output(), b":0\r\n:0\r\n+PONG\r\n");
 }
 
 #[test]
@@ -407,7 +351,7 @@ fn the_server_budget_holds_every_connection_back() {
         )
     };
     let (mut big, mut other) = (new(), new());
-    let (mut p1, mut p2) = (Pipe::default(), Pipe::open());
+    let (mut p1, mut p2) = (MemoryStream::blocked(), MemoryStream::default());
     // One client that does not read runs the server over its budget ...
     p1.send(&cmd(&["ECHO", &"x".repeat(20_000)]));
     settle(&mut big, &mut p1, now);
@@ -417,14 +361,14 @@ fn the_server_budget_holds_every_connection_back() {
     let mut cx = Context::from_waker(&waker);
     p2.send(&cmd(&["PING"]));
     assert!(other.poll(&mut cx, &mut p2, now).is_pending());
-    assert!(p2.from_server.is_empty());
+    assert!(p2.output.is_empty());
     assert_eq!(woken.0.load(Ordering::SeqCst), 0);
-    p1.writable = true;
+    p1.blocked = false;
     settle(&mut big, &mut p1, now);
     assert!(!budget.is_over());
     assert_eq!(woken.0.load(Ordering::SeqCst), 1);
     settle(&mut other, &mut p2, now);
-    assert_eq!(p2.take(), b"+PONG\r\n");
+    assert_eq!(p2.take_output(), b"+PONG\r\n");
     // Ended connections give their charge back.
     drop((big, other));
     assert_eq!(budget.used(), 0);
@@ -506,7 +450,7 @@ fn an_unbounded_codec_is_bounded_by_the_connection() {
         None,
         now,
     );
-    let mut pipe = Pipe::open();
+    let mut pipe = MemoryStream::default();
     pipe.send(b"hello\n");
     pipe.send(&[b'a'; 2000]);
     assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
