@@ -662,14 +662,31 @@ mod tests {
             CommandInfo,
             CommandHelp,
         ];
-        for c in all {
-            match c {
-                Ping | Echo | Quit | Reset | Select | Hello | ClientId | ClientGetname
-                | ClientSetname | ClientSetinfo | ClientHelp | Command | CommandCount
-                | CommandDocs | CommandInfo | CommandHelp => {}
-            }
-        }
         all.to_vec()
+    }
+
+    /// The table name of each variant: an exhaustive match, so a new
+    /// variant must be named here (and listed above) before this compiles.
+    fn conn_name(c: ConnCommand) -> &'static str {
+        use ConnCommand::*;
+        match c {
+            Ping => "ping",
+            Echo => "echo",
+            Quit => "quit",
+            Reset => "reset",
+            Select => "select",
+            Hello => "hello",
+            ClientId => "client|id",
+            ClientGetname => "client|getname",
+            ClientSetname => "client|setname",
+            ClientSetinfo => "client|setinfo",
+            ClientHelp => "client|help",
+            Command => "command",
+            CommandCount => "command|count",
+            CommandDocs => "command|docs",
+            CommandInfo => "command|info",
+            CommandHelp => "command|help",
+        }
     }
 
     fn kids_variants() -> Vec<KidsCommand> {
@@ -687,13 +704,25 @@ mod tests {
             PubsubNumpat,
             PubsubHelp,
         ];
-        for c in all {
-            match c {
-                Publish | Log | Subscribe | Psubscribe | Unsubscribe | Punsubscribe | Info
-                | PubsubChannels | PubsubNumsub | PubsubNumpat | PubsubHelp => {}
-            }
-        }
         all.to_vec()
+    }
+
+    /// As [`conn_name`], for kids' own commands.
+    fn kids_name(c: KidsCommand) -> &'static str {
+        use KidsCommand::*;
+        match c {
+            Publish => "publish",
+            Log => "log",
+            Subscribe => "subscribe",
+            Psubscribe => "psubscribe",
+            Unsubscribe => "unsubscribe",
+            Punsubscribe => "punsubscribe",
+            Info => "info",
+            PubsubChannels => "pubsub|channels",
+            PubsubNumsub => "pubsub|numsub",
+            PubsubNumpat => "pubsub|numpat",
+            PubsubHelp => "pubsub|help",
+        }
     }
 
     fn entries<X: Copy>(table: &'static [Command<X>]) -> Vec<&'static Command<X>> {
@@ -722,6 +751,17 @@ mod tests {
 
     #[test]
     fn every_table_entry_dispatches_to_its_own_variant() {
+        // Each entry runs the variant of its own name (a swapped id fails here).
+        for c in entries(CONNECTION_COMMANDS) {
+            if let Some(id) = c.id {
+                assert_eq!(c.name, conn_name(id), "{id:?}");
+            }
+        }
+        for c in entries(KIDS_COMMANDS) {
+            if let Some(id) = c.id {
+                assert_eq!(c.name, kids_name(id), "{id:?}");
+            }
+        }
         // Each variant is named by exactly one entry, each entry by at most one variant.
         let conn: Vec<ConnCommand> = entries(CONNECTION_COMMANDS)
             .iter()
