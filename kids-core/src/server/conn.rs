@@ -388,6 +388,12 @@ where
         Poll::Ready(Ok(Step::Closed))
     }
 
+    /// The stream failed: the connection ends with its error.
+    fn failed(&mut self, e: io::Error) -> Poll<io::Result<Step>> {
+        let _ = self.end(Ended::Finished);
+        Poll::Ready(Err(e))
+    }
+
     fn outbox_closed(&mut self) -> Poll<io::Result<Step>> {
         let reason = self.protocol.outbox().closed();
         tracing::debug!(
@@ -487,11 +493,7 @@ where
             if self.reading && !self.waiting && !read_blocked && self.may_read(cx) {
                 let (got, eof, blocked) = match self.read_batch(cx, io) {
                     Ok(r) => r,
-                    Err(e) => {
-                        self.uncharge();
-                        self.ended = Some(Ended::Finished);
-                        return Poll::Ready(Err(e));
-                    }
+                    Err(e) => return self.failed(e),
                 };
                 read_blocked = blocked;
                 if got {
@@ -516,9 +518,6 @@ where
             if self.wpos == self.wbuf.len() {
                 self.wbuf.clear();
                 self.wpos = 0;
-                if self.wbuf.capacity() == 0 && self.protocol.outbox().pending() > 0 {
-                    self.wbuf = spare::take(Spare::Write);
-                }
                 if self.config.coalesce
                     && self.writer_idle
                     && !own_input
@@ -528,6 +527,11 @@ where
                     // them push more first, then write it all.
                     self.writer_idle = false;
                     return Poll::Ready(Ok(Step::Yield));
+                }
+                // Borrowed only now: held across the yield above, the
+                // thread's spare would be lost to the connections run meanwhile.
+                if self.wbuf.capacity() == 0 && self.protocol.outbox().pending() > 0 {
+                    self.wbuf = spare::take(Spare::Write);
                 }
                 match self
                     .protocol
@@ -542,11 +546,7 @@ where
             }
             if self.wpos < self.wbuf.len() {
                 match io.poll_write(cx, &self.wbuf[self.wpos..]) {
-                    Poll::Ready(Ok(0)) => {
-                        self.uncharge();
-                        self.ended = Some(Ended::Finished);
-                        return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
-                    }
+                    Poll::Ready(Ok(0)) => return self.failed(io::ErrorKind::WriteZero.into()),
                     Poll::Ready(Ok(n)) => {
                         self.wpos += n;
                         let limits = *self.protocol.nlimits();
@@ -554,11 +554,7 @@ where
                         self.last_active = now;
                         progress = true;
                     }
-                    Poll::Ready(Err(e)) => {
-                        self.uncharge();
-                        self.ended = Some(Ended::Finished);
-                        return Poll::Ready(Err(e));
-                    }
+                    Poll::Ready(Err(e)) => return self.failed(e),
                     Poll::Pending => {
                         // Blocked on a client that does not read: a close
                         // by its nlimit must still end the connection at once.
