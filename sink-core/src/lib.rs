@@ -1,0 +1,5 @@
+//! sink: durable pub/sub with sessions, over the Redis protocol.
+//!
+//! (Crate documentation in progress.)
+
+pub mod stream;

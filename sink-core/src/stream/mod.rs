@@ -1,0 +1,1 @@
+//! The Redis Streams subset sink serves on its log.

@@ -1,0 +1,1 @@
+//! sink-core's integration tests: one binary, one module per area.
