@@ -85,6 +85,27 @@ pub trait Protocol {
     fn may_idle(&self) -> bool {
         false
     }
+
+    /// Output the protocol makes by itself rather than in reply to a
+    /// request (a durable log's session pushing its backlog, then live
+    /// records): called on every pass while the connection's unsent output
+    /// is under [`ConnConfig::max_pending_output`], so a producer never
+    /// runs ahead of a slow client. `Ready` when it pushed something into
+    /// the outbox; `Pending` when it has nothing now, with `cx` registered
+    /// to be woken when it may have.
+    fn poll_produce(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<()> {
+        let _ = (cx, now);
+        Poll::Pending
+    }
+
+    /// When the protocol wants to be polled again by itself (a blocked
+    /// command's timeout): [`Connection::poll_timeout`] includes it, and at
+    /// that time the connection polls [`Protocol::poll_release`] and
+    /// [`Protocol::poll_produce`] again. Not an idle timeout: reaching it
+    /// closes nothing.
+    fn deadline(&self) -> Option<Instant> {
+        None
+    }
 }
 
 /// A request decoder the connection drives: a bounded [`Decoder`] that can
@@ -331,6 +352,14 @@ where
     /// The earliest time [`Connection::poll`] must run again for a timeout,
     /// if one is armed.
     pub fn poll_timeout(&self) -> Option<Instant> {
+        match (self.own_timeout(), self.protocol.deadline()) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// The idle or half-sent request timeout, whichever comes first.
+    fn own_timeout(&self) -> Option<Instant> {
         let idle = self
             .config
             .idle_timeout
@@ -441,7 +470,7 @@ where
         if self.ended.is_some() {
             return Poll::Ready(Ok(Step::Closed));
         }
-        if let Some(at) = self.poll_timeout()
+        if let Some(at) = self.own_timeout()
             && now >= at
         {
             let why = if self.partial_since.is_some_and(|since| {
@@ -514,6 +543,12 @@ where
                     self.reading = false;
                     progress = true;
                 }
+            }
+            if self.protocol.outbox().pending() < self.config.max_pending_output
+                && self.protocol.poll_produce(cx, now).is_ready()
+            {
+                progress = true;
+                own_input = true;
             }
             if self.wpos == self.wbuf.len() {
                 self.wbuf.clear();
