@@ -94,6 +94,34 @@ impl Default for BrokerConfig {
     }
 }
 
+impl BrokerConfig {
+    /// Sets the fsync policy.
+    pub fn fsync(mut self, policy: FsyncPolicy) -> Self {
+        self.fsync = policy;
+        self
+    }
+    /// Sets the segment size (at least 1 KiB).
+    pub fn segment_bytes(mut self, bytes: u64) -> Self {
+        self.segment_bytes = bytes.max(1024);
+        self
+    }
+    /// Sets retention.
+    pub fn retention(mut self, retention: Retention) -> Self {
+        self.retention = retention;
+        self
+    }
+    /// Sets the sessions' settings.
+    pub fn sessions(mut self, sessions: SessionsConfig) -> Self {
+        self.sessions = sessions;
+        self
+    }
+    /// Sets the streams' settings.
+    pub fn streams(mut self, streams: StreamsConfig) -> Self {
+        self.streams = streams;
+        self
+    }
+}
+
 /// Why a write was not staged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
@@ -382,7 +410,7 @@ struct Inner {
 /// use sink_core::{Broker, BrokerConfig, FsyncPolicy};
 /// # let dir = tempfile::tempdir().unwrap();
 /// let now = Instant::now();
-/// let config = BrokerConfig { fsync: FsyncPolicy::Always, ..BrokerConfig::default() };
+/// let config = BrokerConfig::default().fsync(FsyncPolicy::Always);
 /// let (broker, _) = Broker::open(dir.path(), config, now, 1_700_000_000_000).unwrap();
 /// let (offset, lsn) = broker.publish(b"web", b"GET /", now).unwrap();
 /// assert_eq!(offset, 1);
@@ -848,14 +876,18 @@ impl Broker {
         Ok((lease, from))
     }
 
-    /// As [`Sessions::may_deliver`], with the room left in the window.
-    pub fn may_deliver(&self, name: &[u8], lease: u64, waker: &Waker) -> (Deliver, usize) {
+    /// As [`Sessions::may_deliver`], with the room left in the window and
+    /// the cursor (nothing at or before it is delivered).
+    pub fn may_deliver(&self, name: &[u8], lease: u64, waker: &Waker) -> (Deliver, usize, u64) {
         let mut st = self.state();
         let d = st.sessions.may_deliver(name, lease, Some(waker));
-        let room = st.sessions.get(name).map_or(0, |s| {
-            (st.sessions.config().window as usize).saturating_sub(s.inflight())
+        let (room, cursor) = st.sessions.get(name).map_or((0, 0), |s| {
+            (
+                (st.sessions.config().window as usize).saturating_sub(s.inflight()),
+                s.cursor(),
+            )
         });
-        (d, room)
+        (d, room, cursor)
     }
 
     /// Records deliveries under `lease`.

@@ -500,7 +500,7 @@ impl SinkConn {
         let Some(l) = &self.loaded else {
             return false;
         };
-        let (d, room) = broker.may_deliver(&l.name, l.lease, cx.waker());
+        let (d, room, cursor) = broker.may_deliver(&l.name, l.lease, cx.waker());
         match d {
             Deliver::Lost => {
                 self.end_session("session taken over, deleted or expired", now);
@@ -513,6 +513,8 @@ impl SinkConn {
         let Some(l) = &mut self.loaded else {
             return false;
         };
+        // Acknowledged ahead of delivery: skipped.
+        l.next = l.next.max(cursor + 1);
         let mut pos = l.pos;
         let entries = match self.reader.read_entries(&mut pos, READ_BATCH) {
             Ok(e) => e,

@@ -351,10 +351,13 @@ impl Sessions {
         Deliver::Yes
     }
 
-    /// Records that `offset` was delivered under `lease`.
+    /// Records that `offset` was delivered under `lease` (one at or before
+    /// the cursor, acknowledged ahead of delivery, is not counted).
     pub fn delivered(&mut self, name: &[u8], lease: u64, offset: u64) {
+        let cursor = self.by_name.get(name).map_or(0, |s| s.cursor);
         if let Some(o) = self.owner_of(name, lease)
             && offset > o.delivered
+            && offset > cursor
         {
             o.delivered = offset;
             o.inflight.push_back(offset);

@@ -1,1 +1,6 @@
 //! sink-core's integration tests: one binary, one module per area.
+
+mod sink {
+    pub(crate) mod broker;
+    pub(crate) mod support;
+}
