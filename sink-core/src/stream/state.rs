@@ -1,0 +1,667 @@
+//! The in-memory model of streams, groups, consumers and pending entries, and
+//! the one place it changes: applying a [`StreamOp`].
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use bytes::Bytes;
+
+use super::id::StreamId;
+use super::op::{OpError, OpErrorKind, StreamOp};
+
+/// Entries per radix-tree node, Redis's `stream-node-max-entries` default.
+pub(crate) const NODE_MAX_ENTRIES: u64 = 100;
+
+/// Redis's "entries read is unknown" value.
+pub(crate) const INVALID_ENTRIES_READ: i64 = -1;
+
+/// One entry: its fields and the log offset of its Add record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entry {
+    pub(crate) fields: Vec<(Bytes, Bytes)>,
+    pub(crate) offset: u64,
+}
+
+/// A radix-tree node of Redis's stream (a listpack of up to 100 entries):
+/// kept to reproduce `~` trimming and `radix-tree-*` exactly.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Node {
+    pub(crate) live: u64,
+    pub(crate) deleted: u64,
+    /// The last ID ever appended to the node, deleted or not.
+    pub(crate) last: StreamId,
+}
+
+/// A pending entry (NACK) of a group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Pending {
+    pub(crate) consumer: Bytes,
+    pub(crate) delivery_ms: u64,
+    pub(crate) count: u64,
+}
+
+/// A consumer of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Consumer {
+    pub(crate) seen_ms: u64,
+    pub(crate) pel: BTreeSet<StreamId>,
+}
+
+/// A consumer group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Group {
+    pub(crate) last_id: StreamId,
+    pub(crate) entries_read: i64,
+    pub(crate) pel: BTreeMap<StreamId, Pending>,
+    pub(crate) consumers: BTreeMap<Bytes, Consumer>,
+}
+
+impl Group {
+    fn new(last_id: StreamId, entries_read: i64) -> Self {
+        Self {
+            last_id,
+            entries_read,
+            pel: BTreeMap::new(),
+            consumers: BTreeMap::new(),
+        }
+    }
+
+    /// The consumer `name`, created (seen now) when missing.
+    fn consumer(&mut self, name: &Bytes, now_ms: u64) -> &mut Consumer {
+        self.consumers
+            .entry(name.clone())
+            .or_insert_with(|| Consumer {
+                seen_ms: now_ms,
+                pel: BTreeSet::new(),
+            })
+    }
+
+    /// Gives pending entry `id` to `consumer` (taking it from its owner).
+    fn assign(&mut self, id: StreamId, consumer: &Bytes, delivery_ms: u64, count: u64) {
+        if let Some(old) = self.pel.get(&id)
+            && old.consumer != consumer
+            && let Some(c) = self.consumers.get_mut(&old.consumer)
+        {
+            c.pel.remove(&id);
+        }
+        self.consumers
+            .entry(consumer.clone())
+            .or_insert_with(|| Consumer {
+                seen_ms: delivery_ms,
+                pel: BTreeSet::new(),
+            })
+            .pel
+            .insert(id);
+        self.pel.insert(
+            id,
+            Pending {
+                consumer: consumer.clone(),
+                delivery_ms,
+                count,
+            },
+        );
+    }
+
+    /// Drops pending entry `id`; true if it was pending.
+    pub(crate) fn unpend(&mut self, id: StreamId) -> bool {
+        match self.pel.remove(&id) {
+            Some(p) => {
+                if let Some(c) = self.consumers.get_mut(&p.consumer) {
+                    c.pel.remove(&id);
+                }
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// One stream.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct Stream {
+    pub(crate) entries: BTreeMap<StreamId, Entry>,
+    pub(crate) nodes: BTreeMap<StreamId, Node>,
+    pub(crate) last_id: StreamId,
+    pub(crate) entries_added: u64,
+    pub(crate) max_deleted: StreamId,
+    pub(crate) groups: BTreeMap<Bytes, Group>,
+    pub(crate) bytes: u64,
+}
+
+/// Approximate bytes one entry holds.
+pub(crate) fn entry_bytes(fields: &[(Bytes, Bytes)]) -> u64 {
+    64 + fields
+        .iter()
+        .map(|(f, v)| (f.len() + v.len() + 32) as u64)
+        .sum::<u64>()
+}
+
+impl Stream {
+    /// The first live entry's ID, `0-0` when empty (Redis's `first_id`).
+    pub(crate) fn first_id(&self) -> StreamId {
+        self.entries.keys().next().copied().unwrap_or_default()
+    }
+
+    /// The last live entry's ID, `0-0` when empty.
+    pub(crate) fn last_live_id(&self) -> StreamId {
+        self.entries.keys().next_back().copied().unwrap_or_default()
+    }
+
+    /// Whether the next entry starts a new node.
+    pub(crate) fn needs_new_node(&self) -> bool {
+        self.nodes
+            .values()
+            .next_back()
+            .is_none_or(|n| n.live + n.deleted >= NODE_MAX_ENTRIES)
+    }
+
+    fn node_of(&mut self, id: StreamId) -> Option<(StreamId, &mut Node)> {
+        self.nodes
+            .range_mut(..=id)
+            .next_back()
+            .map(|(k, n)| (*k, n))
+    }
+
+    /// Removes live entry `id` as XDEL does (its node goes when it empties).
+    fn delete(&mut self, id: StreamId) -> Option<Entry> {
+        let e = self.entries.remove(&id)?;
+        self.bytes = self.bytes.saturating_sub(entry_bytes(&e.fields));
+        if let Some((key, node)) = self.node_of(id) {
+            node.live = node.live.saturating_sub(1);
+            node.deleted += 1;
+            if node.live == 0 {
+                self.nodes.remove(&key);
+            }
+        }
+        Some(e)
+    }
+
+    /// Marks live entry `id` deleted as trimming inside a node does (the node stays).
+    fn mark_trimmed(&mut self, id: StreamId) -> Option<Entry> {
+        let e = self.entries.remove(&id)?;
+        self.bytes = self.bytes.saturating_sub(entry_bytes(&e.fields));
+        if let Some((_, node)) = self.node_of(id) {
+            node.live = node.live.saturating_sub(1);
+            node.deleted += 1;
+        }
+        Some(e)
+    }
+
+    /// Trims as a [`StreamOp::Trim`] says: whole nodes before `keep_node`
+    /// (all nodes when `None`), then live entries before `before`. Returns
+    /// the entries removed and their bytes.
+    pub(crate) fn trim(&mut self, keep_node: Option<StreamId>, before: StreamId) -> (u64, u64) {
+        let bytes0 = self.bytes;
+        let mut removed = 0;
+        let gone: Vec<StreamId> = match keep_node {
+            Some(k) => self.nodes.range(..k).map(|(k, _)| *k).collect(),
+            None => self.nodes.keys().copied().collect(),
+        };
+        for k in gone {
+            self.nodes.remove(&k);
+        }
+        let doomed: Vec<StreamId> = match keep_node {
+            Some(k) => self.entries.range(..k).map(|(k, _)| *k).collect(),
+            None => self.entries.keys().copied().collect(),
+        };
+        for id in doomed {
+            if let Some(e) = self.entries.remove(&id) {
+                self.bytes = self.bytes.saturating_sub(entry_bytes(&e.fields));
+                removed += 1;
+            }
+        }
+        let marked: Vec<StreamId> = self.entries.range(..before).map(|(k, _)| *k).collect();
+        for id in marked {
+            if self.mark_trimmed(id).is_some() {
+                removed += 1;
+            }
+        }
+        (removed, bytes0 - self.bytes)
+    }
+
+    /// The Trim that removes every live entry before `before`, by whole
+    /// nodes where a node's last ID is before it (Redis's exact MINID trim).
+    pub(crate) fn prefix_trim(&self, before: StreamId) -> (Option<StreamId>, StreamId) {
+        let keep = self
+            .nodes
+            .iter()
+            .find(|(_, n)| n.last >= before)
+            .map(|(k, _)| *k);
+        (keep, before)
+    }
+
+    /// Redis's `streamRangeHasTombstones(s, start, NULL-or-end)`.
+    pub(crate) fn has_tombstones(&self, start: StreamId, end: StreamId) -> bool {
+        if self.entries.is_empty() || self.max_deleted.is_zero() {
+            return false;
+        }
+        if self.first_id() > self.max_deleted {
+            return false;
+        }
+        start <= self.max_deleted && self.max_deleted <= end
+    }
+
+    /// Redis's `streamEstimateDistanceFromFirstEverEntry`.
+    pub(crate) fn estimate_distance(&self, id: StreamId) -> i64 {
+        let added = self.entries_added as i64;
+        if self.entries_added == 0 {
+            return 0;
+        }
+        if self.entries.is_empty() && id <= self.last_id {
+            return added;
+        }
+        match id.cmp(&self.last_id) {
+            std::cmp::Ordering::Equal => return added,
+            std::cmp::Ordering::Greater => return INVALID_ENTRIES_READ,
+            std::cmp::Ordering::Less => {}
+        }
+        let first = self.first_id();
+        if self.max_deleted.is_zero() || self.max_deleted < first {
+            let len = self.entries.len() as i64;
+            if id < first {
+                return added - len;
+            } else if id == first {
+                return added - len + 1;
+            }
+        }
+        INVALID_ENTRIES_READ
+    }
+
+    /// The group's lag, `None` when Redis cannot tell (`streamReplyWithCGLag`).
+    pub(crate) fn lag(&self, g: &Group) -> Option<i64> {
+        let added = self.entries_added as i64;
+        if self.entries_added == 0 {
+            return Some(0);
+        }
+        if g.entries_read != INVALID_ENTRIES_READ && !self.has_tombstones(g.last_id, StreamId::MAX)
+        {
+            return Some(added - g.entries_read);
+        }
+        let read = self.estimate_distance(g.last_id);
+        (read != INVALID_ENTRIES_READ).then_some(added - read)
+    }
+
+    /// Redis's count of radix-tree nodes for this stream's node keys.
+    pub(crate) fn rax_nodes(&self) -> u64 {
+        let keys: Vec<[u8; 16]> = self.nodes.keys().map(|k| k.to_be_bytes()).collect();
+        if keys.is_empty() {
+            return 1;
+        }
+        rax_count(&keys, 0)
+    }
+}
+
+/// Nodes of a compressed radix tree holding `keys` (sorted, distinct, all 16
+/// bytes long) below depth `depth`, as Redis's rax lays them out.
+fn rax_count(keys: &[[u8; 16]], depth: usize) -> u64 {
+    if depth == 16 {
+        return 1;
+    }
+    let (first, last) = (keys[0], keys[keys.len() - 1]);
+    if first[depth] == last[depth] {
+        // One way on: a compressed node up to where the keys part.
+        let mut end = depth;
+        while end < 16 && first[end] == last[end] {
+            end += 1;
+        }
+        return 1 + rax_count(keys, end);
+    }
+    let mut n = 1;
+    let mut i = 0;
+    while i < keys.len() {
+        let b = keys[i][depth];
+        let j = i + keys[i..].iter().take_while(|k| k[depth] == b).count();
+        n += rax_count(&keys[i..j], depth + 1);
+        i = j;
+    }
+    n
+}
+
+/// All streams by key.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub(crate) struct State {
+    pub(crate) keys: BTreeMap<Bytes, Stream>,
+    pub(crate) bytes: u64,
+}
+
+fn err(kind: OpErrorKind) -> OpError {
+    OpError::new(kind)
+}
+
+impl State {
+    fn stream(&mut self, key: &Bytes) -> Result<&mut Stream, OpError> {
+        self.keys
+            .get_mut(key)
+            .ok_or_else(|| err(OpErrorKind::NoSuchStream))
+    }
+
+    fn group(&mut self, key: &Bytes, group: &Bytes) -> Result<&mut Group, OpError> {
+        self.stream(key)?
+            .groups
+            .get_mut(group)
+            .ok_or_else(|| err(OpErrorKind::NoSuchGroup))
+    }
+
+    /// Applies one operation: the only way the state changes.
+    pub(crate) fn apply(&mut self, op: &StreamOp) -> Result<(), OpError> {
+        match op {
+            StreamOp::Add {
+                offset,
+                key,
+                id,
+                fields,
+                new_node,
+            } => {
+                let s = self.keys.entry(key.clone()).or_default();
+                if *id <= s.last_id && s.entries_added > 0 {
+                    return Err(err(OpErrorKind::IdNotIncreasing));
+                }
+                if *new_node || s.nodes.is_empty() {
+                    s.nodes.insert(
+                        *id,
+                        Node {
+                            live: 0,
+                            deleted: 0,
+                            last: *id,
+                        },
+                    );
+                }
+                if let Some((_, n)) = s.nodes.iter_mut().next_back() {
+                    n.live += 1;
+                    n.last = *id;
+                }
+                let b = entry_bytes(fields);
+                s.entries.insert(
+                    *id,
+                    Entry {
+                        fields: fields.clone(),
+                        offset: *offset,
+                    },
+                );
+                s.bytes += b;
+                s.last_id = *id;
+                s.entries_added += 1;
+                self.bytes += b;
+            }
+            StreamOp::Trim {
+                key,
+                keep_node,
+                before,
+            } => {
+                let s = self.stream(key)?;
+                let (_, b) = s.trim(*keep_node, *before);
+                self.bytes = self.bytes.saturating_sub(b);
+            }
+            StreamOp::Delete { key, ids } => {
+                let s = self.stream(key)?;
+                let b0 = s.bytes;
+                for id in ids {
+                    s.delete(*id);
+                    if *id > s.max_deleted {
+                        s.max_deleted = *id;
+                    }
+                }
+                let b = b0 - s.bytes;
+                self.bytes = self.bytes.saturating_sub(b);
+            }
+            StreamOp::GroupCreate {
+                key,
+                group,
+                last_id,
+                entries_read,
+            } => {
+                let s = self.keys.entry(key.clone()).or_default();
+                if s.groups.contains_key(group) {
+                    return Err(err(OpErrorKind::GroupExists));
+                }
+                s.groups
+                    .insert(group.clone(), Group::new(*last_id, *entries_read));
+            }
+            StreamOp::GroupDestroy { key, group } => {
+                if self.stream(key)?.groups.remove(group).is_none() {
+                    return Err(err(OpErrorKind::NoSuchGroup));
+                }
+            }
+            StreamOp::GroupSetId {
+                key,
+                group,
+                last_id,
+                entries_read,
+            } => {
+                let g = self.group(key, group)?;
+                g.last_id = *last_id;
+                g.entries_read = *entries_read;
+            }
+            StreamOp::ConsumerCreate {
+                key,
+                group,
+                consumer,
+                now_ms,
+            } => {
+                self.group(key, group)?.consumer(consumer, *now_ms);
+            }
+            StreamOp::ConsumerDelete {
+                key,
+                group,
+                consumer,
+            } => {
+                let g = self.group(key, group)?;
+                if let Some(c) = g.consumers.remove(consumer) {
+                    for id in c.pel {
+                        g.pel.remove(&id);
+                    }
+                }
+            }
+            StreamOp::Read {
+                key,
+                group,
+                consumer,
+                now_ms,
+                noack,
+                history,
+                ids,
+                last_id,
+                entries_read,
+            } => {
+                let g = self.group(key, group)?;
+                g.consumer(consumer, *now_ms).seen_ms = *now_ms;
+                if *history {
+                    for id in ids {
+                        if let Some(p) = g.pel.get_mut(id) {
+                            p.delivery_ms = *now_ms;
+                            p.count += 1;
+                        }
+                    }
+                } else {
+                    if !*noack {
+                        for id in ids {
+                            g.assign(*id, consumer, *now_ms, 1);
+                        }
+                    }
+                    g.last_id = *last_id;
+                    g.entries_read = *entries_read;
+                }
+            }
+            StreamOp::Ack { key, group, ids } => {
+                let g = self.group(key, group)?;
+                for id in ids {
+                    g.unpend(*id);
+                }
+            }
+            StreamOp::Claim {
+                key,
+                group,
+                consumer,
+                now_ms,
+                claimed,
+                dropped,
+                last_id,
+            } => {
+                let g = self.group(key, group)?;
+                if let Some(l) = last_id
+                    && *l > g.last_id
+                {
+                    g.last_id = *l;
+                }
+                for id in dropped {
+                    g.unpend(*id);
+                }
+                if !claimed.is_empty() {
+                    g.consumer(consumer, *now_ms).seen_ms = *now_ms;
+                    for (id, delivery_ms, count) in claimed {
+                        g.assign(*id, consumer, *delivery_ms, *count);
+                    }
+                }
+            }
+            StreamOp::StreamMeta {
+                key,
+                last_id,
+                entries_added,
+                max_deleted,
+            } => {
+                let s = self.keys.entry(key.clone()).or_default();
+                s.last_id = *last_id;
+                s.entries_added = *entries_added;
+                s.max_deleted = *max_deleted;
+            }
+            StreamOp::GroupMeta {
+                key,
+                group,
+                last_id,
+                entries_read,
+            } => {
+                let s = self.stream(key)?;
+                let g = s
+                    .groups
+                    .entry(group.clone())
+                    .or_insert_with(|| Group::new(*last_id, *entries_read));
+                g.last_id = *last_id;
+                g.entries_read = *entries_read;
+            }
+            StreamOp::ConsumerMeta {
+                key,
+                group,
+                consumer,
+                seen_ms,
+            } => {
+                self.group(key, group)?.consumer(consumer, *seen_ms).seen_ms = *seen_ms;
+            }
+            StreamOp::PendingMeta {
+                key,
+                group,
+                consumer,
+                entries,
+            } => {
+                let g = self.group(key, group)?;
+                for (id, delivery_ms, count) in entries {
+                    g.assign(*id, consumer, *delivery_ms, *count);
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn id(ms: u64) -> StreamId {
+        StreamId::new(ms, 0)
+    }
+
+    fn add(st: &mut State, ms: u64) {
+        let new_node = st
+            .keys
+            .get(&Bytes::from_static(b"k"))
+            .is_none_or(Stream::needs_new_node);
+        st.apply(&StreamOp::Add {
+            offset: ms,
+            key: Bytes::from_static(b"k"),
+            id: id(ms),
+            fields: vec![(Bytes::from_static(b"f"), Bytes::from_static(b"v"))],
+            new_node,
+        })
+        .unwrap();
+    }
+
+    #[test]
+    fn nodes_fill_to_a_hundred_and_xdel_drops_empty_ones() {
+        let mut st = State::default();
+        for ms in 1..=250 {
+            add(&mut st, ms);
+        }
+        let s = &st.keys[&Bytes::from_static(b"k")];
+        assert_eq!(
+            s.nodes.keys().copied().collect::<Vec<_>>(),
+            vec![id(1), id(101), id(201)]
+        );
+        let k = Bytes::from_static(b"k");
+        let ids: Vec<StreamId> = (201..=250).map(id).collect();
+        st.apply(&StreamOp::Delete {
+            key: k.clone(),
+            ids,
+        })
+        .unwrap();
+        let s = &st.keys[&k];
+        assert_eq!(s.nodes.len(), 2);
+        assert_eq!(s.max_deleted, id(250));
+        assert_eq!(s.entries.len(), 200);
+        // The next entry opens a new node: the last one left is full.
+        assert!(s.needs_new_node());
+    }
+
+    #[test]
+    fn trim_removes_whole_nodes_then_marks() {
+        let mut st = State::default();
+        for ms in 1..=250 {
+            add(&mut st, ms);
+        }
+        let k = Bytes::from_static(b"k");
+        st.apply(&StreamOp::Trim {
+            key: k.clone(),
+            keep_node: Some(id(101)),
+            before: id(150),
+        })
+        .unwrap();
+        let s = &st.keys[&k];
+        assert_eq!(s.entries.len(), 101);
+        assert_eq!(s.first_id(), id(150));
+        assert_eq!(s.nodes[&id(101)].deleted, 49);
+        assert_eq!(s.prefix_trim(id(201)), (Some(id(201)), id(201)));
+        assert!(
+            s.max_deleted.is_zero(),
+            "trimming leaves max-deleted-entry-id"
+        );
+    }
+
+    #[test]
+    fn rax_node_counts() {
+        let mut s = Stream::default();
+        assert_eq!(s.rax_nodes(), 1);
+        let node = Node {
+            live: 1,
+            deleted: 0,
+            last: StreamId::MIN,
+        };
+        s.nodes.insert(StreamId::new(0x1234, 0), node.clone());
+        assert_eq!(s.rax_nodes(), 2);
+        s.nodes.insert(StreamId::new(0x1235, 0), node);
+        // compressed prefix, a branching node, two leaves
+        assert_eq!(s.rax_nodes(), 6);
+    }
+
+    #[test]
+    fn pel_follows_its_owner() {
+        let mut g = Group::new(StreamId::MIN, 0);
+        let (a, b) = (Bytes::from_static(b"a"), Bytes::from_static(b"b"));
+        g.assign(id(1), &a, 10, 1);
+        g.assign(id(2), &a, 10, 1);
+        g.assign(id(1), &b, 20, 2);
+        assert_eq!(g.consumers[&a].pel.len(), 1);
+        assert_eq!(g.consumers[&b].pel.len(), 1);
+        assert_eq!(g.pel[&id(1)].consumer, b);
+        assert!(g.unpend(id(1)));
+        assert!(!g.unpend(id(1)));
+        assert!(g.consumers[&b].pel.is_empty());
+    }
+}
