@@ -267,7 +267,6 @@ impl Exec<'_, '_, '_, '_, '_> {
             return;
         }
         let last = stream.map(|s| s.last_id).unwrap_or_default();
-        let new_node = stream.is_none_or(Stream::needs_new_node);
         if last == StreamId::MAX {
             self.err("ERR The stream has exhausted the last possible ID, unable to add more items");
             return;
@@ -285,6 +284,7 @@ impl Exec<'_, '_, '_, '_, '_> {
             self.err(OOM);
             return;
         }
+        let node = stream.map_or(id, |s| s.node_for(id));
         let offset = self.cx.next_offset;
         self.cx.next_offset += 1;
         self.emit(StreamOp::Add {
@@ -292,7 +292,7 @@ impl Exec<'_, '_, '_, '_, '_> {
             key: key.clone(),
             id,
             fields,
-            new_node,
+            node,
         });
         write_id(self.w, id);
         if !matches!(p.strategy, Strategy::None) {
@@ -387,7 +387,16 @@ impl Exec<'_, '_, '_, '_, '_> {
         }
         let n = gone.len();
         if n > 0 {
-            self.emit(StreamOp::Delete { key, ids: gone });
+            // Nodes whose every live entry goes (Redis frees such a listpack).
+            let mut emptied: Vec<StreamId> = gone.iter().filter_map(|id| s.node_of(*id)).collect();
+            emptied.sort();
+            emptied.dedup();
+            emptied.retain(|node| s.node_entries(*node).all(|id| gone.contains(&id)));
+            self.emit(StreamOp::Delete {
+                key,
+                ids: gone,
+                emptied,
+            });
         }
         self.w.integer(n as i64);
     }
@@ -675,22 +684,23 @@ pub(crate) fn plan_trim(
     let mut nodes_gone = 0;
     for (master, node) in &s.nodes {
         let master = *master;
+        let live = s.node_entries(master).count() as u64;
         if let Strategy::MaxLen(max) = strategy
             && length <= max
         {
             return Some((Some(master), StreamId::MIN, removed, nodes_gone > 0));
         }
-        if limit > 0 && removed + node.live > limit {
+        if limit > 0 && removed + live > limit {
             return Some((Some(master), StreamId::MIN, removed, nodes_gone > 0));
         }
         let remove = match strategy {
-            Strategy::MaxLen(max) => length - node.live >= max,
+            Strategy::MaxLen(max) => length - live >= max,
             Strategy::MinId(min) => node.last < min,
             Strategy::None => return None,
         };
         if remove {
-            length -= node.live;
-            removed += node.live;
+            length -= live;
+            removed += live;
             nodes_gone += 1;
             continue;
         }

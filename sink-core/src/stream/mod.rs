@@ -204,6 +204,14 @@ impl Streams {
                 entries_added: s.entries_added,
                 max_deleted: s.max_deleted,
             });
+            for (node, n) in &s.nodes {
+                out.push(StreamOp::NodeMeta {
+                    key: key.clone(),
+                    node: *node,
+                    appended: n.appended,
+                    last: n.last,
+                });
+            }
             for (name, g) in &s.groups {
                 out.push(StreamOp::GroupMeta {
                     key: key.clone(),

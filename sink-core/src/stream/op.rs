@@ -22,8 +22,8 @@ pub enum StreamOp {
         id: StreamId,
         /// Field-value pairs.
         fields: Vec<(Bytes, Bytes)>,
-        /// The entry starts a new radix-tree node.
-        new_node: bool,
+        /// The radix-tree node it joins (created when missing), by its first ID.
+        node: StreamId,
     },
     /// XTRIM, XADD's trimming: whole nodes before `keep_node` (all nodes
     /// when `None`) go, then live entries before `before` are marked deleted.
@@ -41,6 +41,8 @@ pub enum StreamOp {
         key: Bytes,
         /// The IDs deleted.
         ids: Vec<StreamId>,
+        /// The nodes left without live entries, which go.
+        emptied: Vec<StreamId>,
     },
     /// XGROUP CREATE (the stream is created if missing: MKSTREAM).
     GroupCreate {
@@ -151,6 +153,17 @@ pub enum StreamOp {
         /// The largest ID XDEL removed.
         max_deleted: StreamId,
     },
+    /// Checkpoint: a radix-tree node of a stream.
+    NodeMeta {
+        /// The stream.
+        key: Bytes,
+        /// The node's first ID.
+        node: StreamId,
+        /// Entries ever appended to it.
+        appended: u64,
+        /// The last ID appended to it.
+        last: StreamId,
+    },
     /// Checkpoint: a group exists with this metadata.
     GroupMeta {
         /// The stream.
@@ -252,6 +265,7 @@ const STREAM_META: u8 = 12;
 const GROUP_META: u8 = 13;
 const CONSUMER_META: u8 = 14;
 const PENDING_META: u8 = 15;
+const NODE_META: u8 = 16;
 
 struct W<'a>(&'a mut Vec<u8>);
 
@@ -362,13 +376,13 @@ impl StreamOp {
                 key,
                 id,
                 fields,
-                new_node,
+                node,
             } => {
                 w.u8(ADD);
                 w.u64(*offset);
                 w.bytes(key);
                 w.id(*id);
-                w.flag(*new_node);
+                w.id(*node);
                 w.u64(fields.len() as u64);
                 for (f, v) in fields {
                     w.bytes(f);
@@ -386,10 +400,23 @@ impl StreamOp {
                 w.id(keep_node.unwrap_or_default());
                 w.id(*before);
             }
-            StreamOp::Delete { key, ids } => {
+            StreamOp::Delete { key, ids, emptied } => {
                 w.u8(DELETE);
                 w.bytes(key);
                 w.ids(ids);
+                w.ids(emptied);
+            }
+            StreamOp::NodeMeta {
+                key,
+                node,
+                appended,
+                last,
+            } => {
+                w.u8(NODE_META);
+                w.bytes(key);
+                w.id(*node);
+                w.u64(*appended);
+                w.id(*last);
             }
             StreamOp::GroupCreate {
                 key,
@@ -554,7 +581,7 @@ impl StreamOp {
                 let offset = r.u64()?;
                 let key = r.bytes()?;
                 let id = r.id()?;
-                let new_node = r.flag()?;
+                let node = r.id()?;
                 let n = r.count(16)?;
                 let mut fields = Vec::with_capacity(n);
                 for _ in 0..n {
@@ -565,7 +592,7 @@ impl StreamOp {
                     key,
                     id,
                     fields,
-                    new_node,
+                    node,
                 }
             }
             TRIM => {
@@ -581,6 +608,13 @@ impl StreamOp {
             DELETE => StreamOp::Delete {
                 key: r.bytes()?,
                 ids: r.ids()?,
+                emptied: r.ids()?,
+            },
+            NODE_META => StreamOp::NodeMeta {
+                key: r.bytes()?,
+                node: r.id()?,
+                appended: r.u64()?,
+                last: r.id()?,
             },
             GROUP_CREATE => StreamOp::GroupCreate {
                 key: r.bytes()?,
@@ -706,14 +740,14 @@ mod tests {
                 bytes(),
                 id(),
                 proptest::collection::vec((bytes(), bytes()), 0..4),
-                any::<bool>()
+                id()
             )
-                .prop_map(|(offset, key, id, fields, new_node)| StreamOp::Add {
+                .prop_map(|(offset, key, id, fields, node)| StreamOp::Add {
                     offset,
                     key,
                     id,
                     fields,
-                    new_node
+                    node
                 }),
             (bytes(), proptest::option::of(id()), id()).prop_map(|(key, keep_node, before)| {
                 StreamOp::Trim {
@@ -722,7 +756,19 @@ mod tests {
                     before,
                 }
             }),
-            (bytes(), ids()).prop_map(|(key, ids)| StreamOp::Delete { key, ids }),
+            (bytes(), ids(), ids()).prop_map(|(key, ids, emptied)| StreamOp::Delete {
+                key,
+                ids,
+                emptied
+            }),
+            (bytes(), id(), any::<u64>(), id()).prop_map(|(key, node, appended, last)| {
+                StreamOp::NodeMeta {
+                    key,
+                    node,
+                    appended,
+                    last,
+                }
+            }),
             (bytes(), bytes(), id(), any::<i64>()).prop_map(
                 |(key, group, last_id, entries_read)| StreamOp::GroupCreate {
                     key,

@@ -21,13 +21,15 @@ pub(crate) struct Entry {
     pub(crate) offset: u64,
 }
 
-/// A radix-tree node of Redis's stream (a listpack of up to 100 entries):
-/// kept to reproduce `~` trimming and `radix-tree-*` exactly.
+/// A radix-tree node of Redis's stream (a listpack of up to 100 entries),
+/// keyed by its first ID: kept to reproduce `~` trimming and `radix-tree-*`
+/// exactly. Its live entries are those of the stream between its key and the
+/// next node's.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Node {
-    pub(crate) live: u64,
-    pub(crate) deleted: u64,
-    /// The last ID ever appended to the node, deleted or not.
+    /// Entries ever appended to it, live or deleted.
+    pub(crate) appended: u64,
+    /// The last ID appended to it, deleted or not.
     pub(crate) last: StreamId,
 }
 
@@ -146,43 +148,37 @@ impl Stream {
         self.entries.keys().next_back().copied().unwrap_or_default()
     }
 
-    /// Whether the next entry starts a new node.
-    pub(crate) fn needs_new_node(&self) -> bool {
-        self.nodes
-            .values()
-            .next_back()
-            .is_none_or(|n| n.live + n.deleted >= NODE_MAX_ENTRIES)
+    /// The node the next entry goes into: the last one, or a new one keyed
+    /// by `id` when there is none or the last is full.
+    pub(crate) fn node_for(&self, id: StreamId) -> StreamId {
+        match self.nodes.iter().next_back() {
+            Some((k, n)) if n.appended < NODE_MAX_ENTRIES => *k,
+            _ => id,
+        }
     }
 
-    fn node_of(&mut self, id: StreamId) -> Option<(StreamId, &mut Node)> {
-        self.nodes
-            .range_mut(..=id)
-            .next_back()
-            .map(|(k, n)| (*k, n))
+    /// The node holding `id`.
+    pub(crate) fn node_of(&self, id: StreamId) -> Option<StreamId> {
+        self.nodes.range(..=id).next_back().map(|(k, _)| *k)
     }
 
-    /// Removes live entry `id` as XDEL does (its node goes when it empties).
-    fn delete(&mut self, id: StreamId) -> Option<Entry> {
+    /// The live entries of node `key`.
+    pub(crate) fn node_entries(&self, key: StreamId) -> impl Iterator<Item = StreamId> + '_ {
+        let end = self
+            .nodes
+            .range((std::ops::Bound::Excluded(key), std::ops::Bound::Unbounded))
+            .next()
+            .map(|(k, _)| *k);
+        self.entries
+            .range(key..)
+            .map(|(k, _)| *k)
+            .take_while(move |k| end.is_none_or(|e| *k < e))
+    }
+
+    /// Removes live entry `id` (XDEL, trimming inside a node: the node stays).
+    fn remove(&mut self, id: StreamId) -> Option<Entry> {
         let e = self.entries.remove(&id)?;
         self.bytes = self.bytes.saturating_sub(entry_bytes(&e.fields));
-        if let Some((key, node)) = self.node_of(id) {
-            node.live = node.live.saturating_sub(1);
-            node.deleted += 1;
-            if node.live == 0 {
-                self.nodes.remove(&key);
-            }
-        }
-        Some(e)
-    }
-
-    /// Marks live entry `id` deleted as trimming inside a node does (the node stays).
-    fn mark_trimmed(&mut self, id: StreamId) -> Option<Entry> {
-        let e = self.entries.remove(&id)?;
-        self.bytes = self.bytes.saturating_sub(entry_bytes(&e.fields));
-        if let Some((_, node)) = self.node_of(id) {
-            node.live = node.live.saturating_sub(1);
-            node.deleted += 1;
-        }
         Some(e)
     }
 
@@ -211,7 +207,7 @@ impl Stream {
         }
         let marked: Vec<StreamId> = self.entries.range(..before).map(|(k, _)| *k).collect();
         for id in marked {
-            if self.mark_trimmed(id).is_some() {
+            if self.remove(id).is_some() {
                 removed += 1;
             }
         }
@@ -349,26 +345,18 @@ impl State {
                 key,
                 id,
                 fields,
-                new_node,
+                node,
             } => {
                 let s = self.keys.entry(key.clone()).or_default();
                 if *id <= s.last_id && s.entries_added > 0 {
                     return Err(err(OpErrorKind::IdNotIncreasing));
                 }
-                if *new_node || s.nodes.is_empty() {
-                    s.nodes.insert(
-                        *id,
-                        Node {
-                            live: 0,
-                            deleted: 0,
-                            last: *id,
-                        },
-                    );
-                }
-                if let Some((_, n)) = s.nodes.iter_mut().next_back() {
-                    n.live += 1;
-                    n.last = *id;
-                }
+                let n = s.nodes.entry(*node).or_insert(Node {
+                    appended: 0,
+                    last: *id,
+                });
+                n.appended += 1;
+                n.last = *id;
                 let b = entry_bytes(fields);
                 s.entries.insert(
                     *id,
@@ -391,14 +379,17 @@ impl State {
                 let (_, b) = s.trim(*keep_node, *before);
                 self.bytes = self.bytes.saturating_sub(b);
             }
-            StreamOp::Delete { key, ids } => {
+            StreamOp::Delete { key, ids, emptied } => {
                 let s = self.stream(key)?;
                 let b0 = s.bytes;
                 for id in ids {
-                    s.delete(*id);
+                    s.remove(*id);
                     if *id > s.max_deleted {
                         s.max_deleted = *id;
                     }
+                }
+                for k in emptied {
+                    s.nodes.remove(k);
                 }
                 let b = b0 - s.bytes;
                 self.bytes = self.bytes.saturating_sub(b);
@@ -523,6 +514,20 @@ impl State {
                 s.entries_added = *entries_added;
                 s.max_deleted = *max_deleted;
             }
+            StreamOp::NodeMeta {
+                key,
+                node,
+                appended,
+                last,
+            } => {
+                self.stream(key)?.nodes.insert(
+                    *node,
+                    Node {
+                        appended: *appended,
+                        last: *last,
+                    },
+                );
+            }
             StreamOp::GroupMeta {
                 key,
                 group,
@@ -570,16 +575,16 @@ mod tests {
     }
 
     fn add(st: &mut State, ms: u64) {
-        let new_node = st
+        let node = st
             .keys
             .get(&Bytes::from_static(b"k"))
-            .is_none_or(Stream::needs_new_node);
+            .map_or(id(ms), |s| s.node_for(id(ms)));
         st.apply(&StreamOp::Add {
             offset: ms,
             key: Bytes::from_static(b"k"),
             id: id(ms),
             fields: vec![(Bytes::from_static(b"f"), Bytes::from_static(b"v"))],
-            new_node,
+            node,
         })
         .unwrap();
     }
@@ -600,6 +605,7 @@ mod tests {
         st.apply(&StreamOp::Delete {
             key: k.clone(),
             ids,
+            emptied: vec![id(201)],
         })
         .unwrap();
         let s = &st.keys[&k];
@@ -607,7 +613,7 @@ mod tests {
         assert_eq!(s.max_deleted, id(250));
         assert_eq!(s.entries.len(), 200);
         // The next entry opens a new node: the last one left is full.
-        assert!(s.needs_new_node());
+        assert_eq!(s.node_for(id(251)), id(251));
     }
 
     #[test]
@@ -626,7 +632,8 @@ mod tests {
         let s = &st.keys[&k];
         assert_eq!(s.entries.len(), 101);
         assert_eq!(s.first_id(), id(150));
-        assert_eq!(s.nodes[&id(101)].deleted, 49);
+        assert_eq!(s.nodes[&id(101)].appended, 100);
+        assert_eq!(s.node_entries(id(101)).count(), 51);
         assert_eq!(s.prefix_trim(id(201)), (Some(id(201)), id(201)));
         assert!(
             s.max_deleted.is_zero(),
@@ -639,8 +646,7 @@ mod tests {
         let mut s = Stream::default();
         assert_eq!(s.rax_nodes(), 1);
         let node = Node {
-            live: 1,
-            deleted: 0,
+            appended: 1,
             last: StreamId::MIN,
         };
         s.nodes.insert(StreamId::new(0x1234, 0), node.clone());
