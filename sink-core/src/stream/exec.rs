@@ -649,7 +649,9 @@ impl Exec<'_, '_, '_, '_, '_> {
             Some(t) => {
                 let mut retry: Request = args.clone();
                 for (k, id) in ids.iter().enumerate() {
-                    if let Some(id) = id {
+                    if let Some(id) = id
+                        && &args[streams_at + n + k][..] == b"$"
+                    {
                         retry[streams_at + n + k] = Bytes::from(id.to_string());
                     }
                 }

@@ -193,9 +193,16 @@ impl Streams {
         self.state.apply(op)
     }
 
-    /// The operations that recreate every stream, group, consumer and
-    /// pending entry, but no entry: those are replayed from their own Add
-    /// records. Applying them to a state that already has it changes nothing.
+    /// The operations that recreate every stream, radix-tree node, group,
+    /// consumer and pending entry, but no entry: those are replayed from
+    /// their own Add records. Applying them to a state that already has it
+    /// changes nothing.
+    ///
+    /// Recovery: on a fresh [`Streams`], apply the checkpoint at the head of
+    /// the oldest retained segment, then every later operation, then call
+    /// [`Streams::forget_before`] with the first retained offset (it drops
+    /// what the checkpoint says of nodes whose entries are gone with the
+    /// dropped segments).
     pub fn checkpoint(&self, out: &mut Vec<StreamOp>) {
         for (key, s) in &self.state.keys {
             out.push(StreamOp::StreamMeta {
@@ -255,15 +262,12 @@ impl Streams {
     }
 
     /// The log dropped every record before `offset`: entries added there
-    /// leave memory as a MINID trim would take them (the first entry moves;
-    /// `max-deleted-entry-id` stays). Returns how many went.
+    /// leave memory as a MINID trim would take them (whole nodes whose last
+    /// ID is older, then the older entries of the next node; the first entry
+    /// moves, `max-deleted-entry-id` stays). Returns how many entries went.
     pub fn forget_before(&mut self, offset: u64) -> u64 {
         let mut total = 0;
         for s in self.state.keys.values_mut() {
-            match s.entries.values().next() {
-                Some(first) if first.offset < offset => {}
-                _ => continue,
-            }
             let before = match s.entries.iter().find(|(_, e)| e.offset >= offset) {
                 Some((id, _)) => *id,
                 None => s.last_id.next().unwrap_or(StreamId::MAX),
