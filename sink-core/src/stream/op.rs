@@ -286,6 +286,13 @@ impl W<'_> {
         self.u64(id.ms);
         self.u64(id.seq);
     }
+    /// A flag, then the ID only when there is one: one encoding per value.
+    fn opt_id(&mut self, id: Option<StreamId>) {
+        self.flag(id.is_some());
+        if let Some(id) = id {
+            self.id(id);
+        }
+    }
     fn bytes(&mut self, b: &[u8]) {
         self.u64(b.len() as u64);
         self.0.extend_from_slice(b);
@@ -339,6 +346,13 @@ impl R<'_> {
     }
     fn id(&mut self) -> Result<StreamId, OpError> {
         Ok(StreamId::new(self.u64()?, self.u64()?))
+    }
+    fn opt_id(&mut self) -> Result<Option<StreamId>, OpError> {
+        if self.flag()? {
+            self.id().map(Some)
+        } else {
+            Ok(None)
+        }
     }
     /// A count of items at least `min_size` bytes each, bounded by the input left.
     fn count(&mut self, min_size: usize) -> Result<usize, OpError> {
@@ -396,8 +410,7 @@ impl StreamOp {
             } => {
                 w.u8(TRIM);
                 w.bytes(key);
-                w.flag(keep_node.is_some());
-                w.id(keep_node.unwrap_or_default());
+                w.opt_id(*keep_node);
                 w.id(*before);
             }
             StreamOp::Delete { key, ids, emptied } => {
@@ -513,8 +526,7 @@ impl StreamOp {
                 w.u64(*now_ms);
                 w.triples(claimed);
                 w.ids(dropped);
-                w.flag(last_id.is_some());
-                w.id(last_id.unwrap_or_default());
+                w.opt_id(*last_id);
             }
             StreamOp::StreamMeta {
                 key,
@@ -595,16 +607,11 @@ impl StreamOp {
                     node,
                 }
             }
-            TRIM => {
-                let key = r.bytes()?;
-                let has = r.flag()?;
-                let keep = r.id()?;
-                StreamOp::Trim {
-                    key,
-                    keep_node: has.then_some(keep),
-                    before: r.id()?,
-                }
-            }
+            TRIM => StreamOp::Trim {
+                key: r.bytes()?,
+                keep_node: r.opt_id()?,
+                before: r.id()?,
+            },
             DELETE => StreamOp::Delete {
                 key: r.bytes()?,
                 ids: r.ids()?,
@@ -666,8 +673,6 @@ impl StreamOp {
                 let now_ms = r.u64()?;
                 let claimed = r.triples()?;
                 let dropped = r.ids()?;
-                let has = r.flag()?;
-                let last = r.id()?;
                 StreamOp::Claim {
                     key,
                     group,
@@ -675,7 +680,7 @@ impl StreamOp {
                     now_ms,
                     claimed,
                     dropped,
-                    last_id: has.then_some(last),
+                    last_id: r.opt_id()?,
                 }
             }
             STREAM_META => StreamOp::StreamMeta {
@@ -906,6 +911,21 @@ mod tests {
         fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = StreamOp::decode(&data);
         }
+    }
+
+    #[test]
+    fn one_encoding_per_op() {
+        // Found by fuzz_targets/stream_op.rs: an absent LASTID followed by
+        // non-zero ID bytes decoded, and re-encoded differently.
+        let mut crash = vec![CLAIM];
+        crash.extend_from_slice(&[0; 48]);
+        crash.push(0);
+        crash.push(126);
+        crash.extend_from_slice(&[0; 15]);
+        assert_eq!(
+            StreamOp::decode(&crash),
+            Err(OpError::new(OpErrorKind::Trailing(16)))
+        );
     }
 
     #[test]
