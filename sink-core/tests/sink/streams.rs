@@ -703,3 +703,52 @@ fn claims() {
         ",
     );
 }
+
+#[test]
+fn edge_cases() {
+    both(
+        "
+        XGROUP CREATE s g 0 MKSTREAM ENTRIESREAD 0
+        XGROUP CREATE t g 0 MKSTREAM
+        XADD s * a 1
+        XADD s * a 2
+        XADD s * a 3
+        XADD t * b 1
+        XREADGROUP GROUP g c1 COUNT 2 STREAMS s t > >
+        XREADGROUP GROUP g c1 STREAMS s t > >
+        XREADGROUP GROUP g c1 STREAMS s t > >
+        XREADGROUP GROUP g fresh STREAMS s 0
+        XINFO CONSUMERS s g
+        XDEL s {1}
+        XINFO GROUPS s
+        XREADGROUP GROUP g c1 COUNT 1 STREAMS s 0
+        XREADGROUP GROUP g c1 STREAMS s ({1}
+        XINFO STREAM s FULL
+        XPENDING s g IDLE 0 - + 10 c1
+        XPENDING s g - + 0
+        XPENDING s g - + -5
+        XPENDING s g + - 10
+        XPENDING s g (18446744073709551615-18446744073709551615 + 10
+        XACK s g {1} {2} {3}
+        XINFO GROUPS s
+        XGROUP SETID s g 0 ENTRIESREAD 0
+        XINFO GROUPS s
+        XADD s MAXLEN ~ 1 LIMIT 0 * a 4
+        XADD s MINID ~ {4} LIMIT 1 * a 5
+        XTRIM s MINID (5
+        XTRIM s MINID ~ 0
+        XRANGE s (0 +
+        XREAD COUNT 1 STREAMS s t 0 0
+        XREAD STREAMS s t $ $
+        XINFO STREAM t FULL COUNT -3
+        XINFO STREAM t full count 0
+        XINFO STREAM t FULL COUNT 1 extra
+        xadd t * 𝄞 ü
+        xrange t - + count 1
+        XGROUP CREATE t g2 $ ENTRIESREAD 1
+        XINFO GROUPS t
+        XGROUP DESTROY t g
+        XINFO STREAM t
+        ",
+    );
+}
