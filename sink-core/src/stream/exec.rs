@@ -284,7 +284,7 @@ impl Exec<'_, '_, '_, '_, '_> {
             self.err(OOM);
             return;
         }
-        let node = stream.map_or(id, |s| s.node_for(id));
+        let node = stream.map_or(id, |s| s.node_for(id, &fields));
         let offset = self.cx.next_offset;
         self.cx.next_offset += 1;
         self.emit(StreamOp::Add {

@@ -217,6 +217,8 @@ impl Streams {
                     node: *node,
                     appended: n.appended,
                     last: n.last,
+                    bytes: n.bytes,
+                    fields: n.fields.clone(),
                 });
             }
             for (name, g) in &s.groups {

@@ -163,6 +163,10 @@ pub enum StreamOp {
         appended: u64,
         /// The last ID appended to it.
         last: StreamId,
+        /// The size of Redis's listpack for it.
+        bytes: u64,
+        /// The field names of its first entry.
+        fields: Vec<Bytes>,
     },
     /// Checkpoint: a group exists with this metadata.
     GroupMeta {
@@ -424,12 +428,17 @@ impl StreamOp {
                 node,
                 appended,
                 last,
+                bytes,
+                fields,
             } => {
                 w.u8(NODE_META);
                 w.bytes(key);
                 w.id(*node);
                 w.u64(*appended);
                 w.id(*last);
+                w.u64(*bytes);
+                w.u64(fields.len() as u64);
+                fields.iter().for_each(|f| w.bytes(f));
             }
             StreamOp::GroupCreate {
                 key,
@@ -622,6 +631,11 @@ impl StreamOp {
                 node: r.id()?,
                 appended: r.u64()?,
                 last: r.id()?,
+                bytes: r.u64()?,
+                fields: {
+                    let n = r.count(8)?;
+                    (0..n).map(|_| r.bytes()).collect::<Result<_, _>>()?
+                },
             },
             GROUP_CREATE => StreamOp::GroupCreate {
                 key: r.bytes()?,
@@ -766,14 +780,24 @@ mod tests {
                 ids,
                 emptied
             }),
-            (bytes(), id(), any::<u64>(), id()).prop_map(|(key, node, appended, last)| {
-                StreamOp::NodeMeta {
-                    key,
-                    node,
-                    appended,
-                    last,
-                }
-            }),
+            (
+                bytes(),
+                id(),
+                any::<u64>(),
+                id(),
+                any::<u64>(),
+                proptest::collection::vec(bytes(), 0..3)
+            )
+                .prop_map(|(key, node, appended, last, bytes, fields)| {
+                    StreamOp::NodeMeta {
+                        key,
+                        node,
+                        appended,
+                        last,
+                        bytes,
+                        fields,
+                    }
+                }),
             (bytes(), bytes(), id(), any::<i64>()).prop_map(
                 |(key, group, last_id, entries_read)| StreamOp::GroupCreate {
                     key,

@@ -11,6 +11,9 @@ use super::op::{OpError, OpErrorKind, StreamOp};
 /// Entries per radix-tree node, Redis's `stream-node-max-entries` default.
 pub(crate) const NODE_MAX_ENTRIES: u64 = 100;
 
+/// Bytes per radix-tree node, Redis's `stream-node-max-bytes` default.
+pub(crate) const NODE_MAX_BYTES: u64 = 4096;
+
 /// Redis's "entries read is unknown" value.
 pub(crate) const INVALID_ENTRIES_READ: i64 = -1;
 
@@ -31,6 +34,85 @@ pub(crate) struct Node {
     pub(crate) appended: u64,
     /// The last ID appended to it, deleted or not.
     pub(crate) last: StreamId,
+    /// The size of Redis's listpack for it (deleting only flags entries).
+    pub(crate) bytes: u64,
+    /// The field names of its first entry (Redis's master entry).
+    pub(crate) fields: Vec<Bytes>,
+}
+
+impl Node {
+    /// A node whose first entry has these fields: the listpack header and
+    /// end byte, then the master entry (count, deleted, field count, field
+    /// names, terminator).
+    fn new(fields: &[(Bytes, Bytes)]) -> Self {
+        let names: Vec<Bytes> = fields.iter().map(|(f, _)| f.clone()).collect();
+        let master = lp_int(1)
+            + lp_int(0)
+            + lp_int(names.len() as i64)
+            + names.iter().map(|f| lp_str(f)).sum::<u64>()
+            + lp_int(0);
+        Self {
+            appended: 0,
+            last: StreamId::MIN,
+            bytes: 7 + master,
+            fields: names,
+        }
+    }
+
+    /// The listpack bytes of entry `id` in node `key` (Redis's
+    /// `streamAppendItem`: flags, ID deltas, fields unless the master's, values, lp-count).
+    fn entry_size(&self, key: StreamId, id: StreamId, fields: &[(Bytes, Bytes)]) -> u64 {
+        let same = fields.len() == self.fields.len()
+            && fields.iter().zip(&self.fields).all(|((f, _), m)| f == m);
+        let n = fields.len() as i64;
+        let mut size = lp_int(if same { 2 } else { 0 })
+            + lp_int(id.ms.wrapping_sub(key.ms) as i64)
+            + lp_int(id.seq.wrapping_sub(key.seq) as i64)
+            + fields.iter().map(|(_, v)| lp_str(v)).sum::<u64>();
+        if !same {
+            size += lp_int(n) + fields.iter().map(|(f, _)| lp_str(f)).sum::<u64>();
+        }
+        size + lp_int(if same { n + 3 } else { 2 * n + 4 })
+    }
+}
+
+/// Bytes a listpack entry takes: its encoding, then its back-length.
+fn lp_entry(encoded: u64) -> u64 {
+    let backlen = match encoded {
+        0..=127 => 1,
+        128..=16382 => 2,
+        16383..=2_097_150 => 3,
+        2_097_151..=268_435_454 => 4,
+        _ => 5,
+    };
+    encoded + backlen
+}
+
+/// A listpack integer entry.
+fn lp_int(v: i64) -> u64 {
+    lp_entry(match v {
+        0..=127 => 1,
+        -4096..=4095 => 2,
+        -32768..=32767 => 3,
+        -8_388_608..=8_388_607 => 4,
+        -2_147_483_648..=2_147_483_647 => 5,
+        _ => 9,
+    })
+}
+
+/// A listpack string entry (stored as an integer when it reads as one).
+fn lp_str(s: &[u8]) -> u64 {
+    if s.len() < 21
+        && let Some(v) = super::id::string2ll(s)
+    {
+        return lp_int(v);
+    }
+    let len = s.len() as u64;
+    lp_entry(match len {
+        0..=63 => 1 + len,
+        64..=4095 => 2 + len,
+        _ => 5 + len,
+    })
 }
 
 /// A pending entry (NACK) of a group.
@@ -150,9 +232,10 @@ impl Stream {
 
     /// The node the next entry goes into: the last one, or a new one keyed
     /// by `id` when there is none or the last is full.
-    pub(crate) fn node_for(&self, id: StreamId) -> StreamId {
+    pub(crate) fn node_for(&self, id: StreamId, fields: &[(Bytes, Bytes)]) -> StreamId {
+        let raw: u64 = fields.iter().map(|(f, v)| (f.len() + v.len()) as u64).sum();
         match self.nodes.iter().next_back() {
-            Some((k, n)) if n.appended < NODE_MAX_ENTRIES => *k,
+            Some((k, n)) if n.bytes + raw < NODE_MAX_BYTES && n.appended < NODE_MAX_ENTRIES => *k,
             _ => id,
         }
     }
@@ -351,10 +434,8 @@ impl State {
                 if *id <= s.last_id && s.entries_added > 0 {
                     return Err(err(OpErrorKind::IdNotIncreasing));
                 }
-                let n = s.nodes.entry(*node).or_insert(Node {
-                    appended: 0,
-                    last: *id,
-                });
+                let n = s.nodes.entry(*node).or_insert_with(|| Node::new(fields));
+                n.bytes += n.entry_size(*node, *id, fields);
                 n.appended += 1;
                 n.last = *id;
                 let b = entry_bytes(fields);
@@ -519,12 +600,16 @@ impl State {
                 node,
                 appended,
                 last,
+                bytes,
+                fields,
             } => {
                 self.stream(key)?.nodes.insert(
                     *node,
                     Node {
                         appended: *appended,
                         last: *last,
+                        bytes: *bytes,
+                        fields: fields.clone(),
                     },
                 );
             }
@@ -578,7 +663,7 @@ mod tests {
         let node = st
             .keys
             .get(&Bytes::from_static(b"k"))
-            .map_or(id(ms), |s| s.node_for(id(ms)));
+            .map_or(id(ms), |s| s.node_for(id(ms), &[]));
         st.apply(&StreamOp::Add {
             offset: ms,
             key: Bytes::from_static(b"k"),
@@ -613,7 +698,7 @@ mod tests {
         assert_eq!(s.max_deleted, id(250));
         assert_eq!(s.entries.len(), 200);
         // The next entry opens a new node: the last one left is full.
-        assert_eq!(s.node_for(id(251)), id(251));
+        assert_eq!(s.node_for(id(251), &[]), id(251));
     }
 
     #[test]
@@ -642,13 +727,44 @@ mod tests {
     }
 
     #[test]
+    fn listpack_sizes_follow_redis() {
+        let b = |s: &'static str| Bytes::from_static(s.as_bytes());
+        assert_eq!(
+            (lp_int(0), lp_int(127), lp_int(128), lp_int(-1)),
+            (2, 2, 3, 3)
+        );
+        assert_eq!((lp_int(40_000), lp_int(1 << 40)), (5, 10));
+        assert_eq!((lp_str(b"12"), lp_str(b"012"), lp_str(b"")), (2, 5, 2));
+        assert_eq!(
+            (
+                lp_str(&[b'x'; 63]),
+                lp_str(&[b'x'; 64]),
+                lp_str(&[b'x'; 130])
+            ),
+            (65, 67, 134)
+        );
+        // 100 entries of a 60-byte value 1 ms apart: 24 bytes of header and
+        // master entry, 70 per entry; the 59th would take the node to 4096.
+        let mut s = Stream::default();
+        let fields = vec![(b("payload"), Bytes::from(vec![b'x'; 60]))];
+        let mut opened = Vec::new();
+        for ms in 1..=100u64 {
+            let node = s.node_for(id(ms), &fields);
+            if node == id(ms) {
+                opened.push(ms);
+            }
+            let n = s.nodes.entry(node).or_insert_with(|| Node::new(&fields));
+            n.bytes += n.entry_size(node, id(ms), &fields);
+            n.appended += 1;
+        }
+        assert_eq!(opened, vec![1, 59]);
+    }
+
+    #[test]
     fn rax_node_counts() {
         let mut s = Stream::default();
         assert_eq!(s.rax_nodes(), 1);
-        let node = Node {
-            appended: 1,
-            last: StreamId::MIN,
-        };
+        let node = Node::new(&[]);
         s.nodes.insert(StreamId::new(0x1234, 0), node.clone());
         assert_eq!(s.rax_nodes(), 2);
         s.nodes.insert(StreamId::new(0x1235, 0), node);

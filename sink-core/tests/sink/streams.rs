@@ -752,3 +752,24 @@ fn edge_cases() {
         ",
     );
 }
+
+/// Nodes also close at 4096 bytes of Redis's listpack encoding: sizes of
+/// values, numbers stored as integers, fields other than the first entry's.
+#[test]
+fn nodes_close_at_their_byte_size() {
+    let mut script = String::new();
+    let sixty = "x".repeat(60);
+    for i in 0..100 {
+        script.push_str(&format!("XADD big * payload {sixty}{i}\n"));
+    }
+    script.push_str("XINFO STREAM big\n");
+    for i in 0..60 {
+        script.push_str(&format!("XADD s * n {} m {}\n", i * 1000, -i));
+        script.push_str(&format!("XADD s * other {sixty} n {i}\n"));
+    }
+    let huge = "y".repeat(5000);
+    script.push_str(&format!(
+        "XINFO STREAM s\nXADD s * h {huge}\nXADD s * h 1\nXINFO STREAM s\nXTRIM s MAXLEN ~ 50\nXINFO STREAM s\nXTRIM big MAXLEN ~ 50\nXINFO STREAM big\n"
+    ));
+    both(&script);
+}
