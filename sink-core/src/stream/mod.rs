@@ -134,7 +134,8 @@ impl Streams {
         }
     }
 
-    /// Runs one command (dispatch already checked its name and arity):
+    /// Runs one command (as kids-core's `dispatch` hands it over, after its
+    /// name and arity checks; a wrong arity still gets Redis's error here):
     /// writes exactly one reply, unless it returns [`Outcome::Block`], and
     /// appends the operations it produced to `cx.ops`.
     pub fn run(
@@ -145,6 +146,15 @@ impl Streams {
         w: &mut ReplyWriter<'_>,
     ) -> Outcome {
         use StreamCommand as C;
+        // Dispatch checks arities; a caller that did not gets Redis's error, not a panic.
+        if let Some(entry) = table::entry(cmd)
+            && !entry.arity_ok(args.len())
+        {
+            w.error(
+                format!("ERR wrong number of arguments for '{}' command", entry.name).as_bytes(),
+            );
+            return Outcome::Done;
+        }
         let mut x = exec::Exec {
             state: &mut self.state,
             config: &self.config,

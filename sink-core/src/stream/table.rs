@@ -468,6 +468,14 @@ static XINFO_SUBS: &[Command<StreamCommand>] = &[
     ),
 ];
 
+/// The table entry of `cmd`.
+pub(crate) fn entry(cmd: StreamCommand) -> Option<&'static Command<StreamCommand>> {
+    STREAM_COMMANDS
+        .iter()
+        .chain(STREAM_COMMANDS.iter().flat_map(|c| c.subcommands))
+        .find(|c| c.id == Some(cmd))
+}
+
 /// Redis 7.0's `XGROUP HELP` lines.
 pub(crate) const XGROUP_HELP: &[&str] = &[
     "XGROUP <subcommand> [<arg> [value] [opt] ...]. Subcommands are:",

@@ -487,3 +487,33 @@ fn random_sessions_replay_and_recover_from_checkpoints() {
         );
     }
 }
+
+#[test]
+fn a_wrong_arity_from_the_caller_is_an_error_not_a_panic() {
+    let mut streams = Streams::new(StreamsConfig::default());
+    let mut ops = Vec::new();
+    let mut cx = Ctx {
+        now_ms: 1,
+        next_offset: 0,
+        ops: &mut ops,
+    };
+    for (cmd, args) in [
+        (StreamCommand::Xadd, vec!["XADD"]),
+        (StreamCommand::XinfoConsumers, vec!["XINFO", "CONSUMERS"]),
+        (StreamCommand::Xclaim, vec![]),
+    ] {
+        let req: Request = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+        let mut buf = BytesMut::new();
+        let out = streams.run(
+            cmd,
+            &req,
+            &mut cx,
+            &mut ReplyWriter::new(&mut buf, Proto::Resp2),
+        );
+        assert_eq!(out, Outcome::Done);
+        assert!(
+            buf.starts_with(b"-ERR wrong number of arguments for '"),
+            "{buf:?}"
+        );
+    }
+}
