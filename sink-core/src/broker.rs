@@ -334,7 +334,6 @@ impl State {
                     let len = record::push_stream_entry(&mut self.staged, *offset, &buf);
                     self.stage_len(len, Some((*offset, time_ms)))
                 }
-                #[allow(unreachable_patterns)]
                 _ => {
                     let len = record::push_stream_op(&mut self.staged, &buf);
                     self.stage_len(len, None)
@@ -577,15 +576,17 @@ impl Broker {
         }
         let Replay {
             mut sessions,
-            streams,
+            mut streams,
             mut index,
             next_offset,
             messages,
             ..
         } = replay;
-        let mut log = log;
         let end = log.end();
         index.start_segment(end.segment, next_offset);
+        // Stream entries before the first message kept went with their
+        // segments (retention by age or size).
+        streams.forget_before(index.first_offset(next_offset));
         // Cursors never past what the log holds.
         let last = next_offset - 1;
         let over: Vec<Bytes> = sessions
@@ -641,7 +642,6 @@ impl Broker {
             ops: Vec::new(),
             op_buf: Vec::new(),
         };
-        let _ = &mut log;
         let inner = Inner {
             dir,
             config,

@@ -2,5 +2,6 @@
 
 mod sink {
     pub(crate) mod broker;
+    mod streams;
     pub(crate) mod support;
 }

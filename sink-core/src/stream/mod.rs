@@ -1,99 +1,322 @@
-//! The Redis Streams subset sink serves on its log (placeholder API; the
-//! engine lands with the streams work).
-#![allow(missing_docs, unreachable_pub, clippy::all, dead_code)]
+//! A Redis Streams engine: commands in, RESP replies and durable operations out, no IO.
+//!
+//! [`Streams`] holds every stream in memory and executes the Redis 7.0
+//! stream commands of [`STREAM_COMMANDS`] with Redis's replies, byte for
+//! byte, in RESP2 and RESP3. It never reads a clock or touches a file: the
+//! caller passes the time and the next log offset in a [`Ctx`], and collects
+//! the [`StreamOp`]s each command produced, to log them and hold the reply
+//! until they are durable.
+//!
+//! ```text
+//!  Request --dispatch--> Streams::run(cmd, args, Ctx{now_ms, next_offset, ops})
+//!                           |            |--> reply bytes (ReplyWriter)
+//!                           |            '--> Ctx.ops: StreamOp --encode--> log
+//!                           '--> Outcome::Block{keys, timeout_ms, retry}: park the client
+//!  recovery: log --decode--> StreamOp --> Streams::apply    (checkpoint ops, then the rest)
+//!  retention: log drops old segments --> Streams::forget_before(offset)
+//! ```
+//!
+//! Entry IDs are always chosen by the engine (`XADD key * ...`), from
+//! `now_ms` and the stream's last ID, as Redis does.
+//!
+//! ```
+//! use bytes::{Bytes, BytesMut};
+//! use kids_core::{Proto, ReplyWriter};
+//! use sink_core::stream::{Ctx, Outcome, STREAM_COMMANDS, StreamCommand, Streams, StreamsConfig};
+//!
+//! let mut streams = Streams::new(StreamsConfig::default());
+//! let mut ops = Vec::new();
+//! let mut cx = Ctx { now_ms: 1000, next_offset: 7, ops: &mut ops };
+//! let mut out = BytesMut::new();
+//! let args: Vec<Bytes> = ["XADD", "s", "*", "f", "v"].map(Bytes::from).to_vec();
+//! let outcome = streams.run(StreamCommand::Xadd, &args, &mut cx, &mut ReplyWriter::new(&mut out, Proto::Resp2));
+//! assert!(matches!(outcome, Outcome::Done));
+//! assert_eq!(&out[..], b"$6\r\n1000-0\r\n");
+//! assert_eq!((cx.next_offset, ops.len()), (8, 1));
+//! ```
 
-use bytes::Bytes;
-use kids_core::resp::Command;
+mod exec;
+mod group;
+mod id;
+mod op;
+mod state;
+mod table;
+
+use bytes::{Bytes, BytesMut};
 use kids_core::{ReplyWriter, Request};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
-pub struct StreamId {
-    pub ms: u64,
-    pub seq: u64,
+pub use id::{ParseIdError, StreamId};
+pub use op::{OpError, OpErrorKind, StreamOp};
+pub use table::{STREAM_COMMANDS, StreamCommand};
+
+use state::State;
+
+/// Bounds of a [`Streams`].
+///
+/// ```
+/// use sink_core::stream::StreamsConfig;
+/// let config = StreamsConfig::default().max_bytes(1 << 20);
+/// assert_eq!(config.max_bytes_value(), 1 << 20);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamsConfig {
+    max_bytes: u64,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum StreamCommand {
-    Xlen,
+impl Default for StreamsConfig {
+    fn default() -> Self {
+        Self {
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
 }
 
-pub static STREAM_COMMANDS: &[Command<StreamCommand>] = &[];
+impl StreamsConfig {
+    /// Approximate bytes of entries held in memory (default 256 MiB): an
+    /// XADD that would go over it is refused with Redis's OOM error.
+    pub fn max_bytes(mut self, bytes: u64) -> Self {
+        self.max_bytes = bytes;
+        self
+    }
 
-#[derive(Debug, Clone, Default)]
-pub struct StreamsConfig {}
+    /// The memory bound.
+    pub fn max_bytes_value(&self) -> u64 {
+        self.max_bytes
+    }
+}
 
-#[derive(Debug, Default)]
-pub struct Streams {}
-
+/// What a command runs with: the time, the next log offset, and where its
+/// durable operations go.
+#[derive(Debug)]
 pub struct Ctx<'a> {
+    /// Wall clock in milliseconds (IDs, idle times, delivery times).
     pub now_ms: u64,
+    /// The global log offset the next XADD entry takes; `run` increments it per entry added.
     pub next_offset: u64,
+    /// Durable operations the command produced, in order: the broker logs
+    /// them and holds the reply until they are durable.
     pub ops: &'a mut Vec<StreamOp>,
 }
 
-#[derive(Debug)]
+/// How a command ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
+    /// The reply is written.
     Done,
+    /// XREAD/XREADGROUP with BLOCK found nothing and no reply is written:
+    /// the caller parks the client and runs `retry` (the same command, `$`
+    /// resolved to concrete IDs, BLOCK kept: it may block again) when one of
+    /// `keys` gets an entry or a group change, or answers
+    /// [`Streams::timeout_reply`] after `timeout_ms` (0: never).
     Block {
+        /// The streams waited on.
         keys: Vec<Bytes>,
+        /// Milliseconds to wait, 0 for ever.
         timeout_ms: u64,
+        /// The command to run again.
         retry: Request,
     },
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum StreamOp {
-    Add {
-        offset: u64,
-        key: Bytes,
-        id: StreamId,
-        fields: Vec<(Bytes, Bytes)>,
-    },
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("bad stream op")]
-pub struct OpError;
-
-impl StreamOp {
-    pub fn encode(&self, _out: &mut Vec<u8>) {}
-    pub fn decode(_bytes: &[u8]) -> Result<StreamOp, OpError> {
-        Err(OpError)
-    }
+/// Every stream, in memory: see the [module documentation](self).
+#[derive(Debug, Clone, Default)]
+pub struct Streams {
+    config: StreamsConfig,
+    state: State,
 }
 
 impl Streams {
-    pub fn new(_config: StreamsConfig) -> Self {
-        Self {}
+    /// No streams yet.
+    pub fn new(config: StreamsConfig) -> Self {
+        Self {
+            config,
+            state: State::default(),
+        }
     }
+
+    /// Runs one command (as kids-core's `dispatch` hands it over, after its
+    /// name and arity checks; a wrong arity still gets Redis's error here):
+    /// writes exactly one reply, unless it returns [`Outcome::Block`], and
+    /// appends the operations it produced to `cx.ops`.
     pub fn run(
         &mut self,
-        _cmd: StreamCommand,
-        _args: &Request,
-        _cx: &mut Ctx<'_>,
+        cmd: StreamCommand,
+        args: &Request,
+        cx: &mut Ctx<'_>,
         w: &mut ReplyWriter<'_>,
     ) -> Outcome {
-        w.error(b"ERR not yet");
+        use StreamCommand as C;
+        // Dispatch checks arities; a caller that did not gets Redis's error, not a panic.
+        if let Some(entry) = table::entry(cmd)
+            && !entry.arity_ok(args.len())
+        {
+            w.error(
+                format!("ERR wrong number of arguments for '{}' command", entry.name).as_bytes(),
+            );
+            return Outcome::Done;
+        }
+        let mut x = exec::Exec {
+            state: &mut self.state,
+            config: &self.config,
+            cx,
+            w,
+            args,
+        };
+        match cmd {
+            C::Xadd => x.xadd(),
+            C::Xlen => x.xlen(),
+            C::Xrange => x.xrange(false),
+            C::Xrevrange => x.xrange(true),
+            C::Xread => return x.xread(false),
+            C::Xreadgroup => return x.xread(true),
+            C::Xdel => x.xdel(),
+            C::Xtrim => x.xtrim(),
+            C::Xack => x.xack(),
+            C::Xpending => x.xpending(),
+            C::Xclaim => x.xclaim(),
+            C::Xautoclaim => x.xautoclaim(),
+            C::XgroupCreate
+            | C::XgroupCreateconsumer
+            | C::XgroupDelconsumer
+            | C::XgroupDestroy
+            | C::XgroupSetid => x.xgroup(cmd),
+            C::XgroupHelp => help(x.w, table::XGROUP_HELP),
+            C::XinfoHelp => help(x.w, table::XINFO_HELP),
+            C::XinfoConsumers | C::XinfoGroups | C::XinfoStream => x.xinfo(cmd),
+        }
         Outcome::Done
     }
+
+    /// What Redis answers when a BLOCK times out: the null array (RESP2), null (RESP3).
     pub fn timeout_reply(w: &mut ReplyWriter<'_>) {
         w.null_array();
     }
-    pub fn apply(&mut self, _op: &StreamOp) -> Result<(), OpError> {
-        Ok(())
+
+    /// Replays one operation, at recovery.
+    ///
+    /// # Errors
+    ///
+    /// An [`OpError`] when the operation does not fit the state (a group
+    /// that does not exist, an ID that does not increase, ...); the state is
+    /// then unchanged by it.
+    pub fn apply(&mut self, op: &StreamOp) -> Result<(), OpError> {
+        self.state.apply(op)
     }
-    pub fn checkpoint(&self, _out: &mut Vec<StreamOp>) {}
+
+    /// The operations that recreate every stream, radix-tree node, group,
+    /// consumer and pending entry, but no entry: those are replayed from
+    /// their own Add records. Applying them to a state that already has it
+    /// changes nothing.
+    ///
+    /// Recovery: on a fresh [`Streams`], apply the checkpoint at the head of
+    /// the oldest retained segment, then every later operation, then call
+    /// [`Streams::forget_before`] with the first retained offset (it drops
+    /// what the checkpoint says of nodes whose entries are gone with the
+    /// dropped segments).
+    pub fn checkpoint(&self, out: &mut Vec<StreamOp>) {
+        for (key, s) in &self.state.keys {
+            out.push(StreamOp::StreamMeta {
+                key: key.clone(),
+                last_id: s.last_id,
+                entries_added: s.entries_added,
+                max_deleted: s.max_deleted,
+            });
+            for (node, n) in &s.nodes {
+                out.push(StreamOp::NodeMeta {
+                    key: key.clone(),
+                    node: *node,
+                    appended: n.appended,
+                    last: n.last,
+                    bytes: n.bytes,
+                    fields: n.fields.clone(),
+                });
+            }
+            for (name, g) in &s.groups {
+                out.push(StreamOp::GroupMeta {
+                    key: key.clone(),
+                    group: name.clone(),
+                    last_id: g.last_id,
+                    entries_read: g.entries_read,
+                });
+                for (cname, c) in &g.consumers {
+                    out.push(StreamOp::ConsumerMeta {
+                        key: key.clone(),
+                        group: name.clone(),
+                        consumer: cname.clone(),
+                        seen_ms: c.seen_ms,
+                    });
+                    if !c.pel.is_empty() {
+                        out.push(StreamOp::PendingMeta {
+                            key: key.clone(),
+                            group: name.clone(),
+                            consumer: cname.clone(),
+                            entries: c
+                                .pel
+                                .iter()
+                                .filter_map(|id| {
+                                    g.pel.get(id).map(|p| (*id, p.delivery_ms, p.count))
+                                })
+                                .collect(),
+                        });
+                    }
+                }
+            }
+        }
+    }
+
+    /// The smallest log offset of any live entry: the log must keep it.
     pub fn oldest_offset(&self) -> Option<u64> {
-        None
+        self.state
+            .keys
+            .values()
+            .filter_map(|s| s.entries.values().next().map(|e| e.offset))
+            .min()
     }
-    pub fn forget_before(&mut self, _offset: u64) -> u64 {
-        0
+
+    /// The log dropped every record before `offset`: entries added there
+    /// leave memory as a MINID trim would take them (whole nodes whose last
+    /// ID is older, then the older entries of the next node; the first entry
+    /// moves, `max-deleted-entry-id` stays). Returns how many entries went.
+    pub fn forget_before(&mut self, offset: u64) -> u64 {
+        let mut total = 0;
+        for s in self.state.keys.values_mut() {
+            let before = match s.entries.iter().find(|(_, e)| e.offset >= offset) {
+                Some((id, _)) => *id,
+                None => s.last_id.next().unwrap_or(StreamId::MAX),
+            };
+            let (keep, before) = s.prefix_trim(before);
+            let (n, b) = s.trim(keep, before);
+            total += n;
+            self.state.bytes = self.state.bytes.saturating_sub(b);
+        }
+        total
     }
+
+    /// How many streams (keys) exist.
     pub fn len(&self) -> usize {
-        0
+        self.state.keys.len()
     }
+
+    /// True when no stream exists.
+    pub fn is_empty(&self) -> bool {
+        self.state.keys.is_empty()
+    }
+
+    /// Approximate bytes of entries held.
     pub fn memory_bytes(&self) -> u64 {
-        0
+        self.state.bytes
     }
 }
+
+fn help(w: &mut ReplyWriter<'_>, lines: &[&str]) {
+    w.array(lines.len());
+    lines.iter().for_each(|l| w.simple(l.as_bytes()));
+}
+
+/// A writer into a scratch buffer in `w`'s protocol, for replies whose length is known late.
+pub(crate) fn scratch<'b>(w: &ReplyWriter<'_>, buf: &'b mut BytesMut) -> ReplyWriter<'b> {
+    ReplyWriter::new(buf, w.proto())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,519 @@
+//! Unit tests of the engine through `run`: replies on a simulated clock, the
+//! memory bound, blocking, and replay of ops (whole, and from checkpoints).
+
+use bytes::{Bytes, BytesMut};
+use kids_core::{Proto, ReplyWriter};
+
+use super::*;
+
+/// A [`Streams`] on a simulated clock, keeping every op and the segment heads.
+struct Sim {
+    streams: Streams,
+    now: u64,
+    offset: u64,
+    ops: Vec<StreamOp>,
+    /// Segment heads: the op index, the offset then, and the checkpoint written there.
+    heads: Vec<(usize, u64, Vec<StreamOp>)>,
+}
+
+impl Sim {
+    fn new(config: StreamsConfig) -> Self {
+        Self {
+            streams: Streams::new(config),
+            now: 1_000,
+            offset: 0,
+            ops: Vec::new(),
+            heads: Vec::new(),
+        }
+    }
+
+    fn cmd(args: &[&str]) -> Option<StreamCommand> {
+        let top = kids_core::resp::lookup(STREAM_COMMANDS, args[0].as_bytes())?;
+        let c = if top.subcommands.is_empty() {
+            top
+        } else {
+            kids_core::resp::lookup_sub(top, args.get(1)?.as_bytes())?
+        };
+        if c.arity_ok(args.len()) { c.id } else { None }
+    }
+
+    fn call_in(&mut self, proto: Proto, args: &[&str]) -> (String, Outcome) {
+        let cmd = Self::cmd(args).unwrap_or_else(|| panic!("not a valid call: {args:?}"));
+        let req: Request = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+        let mut buf = BytesMut::new();
+        let mut cx = Ctx {
+            now_ms: self.now,
+            next_offset: self.offset,
+            ops: &mut self.ops,
+        };
+        let outcome = self
+            .streams
+            .run(cmd, &req, &mut cx, &mut ReplyWriter::new(&mut buf, proto));
+        self.offset = cx.next_offset;
+        (String::from_utf8_lossy(&buf).into_owned(), outcome)
+    }
+
+    fn call(&mut self, args: &[&str]) -> String {
+        let (reply, outcome) = self.call_in(Proto::Resp2, args);
+        assert_eq!(outcome, Outcome::Done, "{args:?}");
+        reply
+    }
+
+    fn head(&mut self) {
+        let mut cp = Vec::new();
+        self.streams.checkpoint(&mut cp);
+        self.heads.push((self.ops.len(), self.offset, cp));
+    }
+}
+
+fn replay(ops: &[StreamOp]) -> Streams {
+    let mut s = Streams::new(StreamsConfig::default());
+    for op in ops {
+        let mut buf = Vec::new();
+        op.encode(&mut buf);
+        let op = StreamOp::decode(&buf).expect("decodes");
+        s.apply(&op).unwrap_or_else(|e| panic!("{e}: {op:?}"));
+    }
+    s
+}
+
+#[test]
+fn ids_follow_the_clock_and_never_go_back() {
+    let mut sim = Sim::new(StreamsConfig::default());
+    assert_eq!(sim.call(&["XADD", "s", "*", "f", "v"]), "$6\r\n1000-0\r\n");
+    assert_eq!(sim.call(&["XADD", "s", "*", "f", "v"]), "$6\r\n1000-1\r\n");
+    sim.now = 900;
+    assert_eq!(sim.call(&["XADD", "s", "*", "f", "v"]), "$6\r\n1000-2\r\n");
+    sim.now = 2000;
+    assert_eq!(sim.call(&["XADD", "s", "*", "f", "v"]), "$6\r\n2000-0\r\n");
+    assert_eq!(sim.offset, 4);
+    assert_eq!(sim.streams.oldest_offset(), Some(0));
+    assert_eq!(
+        sim.call(&["XADD", "s", "2000-5", "f", "v"]),
+        "-ERR sink assigns stream IDs: use * as the ID\r\n"
+    );
+    assert_eq!(
+        sim.call(&["XADD", "s", "bad", "f", "v"]),
+        "-ERR Invalid stream ID specified as stream command argument\r\n"
+    );
+    assert_eq!(sim.offset, 4, "refused XADDs take no offset");
+}
+
+#[test]
+fn idle_times_follow_the_simulated_clock() {
+    let mut sim = Sim::new(StreamsConfig::default());
+    sim.call(&["XGROUP", "CREATE", "s", "g", "$", "MKSTREAM"]);
+    sim.call(&["XADD", "s", "*", "f", "v"]);
+    sim.call(&["XREADGROUP", "GROUP", "g", "alice", "STREAMS", "s", ">"]);
+    sim.now += 500;
+    assert_eq!(
+        sim.call(&["XPENDING", "s", "g", "-", "+", "10"]),
+        "*1\r\n*4\r\n$6\r\n1000-0\r\n$5\r\nalice\r\n:500\r\n:1\r\n"
+    );
+    assert_eq!(
+        sim.call(&["XINFO", "CONSUMERS", "s", "g"]),
+        "*1\r\n*6\r\n$4\r\nname\r\n$5\r\nalice\r\n$7\r\npending\r\n:1\r\n$4\r\nidle\r\n:500\r\n"
+    );
+    assert_eq!(
+        sim.call(&["XPENDING", "s", "g", "IDLE", "501", "-", "+", "10"]),
+        "*0\r\n"
+    );
+    assert_eq!(
+        sim.call(&["XCLAIM", "s", "g", "bob", "600", "1000-0"]),
+        "*0\r\n"
+    );
+    sim.now += 100;
+    assert_eq!(
+        sim.call(&["XCLAIM", "s", "g", "bob", "600", "1000-0", "JUSTID"]),
+        "*1\r\n$6\r\n1000-0\r\n"
+    );
+    sim.now += 7;
+    assert_eq!(
+        sim.call(&["XPENDING", "s", "g", "-", "+", "10"]),
+        "*1\r\n*4\r\n$6\r\n1000-0\r\n$3\r\nbob\r\n:7\r\n:1\r\n"
+    );
+    // IDLE sets the delivery time in the past; TIME sets it absolutely.
+    sim.call(&["XCLAIM", "s", "g", "bob", "0", "1000-0", "IDLE", "40"]);
+    assert!(
+        sim.call(&["XPENDING", "s", "g", "-", "+", "10"])
+            .contains(":40\r\n:2\r\n")
+    );
+    sim.call(&["XCLAIM", "s", "g", "bob", "0", "1000-0", "TIME", "1500"]);
+    assert!(
+        sim.call(&["XPENDING", "s", "g", "-", "+", "10"])
+            .contains(":107\r\n:3\r\n")
+    );
+}
+
+#[test]
+fn the_memory_bound_refuses_xadd_with_redis_oom() {
+    let mut sim = Sim::new(StreamsConfig::default().max_bytes(200));
+    assert!(sim.call(&["XADD", "s", "*", "f", "v"]).starts_with('$'));
+    let used = sim.streams.memory_bytes();
+    assert!(used > 0 && used <= 200);
+    assert_eq!(
+        sim.call(&["XADD", "s", "*", "f", &"x".repeat(200)]),
+        "-OOM command not allowed when used memory > 'maxmemory'.\r\n"
+    );
+    assert_eq!((sim.ops.len(), sim.offset), (1, 1));
+    sim.call(&["XTRIM", "s", "MAXLEN", "0"]);
+    assert_eq!(sim.streams.memory_bytes(), 0);
+}
+
+#[test]
+fn blocking_reads_say_what_to_wait_for() {
+    let mut sim = Sim::new(StreamsConfig::default());
+    sim.call(&["XADD", "s", "*", "f", "v"]);
+    let (reply, outcome) = sim.call_in(
+        Proto::Resp2,
+        &["XREAD", "BLOCK", "500", "STREAMS", "s", "t", "$", "0"],
+    );
+    assert_eq!(reply, "", "no reply when blocking");
+    let Outcome::Block {
+        keys,
+        timeout_ms,
+        retry,
+    } = outcome
+    else {
+        panic!("expected a block")
+    };
+    assert_eq!(
+        (keys, timeout_ms),
+        (vec![Bytes::from("s"), Bytes::from("t")], 500)
+    );
+    assert_eq!(&retry[6..], &[Bytes::from("1000-0"), Bytes::from("0")]);
+    sim.now = 1200;
+    sim.call(&["XADD", "s", "*", "g", "w"]);
+    let retry: Vec<String> = retry
+        .iter()
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect();
+    let retry: Vec<&str> = retry.iter().map(String::as_str).collect();
+    assert_eq!(
+        sim.call(&retry),
+        "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$6\r\n1200-0\r\n*2\r\n$1\r\ng\r\n$1\r\nw\r\n"
+    );
+    sim.call(&["XGROUP", "CREATE", "s", "g", "$"]);
+    let (_, outcome) = sim.call_in(
+        Proto::Resp3,
+        &[
+            "XREADGROUP",
+            "GROUP",
+            "g",
+            "c",
+            "BLOCK",
+            "0",
+            "STREAMS",
+            "s",
+            ">",
+        ],
+    );
+    assert!(matches!(outcome, Outcome::Block { timeout_ms: 0, ref retry, .. } if retry[8] == ">"));
+    for (proto, want) in [(Proto::Resp2, &b"*-1\r\n"[..]), (Proto::Resp3, b"_\r\n")] {
+        let mut buf = BytesMut::new();
+        Streams::timeout_reply(&mut ReplyWriter::new(&mut buf, proto));
+        assert_eq!(&buf[..], want);
+    }
+}
+
+#[test]
+fn forgetting_old_offsets_trims_like_minid() {
+    let mut sim = Sim::new(StreamsConfig::default());
+    for _ in 0..150 {
+        sim.call(&["XADD", "s", "*", "f", "v"]);
+    }
+    sim.call(&["XADD", "t", "*", "f", "v"]);
+    assert_eq!(sim.streams.forget_before(120), 120);
+    assert_eq!(sim.streams.oldest_offset(), Some(120));
+    assert_eq!(sim.call(&["XLEN", "s"]), ":30\r\n");
+    let info = sim.call(&["XINFO", "STREAM", "s"]);
+    // The first node (100 entries) went whole; the second keeps its tombstones.
+    assert!(info.contains("radix-tree-keys\r\n:1\r\n"), "{info}");
+    assert!(
+        info.contains("recorded-first-entry-id\r\n$8\r\n1000-120\r\n"),
+        "{info}"
+    );
+    assert!(
+        info.contains("max-deleted-entry-id\r\n$3\r\n0-0\r\n"),
+        "{info}"
+    );
+    assert_eq!(sim.streams.forget_before(10_000), 31);
+    assert_eq!(sim.streams.oldest_offset(), None);
+    assert_eq!(sim.streams.len(), 2, "streams stay when empty");
+}
+
+/// A tiny deterministic generator (xorshift64*).
+struct Rng(u64);
+
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+    fn below(&mut self, n: u64) -> u64 {
+        self.next() % n
+    }
+    fn pick<'a>(&mut self, xs: &[&'a str]) -> &'a str {
+        xs[self.below(xs.len() as u64) as usize]
+    }
+}
+
+/// A random command over a few keys, groups and consumers, IDs from the known ones.
+fn random_command(rng: &mut Rng, ids: &[String]) -> Vec<String> {
+    let key = rng.pick(&["a", "b"]).to_string();
+    let group = rng.pick(&["g1", "g2"]).to_string();
+    let consumer = rng.pick(&["c1", "c2", "c3"]).to_string();
+    let id = if ids.is_empty() || rng.below(10) == 0 {
+        "0-1".to_string()
+    } else {
+        ids[rng.below(ids.len() as u64) as usize].clone()
+    };
+    let n = (1 + rng.below(5)).to_string();
+    let words: Vec<String> = match rng.below(20) {
+        0..=5 => {
+            let mut v = vec!["XADD".into(), key];
+            match rng.below(8) {
+                0 => v.extend(["MAXLEN".into(), "~".into(), (rng.below(150)).to_string()]),
+                1 => v.extend(["MAXLEN".into(), (rng.below(150)).to_string()]),
+                2 => v.extend(["MINID".into(), id]),
+                3 => v.extend(["MINID".into(), "~".into(), id, "LIMIT".into(), n]),
+                _ => {}
+            }
+            v.extend(["*".into(), "f".into(), rng.below(1000).to_string()]);
+            v
+        }
+        6 => vec!["XDEL".into(), key, id],
+        7 => match rng.below(3) {
+            0 => vec![
+                "XTRIM".into(),
+                key,
+                "MAXLEN".into(),
+                "~".into(),
+                rng.below(200).to_string(),
+            ],
+            1 => vec!["XTRIM".into(), key, "MINID".into(), id],
+            _ => vec![
+                "XTRIM".into(),
+                key,
+                "MAXLEN".into(),
+                rng.below(200).to_string(),
+            ],
+        },
+        8 => {
+            let mut v = vec![
+                "XGROUP".into(),
+                "CREATE".into(),
+                key,
+                group,
+                rng.pick(&["0", "$"]).into(),
+            ];
+            if rng.below(2) == 0 {
+                v.push("MKSTREAM".into());
+            }
+            v
+        }
+        9 => match rng.below(5) {
+            0 => vec!["XGROUP".into(), "DESTROY".into(), key, group],
+            1 => vec!["XGROUP".into(), "SETID".into(), key, group, id],
+            2 => vec![
+                "XGROUP".into(),
+                "CREATECONSUMER".into(),
+                key,
+                group,
+                consumer,
+            ],
+            3 => vec!["XGROUP".into(), "DELCONSUMER".into(), key, group, consumer],
+            _ => vec![
+                "XGROUP".into(),
+                "SETID".into(),
+                key,
+                group,
+                "$".into(),
+                "ENTRIESREAD".into(),
+                n,
+            ],
+        },
+        10..=12 => {
+            let mut v = vec![
+                "XREADGROUP".into(),
+                "GROUP".into(),
+                group,
+                consumer,
+                "COUNT".into(),
+                n,
+            ];
+            if rng.below(5) == 0 {
+                v.push("NOACK".into());
+            }
+            v.extend(["STREAMS".into(), key, rng.pick(&[">", ">", "0"]).into()]);
+            v
+        }
+        13 | 14 => vec!["XACK".into(), key, group, id],
+        15 => {
+            let mut v = vec![
+                "XCLAIM".into(),
+                key,
+                group,
+                consumer,
+                rng.below(100).to_string(),
+                id,
+            ];
+            match rng.below(6) {
+                0 => v.push("FORCE".into()),
+                1 => v.push("JUSTID".into()),
+                2 => v.extend(["RETRYCOUNT".into(), n]),
+                3 => v.extend(["IDLE".into(), rng.below(100).to_string()]),
+                4 => v.extend(["LASTID".into(), ids.last().cloned().unwrap_or("0-1".into())]),
+                _ => {}
+            }
+            v
+        }
+        16 => vec![
+            "XAUTOCLAIM".into(),
+            key,
+            group,
+            consumer,
+            rng.below(100).to_string(),
+            "0".into(),
+            "COUNT".into(),
+            n,
+        ],
+        17 => vec!["XREAD".into(), "COUNT".into(), n, "STREAMS".into(), key, id],
+        18 => vec!["XRANGE".into(), key, "-".into(), "+".into()],
+        _ => vec![
+            "XPENDING".into(),
+            key,
+            group,
+            "-".into(),
+            "+".into(),
+            "10".into(),
+        ],
+    };
+    words
+}
+
+/// What a client can see of the streams, at one moment.
+fn observe(streams: &Streams, now: u64) -> String {
+    let mut sim = Sim::new(StreamsConfig::default());
+    sim.streams = streams.clone();
+    sim.now = now;
+    let mut out = String::new();
+    for key in ["a", "b"] {
+        for proto in [Proto::Resp2, Proto::Resp3] {
+            out += &sim
+                .call_in(proto, &["XINFO", "STREAM", key, "FULL", "COUNT", "0"])
+                .0;
+            out += &sim.call_in(proto, &["XINFO", "GROUPS", key]).0;
+        }
+        for group in ["g1", "g2"] {
+            out += &sim.call(&["XPENDING", key, group]);
+            out += &sim.call(&["XPENDING", key, group, "-", "+", "1000"]);
+            out += &sim.call(&["XINFO", "CONSUMERS", key, group]);
+        }
+        out += &sim.call(&["XRANGE", key, "-", "+"]);
+    }
+    out
+}
+
+#[test]
+fn random_sessions_replay_and_recover_from_checkpoints() {
+    for seed in 1..=6u64 {
+        let mut rng = Rng(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut sim = Sim::new(StreamsConfig::default());
+        let mut ids: Vec<String> = Vec::new();
+        let mut cut = None;
+        for step in 0..1500 {
+            if step % 100 == 0 {
+                sim.head();
+            }
+            // Retention drops the oldest segments once, mid-session.
+            if step == 900 && seed % 2 == 0 {
+                let (_, offset, _) = sim.heads[4].clone();
+                sim.streams.forget_before(offset);
+                cut = Some(4);
+            }
+            sim.now += rng.below(40);
+            let words = random_command(&mut rng, &ids);
+            let args: Vec<&str> = words.iter().map(String::as_str).collect();
+            let reply = sim.call(&args);
+            if args[0] == "XADD" && reply.starts_with('$') {
+                ids.push(reply.lines().nth(1).unwrap_or_default().to_string());
+            }
+        }
+        let want = observe(&sim.streams, sim.now);
+        let kinds: std::collections::HashSet<_> =
+            sim.ops.iter().map(std::mem::discriminant).collect();
+        assert!(
+            kinds.len() >= 11,
+            "seed {seed}: only {} kinds of op",
+            kinds.len()
+        );
+        assert!(want.len() > 1000, "a session that did something");
+        if cut.is_none() {
+            // Every op from the start rebuilds exactly the same state.
+            let whole = replay(&sim.ops);
+            assert_eq!(whole.state, sim.streams.state, "seed {seed}");
+            assert_eq!(observe(&whole, sim.now), want);
+        }
+        // Recovery from the oldest segment the log still holds.
+        let oldest = sim.streams.oldest_offset().unwrap_or(sim.offset);
+        let k = sim
+            .heads
+            .iter()
+            .rposition(|(_, off, _)| *off <= oldest)
+            .unwrap_or(0)
+            .max(cut.unwrap_or(0));
+        let (at, offset, cp) = &sim.heads[k];
+        let mut ops = cp.clone();
+        ops.extend_from_slice(&sim.ops[*at..]);
+        let mut recovered = replay(&ops);
+        recovered.forget_before(*offset);
+        assert_eq!(
+            recovered.state, sim.streams.state,
+            "seed {seed}, from segment {k}"
+        );
+        assert_eq!(observe(&recovered, sim.now), want);
+        // A later checkpoint applied on the recovered state changes nothing.
+        let mut cp = Vec::new();
+        sim.streams.checkpoint(&mut cp);
+        for op in &cp {
+            recovered.apply(op).expect("checkpoint op");
+        }
+        assert_eq!(
+            recovered.state, sim.streams.state,
+            "seed {seed}: checkpoint is idempotent"
+        );
+    }
+}
+
+#[test]
+fn a_wrong_arity_from_the_caller_is_an_error_not_a_panic() {
+    let mut streams = Streams::new(StreamsConfig::default());
+    let mut ops = Vec::new();
+    let mut cx = Ctx {
+        now_ms: 1,
+        next_offset: 0,
+        ops: &mut ops,
+    };
+    for (cmd, args) in [
+        (StreamCommand::Xadd, vec!["XADD"]),
+        (StreamCommand::XinfoConsumers, vec!["XINFO", "CONSUMERS"]),
+        (StreamCommand::Xclaim, vec![]),
+    ] {
+        let req: Request = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+        let mut buf = BytesMut::new();
+        let out = streams.run(
+            cmd,
+            &req,
+            &mut cx,
+            &mut ReplyWriter::new(&mut buf, Proto::Resp2),
+        );
+        assert_eq!(out, Outcome::Done);
+        assert!(
+            buf.starts_with(b"-ERR wrong number of arguments for '"),
+            "{buf:?}"
+        );
+    }
+}
