@@ -695,3 +695,125 @@ fn another_resp_server_adds_its_commands_to_the_connection_commands() {
     assert_eq!((flow, out.as_str()), (kids_core::Flow::Close, "+OK\r\n"));
     assert_eq!(run(&mut g, &["PING"], now).0, kids_core::Flow::Close);
 }
+
+/// A line protocol that also writes by itself: `COUNT n` starts `n` lines
+/// made by [`Protocol::poll_produce`]; `WAIT ms` holds its answer until a
+/// deadline ([`Protocol::deadline`]).
+struct Ticker {
+    shout: Shout,
+    left: u32,
+    made: u32,
+    wait_until: Option<Instant>,
+}
+
+impl Protocol for Ticker {
+    type Request = String;
+    type Error = LinesCodecError;
+
+    fn handle(&mut self, line: String, now: Instant) -> Flow {
+        if let Some(n) = line.strip_prefix("COUNT ") {
+            self.left = n.parse().unwrap_or(0);
+            return Flow::Continue;
+        }
+        if let Some(ms) = line.strip_prefix("WAIT ") {
+            self.wait_until = Some(now + Duration::from_millis(ms.parse().unwrap_or(0)));
+            return Flow::Wait;
+        }
+        self.shout.handle(line, now)
+    }
+    fn decode_error(&mut self, e: LinesCodecError, now: Instant) -> Flow {
+        self.shout.decode_error(e, now)
+    }
+    fn flush(&mut self, now: Instant) {
+        self.shout.flush(now);
+    }
+    fn outbox(&self) -> &Outbox {
+        self.shout.outbox()
+    }
+    fn nlimits(&self) -> &NLimits {
+        self.shout.nlimits()
+    }
+    fn poll_release(&mut self, _: &mut Context<'_>, now: Instant) -> Poll<Flow> {
+        match self.wait_until {
+            Some(at) if now < at => Poll::Pending,
+            Some(_) => {
+                self.wait_until = None;
+                self.shout.out.extend_from_slice(b"TIMEOUT\n");
+                self.shout.flush(now);
+                Poll::Ready(Flow::Continue)
+            }
+            None => Poll::Ready(Flow::Continue),
+        }
+    }
+    fn poll_produce(&mut self, _: &mut Context<'_>, now: Instant) -> Poll<()> {
+        if self.left == 0 {
+            return Poll::Pending;
+        }
+        self.left -= 1;
+        self.made += 1;
+        self.shout
+            .out
+            .extend_from_slice(format!("tick {:05}\n", self.made).as_bytes());
+        self.shout.flush(now);
+        Poll::Ready(())
+    }
+    fn deadline(&self) -> Option<Instant> {
+        self.wait_until
+    }
+}
+
+fn ticker(config: ConnConfig, now: Instant) -> Connection<Ticker, Lines> {
+    Connection::new(
+        Ticker {
+            shout: Shout::new(9),
+            left: 0,
+            made: 0,
+            wait_until: None,
+        },
+        Lines(LinesCodec::new_with_max_length(100)),
+        config,
+        None,
+        now,
+    )
+}
+
+#[test]
+fn output_a_protocol_makes_by_itself_stops_at_the_pending_output_bound() {
+    let now = Instant::now();
+    let mut conn = ticker(ConnConfig::default().max_pending_output(100), now);
+    let mut pipe = MemoryStream::blocked();
+    pipe.send(b"COUNT 1000\n");
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    // Lines of 11 bytes: made until 100 bytes wait, not one more pass.
+    let pending = conn.protocol().outbox().pending();
+    assert!((100..111).contains(&pending), "{pending}");
+    assert!(conn.protocol().made < 20, "{}", conn.protocol().made);
+    // The client reads: production goes on to the end, in order.
+    pipe.blocked = false;
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    let out = String::from_utf8(pipe.take_output()).expect("utf8");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 1000);
+    assert_eq!((lines[0], lines[999]), ("tick 00001", "tick 01000"));
+}
+
+#[test]
+fn a_protocol_deadline_wakes_a_waiting_request_without_closing() {
+    let now = Instant::now();
+    let config = ConnConfig::default().idle_timeout(Some(Duration::from_secs(60)));
+    let mut conn = ticker(config, now);
+    let mut pipe = MemoryStream::default();
+    pipe.send(b"WAIT 500\nafter\n");
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    assert!(pipe.take_output().is_empty(), "held until the deadline");
+    assert_eq!(conn.poll_timeout(), Some(now + Duration::from_millis(500)));
+    let later = now + Duration::from_millis(500);
+    assert_eq!(settle(&mut conn, &mut pipe, later), None);
+    assert_eq!(pipe.take_output(), b"TIMEOUT\nAFTER\n");
+    assert_eq!(
+        conn.ended(),
+        None,
+        "a protocol deadline is not an idle timeout"
+    );
+    assert_eq!(conn.poll_timeout(), Some(later + Duration::from_secs(60)));
+}
