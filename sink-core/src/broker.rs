@@ -295,6 +295,9 @@ struct State {
     stream_waiters: Vec<Waker>,
     failed: Option<String>,
     stopped: bool,
+    /// The committer sleeps in `wait_staged`: the next stager wakes it (one
+    /// wake per sleep, not a syscall per record).
+    committer_waiting: bool,
     stats: Stats,
     /// Size of the active segment, as the committer last left it.
     active_bytes: u64,
@@ -637,6 +640,7 @@ impl Broker {
             stream_waiters: Vec::new(),
             failed: None,
             stopped: false,
+            committer_waiting: false,
             stats: Stats::default(),
             active_bytes,
             ops: Vec::new(),
@@ -758,8 +762,7 @@ impl Broker {
         let len = record::push_message(&mut st.staged, offset, time_ms, topic, payload);
         let lsn = st.stage_len(len, Some((offset, time_ms)));
         st.stats.published += 1;
-        drop(st);
-        self.inner.staged_cv.notify_one();
+        self.wake_committer(st);
         Ok((offset, lsn))
     }
 
@@ -796,9 +799,10 @@ impl Broker {
         } else {
             Vec::new()
         };
-        drop(st);
         if lsn.is_some() {
-            self.inner.staged_cv.notify_one();
+            self.wake_committer(st);
+        } else {
+            drop(st);
         }
         wake.into_iter().for_each(Waker::wake);
         Ok((outcome, lsn))
@@ -841,8 +845,7 @@ impl Broker {
                 cursor,
                 filters: filters.to_vec(),
             });
-            drop(st);
-            self.inner.staged_cv.notify_one();
+            self.wake_committer(st);
             Ok(Some(lsn))
         } else {
             Ok(None)
@@ -918,8 +921,7 @@ impl Broker {
             return Ok((cursor, None));
         }
         let lsn = st.stage_session(&SessionOp::Ack { name, cursor });
-        drop(st);
-        self.inner.staged_cv.notify_one();
+        self.wake_committer(st);
         Ok((cursor, Some(lsn)))
     }
 
@@ -935,8 +937,7 @@ impl Broker {
             return None;
         }
         let lsn = st.stage_session(&SessionOp::Delete { name });
-        drop(st);
-        self.inner.staged_cv.notify_one();
+        self.wake_committer(st);
         Some(lsn)
     }
 
@@ -1002,13 +1003,24 @@ impl Broker {
     /// Blocks the committer's thread until records are staged, `timeout`
     /// passes, or the broker stops; true when records wait.
     pub fn wait_staged(&self, timeout: Duration) -> bool {
-        let st = self.state();
-        let (st, _) = self
+        let mut st = self.state();
+        st.committer_waiting = true;
+        let (mut st, _) = self
             .inner
             .staged_cv
             .wait_timeout_while(st, timeout, |s| s.staged.is_empty() && !s.stopped)
             .unwrap_or_else(PoisonError::into_inner);
+        st.committer_waiting = false;
         !st.staged.is_empty()
+    }
+
+    /// Releases the lock after staging; wakes the committer if it sleeps.
+    fn wake_committer(&self, mut st: MutexGuard<'_, State>) {
+        let sleeping = std::mem::replace(&mut st.committer_waiting, false);
+        drop(st);
+        if sleeping {
+            self.inner.staged_cv.notify_one();
+        }
     }
 
     /// Stops the broker: held replies that are not durable yet are dropped
@@ -1169,8 +1181,7 @@ impl Broker {
                 st.stage_session(&SessionOp::Delete { name });
             }
             if !gone.is_empty() {
-                drop(st);
-                self.inner.staged_cv.notify_one();
+                self.wake_committer(st);
             }
         }
         self.retain(now)

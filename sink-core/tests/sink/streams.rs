@@ -11,6 +11,11 @@
 //! value after an `idle` key (XINFO CONSUMERS) and the idle time of an
 //! XPENDING entry (`[id, consumer, idle, count]`). That is the whole
 //! normalisation.
+//!
+//! Each script also runs through a whole sink: a connection of the broker
+//! (dispatch with sink's merged command table, replies held until durable,
+//! commits, blocked reads), on a clock set from redis's IDs and the
+//! script's sleeps; its replies are compared with redis's the same way.
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -25,6 +30,8 @@ use sink_core::stream::{
     Ctx, Outcome, STREAM_COMMANDS, StreamCommand, StreamOp, Streams, StreamsConfig,
 };
 use test_support::{Process, free_port, peer, wait_for};
+
+use super::support::{Client as SinkClient, Node, WALL};
 
 /// A real redis-server on a free loopback port, killed when dropped.
 struct Redis {
@@ -211,6 +218,55 @@ impl RespServer for Engine {
     }
 }
 
+/// The same commands through a whole sink, on a clock the script moves.
+struct Sink {
+    node: Node,
+    client: SinkClient,
+    at_ms: u64,
+}
+
+impl Sink {
+    fn new() -> Self {
+        let node = Node::new(sink_core::BrokerConfig::default());
+        let client = node.client();
+        Self {
+            node,
+            client,
+            at_ms: WALL,
+        }
+    }
+
+    /// Moves the clock forward to `ms` (never back).
+    fn set_ms(&mut self, ms: u64) {
+        if ms > self.at_ms {
+            self.node.advance(Duration::from_millis(ms - self.at_ms));
+            self.at_ms = ms;
+        }
+    }
+
+    fn call(&mut self, args: &[Bytes]) -> Vec<u8> {
+        let refs: Vec<&[u8]> = args.iter().map(|a| &a[..]).collect();
+        self.client.send(&refs);
+        self.client.poll(self.node.now);
+        self.node.commit();
+        self.client.poll(self.node.now);
+        let mut out = self.client.io.take_output();
+        if out.is_empty() {
+            // A blocked read: its timeout passes.
+            let block = args
+                .iter()
+                .position(|a| a.eq_ignore_ascii_case(b"BLOCK"))
+                .and_then(|i| args.get(i + 1))
+                .and_then(|t| std::str::from_utf8(t).ok()?.parse::<u64>().ok())
+                .unwrap_or(0);
+            self.set_ms(self.at_ms + block.max(1));
+            self.client.poll(self.node.now);
+            out = self.client.io.take_output();
+        }
+        out
+    }
+}
+
 fn wall_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -288,11 +344,13 @@ fn substitute(arg: &str, ids: &[String]) -> String {
 fn session(redis: &Redis, proto: Proto, script: &str) {
     let mut r = Client::connect(redis.port);
     let mut e = Engine::new();
+    let mut sink = Sink::new();
     r.call(&[Bytes::from_static(b"FLUSHALL")]);
     if proto == Proto::Resp3 {
         let hello = [Bytes::from_static(b"HELLO"), Bytes::from_static(b"3")];
         r.call(&hello);
         e.call(&hello);
+        sink.call(&hello);
     }
     let mut ids: Vec<String> = Vec::new();
     let explicit = b"-ERR sink assigns stream IDs: use * as the ID\r\n";
@@ -302,7 +360,9 @@ fn session(redis: &Redis, proto: Proto, script: &str) {
         .filter(|l| !l.is_empty() && !l.starts_with('#'))
     {
         if let Some(ms) = line.strip_prefix("sleep ") {
-            std::thread::sleep(Duration::from_millis(ms.parse().expect("ms")));
+            let ms: u64 = ms.parse().expect("ms");
+            std::thread::sleep(Duration::from_millis(ms));
+            sink.set_ms(sink.at_ms + ms);
             continue;
         }
         // `ours-only` lines hold our own refusal of explicit XADD IDs: redis takes them.
@@ -331,16 +391,35 @@ fn session(redis: &Redis, proto: Proto, script: &str) {
                 .next()
                 .and_then(|m| m.parse().ok())
                 .expect("id ms");
+            sink.set_ms(e.now_ms);
             ids.push(id);
         }
         let ours = e.call(&args);
+        let through_sink = sink.call(&args);
+        assert!(
+            !through_sink.is_empty(),
+            "sink answered nothing to `{line}`"
+        );
         if ours_only {
             assert_eq!(
                 String::from_utf8_lossy(&ours),
                 String::from_utf8_lossy(explicit),
                 "`{line}`"
             );
+            assert_eq!(through_sink, ours, "sink: `{line}`");
             continue;
+        }
+        if through_sink != theirs {
+            let (mut a, mut b) = (decode(&through_sink), decode(&theirs));
+            mask(&mut a);
+            mask(&mut b);
+            assert_eq!(
+                a,
+                b,
+                "sink {proto:?} `{line}`\n sink:   {:?}\n theirs: {:?}",
+                String::from_utf8_lossy(&through_sink),
+                String::from_utf8_lossy(&theirs)
+            );
         }
         if ours != theirs {
             let redis_took_it = args[0].eq_ignore_ascii_case(b"XADD") && ours == explicit;
