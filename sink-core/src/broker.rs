@@ -298,6 +298,10 @@ struct State {
     /// The committer sleeps in `wait_staged`: the next stager wakes it (one
     /// wake per sleep, not a syscall per record).
     committer_waiting: bool,
+    /// Writers the last commit released: they are expected to write again.
+    released_last: usize,
+    /// The committer waits for those writers to stage before committing.
+    gathering: bool,
     stats: Stats,
     /// Size of the active segment, as the committer last left it.
     active_bytes: u64,
@@ -641,6 +645,8 @@ impl Broker {
             failed: None,
             stopped: false,
             committer_waiting: false,
+            released_last: 0,
+            gathering: false,
             stats: Stats::default(),
             active_bytes,
             ops: Vec::new(),
@@ -985,6 +991,11 @@ impl Broker {
         }
         if !st.durable_waiters.iter().any(|w| w.will_wake(cx.waker())) {
             st.durable_waiters.push(cx.waker().clone());
+            if st.gathering && st.durable_waiters.len() >= st.released_last {
+                st.gathering = false;
+                drop(st);
+                self.inner.staged_cv.notify_one();
+            }
         }
         Poll::Pending
     }
@@ -1012,6 +1023,36 @@ impl Broker {
             .unwrap_or_else(PoisonError::into_inner);
         st.committer_waiting = false;
         !st.staged.is_empty()
+    }
+
+    /// Group commit across connections: when the last commit released
+    /// several writers, waits (at most `max_wait`) until as many are waiting
+    /// again, so that their records share the next fsync instead of the
+    /// first of them taking it alone. Returns whether it waited. Under
+    /// [`FsyncPolicy::Always`] only.
+    pub fn gather(&self, max_wait: Duration) -> bool {
+        if self.inner.config.fsync != FsyncPolicy::Always {
+            return false;
+        }
+        let mut st = self.state();
+        if st.released_last <= 1 || st.durable_waiters.len() >= st.released_last {
+            return false;
+        }
+        st.gathering = true;
+        let (mut st, _) = self
+            .inner
+            .staged_cv
+            .wait_timeout_while(st, max_wait, |s| {
+                s.gathering && s.durable_waiters.len() < s.released_last && !s.stopped
+            })
+            .unwrap_or_else(PoisonError::into_inner);
+        st.gathering = false;
+        true
+    }
+
+    /// The median fsync time so far (µs): how long gathering may wait.
+    pub fn fsync_p50_us(&self) -> u64 {
+        lock(&self.inner.fsync_hist).quantile(0.5)
     }
 
     /// Releases the lock after staging; wakes the committer if it sleeps.
@@ -1130,6 +1171,7 @@ impl Broker {
             st.active_bytes = end.offset;
             st.durable_lsn = st.durable_lsn.max(lsn);
             let mut wake = std::mem::take(&mut st.durable_waiters);
+            st.released_last = wake.len();
             wake.append(&mut st.room_waiters);
             wake
         };

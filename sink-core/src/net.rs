@@ -73,8 +73,11 @@ fn run(broker: &Broker, stop: &AtomicBool) {
     let mut last_tick = Instant::now();
     loop {
         let stopping = stop.load(Ordering::SeqCst);
-        if !stopping {
-            broker.wait_staged(wait);
+        if !stopping && broker.wait_staged(wait) {
+            // Writers released by the last commit write again soon: let
+            // them join this one (at most half an fsync's time).
+            let half = Duration::from_micros(broker.fsync_p50_us() / 2);
+            broker.gather(half.clamp(Duration::from_micros(50), Duration::from_micros(500)));
         }
         let now = Instant::now();
         if let Err(e) = broker.commit(now) {
