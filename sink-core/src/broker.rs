@@ -559,7 +559,7 @@ impl Broker {
             .fsync(fsync);
         let mut replay = Replay {
             sessions: Sessions::new(config.sessions),
-            streams: Streams::new(config.streams.clone()),
+            streams: Streams::new(config.streams),
             index: Index::default(),
             next_offset: 1,
             messages: 0,
