@@ -2,6 +2,7 @@
 
 mod sink {
     pub(crate) mod broker;
+    mod server;
     mod streams;
     pub(crate) mod support;
 }
