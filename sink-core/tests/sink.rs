@@ -2,7 +2,8 @@
 
 mod sink {
     pub(crate) mod broker;
-    mod server;
+    mod crash;
+    pub(crate) mod server;
     mod streams;
     pub(crate) mod support;
 }
