@@ -7,6 +7,9 @@ use std::time::Duration;
 
 use test_support::{Process, Stream, free_port, wait_for};
 
+#[path = "examples/sink.rs"]
+mod sink;
+
 /// Starts an example program from `cmd` (its arguments already set), with
 /// its output kept; returns it and the rest of the line where it says it
 /// listens (see [`listening_on`]).

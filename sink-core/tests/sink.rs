@@ -2,6 +2,8 @@
 
 mod sink {
     pub(crate) mod broker;
+    mod crash;
+    pub(crate) mod server;
     mod streams;
     pub(crate) mod support;
 }
