@@ -26,7 +26,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use kids_core::{Batch, Fsync, LogReader, Position, SegmentConfig, SegmentLog, StdFs};
+use kids_core::{Batch, Fsync, LogFs, LogReader, Position, SegmentConfig, SegmentLog, StdFs};
 
 use crate::record::{self, Record, SessionOp};
 use crate::sessions::{Deliver, Lease, SessionError, Sessions, SessionsConfig};
@@ -551,6 +551,21 @@ impl Broker {
         now: Instant,
         wall_ms: u64,
     ) -> Result<(Self, Recovered), Error> {
+        Self::open_with(dir, config, Arc::new(StdFs), now, wall_ms)
+    }
+
+    /// As [`Broker::open`], doing every file operation through `fs` (a
+    /// test's faults: a full disk, a failed fsync).
+    ///
+    /// # Errors
+    /// As [`Broker::open`].
+    pub fn open_with(
+        dir: impl AsRef<Path>,
+        config: BrokerConfig,
+        fs: Arc<dyn LogFs>,
+        now: Instant,
+        wall_ms: u64,
+    ) -> Result<(Self, Recovered), Error> {
         let dir = dir.as_ref().to_path_buf();
         let fsync = match config.fsync {
             // Synced by the committer, which then shows records to readers.
@@ -577,7 +592,7 @@ impl Broker {
             now,
         };
         let (log, recovery) =
-            SegmentLog::open_visiting(&dir, seg, Arc::new(StdFs), |at, p| replay.visit(at, p))?;
+            SegmentLog::open_visiting(&dir, seg, fs, |at, p| replay.visit(at, p))?;
         if let Some(e) = replay.error {
             return Err(e);
         }

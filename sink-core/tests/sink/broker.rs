@@ -594,3 +594,110 @@ fn matching_offsets(node: &Node) -> Vec<i64> {
         }
     }
 }
+
+/// A file system whose fsyncs fail once `fail` is set, as a disk that
+/// reports EIO.
+#[derive(Debug, Default)]
+struct FailingFs {
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug)]
+struct FailingFile {
+    file: std::sync::Arc<dyn kids_core::LogFile>,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl kids_core::LogFs for FailingFs {
+    fn create_dir_all(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        kids_core::StdFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &std::path::Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+        kids_core::StdFs.list(dir)
+    }
+    fn open(
+        &self,
+        path: &std::path::Path,
+        mode: kids_core::OpenMode,
+    ) -> std::io::Result<std::sync::Arc<dyn kids_core::LogFile>> {
+        Ok(std::sync::Arc::new(FailingFile {
+            file: kids_core::StdFs.open(path, mode)?,
+            fail: self.fail.clone(),
+        }))
+    }
+    fn remove(&self, path: &std::path::Path) -> std::io::Result<()> {
+        kids_core::StdFs.remove(path)
+    }
+    fn rename(&self, from: &std::path::Path, to: &std::path::Path) -> std::io::Result<()> {
+        kids_core::StdFs.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &std::path::Path) -> std::io::Result<()> {
+        kids_core::StdFs.sync_dir(dir)
+    }
+}
+
+impl kids_core::LogFile for FailingFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.file.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<usize> {
+        self.file.write_at(buf, offset)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::from_raw_os_error(5));
+        }
+        self.file.sync()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.file.set_len(len)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        self.file.size()
+    }
+}
+
+#[test]
+fn a_failed_fsync_closes_writers_unanswered_and_refuses_later_writes() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let fs = FailingFs::default();
+    let fail = fs.fail.clone();
+    let now = std::time::Instant::now();
+    let (broker, _) = sink_core::Broker::open_with(
+        dir.path(),
+        BrokerConfig::default(),
+        std::sync::Arc::new(fs),
+        now,
+        super::support::WALL,
+    )
+    .expect("open");
+    let server = sink_core::SinkServer::new(broker.clone());
+    let mut c = Client::on(&server, now);
+    c.send(&[b"PUBLISH", b"t", b"durable"]);
+    c.poll(now);
+    broker.commit(now).expect("a good commit");
+    c.poll(now);
+    assert_eq!(c.frames(), vec![Frame::Integer(1)]);
+
+    c.send(&[b"PUBLISH", b"t", b"lost?"]);
+    c.poll(now);
+    fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(broker.commit(now).is_err(), "the fsync failed");
+    c.poll(now);
+    assert!(c.frames().is_empty(), "never acknowledged");
+    assert!(
+        c.conn.ended().is_some(),
+        "closed: the client sends again elsewhere"
+    );
+
+    let mut d = Client::on(&server, now);
+    d.send(&[b"PUBLISH", b"t", b"later"]);
+    d.poll(now);
+    let f = d.frames();
+    assert!(err_text(&f[0]).starts_with("ERR sink log failed"), "{f:?}");
+    assert!(node_info_failed(&broker));
+}
+
+fn node_info_failed(broker: &sink_core::Broker) -> bool {
+    broker.info().failed.is_some()
+}

@@ -59,18 +59,7 @@ impl Node {
     }
 
     pub(crate) fn client(&self) -> Client {
-        Client {
-            conn: Connection::new(
-                self.server.connect(self.now),
-                RequestDecoder::new(Limits::default()),
-                ConnConfig::default(),
-                None,
-                self.now,
-            ),
-            io: MemoryStream::default(),
-            codec: FrameCodec::new(Limits::default(), Proto::Resp2),
-            out: BytesMut::new(),
-        }
+        Client::on(&self.server, self.now)
     }
 }
 
@@ -83,6 +72,22 @@ pub(crate) struct Client {
 }
 
 impl Client {
+    /// A new client of `server`.
+    pub(crate) fn on(server: &Arc<SinkServer>, now: Instant) -> Self {
+        Client {
+            conn: Connection::new(
+                server.connect(now),
+                RequestDecoder::new(Limits::default()),
+                ConnConfig::default(),
+                None,
+                now,
+            ),
+            io: MemoryStream::default(),
+            codec: FrameCodec::new(Limits::default(), Proto::Resp2),
+            out: BytesMut::new(),
+        }
+    }
+
     /// Sends one command.
     pub(crate) fn send(&mut self, args: &[&[u8]]) {
         let mut b = BytesMut::new();
