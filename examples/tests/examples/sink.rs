@@ -93,16 +93,22 @@ fn a_kids_agent_forwards_into_sink_unchanged() {
     let mut s = Conn::connect(sink_port);
     assert_eq!(s.call(&["SESSION", "CREATE", "fwd", "fw.*"]), ok());
 
-    let conf = dir.path().join("agent.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "log {{ level info; file {}/agent.log; }}\n\
-             store network {{ host 127.0.0.1; port {sink_port}; }}\n",
-            dir.path().display()
-        ),
+    // The seed-shaped agent config of examples/conf/agent-to-sink.conf, with
+    // this test's port and spool directory.
+    let shipped = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/agent-to-sink.conf"),
     )
-    .expect("write agent.conf");
+    .expect("examples/conf/agent-to-sink.conf");
+    let text = shipped
+        .replace("port 3390;", &format!("port {sink_port};"))
+        .replace("port 3388;", "port 0;")
+        .replace(
+            "path kidsbuf;",
+            &format!("path {};", dir.path().join("kidsbuf").display()),
+        );
+    assert!(text.contains(&format!("port {sink_port};")), "{text}");
+    let conf = dir.path().join("agent.conf");
+    std::fs::write(&conf, text).expect("write agent.conf");
     let (agent, agent_addr) = start_kids(&["-c".as_ref(), conf.as_os_str()], 0);
     let agent_port: u16 = agent_addr
         .rsplit(':')
