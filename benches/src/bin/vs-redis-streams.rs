@@ -23,6 +23,9 @@
 //! Rates are replies per second over `VS_SECS`; the summary gives the
 //! median of the rounds, and the ratio sink/redis of those medians, for:
 //! `publish-vs-xadd` (sink PUBLISH against redis XADD) and `xadd-vs-xadd`.
+//! Both servers are bound by the disk's fsync latency, which other writers
+//! to the same disk change: it is measured before and after the loads
+//! (`fdatasync` after a 4 KiB append, median of 50) and printed with them.
 //!
 //! Then recovery: a log of `VS_RECOVERY_BYTES` of 100-byte messages written
 //! with `sink_core::Broker` directly (no fsync, batches of 1024, synced once
@@ -48,9 +51,11 @@
 //!
 //! ```text
 //! summary: ...
-//! publish-vs-xadd 8 64: sink N/s redis M/s ratio R (bar 2x: met)
+//! disk: fdatasync ... us before the loads, ... us after ...
+//! publish-vs-xadd 8 64: sink N/s redis M/s ratio Rx (bar 2x: met) [rounds: sink min-max, redis min-max]
 //! ...
-//! recovery: ... ratio open/read R (bar 2x: met)
+//! recovery: log ... ratio open/read Rx (bar 2x: met)
+//! recovery passes: ...
 //! ```
 #![allow(clippy::print_stdout)]
 
@@ -146,6 +151,10 @@ fn run() -> Res<()> {
         s.dir.display()
     );
     let ticks = clock_ticks()?;
+    let fsync_before = fsync_latency(&s.dir)?;
+    println!(
+        "disk: fdatasync after a 4 KiB append, median of {FSYNC_SAMPLES}: {fsync_before:.0} us"
+    );
     let sink_xadd = probe(&s)?;
     let mut loads = vec![Load::SinkPublish, Load::RedisXadd];
     if sink_xadd {
@@ -169,12 +178,11 @@ fn run() -> Res<()> {
                         format!("{} round {round} conns {conns} depth {depth}", load.name())
                     })?;
                     println!(
-                        "round {round}/{} conns {conns} depth {depth} {:<13} {:>8.0}/s server_cpu_us/msg={:.2} disk_bytes/msg={:.0}",
+                        "round {round}/{} conns {conns} depth {depth} {:<13} {:>8.0}/s server_cpu_us/msg={:.2}",
                         s.rounds,
                         load.name(),
                         m.rate,
                         m.cpu_us_per_msg,
-                        m.disk_bytes_per_msg
                     );
                     cell.rates[load as usize].push(m.rate);
                 }
@@ -182,6 +190,11 @@ fn run() -> Res<()> {
             cells.push(cell);
         }
     }
+
+    let fsync_after = fsync_latency(&s.dir)?;
+    println!(
+        "disk: fdatasync after a 4 KiB append, median of {FSYNC_SAMPLES}: {fsync_after:.0} us"
+    );
 
     let recovery = if s.recovery_bytes > 0 {
         Some(recovery(&s.dir.join("recovery"), s.recovery_bytes)?)
@@ -195,6 +208,10 @@ fn run() -> Res<()> {
          cells where sink loses first",
         s.rounds, s.dur
     );
+    println!(
+        "disk: fdatasync {fsync_before:.0} us before the loads, {fsync_after:.0} us after (a server that \
+         fsyncs once per window of conns x depth commands replies at most conns x depth / that per second)"
+    );
     if !sink_xadd {
         println!("xadd-vs-xadd: skipped, this build of sink does not serve XADD");
     }
@@ -206,7 +223,8 @@ fn run() -> Res<()> {
             shapes.push(("xadd-vs-xadd", Load::SinkXadd));
         }
         for (shape, load) in shapes {
-            let sink = median(c.rates[load as usize].iter().copied());
+            let sink_rates = &c.rates[load as usize];
+            let sink = median(sink_rates.iter().copied());
             let r = ratio(sink, redis);
             let bar = match (load, c.conns, c.depth) {
                 (Load::SinkPublish, 8, 64) => Some(2.0),
@@ -216,10 +234,19 @@ fn run() -> Res<()> {
             let bar = bar.map_or(String::new(), |b| {
                 format!(" (bar {b}x: {})", if r >= b { "met" } else { "MISSED" })
             });
+            let spread = if s.rounds > 1 {
+                format!(
+                    " [rounds: sink {}, redis {}]",
+                    range(sink_rates),
+                    range(&c.rates[Load::RedisXadd as usize])
+                )
+            } else {
+                String::new()
+            };
             lines.push((
                 r,
                 format!(
-                    "{shape} {} {}: sink {sink:.0}/s redis {redis:.0}/s ratio {r:.2}x{bar}",
+                    "{shape} {} {}: sink {sink:.0}/s redis {redis:.0}/s ratio {r:.2}x{bar}{spread}",
                     c.conns, c.depth
                 ),
             ));
@@ -237,6 +264,35 @@ fn run() -> Res<()> {
         r.print();
     }
     Ok(())
+}
+
+/// `min-max` of rates.
+fn range(rates: &[f64]) -> String {
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = rates.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.0}-{max:.0}")
+}
+
+/// Appends timed by [`fsync_latency`].
+const FSYNC_SAMPLES: usize = 50;
+
+/// The median time, in microseconds, of appending 4 KiB to a file in `dir`
+/// and `fdatasync`ing it: the disk's price of one durable write, which
+/// bounds both servers (it varies with what else writes to the disk).
+fn fsync_latency(dir: &Path) -> Res<f64> {
+    let path = dir.join("fsync-probe");
+    let _cleanup = RemoveOnDrop(path.clone());
+    let mut f = std::fs::File::create(&path).ctx(|| format!("creating {}", path.display()))?;
+    let block = [b'x'; 4096];
+    let mut samples = Vec::with_capacity(FSYNC_SAMPLES);
+    for _ in 0..FSYNC_SAMPLES {
+        let t = Instant::now();
+        f.write_all(&block)
+            .and_then(|()| f.sync_data())
+            .ctx(|| format!("writing and syncing {}", path.display()))?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(samples))
 }
 
 // ---------------------------------------------------------------------------
@@ -288,8 +344,6 @@ struct Measurement {
     rate: f64,
     /// Server CPU time (utime + stime) per reply.
     cpu_us_per_msg: f64,
-    /// Bytes in the server's data directory per reply, after it exited.
-    disk_bytes_per_msg: f64,
 }
 
 /// Starts the server `load` needs, fresh, runs the load on it, stops it.
@@ -311,18 +365,14 @@ fn measure(s: &Settings, load: Load, conns: usize, depth: usize, ticks: f64) -> 
     let (replies, elapsed) = drive(streams, &cmd, depth, load.reply(), s.dur)?;
     let cpu1 = cpu_ticks(server.process.id())?;
     server.stop()?;
-    let disk = dir_bytes(&data);
-    let per = |v: f64| {
-        if replies > 0 {
-            v / replies as f64
-        } else {
-            f64::NAN
-        }
-    };
+    let cpu_us = (cpu1 - cpu0) as f64 / ticks * 1e6;
     Ok(Measurement {
         rate: replies as f64 / elapsed,
-        cpu_us_per_msg: per((cpu1 - cpu0) as f64 / ticks * 1e6),
-        disk_bytes_per_msg: per(disk as f64),
+        cpu_us_per_msg: if replies > 0 {
+            cpu_us / replies as f64
+        } else {
+            f64::NAN
+        },
     })
 }
 
@@ -916,11 +966,14 @@ fn dir_bytes(dir: &Path) -> u64 {
         .sum()
 }
 
+/// A directory (or file) removed when dropped.
 struct RemoveOnDrop(PathBuf);
 
 impl Drop for RemoveOnDrop {
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        if std::fs::remove_dir_all(&self.0).is_err() {
+            let _ = std::fs::remove_file(&self.0);
+        }
     }
 }
 
