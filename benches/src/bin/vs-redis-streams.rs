@@ -178,11 +178,12 @@ fn run() -> Res<()> {
                         format!("{} round {round} conns {conns} depth {depth}", load.name())
                     })?;
                     println!(
-                        "round {round}/{} conns {conns} depth {depth} {:<13} {:>8.0}/s server_cpu_us/msg={:.2}",
+                        "round {round}/{} conns {conns} depth {depth} {:<13} {:>8.0}/s server_cpu_us/msg={:.2} client_cpu_us/msg={:.2}",
                         s.rounds,
                         load.name(),
                         m.rate,
                         m.cpu_us_per_msg,
+                        m.client_cpu_us_per_msg,
                     );
                     cell.rates[load as usize].push(m.rate);
                 }
@@ -344,6 +345,9 @@ struct Measurement {
     rate: f64,
     /// Server CPU time (utime + stime) per reply.
     cpu_us_per_msg: f64,
+    /// This load generator's CPU time per reply: on a machine with few
+    /// cores, the server can go no faster than the clients' cost allows.
+    client_cpu_us_per_msg: f64,
 }
 
 /// Starts the server `load` needs, fresh, runs the load on it, stops it.
@@ -362,17 +366,22 @@ fn measure(s: &Settings, load: Load, conns: usize, depth: usize, ticks: f64) -> 
         .map(|_| server.connect())
         .collect::<Res<Vec<_>>>()?;
     let cpu0 = cpu_ticks(server.process.id())?;
+    let client0 = cpu_ticks(std::process::id())?;
     let (replies, elapsed) = drive(streams, &cmd, depth, load.reply(), s.dur)?;
     let cpu1 = cpu_ticks(server.process.id())?;
+    let client1 = cpu_ticks(std::process::id())?;
     server.stop()?;
-    let cpu_us = (cpu1 - cpu0) as f64 / ticks * 1e6;
-    Ok(Measurement {
-        rate: replies as f64 / elapsed,
-        cpu_us_per_msg: if replies > 0 {
-            cpu_us / replies as f64
+    let us_per_msg = |ticks_spent: u64| {
+        if replies > 0 {
+            ticks_spent as f64 / ticks * 1e6 / replies as f64
         } else {
             f64::NAN
-        },
+        }
+    };
+    Ok(Measurement {
+        rate: replies as f64 / elapsed,
+        cpu_us_per_msg: us_per_msg(cpu1 - cpu0),
+        client_cpu_us_per_msg: us_per_msg(client1 - client0),
     })
 }
 
