@@ -27,14 +27,19 @@
 //! to the same disk change: it is measured before and after the loads
 //! (`fdatasync` after a 4 KiB append, median of 50) and printed with them.
 //!
+//! The bars (from the issue): publish-vs-xadd at depth 64 at least 2x with
+//! 8 connections and at least 1x with 1.
+//!
 //! Then recovery: a log of `VS_RECOVERY_BYTES` of 100-byte messages written
 //! with `sink_core::Broker` directly (no fsync, batches of 1024, synced once
-//! at the end), then, alternating, twice each: a sequential read of every
-//! segment file into one reused buffer, and `Broker::open` of the directory.
-//! Both run on a warm page cache (caches cannot be dropped without root).
-//! The figure is open/read, best of two each; it also times the stages in
-//! between (record framing and crc32, record decoding) to say where the
-//! time goes.
+//! at the end; one session that needs every message, or retention would
+//! keep only the active segment), then, alternating, twice each: a
+//! sequential read of every segment file into one reused buffer, and
+//! `Broker::open` of the directory. Both run on a warm page cache (caches
+//! cannot be dropped without root). The figure is open/read, best of two
+//! each (bar: at most 2x); it also times the passes in between (record
+//! framing and crc32, record decoding, kids-core's `SegmentLog::open`
+//! alone) to say where the time goes.
 //!
 //! Environment: `VS_SECS` (seconds per measurement, default 3), `VS_ROUNDS`
 //! (default 3), `VS_CONNS` (default `1,8`), `VS_DEPTHS` (default `64,1`),
@@ -658,7 +663,7 @@ impl Replies {
                         return Err("a reply line without \\r\\n".into());
                     }
                     if self.kind == b'$' && !self.negative {
-                        self.at = At::Body(self.len + 2);
+                        self.at = At::Body(self.len.saturating_add(2));
                     } else {
                         self.done();
                     }
