@@ -1,4 +1,4 @@
-//! Helpers shared by the peer comparisons in `src/bin/` (`vs-redis`, `vs-tonic`, `vs-etsy-statsd`): errors with context, knobs from the environment, medians and ratios. Free ports, peer processes and polling come from `test-support`.
+//! Helpers shared by the peer comparisons in `src/bin/` (`vs-redis`, `vs-redis-streams`, `vs-tonic`, `vs-etsy-statsd`): errors with context, knobs from the environment, medians and ratios, a process's CPU time. Free ports, peer processes and polling come from `test-support`.
 
 use std::fmt::Display;
 
@@ -53,6 +53,44 @@ pub fn ratio(a: f64, b: f64) -> f64 {
     if b > 0.0 { a / b } else { f64::NAN }
 }
 
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`).
+///
+/// # Errors
+/// `getconf` does not run or prints no number.
+pub fn clock_ticks() -> Res<f64> {
+    let out = std::process::Command::new("getconf")
+        .arg("CLK_TCK")
+        .output()
+        .ctx(|| "running getconf CLK_TCK".into())?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.trim()
+        .parse::<f64>()
+        .ctx(|| format!("getconf CLK_TCK printed {text:?}"))
+}
+
+/// utime + stime of process `pid` (all its threads), in clock ticks.
+///
+/// # Errors
+/// `/proc/<pid>/stat` cannot be read or parsed (the process is gone, say).
+pub fn cpu_ticks(pid: u32) -> Res<u64> {
+    let path = format!("/proc/{pid}/stat");
+    let stat = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r)
+        .ok_or_else(|| format!("{path}: no command name"))?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
+    let field = |i: usize| -> Res<u64> {
+        fields
+            .get(i - 3)
+            .and_then(|v| v.parse().ok())
+            .ok_or_else(|| format!("{path}: field {i} missing"))
+    };
+    Ok(field(14)? + field(15)?)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -64,5 +102,11 @@ mod tests {
         assert!(median([]).is_nan());
         assert_eq!(ratio(3.0, 2.0), 1.5);
         assert!(ratio(1.0, 0.0).is_nan());
+    }
+
+    #[test]
+    fn our_own_cpu_time_reads() {
+        assert!(clock_ticks().expect("CLK_TCK") > 0.0);
+        cpu_ticks(std::process::id()).expect("our own /proc stat");
     }
 }
