@@ -249,10 +249,18 @@ fn write_all_at(file: &dyn LogFile, mut buf: &[u8], mut offset: u64) -> io::Resu
 
 /// The whole content of the file at `path`.
 fn read_file(fs: &dyn LogFs, path: &Path) -> io::Result<Vec<u8>> {
-    let file = fs.open(path, OpenMode::Read)?;
-    let mut data = vec![0u8; usize::try_from(file.size()?).map_err(io::Error::other)?];
-    read_exact_at(&*file, &mut data, 0)?;
+    let mut data = Vec::new();
+    read_file_into(fs, path, &mut data)?;
     Ok(data)
+}
+
+/// Reads the whole file at `path` into `buf`, reusing its memory.
+fn read_file_into(fs: &dyn LogFs, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+    let file = fs.open(path, OpenMode::Read)?;
+    let len = usize::try_from(file.size()?).map_err(io::Error::other)?;
+    buf.clear();
+    buf.resize(len, 0);
+    read_exact_at(&*file, buf, 0)
 }
 
 /// When appended records are forced to stable storage.
@@ -576,30 +584,54 @@ impl SegmentLog {
         ids.sort_unstable();
         let mut recovery = Recovery::default();
         let mut segments = VecDeque::new();
-        for (i, &id) in ids.iter().enumerate() {
-            let path = name(&dir, id);
-            let last = i + 1 == ids.len();
-            let data = read_file(&*fs, &path)?;
-            let (records, good) = scan(&path, &data, config.max_record, last, &mut |off, rec| {
-                visit(
-                    Position {
-                        segment: id,
-                        offset: off,
-                    },
-                    rec,
-                );
-            })?;
-            let len = data.len() as u64;
-            if good < len {
-                recovery.truncated_bytes += len - good;
-                tracing::warn!(path = %path.display(), torn = len - good, "truncating torn tail of segment");
-                let f = fs.open(&path, OpenMode::Write)?;
-                f.set_len(good)?;
-                f.sync()?;
+        // One thread reads the next segment while this one checks and
+        // visits the current: recovery takes about the longer of the two,
+        // not their sum. Two buffers go back and forth, reused.
+        std::thread::scope(|scope| -> Result<(), Error> {
+            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+            let _ = empty_tx.send(Vec::new());
+            let _ = empty_tx.send(Vec::new());
+            let (reader_fs, reader_dir, reader_ids) = (&fs, &dir, &ids);
+            scope.spawn(move || {
+                for &id in reader_ids {
+                    let Ok(mut buf) = empty_rx.recv() else { return };
+                    let read = read_file_into(&**reader_fs, &name(reader_dir, id), &mut buf);
+                    if full_tx.send(read.map(|()| buf)).is_err() {
+                        return;
+                    }
+                }
+            });
+            for (i, &id) in ids.iter().enumerate() {
+                let path = name(&dir, id);
+                let last = i + 1 == ids.len();
+                let data = full_rx
+                    .recv()
+                    .map_err(|_| io::Error::other("segment reader stopped"))??;
+                let (records, good) =
+                    scan(&path, &data, config.max_record, last, &mut |off, rec| {
+                        visit(
+                            Position {
+                                segment: id,
+                                offset: off,
+                            },
+                            rec,
+                        );
+                    })?;
+                let len = data.len() as u64;
+                let _ = empty_tx.send(data);
+                if good < len {
+                    recovery.truncated_bytes += len - good;
+                    tracing::warn!(path = %path.display(), torn = len - good, "truncating torn tail of segment");
+                    let f = fs.open(&path, OpenMode::Write)?;
+                    f.set_len(good)?;
+                    f.sync()?;
+                }
+                recovery.records += records;
+                segments.push_back(Segment { id, len: good });
             }
-            recovery.records += records;
-            segments.push_back(Segment { id, len: good });
-        }
+            Ok(())
+        })?;
         if segments.is_empty() {
             fs.open(&name(&dir, 1), OpenMode::CreateNew)?;
             fs.sync_dir(&dir)?;
