@@ -100,9 +100,10 @@ impl BrokerConfig {
         self.fsync = policy;
         self
     }
-    /// Sets the segment size (at least 1 KiB).
+    /// Sets the segment size (1 KiB to 1 GiB: positions in a segment are
+    /// indexed as 32 bits).
     pub fn segment_bytes(mut self, bytes: u64) -> Self {
-        self.segment_bytes = bytes.max(1024);
+        self.segment_bytes = bytes.clamp(1024, MAX_SEGMENT);
         self
     }
     /// Sets retention.
@@ -121,6 +122,18 @@ impl BrokerConfig {
         self
     }
 }
+
+/// The largest segment: positions in a segment are indexed as 32 bits, and
+/// one batch (bounded by the staging bound) may run past the size.
+const MAX_SEGMENT: u64 = 1 << 30;
+
+/// The largest record the log accepts: far above any one command's, so that
+/// a checkpoint of many sessions or a long pending list is never refused.
+const MAX_LOG_RECORD: u32 = 1 << 30;
+
+/// Blocked stream readers registered at once before they are all woken
+/// to register again (those that left drop out).
+const MAX_STREAM_WAITERS: usize = 4096;
 
 /// Why a write was not staged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -305,6 +318,8 @@ struct State {
     stats: Stats,
     /// Size of the active segment, as the committer last left it.
     active_bytes: u64,
+    /// Size of the active segment's head checkpoint.
+    checkpoint_bytes: u64,
     ops: Vec<StreamOp>,
     op_buf: Vec<u8>,
 }
@@ -385,6 +400,23 @@ impl State {
     fn wake_stream_waiters(&mut self) -> Vec<Waker> {
         std::mem::take(&mut self.stream_waiters)
     }
+
+    /// The lsn a reply that reads state must wait for: the last staged,
+    /// when it is not durable yet.
+    fn barrier(&self) -> Option<u64> {
+        (self.staged_lsn > self.durable_lsn).then_some(self.staged_lsn)
+    }
+
+    /// The lowest offset any session or stream still needs, from state
+    /// that is durable: called only when nothing staged is pending.
+    fn pin(&self) -> u64 {
+        self.sessions
+            .iter()
+            .map(|s| s.cursor() + 1)
+            .chain(self.streams.oldest_offset())
+            .min()
+            .unwrap_or(self.next_offset)
+    }
 }
 
 /// The committer's side: the log itself.
@@ -454,6 +486,10 @@ struct Replay {
     fresh: bool,
     /// A checkpoint started and not yet ended.
     in_checkpoint: bool,
+    /// The base state came from a checkpoint that has not ended (yet).
+    base_incomplete: bool,
+    sessions_config: SessionsConfig,
+    streams_config: StreamsConfig,
     error: Option<Error>,
     now: Instant,
 }
@@ -482,7 +518,18 @@ impl Replay {
                 if let Some(seg) = self.index.segs.back_mut() {
                     seg.first_offset = seg.first_offset.max(next_offset);
                 }
-                self.skipping = !fresh;
+                if self.base_incomplete {
+                    // The state so far grew from a checkpoint cut short (a
+                    // crash mid-roll, its predecessors released since):
+                    // this whole one restates everything, so it is the base.
+                    self.sessions = Sessions::new(self.sessions_config);
+                    self.streams = Streams::new(self.streams_config);
+                    self.skipping = false;
+                    self.base_incomplete = true;
+                } else {
+                    self.skipping = !fresh;
+                    self.base_incomplete = fresh;
+                }
                 self.in_checkpoint = true;
                 return Ok(());
             }
@@ -491,6 +538,9 @@ impl Replay {
                     && let Some(seg) = self.index.segs.back_mut()
                 {
                     seg.checkpointed = true;
+                }
+                if self.in_checkpoint && !self.skipping {
+                    self.base_incomplete = false;
                 }
                 self.skipping = false;
                 self.in_checkpoint = false;
@@ -509,7 +559,11 @@ impl Replay {
                 self.streams
                     .apply(&op)
                     .map_err(|e| RecordError::Stream(e.to_string()))?;
-                self.index.add(at, offset, 0);
+                let time_ms = match &op {
+                    StreamOp::Add { id, .. } => id.ms,
+                    _ => 0,
+                };
+                self.index.add(at, offset, time_ms);
                 self.next_offset = self.next_offset.max(offset + 1);
                 self.messages += 1;
             }
@@ -575,9 +629,7 @@ impl Broker {
         let seg = SegmentConfig::default()
             // The broker rolls itself, checkpoint first; the log never does.
             .max_segment_bytes(u64::MAX)
-            .max_record_bytes(
-                u32::try_from(config.max_payload + record::MAX_TOPIC + 64).unwrap_or(u32::MAX),
-            )
+            .max_record_bytes(MAX_LOG_RECORD)
             .fsync(fsync);
         let mut replay = Replay {
             sessions: Sessions::new(config.sessions),
@@ -588,6 +640,9 @@ impl Broker {
             skipping: false,
             fresh: true,
             in_checkpoint: false,
+            base_incomplete: false,
+            sessions_config: config.sessions,
+            streams_config: config.streams,
             error: None,
             now,
         };
@@ -664,6 +719,7 @@ impl Broker {
             gathering: false,
             stats: Stats::default(),
             active_bytes,
+            checkpoint_bytes: 0,
             ops: Vec::new(),
             op_buf: Vec::new(),
         };
@@ -693,6 +749,11 @@ impl Broker {
         let broker = Self {
             inner: Arc::new(inner),
         };
+        if broker.inner.config.fsync != FsyncPolicy::Never {
+            // Records a killed process wrote but never synced are served as
+            // committed from now on: make them durable first.
+            broker.sync(now)?;
+        }
         if needs_checkpoint {
             // A crash between starting a segment and writing its
             // checkpoint: start another one, checkpoint first.
@@ -731,6 +792,7 @@ impl Broker {
         }
         st.end = end;
         st.active_bytes = end.offset;
+        st.checkpoint_bytes = end.offset;
     }
 
     /// The settings.
@@ -799,6 +861,15 @@ impl Broker {
         now: Instant,
         w: &mut kids_core::ReplyWriter<'_>,
     ) -> Result<(Outcome, Option<u64>), WriteError> {
+        // An entry is bounded as a message is; checked before the engine
+        // changes anything.
+        let len: usize = args.iter().skip(1).map(|a| a.len()).sum();
+        if len > self.inner.config.max_payload + record::MAX_TOPIC {
+            return Err(WriteError::TooLarge {
+                len,
+                max: self.inner.config.max_payload + record::MAX_TOPIC,
+            });
+        }
         let now_ms = self.wall_ms(now);
         let mut st = self.state();
         if let Some(f) = &st.failed {
@@ -820,6 +891,10 @@ impl Broker {
         } else {
             Vec::new()
         };
+        // A reply that read state (or found a write already done) waits
+        // until everything staged before it is durable: no client sees
+        // what a crash could take back.
+        let lsn = lsn.or_else(|| st.barrier());
         if lsn.is_some() {
             self.wake_committer(st);
         } else {
@@ -835,6 +910,14 @@ impl Broker {
         let mut st = self.state();
         if st.stream_version != version || st.failed.is_some() {
             return Poll::Ready(st.stream_version);
+        }
+        if st.stream_waiters.len() >= MAX_STREAM_WAITERS {
+            // Readers that left stay registered until a change: wake them
+            // all now; those still blocked register again.
+            let all = std::mem::take(&mut st.stream_waiters);
+            drop(st);
+            all.into_iter().for_each(Waker::wake);
+            st = self.state();
         }
         if !st.stream_waiters.iter().any(|w| w.will_wake(cx.waker())) {
             st.stream_waiters.push(cx.waker().clone());
@@ -860,6 +943,9 @@ impl Broker {
     ) -> Result<Option<u64>, SessionError> {
         let mut st = self.state();
         let cursor = st.next_offset - 1;
+        if let Some(f) = &st.failed {
+            return Err(SessionError::LogFailed(f.clone()));
+        }
         if st.sessions.create(name, filters, cursor, now)? {
             let lsn = st.stage_session(&SessionOp::Create {
                 name,
@@ -869,7 +955,8 @@ impl Broker {
             self.wake_committer(st);
             Ok(Some(lsn))
         } else {
-            Ok(None)
+            // Created by a write that may not be durable yet.
+            Ok(st.barrier())
         }
     }
 
@@ -936,10 +1023,13 @@ impl Broker {
         now: Instant,
     ) -> Result<(u64, Option<u64>), SessionError> {
         let mut st = self.state();
+        if let Some(f) = &st.failed {
+            return Err(SessionError::LogFailed(f.clone()));
+        }
         let last = st.next_offset - 1;
         let (cursor, moved) = st.sessions.ack(name, client, offset, last, now)?;
         if !moved {
-            return Ok((cursor, None));
+            return Ok((cursor, st.barrier()));
         }
         let lsn = st.stage_session(&SessionOp::Ack { name, cursor });
         self.wake_committer(st);
@@ -954,8 +1044,8 @@ impl Broker {
     /// Deletes a session; the lsn to wait for when it existed.
     pub fn delete_session(&self, name: &[u8]) -> Option<u64> {
         let mut st = self.state();
-        if !st.sessions.delete(name) {
-            return None;
+        if st.failed.is_some() || !st.sessions.delete(name) {
+            return st.barrier();
         }
         let lsn = st.stage_session(&SessionOp::Delete { name });
         self.wake_committer(st);
@@ -1034,10 +1124,12 @@ impl Broker {
         let (mut st, _) = self
             .inner
             .staged_cv
-            .wait_timeout_while(st, timeout, |s| s.staged.is_empty() && !s.stopped)
+            .wait_timeout_while(st, timeout, |s| {
+                (s.staged.is_empty() || s.failed.is_some()) && !s.stopped
+            })
             .unwrap_or_else(PoisonError::into_inner);
         st.committer_waiting = false;
-        !st.staged.is_empty()
+        !st.staged.is_empty() && st.failed.is_none()
     }
 
     /// Group commit across connections: when the last commit released
@@ -1104,7 +1196,9 @@ impl Broker {
     /// until reopened.
     pub fn commit(&self, now: Instant) -> Result<Committed, Error> {
         let seg_bytes = self.inner.config.segment_bytes;
-        let (mut batch, entries, lsn, roll) = {
+        // The writer first: concurrent callers write their batches in order.
+        let mut writer = lock(&self.inner.writer);
+        let (mut batch, entries, lsn, roll, pin) = {
             let mut st = self.state();
             if st.failed.is_some() {
                 return Ok(Committed::default());
@@ -1112,15 +1206,20 @@ impl Broker {
             let entries = std::mem::take(&mut st.staged_index);
             let batch = std::mem::take(&mut st.staged);
             let bytes = std::mem::take(&mut st.staged_bytes);
-            let roll = !batch.is_empty() && st.active_bytes + bytes >= seg_bytes;
+            // Bytes since the segment's checkpoint: a checkpoint larger
+            // than a segment does not make every commit roll.
+            let roll = !batch.is_empty()
+                && st.active_bytes.saturating_sub(st.checkpoint_bytes) + bytes >= seg_bytes;
             let roll = roll.then(|| {
                 let mut cp = Batch::default();
                 st.checkpoint(&mut cp);
                 cp
             });
-            (batch, entries, st.staged_lsn, roll)
+            // What sessions and streams need, as of this batch: durable
+            // once it is, so retention never acts on an ack a crash could undo.
+            let pin = st.pin();
+            (batch, entries, st.staged_lsn, roll, pin)
         };
-        let mut writer = lock(&self.inner.writer);
         let records = batch.len();
         let mut synced = false;
         let written = if batch.is_empty() {
@@ -1154,7 +1253,14 @@ impl Broker {
         }
         let end_before_roll = writer.log.end();
         if let Some(mut cp) = roll {
-            let result = writer.log.roll().and_then(|()| {
+            // The closed segment is never synced again: sync it now unless
+            // nothing is ever synced.
+            let result = if policy == FsyncPolicy::Never || synced {
+                Ok(())
+            } else {
+                writer.log.sync()
+            };
+            let result = result.and_then(|()| writer.log.roll()).and_then(|()| {
                 writer.log.append_batch(&mut cp)?;
                 if policy != FsyncPolicy::Never {
                     writer.log.sync()?;
@@ -1192,7 +1298,7 @@ impl Broker {
         };
         wake.into_iter().for_each(Waker::wake);
         if end.segment != end_before_roll.segment {
-            self.retain(now)?;
+            self.retain(now, pin)?;
         }
         Ok(Committed { records, synced })
     }
@@ -1216,6 +1322,10 @@ impl Broker {
         let wake = {
             let mut st = self.state();
             st.failed = Some(e.to_string());
+            // Never to be written: dropped, their writers closed unanswered.
+            st.staged.clear();
+            st.staged_index.clear();
+            st.staged_bytes = 0;
             let mut w = std::mem::take(&mut st.durable_waiters);
             w.append(&mut st.room_waiters);
             w.append(&mut st.stream_waiters);
@@ -1239,26 +1349,26 @@ impl Broker {
             }
             if !gone.is_empty() {
                 self.wake_committer(st);
+                // Retention waits for the deletions to be durable.
+                return Ok(());
+            }
+            if st.staged_lsn > st.durable_lsn {
+                // Pending writes may move cursors a crash could undo.
+                return Ok(());
             }
         }
-        self.retain(now)
+        let pin = self.state().pin();
+        self.retain(now, pin)
     }
 
     /// Removes the segments nobody needs, and those past max age or size.
-    fn retain(&self, now: Instant) -> Result<(), Error> {
+    fn retain(&self, now: Instant, pin: u64) -> Result<(), Error> {
         let wall = self.wall_ms(now);
         let retention = self.inner.config.retention;
         let mut release: Option<(u64, u64)> = None; // (segment id to keep from, its first offset)
         let mut forced = false;
         {
             let st = self.state();
-            let pin = st
-                .sessions
-                .iter()
-                .map(|s| s.cursor() + 1)
-                .chain(st.streams.oldest_offset())
-                .min()
-                .unwrap_or(st.next_offset);
             let segs = &st.index.segs;
             let mut total: u64 = segs.iter().map(|s| s.bytes).sum::<u64>() + st.active_bytes;
             // Only whole segments before the active one, up to one that

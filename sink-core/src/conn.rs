@@ -71,6 +71,8 @@ impl SinkServer {
             tail: None,
             loaded: None,
             blocked: None,
+            deferred: None,
+            deferred_error: None,
             now,
         }
     }
@@ -109,6 +111,11 @@ pub struct SinkConn {
     tail: Option<Position>,
     loaded: Option<Loaded>,
     blocked: Option<Blocked>,
+    /// A request that would flush held replies (QUIT, RESET, HELLO), run
+    /// once they are durable.
+    deferred: Option<Request>,
+    /// A protocol error met while replies were held, answered after them.
+    deferred_error: Option<ProtocolError>,
     /// The last time the connection was driven.
     now: Instant,
 }
@@ -518,6 +525,21 @@ impl SinkConn {
         let mut pos = l.pos;
         let entries = match self.reader.read_entries(&mut pos, READ_BATCH) {
             Ok(e) => e,
+            Err(KidsError::Released { .. }) if broker.first_offset() <= l.next => {
+                // Released behind an ack that skipped ahead: nothing the
+                // session needs went; read on from where it is due.
+                if let crate::broker::Seek::At(p) = broker.seek(l.next) {
+                    l.pos = p;
+                    return true;
+                }
+                let gone = KidsError::Released {
+                    at: l.pos,
+                    start: self.reader.start(),
+                };
+                let why = session_read_error(&gone, broker.first_offset());
+                self.end_session(&why, now);
+                return true;
+            }
             Err(e) => {
                 let why = session_read_error(&e, broker.first_offset());
                 self.end_session(&why, now);
@@ -731,6 +753,17 @@ impl Protocol for SinkConn {
 
     fn handle(&mut self, request: Request, now: Instant) -> Flow {
         self.now = now;
+        // These flush what is buffered: not before held replies are durable.
+        if self.hold.is_some()
+            && request.first().is_some_and(|c| {
+                c.eq_ignore_ascii_case(b"quit")
+                    || c.eq_ignore_ascii_case(b"reset")
+                    || c.eq_ignore_ascii_case(b"hello")
+            })
+        {
+            self.deferred = Some(request);
+            return Flow::Wait;
+        }
         let flow = resp::dispatch(self, request, now);
         if flow == Flow::Continue && self.blocked.is_some() {
             Flow::Wait
@@ -747,6 +780,11 @@ impl Protocol for SinkConn {
                         client = self.id(),
                         "closing client that reached the query buffer limit"
                     );
+                }
+                if self.hold.is_some() {
+                    // The error line follows the held replies, once durable.
+                    self.deferred_error = Some(e);
+                    return Flow::Wait;
                 }
                 resp::protocol_error(self, &e, now)
             }
@@ -775,7 +813,14 @@ impl Protocol for SinkConn {
     fn poll_release(&mut self, cx: &mut Context<'_>, now: Instant) -> Poll<Flow> {
         self.now = now;
         if self.blocked.is_some() && self.poll_blocked(cx, now).is_pending() {
-            // Earlier replies go out while the read waits.
+            // Earlier replies go out while the read waits, once durable.
+            if let Some(lsn) = self.hold {
+                match self.server.broker.poll_durable(lsn, cx) {
+                    Poll::Ready(true) => self.hold = None,
+                    Poll::Ready(false) => return Poll::Ready(self.never_durable()),
+                    Poll::Pending => {}
+                }
+            }
             if self.hold.is_none() {
                 resp::flush(self, now);
             }
@@ -785,21 +830,20 @@ impl Protocol for SinkConn {
             match self.server.broker.poll_durable(lsn, cx) {
                 Poll::Pending => return Poll::Pending,
                 Poll::Ready(true) => self.hold = None,
-                Poll::Ready(false) => {
-                    // Never to be durable: close unanswered; the client
-                    // sends again after reconnecting.
-                    tracing::warn!(
-                        client = self.id(),
-                        "log failed or stopped before these writes were durable; closing unanswered"
-                    );
-                    self.resp.discard();
-                    self.hold = None;
-                    self.resp.set_closing();
-                    return Poll::Ready(Flow::Close);
-                }
+                Poll::Ready(false) => return Poll::Ready(self.never_durable()),
             }
         }
         resp::flush(self, now);
+        if let Some(e) = self.deferred_error.take() {
+            return Poll::Ready(resp::protocol_error(self, &e, now));
+        }
+        if let Some(request) = self.deferred.take() {
+            let flow = Protocol::handle(self, request, now);
+            if self.hold.is_none() {
+                resp::flush(self, now);
+            }
+            return Poll::Ready(flow);
+        }
         Poll::Ready(if self.resp.is_closing() {
             Flow::Close
         } else {
@@ -840,6 +884,23 @@ impl Protocol for SinkConn {
 
     fn deadline(&self) -> Option<Instant> {
         self.blocked.as_ref().and_then(|b| b.deadline)
+    }
+}
+
+impl SinkConn {
+    /// Held replies will never be durable (the log failed or stopped):
+    /// close unanswered; the client sends again after reconnecting.
+    fn never_durable(&mut self) -> Flow {
+        tracing::warn!(
+            client = self.id(),
+            "log failed or stopped before these writes were durable; closing unanswered"
+        );
+        self.resp.discard();
+        self.hold = None;
+        self.deferred = None;
+        self.deferred_error = None;
+        self.resp.set_closing();
+        Flow::Close
     }
 }
 

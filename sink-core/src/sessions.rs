@@ -131,6 +131,9 @@ pub enum SessionError {
         /// The last offset given out.
         last: u64,
     },
+    /// The log failed: nothing more is written until the broker is reopened.
+    #[error("ERR sink log failed: {0}")]
+    LogFailed(String),
     /// Too many sessions.
     #[error("ERR too many sessions (max {max})")]
     TooMany {

@@ -701,3 +701,164 @@ fn a_failed_fsync_closes_writers_unanswered_and_refuses_later_writes() {
 fn node_info_failed(broker: &sink_core::Broker) -> bool {
     broker.info().failed.is_some()
 }
+
+/// Raw bytes in, everything written out: for pipelines that mix commands.
+fn raw(node: &Node, c: &mut Client, bytes: &[u8]) -> Vec<u8> {
+    c.io.send(bytes);
+    c.poll(node.now);
+    c.io.take_output()
+}
+
+#[test]
+fn quit_hello_reset_and_protocol_errors_never_flush_replies_before_they_are_durable() {
+    let node = Node::new(BrokerConfig::default());
+    for (after, want) in [
+        (&b"QUIT\r\n"[..], &b":1\r\n+OK\r\n"[..]),
+        (b"RESET\r\n", b":2\r\n+RESET\r\n"),
+        (
+            b"*1\r\n$x\r\n",
+            b":3\r\n-ERR Protocol error: invalid bulk length\r\n",
+        ),
+    ] {
+        let mut c = node.client();
+        let mut input = b"PUBLISH t x\r\n".to_vec();
+        input.extend_from_slice(after);
+        assert_eq!(raw(&node, &mut c, &input), b"", "nothing before the fsync");
+        node.commit();
+        c.poll(node.now);
+        assert_eq!(
+            c.io.take_output(),
+            want,
+            "{}",
+            String::from_utf8_lossy(after)
+        );
+    }
+    let mut c = node.client();
+    assert_eq!(raw(&node, &mut c, b"PUBLISH t x\r\nHELLO 3\r\n"), b"");
+    node.commit();
+    c.poll(node.now);
+    let out = c.io.take_output();
+    assert!(
+        out.starts_with(b":4\r\n%"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+}
+
+#[test]
+fn a_read_never_shows_what_a_crash_could_take_back() {
+    let node = Node::new(BrokerConfig::default());
+    let mut a = node.client();
+    let mut b = node.client();
+    assert_eq!(raw(&node, &mut a, b"XADD s * f v\r\n"), b"");
+    // B's read sees the entry only once it is durable.
+    assert_eq!(raw(&node, &mut b, b"XLEN s\r\n"), b"");
+    assert_eq!(raw(&node, &mut b, b""), b"");
+    node.commit();
+    b.poll(node.now);
+    assert_eq!(b.io.take_output(), b":1\r\n");
+    a.poll(node.now);
+    assert!(a.io.take_output().ends_with(b"-0\r\n"));
+    // So does a second create of a session the first has not made durable.
+    assert_eq!(raw(&node, &mut a, b"SESSION CREATE m x\r\n"), b"");
+    assert_eq!(raw(&node, &mut b, b"SESSION CREATE m x\r\n"), b"");
+    node.commit();
+    b.poll(node.now);
+    assert_eq!(b.io.take_output(), b"+OK\r\n");
+}
+
+#[test]
+fn an_oversized_entry_is_refused_and_the_log_goes_on() {
+    let node = Node::new(BrokerConfig::default().fsync(FsyncPolicy::Never));
+    let mut c = node.client();
+    let big = vec![b'x'; node.broker.config().max_payload + 70_000];
+    let f = c.call(&node, &[b"XADD", b"s", b"*", b"f", &big]);
+    assert!(err_text(&f[0]).contains("over the limit"), "{f:?}");
+    let f = c.call(&node, &[b"PUBLISH", b"t", &big]);
+    assert!(err_text(&f[0]).contains("over the limit"), "{f:?}");
+    assert_eq!(
+        c.call(&node, &[b"PUBLISH", b"t", b"small"]),
+        vec![Frame::Integer(1)]
+    );
+    assert!(node.broker.info().failed.is_none());
+}
+
+#[test]
+fn a_held_reply_is_not_kept_behind_a_blocked_read() {
+    let node = Node::new(BrokerConfig::default());
+    let mut c = node.client();
+    let id = match &c.call(&node, &[b"XADD", b"s", b"*", b"f", b"v"])[0] {
+        Frame::Bulk(id) => id.clone(),
+        other => panic!("{other:?}"),
+    };
+    c.call(&node, &[b"XGROUP", b"CREATE", b"s", b"g", b"0"]);
+    c.call(
+        &node,
+        &[b"XREADGROUP", b"GROUP", b"g", b"c", b"STREAMS", b"s", b">"],
+    );
+    // An ack (a write, held until durable) then a read that blocks.
+    let mut input = format!("XACK s g {}\r\n", String::from_utf8_lossy(&id)).into_bytes();
+    input.extend_from_slice(b"XREADGROUP GROUP g c BLOCK 0 STREAMS s >\r\n");
+    assert_eq!(raw(&node, &mut c, &input), b"");
+    node.commit();
+    c.poll(node.now);
+    assert_eq!(
+        c.io.take_output(),
+        b":1\r\n",
+        "the ack's reply, while the read waits"
+    );
+}
+
+#[test]
+fn a_checkpoint_cut_short_at_the_head_of_the_oldest_segment_gives_way_to_the_next_whole_one() {
+    use sink_core::record::{self, SessionOp};
+    let dir = tempfile::tempdir().expect("tempdir");
+    {
+        let (mut log, _) =
+            kids_core::SegmentLog::open(dir.path(), kids_core::SegmentConfig::default())
+                .expect("open");
+        let mut b = kids_core::Batch::default();
+        // Segment 1: a checkpoint cut short by a crash (its predecessors released since).
+        record::push_checkpoint(&mut b, 1);
+        record::push_session(
+            &mut b,
+            &SessionOp::Create {
+                name: b"a",
+                cursor: 0,
+                filters: vec![b"x"],
+            },
+        );
+        log.append_batch(&mut b).expect("append");
+        log.roll().expect("roll");
+        // Segment 2: the whole checkpoint written when the broker came back.
+        record::push_checkpoint(&mut b, 1);
+        record::push_session(
+            &mut b,
+            &SessionOp::Create {
+                name: b"a",
+                cursor: 0,
+                filters: vec![b"x"],
+            },
+        );
+        record::push_session(
+            &mut b,
+            &SessionOp::Create {
+                name: b"b",
+                cursor: 0,
+                filters: vec![b"y"],
+            },
+        );
+        record::push_checkpoint_end(&mut b);
+        record::push_message(&mut b, 1, super::support::WALL, b"y", b"hello");
+        log.append_batch(&mut b).expect("append");
+    }
+    let (broker, rec) = sink_core::Broker::open(
+        dir.path(),
+        BrokerConfig::default(),
+        std::time::Instant::now(),
+        super::support::WALL,
+    )
+    .expect("open");
+    assert_eq!((rec.sessions, rec.next_offset), (2, 2));
+    assert!(broker.with_sessions(|s| s.get(b"b").is_some()));
+}
