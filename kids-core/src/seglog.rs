@@ -126,6 +126,20 @@ pub trait LogFs: Send + Sync + fmt::Debug {
     /// # Errors
     /// The operating system's error.
     fn sync_dir(&self, dir: &Path) -> io::Result<()>;
+
+    /// Reads the whole file at `path` into `buf` (cleared first), reusing
+    /// its memory: how recovery reads each segment. The default opens the
+    /// file and reads it with [`LogFile::read_at`].
+    ///
+    /// # Errors
+    /// The operating system's error.
+    fn read_whole(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        let file = self.open(path, OpenMode::Read)?;
+        let len = usize::try_from(file.size()?).map_err(io::Error::other)?;
+        buf.clear();
+        buf.resize(len, 0);
+        read_exact_at(&*file, buf, 0)
+    }
 }
 
 /// An open file of a [`LogFs`]; reads and writes at explicit positions, so
@@ -195,6 +209,12 @@ impl LogFs for StdFs {
     fn sync_dir(&self, dir: &Path) -> io::Result<()> {
         File::open(dir)?.sync_all()
     }
+    fn read_whole(&self, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
+        use std::io::Read;
+        buf.clear();
+        // read_to_end fills the spare capacity without zeroing it first.
+        File::open(path)?.read_to_end(buf).map(|_| ())
+    }
 }
 
 impl LogFile for File {
@@ -256,11 +276,7 @@ fn read_file(fs: &dyn LogFs, path: &Path) -> io::Result<Vec<u8>> {
 
 /// Reads the whole file at `path` into `buf`, reusing its memory.
 fn read_file_into(fs: &dyn LogFs, path: &Path, buf: &mut Vec<u8>) -> io::Result<()> {
-    let file = fs.open(path, OpenMode::Read)?;
-    let len = usize::try_from(file.size()?).map_err(io::Error::other)?;
-    buf.clear();
-    buf.resize(len, 0);
-    read_exact_at(&*file, buf, 0)
+    fs.read_whole(path, buf)
 }
 
 /// When appended records are forced to stable storage.
