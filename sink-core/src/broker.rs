@@ -1036,6 +1036,31 @@ impl Broker {
         Ok((cursor, Some(lsn)))
     }
 
+    /// Moves the cursor of a session loaded under `lease` to `offset`
+    /// without a client's ack: the loading connection read every committed
+    /// record up to it and nothing is unacknowledged, so the offsets passed
+    /// matched no filter. Logged as an ack; no reply waits for it.
+    pub fn skip_to(&self, name: &[u8], lease: u64, offset: u64, now: Instant) {
+        let mut st = self.state();
+        if st.failed.is_some() {
+            return;
+        }
+        let holder = st
+            .sessions
+            .get(name)
+            .filter(|s| s.inflight() == 0)
+            .and_then(|s| s.owner());
+        let Some(client) = holder else { return };
+        if st.sessions.lease_of(name) != Some(lease) {
+            return;
+        }
+        let last = st.next_offset - 1;
+        if let Ok((cursor, true)) = st.sessions.ack(name, client, offset.min(last), last, now) {
+            st.stage_session(&SessionOp::Ack { name, cursor });
+            self.wake_committer(st);
+        }
+    }
+
     /// Ends a load.
     pub fn unload(&self, name: &[u8], lease: u64, now: Instant) {
         self.state().sessions.unload(name, lease, now);

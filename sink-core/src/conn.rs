@@ -31,6 +31,9 @@ use crate::stream::{Outcome, STREAM_COMMANDS, StreamCommand, Streams};
 const READ_BATCH: usize = 512;
 /// Messages pushed per pump step, at most.
 const PUSH_BATCH: usize = 256;
+/// Offsets a caught-up session passes over without a match before its
+/// cursor moves past them by itself (one logged record per this many).
+const SKIP_AHEAD: u64 = 1024;
 
 /// What every connection of one sink server shares.
 #[derive(Debug)]
@@ -547,6 +550,12 @@ impl SinkConn {
             }
         };
         if entries.is_empty() {
+            // Caught up with nothing unacknowledged: the messages passed
+            // over matched no filter, so the cursor moves past them, or a
+            // session with rare topics would keep the whole log.
+            if l.next > cursor + SKIP_AHEAD && room == broker.config().sessions.window as usize {
+                broker.skip_to(&l.name, l.lease, l.next - 1, now);
+            }
             return match self.reader.poll_advance(l.pos, cx) {
                 Poll::Pending => false,
                 Poll::Ready(Ok(_)) => true,

@@ -458,6 +458,11 @@ impl Sessions {
         gone
     }
 
+    /// The lease of the load that holds `name`, if one does.
+    pub fn lease_of(&self, name: &[u8]) -> Option<u64> {
+        self.by_name.get(name)?.owner.as_ref().map(|o| o.lease)
+    }
+
     /// The session of that name.
     pub fn get(&self, name: &[u8]) -> Option<&Session> {
         self.by_name.get(name)

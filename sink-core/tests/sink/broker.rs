@@ -862,3 +862,32 @@ fn a_checkpoint_cut_short_at_the_head_of_the_oldest_segment_gives_way_to_the_nex
     assert_eq!((rec.sessions, rec.next_offset), (2, 2));
     assert!(broker.with_sessions(|s| s.get(b"b").is_some()));
 }
+
+#[test]
+fn a_caught_up_session_with_rare_topics_does_not_keep_the_whole_log() {
+    let node = small_segments(Retention::default());
+    let mut c = node.client();
+    c.call(&node, &[b"SESSION", b"CREATE", b"rare", b"rare.*"]);
+    let mut s = node.client();
+    s.call(&node, &[b"SESSION", b"LOAD", b"rare"]);
+    for _ in 0..60 {
+        publish_n(&node, &mut c, 40);
+        s.poll(node.now);
+        node.commit();
+    }
+    c.call(&node, &[b"PUBLISH", b"rare.one", b"wanted"]);
+    s.poll(node.now);
+    let f = s.frames();
+    assert_eq!(offsets(&f), vec![2401], "still delivered: {f:?}");
+    node.commit();
+    node.broker.tick(node.now).expect("tick");
+    let info = node.broker.info();
+    assert!(info.sessions[0].cursor >= 1024, "{:?}", info.sessions[0]);
+    assert!(
+        info.first_offset > 1000,
+        "old segments went: {}",
+        info.first_offset
+    );
+    // What was delivered and not acknowledged is not skipped.
+    assert!(info.sessions[0].cursor < 2401);
+}
