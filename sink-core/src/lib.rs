@@ -61,6 +61,9 @@
 //!   when it is older than [`Retention::max_age`] or the log is over
 //!   [`Retention::max_bytes`] (then a session behind it gets a gap error).
 //!   Idle sessions expire ([`SessionsConfig::idle_ttl`]) and stop pinning.
+//!   A loaded session that has caught up with nothing unacknowledged moves
+//!   its cursor past the offsets none of its filters matched, so a session
+//!   on rare topics does not keep the whole log.
 //! - Stream entries are also held in memory, as Redis holds them, bounded
 //!   by [`stream::StreamsConfig`]'s `max_bytes` (an `XADD` over it gets
 //!   Redis's `OOM` error).
