@@ -69,7 +69,7 @@ use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use benches::{Context, Res, env_or, median, ratio};
+use benches::{Context, Res, clock_ticks, cpu_ticks, env_or, median, ratio};
 use kids_core::{Frame, Proto};
 use test_support::{Poll, Process, free_port, on_path};
 
@@ -777,18 +777,6 @@ struct Measurement {
     notes: String,
 }
 
-/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`).
-fn clock_ticks() -> Res<f64> {
-    let out = Command::new("getconf")
-        .arg("CLK_TCK")
-        .output()
-        .ctx(|| "running getconf CLK_TCK".into())?;
-    let text = String::from_utf8_lossy(&out.stdout);
-    text.trim()
-        .parse::<f64>()
-        .ctx(|| format!("getconf CLK_TCK printed {text:?}"))
-}
-
 /// Context switches (voluntary and not, summed over its threads) of process `pid`.
 fn switches(pid: u32) -> Res<u64> {
     let mut switches = 0;
@@ -805,26 +793,6 @@ fn switches(pid: u32) -> Res<u64> {
             .sum::<u64>();
     }
     Ok(switches)
-}
-
-/// utime + stime of process `pid`, in clock ticks (every thread).
-fn cpu_ticks(pid: u32) -> Res<u64> {
-    let path = format!("/proc/{pid}/stat");
-    let stat = std::fs::read_to_string(&path).ctx(|| format!("reading {path}"))?;
-    // Fields after the command name, which is in parentheses and may hold spaces.
-    let rest = stat
-        .rsplit_once(')')
-        .map(|(_, r)| r)
-        .ok_or_else(|| format!("{path}: no command name"))?;
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of the line; `rest` starts at field 3.
-    let field = |i: usize| -> Res<u64> {
-        fields
-            .get(i - 3)
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| format!("{path}: field {i} missing"))
-    };
-    Ok(field(14)? + field(15)?)
 }
 
 /// The RESP2 bytes of `frame`, from kids-core's one codec.
