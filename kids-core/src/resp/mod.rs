@@ -124,8 +124,17 @@ impl Limits {
     }
 }
 
-/// Redis's `string2ll`: optional `-`, no `+`, no leading zeros, no overflow.
-pub(crate) fn parse_i64(digits: &[u8]) -> Option<i64> {
+/// Redis's `string2ll`, how Redis reads an integer argument: optional `-`,
+/// no `+`, no leading zeros, no overflow. Every RESP server of the SDK
+/// parses integer arguments with it, so they refuse what Redis refuses.
+///
+/// ```
+/// use kids_core::resp::parse_i64;
+/// assert_eq!(parse_i64(b"-42"), Some(-42));
+/// assert_eq!(parse_i64(b"+1"), None);
+/// assert_eq!(parse_i64(b"007"), None);
+/// ```
+pub fn parse_i64(digits: &[u8]) -> Option<i64> {
     let (neg, rest) = match digits.split_first() {
         Some((b'-', rest)) => (true, rest),
         _ => (false, digits),

@@ -2,9 +2,10 @@
 //! commands (XADD, XLEN, XRANGE, XREAD, XREADGROUP, XDEL, XTRIM) and reply helpers.
 
 use bytes::{Bytes, BytesMut};
+use kids_core::resp::parse_i64;
 use kids_core::{ReplyWriter, Request};
 
-use super::id::{INVALID_ID, StreamId, parse_interval, string2ll};
+use super::id::{INVALID_ID, StreamId, parse_interval};
 use super::op::StreamOp;
 use super::state::{Entry, INVALID_ENTRIES_READ, State, Stream, entry_bytes};
 use super::{Ctx, Outcome, StreamsConfig, scratch};
@@ -88,7 +89,7 @@ impl Exec<'_, '_, '_, '_, '_> {
     }
 
     pub(crate) fn ll(&mut self, i: usize) -> Option<i64> {
-        let v = string2ll(&self.args[i]);
+        let v = parse_i64(&self.args[i]);
         if v.is_none() {
             self.err(NOT_INTEGER);
         }
@@ -416,7 +417,7 @@ impl Exec<'_, '_, '_, '_, '_> {
             let o = &args[i][..];
             if eq(o, "BLOCK") && more > 0 {
                 i += 1;
-                let Some(t) = string2ll(&args[i]) else {
+                let Some(t) = parse_i64(&args[i]) else {
                     self.err("ERR timeout is not an integer or out of range");
                     return Outcome::Done;
                 };

@@ -4,10 +4,11 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use kids_core::ReplyWriter;
+use kids_core::resp::parse_i64;
 
 use super::StreamCommand;
 use super::exec::{Exec, NOT_INTEGER, SYNTAX, elapsed, eq, error3, write_entry, write_id};
-use super::id::{INVALID_ID, StreamId, string2ll};
+use super::id::{INVALID_ID, StreamId};
 use super::op::StreamOp;
 use super::state::{Group, INVALID_ENTRIES_READ, State, Stream};
 
@@ -314,7 +315,7 @@ impl Exec<'_, '_, '_, '_, '_> {
             nogroup(self.w, &args[1], &args[2]);
             return;
         }
-        let Some(minidle) = string2ll(&args[4]) else {
+        let Some(minidle) = parse_i64(&args[4]) else {
             self.err("ERR Invalid min-idle-time argument for XCLAIM");
             return;
         };
@@ -342,21 +343,21 @@ impl Exec<'_, '_, '_, '_, '_> {
                 justid = true;
             } else if eq(opt, "IDLE") && more > 0 {
                 j += 1;
-                let Some(v) = string2ll(&args[j]) else {
+                let Some(v) = parse_i64(&args[j]) else {
                     self.err("ERR Invalid IDLE option argument for XCLAIM");
                     return;
                 };
                 deliverytime = now.saturating_sub(v);
             } else if eq(opt, "TIME") && more > 0 {
                 j += 1;
-                let Some(v) = string2ll(&args[j]) else {
+                let Some(v) = parse_i64(&args[j]) else {
                     self.err("ERR Invalid TIME option argument for XCLAIM");
                     return;
                 };
                 deliverytime = v;
             } else if eq(opt, "RETRYCOUNT") && more > 0 {
                 j += 1;
-                let Some(v) = string2ll(&args[j]) else {
+                let Some(v) = parse_i64(&args[j]) else {
                     self.err("ERR Invalid RETRYCOUNT option argument for XCLAIM");
                     return;
                 };
@@ -441,7 +442,7 @@ impl Exec<'_, '_, '_, '_, '_> {
     pub(crate) fn xautoclaim(&mut self) {
         let args = self.args;
         let argc = args.len();
-        let Some(minidle) = string2ll(&args[4]) else {
+        let Some(minidle) = parse_i64(&args[4]) else {
             self.err("ERR Invalid min-idle-time argument for XAUTOCLAIM");
             return;
         };
@@ -456,7 +457,7 @@ impl Exec<'_, '_, '_, '_, '_> {
             let more = argc - 1 - j;
             if eq(&args[j], "COUNT") && more > 0 {
                 let max = i64::MAX / 16;
-                match string2ll(&args[j + 1]) {
+                match parse_i64(&args[j + 1]) {
                     Some(c) if (1..=max).contains(&c) => count = c,
                     _ => {
                         self.err("ERR COUNT must be > 0");
@@ -592,7 +593,7 @@ impl Exec<'_, '_, '_, '_, '_> {
                     }
                     full = true;
                     if optc == 3 {
-                        let Some(c) = string2ll(&args[5]) else {
+                        let Some(c) = parse_i64(&args[5]) else {
                             w.error(NOT_INTEGER.as_bytes());
                             return;
                         };

@@ -130,37 +130,10 @@ pub(crate) fn parse_interval(arg: &[u8], missing_seq: u64) -> Option<(StreamId, 
     }
 }
 
-/// Redis's `string2ll` (strict decimal, no leading zeros, no `+`).
-pub(crate) fn string2ll(digits: &[u8]) -> Option<i64> {
-    let (neg, rest) = match digits.split_first() {
-        Some((b'-', rest)) => (true, rest),
-        _ => (false, digits),
-    };
-    match rest {
-        [] => return None,
-        [b'0'] if !neg => return Some(0),
-        [b'1'..=b'9', ..] => {}
-        _ => return None,
-    }
-    let mut value: i64 = 0;
-    for &b in rest {
-        if !b.is_ascii_digit() {
-            return None;
-        }
-        let d = i64::from(b - b'0');
-        value = if neg {
-            value.checked_mul(10)?.checked_sub(d)?
-        } else {
-            value.checked_mul(10)?.checked_add(d)?
-        };
-    }
-    Some(value)
-}
-
 /// Redis's `string2ull`: `string2ll` when it fits (negatives refused), else
 /// libc's `strtoull` (leading spaces, a sign, and a wrapped negative, as C does).
 fn string2ull(s: &[u8]) -> Option<u64> {
-    if let Some(v) = string2ll(s) {
+    if let Some(v) = kids_core::resp::parse_i64(s) {
         return u64::try_from(v).ok();
     }
     let mut i = 0;

@@ -103,7 +103,7 @@ fn lp_int(v: i64) -> u64 {
 /// A listpack string entry (stored as an integer when it reads as one).
 fn lp_str(s: &[u8]) -> u64 {
     if s.len() < 21
-        && let Some(v) = super::id::string2ll(s)
+        && let Some(v) = kids_core::resp::parse_i64(s)
     {
         return lp_int(v);
     }
