@@ -49,9 +49,11 @@
 mod peer;
 mod port;
 mod process;
+mod redis;
 mod wait;
 
 pub use peer::{REQUIRE_PEERS, on_path, peer};
 pub use port::{free_port, free_ports};
 pub use process::{Process, Stream};
+pub use redis::{RedisServer, answers_ping};
 pub use wait::{Poll, WAIT_LIMIT, wait_for};

@@ -3,14 +3,13 @@
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::Path;
-use std::process::Command;
 use std::sync::{Arc, Mutex, OnceLock, mpsc};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::BytesMut;
 use kids_core::net::{Listener, ServerConfig, serve};
 use kids_core::{Frame, FrameCodec, LogFile, LogFs, Now, OpenMode, Router, RouterConfig, StdFs};
-use test_support::{Process, free_port, peer, wait_for};
+use test_support::wait_for;
 use tokio_util::codec::Decoder;
 
 /// A simulated moment `secs` after the Unix epoch on the wall clock, and as
@@ -25,52 +24,8 @@ pub(crate) fn at_secs(secs: u64) -> Now {
     )
 }
 
-/// A real redis-server on a free loopback port, killed when dropped.
-pub(crate) struct RedisServer {
-    pub(crate) port: u16,
-    _process: Process,
-}
-
-impl RedisServer {
-    /// Starts one, or `None` (skipped) when redis-server is not installed.
-    pub(crate) fn start() -> Option<Self> {
-        let bin = peer("redis-server", "redis-server")?;
-        let port = free_port();
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
-        let process = Process::start("redis-server", cmd).expect("start redis-server");
-        wait_for(
-            &format!("redis-server on port {port} to answer PING"),
-            || {
-                process.check_running().unwrap_or_else(|e| panic!("{e}"));
-                answers_ping(port)
-            },
-        );
-        Some(Self {
-            port,
-            _process: process,
-        })
-    }
-}
-
-/// Whether something on `port` answers PING now.
-fn answers_ping(port: u16) -> bool {
-    let Ok(mut s) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
-    let mut buf = [0u8; 7];
-    s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
-}
+pub(crate) use test_support::RedisServer;
+use test_support::answers_ping;
 
 /// kids served in-process on a free loopback port, stopped when dropped.
 pub(crate) struct KidsServer {

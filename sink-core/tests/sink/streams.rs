@@ -19,7 +19,6 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -29,42 +28,9 @@ use kids_core::{Frame, NLimits, Outbox, Proto, Request};
 use sink_core::stream::{
     Ctx, Outcome, STREAM_COMMANDS, StreamCommand, StreamOp, Streams, StreamsConfig,
 };
-use test_support::{Process, free_port, peer, wait_for};
+use test_support::RedisServer;
 
 use super::support::{Client as SinkClient, Node, WALL};
-
-/// A real redis-server on a free loopback port, killed when dropped.
-struct Redis {
-    port: u16,
-    _process: Process,
-}
-
-impl Redis {
-    fn start() -> Option<Self> {
-        let bin = peer("redis-server", "redis-server")?;
-        let port = free_port();
-        let mut cmd = Command::new(bin);
-        cmd.args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ]);
-        let process = Process::start("redis-server", cmd).expect("start redis-server");
-        wait_for(&format!("redis-server on port {port}"), || {
-            process.check_running().unwrap_or_else(|e| panic!("{e}"));
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
-        Some(Self {
-            port,
-            _process: process,
-        })
-    }
-}
 
 /// A decoded reply: enough of RESP2/RESP3 to compare replies and mask values.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -341,7 +307,7 @@ fn substitute(arg: &str, ids: &[String]) -> String {
 
 /// Runs `script` (one command a line, arguments split on spaces; `sleep N`
 /// pauses N ms) on a fresh engine and on redis after FLUSHALL, in `proto`.
-fn session(redis: &Redis, proto: Proto, script: &str) {
+fn session(redis: &RedisServer, proto: Proto, script: &str) {
     let mut r = Client::connect(redis.port);
     let mut e = Engine::new();
     let mut sink = Sink::new();
@@ -474,7 +440,9 @@ fn session(redis: &Redis, proto: Proto, script: &str) {
 }
 
 fn both(script: &str) {
-    let Some(redis) = Redis::start() else { return };
+    let Some(redis) = RedisServer::start() else {
+        return;
+    };
     session(&redis, Proto::Resp2, script);
     session(&redis, Proto::Resp3, script);
 }
