@@ -1220,9 +1220,48 @@ impl Broker {
     /// failed (every held reply is dropped, every later write refused)
     /// until reopened.
     pub fn commit(&self, now: Instant) -> Result<Committed, Error> {
-        let seg_bytes = self.inner.config.segment_bytes;
         // The writer first: concurrent callers write their batches in order.
-        let mut writer = lock(&self.inner.writer);
+        self.commit_with(lock(&self.inner.writer), now)
+    }
+
+    /// A commit by the thread that serves the connections, just before it
+    /// sleeps (tokio's `on_thread_park`), as Redis writes and fsyncs before
+    /// its event loop sleeps: at one request in flight, the reply then
+    /// needs no hand-off to the committer thread and back. Never waits: when
+    /// the committer thread is writing, or nothing is staged, it does
+    /// nothing and returns false.
+    pub fn commit_before_park(&self, now: Instant) -> bool {
+        let writer = match self.inner.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return false,
+        };
+        {
+            let st = self.state();
+            // Writers the last commit released and that have not written
+            // again yet are on their way: leave this commit to the committer
+            // thread, which waits for them (group commit), rather than take
+            // an fsync for the first few here.
+            let expected = st.released_last.max(1);
+            if st.staged.is_empty() || st.durable_waiters.len() < expected {
+                return false;
+            }
+        }
+        match self.commit_with(writer, now) {
+            Ok(c) => c.records > 0,
+            Err(e) => {
+                tracing::error!(error = %e, "sink commit failed");
+                false
+            }
+        }
+    }
+
+    fn commit_with(
+        &self,
+        mut writer: MutexGuard<'_, Writer>,
+        now: Instant,
+    ) -> Result<Committed, Error> {
+        let seg_bytes = self.inner.config.segment_bytes;
         let (mut batch, entries, lsn, roll, pin) = {
             let mut st = self.state();
             if st.failed.is_some() {

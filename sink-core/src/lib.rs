@@ -103,8 +103,11 @@
 //! );
 //! ```
 //!
-//! Serving it over TCP is `net::serve` (feature `tokio`); the `sink`
-//! example is that plus flags.
+//! Serving it over TCP is `net::serve` (feature `tokio`), best on
+//! `net::runtime`, whose thread also commits what its connections staged
+//! just before it sleeps (as Redis fsyncs before its event loop sleeps), so
+//! a lone request in flight needs no hand-off to the committer thread; the
+//! `sink` example is that plus flags.
 
 mod broker;
 mod commands;

@@ -98,6 +98,24 @@ fn run(broker: &Broker, stop: &AtomicBool) {
     }
 }
 
+/// A current-thread tokio runtime for serving `broker`: before its thread
+/// sleeps it commits what the connections it just ran have staged
+/// ([`Broker::commit_before_park`]), so a lone request in flight is answered
+/// without a hand-off to the committer thread; the committer thread still
+/// runs (it commits while this thread serves, and keeps house).
+///
+/// # Errors
+/// When the runtime cannot be built.
+pub fn runtime(broker: &Broker) -> io::Result<tokio::runtime::Runtime> {
+    let broker = broker.clone();
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .on_thread_park(move || {
+            broker.commit_before_park(Instant::now());
+        })
+        .build()
+}
+
 /// Serves `broker` on every listener until `shutdown` completes: kids-core's
 /// accept loop and connection policy, sink's commands, a committer thread.
 /// On shutdown connections drain (held replies are released as their

@@ -94,14 +94,26 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let runtime = match kids_core::net::runtime(None) {
+    let wall_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let (broker, recovered) =
+        match Broker::open(&args.data_dir, args.config.clone(), Instant::now(), wall_ms) {
+            Ok(b) => b,
+            Err(e) => {
+                eprintln!("sink: opening {}: {e}", args.data_dir);
+                return ExitCode::FAILURE;
+            }
+        };
+    tracing::info!(?recovered, "log opened");
+    let runtime = match sink_core::net::runtime(&broker) {
         Ok(r) => r,
         Err(e) => {
             eprintln!("sink: starting the runtime: {e}");
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(args)) {
+    match runtime.block_on(run(args, broker)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("sink: {e}");
@@ -110,12 +122,7 @@ fn main() -> ExitCode {
     }
 }
 
-async fn run(args: Args) -> Result<(), Box<dyn std::error::Error>> {
-    let wall_ms = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
-    let (broker, recovered) = Broker::open(&args.data_dir, args.config, Instant::now(), wall_ms)?;
-    tracing::info!(?recovered, "log opened");
+async fn run(args: Args, broker: Broker) -> Result<(), Box<dyn std::error::Error>> {
     let tcp = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = tcp.local_addr()?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -891,3 +891,45 @@ fn a_caught_up_session_with_rare_topics_does_not_keep_the_whole_log() {
     // What was delivered and not acknowledged is not skipped.
     assert!(info.sessions[0].cursor < 2401);
 }
+
+#[test]
+fn the_serving_thread_commits_before_it_sleeps_unless_writers_are_on_their_way() {
+    let node = Node::new(BrokerConfig::default());
+    let mut c = node.client();
+    assert!(!node.broker.commit_before_park(node.now), "nothing staged");
+    c.send(&[b"PUBLISH", b"t", b"x"]);
+    c.poll(node.now);
+    assert!(
+        node.broker.commit_before_park(node.now),
+        "a lone writer: committed here"
+    );
+    c.poll(node.now);
+    assert_eq!(c.frames(), vec![Frame::Integer(1)]);
+    // Three writers released by one commit: while only one of them has
+    // written again, the commit is left to the committer (it gathers them).
+    let mut more: Vec<Client> = (0..2).map(|_| node.client()).collect();
+    c.send(&[b"PUBLISH", b"t", b"a"]);
+    c.poll(node.now);
+    for m in &mut more {
+        m.send(&[b"PUBLISH", b"t", b"b"]);
+        m.poll(node.now);
+    }
+    node.commit();
+    c.poll(node.now);
+    more.iter_mut().for_each(|m| m.poll(node.now));
+    c.send(&[b"PUBLISH", b"t", b"c"]);
+    c.poll(node.now);
+    assert!(
+        !node.broker.commit_before_park(node.now),
+        "two more writers are due"
+    );
+    for m in &mut more {
+        m.send(&[b"PUBLISH", b"t", b"d"]);
+        m.poll(node.now);
+    }
+    assert!(
+        node.broker.commit_before_park(node.now),
+        "all three wrote: one fsync for them"
+    );
+    assert_eq!(node.broker.info().group_size.max(), 3);
+}
