@@ -183,18 +183,6 @@ fn put_bytes(b: &mut Vec<u8>, bytes: &[u8]) {
     b.extend_from_slice(bytes);
 }
 
-/// The offset a record carries, read from its first bytes only (the
-/// index needs no more), if it is a message or a stream entry.
-pub fn offset_of(payload: &[u8]) -> Option<u64> {
-    match payload.first() {
-        Some(&MESSAGE) | Some(&STREAM_ENTRY) => {
-            let b: [u8; 8] = payload.get(1..9)?.try_into().ok()?;
-            Some(u64::from_le_bytes(b))
-        }
-        _ => None,
-    }
-}
-
 /// Decodes a record.
 ///
 /// # Errors
@@ -377,7 +365,6 @@ mod tests {
                 payload: b"GET /"
             })
         );
-        assert_eq!(offset_of(&s[0]), Some(7));
         assert_eq!(
             decode(&s[1]),
             Ok(Record::StreamEntry {
@@ -385,9 +372,7 @@ mod tests {
                 op: b"op-bytes"
             })
         );
-        assert_eq!(offset_of(&s[1]), Some(8));
         assert_eq!(decode(&s[2]), Ok(Record::StreamOp(b"group")));
-        assert_eq!(offset_of(&s[2]), None);
         assert_eq!(
             decode(&s[3]),
             Ok(Record::Session(SessionOp::Create {
@@ -478,7 +463,6 @@ mod tests {
         #[test]
         fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(proptest::num::u8::ANY, 0..128)) {
             let _ = decode(&bytes);
-            let _ = offset_of(&bytes);
         }
     }
 }
