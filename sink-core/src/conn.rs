@@ -573,7 +573,9 @@ impl SinkConn {
         });
         let mut offsets = Vec::new();
         let mut stopped_at = None;
-        let mut out = Vec::new();
+        let (name, lease) = (l.name.clone(), l.lease);
+        // Pushes are written straight from the log's read buffer.
+        let mut w = self.resp.writer();
         for (at, payload) in &entries {
             let Ok(rec) = record::decode(payload) else {
                 stopped_at = Some(*at);
@@ -607,26 +609,17 @@ impl SinkConn {
                 break;
             }
             offsets.push(offset);
-            out.push((
-                offset,
-                Bytes::copy_from_slice(topic),
-                Bytes::copy_from_slice(body),
-            ));
-            l.next = offset + 1;
-        }
-        l.pos = stopped_at.unwrap_or(pos);
-        let (name, lease) = (l.name.clone(), l.lease);
-        if !offsets.is_empty() {
-            broker.delivered(&name, lease, &offsets);
-        }
-        let mut w = self.resp.writer();
-        for (offset, topic, body) in &out {
             w.push(5);
             w.bulk(b"session");
             w.bulk(&name);
-            w.integer(*offset as i64);
+            w.integer(offset as i64);
             w.bulk(topic);
             w.bulk(body);
+            l.next = offset + 1;
+        }
+        l.pos = stopped_at.unwrap_or(pos);
+        if !offsets.is_empty() {
+            broker.delivered(&name, lease, &offsets);
         }
         true
     }
