@@ -1,0 +1,4 @@
+//! LocalQueue
+pub struct LocalEngine;
+pub struct LocalQueue;
+pub struct ManualClock;
