@@ -1019,20 +1019,20 @@ impl Engine {
     }
 
     fn set_producer(&mut self, client: ClientId) {
-        if let Some(c) = self.clients.get_mut(&client) {
-            if !c.producer {
-                c.producer = true;
-                self.counters.producers += 1;
-            }
+        if let Some(c) = self.clients.get_mut(&client)
+            && !c.producer
+        {
+            c.producer = true;
+            self.counters.producers += 1;
         }
     }
 
     fn set_worker(&mut self, client: ClientId) {
-        if let Some(c) = self.clients.get_mut(&client) {
-            if !c.worker {
-                c.worker = true;
-                self.counters.workers += 1;
-            }
+        if let Some(c) = self.clients.get_mut(&client)
+            && !c.worker
+        {
+            c.worker = true;
+            self.counters.workers += 1;
         }
     }
 
@@ -1376,10 +1376,10 @@ impl Engine {
                     tube.unpause_at = None;
                     self.paused.remove(&(at, t));
                 }
-                if let Some(&(pri, id)) = tube.ready.first() {
-                    if best.is_none_or(|(bp, bid, _)| (pri, id) < (bp, bid)) {
-                        best = Some((pri, id, t));
-                    }
+                if let Some(&(pri, id)) = tube.ready.first()
+                    && best.is_none_or(|(bp, bid, _)| (pri, id) < (bp, bid))
+                {
+                    best = Some((pri, id, t));
                 }
             }
             let Some((_, id, t)) = best else { return };

@@ -37,7 +37,7 @@ mod machine;
 mod yaml;
 
 pub use config::{EngineConfig, HostInfo, JOB_OVERHEAD, ProcessStats};
-pub use local::{LocalEngine, LocalQueue, ManualClock};
+pub use local::{Clock, LocalEngine, LocalQueue, ManualClock};
 pub use machine::{Engine, PutRefused, SAFETY_MARGIN, URGENT_THRESHOLD};
 
 /// A client of the engine (one connection, or one in-process queue handle).
