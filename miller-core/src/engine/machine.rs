@@ -2297,4 +2297,258 @@ mod tests {
         }
         assert_eq!(served, vec![ws[0], ws[1], ws[2]]);
     }
+
+    /// Every structure agrees: each job is in exactly the one place its
+    /// state says, every counter matches what it counts.
+    fn check_invariants(e: &Engine, now: Instant) {
+        let mut ready = 0;
+        let mut urgent = 0;
+        let mut buried = 0;
+        let mut memory = 0;
+        for (&id, job) in &e.jobs {
+            let tube = e.tube(job.tube);
+            let places = [
+                tube.ready.contains(&(job.pri, id)),
+                tube.delayed.contains(&(job.deadline, id)),
+                tube.buried.contains(&(job.seq, id)),
+                e.clients
+                    .values()
+                    .any(|c| c.reserved.contains(&(job.deadline, id))),
+            ];
+            assert_eq!(
+                places.iter().filter(|&&p| p).count(),
+                1,
+                "job {id} in {places:?}"
+            );
+            match job.state {
+                JobState::Ready => {
+                    assert!(places[0]);
+                    ready += 1;
+                    urgent += u64::from(job.pri < URGENT_THRESHOLD);
+                }
+                JobState::Delayed => assert!(places[1] && e.delayed.contains(&(job.deadline, id))),
+                JobState::Buried => {
+                    assert!(places[2]);
+                    buried += 1;
+                }
+                JobState::Reserved(c) => {
+                    assert!(e.clients[&c].reserved.contains(&(job.deadline, id)))
+                }
+            }
+            memory += job.body.len() as u64 + JOB_OVERHEAD;
+        }
+        assert_eq!(
+            (e.counters.ready, e.counters.urgent, e.counters.buried),
+            (ready, urgent, buried)
+        );
+        assert_eq!(e.memory, memory);
+        let reserved: usize = e.clients.values().map(|c| c.reserved.len()).sum();
+        assert_eq!(e.counters.reserved as usize, reserved);
+        let tube_sums = e
+            .tube_list
+            .iter()
+            .map(|&t| e.tube(t))
+            .fold((0, 0, 0, 0), |acc, t| {
+                (
+                    acc.0 + t.ready.len(),
+                    acc.1 + t.delayed.len(),
+                    acc.2 + t.reserved,
+                    acc.3 + t.jobs,
+                )
+            });
+        assert_eq!(
+            tube_sums,
+            (
+                ready as usize,
+                e.delayed.len(),
+                reserved as u64,
+                e.jobs.len() as u64
+            )
+        );
+        assert_eq!(e.tube_list.len(), e.tube_index.len());
+        for &t in &e.tube_list {
+            let tube = e.tube(t);
+            assert!(
+                tube.pinned || tube.jobs + tube.using + tube.watching > 0,
+                "a tube nothing holds"
+            );
+            let watchers = e.clients.values().filter(|c| c.watch.contains(&t)).count() as u64;
+            let users = e.clients.values().filter(|c| c.use_tube == t).count() as u64;
+            assert_eq!((tube.watching, tube.using), (watchers, users));
+            let mut waiting: Vec<ClientId> = tube.waiting.clone();
+            waiting.sort();
+            let mut expect: Vec<ClientId> = e
+                .clients
+                .iter()
+                .filter(|(_, c)| c.waiting.is_some() && c.watch.contains(&t))
+                .map(|(&id, _)| id)
+                .collect();
+            expect.sort();
+            assert_eq!(waiting, expect);
+            assert_eq!(e.waiting_tubes.contains(&t), !tube.waiting.is_empty());
+            assert_eq!(tube.unpause_at.is_some(), !tube.pause.is_zero());
+        }
+        let waiting = e.clients.values().filter(|c| c.waiting.is_some()).count() as u64;
+        assert_eq!(e.counters.waiting, waiting);
+        for (&id, c) in &e.clients {
+            match c.tickat {
+                Some(at) => assert!(e.conn_heap.contains(&(at, id))),
+                None => assert!(!e.conn_heap.iter().any(|&(_, x)| x == id)),
+            }
+        }
+        assert_eq!(
+            e.conn_heap.len(),
+            e.clients.values().filter(|c| c.tickat.is_some()).count()
+        );
+        assert!(
+            e.next_deadline().is_none_or(|d| d > now),
+            "tick left work due"
+        );
+    }
+
+    #[derive(Debug, Clone)]
+    enum Step {
+        Req(usize, Request),
+        Advance(u64),
+        Disconnect(usize),
+    }
+
+    fn step() -> impl proptest::strategy::Strategy<Value = Step> {
+        use proptest::prelude::*;
+        let tube = prop_oneof![
+            Just("default".to_owned()),
+            Just("a".to_owned()),
+            Just("b".to_owned())
+        ];
+        let id = 0u64..12;
+        let request = prop_oneof![
+            4 => (0u32..2000, prop_oneof![Just(0u32), 0u32..3], 0u32..4, 0usize..4).prop_map(|(priority, delay, ttr, n)| {
+                Request::Put { priority, delay, ttr, body: Bytes::from(vec![b'x'; n]) }
+            }),
+            1 => tube.clone().prop_map(Request::Use),
+            1 => tube.clone().prop_map(Request::Watch),
+            1 => tube.clone().prop_map(Request::Ignore),
+            2 => Just(Request::Reserve),
+            3 => (-1i32..3).prop_map(Request::ReserveWithTimeout),
+            1 => id.clone().prop_map(Request::ReserveJob),
+            2 => id.clone().prop_map(Request::Delete),
+            2 => (id.clone(), 0u32..2000, 0u32..3).prop_map(|(id, priority, delay)| Request::Release { id, priority, delay }),
+            1 => (id.clone(), 0u32..2000).prop_map(|(id, priority)| Request::Bury { id, priority }),
+            1 => id.clone().prop_map(Request::Touch),
+            1 => (0u32..4).prop_map(Request::Kick),
+            1 => id.clone().prop_map(Request::KickJob),
+            1 => id.clone().prop_map(Request::Peek),
+            1 => Just(Request::PeekReady),
+            1 => Just(Request::PeekBuried),
+            1 => (tube.clone(), 0u32..3).prop_map(|(tube, delay)| Request::PauseTube { tube, delay }),
+            1 => Just(Request::Stats),
+            1 => tube.prop_map(Request::StatsTube),
+        ];
+        prop_oneof![
+            10 => (0usize..3, request).prop_map(|(c, r)| Step::Req(c, r)),
+            3 => (0u64..2500).prop_map(Step::Advance),
+            1 => (0usize..3).prop_map(Step::Disconnect),
+        ]
+    }
+
+    /// A model of what the durable layer keeps: the changes replayed.
+    fn replay(
+        model: &mut HashMap<u64, (u32, DurableState)>,
+        changes: impl Iterator<Item = Change>,
+    ) {
+        for change in changes {
+            match change {
+                Change::Put {
+                    id,
+                    priority,
+                    state,
+                    ..
+                } => {
+                    assert!(model.insert(id, (priority, state)).is_none());
+                }
+                Change::State {
+                    id,
+                    priority,
+                    state,
+                } => {
+                    assert!(model.insert(id, (priority, state)).is_some());
+                }
+                Change::Delete { id } => {
+                    assert!(model.remove(&id).is_some());
+                }
+            }
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn random_sessions_keep_every_invariant(steps in proptest::collection::vec(step(), 1..120)) {
+            let mut now = Instant::now();
+            let mut e = Engine::new(EngineConfig::default().max_jobs(10));
+            let mut clients: Vec<ClientId> = (0..3).map(|_| e.connect(now)).collect();
+            let mut model = HashMap::new();
+            // Jobs reserve-job took out of delayed or buried: as in
+            // beanstalkd, that is no durable change, so a timeout or a
+            // disconnect makes them ready where the log still says
+            // delayed or buried.
+            let mut taken = std::collections::HashSet::new();
+            for step in steps {
+                match step {
+                    Step::Req(i, request) => {
+                        let c = clients[i];
+                        if e.is_waiting(c) {
+                            continue; // a driver sends a parked client nothing
+                        }
+                        if let Request::ReserveJob(id) = request {
+                            taken.insert(id);
+                        }
+                        match e.handle(c, request, now) {
+                            Handled::Wait => assert!(e.is_waiting(c)),
+                            Handled::Reply(_) | Handled::Close => assert!(!e.is_waiting(c)),
+                        }
+                    }
+                    Step::Advance(ms) => {
+                        now += Duration::from_millis(ms);
+                        e.tick(now);
+                    }
+                    Step::Disconnect(i) => {
+                        e.disconnect(clients[i], now);
+                        clients[i] = e.connect(now);
+                    }
+                }
+                let woken: Vec<ClientId> = e.take_woken().collect();
+                for c in woken {
+                    assert!(e.poll_reply(c).is_some(), "woken without a reply");
+                    assert!(!e.is_waiting(c));
+                }
+                check_invariants(&e, now);
+                replay(&mut model, e.take_changes());
+                let mut durable: HashMap<u64, (u32, DurableState)> = HashMap::new();
+                for job in e.durable_jobs() {
+                    durable.insert(job.id, (job.priority, job.state));
+                }
+                // Reserved jobs are ready to a restart; a delayed job that
+                // became ready, or was reserved by reserve-job, needs no change.
+                for (id, (pri, state)) in &durable {
+                    let (mpri, mstate) = model[id];
+                    let reserved = matches!(e.jobs[id].state, JobState::Reserved(_));
+                    let agrees = (*pri, *state) == (mpri, mstate)
+                        || (*state == DurableState::Ready && matches!(mstate, DurableState::Delayed(at) if at <= now))
+                        || reserved
+                        || taken.contains(id);
+                    proptest::prop_assert!(agrees, "job {id}: engine {:?} log {:?}", (pri, state), (mpri, mstate));
+                }
+                proptest::prop_assert_eq!(durable.len(), model.len());
+                let Handled::Reply(Response::Ok(stats)) = e.handle(clients[0], Request::Stats, now) else { panic!() };
+                let text = String::from_utf8(stats.to_vec()).unwrap();
+                let get = |k: &str| text.lines().find_map(|l| l.strip_prefix(&format!("{k}: "))).unwrap().parse::<u64>().unwrap();
+                proptest::prop_assert_eq!(get("current-jobs-ready"), e.counters.ready);
+                proptest::prop_assert_eq!(
+                    get("current-jobs-ready") + get("current-jobs-reserved") + get("current-jobs-delayed") + get("current-jobs-buried"),
+                    e.jobs.len() as u64
+                );
+                proptest::prop_assert_eq!(get("current-tubes"), e.tube_list.len() as u64);
+            }
+        }
+    }
 }
