@@ -31,6 +31,9 @@
 //! `beanstalk` next to this program), `BEANSTALKD_BIN` (default:
 //! `beanstalkd` on `PATH`, Debian package `beanstalkd`).
 
+// A command-line program: its report goes to stdout.
+#![allow(clippy::print_stdout)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 use std::sync::atomic::{AtomicU64, Ordering};
