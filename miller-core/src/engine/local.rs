@@ -264,25 +264,6 @@ fn refusal(reply: Response) -> Error {
     })
 }
 
-/// A `stats*` body: `key: value` lines after `---`, quotes taken off.
-fn parse_stats(body: &[u8]) -> Stats {
-    let text = String::from_utf8_lossy(body);
-    Stats(
-        text.lines()
-            .filter_map(|line| line.split_once(": "))
-            .map(|(k, v)| (k.to_owned(), v.trim_matches('"').to_owned()))
-            .collect(),
-    )
-}
-
-/// A `list-tubes*` body: `- name` lines after `---`.
-fn parse_list(body: &[u8]) -> Vec<String> {
-    String::from_utf8_lossy(body)
-        .lines()
-        .filter_map(|line| line.strip_prefix("- ").map(str::to_owned))
-        .collect()
-}
-
 impl LocalQueue {
     /// The engine's id of this client.
     pub fn client(&self) -> ClientId {
@@ -325,14 +306,14 @@ impl LocalQueue {
 
     fn stats_of(&self, request: Request) -> Result<Stats, Error> {
         match self.request(request) {
-            Response::Ok(body) => Ok(parse_stats(&body)),
+            Response::Ok(body) => crate::proto::parse_stats(&body).map_err(Error::Protocol),
             other => Err(refusal(other)),
         }
     }
 
     fn list_of(&self, request: Request) -> Result<Vec<String>, Error> {
         match self.request(request) {
-            Response::Ok(body) => Ok(parse_list(&body)),
+            Response::Ok(body) => crate::proto::parse_list(&body).map_err(Error::Protocol),
             other => Err(refusal(other)),
         }
     }

@@ -200,6 +200,26 @@ pub enum PutRefused {
 /// clients as a state machine. It never reads the clock: every call that
 /// can expire something takes `now`. See the [module doc](super) for the
 /// data flow.
+///
+/// Known differences from beanstalkd 1.12, all deliberate:
+/// - Timers are exact. beanstalkd's epoll wakes up to a millisecond early
+///   for a connection's timer and then drops the connection from its timer
+///   heap, so the TTR of a job held by an idle connection runs out only
+///   once that connection sends something, and a parked `reserve` of a
+///   client holding a job may miss its `DEADLINE_SOON`. Here a TTR runs
+///   out at its deadline and `DEADLINE_SOON` comes a second before it.
+/// - A job's TTR runs out at its deadline (beanstalkd: strictly after it;
+///   the same to a nanosecond).
+/// - `stats` figures of the process (`pid`, `version`, `rusage-*`,
+///   `hostname`, `os`, `platform`, `id`, `binlog-*`) are what
+///   [`HostInfo`](super::HostInfo) and [`ProcessStats`](super::ProcessStats)
+///   say; `version` is `"1.12"` by default.
+/// - Puts beyond [`EngineConfig::max_jobs`] or [`EngineConfig::max_memory`]
+///   are answered `OUT_OF_MEMORY` (beanstalkd grows until malloc fails);
+///   nothing is ever buried for lack of memory, so `BURIED <id>` never comes.
+/// - A restored job's counters (`reserves`, `buries`, …) start at zero and
+///   its `age` at the restore (beanstalkd's binlog keeps them).
+/// - `stats-job`'s `file` is always 0.
 #[derive(Debug)]
 pub struct Engine {
     pub(super) config: EngineConfig,
