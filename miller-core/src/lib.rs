@@ -3,6 +3,7 @@
 
 pub mod engine;
 mod error;
+pub mod journal;
 pub mod proto;
 mod queue;
 
