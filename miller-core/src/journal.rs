@@ -343,37 +343,22 @@ impl WallClock {
     }
 }
 
-/// A live job as the journal last wrote it, enough to write it again whole.
-#[derive(Debug, Clone)]
+/// Where a live job's last whole record is, and its framed size.
+#[derive(Debug, Clone, Copy)]
 struct Live {
     /// The segment its last whole (put) record went to, or an earlier one.
     seg: u64,
-    tube: String,
-    priority: u32,
-    ttr: u32,
-    state: StoredState,
-    body: Bytes,
+    bytes: u64,
 }
 
-impl Live {
-    fn record(&self, id: u64) -> Record<'_> {
-        Record::Put {
-            id,
-            tube: &self.tube,
-            priority: self.priority,
-            ttr: self.ttr,
-            state: self.state,
-            body: &self.body,
-        }
-    }
-    fn framed(&self) -> u64 {
-        8 + (PUT_HEAD + self.tube.len() + self.body.len()) as u64
-    }
+fn put_framed(tube: &str, body: &[u8]) -> u64 {
+    8 + (PUT_HEAD + tube.len().min(usize::from(u8::MAX)) + body.len()) as u64
 }
 
 /// The staging side of the journal, kept under the same lock as the
-/// engine: records staged in the engine's order, each with an lsn, and the
-/// live jobs compaction may have to write again.
+/// engine: records staged in the engine's order, each with an lsn, and
+/// where each live job's last whole record is, so compaction knows which
+/// jobs to write again (their current state comes from the engine).
 #[derive(Debug)]
 pub(crate) struct Journal {
     clock: WallClock,
@@ -436,22 +421,13 @@ impl Journal {
         for (id, job) in &recovered.jobs {
             let live = Live {
                 seg: job.seg,
-                tube: job.tube.clone(),
-                priority: job.priority,
-                ttr: job.ttr,
-                state: job.state,
-                body: job.body.clone(),
+                bytes: put_framed(&job.tube, &job.body),
             };
-            j.live_bytes += live.framed();
+            j.live_bytes += live.bytes;
             j.by_seg.insert((live.seg, *id));
             j.live.insert(*id, live);
         }
         j
-    }
-
-    /// The wall clock delays are stored with.
-    pub(crate) fn clock(&self) -> WallClock {
-        self.clock
     }
 
     /// Stages one change of the engine; returns its lsn.
@@ -466,17 +442,21 @@ impl Journal {
                 body,
             } => {
                 self.next_id = self.next_id.max(id.saturating_add(1));
-                let live = Live {
-                    seg: self.active_seg,
-                    tube,
+                let record = Record::Put {
+                    id,
+                    tube: &tube,
                     priority,
                     ttr,
                     state: self.clock.store(state),
-                    body,
+                    body: &body,
                 };
-                let n = encode(&live.record(id), &mut self.staged);
+                let n = encode(&record, &mut self.staged);
                 self.forget(id);
-                self.live_bytes += live.framed();
+                let live = Live {
+                    seg: self.active_seg,
+                    bytes: n,
+                };
+                self.live_bytes += n;
                 self.by_seg.insert((live.seg, id));
                 self.live.insert(id, live);
                 n
@@ -487,10 +467,6 @@ impl Journal {
                 state,
             } => {
                 let state = self.clock.store(state);
-                if let Some(live) = self.live.get_mut(&id) {
-                    live.priority = priority;
-                    live.state = state;
-                }
                 encode(
                     &Record::State {
                         id,
@@ -513,7 +489,7 @@ impl Journal {
     fn forget(&mut self, id: u64) {
         if let Some(old) = self.live.remove(&id) {
             self.by_seg.remove(&(old.seg, id));
-            self.live_bytes -= old.framed();
+            self.live_bytes -= old.bytes;
         }
     }
 
@@ -550,9 +526,15 @@ impl Journal {
     /// Compaction: when the log holds more than twice what the live jobs
     /// need plus `slack` bytes, stages whole records again (at most
     /// `budget` bytes of them) for the live jobs whose last whole record
-    /// is in the oldest segments, so those segments can go. Returns the
-    /// jobs staged again.
-    pub(crate) fn compact(&mut self, slack: u64, budget: u64) -> usize {
+    /// is in the oldest segments, so those segments can go; `current`
+    /// gives a job as it is now (the engine's view). Returns the jobs
+    /// staged again.
+    pub(crate) fn compact(
+        &mut self,
+        slack: u64,
+        budget: u64,
+        mut current: impl FnMut(u64) -> Option<RestoredJob>,
+    ) -> usize {
         if self.log_bytes <= self.live_bytes.saturating_mul(2).saturating_add(slack) {
             return 0;
         }
@@ -565,11 +547,25 @@ impl Journal {
                 break;
             }
             self.by_seg.remove(&(seg, id));
-            let Some(live) = self.live.get_mut(&id) else {
+            let (Some(live), Some(job)) = (self.live.get_mut(&id), current(id)) else {
+                // Not in the engine (a bug elsewhere): nothing to keep.
+                self.forget(id);
                 continue;
             };
             live.seg = self.active_seg;
-            let n = encode(&live.record(id), &mut self.staged);
+            let n = encode(
+                &Record::Put {
+                    id,
+                    tube: &job.tube,
+                    priority: job.priority,
+                    ttr: job.ttr,
+                    state: self.clock.store(job.state),
+                    body: &job.body,
+                },
+                &mut self.staged,
+            );
+            self.live_bytes = self.live_bytes - live.bytes + n;
+            live.bytes = n;
             self.by_seg.insert((self.active_seg, id));
             self.staged_bytes += n;
             self.staged_lsn += 1;
@@ -580,12 +576,17 @@ impl Journal {
         done
     }
 
+    /// Segments before this one hold no record a restart needs once what
+    /// is staged now is durable.
+    pub(crate) fn keep_from(&self) -> u64 {
+        self.by_seg
+            .first()
+            .map_or(self.active_seg, |&(seg, _)| seg.min(self.active_seg))
+    }
+
     /// Takes what is staged for a commit.
     pub(crate) fn take(&mut self) -> Take {
-        let keep_from = self
-            .by_seg
-            .first()
-            .map_or(self.active_seg, |&(seg, _)| seg.min(self.active_seg));
+        let keep_from = self.keep_from();
         Take {
             batch: std::mem::take(&mut self.staged),
             lsn: self.staged_lsn,
@@ -908,14 +909,32 @@ mod tests {
         // Ten jobs in segment 1; the log moved on to segment 3 and is large.
         j.committed(3, 1 << 20);
         let per = j.live_bytes() / 10;
-        assert_eq!(j.compact(0, per * 3), 3, "bounded by the budget");
+        let now = |id: u64| match put(id, b"x") {
+            Change::Put {
+                id,
+                tube,
+                priority,
+                ttr,
+                state,
+                body,
+            } => Some(RestoredJob {
+                id,
+                tube,
+                priority,
+                ttr,
+                state,
+                body,
+            }),
+            _ => None,
+        };
+        assert_eq!(j.compact(0, per * 3, now), 3, "bounded by the budget");
         assert_eq!(j.take().keep_from, 1, "seven still based in segment 1");
-        assert_eq!(j.compact(0, u64::MAX), 7);
+        assert_eq!(j.compact(0, u64::MAX, now), 7);
         let t = j.take();
         assert_eq!(t.keep_from, 3);
         assert_eq!(t.batch.len(), 7);
         // Small log: nothing to do.
         j.committed(3, 10);
-        assert_eq!(j.compact(0, u64::MAX), 0);
+        assert_eq!(j.compact(0, u64::MAX, now), 0);
     }
 }

@@ -6,6 +6,11 @@ mod error;
 pub mod journal;
 pub mod proto;
 mod queue;
+pub mod server;
+pub mod store;
+
+#[cfg(feature = "tokio")]
+pub mod net;
 
 pub use error::{Error, ProtocolError, QueueError};
 pub use queue::{Job, PutParams, Queue, Stats};
