@@ -305,10 +305,17 @@ impl WallClock {
     /// The wall time of `t`, in milliseconds since the Unix epoch.
     pub fn wall_ms(&self, t: Instant) -> u64 {
         if t >= self.at {
-            let d = t.duration_since(self.at).as_millis().min(u128::from(u64::MAX)) as u64;
+            let d = t
+                .duration_since(self.at)
+                .as_millis()
+                .min(u128::from(u64::MAX)) as u64;
             self.wall_ms.saturating_add(d)
         } else {
-            let d = self.at.duration_since(t).as_millis().min(u128::from(u64::MAX)) as u64;
+            let d = self
+                .at
+                .duration_since(t)
+                .as_millis()
+                .min(u128::from(u64::MAX)) as u64;
             self.wall_ms.saturating_sub(d)
         }
     }

@@ -483,7 +483,6 @@ impl Store {
         }
         let wake: Vec<Waker> = engine
             .take_woken()
-            .into_iter()
             .filter_map(|c| parked.remove(&c))
             .collect();
         if journal.staged_lsn() != before && std::mem::replace(committer_waiting, false) {

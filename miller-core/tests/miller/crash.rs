@@ -61,8 +61,13 @@ fn child() {
 
 fn start(dir: &std::path::Path) -> (Process, u16) {
     let mut cmd = Command::new(std::env::current_exe().expect("this test binary"));
-    cmd.args(["--exact", "miller::crash::child", "--ignored", "--nocapture"])
-        .env(CHILD_ENV, dir);
+    cmd.args([
+        "--exact",
+        "miller::crash::child",
+        "--ignored",
+        "--nocapture",
+    ])
+    .env(CHILD_ENV, dir);
     let process = Process::start("beanstalk", cmd).expect("start the child server");
     let line = process
         .wait_for_line(Stream::Stderr, |l| l.starts_with("beanstalk listening on "))
@@ -128,7 +133,10 @@ fn write(port: u16, cycle: usize, worker: usize, seed: u64, ledger: &Mutex<Ledge
                     batch.push((Some(id), String::new()));
                 } else {
                     seq += 1;
-                    let body = format!("c{cycle}-w{worker}-{seq}-{}", "p".repeat(rng.below(300) as usize));
+                    let body = format!(
+                        "c{cycle}-w{worker}-{seq}-{}",
+                        "p".repeat(rng.below(300) as usize)
+                    );
                     requests.push(Request::Put {
                         priority: rng.below(3) as u32,
                         delay: 0,
@@ -150,10 +158,7 @@ fn write(port: u16, cycle: usize, worker: usize, seed: u64, ledger: &Mutex<Ledge
             let mut l = ledger.lock().unwrap();
             match (delete, reply) {
                 (None, Response::Inserted(id)) => {
-                    assert!(
-                        l.acked.insert(id, body).is_none(),
-                        "id {id} given twice"
-                    );
+                    assert!(l.acked.insert(id, body).is_none(), "id {id} given twice");
                 }
                 (Some(id), Response::Deleted) => {
                     l.deleted.insert(id);
@@ -174,7 +179,11 @@ fn verify(port: u16, ledger: &Ledger) -> (usize, usize) {
         for &id in chunk {
             let reply = c.recv().expect("peek reply");
             if ledger.deleted.contains(&id) {
-                assert_eq!(reply, Response::NotFound, "acknowledged delete of {id} came back");
+                assert_eq!(
+                    reply,
+                    Response::NotFound,
+                    "acknowledged delete of {id} came back"
+                );
                 gone += 1;
             } else if !ledger.delete_sent.contains(&id) {
                 let body = Bytes::from(ledger.acked[&id].clone());

@@ -54,8 +54,14 @@ fn found(id: u64, body: &str) -> Response {
 /// (deleted, the highest id) in tube `t`; commits.
 fn populate(store: &Store) {
     let c = store.connect(Instant::now());
-    assert_eq!(call(store, c, Request::Use("t".into())), Response::Using("t".into()));
-    assert_eq!(call(store, c, Request::Watch("t".into())), Response::Watching(2));
+    assert_eq!(
+        call(store, c, Request::Use("t".into())),
+        Response::Using("t".into())
+    );
+    assert_eq!(
+        call(store, c, Request::Watch("t".into())),
+        Response::Watching(2)
+    );
     for (i, b) in ["a", "b", "c"].iter().enumerate() {
         assert_eq!(call(store, c, put(b, 0)), Response::Inserted(i as u64 + 1));
     }
@@ -146,12 +152,16 @@ fn a_delay_keeps_its_wall_clock_end_across_a_restart() {
     let c = store.connect(t1);
     store.tick(t1 + Duration::from_secs(39));
     assert_eq!(
-        store.handle(c, Request::PeekReady, t1 + Duration::from_secs(39)).0,
+        store
+            .handle(c, Request::PeekReady, t1 + Duration::from_secs(39))
+            .0,
         Handled::Reply(Response::NotFound)
     );
     store.tick(t1 + Duration::from_secs(41));
     assert_eq!(
-        store.handle(c, Request::PeekReady, t1 + Duration::from_secs(41)).0,
+        store
+            .handle(c, Request::PeekReady, t1 + Duration::from_secs(41))
+            .0,
         Handled::Reply(found(1, "late"))
     );
 }
