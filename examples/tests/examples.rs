@@ -7,6 +7,8 @@ use std::time::Duration;
 
 use test_support::{Process, Stream, free_port, wait_for};
 
+#[path = "examples/beanstalk.rs"]
+mod beanstalk;
 #[path = "examples/sink.rs"]
 mod sink;
 

@@ -23,6 +23,15 @@ pub enum Error {
     /// The connection closed before the reply came.
     #[error("connection closed")]
     Closed,
+    /// A whole record of the journal (its CRC matched) does not decode:
+    /// written by something else, or by a bug; never skipped.
+    #[error("journal record at {at}: {reason}")]
+    Record {
+        /// Where it is.
+        at: kids_core::Position,
+        /// What is wrong with it.
+        reason: crate::journal::RecordError,
+    },
 }
 
 /// What is wrong with bytes that claim to be the beanstalk protocol.

@@ -5,8 +5,14 @@
 mod client;
 pub mod engine;
 mod error;
+pub mod journal;
 pub mod proto;
 mod queue;
+pub mod server;
+pub mod store;
+
+#[cfg(feature = "tokio")]
+pub mod net;
 
 #[cfg(feature = "tokio")]
 pub use client::Client;

@@ -2,5 +2,9 @@
 
 mod miller {
     mod client;
+    mod crash;
     mod differential;
+    mod durable;
+    mod greenstalk;
+    pub(crate) mod served;
 }

@@ -41,16 +41,14 @@ impl Beanstalkd {
         let bin = peer("beanstalkd", "beanstalkd")?;
         let port = free_port();
         let mut cmd = Command::new(bin);
-        cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()]).args(args);
+        cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()])
+            .args(args);
         let process = Process::start("beanstalkd", cmd).expect("start beanstalkd");
         wait_for(&format!("beanstalkd on port {port} to accept"), || {
             process.check_running().unwrap_or_else(|e| panic!("{e}"));
             std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
         });
-        Some(Self {
-            port,
-            process,
-        })
+        Some(Self { port, process })
     }
 
     /// The process, to signal or kill it.

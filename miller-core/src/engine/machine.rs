@@ -524,6 +524,12 @@ impl Engine {
         self.changes.drain(..)
     }
 
+    /// Gives no id below `next_id` from now on: at recovery, ids of jobs
+    /// deleted before the restart are never handed out again.
+    pub fn reserve_ids_below(&mut self, next_id: u64) {
+        self.next_id = self.next_id.max(next_id);
+    }
+
     /// Rebuilds a job at recovery: ready, delayed until its time (ready if
     /// that passed) or buried, in its tube (made if need be). Later ids
     /// continue past the largest restored. A job with an id already present

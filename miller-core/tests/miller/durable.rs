@@ -1,0 +1,300 @@
+//! Recovery in process: what a store acknowledged comes back after a
+//! reopen; a torn tail is cut; a flipped byte is reported, never skipped;
+//! compaction keeps the log in proportion to the live jobs.
+
+use std::path::Path;
+use std::time::{Duration, Instant, SystemTime};
+
+use bytes::Bytes;
+use kids_core::{SegmentConfig, SegmentLog};
+use miller_core::Error;
+use miller_core::engine::{ClientId, Engine, EngineConfig, Handled};
+use miller_core::proto::{Request, Response};
+use miller_core::store::{Recovered, Store, StoreConfig};
+use sink_core::FsyncPolicy;
+
+fn open_with(dir: &Path, config: StoreConfig) -> Result<(Store, Recovered), Error> {
+    Store::open(
+        dir,
+        config,
+        Engine::new(EngineConfig::default()),
+        Instant::now(),
+        SystemTime::now(),
+    )
+}
+
+fn open(dir: &Path) -> (Store, Recovered) {
+    open_with(dir, StoreConfig::default()).expect("open")
+}
+
+fn call(store: &Store, client: ClientId, request: Request) -> Response {
+    match store.handle(client, request, Instant::now()).0 {
+        Handled::Reply(r) => r,
+        other => panic!("{other:?}"),
+    }
+}
+
+fn put(body: &str, delay: u32) -> Request {
+    Request::Put {
+        priority: 100,
+        delay,
+        ttr: 60,
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }
+}
+
+fn found(id: u64, body: &str) -> Response {
+    Response::Found {
+        id,
+        body: Bytes::copy_from_slice(body.as_bytes()),
+    }
+}
+
+/// Puts a, b, c (reserved, then buried), d (delayed an hour) and e
+/// (deleted, the highest id) in tube `t`; commits.
+fn populate(store: &Store) {
+    let c = store.connect(Instant::now());
+    assert_eq!(
+        call(store, c, Request::Use("t".into())),
+        Response::Using("t".into())
+    );
+    assert_eq!(
+        call(store, c, Request::Watch("t".into())),
+        Response::Watching(2)
+    );
+    for (i, b) in ["a", "b", "c"].iter().enumerate() {
+        assert_eq!(call(store, c, put(b, 0)), Response::Inserted(i as u64 + 1));
+    }
+    assert_eq!(call(store, c, put("d", 3600)), Response::Inserted(4));
+    assert_eq!(call(store, c, put("e", 0)), Response::Inserted(5));
+    assert_eq!(call(store, c, Request::Delete(2)), Response::Deleted);
+    assert_eq!(call(store, c, Request::Delete(5)), Response::Deleted);
+    assert_eq!(
+        call(store, c, Request::ReserveJob(3)),
+        Response::Reserved {
+            id: 3,
+            body: Bytes::from_static(b"c")
+        }
+    );
+    assert_eq!(
+        call(store, c, Request::Bury { id: 3, priority: 7 }),
+        Response::Buried
+    );
+    // Reserved, never released: ready again after a restart.
+    assert!(matches!(
+        call(store, c, Request::ReserveJob(1)),
+        Response::Reserved { id: 1, .. }
+    ));
+    store.commit(Instant::now()).expect("commit");
+}
+
+fn check_populated(store: &Store) {
+    let c = store.connect(Instant::now());
+    assert_eq!(call(store, c, Request::Peek(1)), found(1, "a"));
+    assert_eq!(call(store, c, Request::Peek(2)), Response::NotFound);
+    assert_eq!(call(store, c, Request::Peek(3)), found(3, "c"));
+    assert_eq!(call(store, c, Request::Peek(4)), found(4, "d"));
+    assert_eq!(call(store, c, Request::Peek(5)), Response::NotFound);
+    call(store, c, Request::Use("t".into()));
+    assert_eq!(call(store, c, Request::PeekReady), found(1, "a"));
+    assert_eq!(call(store, c, Request::PeekBuried), found(3, "c"));
+    assert_eq!(call(store, c, Request::PeekDelayed), found(4, "d"));
+    // Ids of deleted jobs are never given again.
+    assert_eq!(call(store, c, put("f", 0)), Response::Inserted(6));
+}
+
+#[test]
+fn puts_deletes_buries_and_delays_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    populate(&store);
+    drop(store);
+    let (store, recovered) = open(dir.path());
+    assert_eq!(recovered.jobs, 3);
+    check_populated(&store);
+    store.commit(Instant::now()).unwrap();
+    drop(store);
+    // And again: the reopen's own records (a mark, job 6) recover too.
+    let (store, recovered) = open(dir.path());
+    assert_eq!(recovered.jobs, 4);
+    let c = store.connect(Instant::now());
+    assert_eq!(call(&store, c, Request::Peek(6)), found(6, "f"));
+    assert_eq!(call(&store, c, Request::Peek(4)), found(4, "d"));
+}
+
+#[test]
+fn a_delay_keeps_its_wall_clock_end_across_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let t0 = Instant::now();
+    let wall = SystemTime::now();
+    let (store, _) = Store::open(
+        dir.path(),
+        StoreConfig::default(),
+        Engine::new(EngineConfig::default()),
+        t0,
+        wall,
+    )
+    .unwrap();
+    let c = store.connect(t0);
+    store.handle(c, put("late", 100), t0);
+    store.commit(t0).unwrap();
+    drop(store);
+    // Reopened 60 s later by the wall clock: 40 s of the delay are left.
+    let t1 = Instant::now();
+    let (store, _) = Store::open(
+        dir.path(),
+        StoreConfig::default(),
+        Engine::new(EngineConfig::default()),
+        t1,
+        wall + Duration::from_secs(60),
+    )
+    .unwrap();
+    let c = store.connect(t1);
+    store.tick(t1 + Duration::from_secs(39));
+    assert_eq!(
+        store
+            .handle(c, Request::PeekReady, t1 + Duration::from_secs(39))
+            .0,
+        Handled::Reply(Response::NotFound)
+    );
+    store.tick(t1 + Duration::from_secs(41));
+    assert_eq!(
+        store
+            .handle(c, Request::PeekReady, t1 + Duration::from_secs(41))
+            .0,
+        Handled::Reply(found(1, "late"))
+    );
+}
+
+fn segments(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut v: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "seg"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_torn_tail_is_cut_and_everything_before_it_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    populate(&store);
+    drop(store);
+    let last = segments(dir.path()).pop().unwrap();
+    // Half a record: a header announcing 100 bytes, then 10 of them.
+    let mut data = std::fs::read(&last).unwrap();
+    data.extend_from_slice(&100u32.to_le_bytes());
+    data.extend_from_slice(&0u32.to_le_bytes());
+    data.extend_from_slice(&[1u8; 10]);
+    std::fs::write(&last, &data).unwrap();
+    let (store, recovered) = open(dir.path());
+    assert_eq!(recovered.truncated_bytes, 18);
+    check_populated(&store);
+}
+
+#[test]
+fn a_flipped_byte_is_reported_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    populate(&store);
+    drop(store);
+    let first = segments(dir.path()).remove(0);
+    let mut data = std::fs::read(&first).unwrap();
+    // Inside the body of job 1 ("a"), a whole record with others after it.
+    let at = data
+        .windows(1)
+        .rposition(|w| w == b"a")
+        .expect("job 1's body in the first segment");
+    data[at] ^= 0x20;
+    std::fs::write(&first, &data).unwrap();
+    match open_with(dir.path(), StoreConfig::default()) {
+        Err(Error::Log(kids_core::Error::Corrupt { path, offset, .. })) => {
+            assert_eq!(path, first);
+            assert!(offset < at as u64);
+        }
+        other => panic!("expected corruption, got {:?}", other.map(|(_, r)| r)),
+    }
+}
+
+#[test]
+fn a_whole_record_that_does_not_decode_is_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, _) = open(dir.path());
+    populate(&store);
+    drop(store);
+    // A record whose CRC is right but whose tag no journal writes.
+    let config = SegmentConfig::default().max_segment_bytes(u64::MAX);
+    let (mut log, _) = SegmentLog::open(dir.path(), config).unwrap();
+    log.append(&[99, 1, 2, 3]).unwrap();
+    drop(log);
+    match open_with(dir.path(), StoreConfig::default()) {
+        Err(Error::Record { reason, .. }) => {
+            assert_eq!(reason, miller_core::journal::RecordError::UnknownTag(99));
+        }
+        other => panic!("expected a record error, got {:?}", other.map(|(_, r)| r)),
+    }
+}
+
+#[test]
+fn compaction_keeps_the_log_in_proportion_to_live_jobs() {
+    let dir = tempfile::tempdir().unwrap();
+    let seg = 16 << 10;
+    let config = StoreConfig::default()
+        .fsync(FsyncPolicy::Never)
+        .segment_bytes(seg)
+        .compact_budget(4 << 10);
+    let (store, _) = open_with(dir.path(), config.clone()).unwrap();
+    let c = store.connect(Instant::now());
+    let body = "x".repeat(200);
+    // Ten jobs that stay (their segment can go only once they are written
+    // forward), 40 more live at all times, 20,000 put/delete pairs through them.
+    let anchors: Vec<u64> = (0..10)
+        .map(|_| match call(&store, c, put(&body, 0)) {
+            Response::Inserted(id) => id,
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    let mut live = std::collections::VecDeque::new();
+    let mut max_bytes = 0;
+    for i in 0..20_040u64 {
+        match call(&store, c, put(&body, 0)) {
+            Response::Inserted(id) => live.push_back(id),
+            other => panic!("{other:?}"),
+        }
+        if live.len() > 40 {
+            let id = live.pop_front().unwrap();
+            assert_eq!(call(&store, c, Request::Delete(id)), Response::Deleted);
+        }
+        if i % 16 == 0 {
+            store.commit(Instant::now()).unwrap();
+            max_bytes = max_bytes.max(store.log_stats().bytes);
+        }
+    }
+    store.commit(Instant::now()).unwrap();
+    let stats = store.log_stats();
+    assert_eq!(stats.live_jobs, 50);
+    assert!(stats.written > 40_000);
+    // Proportional to the live jobs (about 12 KiB of them): twice that,
+    // plus a segment or so of slack and one of growth, whatever went through.
+    let bound = 2 * stats.live_bytes + 3 * seg;
+    assert!(
+        max_bytes <= bound,
+        "log reached {max_bytes} bytes, over {bound} ({stats:?})"
+    );
+    assert!(stats.rewritten > 0, "{stats:?}");
+    drop(store);
+    let (store, recovered) = open_with(dir.path(), config).unwrap();
+    assert_eq!(recovered.jobs, 50);
+    let c = store.connect(Instant::now());
+    for id in live.into_iter().chain(anchors) {
+        assert_eq!(
+            call(&store, c, Request::Peek(id)),
+            Response::Found {
+                id,
+                body: Bytes::from(body.clone())
+            }
+        );
+    }
+}
