@@ -23,6 +23,16 @@ pub enum Error {
     /// The connection closed before the reply came.
     #[error("connection closed")]
     Closed,
+    /// A job body is not a job envelope, or an envelope cannot be written.
+    #[error(transparent)]
+    Envelope(#[from] crate::dispatch::EnvelopeError),
+    /// An event source (a sink session, a kids subscription) refused or
+    /// answered what it should not.
+    #[error("event source: {0}")]
+    Source(String),
+    /// A configuration file is wrong (the error names file, line and column).
+    #[error(transparent)]
+    Config(#[from] kids_core::ConfigError),
 }
 
 /// What is wrong with bytes that claim to be the beanstalk protocol.

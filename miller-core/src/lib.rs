@@ -1,6 +1,7 @@
 //! miller: events turned into jobs on beanstalk tubes, run by workers.
 #![cfg_attr(docsrs, feature(doc_cfg))]
 
+pub mod dispatch;
 pub mod engine;
 mod error;
 pub mod proto;

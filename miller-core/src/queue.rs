@@ -49,7 +49,10 @@ pub struct Stats(pub Vec<(String, String)>);
 impl Stats {
     /// The value of `key`, if the answer has it.
     pub fn get(&self, key: &str) -> Option<&str> {
-        self.0.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        self.0
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     /// The value of `key` as a number, if the answer has it and it is one.
@@ -74,7 +77,11 @@ pub trait Queue: Send {
     /// # Errors
     /// [`crate::QueueError::Buried`] when the server buried it for lack of
     /// memory, `JOB_TOO_BIG`, `DRAINING`, IO.
-    fn put(&mut self, body: Bytes, params: PutParams) -> impl Future<Output = Result<u64, Error>> + Send;
+    fn put(
+        &mut self,
+        body: Bytes,
+        params: PutParams,
+    ) -> impl Future<Output = Result<u64, Error>> + Send;
 
     /// Several puts in order, pipelined where the queue can (one round
     /// trip for all of them over the network): each put's own result.
@@ -113,7 +120,10 @@ pub trait Queue: Send {
     /// # Errors
     /// [`crate::QueueError::DeadlineSoon`] when a job this client holds is
     /// within a second of its time-to-run.
-    fn reserve(&mut self, timeout: Option<Duration>) -> impl Future<Output = Result<Option<Job>, Error>> + Send;
+    fn reserve(
+        &mut self,
+        timeout: Option<Duration>,
+    ) -> impl Future<Output = Result<Option<Job>, Error>> + Send;
 
     /// `reserve-job id`: reserves that job whatever its state (not reserved).
     fn reserve_job(&mut self, id: u64) -> impl Future<Output = Result<Job, Error>> + Send;
@@ -122,7 +132,12 @@ pub trait Queue: Send {
     fn delete(&mut self, id: u64) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// `release id priority delay`
-    fn release(&mut self, id: u64, priority: u32, delay: Duration) -> impl Future<Output = Result<(), Error>> + Send;
+    fn release(
+        &mut self,
+        id: u64,
+        priority: u32,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 
     /// `bury id priority`
     fn bury(&mut self, id: u64, priority: u32) -> impl Future<Output = Result<(), Error>> + Send;
@@ -167,5 +182,9 @@ pub trait Queue: Send {
     fn list_tubes_watched(&mut self) -> impl Future<Output = Result<Vec<String>, Error>> + Send;
 
     /// `pause-tube tube delay`: no job is reserved from `tube` for `delay`.
-    fn pause_tube(&mut self, tube: &str, delay: Duration) -> impl Future<Output = Result<(), Error>> + Send;
+    fn pause_tube(
+        &mut self,
+        tube: &str,
+        delay: Duration,
+    ) -> impl Future<Output = Result<(), Error>> + Send;
 }
