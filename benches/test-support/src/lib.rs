@@ -6,7 +6,8 @@
 //!
 //! ```text
 //!  free_port() ─▶ port ─┐
-//!  peer("redis-server", "redis-server") ─▶ path │ (None: skipped, one line;
+//!  peer("redis-server", "redis-server") ─▶ path │ (RedisServer, Beanstalkd start
+//!                                               │  the real peers this way) (None: skipped, one line;
 //!                                               │  REQUIRE_PEERS=1: a failure)
 //!                                               ▼
 //!  Process::start(name, Command) ── kills and reaps it when dropped
@@ -46,12 +47,14 @@
 //! assert!(!status.success());
 //! ```
 
+mod beanstalkd;
 mod peer;
 mod port;
 mod process;
 mod redis;
 mod wait;
 
+pub use beanstalkd::Beanstalkd;
 pub use peer::{REQUIRE_PEERS, on_path, peer};
 pub use port::{free_port, free_ports};
 pub use process::{Process, Stream};

@@ -1,0 +1,5 @@
+//! miller-core's integration tests: one binary, one module per area.
+
+mod miller {
+    mod client;
+}
