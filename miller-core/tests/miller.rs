@@ -2,4 +2,5 @@
 
 mod miller {
     mod client;
+    mod dispatch;
 }
