@@ -10,6 +10,9 @@ use test_support::{Process, Stream, free_port, wait_for};
 #[path = "examples/sink.rs"]
 mod sink;
 
+#[path = "examples/miller.rs"]
+mod miller;
+
 /// Starts an example program from `cmd` (its arguments already set), with
 /// its output kept; returns it and the rest of the line where it says it
 /// listens (see [`listening_on`]).

@@ -542,16 +542,30 @@ fn parse_duration(text: &str) -> Option<Duration> {
     Some(Duration::from_millis(n.checked_mul(ms)?))
 }
 
-/// ` (did you mean `x`?)` when a key is close to one of `keys`.
+/// ` (did you mean `x`?)` when a key is within two edits of one of `keys`.
 fn suggest(word: &str, keys: &[&str]) -> String {
     keys.iter()
-        .find(|k| {
-            let (a, b) = (word.as_bytes(), k.as_bytes());
-            a.len().abs_diff(b.len()) <= 1
-                && a.iter().zip(b).filter(|(x, y)| x != y).count() + a.len().abs_diff(b.len()) <= 2
-        })
-        .map(|k| format!(" (did you mean `{k}`?)"))
+        .map(|k| (distance(word, k), k))
+        .filter(|(d, k)| *d <= 2 && *d < k.len())
+        .min()
+        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
         .unwrap_or_default()
+}
+
+/// Levenshtein distance.
+fn distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut prev = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let cur = row[j + 1];
+            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
+            prev = cur;
+        }
+    }
+    row[b.len()]
 }
 
 #[cfg(test)]
