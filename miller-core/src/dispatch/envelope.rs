@@ -1,35 +1,4 @@
 //! The job body: a JSON envelope any worker, in any language, can read.
-//!
-//! # Schema (version 1)
-//!
-//! One JSON object, UTF-8, no byte-order mark. The master writes the keys in
-//! this order, with no whitespace; readers must accept any order and must
-//! ignore keys they do not know (later versions may add some).
-//!
-//! | key | type | meaning |
-//! |---|---|---|
-//! | `v` | integer | schema version, `1` |
-//! | `event` | string | the event name (the topic it was published on, e.g. `activity.INVITE`) |
-//! | `app` | string | the application (`zhihu`); the tube is the app's |
-//! | `handler` | string | the stable name of the handler that runs it |
-//! | `data` | string | the event's data as published, when those bytes are valid UTF-8 |
-//! | `data_b64` | string | the event's data as published, standard base64 with padding (RFC 4648 §4), when they are not valid UTF-8 |
-//! | `attempt` | integer | tries made *before* this body was put: `0` from the master; in a buried envelope, the number of tries made in all |
-//! | `first_seen` | integer | when the master first saw the event, unix milliseconds |
-//! | `ttr` | integer | optional: the time-to-run, seconds, the job was put with (workers touch before it ends) |
-//! | `last_error` | string | optional: why the last try failed (present in buried envelopes) |
-//!
-//! Exactly one of `data` and `data_b64` is present. The try a worker is
-//! running is `attempt + reserves` (`reserves` from `stats-job`): beanstalk
-//! cannot change a body, so retries are counted by the server.
-//!
-//! ```text
-//! {"v":1,"event":"activity.INVITE","app":"zhihu","handler":"send_invitation_mail","data":"{\"MemberId\":7}","attempt":0,"first_seen":1700000000000,"ttr":60}
-//! ```
-//!
-//! Encoding and decoding are bounded: a body over the bound (beanstalkd's
-//! default `max-job-size`, 65,535 bytes, unless told otherwise) is an
-//! [`EnvelopeError::TooLarge`], never a job beanstalk would refuse later.
 
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
@@ -39,7 +8,38 @@ use crate::proto::DEFAULT_MAX_JOB_SIZE;
 /// The schema version this crate writes.
 pub const ENVELOPE_VERSION: u32 = 1;
 
-/// A job's body, decoded.
+/// A job's body, decoded: the JSON envelope any worker, in any language, can read.
+///
+/// # Schema (version 1)
+///
+/// One JSON object, UTF-8, no byte-order mark. The master writes the keys in
+/// this order, with no whitespace; readers must accept any order and must
+/// ignore keys they do not know (later versions may add some).
+///
+/// | key | type | meaning |
+/// |---|---|---|
+/// | `v` | integer | schema version, `1` |
+/// | `event` | string | the event name (the topic it was published on, e.g. `activity.INVITE`) |
+/// | `app` | string | the application (`zhihu`); the tube is the app's |
+/// | `handler` | string | the stable name of the handler that runs it |
+/// | `data` | string | the event's data as published, when those bytes are valid UTF-8 |
+/// | `data_b64` | string | the event's data as published, standard base64 with padding (RFC 4648 §4), when they are not valid UTF-8 |
+/// | `attempt` | integer | tries made *before* this body was put: `0` from the master; in a buried envelope, the number of tries made in all |
+/// | `first_seen` | integer | when the master first saw the event, unix milliseconds |
+/// | `ttr` | integer | optional: the time-to-run, seconds, the job was put with (workers touch before it ends) |
+/// | `last_error` | string | optional: why the last try failed (present in buried envelopes) |
+///
+/// Exactly one of `data` and `data_b64` is present. The try a worker is
+/// running is `attempt + reserves` (`reserves` from `stats-job`): beanstalk
+/// cannot change a body, so retries are counted by the server.
+///
+/// ```text
+/// {"v":1,"event":"activity.INVITE","app":"zhihu","handler":"send_invitation_mail","data":"{\"MemberId\":7}","attempt":0,"first_seen":1700000000000,"ttr":60}
+/// ```
+///
+/// Encoding and decoding are bounded: a body over the bound (beanstalkd's
+/// default `max-job-size`, 65,535 bytes, unless told otherwise) is an
+/// [`EnvelopeError::TooLarge`], never a job beanstalk would refuse later.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Envelope {
     /// The event name (a topic).
@@ -214,7 +214,7 @@ fn base64_encode(data: &[u8]) -> String {
 
 fn base64_decode(text: &str) -> Option<Vec<u8>> {
     let s = text.as_bytes();
-    if s.len() % 4 != 0 {
+    if !s.len().is_multiple_of(4) {
         return None;
     }
     let mut out = Vec::with_capacity(s.len() / 4 * 3);
@@ -323,7 +323,7 @@ mod tests {
         ));
         assert!(e.encode(len).is_ok());
         assert!(matches!(
-            Envelope::decode(&vec![b' '; 11], 10),
+            Envelope::decode(&[b' '; 11], 10),
             Err(EnvelopeError::TooLarge { len: 11, max: 10 })
         ));
         let big = Envelope {

@@ -132,19 +132,19 @@ impl Master {
                 }
                 matched = true;
                 let mut dedupe = None;
-                if let Some(rule) = &reg.dedupe {
-                    if let Some(key) = rule.key.of(&ev.name, &ev.data) {
-                        let window = self.windows.entry(ri).or_insert_with(|| {
-                            DedupeWindow::new(rule.window, self.config.dedupe_max_keys)
-                        });
-                        let dup_batch = in_batch.iter().any(|(r, k)| *r == ri && *k == key);
-                        if dup_batch || window.is_duplicate(&key, now) {
-                            self.stats.deduped += 1;
-                            continue;
-                        }
-                        in_batch.push((ri, key.clone()));
-                        dedupe = Some((ri, key));
+                if let Some(rule) = &reg.dedupe
+                    && let Some(key) = rule.key.of(&ev.name, &ev.data)
+                {
+                    let window = self.windows.entry(ri).or_insert_with(|| {
+                        DedupeWindow::new(rule.window, self.config.dedupe_max_keys)
+                    });
+                    let dup_batch = in_batch.iter().any(|(r, k)| *r == ri && *k == key);
+                    if dup_batch || window.is_duplicate(&key, now) {
+                        self.stats.deduped += 1;
+                        continue;
                     }
+                    in_batch.push((ri, key.clone()));
+                    dedupe = Some((ri, key));
                 }
                 let envelope = Envelope {
                     event: ev.name.clone(),
@@ -181,10 +181,10 @@ impl Master {
     /// key starts its window).
     pub fn confirm(&mut self, job: &PlannedJob, now: Instant) {
         self.stats.jobs += 1;
-        if let Some((ri, key)) = &job.dedupe {
-            if let Some(w) = self.windows.get_mut(ri) {
-                w.record(key.clone(), now);
-            }
+        if let Some((ri, key)) = &job.dedupe
+            && let Some(w) = self.windows.get_mut(ri)
+        {
+            w.record(key.clone(), now);
         }
     }
 

@@ -23,7 +23,7 @@
 //! ```
 //!
 //! The job body is the [`Envelope`], whose JSON schema is documented in
-//! [`envelope`](self::Envelope) for workers in other languages. The
+//! [`Envelope`] for workers in other languages. The
 //! sans-IO parts ([`Registry`], [`Envelope`], [`RetryPolicy`],
 //! [`DedupeWindow`], [`Master::plan`]) take time as an argument; the loops
 //! (`Master::run`, `Worker`, the network sources) need the `tokio` feature.
@@ -46,7 +46,7 @@ pub use config::{KidsSourceConfig, MillerConfig, SinkSourceConfig, SourceConfig,
 pub use envelope::{DEFAULT_MAX_ENVELOPE, ENVELOPE_VERSION, Envelope, EnvelopeError};
 pub use master::{Master, MasterConfig, MasterStats, PlannedJob};
 pub use registry::{
-    Dedupe, DedupeKey, Handler, HandlerError, HandlerFuture, Registration, Registry,
+    Dedupe, DedupeKey, Handler, HandlerError, HandlerFuture, KeyFn, Registration, Registry,
 };
 pub use retry::{DEFAULT_DEDUPE_KEYS, DedupeWindow, Retry, RetryPolicy, Rng};
 pub use source::{Event, EventSource, VecSource};

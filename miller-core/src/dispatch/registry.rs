@@ -51,6 +51,9 @@ pub type HandlerFuture = Pin<Box<dyn Future<Output = Result<(), HandlerError>> +
 /// A registered handler, callable with (event name, data).
 pub type Handler = Arc<dyn Fn(String, Bytes) -> HandlerFuture + Send + Sync>;
 
+/// A dedupe key function: (event name, data) to a key, `None` for none.
+pub type KeyFn = Arc<dyn Fn(&str, &[u8]) -> Option<Vec<u8>> + Send + Sync>;
+
 /// How the master tells two events apart for a handler's dedupe window.
 #[derive(Clone)]
 #[non_exhaustive]
@@ -61,7 +64,7 @@ pub enum DedupeKey {
     /// whose data is not JSON or lacks the field is never collapsed.
     Field(String),
     /// A function of (event name, data); `None` never collapses.
-    Fn(Arc<dyn Fn(&str, &[u8]) -> Option<Vec<u8>> + Send + Sync>),
+    Fn(KeyFn),
 }
 
 impl fmt::Debug for DedupeKey {

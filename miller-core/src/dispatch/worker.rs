@@ -49,7 +49,7 @@ enum Stop {
 /// - success: `delete`;
 /// - failure (an `Err`, a panic, over the run limit): the try number is
 ///   the envelope's `attempt` plus `stats-job`'s `reserves`; the
-///   [`RetryPolicy`] releases it with a delay, or, at the last try, buries
+///   [`RetryPolicy`](super::RetryPolicy) releases it with a delay, or, at the last try, buries
 ///   it with the error recorded. Beanstalk cannot change a body, so the
 ///   worker puts a copy of the envelope with `attempt` (tries made) and
 ///   `last_error` into the job's tube, delayed far, reserves that copy with
