@@ -1,6 +1,9 @@
 //! Helpers shared by the peer comparisons in `src/bin/` (`vs-redis`, `vs-redis-streams`, `vs-tonic`, `vs-etsy-statsd`): errors with context, knobs from the environment, medians and ratios, a process's CPU time. Free ports, peer processes and polling come from `test-support`.
 
 use std::fmt::Display;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
 
 /// A comparison's result: its errors are messages for the person running it.
 pub type Res<T> = Result<T, String>;
@@ -89,6 +92,46 @@ pub fn cpu_ticks(pid: u32) -> Res<u64> {
             .ok_or_else(|| format!("{path}: field {i} missing"))
     };
     Ok(field(14)? + field(15)?)
+}
+
+/// `min-max` of rates.
+pub fn range(rates: &[f64]) -> String {
+    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = rates.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    format!("{min:.0}-{max:.0}")
+}
+
+/// Appends timed by [`fsync_latency`].
+pub const FSYNC_SAMPLES: usize = 50;
+
+/// The median time, in microseconds, of appending 4 KiB to a file in `dir`
+/// and `fdatasync`ing it: the disk's price of one durable write, which
+/// bounds both servers (it varies with what else writes to the disk).
+pub fn fsync_latency(dir: &Path) -> Res<f64> {
+    let path = dir.join("fsync-probe");
+    let _cleanup = RemoveOnDrop(path.clone());
+    let mut f = std::fs::File::create(&path).ctx(|| format!("creating {}", path.display()))?;
+    let block = [b'x'; 4096];
+    let mut samples = Vec::with_capacity(FSYNC_SAMPLES);
+    for _ in 0..FSYNC_SAMPLES {
+        let t = Instant::now();
+        f.write_all(&block)
+            .and_then(|()| f.sync_data())
+            .ctx(|| format!("writing and syncing {}", path.display()))?;
+        samples.push(t.elapsed().as_secs_f64() * 1e6);
+    }
+    Ok(median(samples))
+}
+
+/// A directory (or file) removed when dropped.
+pub struct RemoveOnDrop(pub PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        if std::fs::remove_dir_all(&self.0).is_err() {
+            let _ = std::fs::remove_file(&self.0);
+        }
+    }
 }
 
 #[cfg(test)]

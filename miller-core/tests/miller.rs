@@ -2,5 +2,6 @@
 
 mod miller {
     mod client;
+    mod differential;
     mod dispatch;
 }

@@ -73,7 +73,10 @@ use std::sync::{Arc, Barrier};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use benches::{Context, Res, clock_ticks, cpu_ticks, env_or, median, ratio};
+use benches::{
+    Context, FSYNC_SAMPLES, RemoveOnDrop, Res, clock_ticks, cpu_ticks, env_or, fsync_latency,
+    median, range, ratio,
+};
 use kids_core::{Frame, Proto};
 use sink_core::{Broker, BrokerConfig, FsyncPolicy};
 use test_support::{Poll, Process, Stream, free_port, on_path};
@@ -270,35 +273,6 @@ fn run() -> Res<()> {
         r.print();
     }
     Ok(())
-}
-
-/// `min-max` of rates.
-fn range(rates: &[f64]) -> String {
-    let min = rates.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = rates.iter().copied().fold(f64::NEG_INFINITY, f64::max);
-    format!("{min:.0}-{max:.0}")
-}
-
-/// Appends timed by [`fsync_latency`].
-const FSYNC_SAMPLES: usize = 50;
-
-/// The median time, in microseconds, of appending 4 KiB to a file in `dir`
-/// and `fdatasync`ing it: the disk's price of one durable write, which
-/// bounds both servers (it varies with what else writes to the disk).
-fn fsync_latency(dir: &Path) -> Res<f64> {
-    let path = dir.join("fsync-probe");
-    let _cleanup = RemoveOnDrop(path.clone());
-    let mut f = std::fs::File::create(&path).ctx(|| format!("creating {}", path.display()))?;
-    let block = [b'x'; 4096];
-    let mut samples = Vec::with_capacity(FSYNC_SAMPLES);
-    for _ in 0..FSYNC_SAMPLES {
-        let t = Instant::now();
-        f.write_all(&block)
-            .and_then(|()| f.sync_data())
-            .ctx(|| format!("writing and syncing {}", path.display()))?;
-        samples.push(t.elapsed().as_secs_f64() * 1e6);
-    }
-    Ok(median(samples))
 }
 
 // ---------------------------------------------------------------------------
@@ -1028,17 +1002,6 @@ fn dir_bytes(dir: &Path) -> u64 {
             Err(_) => 0,
         })
         .sum()
-}
-
-/// A directory (or file) removed when dropped.
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        if std::fs::remove_dir_all(&self.0).is_err() {
-            let _ = std::fs::remove_file(&self.0);
-        }
-    }
 }
 
 // ---------------------------------------------------------------------------

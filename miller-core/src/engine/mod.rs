@@ -9,10 +9,36 @@
 //!   [`Change`], drained by the durable layer with `Engine::take_changes`
 //!   after each request or tick, before the reply is released;
 //! - `Engine::restore(RestoredJob)` rebuilds a job at recovery.
+//!
+//! ```text
+//!   requests ──► Engine::handle(client, Request, now) ──► Handled::Reply / Close
+//!                        │                         └────► Handled::Wait (reserve parked)
+//!   timers ───► Engine::tick(now)  (due at Engine::next_deadline())
+//!                        │
+//!                        ├──► Engine::take_woken() ──► Engine::poll_reply(client)
+//!                        │      (RESERVED / TIMED_OUT / DEADLINE_SOON of parked reserves)
+//!                        └──► Engine::take_changes() ──► durable layer (Put / State / Delete)
+//! ```
+//!
+//! The engine answers exactly as beanstalkd 1.12 does, down to the order in
+//! which waiting clients are served and the bytes of `stats`; the known
+//! differences are listed on [`Engine`]. [`LocalQueue`] is the [`Queue`]
+//! of an engine shared in process.
+//!
+//! [`Queue`]: crate::Queue
 
 use std::time::Instant;
 
 use bytes::Bytes;
+
+mod config;
+mod local;
+mod machine;
+mod yaml;
+
+pub use config::{EngineConfig, HostInfo, JOB_OVERHEAD, ProcessStats};
+pub use local::{Clock, LocalEngine, LocalQueue, ManualClock};
+pub use machine::{Engine, PutRefused, SAFETY_MARGIN, URGENT_THRESHOLD};
 
 /// A client of the engine (one connection, or one in-process queue handle).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
