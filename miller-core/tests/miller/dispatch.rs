@@ -462,3 +462,106 @@ fn dedupe_collapses_duplicates_of_one_handler_within_its_window() {
         );
     });
 }
+
+/// On a simulated clock (the embedded engine's `LocalQueue` with a
+/// `ManualClock`): a failing job is released after 10 s, then 20 s
+/// (exponential backoff, no jitter), and buried at the third try with its
+/// attempt count and last error; nothing happens before each delay ends.
+#[test]
+fn backoff_delays_on_a_simulated_clock_then_bury() {
+    use miller_core::engine::{EngineConfig, LocalEngine, ManualClock};
+
+    let clock = ManualClock::new();
+    let engine = LocalEngine::with_clock(EngineConfig::default(), clock.clock());
+    let mut registry = Registry::new();
+    registry.on("e", "app", "fails", |_, _| async {
+        Err(HandlerError::new("down"))
+    });
+    let registry = Arc::new(registry);
+    rt().block_on(async {
+        let mut source = VecSource::new([Event::new("e", "app", "x")]);
+        let mut master = Master::new(registry.clone(), MasterConfig::default());
+        let e = engine.clone();
+        master
+            .run(
+                &mut source,
+                move || std::future::ready(Ok(e.queue())),
+                std::future::pending(),
+            )
+            .await
+            .unwrap();
+        let mut config = worker_config("app");
+        config.concurrency = 1;
+        config.reserve_timeout = Duration::from_secs(1);
+        config.retry = RetryPolicy {
+            base: Duration::from_secs(10),
+            factor: 2.0,
+            max_delay: Duration::from_secs(3600),
+            max_attempts: 3,
+            jitter: 0.0,
+        };
+        let worker = Worker::new(registry, config);
+        let stats = worker.stats();
+        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+        let e = engine.clone();
+        let run = tokio::spawn(async move {
+            worker
+                .run(move || std::future::ready(Ok(e.queue())), async {
+                    let _ = rx.await;
+                })
+                .await
+        });
+        let mut q = engine.queue();
+        let id = 1;
+        until("the first try failed", || {
+            stats.retried.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        let s = q.stats_job(id).await.unwrap();
+        assert_eq!(
+            (s.get("state"), s.number("delay")),
+            (Some("delayed"), Some(10))
+        );
+        clock.advance(Duration::from_secs(9));
+        engine.tick();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert_eq!(
+            stats.reserved.load(Ordering::Relaxed),
+            1,
+            "not before its delay"
+        );
+        clock.advance(Duration::from_secs(1));
+        engine.tick();
+        until("the second try failed", || {
+            stats.retried.load(Ordering::Relaxed) == 2
+        })
+        .await;
+        let s = q.stats_job(id).await.unwrap();
+        assert_eq!(
+            (s.get("state"), s.number("delay"), s.number("reserves")),
+            (Some("delayed"), Some(20), Some(2))
+        );
+        clock.advance(Duration::from_secs(20));
+        engine.tick();
+        until("buried", || stats.buried.load(Ordering::Relaxed) == 1).await;
+        tx.send(()).unwrap();
+        // The parked reserves end at the next tick.
+        while !run.is_finished() {
+            clock.advance(Duration::from_secs(1));
+            engine.tick();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        run.await.unwrap().unwrap();
+        q.use_tube("app").await.unwrap();
+        let job = q.peek_buried().await.unwrap().expect("buried");
+        let env = Envelope::decode(&job.body, 1 << 16).unwrap();
+        assert_eq!((env.attempt, env.last_error.as_deref()), (3, Some("down")));
+        assert!(
+            matches!(
+                q.stats_job(id).await,
+                Err(Error::Queue(miller_core::QueueError::NotFound))
+            ),
+            "the original is gone"
+        );
+    });
+}
