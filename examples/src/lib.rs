@@ -55,3 +55,5 @@ pub mod calc {
             .with_service(AdvancedServer::new(Calc))
     }
 }
+
+pub mod miller;

@@ -12,6 +12,9 @@ mod beanstalk;
 #[path = "examples/sink.rs"]
 mod sink;
 
+#[path = "examples/miller.rs"]
+mod miller;
+
 /// Starts an example program from `cmd` (its arguments already set), with
 /// its output kept; returns it and the rest of the line where it says it
 /// listens (see [`listening_on`]).

@@ -391,7 +391,7 @@ pub struct ConfigError {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Tok {
+pub(crate) enum Tok {
     Word(String),
     Quoted(String),
     Open,
@@ -414,9 +414,9 @@ impl fmt::Display for Tok {
 }
 
 #[derive(Debug, Clone, Copy)]
-struct Pos {
-    line: usize,
-    col: usize,
+pub(crate) struct Pos {
+    pub(crate) line: usize,
+    pub(crate) col: usize,
 }
 
 struct Parser<'a> {
@@ -458,7 +458,7 @@ const STORE_KEYS: &[&str] = &[
     "success",
 ];
 
-fn tokenize(file: &str, src: &str) -> Result<Vec<(Tok, Pos)>, ConfigError> {
+pub(crate) fn tokenize(file: &str, src: &str) -> Result<Vec<(Tok, Pos)>, ConfigError> {
     let mut out = Vec::new();
     let chars: Vec<char> = src.chars().collect();
     let (mut i, mut line, mut col) = (0usize, 1usize, 1usize);

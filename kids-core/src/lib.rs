@@ -56,6 +56,7 @@
 //! ```
 
 mod config;
+mod directives;
 mod error;
 mod pubsub;
 pub mod resp;
@@ -75,6 +76,7 @@ pub use config::{
     Config, ConfigError, ListenConfig, LogConfig, LogLevel, NLimitLine, QueueConfig, QueueFull,
     StoreConfig, StoreKind, StoreProblem, StoreRole, Success,
 };
+pub use directives::{Directive, MAX_DEPTH as MAX_DIRECTIVE_DEPTH, Value, parse_directives};
 pub use error::{Corruption, Error, ProtocolError};
 pub use pubsub::commands::{KIDS_COMMANDS, KidsCommand};
 pub use pubsub::glob::Glob;

@@ -32,6 +32,16 @@ pub enum Error {
         /// What is wrong with it.
         reason: crate::journal::RecordError,
     },
+    /// A job body is not a job envelope, or an envelope cannot be written.
+    #[error(transparent)]
+    Envelope(#[from] crate::dispatch::EnvelopeError),
+    /// An event source (a sink session, a kids subscription) refused or
+    /// answered what it should not.
+    #[error("event source: {0}")]
+    Source(String),
+    /// A configuration file is wrong (the error names file, line and column).
+    #[error(transparent)]
+    Config(#[from] kids_core::ConfigError),
 }
 
 /// What is wrong with bytes that claim to be the beanstalk protocol.

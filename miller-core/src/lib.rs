@@ -3,6 +3,7 @@
 
 #[cfg(feature = "tokio")]
 mod client;
+pub mod dispatch;
 pub mod engine;
 mod error;
 pub mod journal;

@@ -4,6 +4,7 @@ mod miller {
     mod client;
     mod crash;
     mod differential;
+    mod dispatch;
     mod durable;
     mod greenstalk;
     pub(crate) mod served;

@@ -15,7 +15,7 @@ use tokio_util::codec::Decoder;
 use super::{sigterm_and_wait, start_kids};
 
 /// Starts the sink example on a free port with its log in `data`.
-fn start_sink(data: &Path) -> (Process, u16) {
+pub(crate) fn start_sink(data: &Path) -> (Process, u16) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_sink"));
     cmd.args(["--host", "127.0.0.1", "--port", "0", "--fsync", "always"])
         .arg("--data-dir")
@@ -34,14 +34,14 @@ fn start_sink(data: &Path) -> (Process, u16) {
 }
 
 /// A blocking RESP2 connection: commands out, frames in.
-struct Conn {
+pub(crate) struct Conn {
     stream: TcpStream,
     codec: FrameCodec,
     buf: BytesMut,
 }
 
 impl Conn {
-    fn connect(port: u16) -> Conn {
+    pub(crate) fn connect(port: u16) -> Conn {
         let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect");
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
@@ -75,7 +75,7 @@ impl Conn {
         }
     }
 
-    fn call(&mut self, args: &[&str]) -> Frame {
+    pub(crate) fn call(&mut self, args: &[&str]) -> Frame {
         self.send(&[args.to_vec()]);
         self.next()
     }

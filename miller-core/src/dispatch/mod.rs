@@ -1,0 +1,59 @@
+//! Dispatch: events become jobs on the application's tube; workers run the handler each job names.
+//!
+//! ```text
+//!  EventSource (sink session, kids subscription, VecSource…)
+//!     │ next_batch: [(Event{name, app, data}, token)…]
+//!     ▼
+//!  Master::plan ── Registry::matching(event, app) ── dedupe window per handler (now passed in)
+//!     │ one Envelope (JSON) per matching handler
+//!     ▼
+//!  Master::dispatch ── use <tube = app> + put_batch (pipelined) ──▶ Queue (beanstalkd, embedded engine)
+//!     │ every put of an event confirmed
+//!     ▼
+//!  EventSource::ack(token)                              at least once
+//!
+//!  Worker: N slots, one Queue connection each
+//!     watch tubes ─ reserve ─ Envelope::decode ─ Registry::handler(app, name)
+//!        ├ Ok          ─▶ delete
+//!        ├ Err / panic ─▶ stats-job: try = attempt + reserves ─ RetryPolicy
+//!        │                  ├ release(delay: backoff with jitter)
+//!        │                  └ bury: new envelope with last_error, put far-delayed,
+//!        │                          reserve-job + bury it, delete the original
+//!        └ unknown app/handler ─▶ bury with the reason
+//! ```
+//!
+//! The job body is the [`Envelope`], whose JSON schema is documented in
+//! [`Envelope`] for workers in other languages. The
+//! sans-IO parts ([`Registry`], [`Envelope`], [`RetryPolicy`],
+//! [`DedupeWindow`], [`Master::plan`]) take time as an argument; the loops
+//! (`Master::run`, `Worker`, the network sources) need the `tokio` feature.
+
+mod config;
+mod envelope;
+mod master;
+mod registry;
+mod retry;
+mod source;
+
+#[cfg(feature = "tokio")]
+mod run;
+#[cfg(feature = "tokio")]
+mod sources;
+#[cfg(feature = "tokio")]
+mod worker;
+
+pub use config::{KidsSourceConfig, MillerConfig, SinkSourceConfig, SourceConfig, WorkerConfig};
+pub use envelope::{DEFAULT_MAX_ENVELOPE, ENVELOPE_VERSION, Envelope, EnvelopeError};
+pub use master::{Master, MasterConfig, MasterStats, PlannedJob};
+pub use registry::{
+    Dedupe, DedupeKey, Handler, HandlerError, HandlerFuture, KeyFn, Registration, Registry,
+};
+pub use retry::{DEFAULT_DEDUPE_KEYS, DedupeWindow, Retry, RetryPolicy, Rng};
+pub use source::{Event, EventSource, VecSource};
+
+#[cfg(feature = "tokio")]
+pub use run::ChannelSource;
+#[cfg(feature = "tokio")]
+pub use sources::{KidsSource, SinkSource};
+#[cfg(feature = "tokio")]
+pub use worker::{Worker, WorkerStats};
