@@ -24,9 +24,19 @@
 //! ratio ours/beanstalkd, cells where ours loses first. The bars (from the
 //! issue): at least 10x with fsync, at least 1.5x without.
 //!
+//! Then the pipeline, on a real beanstalkd in memory (no binlog): miller's
+//! master (an in-process event source, batches put pipelined on one
+//! connection) and worker (`VS_WORKERS` slots, each reserving, running a
+//! handler that does nothing, deleting), in one process, against the same
+//! queue traffic without miller (one connection putting the same envelope
+//! bodies in batches of the master's size, `VS_WORKERS` connections each
+//! reserving and deleting): jobs deleted per second, after a warm-up of a
+//! quarter of `VS_SECS`. The bar: the pipeline at least 80% of raw.
+//!
 //! Environment: `VS_SECS` (default 3), `VS_ROUNDS` (default 3), `VS_CONNS`
 //! (default `1,8`), `VS_DEPTHS` (default `1,16`), `VS_MODES` (default
-//! `fsync,nofsync`), `VS_BODY` (body bytes, default 100), `VS_DIR` (data
+//! `fsync,nofsync`), `VS_BODY` (body bytes, default 100), `VS_WORKERS` (default 8; 0 skips
+//! the pipeline), `VS_DIR` (data
 //! directories; a real disk, not tmpfs), `BEANSTALK_BIN` (default:
 //! `beanstalk` next to this program), `BEANSTALKD_BIN` (default:
 //! `beanstalkd` on `PATH`, Debian package `beanstalkd`).
@@ -65,6 +75,7 @@ struct Settings {
     depths: Vec<usize>,
     modes: Vec<Mode>,
     body: usize,
+    workers: usize,
     dir: PathBuf,
     ours: PathBuf,
     theirs: PathBuf,
@@ -124,6 +135,7 @@ fn settings() -> Res<Settings> {
         depths: list("VS_DEPTHS", "1,16")?,
         modes,
         body: env_or("VS_BODY", 100)?,
+        workers: env_or("VS_WORKERS", 8)?,
         dir: dir.join(format!("vs-beanstalkd-{}", std::process::id())),
         ours: find_ours()?,
         theirs: find_beanstalkd()?,
@@ -191,6 +203,37 @@ fn run() -> Res<()> {
         }
     }
     let fsync_after = fsync_latency(&s.dir)?;
+    let pipeline = if s.workers > 0 {
+        let (mut piped, mut raw) = (Vec::new(), Vec::new());
+        for round in 1..=s.rounds {
+            let order = if round % 2 == 1 {
+                [true, false]
+            } else {
+                [false, true]
+            };
+            for is_pipeline in order {
+                let rate = pipeline_round(&rt, &s, is_pipeline)?;
+                let name = if is_pipeline { "master+worker" } else { "raw" };
+                println!(
+                    "round {round}/{} pipeline on beanstalkd, {} workers: {name:<13} {rate:>8.0} jobs/s",
+                    s.rounds, s.workers
+                );
+                if is_pipeline { &mut piped } else { &mut raw }.push(rate);
+            }
+        }
+        let (a, b) = (median(piped.iter().copied()), median(raw.iter().copied()));
+        let r = ratio(a, b);
+        Some(format!(
+            "pipeline on beanstalkd, {} workers: master+worker {a:.0} jobs/s raw {b:.0} jobs/s = {:.0}% (bar 80%: {}) [rounds: master+worker {}, raw {}]",
+            s.workers,
+            r * 100.0,
+            if r >= 0.8 { "met" } else { "missed" },
+            range(&piped),
+            range(&raw)
+        ))
+    } else {
+        None
+    };
     println!();
     println!(
         "summary: median of {} round(s) of {:?}; a job = put + reserve + delete; ratio = ours/beanstalkd; cells where ours loses first",
@@ -204,7 +247,127 @@ fn run() -> Res<()> {
     for (_, line) in lines {
         println!("{line}");
     }
+    if let Some(line) = pipeline {
+        println!("{line}");
+    }
     Ok(())
+}
+
+/// The app, event and handler of the pipeline's jobs.
+const APP: &str = "bench";
+const EVENT: &str = "bench.EVENT";
+
+/// One round of the pipeline comparison on a fresh in-memory beanstalkd:
+/// jobs deleted per second, by miller's master and worker or by the raw
+/// traffic they make.
+fn pipeline_round(rt: &tokio::runtime::Runtime, s: &Settings, miller: bool) -> Res<f64> {
+    use miller_core::dispatch::{
+        ChannelSource, Event, Master, MasterConfig, Registry, Worker, WorkerConfig,
+    };
+    let port = free_port();
+    let mut cmd = Command::new(&s.theirs);
+    cmd.args(["-l", "127.0.0.1", "-p", &port.to_string()]);
+    let server = Server::started(
+        port,
+        Process::start("beanstalkd", cmd).map_err(|e| e.to_string())?,
+    )?;
+    let data = Bytes::from(vec![b'x'; s.body]);
+    let batch = MasterConfig::default().batch;
+    let warm = s.dur / 4;
+    let rate = rt.block_on(async {
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let stopped = move || {
+            let mut rx = stop_rx.clone();
+            async move {
+                let _ = rx.wait_for(|s| *s).await;
+            }
+        };
+        let connect = move || Client::connect(("127.0.0.1", port));
+        let deleted: Box<dyn Fn() -> u64> = if miller {
+            let mut registry = Registry::new();
+            registry.on(EVENT, APP, "noop", |_, _| async { Ok(()) });
+            let registry = std::sync::Arc::new(registry);
+            let worker = Worker::new(
+                registry.clone(),
+                WorkerConfig {
+                    tubes: vec![APP.into()],
+                    concurrency: s.workers,
+                    ..WorkerConfig::default()
+                },
+            );
+            let stats = worker.stats();
+            let shutdown = stopped();
+            tokio::spawn(async move { worker.run(connect, shutdown).await });
+            let (tx, mut source) = ChannelSource::new(4 * batch);
+            let shutdown = stopped();
+            tokio::spawn(async move {
+                let mut master = Master::new(registry, MasterConfig::default());
+                master.run(&mut source, connect, shutdown).await
+            });
+            let data = data.clone();
+            tokio::spawn(async move {
+                while tx.send(Event::new(EVENT, APP, data.clone())).await.is_ok() {}
+            });
+            Box::new(move || stats.succeeded.load(Ordering::Relaxed))
+        } else {
+            // The same bodies the master puts: an envelope of the event.
+            let body = miller_core::dispatch::Envelope {
+                event: EVENT.into(),
+                app: APP.into(),
+                handler: "noop".into(),
+                data: data.clone(),
+                attempt: 0,
+                first_seen: 0,
+                ttr: None,
+                last_error: None,
+            }
+            .encode(usize::MAX)
+            .map_err(|e| e.to_string())?;
+            let count = std::sync::Arc::new(AtomicU64::new(0));
+            let mut producer = connect().await.ctx(|| "connecting".into())?;
+            producer.use_tube(APP).await.ctx(|| "use".into())?;
+            let mut stop = Box::pin(stopped());
+            tokio::spawn(async move {
+                let params = MasterConfig::default().put;
+                loop {
+                    let jobs = vec![(body.clone(), params); batch];
+                    tokio::select! {
+                        biased;
+                        () = &mut stop => return,
+                        r = producer.put_batch(jobs) => if r.is_err() { return },
+                    }
+                }
+            });
+            for _ in 0..s.workers {
+                let mut c = connect().await.ctx(|| "connecting".into())?;
+                c.watch(APP).await.ctx(|| "watch".into())?;
+                c.ignore("default").await.ctx(|| "ignore".into())?;
+                let (count, mut stop) = (count.clone(), Box::pin(stopped()));
+                tokio::spawn(async move {
+                    loop {
+                        let job = tokio::select! {
+                            biased;
+                            () = &mut stop => return,
+                            r = c.reserve(Some(Duration::from_secs(1))) => r,
+                        };
+                        let Ok(Some(job)) = job else { continue };
+                        if c.delete(job.id).await.is_ok() {
+                            count.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+            Box::new(move || count.load(Ordering::Relaxed))
+        };
+        tokio::time::sleep(warm).await;
+        let (n0, t0) = (deleted(), Instant::now());
+        tokio::time::sleep(s.dur).await;
+        let (n1, t1) = (deleted(), Instant::now());
+        let _ = stop_tx.send(true);
+        Ok::<_, String>((n1 - n0) as f64 / (t1 - t0).as_secs_f64())
+    })?;
+    drop(server);
+    Ok(rate)
 }
 
 struct Measurement {
