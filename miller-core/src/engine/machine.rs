@@ -1913,6 +1913,12 @@ mod tests {
                 Response::BadFormat
             );
         }
+        // as beanstalkd: a pause-tube is counted before its name is
+        // checked, the other commands only after
+        assert_eq!(w.stat(c, Request::Stats, "cmd-pause-tube"), "5");
+        for op in ["cmd-use", "cmd-watch", "cmd-ignore", "cmd-stats-tube"] {
+            assert_eq!(w.stat(c, Request::Stats, op), "0", "{op}");
+        }
         assert_eq!(
             w.req(c, Request::Use("n".repeat(200))),
             Response::Using("n".repeat(200))
