@@ -90,7 +90,9 @@ pub enum Request {
     ListTubesWatched,
     /// `pause-tube <tube> <delay>`
     PauseTube {
-        /// The tube.
+        /// The tube. The server codec gives any run of name characters
+        /// (beanstalkd counts the command before it checks the name): one
+        /// too long or starting with `-` is answered `BAD_FORMAT` by the engine.
         tube: String,
         /// Seconds (the server raises 0 to 1).
         delay: u32,
@@ -521,8 +523,14 @@ fn parse_request_line(line: &[u8], max_job_size: u32) -> Line {
             let r = skip_spaces(rest);
             let n = r.iter().take_while(|&&b| is_name_char(b)).count();
             let (name, r) = r.split_at(n);
-            match (n, read_u32(r).and_then(whole), valid_tube(name)) {
-                (1.., Some(delay), Some(tube)) => Req(R::PauseTube { tube, delay }),
+            // A name too long or starting with `-` is counted as a
+            // `pause-tube` before it is refused (`BAD_FORMAT`): the engine
+            // refuses it. Name characters are ASCII.
+            match (n, read_u32(r).and_then(whole)) {
+                (1.., Some(delay)) => Req(R::PauseTube {
+                    tube: String::from_utf8_lossy(name).into_owned(),
+                    delay,
+                }),
                 _ => BAD,
             }
         }
@@ -1149,7 +1157,16 @@ mod tests {
                 })],
             ),
             (b"pause-tube foo\r\n", vec![refused(BadFormat)]),
-            (b"pause-tube -foo 1\r\n", vec![refused(BadFormat)]),
+            // beanstalkd counts it before it checks the name: the engine refuses it
+            (
+                b"pause-tube -foo 1\r\n",
+                vec![req(R::PauseTube {
+                    tube: "-foo".into(),
+                    delay: 1,
+                })],
+            ),
+            (b"pause-tube  \r\n", vec![refused(BadFormat)]),
+            (b"pause-tube ab 1x\r\n", vec![refused(BadFormat)]),
             (b"quit\r\n", vec![req(R::Quit)]),
             (b"quitnow\r\n", vec![req(R::Quit)]),
             (b"stats\0\r\n", vec![refused(BadFormat)]),

@@ -248,6 +248,16 @@ impl Protocol for BeanstalkConn {
         self.parked
     }
 
+    fn watches_hang_up(&self) -> bool {
+        self.parked
+    }
+
+    fn hang_up(&mut self, _now: Instant) {
+        // As beanstalkd: the waiting reserve is answered TIMED_OUT, then
+        // what was read before the end is handled and the connection closes.
+        self.server.store.hang_up(self.client);
+    }
+
     fn deadline(&self) -> Option<Instant> {
         if self.parked {
             self.server.store.next_deadline()

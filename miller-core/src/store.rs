@@ -374,6 +374,17 @@ impl Store {
         wake.into_iter().for_each(Waker::wake);
     }
 
+    /// `client` hung up while its reserve waits ([`Engine::hang_up`]): the
+    /// reserve is answered `TIMED_OUT`, through [`Store::poll_reply`].
+    pub fn hang_up(&self, client: ClientId) {
+        let wake = {
+            let mut st = self.state();
+            st.engine.hang_up(client);
+            self.after_engine(&mut st)
+        };
+        wake.into_iter().for_each(Waker::wake);
+    }
+
     /// Handles one request of `client`; returns what the engine did and the
     /// lsn its reply must wait for ([`Store::poll_durable`]; 0 when
     /// everything staged is durable already). Once the log failed every

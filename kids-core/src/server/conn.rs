@@ -73,6 +73,24 @@ pub trait Protocol {
         Poll::Ready(())
     }
 
+    /// True while a request waits on the client's behalf for as long as it
+    /// takes ([`Flow::Wait`]; a blocking reserve): the connection then goes
+    /// on reading meanwhile, at most a batch ahead and decoding nothing, so
+    /// that a client that hangs up is noticed ([`Protocol::hang_up`]), as
+    /// beanstalkd watches a waiting client for a hang-up.
+    fn watches_hang_up(&self) -> bool {
+        false
+    }
+
+    /// The client ended its stream while [`Protocol::watches_hang_up`]: the
+    /// protocol may give the wait up (released through
+    /// [`Protocol::poll_release`] as usual). The requests read before the
+    /// end are still handled; then the connection closes once it has
+    /// written what it owes.
+    fn hang_up(&mut self, now: Instant) {
+        let _ = now;
+    }
+
     /// True when the protocol bounds this client's output itself (kids'
     /// `nlimit` for subscribers, which must stay able to unsubscribe):
     /// reading then goes on whatever output is pending.
@@ -282,6 +300,8 @@ pub struct Connection<P, C> {
     reading: bool,
     /// Decoding stopped on a request the protocol made wait.
     waiting: bool,
+    /// The stream ended while a request waited (read ahead of it).
+    eof: bool,
     last_active: Instant,
     /// When the bytes of a request still incomplete began to arrive.
     partial_since: Option<Instant>,
@@ -316,6 +336,7 @@ where
             wpos: 0,
             reading: true,
             waiting: false,
+            eof: false,
             last_active: now,
             partial_since: None,
             writer_idle: true,
@@ -519,10 +540,38 @@ where
                 progress = true;
                 own_input = true;
             }
-            if self.reading && !self.waiting && !read_blocked && self.may_read(cx) {
+            if self.reading
+                && self.waiting
+                && !self.eof
+                && !read_blocked
+                && self.rbuf.len() < self.config.read_batch
+                && self.protocol.watches_hang_up()
+            {
+                // Read ahead of the waiting request, only to see a hang-up;
+                // what is read is handled once the wait ends.
                 let (got, eof, blocked) = match self.read_batch(cx, io) {
                     Ok(r) => r,
                     Err(e) => return self.failed(e),
+                };
+                read_blocked = blocked;
+                if got {
+                    self.last_active = now;
+                    progress = true;
+                }
+                if eof {
+                    self.eof = true;
+                    self.protocol.hang_up(now);
+                    progress = true;
+                }
+            }
+            if self.reading && !self.waiting && !read_blocked && self.may_read(cx) {
+                let (got, eof, blocked) = if self.eof {
+                    (false, true, true)
+                } else {
+                    match self.read_batch(cx, io) {
+                        Ok(r) => r,
+                        Err(e) => return self.failed(e),
+                    }
                 };
                 read_blocked = blocked;
                 if got {

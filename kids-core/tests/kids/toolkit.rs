@@ -760,6 +760,13 @@ impl Protocol for Ticker {
     fn deadline(&self) -> Option<Instant> {
         self.wait_until
     }
+    fn watches_hang_up(&self) -> bool {
+        self.wait_until.is_some()
+    }
+    fn hang_up(&mut self, now: Instant) {
+        // give the wait up at once
+        self.wait_until = Some(now);
+    }
 }
 
 fn ticker(config: ConnConfig, now: Instant) -> Connection<Ticker, Lines> {
@@ -816,4 +823,21 @@ fn a_protocol_deadline_wakes_a_waiting_request_without_closing() {
         "a protocol deadline is not an idle timeout"
     );
     assert_eq!(conn.poll_timeout(), Some(later + Duration::from_secs(60)));
+}
+
+#[test]
+fn a_client_hanging_up_while_a_request_waits_is_noticed() {
+    let now = Instant::now();
+    let mut conn = ticker(ConnConfig::default(), now);
+    let mut pipe = MemoryStream::default();
+    pipe.send(b"WAIT 60000\nafter\n");
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    assert!(pipe.take_output().is_empty(), "held");
+    // Read ahead of the wait only to see the end: nothing decoded yet.
+    assert!(pipe.input.is_empty());
+    pipe.eof = true;
+    // The wait is given up, what came before the end is answered, and
+    // the connection closes, long before the wait's deadline.
+    assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
+    assert_eq!(pipe.take_output(), b"TIMEOUT\nAFTER\n");
 }

@@ -220,6 +220,10 @@ pub enum PutRefused {
 /// - A restored job's counters (`reserves`, `buries`, …) start at zero and
 ///   its `age` at the restore (beanstalkd's binlog keeps them).
 /// - `stats-job`'s `file` is always 0.
+/// - Served ([`server`](crate::server)), the requests read together in one
+///   batch are handled at one `now` (beanstalkd reads its clock for each
+///   command): a `stats-tube` pipelined right after `pause-tube t 1` says
+///   `pause-time-left: 1` where beanstalkd, a few microseconds later, says 0.
 #[derive(Debug)]
 pub struct Engine {
     pub(super) config: EngineConfig,
@@ -461,6 +465,18 @@ impl Engine {
     pub fn cancel_wait(&mut self, client: ClientId) {
         if self.is_waiting(client) {
             self.remove_waiting(client);
+            self.connsched(client);
+        }
+    }
+
+    /// `client` hung up (closed its side of the stream) while its reserve
+    /// waits: as beanstalkd, the reserve is answered `TIMED_OUT` at once,
+    /// its jobs stay reserved until it disconnects (a half-closed client
+    /// still reads its replies). Nothing when it does not wait.
+    pub fn hang_up(&mut self, client: ClientId) {
+        if self.is_waiting(client) {
+            self.remove_waiting(client);
+            self.set_reply(client, Response::TimedOut);
             self.connsched(client);
         }
     }
@@ -1598,6 +1614,25 @@ mod tests {
     }
 
     #[test]
+    fn a_client_hanging_up_while_it_waits_is_timed_out_and_no_job_goes_to_it() {
+        let mut w = world();
+        let c = w.conn();
+        let p = w.conn();
+        assert_eq!(w.e.handle(c, Request::Reserve, w.now), Handled::Wait);
+        w.e.hang_up(p); // not waiting: nothing
+        assert!(w.woken().is_empty());
+        w.e.hang_up(c);
+        assert_eq!(w.woken(), vec![c]);
+        assert_eq!(w.e.poll_reply(c), Some(Response::TimedOut));
+        assert_eq!(w.stat(p, Request::Stats, "current-waiting"), "0");
+        let id = w.put(p, 0, 0, 10, "x");
+        assert!(w.woken().is_empty());
+        assert!(
+            matches!(w.req(p, Request::PeekReady), Response::Found { id: got, .. } if got == id)
+        );
+    }
+
+    #[test]
     fn reserve_with_timeout_times_out_and_negative_waits_for_ever() {
         let mut w = world();
         let c = w.conn();
@@ -1912,6 +1947,12 @@ mod tests {
                 ),
                 Response::BadFormat
             );
+        }
+        // as beanstalkd: a pause-tube is counted before its name is
+        // checked, the other commands only after
+        assert_eq!(w.stat(c, Request::Stats, "cmd-pause-tube"), "5");
+        for op in ["cmd-use", "cmd-watch", "cmd-ignore", "cmd-stats-tube"] {
+            assert_eq!(w.stat(c, Request::Stats, op), "0", "{op}");
         }
         assert_eq!(
             w.req(c, Request::Use("n".repeat(200))),
