@@ -672,7 +672,9 @@ impl SegmentLog {
                         );
                     })?;
                 let len = data.len() as u64;
-                let zeros = data.get(good as usize..).is_some_and(|t| t.iter().all(|&b| b == 0));
+                let zeros = data
+                    .get(good as usize..)
+                    .is_some_and(|t| t.iter().all(|&b| b == 0));
                 let _ = empty_tx.send(data);
                 if good < len {
                     recovery.truncated_bytes += len - good;
