@@ -881,7 +881,7 @@ impl SegmentLog {
         if ahead == 0 || self.fill_failed {
             return;
         }
-        const ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
         let (from, to) = (self.filled, self.filled.saturating_add(ahead));
         let mut at = from;
         while at < to {
