@@ -305,6 +305,7 @@ pub struct SegmentConfig {
     max_segment: u64,
     max_record: u32,
     fsync: Fsync,
+    preallocate: u64,
 }
 
 impl Default for SegmentConfig {
@@ -313,6 +314,7 @@ impl Default for SegmentConfig {
             max_segment: 64 << 20,
             max_record: 64 << 20,
             fsync: Fsync::Never,
+            preallocate: 0,
         }
     }
 }
@@ -331,6 +333,25 @@ impl SegmentConfig {
     /// The fsync policy.
     pub fn fsync(mut self, policy: Fsync) -> Self {
         self.fsync = policy;
+        self
+    }
+    /// Zero-fills the active segment this many bytes past its end whenever
+    /// an append reaches the end of what was filled (0, the default: never).
+    ///
+    /// An append that grows its file makes the fsync covering it commit
+    /// the file system's journal too (the file's size changed), and that
+    /// commit waits for every other change queued on the file system
+    /// (other programs' file creations, renames, writes): under load a
+    /// small record's fsync takes milliseconds instead of one disk flush.
+    /// Records written over blocks already filled leave the size alone, so
+    /// their fsync flushes data only (beanstalkd fills its binlog files with
+    /// zeros for this reason). The filled tail reads as a zero length, which
+    /// no record has: [`SegmentLog::open`] cuts it like a torn tail, a
+    /// segment is cut to its records before it is closed, and dropping the
+    /// log cuts the active one. Worth it under an [`Fsync::Every`] policy;
+    /// a failed fill (a full disk) only stops filling until the next segment.
+    pub fn preallocate_bytes(mut self, bytes: u64) -> Self {
+        self.preallocate = bytes;
         self
     }
     /// The segment size bound.
@@ -459,6 +480,11 @@ pub struct SegmentLog {
     poisoned: Option<io::ErrorKind>,
     /// An append failed for want of space, and none succeeded since.
     out_of_space: bool,
+    /// The active file's length: its records, then zeros written ahead
+    /// ([`SegmentConfig::preallocate_bytes`]).
+    filled: u64,
+    /// Filling failed in the active segment: not tried again before the next.
+    fill_failed: bool,
 }
 
 /// What the writer shares with its readers.
@@ -549,6 +575,17 @@ fn is_out_of_space(e: &io::Error) -> bool {
     e.kind() == io::ErrorKind::StorageFull || e.kind() == io::ErrorKind::QuotaExceeded
 }
 
+impl Drop for SegmentLog {
+    fn drop(&mut self) {
+        // The zeros written ahead go: a clean close leaves no tail to cut.
+        if self.poisoned.is_none()
+            && let Err(e) = self.cut_fill()
+        {
+            tracing::debug!(dir = %self.shared.dir.display(), error = %e, "cannot cut the zero-filled tail");
+        }
+    }
+}
+
 impl SegmentLog {
     /// Opens (creating if needed) the log in `dir` with [`StdFs`],
     /// recovering from a crash.
@@ -635,10 +672,18 @@ impl SegmentLog {
                         );
                     })?;
                 let len = data.len() as u64;
+                let zeros = data
+                    .get(good as usize..)
+                    .is_some_and(|t| t.iter().all(|&b| b == 0));
                 let _ = empty_tx.send(data);
                 if good < len {
                     recovery.truncated_bytes += len - good;
-                    tracing::warn!(path = %path.display(), torn = len - good, "truncating torn tail of segment");
+                    if zeros {
+                        // What SegmentConfig::preallocate_bytes leaves after a kill.
+                        tracing::debug!(path = %path.display(), zeros = len - good, "cutting the zero-filled tail of segment");
+                    } else {
+                        tracing::warn!(path = %path.display(), torn = len - good, "truncating torn tail of segment");
+                    }
                     let f = fs.open(&path, OpenMode::Write)?;
                     f.set_len(good)?;
                     f.sync()?;
@@ -655,6 +700,7 @@ impl SegmentLog {
         }
         let active_id = segments.back().map_or(1, |s| s.id);
         let active = fs.open(&name(&dir, active_id), OpenMode::Write)?;
+        let filled = end_of(&segments).offset;
         let shared = Arc::new(Shared {
             dir,
             fs,
@@ -675,6 +721,8 @@ impl SegmentLog {
                 released_end: None,
                 poisoned: None,
                 out_of_space: false,
+                filled,
+                fill_failed: false,
             },
             recovery,
         ))
@@ -758,11 +806,17 @@ impl SegmentLog {
                 tracing::error!(dir = %self.shared.dir.display(), error = %undo, "cannot truncate a partial append: the log refuses writes until reopened");
                 self.poison(e.kind());
             }
+            self.filled = pos.offset;
             return Err(e.into());
         }
         self.out_of_space = false;
+        let end = pos.offset + batch.buf.len() as u64;
         if let Some(seg) = self.segments.back_mut() {
-            seg.len += batch.buf.len() as u64;
+            seg.len = end;
+        }
+        if end > self.filled {
+            self.filled = end;
+            self.fill_ahead();
         }
         let count = batch.records;
         batch.clear();
@@ -787,6 +841,9 @@ impl SegmentLog {
     /// failed (the log is then poisoned); [`Error::Poisoned`] on a poisoned log.
     pub fn roll(&mut self) -> Result<(), Error> {
         self.writable()?;
+        // A closed segment ends at its last record: zeros after it would
+        // read as damage once another segment follows.
+        self.cut_fill()?;
         if self.config.fsync != Fsync::Never {
             self.sync_active()?;
         }
@@ -795,6 +852,8 @@ impl SegmentLog {
         self.active = self.shared.fs.open(&name(dir, next), OpenMode::CreateNew)?;
         self.segments.push_back(Segment { id: next, len: 0 });
         self.unsynced = 0;
+        self.filled = 0;
+        self.fill_failed = false;
         if let Err(e) = self.shared.fs.sync_dir(dir) {
             self.poison(e.kind());
             return Err(e.into());
@@ -813,6 +872,39 @@ impl SegmentLog {
     pub fn sync(&mut self) -> Result<(), Error> {
         self.writable()?;
         self.sync_active()
+    }
+
+    /// Zero-fills the active segment past its end (see
+    /// [`SegmentConfig::preallocate_bytes`]); a failure only stops filling.
+    fn fill_ahead(&mut self) {
+        let ahead = self.config.preallocate;
+        if ahead == 0 || self.fill_failed {
+            return;
+        }
+        static ZEROS: [u8; 64 << 10] = [0; 64 << 10];
+        let (from, to) = (self.filled, self.filled.saturating_add(ahead));
+        let mut at = from;
+        while at < to {
+            let n = (to - at).min(ZEROS.len() as u64) as usize;
+            if let Err(e) = write_all_at(&*self.active, &ZEROS[..n], at) {
+                tracing::debug!(dir = %self.shared.dir.display(), error = %e, "cannot fill the segment ahead; appending without");
+                self.fill_failed = true;
+                // Whatever zeros reached the file are cut like a torn tail.
+                return;
+            }
+            at += n as u64;
+        }
+        self.filled = to;
+    }
+
+    /// Cuts the zeros written ahead of the active segment's end.
+    fn cut_fill(&mut self) -> Result<(), Error> {
+        let end = self.end().offset;
+        if self.filled > end || self.fill_failed {
+            self.active.set_len(end)?;
+            self.filled = end;
+        }
+        Ok(())
     }
 
     fn writable(&self) -> Result<(), Error> {
@@ -1551,6 +1643,38 @@ mod tests {
         let (log, rec) = open(dir.path(), 1 << 20);
         assert_eq!((rec.records, rec.truncated_bytes), (1, 24));
         assert_eq!(all(&log), vec![Bytes::from_static(b"x")]);
+    }
+
+    #[test]
+    fn preallocated_zeros_are_overwritten_cut_at_roll_and_drop_and_cut_after_a_kill() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SegmentConfig::default()
+            .max_segment_bytes(200)
+            .max_record_bytes(1024)
+            .preallocate_bytes(4096)
+            .fsync(Fsync::Every(1));
+        let size = |id| fs::metadata(name(dir.path(), id)).unwrap().len();
+        let (mut log, _) = SegmentLog::open(dir.path(), config).unwrap();
+        log.append(&[7u8; 92]).unwrap();
+        // Records, then zeros the next appends write over.
+        assert_eq!(size(1), 100 + 4096);
+        log.append(&[8u8; 92]).unwrap();
+        assert_eq!(size(1), 100 + 4096);
+        // Full: the closed segment ends at its last record.
+        log.append(&[9u8; 92]).unwrap();
+        assert_eq!((size(1), size(2)), (200, 100 + 4096));
+        drop(log);
+        assert_eq!(size(2), 100);
+        let (mut log, rec) = SegmentLog::open(dir.path(), config).unwrap();
+        assert_eq!((rec.records, rec.truncated_bytes), (3, 0));
+        log.append(&[10u8; 92]).unwrap();
+        assert_eq!(size(2), 200 + 4096);
+        // A killed process leaves the zeros: cut, every record kept.
+        std::mem::forget(log);
+        let (log, rec) = SegmentLog::open(dir.path(), config).unwrap();
+        assert_eq!((rec.records, rec.truncated_bytes), (4, 4096));
+        let lens: Vec<u8> = all(&log).iter().map(|b| b[0]).collect();
+        assert_eq!(lens, vec![7, 8, 9, 10]);
     }
 
     #[test]

@@ -96,10 +96,16 @@ fn run(store: &Store, stop: &AtomicBool) {
     loop {
         let stopping = stop.load(Ordering::SeqCst);
         if !stopping && store.wait_staged(wait) {
-            // Writers released by the last commit write again soon: let
-            // them join this one (at most half an fsync's time).
-            let half = store.fsync_time() / 2;
-            store.gather(half.clamp(Duration::from_micros(50), Duration::from_micros(500)));
+            // Writers released by the last commit write again soon (after
+            // a round trip, and maybe a read in between): let them join
+            // this one, for at most about an fsync's time. Else the serving
+            // thread commits before it sleeps, unless it is busy.
+            let fsync = store.fsync_time();
+            let window = fsync.clamp(Duration::from_micros(200), Duration::from_millis(1));
+            let grace = (fsync / 2).clamp(Duration::from_micros(50), Duration::from_micros(500));
+            if !store.gather(window) && store.last_released() <= 1 {
+                store.wait_served(grace);
+            }
         }
         let now = Instant::now();
         if let Err(e) = store.commit(now) {

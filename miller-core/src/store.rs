@@ -43,6 +43,10 @@ use crate::proto::{Request, Response};
 /// restart is still read).
 const MAX_RECORD: u32 = 1 << 30;
 
+/// Bytes of zeros written ahead of a synced log's end (see
+/// [`SegmentConfig::preallocate_bytes`]).
+const PREALLOCATE: u64 = 1 << 20;
+
 /// Settings of a [`Store`].
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -256,10 +260,18 @@ impl Store {
             FsyncPolicy::Always => Fsync::Every(u32::MAX),
             _ => Fsync::Never,
         };
+        // Synced logs overwrite zeros written ahead: an fsync then flushes
+        // the records alone, never a journal commit for a grown file.
+        let ahead = if config.fsync == FsyncPolicy::Never {
+            0
+        } else {
+            PREALLOCATE
+        };
         let seg = SegmentConfig::default()
             // The store rolls itself, a mark first; the log never does.
             .max_segment_bytes(u64::MAX)
             .max_record_bytes(MAX_RECORD)
+            .preallocate_bytes(ahead)
             .fsync(fsync);
         let mut replay = Replay::new(MAX_RECORD);
         let (mut log, recovery) =
@@ -555,10 +567,31 @@ impl Store {
             .inner
             .staged_cv
             .wait_timeout_while(st, timeout, |s| {
-                (s.journal.is_empty() || s.failed.is_some()) && !s.stopped
+                let wait = (s.journal.is_empty() || s.failed.is_some()) && !s.stopped;
+                // Woken, but the serving thread committed first: waiting
+                // again, the next record staged must wake it again.
+                s.committer_waiting |= wait;
+                wait
             })
             .unwrap_or_else(PoisonError::into_inner);
         st.committer_waiting = false;
+        !st.journal.is_empty() && st.failed.is_none()
+    }
+
+    /// Gives the thread serving connections `grace` to commit what is
+    /// staged before it sleeps ([`Store::commit_before_park`]: its writers
+    /// then get their replies without a hand-off between threads); true
+    /// when records are still staged after it (that thread is busy: the
+    /// committer commits them).
+    pub fn wait_served(&self, grace: Duration) -> bool {
+        let st = self.state();
+        let (st, _) = self
+            .inner
+            .staged_cv
+            .wait_timeout_while(st, grace, |s| {
+                !s.journal.is_empty() && s.failed.is_none() && !s.stopped && !s.gathering
+            })
+            .unwrap_or_else(PoisonError::into_inner);
         !st.journal.is_empty() && st.failed.is_none()
     }
 
@@ -584,6 +617,11 @@ impl Store {
             .unwrap_or_else(PoisonError::into_inner);
         st.gathering = false;
         true
+    }
+
+    /// How many writers the last commit released (their replies waited for it).
+    pub fn last_released(&self) -> usize {
+        self.state().released_last
     }
 
     /// A smoothed fsync time so far: how long gathering may wait.
