@@ -944,4 +944,89 @@ mod tests {
         j.committed(3, 10);
         assert_eq!(j.compact(0, u64::MAX, now), 0);
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn state() -> impl Strategy<Value = StoredState> {
+            prop_oneof![
+                Just(StoredState::Ready),
+                any::<u64>().prop_map(StoredState::Delayed),
+                Just(StoredState::Buried),
+            ]
+        }
+
+        /// A record, owning what a `Record` borrows.
+        #[derive(Debug, Clone)]
+        enum Owned {
+            Put(u64, String, u32, u32, StoredState, Vec<u8>),
+            State(u64, u32, StoredState),
+            Delete(u64),
+            Mark(u64),
+        }
+
+        impl Owned {
+            fn record(&self) -> Record<'_> {
+                match self {
+                    Owned::Put(id, tube, priority, ttr, state, body) => Record::Put {
+                        id: *id,
+                        tube,
+                        priority: *priority,
+                        ttr: *ttr,
+                        state: *state,
+                        body,
+                    },
+                    Owned::State(id, priority, state) => Record::State {
+                        id: *id,
+                        priority: *priority,
+                        state: *state,
+                    },
+                    Owned::Delete(id) => Record::Delete { id: *id },
+                    Owned::Mark(next_id) => Record::Mark { next_id: *next_id },
+                }
+            }
+        }
+
+        fn owned() -> impl Strategy<Value = Owned> {
+            prop_oneof![
+                (
+                    any::<u64>(),
+                    "[A-Za-z0-9+/;.$_()][A-Za-z0-9+/;.$_()-]{0,199}",
+                    any::<u32>(),
+                    any::<u32>(),
+                    state(),
+                    proptest::collection::vec(any::<u8>(), 0..512)
+                )
+                    .prop_map(|(i, t, p, r, s, b)| Owned::Put(i, t, p, r, s, b)),
+                (any::<u64>(), any::<u32>(), state()).prop_map(|(i, p, s)| Owned::State(i, p, s)),
+                any::<u64>().prop_map(Owned::Delete),
+                any::<u64>().prop_map(Owned::Mark),
+            ]
+        }
+
+        proptest! {
+            #[test]
+            fn records_round_trip(r in owned()) {
+                let record = r.record();
+                let mut batch = Batch::default();
+                encode(&record, &mut batch);
+                let dir = tempfile::tempdir().unwrap();
+                let (mut log, _) = kids_core::SegmentLog::open(dir.path(), kids_core::SegmentConfig::default()).unwrap();
+                log.append_batch(&mut batch).unwrap();
+                let mut at = log.start();
+                let got = log.read(&mut at, 1).unwrap();
+                prop_assert_eq!(decode(&got[0], 1 << 20).unwrap(), record);
+            }
+
+            #[test]
+            fn any_bytes_decode_or_fail_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
+                if let Ok(Record::Put { body, tube, .. }) = decode(&bytes, 256) {
+                    prop_assert!(body.len() <= 256);
+                    prop_assert!(!tube.is_empty() && tube.len() <= TUBE_NAME_MAX);
+                }
+            }
+        }
+    }
 }

@@ -349,4 +349,52 @@ mod tests {
             assert_eq!(base64_decode(bad), None, "{bad}");
         }
     }
+
+    mod props {
+        use proptest::prelude::*;
+
+        use super::super::*;
+
+        fn envelope() -> impl Strategy<Value = Envelope> {
+            (
+                ".{0,20}",
+                ".{0,20}",
+                ".{0,20}",
+                prop_oneof![
+                    ".{0,40}".prop_map(|s| Bytes::from(s.into_bytes())),
+                    proptest::collection::vec(any::<u8>(), 0..64).prop_map(Bytes::from),
+                ],
+                any::<u32>(),
+                any::<u64>(),
+                proptest::option::of(any::<u32>()),
+                proptest::option::of(".{0,40}"),
+            )
+                .prop_map(
+                    |(event, app, handler, data, attempt, first_seen, ttr, last_error)| Envelope {
+                        event,
+                        app,
+                        handler,
+                        data,
+                        attempt,
+                        first_seen,
+                        ttr,
+                        last_error,
+                    },
+                )
+        }
+
+        proptest! {
+            #[test]
+            fn envelopes_round_trip(e in envelope()) {
+                let body = e.encode(1 << 20).unwrap();
+                prop_assert_eq!(Envelope::decode(&body, 1 << 20).unwrap(), e);
+                // Cut anywhere, it is an error, never a panic.
+                for n in 0..body.len() {
+                    prop_assert!(Envelope::decode(&body[..n], 1 << 20).is_err());
+                }
+                let too_large = matches!(Envelope::decode(&body, body.len() - 1), Err(EnvelopeError::TooLarge { .. }));
+                prop_assert!(too_large);
+            }
+        }
+    }
 }
