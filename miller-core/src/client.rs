@@ -151,8 +151,11 @@ fn tube(name: &str) -> Result<String, Error> {
     }
 }
 
+/// Whole seconds for the wire, rounded up (beanstalk counts in seconds: a
+/// delay, time-to-run or timeout of 0.5 s is sent as 1 s, never 0).
 fn secs(d: Duration) -> u32 {
-    u32::try_from(d.as_secs()).unwrap_or(u32::MAX)
+    let up = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    u32::try_from(up).unwrap_or(u32::MAX)
 }
 
 fn put_request(body: Bytes, params: PutParams) -> Request {
@@ -257,7 +260,7 @@ impl Queue for Client {
     async fn reserve(&mut self, timeout: Option<Duration>) -> Result<Option<Job>, Error> {
         let request = match timeout {
             None => Request::Reserve,
-            Some(t) => Request::ReserveWithTimeout(i32::try_from(t.as_secs()).unwrap_or(i32::MAX)),
+            Some(t) => Request::ReserveWithTimeout(i32::try_from(secs(t)).unwrap_or(i32::MAX)),
         };
         match self.call(request).await? {
             Response::TimedOut => Ok(None),
@@ -370,5 +373,34 @@ impl Queue for Client {
         };
         self.expect(request, |r| (r == Response::Paused).then_some(()))
             .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_go_on_the_wire_as_whole_seconds_rounded_up() {
+        assert_eq!(secs(Duration::ZERO), 0);
+        assert_eq!(secs(Duration::from_millis(1)), 1);
+        assert_eq!(secs(Duration::from_millis(800)), 1);
+        assert_eq!(secs(Duration::from_millis(1500)), 2);
+        assert_eq!(secs(Duration::from_secs(7)), 7);
+        assert_eq!(secs(Duration::MAX), u32::MAX);
+        let params = PutParams {
+            priority: 3,
+            delay: Duration::from_millis(800),
+            ttr: Duration::from_millis(1500),
+        };
+        assert_eq!(
+            put_request("x".into(), params),
+            Request::Put {
+                priority: 3,
+                delay: 1,
+                ttr: 2,
+                body: "x".into()
+            }
+        );
     }
 }

@@ -14,10 +14,12 @@ use crate::Error;
 pub struct PutParams {
     /// 0 is the most urgent; jobs under 1024 count as urgent in stats.
     pub priority: u32,
-    /// How long the job stays delayed before it is ready (whole seconds on the wire).
+    /// How long the job stays delayed before it is ready (whole seconds on
+    /// the wire, rounded up).
     pub delay: Duration,
     /// How long a worker may hold the job reserved before the server
-    /// releases it again (whole seconds on the wire; at least one second).
+    /// releases it again (whole seconds on the wire, rounded up; at least
+    /// one second).
     pub ttr: Duration,
 }
 

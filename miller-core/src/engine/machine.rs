@@ -907,7 +907,13 @@ impl Engine {
                 let Some(&t) = self.tube_index.get(&tube) else {
                     return Handled::Reply(Response::NotFound);
                 };
-                let pause = secs(delay.max(1));
+                // beanstalkd pauses for 1 ns when asked for 0 (so waiting
+                // clients wake at once): `pause-tube t 0` resumes a tube.
+                let pause = if delay == 0 {
+                    Duration::from_nanos(1)
+                } else {
+                    secs(delay)
+                };
                 if let Some(old) = self.tube(t).unpause_at {
                     self.paused.remove(&(old, t));
                 }

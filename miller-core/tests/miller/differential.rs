@@ -520,6 +520,23 @@ pub(super) fn scripts() -> Vec<(&'static str, Vec<Step>)> {
             "kicked delays, pause-tube, tubes that vanish, the last tube",
             tubes(),
         ),
+        (
+            "pause-tube 0 resumes a paused tube at once",
+            vec![
+                Step::Connect,
+                Step::Connect,
+                send(0, "use p\r\nput 0 0 10 1\r\nx\r\npause-tube p 100\r\n", 3),
+                send(
+                    1,
+                    "watch p\r\nignore default\r\nreserve-with-timeout 5\r\n",
+                    2,
+                ),
+                send(0, "stats-tube p\r\n", 1),
+                send(0, "pause-tube p 0\r\n", 1),
+                send(1, "", 1),
+                send(0, "stats-tube p\r\n", 1),
+            ],
+        ),
     ]
 }
 
