@@ -1993,8 +1993,12 @@ mod tests {
         );
         assert_eq!(
             w.stat(c, Request::StatsTube(s("default")), "pause"),
-            "1",
-            "0 becomes 1 s"
+            "0",
+            "0 becomes 1 ns, as beanstalkd"
+        );
+        assert_eq!(
+            w.stat(c, Request::StatsTube(s("default")), "pause-time-left"),
+            "0"
         );
         assert_eq!(
             w.req(
