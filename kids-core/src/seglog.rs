@@ -1376,14 +1376,17 @@ fn check_record(buf: &[u8], max_record: u32) -> Result<usize, Bad> {
 }
 
 /// True when whole records, one or more, run from some offset after `from`
-/// exactly to the end of `data`: then the bad record at `from` was followed
-/// by data, and cutting it off would lose acknowledged records.
+/// to the end of `data`, or to zeros that run to its end (what
+/// [`SegmentConfig::preallocate_bytes`] leaves after a kill): then the bad
+/// record at `from` was followed by data, and cutting it off would lose
+/// acknowledged records.
 fn whole_records_follow(data: &[u8], from: usize, max_record: u32) -> bool {
-    (from + 1..data.len()).any(|start| {
+    let end = data.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+    (from + 1..end).any(|start| {
         let mut off = start;
         while let Ok(n) = check_record(&data[off..], max_record) {
             off += n;
-            if off == data.len() {
+            if off >= end {
                 return true;
             }
         }
@@ -1675,6 +1678,37 @@ mod tests {
         assert_eq!((rec.records, rec.truncated_bytes), (4, 4096));
         let lens: Vec<u8> = all(&log).iter().map(|b| b[0]).collect();
         assert_eq!(lens, vec![7, 8, 9, 10]);
+    }
+
+    #[test]
+    fn damage_before_preallocated_zeros_is_reported_not_cut_as_a_tail() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = SegmentConfig::default()
+            .max_record_bytes(1024)
+            .preallocate_bytes(4096)
+            .fsync(Fsync::Every(1));
+        let (mut log, _) = SegmentLog::open(dir.path(), config).unwrap();
+        for b in [1u8, 2, 3] {
+            log.append(&[b; 92]).unwrap();
+        }
+        // Killed: the zeros stay after the records.
+        std::mem::forget(log);
+        let path = name(dir.path(), 1);
+        let mut bytes = fs::read(&path).unwrap();
+        assert!(bytes.len() > 300 && bytes[300..].iter().all(|&b| b == 0));
+        bytes[20] ^= 0xff; // in the first record's payload
+        fs::write(&path, &bytes).unwrap();
+        match SegmentLog::open(dir.path(), config) {
+            Err(Error::Corrupt { .. }) => {}
+            other => panic!("damage followed by whole records must be reported: {other:?}"),
+        }
+        // Damage in the last record is a torn tail, zeros or not.
+        bytes[20] ^= 0xff;
+        bytes[220] ^= 0xff;
+        fs::write(&path, &bytes).unwrap();
+        let (log, rec) = SegmentLog::open(dir.path(), config).unwrap();
+        assert_eq!(rec.records, 2);
+        assert_eq!(all(&log).len(), 2);
     }
 
     #[test]
