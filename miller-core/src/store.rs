@@ -554,7 +554,9 @@ impl Store {
         if st.journal.staged_bytes() < self.inner.config.max_staged_bytes || st.failed.is_some() {
             return Poll::Ready(());
         }
-        st.room_waiters.push(cx.waker().clone());
+        if !st.room_waiters.iter().any(|w| w.will_wake(cx.waker())) {
+            st.room_waiters.push(cx.waker().clone());
+        }
         Poll::Pending
     }
 
@@ -756,7 +758,10 @@ impl Store {
             writer.log.len_bytes(),
             writer.log.start().segment,
         );
-        let release = take.keep_from > start;
+        // Under an interval policy the records compaction restated are
+        // durable only once synced: the segments they came from go then.
+        let release =
+            take.keep_from > start && (due || !matches!(policy, FsyncPolicy::Interval(_)));
         drop(writer);
         if records > 0 {
             self.inner.commits.fetch_add(1, Ordering::Relaxed);
@@ -780,7 +785,8 @@ impl Store {
                 segment: take.keep_from,
                 offset: 0,
             })?;
-            let bytes = writer.log.len_bytes();
+            // Read again: another commit may have rolled the log meanwhile.
+            let (active, bytes) = (writer.log.end().segment, writer.log.len_bytes());
             drop(writer);
             let mut st = self.state();
             st.journal.committed(active, bytes);
