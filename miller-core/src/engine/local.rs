@@ -125,6 +125,13 @@ impl std::fmt::Debug for LocalEngine {
 impl LocalEngine {
     /// An engine on the real clock ([`Instant::now`]). Its
     /// [`EngineConfig::record_changes`] is turned off: nothing here is durable.
+    ///
+    /// Nothing runs its timers by itself: a reserve with a timeout, a
+    /// delayed job, a time-to-run and a paused tube move only when
+    /// something calls [`LocalEngine::tick`] or runs
+    /// `LocalEngine::run_timers` (feature `tokio`) beside the queues, as
+    /// the crate's example does. Without that a timed reserve on an empty
+    /// tube waits until a job comes.
     pub fn new(config: EngineConfig) -> Self {
         Self::with_clock(config, Arc::new(Instant::now))
     }
@@ -235,7 +242,8 @@ impl LocalEngine {
 /// TTR of 1.5 s is 2 s; a reserve timeout of 0 answers at once). A reserve
 /// future dropped before it completes cancels the wait; a job it was
 /// handed meanwhile stays reserved by this client and is returned by its
-/// next reserve.
+/// next reserve. Timeouts, delays and time-to-run move only when the
+/// engine's timers run (see [`LocalEngine::new`]).
 #[derive(Debug)]
 pub struct LocalQueue {
     engine: LocalEngine,
