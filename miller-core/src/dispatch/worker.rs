@@ -128,7 +128,11 @@ impl Worker {
                 () = &mut shutdown, if !draining => {
                     draining = true;
                     let _ = stop_tx.send(Stop::Draining);
-                    grace.as_mut().reset(tokio::time::Instant::now() + self.config.grace);
+                    // A grace too long to represent is for ever (no panic).
+                    let now = tokio::time::Instant::now();
+                    if let Some(end) = now.checked_add(self.config.grace) {
+                        grace.as_mut().reset(end);
+                    }
                 }
                 () = &mut grace, if draining && !aborted => {
                     aborted = true;
