@@ -565,3 +565,63 @@ fn backoff_delays_on_a_simulated_clock_then_bury() {
         );
     });
 }
+
+/// A scripted beanstalk peer on a loopback port: `USING` to every `use`,
+/// `BURIED <n>` to every `put` (what beanstalkd answers when it cannot grow
+/// its heap).
+async fn burying_peer() -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut r = BufReader::new(r);
+                let mut next_id = 1;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let reply = match words.as_slice() {
+                        ["use", tube] => format!("USING {tube}\r\n"),
+                        ["put", _, _, _, len] => {
+                            let mut body = vec![0; len.parse::<usize>().unwrap() + 2];
+                            r.read_exact(&mut body).await.unwrap();
+                            next_id += 1;
+                            format!("BURIED {}\r\n", next_id - 1)
+                        }
+                        _ => "UNKNOWN_COMMAND\r\n".to_string(),
+                    };
+                    if w.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_job_buried_as_it_is_put_is_counted_and_its_event_acknowledged() {
+    rt().block_on(async {
+        let port = burying_peer().await;
+        let mut r = Registry::new();
+        r.on("a.X", "zhihu", "h", |_, _| async { Ok(()) });
+        let (source, master) = master_puts(
+            Arc::new(r),
+            port,
+            vec![
+                Event::new("a.X", "zhihu", &b"1"[..]),
+                Event::new("a.X", "zhihu", &b"2"[..]),
+            ],
+        )
+        .await;
+        assert_eq!(source.acked(), [0, 1], "stored: acknowledged");
+        let stats = master.stats();
+        assert_eq!((stats.jobs, stats.buried_on_put), (2, 2));
+    });
+}
