@@ -69,7 +69,8 @@ pub struct WorkerConfig {
     pub max_envelope: usize,
     /// The delay of the copy put to carry `last_error` before it is
     /// reserved and buried (see the module doc): far, so a copy left by a
-    /// worker killed in between does not run soon.
+    /// worker killed in between stays out of the way; when it comes due a
+    /// worker buries it again without running it (it was never kicked).
     pub bury_copy_delay: Duration,
     /// The longest `last_error` kept, in bytes.
     pub max_error: usize,

@@ -33,6 +33,11 @@ impl Rng {
 /// with a delay of `min(max_delay, base × factor^(n-1))`, less a random
 /// part of up to `jitter` of it; the try numbered `max_attempts` that fails
 /// buries the job instead.
+///
+/// The worker numbers tries from the server's `stats-job` `reserves`
+/// counter, which a server restoring its jobs after a restart (miller's
+/// served engine) starts again at zero: across such restarts a job may get
+/// more than `max_attempts` tries, never fewer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// The delay after the first failure.

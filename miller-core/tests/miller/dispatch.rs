@@ -545,12 +545,7 @@ fn backoff_delays_on_a_simulated_clock_then_bury() {
         engine.tick();
         until("buried", || stats.buried.load(Ordering::Relaxed) == 1).await;
         tx.send(()).unwrap();
-        // The parked reserves end at the next tick.
-        while !run.is_finished() {
-            clock.advance(Duration::from_secs(1));
-            engine.tick();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // The stop ends the parked reserves (no tick needed).
         run.await.unwrap().unwrap();
         q.use_tube("app").await.unwrap();
         let job = q.peek_buried().await.unwrap().expect("buried");
@@ -623,5 +618,114 @@ fn a_job_buried_as_it_is_put_is_counted_and_its_event_acknowledged() {
         assert_eq!(source.acked(), [0, 1], "stored: acknowledged");
         let stats = master.stats();
         assert_eq!((stats.jobs, stats.buried_on_put), (2, 2));
+    });
+}
+
+/// A worker on `engine` watching `app`, stopped by the returned sender.
+fn local_worker(
+    engine: &miller_core::engine::LocalEngine,
+    registry: Arc<Registry>,
+) -> (
+    Arc<miller_core::dispatch::WorkerStats>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), Error>>,
+) {
+    let worker = Worker::new(registry, worker_config("app"));
+    let stats = worker.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let e = engine.clone();
+    let run = tokio::spawn(async move {
+        worker
+            .run(move || std::future::ready(Ok(e.queue())), async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    (stats, tx, run)
+}
+
+#[test]
+fn a_worker_stops_at_shutdown_while_its_reserves_wait_on_an_engine_whose_timers_nobody_runs() {
+    use miller_core::engine::{EngineConfig, LocalEngine};
+
+    // The real clock and no `run_timers`: a timed reserve never times out.
+    let engine = LocalEngine::new(EngineConfig::default());
+    rt().block_on(async {
+        let (_stats, stop, run) = local_worker(&engine, Arc::new(Registry::new()));
+        let mut q = engine.queue();
+        let mut waiting = 0;
+        for _ in 0..1000 {
+            waiting = q
+                .stats()
+                .await
+                .unwrap()
+                .number("current-waiting")
+                .unwrap_or(0);
+            if waiting == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(waiting, 2, "both slots wait in a reserve");
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the worker stops (within 10 s)")
+            .unwrap()
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_stray_bury_copy_is_buried_again_unrun_and_runs_once_kicked() {
+    use miller_core::engine::{EngineConfig, LocalEngine};
+
+    let engine = LocalEngine::new(EngineConfig::default());
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut registry = Registry::new();
+    let r = runs.clone();
+    registry.on("e", "app", "h", move |_, _| {
+        r.fetch_add(1, Ordering::Relaxed);
+        async { Ok(()) }
+    });
+    rt().block_on(async {
+        let mut q = engine.queue();
+        q.use_tube("app").await.unwrap();
+        // What a worker stopped between putting the copy and burying it
+        // leaves, once the copy's delay has passed.
+        let copy = Envelope {
+            event: "e".into(),
+            app: "app".into(),
+            handler: "h".into(),
+            data: Bytes::from_static(b"x"),
+            attempt: 3,
+            first_seen: 1,
+            ttr: Some(10),
+            last_error: Some("down".into()),
+        };
+        let id = q
+            .put(copy.encode(1 << 16).unwrap(), PutParams::default())
+            .await
+            .unwrap();
+        let (stats, stop, run) = local_worker(&engine, Arc::new(registry));
+        until("the copy buried again", || {
+            stats.reburied.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::Relaxed), 0, "not run");
+        assert_eq!(q.stats_job(id).await.unwrap().get("state"), Some("buried"));
+        assert_eq!(q.kick(1).await.unwrap(), 1);
+        until("the kicked copy ran", || {
+            stats.succeeded.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.reburied.load(Ordering::Relaxed), 1);
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the worker stops (within 10 s)")
+            .unwrap()
+            .unwrap();
     });
 }
