@@ -729,3 +729,67 @@ fn a_stray_bury_copy_is_buried_again_unrun_and_runs_once_kicked() {
             .unwrap();
     });
 }
+
+/// A scripted RESP peer on a loopback port: reads what a client sends
+/// first, answers `script`, then keeps the connection open (and answers
+/// nothing more) until the client goes.
+async fn scripted_resp_peer(script: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0; 4096];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if stream.write_all(script).await.is_err() {
+                    return;
+                }
+                while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn refusals_no_retry_can_cure_fail_the_network_sources_for_good() {
+    use miller_core::dispatch::{EventSource, KidsSource, SinkSource};
+
+    rt().block_on(async {
+        let sink_cases: [(&'static [u8], &str); 4] = [
+            (
+                b"-ERR session s exists with other filters\r\n+OK\r\n",
+                "SESSION CREATE",
+            ),
+            (b"+OK\r\n-BUSY session s is loaded\r\n", "BUSY"),
+            (b"+OK\r\n-GAP offsets 3..9 are gone\r\n", "GAP"),
+            (
+                b"+OK\r\n+OK\r\n*3\r\n$11\r\nsession-end\r\n$1\r\ns\r\n$10\r\ntaken over\r\n",
+                "ended the session: taken over",
+            ),
+        ];
+        for (script, want) in sink_cases {
+            let addr = scripted_resp_peer(script).await;
+            let mut source = SinkSource::new(addr, "s", vec!["a.*".into()], "app");
+            let got = tokio::time::timeout(Duration::from_secs(10), source.next_batch(10))
+                .await
+                .expect("an answer within 10 s, not retries for ever");
+            match got {
+                Err(Error::Source(e)) => assert!(e.contains(want), "{e}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+        let addr = scripted_resp_peer(b"-ERR unknown command 'SUBSCRIBE'\r\n").await;
+        let mut source = KidsSource::new(addr, vec!["a".into()], vec![], "app");
+        let got = tokio::time::timeout(Duration::from_secs(10), source.next_batch(10))
+            .await
+            .expect("an answer within 10 s, not retries for ever");
+        assert!(
+            matches!(&got, Err(Error::Source(e)) if e.contains("refused the subscription")),
+            "{got:?}"
+        );
+    });
+}
