@@ -72,7 +72,8 @@ enum Stop {
 /// - unknown application or handler: buried the same way, with the reason;
 ///   a body that is not an envelope: buried as it is (the reason logged);
 /// - long jobs: touched before their time-to-run ends;
-/// - shutdown: no more reserves; jobs in flight run until the grace ends,
+/// - shutdown: no more reserves (a waiting reserve or connection attempt
+///   is abandoned at once); jobs in flight run until the grace ends,
 ///   then are released (ready at once, for another worker).
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -185,7 +186,13 @@ impl Slot {
     {
         let mut pause = Duration::from_millis(100);
         while !self.stopping() {
-            let mut q = match self.connect(&connect).await {
+            let mut stop = self.stop.clone();
+            let connected = tokio::select! {
+                biased;
+                () = wait_for(&mut stop, Stop::Draining) => return,
+                r = self.connect(&connect) => r,
+            };
+            let mut q = match connected {
                 Ok(q) => q,
                 Err(e) => {
                     tracing::warn!(error = %e, "worker: connecting to the queue");
