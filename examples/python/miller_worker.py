@@ -8,8 +8,14 @@ It reads the job envelope documented in miller-core (dispatch::Envelope):
 a JSON object with v=1, event, app, handler, data (UTF-8 text) or data_b64
 (base64, for bytes that are not UTF-8), attempt, first_seen, optional ttr
 and last_error. For each job of its handler it appends
-"<event> <data>" to the output file and deletes the job; a job it cannot
-run (not an envelope, another handler, a failing handler) is buried.
+"<event> <data>" to the output file and deletes the job. The master puts
+the jobs of every handler of an app into the app's one tube, so a job of
+another handler is not ours to judge: it is released (ready again after
+1 s) for the worker that runs that handler. Only a body that is not an
+envelope, or a run of our handler that fails, is buried. An envelope with
+last_error is a bury copy: it runs only when stats-job says it was kicked
+(kicks > 0); otherwise its worker stopped while burying it and it is
+buried again, not run (miller-core's rule, see its Envelope doc).
 With --once it exits 0 after the first job it ran. Needs greenstalk.
 """
 
@@ -49,8 +55,21 @@ def main():
         job = client.reserve()
         try:
             env = json.loads(job.body.decode("utf-8"))
-            if env.get("v") != 1 or env.get("handler") != args.handler:
-                raise ValueError("not a job of handler %s" % args.handler)
+            if not isinstance(env, dict) or env.get("v") != 1:
+                raise ValueError("not a job envelope")
+        except Exception as e:  # not an envelope: buried, the worker lives
+            print("burying job %d: %s" % (job.id, e), file=sys.stderr, flush=True)
+            client.bury(job)
+            continue
+        if env.get("handler") != args.handler:
+            # Another handler's job in the app's tube: back for its worker.
+            client.release(job, priority=client.stats_job(job)["pri"], delay=1)
+            continue
+        if env.get("last_error") is not None and client.stats_job(job)["kicks"] == 0:
+            print("burying job %d again: a bury copy never kicked" % job.id, file=sys.stderr, flush=True)
+            client.bury(job)
+            continue
+        try:
             data = envelope_data(env)
             run_handler(args.output, env, data)
         except Exception as e:  # a failed job is buried, the worker lives

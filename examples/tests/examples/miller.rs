@@ -2,13 +2,17 @@
 //! events published to sink and to kids reach the demo handler with their data
 //! as published, each at least once, while a worker is killed with SIGKILL
 //! mid-job and the master is killed mid-batch; the Python worker runs a job
-//! the master put; bad configs are refused with file and line.
+//! the master put, releases another handler's and buries a stray bury copy
+//! again; bad configs are refused with file and line.
 
 use std::collections::BTreeSet;
 use std::path::Path;
 use std::process::Command;
 
+use bytes::Bytes;
 use kids_core::Frame;
+use miller_core::dispatch::Envelope;
+use miller_core::{Client, PutParams, Queue};
 use test_support::{Beanstalkd, Process, Stream, peer, wait_for};
 
 use super::sigterm_and_wait;
@@ -234,6 +238,45 @@ fn the_python_worker_runs_a_job_the_master_put() {
     wait_for_session(&mut c);
     assert!(int(c.call(&["PUBLISH", "activity.INVITE", payload])) > 0);
 
+    // Ahead of the master's job (priority 0): a job of another handler in
+    // the app's tube (released for its worker, not buried) and a stray bury
+    // copy of ours, never kicked (buried again, not run).
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let envelope = |handler: &str, data: &str, last_error: Option<&str>| {
+        let e = Envelope {
+            event: "activity.INVITE".into(),
+            app: "zhihu".into(),
+            handler: handler.into(),
+            data: Bytes::copy_from_slice(data.as_bytes()),
+            attempt: 0,
+            first_seen: 1,
+            ttr: Some(60),
+            last_error: last_error.map(String::from),
+        };
+        e.encode(1 << 16).expect("encode")
+    };
+    let first = PutParams {
+        priority: 0,
+        ..PutParams::default()
+    };
+    let (other, stray) = rt.block_on(async {
+        let mut q = Client::connect(("127.0.0.1", beanstalkd.port))
+            .await
+            .expect("connect");
+        q.use_tube("zhihu").await.expect("use");
+        let other = q.put(envelope("another_handler", "o", None), first).await;
+        let stray = q
+            .put(
+                envelope("send_invitation_mail", "stray", Some("down")),
+                first,
+            )
+            .await;
+        (other.expect("put"), stray.expect("put"))
+    });
+
     let out = dir.path().join("py.log");
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("python/miller_worker.py");
     let mut cmd = Command::new(python);
@@ -254,8 +297,23 @@ fn the_python_worker_runs_a_job_the_master_put() {
     assert!(status.success(), "{}", py.tail(20));
     assert_eq!(
         std::fs::read_to_string(&out).expect("its output"),
-        format!("activity.INVITE {payload}\n")
+        format!("activity.INVITE {payload}\n"),
+        "the stray copy did not run"
     );
+    rt.block_on(async {
+        let mut q = Client::connect(("127.0.0.1", beanstalkd.port))
+            .await
+            .expect("connect");
+        let o = q.stats_job(other).await.expect("the other job is there");
+        assert_eq!(
+            o.number("buries"),
+            Some(0),
+            "another handler's job is not buried"
+        );
+        assert!(o.number("releases") >= Some(1), "it was released");
+        let s = q.stats_job(stray).await.expect("the copy is there");
+        assert_eq!(s.get("state"), Some("buried"));
+    });
     assert_eq!(sigterm_and_wait(&m).code(), Some(0));
     drop((sink, beanstalkd));
 }

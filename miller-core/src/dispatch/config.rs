@@ -30,7 +30,7 @@
 //! Every directive is optional; defaults are those of [`MasterConfig`],
 //! [`WorkerConfig`] and [`RetryPolicy`], beanstalk at 127.0.0.1:11300.
 //! Durations take a unit: `ms`, `s`/`sec`, `m`/`min`, `h`/`hour`, `d`/`day`
-//! (a bare `0` is zero). Keys are case-insensitive. An unknown key, a
+//! (a bare `0` is zero), at most 100 years. Keys are case-insensitive. An unknown key, a
 //! missing value or a bad number is an error naming file, line and column.
 
 use std::collections::BTreeMap;
@@ -69,7 +69,8 @@ pub struct WorkerConfig {
     pub max_envelope: usize,
     /// The delay of the copy put to carry `last_error` before it is
     /// reserved and buried (see the module doc): far, so a copy left by a
-    /// worker killed in between does not run soon.
+    /// worker killed in between stays out of the way; when it comes due a
+    /// worker buries it again without running it (it was never kicked).
     pub bury_copy_delay: Duration,
     /// The longest `last_error` kept, in bytes.
     pub max_error: usize,
@@ -453,7 +454,7 @@ impl P<'_> {
     }
 
     fn duration(&self, v: &Value) -> Result<Duration, ConfigError> {
-        parse_duration(&v.text).ok_or_else(|| {
+        let d = parse_duration(&v.text).ok_or_else(|| {
             v.error(
                 self.file,
                 format!(
@@ -461,7 +462,14 @@ impl P<'_> {
                     v.text
                 ),
             )
-        })
+        })?;
+        if d > MAX_DURATION {
+            return Err(v.error(
+                self.file,
+                format!("duration `{}` is over the bound of 100 years", v.text),
+            ));
+        }
+        Ok(d)
     }
 
     fn source(&self, d: &Directive) -> Result<SourceConfig, ConfigError> {
@@ -522,6 +530,11 @@ impl P<'_> {
         }
     }
 }
+
+/// The longest duration a configuration may give (100 years): time
+/// arithmetic on it cannot overflow, and in whole seconds it fits
+/// beanstalk's 32-bit delays and TTRs.
+const MAX_DURATION: Duration = Duration::from_secs(100 * 36525 * 864);
 
 /// `500ms`, `30s`, `5min`, `1h`, `2d`, or a bare `0`.
 fn parse_duration(text: &str) -> Option<Duration> {
@@ -678,6 +691,14 @@ mod tests {
                 "m.conf:1:1: `dedupe` needs a key (`field PATH;` or `data;`) and a `window`",
             ),
             ("set a;", "m.conf:1:1: `set` takes 2 values and no block"),
+            (
+                "worker { grace 36526d; }",
+                "m.conf:1:16: duration `36526d` is over the bound of 100 years",
+            ),
+            (
+                "retry { max_delay 18446744073709551s; }",
+                "m.conf:1:19: duration `18446744073709551s` is over the bound of 100 years",
+            ),
         ];
         for (src, want) in cases {
             let e = MillerConfig::parse("m.conf", src).unwrap_err();

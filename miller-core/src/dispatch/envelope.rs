@@ -27,11 +27,23 @@ pub const ENVELOPE_VERSION: u32 = 1;
 /// | `attempt` | integer | tries made *before* this body was put: `0` from the master; in a buried envelope, the number of tries made in all |
 /// | `first_seen` | integer | when the master first saw the event, unix milliseconds |
 /// | `ttr` | integer | optional: the time-to-run, seconds, the job was put with (workers touch before it ends) |
-/// | `last_error` | string | optional: why the last try failed (present in buried envelopes) |
+/// | `last_error` | string | optional: why the last try failed (present in buried envelopes, and only there) |
 ///
 /// Exactly one of `data` and `data_b64` is present. The try a worker is
 /// running is `attempt + reserves` (`reserves` from `stats-job`): beanstalk
-/// cannot change a body, so retries are counted by the server.
+/// cannot change a body, so retries are counted by the server (and these
+/// counters start again at zero when a server restores its jobs after a
+/// restart, miller's served engine included: a job may then get more
+/// tries than the policy says, never fewer).
+///
+/// An envelope with `last_error` is a *bury copy*: the worker made it to
+/// record why the job was buried. One that a worker receives from a plain
+/// `reserve` was either kicked (`stats-job` `kicks` > 0): an operator wants
+/// it run again, so it is run (one more try: its `attempt` is already the
+/// policy's last); or it was never buried (`kicks` = 0: its worker stopped
+/// between putting it and burying it, and its far delay has passed; the
+/// original job came back and was handled on its own): it is buried again
+/// without running. Workers in other languages must follow the same rule.
 ///
 /// ```text
 /// {"v":1,"event":"activity.INVITE","app":"zhihu","handler":"send_invitation_mail","data":"{\"MemberId\":7}","attempt":0,"first_seen":1700000000000,"ttr":60}

@@ -80,6 +80,10 @@ pub struct MasterStats {
     pub dropped: u64,
     /// Puts tried again (a refusal, a broken connection).
     pub retried: u64,
+    /// Jobs the queue stored but buried at once (`BURIED <id>` on a put:
+    /// the server is out of memory); counted in `jobs` too. They run only
+    /// once kicked.
+    pub buried_on_put: u64,
 }
 
 /// The master's state: the registry, the dedupe windows and counters.
@@ -195,7 +199,10 @@ impl Master {
     /// not confirmed when the connection broke.
     ///
     /// A job refused as too big is dropped (counted, logged): no retry
-    /// could put it.
+    /// could put it. A job the queue buried at once (`BURIED <id>`: out of
+    /// memory) is stored, so it is confirmed like a put one (its event is
+    /// acknowledged), but counted in [`MasterStats::buried_on_put`] and
+    /// logged as a warning: it runs only once someone kicks it.
     ///
     /// # Errors
     /// The connection broke (IO, closed, protocol): the returned error
@@ -228,8 +235,11 @@ impl Master {
                     let mut results = results.into_iter();
                     for job in run {
                         match results.next() {
-                            Some(Ok(_) | Err(Error::Queue(QueueError::Buried(_)))) => {
-                                self.confirm(&job, now)
+                            Some(Ok(_)) => self.confirm(&job, now),
+                            Some(Err(Error::Queue(QueueError::Buried(id)))) => {
+                                self.stats.buried_on_put += 1;
+                                tracing::warn!(tube = %job.tube, id, "job buried by the queue as it was put (out of memory): it runs once kicked");
+                                self.confirm(&job, now);
                             }
                             Some(Err(Error::Queue(QueueError::JobTooBig))) => {
                                 self.stats.dropped += 1;

@@ -14,6 +14,7 @@
 //!
 //!  Worker: N slots, one Queue connection each
 //!     watch tubes ─ reserve ─ Envelope::decode ─ Registry::handler(app, name)
+//!        ├ last_error set, stats-job kicks = 0 ─▶ bury again, not run (a stray bury copy)
 //!        ├ Ok          ─▶ delete
 //!        ├ Err / panic ─▶ stats-job: try = attempt + reserves ─ RetryPolicy
 //!        │                  ├ release(delay: backoff with jitter)
@@ -23,7 +24,21 @@
 //! ```
 //!
 //! The job body is the [`Envelope`], whose JSON schema is documented in
-//! [`Envelope`] for workers in other languages. The
+//! [`Envelope`] for workers in other languages.
+//!
+//! Burying with the error recorded takes several steps (beanstalk cannot
+//! change a body): put a copy with `last_error` delayed far
+//! ([`WorkerConfig::bury_copy_delay`]), `reserve-job` it, bury it, delete the
+//! original. A worker stopped between the put and the bury leaves the copy
+//! delayed; when it comes due, a worker reserves an envelope with
+//! `last_error` whose `stats-job` `kicks` is 0, and buries it again instead
+//! of running its handler a second time (the original came back after its
+//! TTR and was handled). A buried copy an operator kicks has `kicks` > 0
+//! and runs. Try counts come from the server's `stats-job` counters, which
+//! a server restarting from its log (miller's served engine) starts again
+//! at zero: after a restart a job may get more tries than the policy's
+//! `max_attempts`, and a kicked copy made ready before the restart is
+//! buried again (kick it again). The
 //! sans-IO parts ([`Registry`], [`Envelope`], [`RetryPolicy`],
 //! [`DedupeWindow`], [`Master::plan`]) take time as an argument; the loops
 //! (`Master::run`, `Worker`, the network sources) need the `tokio` feature.

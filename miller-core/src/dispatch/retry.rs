@@ -33,6 +33,11 @@ impl Rng {
 /// with a delay of `min(max_delay, base × factor^(n-1))`, less a random
 /// part of up to `jitter` of it; the try numbered `max_attempts` that fails
 /// buries the job instead.
+///
+/// The worker numbers tries from the server's `stats-job` `reserves`
+/// counter, which a server restoring its jobs after a restart (miller's
+/// served engine) starts again at zero: across such restarts a job may get
+/// more than `max_attempts` tries, never fewer.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RetryPolicy {
     /// The delay after the first failure.
@@ -85,12 +90,14 @@ impl RetryPolicy {
         let raw = self.base.as_secs_f64() * self.factor.max(1.0).powi(exp);
         let capped = raw.min(self.max_delay.as_secs_f64());
         let jitter = self.jitter.clamp(0.0, 1.0) * rng.unit();
-        Duration::from_secs_f64((capped * (1.0 - jitter)).max(0.0))
+        // `max_delay` as f64 may round above `Duration::MAX`: no panic then.
+        Duration::try_from_secs_f64((capped * (1.0 - jitter)).max(0.0)).unwrap_or(self.max_delay)
     }
 }
 
 /// The dedupe window of one handler: a key seen at time `t` makes the
-/// same key a duplicate until `t + window`. Memory is bounded: past
+/// same key a duplicate until `t + window` (for ever when that instant
+/// cannot be represented: a window of `Duration::MAX` never ends). Memory is bounded: past
 /// `max_keys` live keys the oldest is forgotten early (a later duplicate of
 /// it is then put again: at least once, never lost).
 #[derive(Debug, Clone)]
@@ -118,7 +125,8 @@ impl DedupeWindow {
     /// Whether `key` is a duplicate at `now` (seen less than the window ago).
     pub fn is_duplicate(&mut self, key: &[u8], now: Instant) -> bool {
         self.expire(now);
-        self.seen.get(key).is_some_and(|&t| now < t + self.window)
+        let window = self.window;
+        self.seen.get(key).is_some_and(|&t| within(t, window, now))
     }
 
     /// Records `key` as seen at `now` (call once its job is confirmed).
@@ -149,7 +157,7 @@ impl DedupeWindow {
 
     fn expire(&mut self, now: Instant) {
         while let Some((t, _)) = self.order.front() {
-            if now < *t + self.window {
+            if within(*t, self.window, now) {
                 break;
             }
             if let Some((_, k)) = self.order.pop_front() {
@@ -157,6 +165,11 @@ impl DedupeWindow {
             }
         }
     }
+}
+
+/// Whether `now` is before `t + window` (always, when that overflows).
+fn within(t: Instant, window: Duration, now: Instant) -> bool {
+    t.checked_add(window).is_none_or(|end| now < end)
 }
 
 #[cfg(test)]
@@ -227,5 +240,25 @@ mod tests {
             "the oldest was forgotten"
         );
         assert!(w.is_duplicate(b"b", t0 + s(22)) && w.is_duplicate(b"c", t0 + s(22)));
+    }
+
+    #[test]
+    fn huge_durations_do_not_panic() {
+        let t0 = Instant::now();
+        let mut w = DedupeWindow::new(Duration::MAX, 4);
+        w.record(b"a".to_vec(), t0);
+        assert!(w.is_duplicate(b"a", t0 + Duration::from_secs(1_000_000)));
+        assert_eq!(w.len(), 1, "a window that never ends keeps its key");
+        let p = RetryPolicy {
+            base: Duration::MAX,
+            factor: f64::MAX,
+            max_delay: Duration::MAX,
+            max_attempts: u32::MAX,
+            jitter: 0.0,
+        };
+        let mut rng = Rng::new(3);
+        for n in [1, 2, 100, u32::MAX - 1] {
+            assert!(matches!(p.after_failure(n, &mut rng), Retry::Release(_)));
+        }
     }
 }

@@ -76,6 +76,16 @@ fn bulk(frame: &Frame) -> Option<&Bytes> {
     }
 }
 
+/// Whether a source should reconnect after `e`: a socket error or a
+/// closed connection may heal; a refusal (`-ERR` to `SESSION CREATE` with
+/// other filters, `-BUSY` or `-GAP` to `SESSION LOAD`, a refused
+/// subscription), a `session-end` push (another client took the session
+/// over) or bytes that are not RESP would be the same on every try: those
+/// fail the source for good.
+fn reconnects(e: &Error) -> bool {
+    matches!(e, Error::Io(_) | Error::Closed)
+}
+
 fn text(b: &Bytes) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -85,8 +95,16 @@ fn text(b: &Bytes) -> String {
 /// `[session, name, offset, topic, payload]` is an event named `topic` of
 /// the configured app, acknowledged with `SESSION ACK name offset`
 /// (cumulative) once the master confirmed its jobs. After a lost connection
-/// it reconnects (pausing 0.1 s doubling to 5 s) and loads the session
-/// again: what was not acknowledged comes again. At least once.
+/// (a socket error, the sink closing it) it reconnects (pausing 0.1 s
+/// doubling to 5 s) and loads the session again: what was not acknowledged
+/// comes again. At least once.
+///
+/// A refusal no retry can cure fails [`EventSource::next_batch`] for good,
+/// with [`Error::Source`]: `SESSION CREATE` refused (the session exists
+/// with other filters), `SESSION LOAD` refused (`-BUSY`: another client
+/// holds it; `-GAP`: what it had not acknowledged is gone from the log), a
+/// `session-end` push (another client took the session over), bytes that
+/// are not RESP.
 pub struct SinkSource {
     addr: String,
     session: String,
@@ -182,8 +200,9 @@ impl SinkSource {
                     offset,
                 )))
             }
-            [kind, ..] if bulk(kind).is_some_and(|k| &k[..] == b"session-end") => {
-                Err(Error::Source("sink ended the session".into()))
+            [kind, rest @ ..] if bulk(kind).is_some_and(|k| &k[..] == b"session-end") => {
+                let why = rest.get(1).and_then(bulk).map_or_else(String::new, text);
+                Err(Error::Source(format!("sink ended the session: {why}")))
             }
             _ => Err(Error::Source(format!("unexpected push from sink: {p:?}"))),
         }
@@ -226,6 +245,10 @@ impl EventSource for SinkSource {
                     self.pause = FIRST_PAUSE;
                     return Ok(batch);
                 }
+                Err(e) if !reconnects(&e) => {
+                    self.conn = None;
+                    return Err(e);
+                }
                 Err(e) => {
                     tracing::warn!(addr = %self.addr, error = %e, "sink source: reconnecting");
                     self.conn = None;
@@ -263,7 +286,9 @@ impl EventSource for SinkSource {
 /// configured app. Acknowledging does nothing: kids keeps nothing for a
 /// subscriber, so what is published while the master is down or
 /// reconnecting is missed (at most once). Use a sink session where
-/// that matters.
+/// that matters. It reconnects after a socket error or a closed
+/// connection; a refused subscription or bytes that are not RESP fail
+/// [`EventSource::next_batch`] for good ([`Error::Source`]).
 pub struct KidsSource {
     addr: String,
     channels: Vec<String>,
@@ -400,6 +425,10 @@ impl EventSource for KidsSource {
                 Ok(batch) => {
                     self.pause = FIRST_PAUSE;
                     return Ok(batch);
+                }
+                Err(e) if !reconnects(&e) => {
+                    self.conn = None;
+                    return Err(e);
                 }
                 Err(e) => {
                     tracing::warn!(addr = %self.addr, error = %e, "kids source: reconnecting");

@@ -35,6 +35,9 @@ pub struct WorkerStats {
     pub released_at_stop: AtomicU64,
     /// Touches sent for long jobs.
     pub touched: AtomicU64,
+    /// Stray bury copies (an envelope with `last_error`, reserved without
+    /// having been kicked) buried again without running.
+    pub reburied: AtomicU64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,10 +59,21 @@ enum Stop {
 ///   `reserve-job`, buries it, and deletes the original. A worker killed
 ///   between those steps leaves the original to come back after its TTR
 ///   (and perhaps a far-delayed copy): nothing is lost;
+/// - an envelope with `last_error` is such a copy: reserved with
+///   `stats-job` `kicks` > 0 (an operator kicked it) it runs, one more try;
+///   with `kicks` = 0 it was never buried (its worker stopped mid-bury, the
+///   far delay has passed) and is buried again, not run;
+/// - try counts restart: the server's `reserves` and `kicks` counters start
+///   at zero again when a server restores its jobs after a restart
+///   (miller's served engine does; its documented difference from
+///   beanstalkd's binlog): a job may then get more tries than
+///   [`RetryPolicy::max_attempts`](super::RetryPolicy::max_attempts), and a
+///   kicked copy not yet reserved is buried again (kick it again);
 /// - unknown application or handler: buried the same way, with the reason;
 ///   a body that is not an envelope: buried as it is (the reason logged);
 /// - long jobs: touched before their time-to-run ends;
-/// - shutdown: no more reserves; jobs in flight run until the grace ends,
+/// - shutdown: no more reserves (a waiting reserve or connection attempt
+///   is abandoned at once); jobs in flight run until the grace ends,
 ///   then are released (ready at once, for another worker).
 #[derive(Debug, Clone)]
 pub struct Worker {
@@ -128,7 +142,11 @@ impl Worker {
                 () = &mut shutdown, if !draining => {
                     draining = true;
                     let _ = stop_tx.send(Stop::Draining);
-                    grace.as_mut().reset(tokio::time::Instant::now() + self.config.grace);
+                    // A grace too long to represent is for ever (no panic).
+                    let now = tokio::time::Instant::now();
+                    if let Some(end) = now.checked_add(self.config.grace) {
+                        grace.as_mut().reset(end);
+                    }
                 }
                 () = &mut grace, if draining && !aborted => {
                     aborted = true;
@@ -168,7 +186,13 @@ impl Slot {
     {
         let mut pause = Duration::from_millis(100);
         while !self.stopping() {
-            let mut q = match self.connect(&connect).await {
+            let mut stop = self.stop.clone();
+            let connected = tokio::select! {
+                biased;
+                () = wait_for(&mut stop, Stop::Draining) => return,
+                r = self.connect(&connect) => r,
+            };
+            let mut q = match connected {
                 Ok(q) => q,
                 Err(e) => {
                     tracing::warn!(error = %e, "worker: connecting to the queue");
@@ -183,7 +207,18 @@ impl Slot {
             };
             pause = Duration::from_millis(100);
             while !self.stopping() {
-                match q.reserve(Some(self.config.reserve_timeout)).await {
+                // A reserve may never end by itself (a timed reserve on an
+                // engine whose timers nobody runs): the stop ends it. The
+                // dropped call is safe on a `LocalQueue`; it closes a
+                // `Client` (a job it had reserved goes back with the
+                // connection): the slot is leaving anyway.
+                let mut stop = self.stop.clone();
+                let reserved = tokio::select! {
+                    biased;
+                    () = wait_for(&mut stop, Stop::Draining) => return,
+                    r = q.reserve(Some(self.config.reserve_timeout)) => r,
+                };
+                match reserved {
                     Ok(None) | Err(Error::Queue(QueueError::DeadlineSoon)) => {}
                     Ok(Some(job)) => {
                         self.stats.reserved.fetch_add(1, Ordering::Relaxed);
@@ -233,6 +268,19 @@ impl Slot {
                 return Ok(());
             }
         };
+        if envelope.last_error.is_some() {
+            let stats = q.stats_job(job.id).await?;
+            if stats.number("kicks").unwrap_or(0) == 0 {
+                tracing::warn!(
+                    id = job.id,
+                    "worker: a bury copy reserved without a kick (its worker stopped while burying): buried again, not run"
+                );
+                q.bury(job.id, clamp_u32(stats.number("pri").unwrap_or(1024)))
+                    .await?;
+                self.stats.reburied.fetch_add(1, Ordering::Relaxed);
+                return Ok(());
+            }
+        }
         let Some(reg) = self.registry.handler(&envelope.app, &envelope.handler) else {
             let why = if self.registry.has_app(&envelope.app) {
                 format!(

@@ -545,12 +545,7 @@ fn backoff_delays_on_a_simulated_clock_then_bury() {
         engine.tick();
         until("buried", || stats.buried.load(Ordering::Relaxed) == 1).await;
         tx.send(()).unwrap();
-        // The parked reserves end at the next tick.
-        while !run.is_finished() {
-            clock.advance(Duration::from_secs(1));
-            engine.tick();
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        // The stop ends the parked reserves (no tick needed).
         run.await.unwrap().unwrap();
         q.use_tube("app").await.unwrap();
         let job = q.peek_buried().await.unwrap().expect("buried");
@@ -562,6 +557,239 @@ fn backoff_delays_on_a_simulated_clock_then_bury() {
                 Err(Error::Queue(miller_core::QueueError::NotFound))
             ),
             "the original is gone"
+        );
+    });
+}
+
+/// A scripted beanstalk peer on a loopback port: `USING` to every `use`,
+/// `BURIED <n>` to every `put` (what beanstalkd answers when it cannot grow
+/// its heap).
+async fn burying_peer() -> u16 {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let (r, mut w) = stream.into_split();
+                let mut r = BufReader::new(r);
+                let mut next_id = 1;
+                loop {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).await.unwrap_or(0) == 0 {
+                        return;
+                    }
+                    let words: Vec<&str> = line.split_whitespace().collect();
+                    let reply = match words.as_slice() {
+                        ["use", tube] => format!("USING {tube}\r\n"),
+                        ["put", _, _, _, len] => {
+                            let mut body = vec![0; len.parse::<usize>().unwrap() + 2];
+                            r.read_exact(&mut body).await.unwrap();
+                            next_id += 1;
+                            format!("BURIED {}\r\n", next_id - 1)
+                        }
+                        _ => "UNKNOWN_COMMAND\r\n".to_string(),
+                    };
+                    if w.write_all(reply.as_bytes()).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    port
+}
+
+#[test]
+fn a_job_buried_as_it_is_put_is_counted_and_its_event_acknowledged() {
+    rt().block_on(async {
+        let port = burying_peer().await;
+        let mut r = Registry::new();
+        r.on("a.X", "zhihu", "h", |_, _| async { Ok(()) });
+        let (source, master) = master_puts(
+            Arc::new(r),
+            port,
+            vec![
+                Event::new("a.X", "zhihu", &b"1"[..]),
+                Event::new("a.X", "zhihu", &b"2"[..]),
+            ],
+        )
+        .await;
+        assert_eq!(source.acked(), [0, 1], "stored: acknowledged");
+        let stats = master.stats();
+        assert_eq!((stats.jobs, stats.buried_on_put), (2, 2));
+    });
+}
+
+/// A worker on `engine` watching `app`, stopped by the returned sender.
+fn local_worker(
+    engine: &miller_core::engine::LocalEngine,
+    registry: Arc<Registry>,
+) -> (
+    Arc<miller_core::dispatch::WorkerStats>,
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Result<(), Error>>,
+) {
+    let worker = Worker::new(registry, worker_config("app"));
+    let stats = worker.stats();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let e = engine.clone();
+    let run = tokio::spawn(async move {
+        worker
+            .run(move || std::future::ready(Ok(e.queue())), async {
+                let _ = rx.await;
+            })
+            .await
+    });
+    (stats, tx, run)
+}
+
+#[test]
+fn a_worker_stops_at_shutdown_while_its_reserves_wait_on_an_engine_whose_timers_nobody_runs() {
+    use miller_core::engine::{EngineConfig, LocalEngine};
+
+    // The real clock and no `run_timers`: a timed reserve never times out.
+    let engine = LocalEngine::new(EngineConfig::default());
+    rt().block_on(async {
+        let (_stats, stop, run) = local_worker(&engine, Arc::new(Registry::new()));
+        let mut q = engine.queue();
+        let mut waiting = 0;
+        for _ in 0..1000 {
+            waiting = q
+                .stats()
+                .await
+                .unwrap()
+                .number("current-waiting")
+                .unwrap_or(0);
+            if waiting == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(waiting, 2, "both slots wait in a reserve");
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the worker stops (within 10 s)")
+            .unwrap()
+            .unwrap();
+    });
+}
+
+#[test]
+fn a_stray_bury_copy_is_buried_again_unrun_and_runs_once_kicked() {
+    use miller_core::engine::{EngineConfig, LocalEngine};
+
+    let engine = LocalEngine::new(EngineConfig::default());
+    let runs = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let mut registry = Registry::new();
+    let r = runs.clone();
+    registry.on("e", "app", "h", move |_, _| {
+        r.fetch_add(1, Ordering::Relaxed);
+        async { Ok(()) }
+    });
+    rt().block_on(async {
+        let mut q = engine.queue();
+        q.use_tube("app").await.unwrap();
+        // What a worker stopped between putting the copy and burying it
+        // leaves, once the copy's delay has passed.
+        let copy = Envelope {
+            event: "e".into(),
+            app: "app".into(),
+            handler: "h".into(),
+            data: Bytes::from_static(b"x"),
+            attempt: 3,
+            first_seen: 1,
+            ttr: Some(10),
+            last_error: Some("down".into()),
+        };
+        let id = q
+            .put(copy.encode(1 << 16).unwrap(), PutParams::default())
+            .await
+            .unwrap();
+        let (stats, stop, run) = local_worker(&engine, Arc::new(registry));
+        until("the copy buried again", || {
+            stats.reburied.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::Relaxed), 0, "not run");
+        assert_eq!(q.stats_job(id).await.unwrap().get("state"), Some("buried"));
+        assert_eq!(q.kick(1).await.unwrap(), 1);
+        until("the kicked copy ran", || {
+            stats.succeeded.load(Ordering::Relaxed) == 1
+        })
+        .await;
+        assert_eq!(runs.load(Ordering::Relaxed), 1);
+        assert_eq!(stats.reburied.load(Ordering::Relaxed), 1);
+        stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), run)
+            .await
+            .expect("the worker stops (within 10 s)")
+            .unwrap()
+            .unwrap();
+    });
+}
+
+/// A scripted RESP peer on a loopback port: reads what a client sends
+/// first, answers `script`, then keeps the connection open (and answers
+/// nothing more) until the client goes.
+async fn scripted_resp_peer(script: &'static [u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = [0; 4096];
+                if stream.read(&mut buf).await.unwrap_or(0) == 0 {
+                    return;
+                }
+                if stream.write_all(script).await.is_err() {
+                    return;
+                }
+                while stream.read(&mut buf).await.unwrap_or(0) > 0 {}
+            });
+        }
+    });
+    addr
+}
+
+#[test]
+fn refusals_no_retry_can_cure_fail_the_network_sources_for_good() {
+    use miller_core::dispatch::{EventSource, KidsSource, SinkSource};
+
+    rt().block_on(async {
+        let sink_cases: [(&'static [u8], &str); 4] = [
+            (
+                b"-ERR session s exists with other filters\r\n+OK\r\n",
+                "SESSION CREATE",
+            ),
+            (b"+OK\r\n-BUSY session s is loaded\r\n", "BUSY"),
+            (b"+OK\r\n-GAP offsets 3..9 are gone\r\n", "GAP"),
+            (
+                b"+OK\r\n+OK\r\n*3\r\n$11\r\nsession-end\r\n$1\r\ns\r\n$10\r\ntaken over\r\n",
+                "ended the session: taken over",
+            ),
+        ];
+        for (script, want) in sink_cases {
+            let addr = scripted_resp_peer(script).await;
+            let mut source = SinkSource::new(addr, "s", vec!["a.*".into()], "app");
+            let got = tokio::time::timeout(Duration::from_secs(10), source.next_batch(10))
+                .await
+                .expect("an answer within 10 s, not retries for ever");
+            match got {
+                Err(Error::Source(e)) => assert!(e.contains(want), "{e}"),
+                other => panic!("{want}: {other:?}"),
+            }
+        }
+        let addr = scripted_resp_peer(b"-ERR unknown command 'SUBSCRIBE'\r\n").await;
+        let mut source = KidsSource::new(addr, vec!["a".into()], vec![], "app");
+        let got = tokio::time::timeout(Duration::from_secs(10), source.next_batch(10))
+            .await
+            .expect("an answer within 10 s, not retries for ever");
+        assert!(
+            matches!(&got, Err(Error::Source(e)) if e.contains("refused the subscription")),
+            "{got:?}"
         );
     });
 }
