@@ -1,4 +1,4 @@
-//! The durable engine: the [`Engine`] and its [`journal`](crate::journal)
+//! The durable engine: the [`Engine`] and its [`journal`]
 //! under one lock, group-committed to a segment log.
 //!
 //! ```text
