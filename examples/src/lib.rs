@@ -1,4 +1,20 @@
-//! Code shared by the example programs: the calc service generated from `proto/calc.proto`.
+//! Code shared by the example programs: the calc service generated from
+//! `proto/calc.proto`, miller's demo handler, and how every server stops.
+
+/// Completes at SIGTERM or Ctrl-C: the shutdown every example server
+/// drains on.
+///
+/// # Errors
+/// When the SIGTERM handler cannot be installed.
+pub fn shutdown_signal() -> std::io::Result<impl std::future::Future<Output = ()>> {
+    let mut sigterm = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    Ok(async move {
+        tokio::select! {
+            _ = sigterm.recv() => {}
+            _ = tokio::signal::ctrl_c() => {}
+        }
+    })
+}
 
 /// The seed's calc service: messages, `SimpleHandler`/`AdvancedHandler`,
 /// `SimpleServer`/`AdvancedServer`, `SimpleClient`/`AdvancedClient`, and the

@@ -20,7 +20,6 @@ use miller_core::engine::{Engine, EngineConfig};
 use miller_core::proto::DEFAULT_MAX_JOB_SIZE;
 use miller_core::store::{Store, StoreConfig};
 use sink_core::FsyncPolicy;
-use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: beanstalk [--host H] [--port P] [--data-dir DIR] \
 [--fsync always|interval:MS|never] [--max-job-size BYTES]";
@@ -120,14 +119,8 @@ fn main() -> ExitCode {
 async fn run(args: Args, store: Store) -> Result<(), Box<dyn std::error::Error>> {
     let tcp = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = tcp.local_addr()?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let stopping = examples::shutdown_signal()?;
     eprintln!("beanstalk listening on {addr}");
-    let stopping = async {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
     miller_core::net::serve(
         vec![Listener::Tcp(tcp)],
         store,

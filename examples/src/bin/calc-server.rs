@@ -13,7 +13,6 @@
 use std::process::ExitCode;
 
 use examples::calc;
-use tokio::signal::unix::{SignalKind, signal};
 use wish_core::{ServerConfig, net};
 
 const USAGE: &str =
@@ -65,13 +64,7 @@ async fn run(
     config: ServerConfig,
 ) -> Result<(), wish_core::Error> {
     let server = calc::server(config)?;
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let stop = async move {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
+    let stop = examples::shutdown_signal()?;
     match socket {
         Some(path) => {
             let _ = std::fs::remove_file(&path);

@@ -12,7 +12,6 @@ use std::sync::Arc;
 use examples::miller::registry;
 use miller_core::Client;
 use miller_core::dispatch::{MillerConfig, Worker};
-use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: miller-slave -c FILE [--tubes T1,T2]";
 
@@ -77,7 +76,7 @@ fn main() -> ExitCode {
         }
     };
     let result = runtime.block_on(async move {
-        let mut sigterm = signal(SignalKind::terminate())?;
+        let stopping = examples::shutdown_signal()?;
         let worker = Worker::new(registry, config.worker.clone());
         let addr = config.beanstalk.clone();
         eprintln!(
@@ -85,12 +84,6 @@ fn main() -> ExitCode {
             config.worker.tubes.join(","),
             config.worker.concurrency
         );
-        let stopping = async move {
-            tokio::select! {
-                _ = sigterm.recv() => {}
-                _ = tokio::signal::ctrl_c() => {}
-            }
-        };
         worker
             .run(move || Client::connect(addr.clone()), stopping)
             .await?;

@@ -20,7 +20,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use kids_core::net::{Listener, ServerConfig};
 use sink_core::{Broker, BrokerConfig, FsyncPolicy, Takeover};
-use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: sink [--host H] [--port P] [--data-dir DIR] [--fsync always|interval|never] \
 [--fsync-interval-ms N] [--max-age-secs N] [--max-bytes N] [--takeover allow|refuse] [--session-ttl-secs N]";
@@ -125,14 +124,8 @@ fn main() -> ExitCode {
 async fn run(args: Args, broker: Broker) -> Result<(), Box<dyn std::error::Error>> {
     let tcp = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = tcp.local_addr()?;
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let stopping = examples::shutdown_signal()?;
     eprintln!("sink listening on {addr}");
-    let stopping = async {
-        tokio::select! {
-            _ = sigterm.recv() => {}
-            _ = tokio::signal::ctrl_c() => {}
-        }
-    };
     sink_core::net::serve(
         vec![Listener::Tcp(tcp)],
         broker,
