@@ -514,6 +514,9 @@ struct View {
     released_end: Option<Position>,
     poisoned: Option<io::ErrorKind>,
     wakers: Vec<Waker>,
+    /// Threads blocked in [`LogReader::wait_advance`]: the condvar is
+    /// notified only when some wait (a notify is a futex call even then).
+    blocked: usize,
 }
 
 /// The position of the oldest record kept in `segments`.
@@ -939,7 +942,7 @@ impl SegmentLog {
 
     /// Shows readers everything written so far, and wakes those waiting.
     fn publish(&self) {
-        let wakers = {
+        let (wakers, blocked) = {
             let mut v = lock(&self.shared.view);
             let known = v.segments.back().map_or(0, |s| s.id);
             // Only the tail changes: the last segment readers know, and any after it.
@@ -955,9 +958,13 @@ impl SegmentLog {
                     _ => v.segments.push_back(*seg),
                 }
             }
-            std::mem::take(&mut v.wakers)
+            (std::mem::take(&mut v.wakers), v.blocked > 0)
         };
-        self.shared.moved.notify_all();
+        // A thread that blocks after the view was unlocked sees the new
+        // view before it sleeps: only those counted already need the call.
+        if blocked {
+            self.shared.moved.notify_all();
+        }
         wakers.into_iter().for_each(Waker::wake);
     }
 
@@ -1304,12 +1311,14 @@ impl LogReader {
         from: Position,
         timeout: Duration,
     ) -> Result<Option<Position>, Error> {
-        let v = lock(&self.shared.view);
-        let (v, _) = self
+        let mut v = lock(&self.shared.view);
+        v.blocked += 1;
+        let (mut v, _) = self
             .shared
             .moved
             .wait_timeout_while(v, timeout, |v| matches!(self.advanced(v, from), Ok(None)))
             .unwrap_or_else(PoisonError::into_inner);
+        v.blocked -= 1;
         self.advanced(&v, from)
     }
 

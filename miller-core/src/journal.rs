@@ -356,6 +356,9 @@ struct Live {
     /// The segment its last whole (put) record went to, or an earlier one.
     seg: u64,
     bytes: u64,
+    /// The lsn of its last record staged (0: recovered, durable): what a
+    /// reply handing it out (a reserve, a peek) waits for.
+    lsn: u64,
 }
 
 fn put_framed(tube: &str, body: &[u8]) -> u64 {
@@ -429,6 +432,7 @@ impl Journal {
             let live = Live {
                 seg: job.seg,
                 bytes: put_framed(&job.tube, &job.body),
+                lsn: 0,
             };
             j.live_bytes += live.bytes;
             j.by_seg.insert((live.seg, *id));
@@ -462,6 +466,7 @@ impl Journal {
                 let live = Live {
                     seg: self.active_seg,
                     bytes: n,
+                    lsn: self.staged_lsn + 1,
                 };
                 self.live_bytes += n;
                 self.by_seg.insert((live.seg, id));
@@ -474,6 +479,9 @@ impl Journal {
                 state,
             } => {
                 let state = self.clock.store(state);
+                if let Some(live) = self.live.get_mut(&id) {
+                    live.lsn = self.staged_lsn + 1;
+                }
                 encode(
                     &Record::State {
                         id,
@@ -503,6 +511,13 @@ impl Journal {
     /// The lsn of the last record staged (0: none yet).
     pub(crate) fn staged_lsn(&self) -> u64 {
         self.staged_lsn
+    }
+
+    /// The lsn of the last record staged for live job `id` (0: none since
+    /// recovery, or no such job). A compaction's copy does not count: the
+    /// records it restates were staged before it.
+    pub(crate) fn job_lsn(&self, id: u64) -> u64 {
+        self.live.get(&id).map_or(0, |l| l.lsn)
     }
 
     /// Bytes staged and not yet taken by a commit.

@@ -7,7 +7,9 @@
 //!                             │ Refused (BAD_FORMAT, …)              │ reply, lsn to wait for
 //!                             ▼                                      ▼
 //!                      reply buffered in order ◀──────────── reply buffered in order
-//!                             │ flushed once everything staged before it is durable
+//!                             │ flushed once what it waits for is durable: everything
+//!                             │ staged before it, or for a job handed out (reserve,
+//!                             │ peek) that job's own records
 //!                             ▼ (Protocol::is_holding / poll_release)
 //!                           Outbox ─▶ socket
 //! ```

@@ -398,8 +398,9 @@ impl Store {
     }
 
     /// Handles one request of `client`; returns what the engine did and the
-    /// lsn its reply must wait for ([`Store::poll_durable`]; 0 when
-    /// everything staged is durable already). Once the log failed every
+    /// lsn its reply must wait for ([`Store::poll_durable`]; 0 when it
+    /// need not wait): a reply handing out a job (`RESERVED`, `FOUND`)
+    /// waits for that job's records, any other for everything staged. Once the log failed every
     /// request is answered `INTERNAL_ERROR`.
     pub fn handle(&self, client: ClientId, request: Request, now: Instant) -> (Handled, u64) {
         let (handled, lsn, wake) = {
@@ -409,7 +410,11 @@ impl Store {
             }
             let handled = st.engine.handle(client, request, now);
             let wake = self.after_engine(&mut st);
-            (handled, self.pending_lsn(&st), wake)
+            let lsn = match &handled {
+                Handled::Reply(reply) => Self::reply_lsn(&st, reply),
+                _ => Self::pending_lsn(&st),
+            };
+            (handled, lsn, wake)
         };
         wake.into_iter().for_each(Waker::wake);
         (handled, lsn)
@@ -421,7 +426,7 @@ impl Store {
     pub fn put_refused(&self, client: ClientId, why: PutRefused) -> (Response, u64) {
         let mut st = self.state();
         let reply = st.engine.put_refused(client, why);
-        (reply, self.pending_lsn(&st))
+        (reply, Self::pending_lsn(&st))
     }
 
     /// `Ready(Some)` with the reply to `client`'s waiting reserve (and the
@@ -445,7 +450,8 @@ impl Store {
             let poll = match st.engine.poll_reply(client) {
                 Some(reply) => {
                     st.parked.remove(&client);
-                    Poll::Ready(Some((reply, self.pending_lsn(&st))))
+                    let lsn = Self::reply_lsn(&st, &reply);
+                    Poll::Ready(Some((reply, lsn)))
                 }
                 None if st.closing || st.failed.is_some() => {
                     st.parked.remove(&client);
@@ -515,8 +521,22 @@ impl Store {
     }
 
     /// The lsn a reply given now must wait for: everything staged so far.
-    fn pending_lsn(&self, st: &State) -> u64 {
+    fn pending_lsn(st: &State) -> u64 {
         let lsn = st.journal.staged_lsn();
+        if lsn > st.durable_lsn { lsn } else { 0 }
+    }
+
+    /// The lsn `reply` must wait for. A reply handing out a job (a reserve,
+    /// a peek) shows that job alone: it waits for that job's records only,
+    /// not for what other clients staged meanwhile (a reserve would
+    /// otherwise wait for their puts and deletes: a fsync more per job
+    /// under load). Every other reply waits for everything staged so far
+    /// (its own change is among it; a crash could undo nothing it shows).
+    fn reply_lsn(st: &State, reply: &Response) -> u64 {
+        let lsn = match reply {
+            Response::Reserved { id, .. } | Response::Found { id, .. } => st.journal.job_lsn(*id),
+            _ => st.journal.staged_lsn(),
+        };
         if lsn > st.durable_lsn { lsn } else { 0 }
     }
 

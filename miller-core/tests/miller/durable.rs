@@ -298,3 +298,67 @@ fn compaction_keeps_the_log_in_proportion_to_live_jobs() {
         );
     }
 }
+
+/// The lsn `request`'s reply waits for.
+fn held(store: &Store, client: ClientId, request: Request) -> (Response, u64) {
+    match store.handle(client, request, Instant::now()) {
+        (Handled::Reply(r), lsn) => (r, lsn),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_reply_handing_out_a_job_waits_for_that_jobs_records_only() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (store, _) = open(dir.path());
+    let (a, b) = (store.connect(Instant::now()), store.connect(Instant::now()));
+    let (reply, lsn) = held(&store, a, put("one", 0));
+    assert_eq!(reply, Response::Inserted(1));
+    assert!(lsn > 0 && !store.is_durable(lsn));
+    // Reserved before its put is durable: the reply waits for the put.
+    let (reply, reserve_lsn) = held(&store, b, Request::Reserve);
+    assert_eq!(
+        reply,
+        Response::Reserved {
+            id: 1,
+            body: Bytes::from_static(b"one")
+        }
+    );
+    assert_eq!(reserve_lsn, lsn);
+    store.commit(Instant::now()).expect("commit");
+    assert!(store.is_durable(lsn));
+    // Another client's put staged meanwhile: a release of job 1 waits for
+    // everything staged, a peek of job 1 then for the release alone.
+    let (_, other) = held(&store, a, put("two", 0));
+    let (reply, release_lsn) = held(
+        &store,
+        b,
+        Request::Release {
+            id: 1,
+            priority: 5,
+            delay: 0,
+        },
+    );
+    assert_eq!(reply, Response::Released);
+    assert!(release_lsn > other);
+    let (reply, peek_lsn) = held(&store, a, Request::Peek(1));
+    assert_eq!(reply, found(1, "one"));
+    assert_eq!(peek_lsn, release_lsn);
+    store.commit(Instant::now()).expect("commit");
+    // Job 1 durable, a third client's put not yet: reserving job 1 needs no wait.
+    let (_, third) = held(&store, a, put("three", 0));
+    assert!(third > 0 && !store.is_durable(third));
+    let (reply, lsn) = held(&store, b, Request::ReserveJob(1));
+    assert_eq!(
+        reply,
+        Response::Reserved {
+            id: 1,
+            body: Bytes::from_static(b"one")
+        }
+    );
+    assert_eq!(lsn, 0);
+    // Any other reply still waits for everything staged.
+    let (reply, lsn) = held(&store, b, Request::Delete(1));
+    assert_eq!(reply, Response::Deleted);
+    assert!(lsn > third);
+}
