@@ -25,12 +25,9 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use kids_core::net::{Listener, ServerConfig, serve_with};
+use kids_core::net::{GroupCommit, Listener, ServerConfig, runtime_with_commit, serve_with};
 use sink_core::FsyncPolicy;
 
 use crate::server::BeanstalkServer;
@@ -39,89 +36,69 @@ use crate::store::Store;
 /// How often the committer runs the engine's timers when nothing is staged.
 const TICK: Duration = Duration::from_secs(1);
 
-/// The committer: a thread that writes staged records, one write and one
-/// fsync per round (group commit), and compacts the log.
-#[derive(Debug)]
-pub struct Committer {
-    store: Store,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+/// The committer of a [`Store`]: kids-core's group-commit thread, one
+/// write and one fsync per round; it compacts the log and runs the
+/// engine's timers.
+pub type Committer = kids_core::net::Committer<Commits>;
+
+/// A [`Store`] as its committer thread drives it ([`GroupCommit`]).
+#[derive(Debug, Clone)]
+pub struct Commits(Store);
+
+impl Commits {
+    /// The rounds of `store`; start them with `Committer::start("beanstalk-commit", …)`.
+    pub fn new(store: Store) -> Self {
+        Self(store)
+    }
 }
 
-impl Committer {
-    /// Starts the committer of `store`.
-    ///
-    /// # Errors
-    /// When the thread cannot be spawned.
-    pub fn start(store: Store) -> io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (store, stop) = (store.clone(), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("beanstalk-commit".into())
-                .spawn(move || run(&store, &stop))?
-        };
-        Ok(Self {
-            store,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Writes what is staged, syncs, and stops the thread.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.store.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+impl GroupCommit for Commits {
+    fn wait(&self) -> Duration {
+        match self.0.config().fsync {
+            FsyncPolicy::Interval(d) => d.min(TICK),
+            _ => TICK,
         }
     }
-}
 
-impl Drop for Committer {
-    fn drop(&mut self) {
-        self.shutdown();
+    fn wait_staged(&mut self, timeout: Duration) -> bool {
+        self.0.wait_staged(timeout)
     }
-}
 
-fn run(store: &Store, stop: &AtomicBool) {
-    let wait = match store.config().fsync {
-        FsyncPolicy::Interval(d) => d.min(TICK),
-        _ => TICK,
-    };
-    loop {
-        let stopping = stop.load(Ordering::SeqCst);
-        if !stopping && store.wait_staged(wait) {
-            // Writers released by the last commit write again soon (after
-            // a round trip, and maybe a read in between): let them join
-            // this one, for at most about an fsync's time. Else the serving
-            // thread commits before it sleeps, unless it is busy.
-            let fsync = store.fsync_time();
-            let window = fsync.clamp(Duration::from_micros(200), Duration::from_millis(1));
-            let grace = (fsync / 2).clamp(Duration::from_micros(50), Duration::from_micros(500));
-            if !store.gather(window) && store.last_released() <= 1 {
-                store.wait_served(grace);
-            }
+    fn gather(&mut self) {
+        // Writers released by the last commit write again soon (after a
+        // round trip, and maybe a read in between): let them join this
+        // one, for at most about an fsync's time. Else the serving thread
+        // commits before it sleeps, unless it is busy.
+        let fsync = self.0.fsync_time();
+        let window = fsync.clamp(Duration::from_micros(200), Duration::from_millis(1));
+        let grace = (fsync / 2).clamp(Duration::from_micros(50), Duration::from_micros(500));
+        if !self.0.gather(window) && self.0.last_released() <= 1 {
+            self.0.wait_served(grace);
         }
-        let now = Instant::now();
-        if let Err(e) = store.commit(now) {
+    }
+
+    fn commit(&mut self, now: Instant) {
+        if let Err(e) = self.0.commit(now) {
             tracing::error!(error = %e, "beanstalk commit failed");
         }
-        if stopping {
-            if store.config().fsync != FsyncPolicy::Never
-                && let Err(e) = store.sync(now)
-            {
-                tracing::error!(error = %e, "final sync failed");
-            }
-            return;
-        }
+    }
+
+    fn tick(&mut self, now: Instant) {
         // Delays that ended, reservations past their TTR: the engine's
         // state moves on even while no client waits.
-        store.tick(now);
+        self.0.tick(now);
+    }
+
+    fn stop(&self) {
+        self.0.stop();
+    }
+
+    fn finish(&mut self, now: Instant) {
+        if self.0.config().fsync != FsyncPolicy::Never
+            && let Err(e) = self.0.sync(now)
+        {
+            tracing::error!(error = %e, "final sync failed");
+        }
     }
 }
 
@@ -135,12 +112,9 @@ fn run(store: &Store, stop: &AtomicBool) {
 /// When the runtime cannot be built.
 pub fn runtime(store: &Store) -> io::Result<tokio::runtime::Runtime> {
     let store = store.clone();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(move || {
-            store.commit_before_park(Instant::now());
-        })
-        .build()
+    runtime_with_commit(move || {
+        store.commit_before_park(Instant::now());
+    })
 }
 
 /// Serves `store` over the beanstalk protocol on every listener until
@@ -159,7 +133,7 @@ pub async fn serve(
     max_job_size: u32,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let committer = Committer::start(store.clone())?;
+    let committer = Committer::start("beanstalk-commit", Commits::new(store.clone()))?;
     let server = BeanstalkServer::new(store.clone(), max_job_size);
     let closing = store.clone();
     let served = serve_with(

@@ -3,97 +3,79 @@
 
 use std::future::Future;
 use std::io;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use kids_core::RequestDecoder;
-use kids_core::net::{Listener, ServerConfig, serve_with};
+use kids_core::net::{GroupCommit, Listener, ServerConfig, runtime_with_commit, serve_with};
 
 use crate::{Broker, SinkServer};
 
 /// How often the committer runs housekeeping (session expiry, retention).
 const TICK: Duration = Duration::from_secs(1);
 
-/// The committer: a thread that writes staged records, one write and one
-/// fsync per round (group commit), and runs housekeeping.
-#[derive(Debug)]
-pub struct Committer {
+/// The committer of a [`Broker`]: kids-core's group-commit thread, one
+/// write and one fsync per round, housekeeping every second.
+pub type Committer = kids_core::net::Committer<Commits>;
+
+/// A [`Broker`] as its committer thread drives it ([`GroupCommit`]).
+#[derive(Debug, Clone)]
+pub struct Commits {
     broker: Broker,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    last_tick: Instant,
 }
 
-impl Committer {
-    /// Starts the committer of `broker`.
-    ///
-    /// # Errors
-    /// When the thread cannot be spawned.
-    pub fn start(broker: Broker) -> io::Result<Self> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let thread = {
-            let (broker, stop) = (broker.clone(), Arc::clone(&stop));
-            std::thread::Builder::new()
-                .name("sink-commit".into())
-                .spawn(move || run(&broker, &stop))?
-        };
-        Ok(Self {
+impl Commits {
+    /// The rounds of `broker`; start them with `Committer::start("sink-commit", …)`.
+    pub fn new(broker: Broker) -> Self {
+        Self {
             broker,
-            stop,
-            thread: Some(thread),
-        })
-    }
-
-    /// Writes what is staged, syncs, and stops the thread.
-    pub fn stop(mut self) {
-        self.shutdown();
-    }
-
-    fn shutdown(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        self.broker.stop();
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
+            last_tick: Instant::now(),
         }
     }
 }
 
-impl Drop for Committer {
-    fn drop(&mut self) {
-        self.shutdown();
-    }
-}
-
-fn run(broker: &Broker, stop: &AtomicBool) {
-    let wait = match broker.config().fsync {
-        crate::FsyncPolicy::Interval(d) => d.min(TICK),
-        _ => TICK,
-    };
-    let mut last_tick = Instant::now();
-    loop {
-        let stopping = stop.load(Ordering::SeqCst);
-        if !stopping && broker.wait_staged(wait) {
-            // Writers released by the last commit write again soon: let
-            // them join this one (at most half an fsync's time).
-            let half = Duration::from_micros(broker.fsync_p50_us() / 2);
-            broker.gather(half.clamp(Duration::from_micros(50), Duration::from_micros(500)));
+impl GroupCommit for Commits {
+    fn wait(&self) -> Duration {
+        match self.broker.config().fsync {
+            crate::FsyncPolicy::Interval(d) => d.min(TICK),
+            _ => TICK,
         }
-        let now = Instant::now();
-        if let Err(e) = broker.commit(now) {
+    }
+
+    fn wait_staged(&mut self, timeout: Duration) -> bool {
+        self.broker.wait_staged(timeout)
+    }
+
+    fn gather(&mut self) {
+        // Writers released by the last commit write again soon: let them
+        // join this one (at most half an fsync's time).
+        let half = Duration::from_micros(self.broker.fsync_p50_us() / 2);
+        self.broker
+            .gather(half.clamp(Duration::from_micros(50), Duration::from_micros(500)));
+    }
+
+    fn commit(&mut self, now: Instant) {
+        if let Err(e) = self.broker.commit(now) {
             tracing::error!(error = %e, "sink commit failed");
         }
-        if stopping {
-            if let Err(e) = broker.sync(now) {
-                tracing::error!(error = %e, "final sync failed");
-            }
-            return;
-        }
-        if now.duration_since(last_tick) >= TICK {
-            last_tick = now;
-            if let Err(e) = broker.tick(now) {
+    }
+
+    fn tick(&mut self, now: Instant) {
+        if now.duration_since(self.last_tick) >= TICK {
+            self.last_tick = now;
+            if let Err(e) = self.broker.tick(now) {
                 tracing::error!(error = %e, "sink housekeeping failed");
             }
+        }
+    }
+
+    fn stop(&self) {
+        self.broker.stop();
+    }
+
+    fn finish(&mut self, now: Instant) {
+        if let Err(e) = self.broker.sync(now) {
+            tracing::error!(error = %e, "final sync failed");
         }
     }
 }
@@ -108,12 +90,9 @@ fn run(broker: &Broker, stop: &AtomicBool) {
 /// When the runtime cannot be built.
 pub fn runtime(broker: &Broker) -> io::Result<tokio::runtime::Runtime> {
     let broker = broker.clone();
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .on_thread_park(move || {
-            broker.commit_before_park(Instant::now());
-        })
-        .build()
+    runtime_with_commit(move || {
+        broker.commit_before_park(Instant::now());
+    })
 }
 
 /// Serves `broker` on every listener until `shutdown` completes: kids-core's
@@ -130,7 +109,7 @@ pub async fn serve(
     config: ServerConfig,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let committer = Committer::start(broker.clone())?;
+    let committer = Committer::start("sink-commit", Commits::new(broker.clone()))?;
     let server = SinkServer::new(broker);
     let limits = config.limits;
     let served = serve_with(

@@ -37,9 +37,11 @@ use tokio::sync::watch;
 use crate::server::Connection;
 use crate::{RequestDecoder, Router, Session};
 
+mod commit;
 mod driver;
 mod stores;
 
+pub use commit::{Committer, GroupCommit, runtime_with_commit};
 pub use driver::{Listener, ServerConfig, Stop, run_connection, serve_with};
 pub use stores::{Stores, drive_link, run_pipeline, spawn_pipeline};
 

@@ -219,7 +219,18 @@ impl LocalEngine {
     fn call<R>(&self, f: impl FnOnce(&mut Engine, Instant) -> R) -> R {
         let mut state = self.lock();
         let now = (self.shared.clock)();
+        #[cfg(feature = "tokio")]
+        let before = state.engine.next_deadline();
         let out = f(&mut state.engine, now);
+        // The timer task sleeps until the next deadline: wake it only when
+        // a call made that deadline earlier (waking it on every call, its
+        // own tick included, made it spin without yielding).
+        #[cfg(feature = "tokio")]
+        let earlier = match (before, state.engine.next_deadline()) {
+            (_, None) => false,
+            (None, Some(_)) => true,
+            (Some(b), Some(a)) => a < b,
+        };
         let State { engine, wakers } = &mut *state;
         let wake: Vec<Waker> = engine
             .take_woken()
@@ -230,7 +241,9 @@ impl LocalEngine {
             waker.wake();
         }
         #[cfg(feature = "tokio")]
-        self.shared.timers.notify_one();
+        if earlier {
+            self.shared.timers.notify_one();
+        }
         out
     }
 }
