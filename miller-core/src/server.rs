@@ -180,6 +180,14 @@ impl Protocol for BeanstalkConn {
     }
 
     fn flush(&mut self, now: Instant) {
+        if let Some(lsn) = self.hold {
+            // With nothing to fsync the connection writes its own records:
+            // its replies wait for no other thread.
+            let store = &self.server.store;
+            if store.commit_unsynced(now) && store.is_durable(lsn) {
+                self.hold = None;
+            }
+        }
         if self.hold.is_none() {
             self.send_pending(now);
         }

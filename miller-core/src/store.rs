@@ -182,6 +182,9 @@ struct Inner {
     /// A smoothed fsync time, µs.
     fsync_us: AtomicU64,
     commits: AtomicU64,
+    /// Set once connections write their own records ([`Store::commit_unsynced`]):
+    /// under [`FsyncPolicy::Never`] the committer is then not woken per record.
+    inline: std::sync::atomic::AtomicBool,
 }
 
 /// The durable beanstalk engine on one data directory: cheap to clone,
@@ -345,6 +348,7 @@ impl Store {
                 }),
                 fsync_us: AtomicU64::new(0),
                 commits: AtomicU64::new(0),
+                inline: std::sync::atomic::AtomicBool::new(false),
             }),
         };
         store.release_unneeded()?;
@@ -514,10 +518,49 @@ impl Store {
             .take_woken()
             .filter_map(|c| parked.remove(&c))
             .collect();
-        if journal.staged_lsn() != before && std::mem::replace(committer_waiting, false) {
+        let inline = self.inner.config.fsync == FsyncPolicy::Never
+            && self.inner.inline.load(Ordering::Relaxed);
+        if journal.staged_lsn() != before && !inline && std::mem::replace(committer_waiting, false)
+        {
             self.inner.staged_cv.notify_one();
         }
         wake
+    }
+
+    /// Under [`FsyncPolicy::Never`] (nothing to fsync, so nothing to
+    /// gather writers for): writes what is staged now, on the calling
+    /// thread, as a connection does after each batch of requests, so a
+    /// reply waits for no hand-off to another thread. True when it wrote
+    /// (or nothing was staged); false under other policies, or when a
+    /// commit is under way elsewhere (the committer is then woken to take
+    /// what is left).
+    pub fn commit_unsynced(&self, now: Instant) -> bool {
+        if self.inner.config.fsync != FsyncPolicy::Never {
+            return false;
+        }
+        self.inner.inline.store(true, Ordering::Relaxed);
+        let writer = match self.inner.writer.try_lock() {
+            Ok(w) => w,
+            Err(std::sync::TryLockError::Poisoned(p)) => p.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => {
+                let mut st = self.state();
+                if std::mem::replace(&mut st.committer_waiting, false) {
+                    drop(st);
+                    self.inner.staged_cv.notify_one();
+                }
+                return false;
+            }
+        };
+        if self.state().journal.is_empty() {
+            return true;
+        }
+        match self.commit_with(writer, now) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::error!(error = %e, "beanstalk commit failed");
+                false
+            }
+        }
     }
 
     /// The lsn a reply given now must wait for: everything staged so far.

@@ -362,3 +362,48 @@ fn a_reply_handing_out_a_job_waits_for_that_jobs_records_only() {
     assert_eq!(reply, Response::Deleted);
     assert!(lsn > third);
 }
+
+/// Under `fsync never` a connection writes its own records before its
+/// replies (no committer hand-off); what it acknowledged is in the log.
+#[test]
+fn served_without_fsync_replies_once_written_and_recovers_what_it_acknowledged() {
+    use super::served::{Client, Served};
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default().fsync(FsyncPolicy::Never);
+    let mut acknowledged = Vec::new();
+    {
+        let served = Served::start(dir.path(), config.clone());
+        let mut a = Client::connect(served.port).unwrap();
+        let mut b = Client::connect(served.port).unwrap();
+        for i in 0..200u32 {
+            let c = if i % 2 == 0 { &mut a } else { &mut b };
+            match c.call(put(&format!("job {i}"), 0)).unwrap() {
+                Response::Inserted(id) => acknowledged.push((id, format!("job {i}"))),
+                other => panic!("{other:?}"),
+            }
+        }
+        // Pipelined: one batch, one write.
+        a.send(&[
+            put("p1", 0),
+            put("p2", 0),
+            Request::Delete(acknowledged[0].0),
+        ])
+        .unwrap();
+        for _ in 0..2 {
+            assert!(matches!(a.recv().unwrap(), Response::Inserted(_)));
+        }
+        assert_eq!(a.recv().unwrap(), Response::Deleted);
+    }
+    let (store, _) = open_with(dir.path(), config).unwrap();
+    let c = store.connect(Instant::now());
+    assert_eq!(
+        call(&store, c, Request::Peek(acknowledged[0].0)),
+        Response::NotFound
+    );
+    for (id, body) in &acknowledged[1..] {
+        match call(&store, c, Request::Peek(*id)) {
+            Response::Found { body: got, .. } => assert_eq!(got, body.as_bytes()),
+            other => panic!("job {id}: {other:?}"),
+        }
+    }
+}
