@@ -407,3 +407,47 @@ fn served_without_fsync_replies_once_written_and_recovers_what_it_acknowledged()
         }
     }
 }
+
+/// Under an interval policy, compaction's copies are durable only once
+/// synced: the segments they came from stay until a commit that synced.
+#[test]
+fn under_an_interval_policy_old_segments_go_only_after_a_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = StoreConfig::default()
+        .fsync(FsyncPolicy::Interval(Duration::from_secs(3600)))
+        .segment_bytes(16 << 10)
+        .compact_budget(4 << 10);
+    let (store, _) = open_with(dir.path(), config).unwrap();
+    let t0 = Instant::now();
+    let c = store.connect(t0);
+    let body = "x".repeat(200);
+    let mut live = std::collections::VecDeque::new();
+    for i in 0..4_000u64 {
+        match call(&store, c, put(&body, 0)) {
+            Response::Inserted(id) => live.push_back(id),
+            other => panic!("{other:?}"),
+        }
+        if live.len() > 20 {
+            let id = live.pop_front().unwrap();
+            assert_eq!(call(&store, c, Request::Delete(id)), Response::Deleted);
+        }
+        if i % 16 == 0 {
+            // The same instant: the interval never passes, nothing is synced.
+            store.commit(t0).unwrap();
+        }
+    }
+    store.commit(t0).unwrap();
+    let unsynced = store.log_stats().segments;
+    assert!(
+        unsynced > 20,
+        "no segment may go before a sync: {unsynced} segments"
+    );
+    // A commit after the interval syncs, then the old segments go.
+    call(&store, c, put(&body, 0));
+    store.commit(t0 + Duration::from_secs(7200)).unwrap();
+    let synced = store.log_stats().segments;
+    assert!(
+        synced < unsynced / 2,
+        "{synced} segments after a synced commit (were {unsynced})"
+    );
+}
