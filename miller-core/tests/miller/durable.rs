@@ -451,3 +451,112 @@ fn under_an_interval_policy_old_segments_go_only_after_a_sync() {
         "{synced} segments after a synced commit (were {unsynced})"
     );
 }
+
+/// A file system whose fsyncs fail once `fail` is set: the rest is `StdFs`.
+#[derive(Debug, Clone)]
+struct FailingSync {
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+#[derive(Debug)]
+struct FailingFile {
+    inner: std::sync::Arc<dyn kids_core::LogFile>,
+    fail: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl kids_core::LogFile for FailingFile {
+    fn read_at(&self, buf: &mut [u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.read_at(buf, offset)
+    }
+    fn write_at(&self, buf: &[u8], offset: u64) -> std::io::Result<usize> {
+        self.inner.write_at(buf, offset)
+    }
+    fn sync(&self) -> std::io::Result<()> {
+        if self.fail.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(std::io::Error::other("injected fsync failure"));
+        }
+        self.inner.sync()
+    }
+    fn set_len(&self, len: u64) -> std::io::Result<()> {
+        self.inner.set_len(len)
+    }
+    fn size(&self) -> std::io::Result<u64> {
+        self.inner.size()
+    }
+}
+
+impl kids_core::LogFs for FailingSync {
+    fn create_dir_all(&self, dir: &Path) -> std::io::Result<()> {
+        kids_core::StdFs.create_dir_all(dir)
+    }
+    fn list(&self, dir: &Path) -> std::io::Result<Vec<std::ffi::OsString>> {
+        kids_core::StdFs.list(dir)
+    }
+    fn open(
+        &self,
+        path: &Path,
+        mode: kids_core::OpenMode,
+    ) -> std::io::Result<std::sync::Arc<dyn kids_core::LogFile>> {
+        let inner = kids_core::StdFs.open(path, mode)?;
+        Ok(std::sync::Arc::new(FailingFile {
+            inner,
+            fail: self.fail.clone(),
+        }))
+    }
+    fn remove(&self, path: &Path) -> std::io::Result<()> {
+        kids_core::StdFs.remove(path)
+    }
+    fn rename(&self, from: &Path, to: &Path) -> std::io::Result<()> {
+        kids_core::StdFs.rename(from, to)
+    }
+    fn sync_dir(&self, dir: &Path) -> std::io::Result<()> {
+        kids_core::StdFs.sync_dir(dir)
+    }
+}
+
+/// A failed fsync is never acknowledged: the held reply is never released,
+/// the store refuses what comes after (INTERNAL_ERROR), and a reopen keeps
+/// everything acknowledged before.
+#[test]
+fn a_failed_fsync_acknowledges_nothing_and_fails_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    let fs = FailingSync {
+        fail: Default::default(),
+    };
+    let (store, _) = Store::open_with(
+        dir.path(),
+        StoreConfig::default().fsync(FsyncPolicy::Always),
+        std::sync::Arc::new(fs.clone()),
+        Engine::new(EngineConfig::default()),
+        Instant::now(),
+        SystemTime::now(),
+    )
+    .unwrap();
+    let c = store.connect(Instant::now());
+    let (handled, lsn) = store.handle(c, put("kept", 0), Instant::now());
+    let Handled::Reply(Response::Inserted(kept)) = handled else {
+        panic!("{handled:?}")
+    };
+    store.commit(Instant::now()).unwrap();
+    assert!(store.is_durable(lsn));
+    fs.fail.store(true, std::sync::atomic::Ordering::SeqCst);
+    let (handled, lsn) = store.handle(c, put("unsure", 0), Instant::now());
+    assert!(matches!(handled, Handled::Reply(Response::Inserted(_))));
+    assert!(store.commit(Instant::now()).is_err(), "the fsync failed");
+    assert!(
+        !store.is_durable(lsn),
+        "a reply held on it is never released"
+    );
+    assert!(store.is_failed());
+    assert_eq!(call(&store, c, put("later", 0)), Response::InternalError);
+    assert_eq!(
+        call(&store, c, Request::Peek(kept)),
+        Response::InternalError
+    );
+    drop(store);
+    let (store, _) = open(dir.path());
+    let c = store.connect(Instant::now());
+    assert!(
+        matches!(call(&store, c, Request::Peek(kept)), Response::Found { body, .. } if body == "kept")
+    );
+}
