@@ -569,7 +569,10 @@ fn distance(a: &str, b: &str) -> usize {
     row[b.len()]
 }
 
-fn suggest(word: &str, candidates: &[&str]) -> String {
+/// ` (did you mean `x`?)` when `word` is within two edits of one of
+/// `candidates` (the closest), else nothing: how every configuration of
+/// the SDK answers an unknown key.
+pub fn suggest(word: &str, candidates: &[&str]) -> String {
     candidates
         .iter()
         .map(|c| (distance(word, c), c))

@@ -10,6 +10,7 @@ use tokio::net::{TcpStream, ToSocketAddrs};
 use tokio_util::codec::Decoder;
 
 use crate::proto::{ClientCodec, Request, Response, is_valid_tube, parse_list, parse_stats};
+use crate::queue::whole_secs as secs;
 use crate::{Error, Job, ProtocolError, PutParams, Queue, QueueError, Stats};
 
 /// A beanstalk client: a connection to beanstalkd or to miller's served
@@ -149,13 +150,6 @@ fn tube(name: &str) -> Result<String, Error> {
     } else {
         Err(Error::Queue(QueueError::BadFormat))
     }
-}
-
-/// Whole seconds for the wire, rounded up (beanstalk counts in seconds: a
-/// delay, time-to-run or timeout of 0.5 s is sent as 1 s, never 0).
-fn secs(d: Duration) -> u32 {
-    let up = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
-    u32::try_from(up).unwrap_or(u32::MAX)
 }
 
 fn put_request(body: Bytes, params: PutParams) -> Request {

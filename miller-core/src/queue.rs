@@ -8,6 +8,13 @@ use bytes::Bytes;
 
 use crate::Error;
 
+/// Whole seconds for the wire, rounded up (beanstalk counts in seconds: a
+/// delay, time-to-run or timeout of 0.5 s is 1 s, never 0), at most `u32::MAX`.
+pub(crate) fn whole_secs(d: Duration) -> u32 {
+    let up = d.as_secs().saturating_add(u64::from(d.subsec_nanos() > 0));
+    u32::try_from(up).unwrap_or(u32::MAX)
+}
+
 /// How a job is put: beanstalk's priority (0 is most urgent), the delay
 /// before it is ready, and its time-to-run once reserved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -36,7 +36,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kids_core::{ConfigError, Directive, Value, parse_directives};
+use kids_core::{ConfigError, Directive, Value, parse_directives, suggest};
 
 use super::envelope::DEFAULT_MAX_ENVELOPE;
 use super::master::MasterConfig;
@@ -553,32 +553,6 @@ fn parse_duration(text: &str) -> Option<Duration> {
         _ => return None,
     };
     Some(Duration::from_millis(n.checked_mul(ms)?))
-}
-
-/// ` (did you mean `x`?)` when a key is within two edits of one of `keys`.
-fn suggest(word: &str, keys: &[&str]) -> String {
-    keys.iter()
-        .map(|k| (distance(word, k), k))
-        .filter(|(d, k)| *d <= 2 && *d < k.len())
-        .min()
-        .map(|(_, k)| format!(" (did you mean `{k}`?)"))
-        .unwrap_or_default()
-}
-
-/// Levenshtein distance.
-fn distance(a: &str, b: &str) -> usize {
-    let b: Vec<char> = b.chars().collect();
-    let mut row: Vec<usize> = (0..=b.len()).collect();
-    for (i, ca) in a.chars().enumerate() {
-        let mut prev = row[0];
-        row[0] = i + 1;
-        for (j, &cb) in b.iter().enumerate() {
-            let cur = row[j + 1];
-            row[j + 1] = (prev + usize::from(ca != cb)).min(row[j] + 1).min(cur + 1);
-            prev = cur;
-        }
-    }
-    row[b.len()]
 }
 
 #[cfg(test)]

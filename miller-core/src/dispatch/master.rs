@@ -157,7 +157,7 @@ impl Master {
                     data: ev.data.clone(),
                     attempt: 0,
                     first_seen: unix_ms,
-                    ttr: Some(whole_secs(self.config.put.ttr)),
+                    ttr: Some(ttr_secs(self.config.put.ttr)),
                     last_error: None,
                 };
                 match envelope.encode(self.config.max_envelope) {
@@ -273,9 +273,8 @@ impl Master {
 }
 
 /// Whole seconds, rounded up, at least 1 (beanstalk's TTR on the wire).
-pub(crate) fn whole_secs(d: std::time::Duration) -> u32 {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    u32::try_from(s.max(1)).unwrap_or(u32::MAX)
+pub(crate) fn ttr_secs(d: std::time::Duration) -> u32 {
+    crate::queue::whole_secs(d).max(1)
 }
 
 #[cfg(test)]
@@ -355,8 +354,8 @@ mod tests {
 
     #[test]
     fn whole_seconds_round_up() {
-        assert_eq!(whole_secs(Duration::ZERO), 1);
-        assert_eq!(whole_secs(Duration::from_millis(1500)), 2);
-        assert_eq!(whole_secs(Duration::from_secs(60)), 60);
+        assert_eq!(ttr_secs(Duration::ZERO), 1);
+        assert_eq!(ttr_secs(Duration::from_millis(1500)), 2);
+        assert_eq!(ttr_secs(Duration::from_secs(60)), 60);
     }
 }

@@ -12,7 +12,7 @@ use tokio::task::JoinSet;
 
 use super::config::WorkerConfig;
 use super::envelope::Envelope;
-use super::master::whole_secs;
+use super::master::ttr_secs;
 use super::registry::Registry;
 use super::retry::{Retry, Rng};
 use crate::{Error, Job, PutParams, Queue, QueueError};
@@ -411,7 +411,7 @@ impl Slot {
             let params = PutParams {
                 priority: pri,
                 delay: self.config.bury_copy_delay,
-                ttr: Duration::from_secs(u64::from(whole_secs(ttr))),
+                ttr: Duration::from_secs(u64::from(ttr_secs(ttr))),
             };
             let copy = q.put(body, params).await?;
             q.reserve_job(copy).await?;

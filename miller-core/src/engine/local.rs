@@ -53,6 +53,7 @@ use bytes::Bytes;
 
 use super::{ClientId, Engine, EngineConfig, Handled};
 use crate::proto::{Request, Response};
+use crate::queue::whole_secs;
 use crate::{Error, Job, PutParams, Queue, QueueError, Stats};
 
 /// A clock as [`LocalEngine`] reads it.
@@ -261,11 +262,6 @@ impl LocalEngine {
 pub struct LocalQueue {
     engine: LocalEngine,
     client: ClientId,
-}
-
-fn whole_secs(d: Duration) -> u32 {
-    let s = d.as_secs() + u64::from(d.subsec_nanos() > 0);
-    u32::try_from(s).unwrap_or(u32::MAX)
 }
 
 fn refusal(reply: Response) -> Error {
