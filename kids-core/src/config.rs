@@ -1102,6 +1102,31 @@ fn unreachable_values<T>() -> Result<T, ConfigError> {
     })
 }
 
+/// A duration as the configuration language writes it: digits and a time
+/// unit (`ms`, `s`/`sec`/`secs`, `m`/`min`/`mins`, `h`/`hour`/`hours`,
+/// `d`/`day`/`days`, any case), or a bare `0`; `None` for anything else
+/// or a value that does not fit.
+///
+/// ```
+/// use std::time::Duration;
+/// assert_eq!(kids_core::parse_duration("5min"), Some(Duration::from_secs(300)));
+/// assert_eq!(kids_core::parse_duration("250ms"), Some(Duration::from_millis(250)));
+/// assert_eq!(kids_core::parse_duration("5"), None);
+/// ```
+pub fn parse_duration(text: &str) -> Option<std::time::Duration> {
+    if text == "0" {
+        return Some(std::time::Duration::ZERO);
+    }
+    let (n, unit) = split_unit(text);
+    let n: u64 = n.parse().ok()?;
+    let unit = unit.to_ascii_lowercase();
+    if unit == "ms" {
+        return Some(std::time::Duration::from_millis(n));
+    }
+    let (_, mult) = TIME_UNITS.iter().find(|(name, _)| *name == unit)?;
+    Some(std::time::Duration::from_secs(n.checked_mul(*mult)?))
+}
+
 /// The leading digits of `v` and the rest (the unit).
 fn split_unit(v: &str) -> (&str, &str) {
     v.split_at(v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len()))

@@ -74,7 +74,7 @@ pub struct ReadmeDoctests;
 
 pub use config::{
     Config, ConfigError, ListenConfig, LogConfig, LogLevel, NLimitLine, QueueConfig, QueueFull,
-    StoreConfig, StoreKind, StoreProblem, StoreRole, Success, suggest,
+    StoreConfig, StoreKind, StoreProblem, StoreRole, Success, parse_duration, suggest,
 };
 pub use directives::{Directive, MAX_DEPTH as MAX_DIRECTIVE_DEPTH, Value, parse_directives};
 pub use error::{Corruption, Error, ProtocolError};

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use examples::miller::registry;
 use miller_core::Client;
 use miller_core::dispatch::{KidsSource, Master, MillerConfig, SinkSource, SourceConfig};
-use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 const USAGE: &str = "usage: miller-master -c FILE";
@@ -68,7 +67,7 @@ async fn run(
     if config.sources.is_empty() {
         return Err(format!("{}: no `source` to read events from", config.file).into());
     }
-    let mut sigterm = signal(SignalKind::terminate())?;
+    let stopping = examples::shutdown_signal()?;
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut tasks = tokio::task::JoinSet::new();
     for source in &config.sources {
@@ -97,8 +96,7 @@ async fn run(
         config.beanstalk
     );
     tokio::select! {
-        _ = sigterm.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
+        () = stopping => {}
         Some(r) = tasks.join_next() => {
             r??;
             return Err("a source ended".into());

@@ -29,14 +29,15 @@
 //!
 //! Every directive is optional; defaults are those of [`MasterConfig`],
 //! [`WorkerConfig`] and [`RetryPolicy`], beanstalk at 127.0.0.1:11300.
-//! Durations take a unit: `ms`, `s`/`sec`, `m`/`min`, `h`/`hour`, `d`/`day`
+//! Durations are kids' ([`kids_core::parse_duration`]): a unit `ms`,
+//! `s`/`sec`/`secs`, `m`/`min`/`mins`, `h`/`hour`/`hours`, `d`/`day`/`days`
 //! (a bare `0` is zero), at most 100 years. Keys are case-insensitive. An unknown key, a
 //! missing value or a bad number is an error naming file, line and column.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use kids_core::{ConfigError, Directive, Value, parse_directives, suggest};
+use kids_core::{ConfigError, Directive, Value, parse_directives, parse_duration, suggest};
 
 use super::envelope::DEFAULT_MAX_ENVELOPE;
 use super::master::MasterConfig;
@@ -535,25 +536,6 @@ impl P<'_> {
 /// arithmetic on it cannot overflow, and in whole seconds it fits
 /// beanstalk's 32-bit delays and TTRs.
 const MAX_DURATION: Duration = Duration::from_secs(100 * 36525 * 864);
-
-/// `500ms`, `30s`, `5min`, `1h`, `2d`, or a bare `0`.
-fn parse_duration(text: &str) -> Option<Duration> {
-    if text == "0" {
-        return Some(Duration::ZERO);
-    }
-    let split = text.find(|c: char| !c.is_ascii_digit())?;
-    let (n, unit) = text.split_at(split);
-    let n: u64 = n.parse().ok()?;
-    let ms = match unit.to_ascii_lowercase().as_str() {
-        "ms" => 1,
-        "s" | "sec" => 1000,
-        "m" | "min" => 60_000,
-        "h" | "hour" => 3_600_000,
-        "d" | "day" => 86_400_000,
-        _ => return None,
-    };
-    Some(Duration::from_millis(n.checked_mul(ms)?))
-}
 
 #[cfg(test)]
 mod tests {

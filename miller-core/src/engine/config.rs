@@ -159,8 +159,10 @@ impl HostInfo {
 }
 
 /// The figures of `stats` that belong to the process and its log rather
-/// than to the engine; the served engine updates them with
-/// [`Engine::set_process_stats`](super::Engine::set_process_stats).
+/// than to the engine (`rusage-*`, `binlog-*`), set by an embedder with
+/// [`Engine::set_process_stats`](super::Engine::set_process_stats). The
+/// served engine does not set them yet: its `stats` reports them as zero
+/// (its log's figures are in `Store::log_stats`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct ProcessStats {
