@@ -7,6 +7,15 @@ use std::time::Duration;
 
 use test_support::{Process, Stream, free_port, wait_for};
 
+// The abuse suites: each repeats, against the real program, what a hostile
+// or careless client did to it, and checks that another client is still
+// served, the memory stays bounded and the drop is counted.
+#[path = "examples/abuse_kids.rs"]
+mod abuse_kids;
+#[path = "examples/abuse_statsd.rs"]
+mod abuse_statsd;
+#[path = "examples/abuse_wish.rs"]
+mod abuse_wish;
 #[path = "examples/beanstalk.rs"]
 mod beanstalk;
 #[path = "examples/sink.rs"]

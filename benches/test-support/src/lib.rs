@@ -13,6 +13,7 @@
 //!  Process::start(name, Command) ── kills and reaps it when dropped
 //!     ├─ keeps its last output lines (stdout and stderr), for failure messages
 //!     ├─ wait_for_line: "<name> listening on <addr>"
+//!     ├─ rss_bytes: its resident memory now (rss_bytes(pid) for any process)
 //!     └─ signal / terminate / kill / wait (bounded by WAIT_LIMIT)
 //!  wait_for(what, condition) ── polls until it holds, panics after WAIT_LIMIT
 //!  Poll { limit, pause }.until(..) ── the same with a value and a chosen limit
@@ -57,6 +58,6 @@ mod wait;
 pub use beanstalkd::Beanstalkd;
 pub use peer::{REQUIRE_PEERS, on_path, peer};
 pub use port::{free_port, free_ports};
-pub use process::{Process, Stream};
+pub use process::{Process, Stream, rss_bytes};
 pub use redis::{RedisServer, answers_ping};
 pub use wait::{Poll, WAIT_LIMIT, wait_for};

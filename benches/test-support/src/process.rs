@@ -94,6 +94,12 @@ impl Process {
         self.id
     }
 
+    /// Its resident set size now, in bytes (`VmRSS` of `/proc/PID/status`);
+    /// `None` once it has exited or where there is no `/proc`.
+    pub fn rss_bytes(&self) -> Option<u64> {
+        rss_bytes(self.id)
+    }
+
     /// The last `n` lines it printed (of those kept), one per line.
     pub fn tail(&self, n: usize) -> String {
         let state = self.output.lock();
@@ -321,6 +327,13 @@ impl Output {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn rss_of_this_process_is_read_and_a_missing_one_is_none() {
+        let rss = super::rss_bytes(std::process::id()).expect("linux /proc");
+        assert!(rss > 100 * 1024, "{rss}");
+        assert_eq!(super::rss_bytes(u32::MAX), None);
+    }
+
     use super::*;
 
     fn sh(script: &str) -> Command {
@@ -394,3 +407,13 @@ mod tests {
         assert!(e.to_string().starts_with("starting ghost: "), "{e}");
     }
 }
+
+/// The resident set size of process `pid` now, in bytes (`VmRSS` of
+/// `/proc/PID/status`); `None` when it is gone or there is no `/proc`.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+

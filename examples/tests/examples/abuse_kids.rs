@@ -1,0 +1,1 @@
+//! The kids abuse suite (issue 14).

@@ -1,0 +1,1 @@
+//! The statsd abuse suite (issue 14).

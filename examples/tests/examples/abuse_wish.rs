@@ -1,0 +1,1 @@
+//! The wish abuse suite (issue 14).
