@@ -50,6 +50,18 @@ pub struct Config {
     /// before they stop reading new requests (default 4 GB); `0` turns the
     /// bound off.
     pub max_buffered: Option<u64>,
+    /// `query_buffer SIZE;`: most bytes one client's unfinished request
+    /// may hold, each argument counted with what it costs in memory
+    /// (Redis's `client-query-buffer-limit`; default 1 GB).
+    pub query_buffer: Option<u64>,
+    /// `max_channel_len SIZE;`: longest channel name a client may publish
+    /// or subscribe to (default 16 KB).
+    pub max_channel_len: Option<u64>,
+    /// `max_pattern_len SIZE;`: longest pattern (default 1 KB).
+    pub max_pattern_len: Option<u64>,
+    /// `max_patterns N;`: most patterns one client may subscribe to
+    /// (default 10000).
+    pub max_patterns: Option<usize>,
     /// `nlimit CLASS HARD SOFT SECONDS;` lines.
     pub nlimits: Vec<NLimitLine>,
     /// `queue SIZE block|error;` or `queue SIZE spool DIR;`: the queue between the router and the stores.
@@ -432,6 +444,10 @@ const TOP_KEYS: &[&str] = &[
     "timeout",
     "request_timeout",
     "max_buffered",
+    "query_buffer",
+    "max_channel_len",
+    "max_pattern_len",
+    "max_patterns",
     "nlimit",
     "queue",
     "log",
@@ -693,17 +709,27 @@ impl<'a> Parser<'a> {
                     }
                     config.store = Some(self.store(pos, false)?);
                 }
-                "worker_threads" | "max_clients" => {
+                "query_buffer" | "max_channel_len" | "max_pattern_len" => {
+                    let vals = self.values(&key)?;
+                    let v = self.one(&key, &vals)?;
+                    let bytes = Some(self.size(&v, false)?);
+                    match key.as_str() {
+                        "query_buffer" => config.query_buffer = bytes,
+                        "max_channel_len" => config.max_channel_len = bytes,
+                        _ => config.max_pattern_len = bytes,
+                    }
+                }
+                "worker_threads" | "max_clients" | "max_patterns" => {
                     let vals = self.values(&key)?;
                     let v = self.one(&key, &vals)?;
                     let n: usize = self.number(&key, &v)?;
                     if n == 0 {
                         return Err(self.err(v.1, format!("`{key}` must be at least 1")));
                     }
-                    if key == "worker_threads" {
-                        config.worker_threads = Some(n);
-                    } else {
-                        config.max_clients = Some(n);
+                    match key.as_str() {
+                        "worker_threads" => config.worker_threads = Some(n),
+                        "max_patterns" => config.max_patterns = Some(n),
+                        _ => config.max_clients = Some(n),
                     }
                 }
                 "timeout" | "request_timeout" => {
@@ -1133,16 +1159,23 @@ fn split_unit(v: &str) -> (&str, &str) {
 }
 
 impl Config {
-    /// The router settings this config describes: `ignore_case` and the
-    /// `nlimit` lines (the last line of a class wins; other classes keep
-    /// their defaults).
+    /// The router settings this config describes: `ignore_case`, the
+    /// name bounds (`max_channel_len`, `max_pattern_len`, `max_patterns`)
+    /// and the `nlimit` lines (the last line of a class wins; other classes
+    /// keep their defaults).
     ///
     /// ```
     /// use kids_core::{ClientClass, Config};
-    /// let config = Config::parse("server.conf", "ignore_case on; nlimit pubsub 32mb 16mb 10min;").unwrap();
+    /// let config = Config::parse(
+    ///     "server.conf",
+    ///     "ignore_case on; nlimit pubsub 32mb 16mb 10min; max_patterns 100; max_channel_len 1kb;",
+    /// )
+    /// .unwrap();
     /// let router = config.router_config();
     /// assert!(router.is_ignore_case());
     /// assert_eq!(router.limits().of(ClientClass::Pubsub).soft, 16 << 20);
+    /// assert_eq!(router.patterns_per_client(), 100);
+    /// assert_eq!(router.channel_len(), 1024);
     /// ```
     pub fn router_config(&self) -> crate::RouterConfig {
         let mut limits = crate::NLimits::default();
@@ -1157,9 +1190,35 @@ impl Config {
                 ClientClass::Pubsub => limits.pubsub = limit,
             }
         }
-        crate::RouterConfig::default()
+        let mut router = crate::RouterConfig::default()
             .ignore_case(self.ignore_case)
-            .nlimits(limits)
+            .nlimits(limits);
+        let clamp = |bytes: u64| usize::try_from(bytes).unwrap_or(usize::MAX);
+        if let Some(bytes) = self.max_channel_len {
+            router = router.max_channel_len(clamp(bytes));
+        }
+        if let Some(bytes) = self.max_pattern_len {
+            router = router.max_pattern_len(clamp(bytes));
+        }
+        if let Some(n) = self.max_patterns {
+            router = router.max_patterns_per_client(n);
+        }
+        router
+    }
+
+    /// The request decoder's bounds: the defaults, with `query_buffer`.
+    ///
+    /// ```
+    /// use kids_core::Config;
+    /// let config = Config::parse("server.conf", "query_buffer 64mb;").unwrap();
+    /// assert_eq!(config.limits().query_buffer(), 64 << 20);
+    /// ```
+    pub fn limits(&self) -> crate::Limits {
+        let limits = crate::Limits::default();
+        match self.query_buffer {
+            Some(bytes) => limits.max_query_buffer(usize::try_from(bytes).unwrap_or(usize::MAX)),
+            None => limits,
+        }
     }
 
     /// The connection policy of the `timeout` and `request_timeout` lines

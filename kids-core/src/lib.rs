@@ -81,10 +81,12 @@ pub use error::{Corruption, Error, ProtocolError};
 pub use pubsub::commands::{KIDS_COMMANDS, KidsCommand};
 pub use pubsub::glob::Glob;
 pub use pubsub::nlimit::{ClientClass, NLimit, NLimits};
-pub use pubsub::router::{Refused, Router, RouterConfig, Stats, Tap, TopicStats};
+pub use pubsub::router::{
+    Fanout, Published, Refused, Router, RouterConfig, Stats, Tap, TopicStats,
+};
 pub use pubsub::session::{REDIS_COMPAT_VERSION, Session};
 pub use resp::{
-    Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
+    ARG_COST, Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
 };
 pub use seglog::{
     Batch, Fsync, LogFile, LogFs, LogReader, OpenMode, Position, Recovery, SegmentConfig,

@@ -183,6 +183,7 @@ async fn run(args: Args, mut config: Config) -> Result<(), Box<dyn std::error::E
     let mut server = ServerConfig::default();
     server.max_clients = config.max_clients;
     server.conn = config.conn_config();
+    server.limits = config.limits();
     if let Some(bytes) = config.max_buffered {
         server.max_buffered = (bytes > 0).then_some(bytes);
     }

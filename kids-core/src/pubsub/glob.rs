@@ -118,8 +118,33 @@ impl Glob {
         self.matches_counted(subject, &mut 0)
     }
 
+    /// The literal bytes the pattern starts with (up to its first `*`, `?`
+    /// or class), lowered when it ignores case: every subject it matches
+    /// starts with them (compared lowered under `nocase`).
+    pub(crate) fn literal_prefix(&self) -> Vec<u8> {
+        self.literal(self.tokens.iter())
+    }
+
+    /// The literal bytes the pattern ends with (after its last `*`, `?` or
+    /// class), lowered when it ignores case; in their order.
+    pub(crate) fn literal_suffix(&self) -> Vec<u8> {
+        let mut v = self.literal(self.tokens.iter().rev());
+        v.reverse();
+        v
+    }
+
+    fn literal<'a>(&self, tokens: impl Iterator<Item = &'a Token>) -> Vec<u8> {
+        tokens
+            .map_while(|t| match *t {
+                Token::Byte(b) if self.nocase => Some(lower(b)),
+                Token::Byte(b) => Some(b),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// [`Glob::matches`], adding the number of comparison steps to `steps`.
-    fn matches_counted(&self, subject: &[u8], steps: &mut usize) -> bool {
+    pub(crate) fn matches_counted(&self, subject: &[u8], steps: &mut usize) -> bool {
         if subject.is_empty() {
             return self.source.is_empty();
         }

@@ -11,5 +11,6 @@
 pub(crate) mod commands;
 pub(crate) mod glob;
 pub(crate) mod nlimit;
+pub(crate) mod patterns;
 pub(crate) mod router;
 pub(crate) mod session;

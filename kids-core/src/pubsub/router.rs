@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 
 use crate::pubsub::glob::Glob;
 use crate::pubsub::nlimit::NLimits;
+use crate::pubsub::patterns::{PatternEntry, Patterns};
 use crate::resp::Proto;
 use crate::server::outbox::{Outbox, Pushed};
 
@@ -82,6 +83,9 @@ pub struct RouterConfig {
     nlimits: NLimits,
     max_tracked_topics: usize,
     max_pattern_len: usize,
+    max_channel_len: usize,
+    max_patterns_per_client: usize,
+    slice_steps: usize,
 }
 
 impl Default for RouterConfig {
@@ -90,7 +94,10 @@ impl Default for RouterConfig {
             ignore_case: false,
             nlimits: NLimits::default(),
             max_tracked_topics: 1024,
-            max_pattern_len: 64 * 1024,
+            max_pattern_len: 1024,
+            max_channel_len: 16 * 1024,
+            max_patterns_per_client: 10_000,
+            slice_steps: 1 << 17,
         }
     }
 }
@@ -114,6 +121,7 @@ impl RouterConfig {
     }
     /// Longest glob pattern accepted by PSUBSCRIBE and PUBSUB CHANNELS
     /// (a kids bound: Redis has none); longer ones get an error reply.
+    /// Default 1 KiB.
     pub fn max_pattern_len(mut self, bytes: usize) -> Self {
         self.max_pattern_len = bytes;
         self
@@ -121,6 +129,40 @@ impl RouterConfig {
     /// The pattern length bound.
     pub fn pattern_len(&self) -> usize {
         self.max_pattern_len
+    }
+    /// Longest channel name a client may publish, log or subscribe to (a
+    /// kids bound: Redis has none); longer ones get an `-ERR` reply and
+    /// nothing is routed. Default 16 KiB.
+    pub fn max_channel_len(mut self, bytes: usize) -> Self {
+        self.max_channel_len = bytes;
+        self
+    }
+    /// The channel name bound.
+    pub fn channel_len(&self) -> usize {
+        self.max_channel_len
+    }
+    /// Most patterns one client may subscribe to at once (a kids bound:
+    /// Redis has none); a `PSUBSCRIBE` past it gets an `-ERR` reply for each
+    /// pattern over. Default 10,000.
+    pub fn max_patterns_per_client(mut self, n: usize) -> Self {
+        self.max_patterns_per_client = n;
+        self
+    }
+    /// The patterns-per-client bound.
+    pub fn patterns_per_client(&self) -> usize {
+        self.max_patterns_per_client
+    }
+    /// Work a connection's publish may do at once matching patterns (in
+    /// matcher steps, about a nanosecond each) before it lets the other
+    /// connections run and carries on ([`Router::publish_sliced`]). Default
+    /// 131,072: well under a millisecond.
+    pub fn slice_steps(mut self, steps: usize) -> Self {
+        self.slice_steps = steps.max(1);
+        self
+    }
+    /// The slice bound.
+    pub fn slice_steps_value(&self) -> usize {
+        self.slice_steps
     }
     /// Whether patterns ignore case.
     pub fn is_ignore_case(&self) -> bool {
@@ -170,7 +212,7 @@ struct Inner {
     next_id: AtomicU64,
     /// Keyed by names clients send: foldhash with a random seed per map.
     topics: RwLock<HashMap<Bytes, Topic, foldhash::fast::RandomState>>,
-    patterns: RwLock<Vec<PatternEntry>>,
+    patterns: RwLock<Patterns>,
     tap: RwLock<Option<Arc<dyn Tap>>>,
     /// Whether `tap` holds one, read without its lock on every request.
     has_tap: AtomicBool,
@@ -184,11 +226,6 @@ struct Topic {
     messages: AtomicU64,
     last_count: AtomicU64,
     rate_bits: AtomicU64,
-}
-
-struct PatternEntry {
-    glob: Glob,
-    subscribers: Vec<Arc<Outbox>>,
 }
 
 #[derive(Default)]
@@ -207,6 +244,47 @@ struct Rates {
     last: Option<(Instant, u64, u64)>,
     in_per_sec: f64,
     out_per_sec: f64,
+}
+
+/// What [`Router::publish_sliced`] did.
+#[derive(Debug)]
+pub enum Published {
+    /// Routed to every receiver.
+    Done {
+        /// Receivers, as [`Router::publish`] counts them.
+        receivers: usize,
+        /// The tap's ticket, as [`Router::publish_ticketed`] returns it.
+        ticket: Option<u64>,
+    },
+    /// Cut short: pass it to [`Router::resume`] until that says it is done.
+    Sliced(Fanout),
+}
+
+/// A publish whose pattern matching was cut short by
+/// [`Router::publish_sliced`]: the patterns still to check.
+#[derive(Debug)]
+pub struct Fanout {
+    channel: Bytes,
+    message: Bytes,
+    ids: Vec<u32>,
+    next: usize,
+    /// Patterns added at or after this sequence number came after the publish.
+    seq: u64,
+    receivers: usize,
+    ticket: Option<u64>,
+    now: Instant,
+}
+
+impl Fanout {
+    /// The tap's ticket for the message, as [`Router::publish_ticketed`] returns it.
+    pub fn ticket(&self) -> Option<u64> {
+        self.ticket
+    }
+
+    /// Patterns still to check.
+    pub fn remaining(&self) -> usize {
+        self.ids.len() - self.next
+    }
 }
 
 /// A snapshot of the router's counters, for INFO and monitoring.
@@ -325,7 +403,7 @@ impl Router {
                 started: now,
                 next_id: AtomicU64::new(1),
                 topics: RwLock::new(HashMap::with_hasher(foldhash::fast::RandomState::default())),
-                patterns: RwLock::new(Vec::new()),
+                patterns: RwLock::new(Patterns::default()),
                 tap: RwLock::new(None),
                 has_tap: AtomicBool::new(false),
                 counters: Counters::default(),
@@ -417,6 +495,67 @@ impl Router {
         message: Bytes,
         now: Instant,
     ) -> Result<(usize, Option<u64>), Refused> {
+        match self.publish_within(channel, message, now, usize::MAX)? {
+            Published::Done { receivers, ticket } => Ok((receivers, ticket)),
+            Published::Sliced(mut rest) => loop {
+                if let Some(receivers) = self.resume(&mut rest) {
+                    return Ok((receivers, rest.ticket));
+                }
+            },
+        }
+    }
+
+    /// As [`Router::publish_ticketed`], but the pattern matching stops after
+    /// [`RouterConfig::slice_steps`] of work, so that a server on one
+    /// thread can serve its other connections before it carries on
+    /// ([`Router::resume`]). The tap has seen the message, and its channel
+    /// subscribers have it, either way; the patterns it is matched against
+    /// are those subscribed when the publish began and still subscribed
+    /// when their turn comes.
+    ///
+    /// ```
+    /// use std::time::Instant;
+    /// use kids_core::{Published, Router, RouterConfig, Session};
+    ///
+    /// let now = Instant::now();
+    /// let router = Router::new(RouterConfig::default().slice_steps(10), now);
+    /// let mut subscriber = Session::new(&router);
+    /// let patterns: Vec<bytes::Bytes> = std::iter::once("PSUBSCRIBE".into())
+    ///     .chain((0..100).map(|i| format!("*a*{i}*").into()))
+    ///     .collect();
+    /// subscriber.handle(patterns, now);
+    /// let mut slices = 1;
+    /// let receivers = match router.publish_sliced("xa7".into(), "m".into(), now).unwrap() {
+    ///     Published::Done { receivers, .. } => receivers,
+    ///     Published::Sliced(mut rest) => loop {
+    ///         slices += 1;
+    ///         if let Some(n) = router.resume(&mut rest) {
+    ///             break n;
+    ///         }
+    ///     },
+    /// };
+    /// assert_eq!(receivers, 1); // *a*7*
+    /// assert!(slices > 1);
+    /// ```
+    ///
+    /// # Errors
+    /// [`Refused`] when the tap refused the message; it was not routed.
+    pub fn publish_sliced(
+        &self,
+        channel: Bytes,
+        message: Bytes,
+        now: Instant,
+    ) -> Result<Published, Refused> {
+        self.publish_within(channel, message, now, self.inner.config.slice_steps)
+    }
+
+    fn publish_within(
+        &self,
+        channel: Bytes,
+        message: Bytes,
+        now: Instant,
+        budget: usize,
+    ) -> Result<Published, Refused> {
         let inner = &*self.inner;
         let mut ticket = None;
         if inner.has_tap.load(Ordering::Acquire)
@@ -431,22 +570,7 @@ impl Router {
             }
         }
         inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
-        let limits = &inner.config.nlimits;
         let mut receivers = 0;
-        let mut deliver = |frames: &mut Frames<'_>, outbox: &Arc<Outbox>| match outbox.push_with(
-            |proto| frames.get(proto),
-            true,
-            None,
-            now,
-            limits,
-        ) {
-            Pushed::Queued => receivers += 1,
-            Pushed::Closed { dropped } => {
-                receivers += 1;
-                self.note_nlimit_close(outbox, dropped);
-            }
-            Pushed::AlreadyClosed => {}
-        };
         let tracked = {
             let topics = read(&inner.topics);
             match topics.get(&channel) {
@@ -454,7 +578,7 @@ impl Router {
                     topic.messages.fetch_add(1, Ordering::Relaxed);
                     let mut frames = Frames::new(None, &channel, &message);
                     for outbox in &topic.subscribers {
-                        deliver(&mut frames, outbox);
+                        self.deliver(&mut frames, outbox, now, &mut receivers);
                     }
                     true
                 }
@@ -469,22 +593,143 @@ impl Router {
         if !tracked {
             self.track_new_topic(&channel);
         }
-        {
+        let cut = {
             let patterns = read(&inner.patterns);
-            for entry in patterns.iter() {
-                if entry.glob.matches(&channel) {
-                    let mut frames = Frames::new(Some(entry.glob.source()), &channel, &message);
-                    for outbox in &entry.subscribers {
-                        deliver(&mut frames, outbox);
-                    }
+            self.match_patterns(&patterns, &channel, &message, now, budget, &mut receivers)
+        };
+        match cut {
+            None => {
+                inner
+                    .counters
+                    .messages_out
+                    .fetch_add(receivers as u64, Ordering::Relaxed);
+                Ok(Published::Done { receivers, ticket })
+            }
+            Some((ids, seq)) => Ok(Published::Sliced(Fanout {
+                channel,
+                message,
+                ids,
+                next: 0,
+                seq,
+                receivers,
+                ticket,
+                now,
+            })),
+        }
+    }
+
+    /// Matches `channel` against the patterns that can match it, delivering
+    /// to each that does, until `budget` steps are spent; then returns the
+    /// ids of the patterns left and the sequence number they must be under.
+    fn match_patterns(
+        &self,
+        patterns: &Patterns,
+        channel: &Bytes,
+        message: &Bytes,
+        now: Instant,
+        budget: usize,
+        receivers: &mut usize,
+    ) -> Option<(Vec<u32>, u64)> {
+        if patterns.len() == 0 {
+            return None;
+        }
+        let lowered;
+        let key: &[u8] =
+            if self.inner.config.ignore_case && channel.iter().any(u8::is_ascii_uppercase) {
+                lowered = channel.to_ascii_lowercase();
+                &lowered
+            } else {
+                channel
+            };
+        let buckets = patterns.candidates(key);
+        let mut steps = 0usize;
+        for (b, bucket) in buckets.iter().enumerate() {
+            for (i, &id) in bucket.iter().enumerate() {
+                if steps >= budget {
+                    let mut rest = bucket[i..].to_vec();
+                    buckets[b + 1..]
+                        .iter()
+                        .for_each(|b| rest.extend_from_slice(b));
+                    return Some((rest, patterns.next_seq()));
+                }
+                if let Some(entry) = patterns.get(id) {
+                    self.match_one(entry, channel, message, now, &mut steps, receivers);
                 }
             }
         }
-        inner
+        None
+    }
+
+    fn match_one(
+        &self,
+        entry: &PatternEntry,
+        channel: &[u8],
+        message: &[u8],
+        now: Instant,
+        steps: &mut usize,
+        receivers: &mut usize,
+    ) {
+        *steps += 1;
+        if entry.glob.matches_counted(channel, steps) {
+            let mut frames = Frames::new(Some(entry.glob.source()), channel, message);
+            for outbox in &entry.subscribers {
+                self.deliver(&mut frames, outbox, now, receivers);
+            }
+            *steps += entry.subscribers.len();
+        }
+    }
+
+    fn deliver(
+        &self,
+        frames: &mut Frames<'_>,
+        outbox: &Arc<Outbox>,
+        now: Instant,
+        receivers: &mut usize,
+    ) {
+        let limits = &self.inner.config.nlimits;
+        match outbox.push_with(|proto| frames.get(proto), true, None, now, limits) {
+            Pushed::Queued => *receivers += 1,
+            Pushed::Closed { dropped } => {
+                *receivers += 1;
+                self.note_nlimit_close(outbox, dropped);
+            }
+            Pushed::AlreadyClosed => {}
+        }
+    }
+
+    /// Carries a sliced publish on for another [`RouterConfig::slice_steps`]
+    /// of work; `Some(receivers)` once it is done (the `PUBLISH` reply).
+    pub fn resume(&self, rest: &mut Fanout) -> Option<usize> {
+        let budget = self.inner.config.slice_steps;
+        {
+            let patterns = read(&self.inner.patterns);
+            let mut steps = 0usize;
+            while rest.next < rest.ids.len() {
+                if steps >= budget {
+                    return None;
+                }
+                let id = rest.ids[rest.next];
+                rest.next += 1;
+                // Gone, or a pattern added since the publish began in its slot.
+                if let Some(entry) = patterns.get(id).filter(|e| e.seq < rest.seq) {
+                    let (channel, message) = (&rest.channel, &rest.message);
+                    self.match_one(
+                        entry,
+                        channel,
+                        message,
+                        rest.now,
+                        &mut steps,
+                        &mut rest.receivers,
+                    );
+                }
+            }
+        }
+        rest.ids = Vec::new();
+        self.inner
             .counters
             .messages_out
-            .fetch_add(receivers as u64, Ordering::Relaxed);
-        Ok((receivers, ticket))
+            .fetch_add(rest.receivers as u64, Ordering::Relaxed);
+        Some(rest.receivers)
     }
 
     /// Counts a client closed by its nlimit and the messages lost with it.
@@ -546,24 +791,11 @@ impl Router {
     pub(crate) fn psubscribe(&self, pattern: &Bytes, outbox: &Arc<Outbox>) {
         // Compiled before taking the lock: publishers keep running meanwhile.
         let glob = Glob::new(pattern, self.inner.config.ignore_case);
-        let mut patterns = write(&self.inner.patterns);
-        match patterns.iter_mut().find(|e| e.glob.source() == pattern) {
-            Some(e) => e.subscribers.push(outbox.clone()),
-            None => patterns.push(PatternEntry {
-                glob,
-                subscribers: vec![outbox.clone()],
-            }),
-        }
+        write(&self.inner.patterns).subscribe(glob, outbox);
     }
 
     pub(crate) fn punsubscribe(&self, pattern: &Bytes, outbox: &Arc<Outbox>) {
-        let mut patterns = write(&self.inner.patterns);
-        if let Some(i) = patterns.iter().position(|e| e.glob.source() == pattern) {
-            patterns[i].subscribers.retain(|o| !Arc::ptr_eq(o, outbox));
-            if patterns[i].subscribers.is_empty() {
-                patterns.remove(i);
-            }
-        }
+        write(&self.inner.patterns).unsubscribe(pattern, outbox);
     }
 
     /// Channels with at least one subscriber, optionally filtered by a glob

@@ -11,7 +11,7 @@ use bytes::{Bytes, BytesMut};
 use crate::pubsub::commands::{KIDS_COMMANDS, KidsCommand};
 use crate::pubsub::nlimit::ClientClass;
 use crate::pubsub::nlimit::NLimits;
-use crate::pubsub::router::Router;
+use crate::pubsub::router::{Fanout, Published, Router};
 use crate::resp::{
     self, Command, Proto, ReplyWriter, Request, RequestDecoder, RespServer, RespState, prefix,
     write_help,
@@ -56,6 +56,10 @@ pub struct Session {
     deferred: Option<Request>,
     /// A decoding error that came while replies were held: answered at `stored`.
     deferred_error: Option<ProtocolError>,
+    /// A publish whose pattern matching was cut short, to carry on in
+    /// [`Protocol::poll_release`] after the other connections ran; its
+    /// reply and every later request wait for it.
+    fanout: Option<Fanout>,
 }
 
 /// Names in the order they were added (Redis 7.0 confirms `PUNSUBSCRIBE`
@@ -105,6 +109,7 @@ impl Session {
             patterns: OrderedSet::default(),
             log_refused: false,
             ticket: None,
+            fanout: None,
             deferred: None,
             deferred_error: None,
         }
@@ -218,6 +223,11 @@ impl Session {
         let Some(first) = args.first() else {
             return Flow::Continue;
         };
+        // A publish still routing: everything after it waits.
+        if self.fanout.is_some() {
+            self.deferred = Some(args);
+            return Flow::Wait;
+        }
         // While replies wait for a ticket, only what cannot flush them goes on.
         if self.ticket.is_some()
             && !(self.subscriptions() == 0
@@ -240,12 +250,23 @@ impl Session {
         }
         let message = args.pop().unwrap_or_default();
         let channel = args.pop().unwrap_or_default();
-        match self.router.publish_ticketed(channel, message, now) {
-            Ok((n, ticket)) => {
+        let max = self.router.config().channel_len();
+        if channel.len() > max {
+            self.error(&format!("ERR channel name longer than {max} bytes"));
+            return;
+        }
+        match self.router.publish_sliced(channel, message, now) {
+            Ok(Published::Done { receivers, ticket }) => {
                 if ticket.is_some() {
                     self.ticket = ticket;
                 }
-                self.writer().integer(n as i64);
+                self.writer().integer(receivers as i64);
+            }
+            Ok(Published::Sliced(rest)) => {
+                if rest.ticket().is_some() {
+                    self.ticket = rest.ticket();
+                }
+                self.fanout = Some(rest);
             }
             Err(refused) => {
                 self.log_refused |= log;
@@ -266,10 +287,25 @@ impl Session {
     fn subscribe(&mut self, names: &[Bytes], pattern: bool, now: Instant) {
         let kind: &[u8] = if pattern { b"psubscribe" } else { b"subscribe" };
         let mut added = Vec::new();
-        let max_pattern = self.router.config().pattern_len();
+        let config = self.router.config();
+        let (max_pattern, max_channel) = (config.pattern_len(), config.channel_len());
+        let max_patterns = config.patterns_per_client();
         for name in names {
             if pattern && name.len() > max_pattern {
                 self.error(&format!("ERR pattern longer than {max_pattern} bytes"));
+                continue;
+            }
+            if !pattern && name.len() > max_channel {
+                self.error(&format!("ERR channel name longer than {max_channel} bytes"));
+                continue;
+            }
+            if pattern
+                && self.patterns.len() >= max_patterns
+                && !self.patterns.index.contains(&name[..])
+            {
+                self.error(&format!(
+                    "ERR max number of patterns per client reached ({max_patterns})"
+                ));
                 continue;
             }
             // A copy: the request's slice would pin the connection's read buffer.
@@ -561,10 +597,26 @@ impl Protocol for Session {
     }
 
     fn is_holding(&self) -> bool {
-        self.ticket.is_some() || self.deferred.is_some() || self.deferred_error.is_some()
+        self.ticket.is_some()
+            || self.deferred.is_some()
+            || self.deferred_error.is_some()
+            || self.fanout.is_some()
+    }
+
+    fn must_yield(&self) -> bool {
+        self.fanout.is_some()
     }
 
     fn poll_release(&mut self, cx: &mut std::task::Context<'_>, now: Instant) -> Poll<Flow> {
+        if let Some(rest) = &mut self.fanout {
+            // One more slice; the connection yields to the others between
+            // slices ([`Protocol::must_yield`]).
+            let Some(receivers) = self.router.resume(rest) else {
+                return Poll::Pending;
+            };
+            self.fanout = None;
+            self.writer().integer(receivers as i64);
+        }
         let Some(ticket) = self.ticket else {
             return Poll::Ready(self.stored(now));
         };
@@ -607,10 +659,19 @@ impl RequestCodec for RequestDecoder {
     fn is_mid_request(&self) -> bool {
         RequestDecoder::is_mid_request(self)
     }
+
+    fn held_bytes(&self) -> usize {
+        RequestDecoder::held_bytes(self)
+    }
 }
 
 impl Drop for Session {
     fn drop(&mut self) {
+        // A publish still routing is finished: its message reaches every
+        // pattern it matches even when its publisher left.
+        if let Some(mut rest) = self.fanout.take() {
+            while self.router.resume(&mut rest).is_none() {}
+        }
         self.unsubscribe_all_silently();
         self.resp.outbox().close(CloseReason::Gone);
         self.router.drop_outbox();

@@ -21,7 +21,7 @@ pub(crate) use conn::prefix;
 pub use conn::{REDIS_COMPAT_VERSION, RespServer, RespState, dispatch, flush, protocol_error};
 pub use frame::{Frame, FrameCodec};
 pub use reply::ReplyWriter;
-pub use request::{Request, RequestDecoder, split_inline};
+pub use request::{ARG_COST, Request, RequestDecoder, split_inline};
 
 /// The protocol version a connection speaks, switched by `HELLO`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -92,7 +92,9 @@ impl Limits {
         self.inline = bytes;
         self
     }
-    /// Most bytes buffered for one request that is not yet complete.
+    /// Most bytes one request may hold: those buffered while it is not yet
+    /// complete, plus what each decoded argument costs ([`ARG_COST`] each
+    /// on top of its bytes). Default 1 GiB, as Redis's `client-query-buffer-limit`.
     pub fn max_query_buffer(mut self, bytes: usize) -> Self {
         self.query_buffer = bytes;
         self

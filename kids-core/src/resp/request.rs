@@ -9,6 +9,13 @@ use crate::{Error, ProtocolError};
 /// One command: its name and arguments, as the client sent them.
 pub type Request = Vec<Bytes>;
 
+/// What one decoded argument costs in memory besides its bytes, as the
+/// query buffer bound counts it: its handle in the argument list (twice, for
+/// the list's growth), and its `$N` header and CRLF, which stay in the read
+/// buffer its bytes share. So a request of a million empty arguments counts
+/// as the 70 MB it holds, not as 0.
+pub const ARG_COST: usize = 2 * std::mem::size_of::<Bytes>() + 6;
+
 /// Decodes a stream of client requests, incrementally and within [`Limits`].
 ///
 /// Accepts what `redis-server` accepts: `*<n>\r\n` followed by `n` bulk
@@ -42,7 +49,8 @@ enum State {
         remaining: usize,
         args: Vec<Bytes>,
         bulk: Option<usize>,
-        /// Bytes of the arguments decoded so far, for the query buffer bound.
+        /// What the arguments decoded so far cost in memory, for the query
+        /// buffer bound ([`ARG_COST`] each on top of their bytes).
         held: usize,
     },
 }
@@ -64,6 +72,15 @@ impl RequestDecoder {
     /// True when part of a request has been consumed and more is expected.
     pub fn is_mid_request(&self) -> bool {
         matches!(self.state, State::Multibulk { .. })
+    }
+
+    /// What the arguments of the request in progress cost so far (see
+    /// [`ARG_COST`]); 0 between requests.
+    pub fn held_bytes(&self) -> usize {
+        match &self.state {
+            State::Start => 0,
+            State::Multibulk { held, .. } => *held,
+        }
     }
 
     fn decode_request(&mut self, src: &mut BytesMut) -> Result<Option<Request>, ProtocolError> {
@@ -148,9 +165,17 @@ impl RequestDecoder {
                             src.reserve((len + 2 - src.len()).min(1 << 20));
                             return Ok(None);
                         }
-                        let arg = src.split_to(len).freeze();
+                        // An empty argument shares nothing: it does not pin the read buffer.
+                        let arg = if len == 0 {
+                            Bytes::new()
+                        } else {
+                            src.split_to(len).freeze()
+                        };
                         src.advance(2);
-                        *held += len;
+                        *held = held.saturating_add(len + ARG_COST);
+                        if *held > self.limits.query_buffer {
+                            return Err(ProtocolError::QueryBufferLimit);
+                        }
                         args.push(arg);
                         *remaining -= 1;
                         *bulk = None;
@@ -446,6 +471,39 @@ mod tests {
             check_split(b"*2\r\n$8\r\n12345678\r\n$8\r\n1234", qb).1,
             Some(ProtocolError::QueryBufferLimit)
         );
+    }
+
+    #[test]
+    fn each_argument_counts_what_it_costs_against_the_query_buffer() {
+        // 1.2 MB of empty arguments cost about 14 MB: over an 8 MB bound,
+        // though their bytes (zero) and the wire (1.2 MB) are not.
+        let limits = Limits::default().max_query_buffer(8 << 20);
+        let mut dec = RequestDecoder::new(limits);
+        let mut wire = b"*1048576\r\n".to_vec();
+        for _ in 0..200_000 {
+            wire.extend_from_slice(b"$0\r\n\r\n");
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let got = dec.decode(&mut buf);
+        assert!(
+            matches!(got, Err(Error::Protocol(ProtocolError::QueryBufferLimit))),
+            "{got:?}"
+        );
+        // Under the bound, the same arguments are taken and share nothing.
+        let mut dec = RequestDecoder::new(Limits::default().max_query_buffer(16 << 20));
+        let mut wire = b"*200000\r\n".to_vec();
+        for _ in 0..200_000 {
+            wire.extend_from_slice(b"$0\r\n\r\n");
+        }
+        let mut buf = BytesMut::from(&wire[..]);
+        let args = dec.decode(&mut buf).unwrap().unwrap();
+        assert_eq!(args.len(), 200_000);
+        assert!(args.iter().all(|a| a.is_empty()));
+        assert!(buf.is_empty());
+        // 200,000 x ARG_COST is 14 MB: a complete request costing more is refused too.
+        let mut dec = RequestDecoder::new(Limits::default().max_query_buffer(8 << 20));
+        let mut buf = BytesMut::from(&wire[..]);
+        assert!(dec.decode(&mut buf).is_err());
     }
 
     #[test]

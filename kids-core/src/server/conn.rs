@@ -66,6 +66,15 @@ pub trait Protocol {
         Poll::Ready(Flow::Continue)
     }
 
+    /// True while the protocol cut the work of a request short so that
+    /// other connections may run first (kids' publish to a channel that
+    /// many patterns may match): the connection then yields
+    /// ([`Step::Yield`]) and calls [`Protocol::poll_release`] again, which
+    /// carries on. [`Protocol::is_holding`] is true meanwhile.
+    fn must_yield(&self) -> bool {
+        false
+    }
+
     /// `Ready` when the protocol can take more requests (a full store queue
     /// holds publishers back); the connection reads nothing until then.
     fn poll_room(&mut self, cx: &mut Context<'_>) -> Poll<()> {
@@ -133,6 +142,13 @@ pub trait RequestCodec: Decoder {
     fn is_mid_request(&self) -> bool {
         false
     }
+
+    /// Memory held for the request in progress beyond the read buffer
+    /// (arguments decoded so far): charged to the server's [`Budget`]
+    /// with the buffers.
+    fn held_bytes(&self) -> usize {
+        0
+    }
 }
 
 /// A byte stream, as the connection uses it.
@@ -157,8 +173,11 @@ pub trait Transport {
 pub enum Step {
     /// The connection is finished: close the stream.
     Closed,
-    /// Output pushed by others waits: let the other ready connections run
-    /// (their pushes join it), then poll again.
+    /// Let the other ready connections run, then poll again: output pushed
+    /// by others waits (their pushes join it), a whole read batch was
+    /// handled and more may wait (one batch per client per pass, as Redis
+    /// reads), or the protocol cut a request's work short
+    /// ([`Protocol::must_yield`]).
     Yield,
 }
 
@@ -466,7 +485,9 @@ where
 
     fn recharge(&mut self) {
         if let Some(b) = &self.budget {
-            let now_held = self.rbuf.len() as u64 + self.protocol.outbox().pending();
+            let now_held = self.rbuf.len() as u64
+                + self.codec.held_bytes() as u64
+                + self.protocol.outbox().pending();
             if now_held != self.charged {
                 b.charge(self.charged, now_held);
                 self.charged = now_held;
@@ -523,6 +544,8 @@ where
         // The stream said it has nothing more: no read again in this poll
         // (its waker is registered; more bytes wake the task).
         let mut read_blocked = false;
+        // A full batch was read and handled in this poll.
+        let mut read_more = false;
         loop {
             // Closed by its nlimit: leave at once.
             if self.protocol.outbox().is_closed() {
@@ -564,7 +587,7 @@ where
                     progress = true;
                 }
             }
-            if self.reading && !self.waiting && !read_blocked && self.may_read(cx) {
+            if self.reading && !self.waiting && !read_blocked && !read_more && self.may_read(cx) {
                 let (got, eof, blocked) = if self.eof {
                     (false, true, true)
                 } else {
@@ -574,6 +597,9 @@ where
                     }
                 };
                 read_blocked = blocked;
+                // A whole batch and maybe more: the rest after the others
+                // had their turn, as Redis reads each client once per pass.
+                read_more = got && !blocked && !eof;
                 if got {
                     self.last_active = now;
                     self.handle_input(now);
@@ -654,6 +680,10 @@ where
                 && self.protocol.outbox().pending() == 0
             {
                 return self.end(Ended::Finished);
+            }
+            if !progress && (self.protocol.must_yield() || (read_more && self.reading)) {
+                // Work cut short: the others run, then poll_release carries on.
+                return Poll::Ready(Ok(Step::Yield));
             }
             if !progress {
                 self.writer_idle =

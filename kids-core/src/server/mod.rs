@@ -20,7 +20,11 @@
 //! - reads are batched: what the stream holds, up to
 //!   [`ConnConfig::read_batch`] bytes, is decoded and handled before the
 //!   replies are flushed, so a pipelining client's requests share work (one
-//!   store commit per batch in kids);
+//!   store commit per batch in kids); after a whole batch the connection
+//!   lets the others run before it reads more ([`Step::Yield`]), so a client
+//!   that never stops sending cannot keep the others waiting, and a protocol
+//!   may cut one request's work into slices the same way
+//!   ([`Protocol::must_yield`]);
 //! - reading pauses while the connection's own unsent output is over
 //!   [`ConnConfig::max_pending_output`] (unless the protocol bounds that
 //!   output itself, as kids does for subscribers with `nlimit`), while the

@@ -422,3 +422,159 @@ fn client_setinfo_and_command_count() {
         );
     }
 }
+
+#[test]
+fn name_and_pattern_bounds_are_redis_style_errors() {
+    let now = Instant::now();
+    let config = RouterConfig::default()
+        .max_channel_len(8)
+        .max_pattern_len(4)
+        .max_patterns_per_client(3);
+    let router = Router::new(config, now);
+    let mut watcher = Session::new(&router);
+    run(&mut watcher, &["PSUBSCRIBE", "*"], now);
+    let mut c = Session::new(&router);
+    // A channel name over the bound: an error, and nothing routed.
+    assert_eq!(
+        run(&mut c, &["PUBLISH", "123456789", "m"], now),
+        b"-ERR channel name longer than 8 bytes\r\n"
+    );
+    assert_eq!(run(&mut c, &["PUBLISH", "12345678", "m"], now), b":1\r\n");
+    assert_eq!(
+        run(&mut c, &["LOG", "123456789", "m"], now),
+        b"-ERR channel name longer than 8 bytes\r\n"
+    );
+    let delivered = watcher.take_output();
+    assert_eq!(
+        delivered.windows(9).filter(|w| w == b"123456789").count(),
+        0,
+        "the refused channel was routed"
+    );
+    let mut s = Session::new(&router);
+    let out = run(&mut s, &["SUBSCRIBE", "123456789", "ok"], now);
+    assert!(
+        out.starts_with(b"-ERR channel name longer than 8 bytes\r\n"),
+        "{}",
+        String::from_utf8_lossy(&out)
+    );
+    assert!(out.ends_with(b"$2\r\nok\r\n:1\r\n"));
+    // Patterns: too long, then over the count; a pattern already held is not a new one.
+    let out = run(
+        &mut s,
+        &["PSUBSCRIBE", "a*", "toolong*", "b*", "c*", "d*", "a*"],
+        now,
+    );
+    let text = String::from_utf8_lossy(&out);
+    assert_eq!(
+        text.matches("-ERR pattern longer than 4 bytes").count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("-ERR max number of patterns per client reached (3)")
+            .count(),
+        1,
+        "{text}"
+    );
+    assert_eq!(
+        text.matches("psubscribe").count(),
+        4,
+        "a*, b*, c* and a* again: {text}"
+    );
+    assert_eq!(router.numpat(), 4, "*, a*, b*, c*");
+    // Room again after a PUNSUBSCRIBE.
+    run(&mut s, &["PUNSUBSCRIBE", "b*"], now);
+    let out = run(&mut s, &["PSUBSCRIBE", "d*"], now);
+    assert!(!out.starts_with(b"-"), "{}", String::from_utf8_lossy(&out));
+}
+
+/// The hostile patterns, `*a*a*a*a*a*a*a*bN`: filed by their literal
+/// suffix, so a publish to a channel that cannot match visits none of them.
+#[test]
+fn a_publish_checks_only_the_patterns_that_can_match() {
+    let now = Instant::now();
+    // One step of pattern work per slice: a publish that visited any
+    // pattern that cannot match would be cut short.
+    let config = RouterConfig::default()
+        .max_patterns_per_client(100_000)
+        .slice_steps(1);
+    let router = Router::new(config, now);
+    let mut s = Session::new(&router);
+    let mut args = vec!["PSUBSCRIBE".to_string()];
+    args.extend((0..100_000).map(|i| format!("*a*a*a*a*a*a*a*b{i}")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    s.handle(req(&args), now);
+    assert_eq!(router.numpat(), 100_000);
+    let long = "a".repeat(16 * 1024);
+    match router.publish_sliced(long.clone().into(), "m".into(), now) {
+        Ok(kids_core::Published::Done { receivers, .. }) => assert_eq!(receivers, 0),
+        other => panic!("visited patterns that cannot match: {other:?}"),
+    }
+    // The one that matches is found, and only it.
+    let hit = format!("{long}b77");
+    assert_eq!(router.publish(hit.into(), "m".into(), now), Ok(1));
+    // Prefix-filed patterns the same way.
+    let mut t = Session::new(&router);
+    let mut args = vec!["PSUBSCRIBE".to_string()];
+    args.extend((0..10_000).map(|i| format!("news.{i}.*")));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    t.handle(req(&args), now);
+    match router.publish_sliced("sport.1.x".into(), "m".into(), now) {
+        Ok(kids_core::Published::Done { receivers, .. }) => assert_eq!(receivers, 0),
+        other => panic!("visited patterns that cannot match: {other:?}"),
+    }
+    assert_eq!(router.publish("news.42.x".into(), "m".into(), now), Ok(1));
+}
+
+/// Patterns with no literal end are visited by every publish; the work is
+/// cut into slices, and the slices together deliver what one publish would.
+#[test]
+fn a_sliced_publish_reaches_exactly_the_patterns_a_whole_one_does() {
+    let now = Instant::now();
+    let whole = Router::new(RouterConfig::default(), now);
+    let sliced = Router::new(RouterConfig::default().slice_steps(50), now);
+    let pats: Vec<String> = (0..2000).map(|i| format!("*{}*", i % 1500)).collect();
+    let mut sessions = Vec::new();
+    for router in [&whole, &sliced] {
+        for chunk in pats.chunks(100) {
+            let mut s = Session::new(router);
+            let mut args = vec!["PSUBSCRIBE"];
+            args.extend(chunk.iter().map(String::as_str));
+            s.handle(req(&args), now);
+            sessions.push(s);
+        }
+    }
+    let channel = "x-12-345-678-1499";
+    let want = whole.publish(channel.into(), "m".into(), now).unwrap();
+    assert!(want > 10, "{want}");
+    let mut rest = match sliced
+        .publish_sliced(channel.into(), "m".into(), now)
+        .unwrap()
+    {
+        kids_core::Published::Sliced(rest) => rest,
+        done => panic!("not sliced: {done:?}"),
+    };
+    // A pattern added meanwhile is not one the publish began with; a
+    // pattern removed meanwhile gets nothing.
+    let mut late = Session::new(&sliced);
+    late.handle(req(&["PSUBSCRIBE", "*1499"]), now);
+    late.flush(now);
+    late.take_output();
+    let mut slices = 1;
+    let got = loop {
+        slices += 1;
+        if let Some(n) = sliced.resume(&mut rest) {
+            break n;
+        }
+    };
+    assert!(slices > 10, "{slices} slices");
+    assert_eq!(got, want);
+    assert!(
+        late.take_output().is_empty(),
+        "a later pattern got the message"
+    );
+    assert_eq!(
+        sliced.stats(now).messages_out,
+        whole.stats(now).messages_out
+    );
+}

@@ -841,3 +841,35 @@ fn a_client_hanging_up_while_a_request_waits_is_noticed() {
     assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
     assert_eq!(pipe.take_output(), b"TIMEOUT\nAFTER\n");
 }
+
+/// A publish matched against many patterns is cut into slices: between
+/// them the connection yields, so the runtime serves the others, and the
+/// reply and later requests wait for the last slice, in order.
+#[test]
+fn a_long_publish_yields_between_slices_and_answers_in_order() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default().slice_steps(100), now);
+    let mut sub = Session::new(&router);
+    let mut args: Vec<Bytes> = vec!["PSUBSCRIBE".into()];
+    args.extend((0..1000).map(|i| Bytes::from(format!("*x{i}*"))));
+    sub.handle(args, now);
+    let mut conn = kids_conn(&router, ConnConfig::default(), now);
+    let mut pipe = MemoryStream::default();
+    pipe.send(&[cmd(&["PUBLISH", "ax999b", "m"]), cmd(&["PING"])].concat());
+    let mut cx = Context::from_waker(Waker::noop());
+    let mut yields = 0;
+    loop {
+        match conn.poll(&mut cx, &mut pipe, now) {
+            Poll::Ready(Ok(Step::Yield)) => {
+                yields += 1;
+                // Nothing is answered before the publish is done.
+                assert!(pipe.take_output().is_empty());
+            }
+            Poll::Pending => break,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(yields >= 5, "{yields} yields");
+    // *x9*, *x99*, *x999*: the reply after the last slice, then PONG.
+    assert_eq!(pipe.take_output(), b":3\r\n+PONG\r\n");
+}
