@@ -66,8 +66,12 @@
 //! assert_eq!(flush.get("counts.api.hits"), Some(5.0));
 //! assert_eq!(flush.get("timers.lat.p95"), Some(30.0));
 //! assert_eq!(agg.totals().bad_total(), 1);
+//! // Drops are flushed too, as `statsd.*` counters.
+//! assert_eq!(flush.get("counts.statsd.bad_lines_seen"), Some(1.0));
 //! let plaintext = flush.plaintext();
-//! assert!(plaintext.starts_with(b"counts.api.hits 5.000000 1700000000\n"));
+//! assert!(plaintext.starts_with(
+//!     b"counts.statsd.bad_lines_seen 1.000000 1700000000\ncounts.api.hits 5.000000 1700000000\n"
+//! ));
 //! # Ok::<(), stats_core::Error>(())
 //! ```
 
