@@ -364,6 +364,25 @@ where
         self.reading
     }
 
+    /// Since when the connection has been idle (the last byte read or
+    /// written), or `None` while it is busy: part of a request read, a
+    /// request waiting, replies held or owed, reading stopped, or a
+    /// protocol that idles on purpose ([`Protocol::may_idle`], a
+    /// subscriber). The accept loop closes the connection idle longest
+    /// when it is full and told to make room
+    /// (`ServerConfig::evict_idle`, feature `tokio`).
+    pub fn idle_since(&self) -> Option<Instant> {
+        let idle = self.ended.is_none()
+            && self.reading
+            && !self.waiting
+            && self.partial_since.is_none()
+            && !self.protocol.is_holding()
+            && !self.protocol.may_idle()
+            && self.wpos == self.wbuf.len()
+            && self.protocol.outbox().pending() == 0;
+        idle.then_some(self.last_active)
+    }
+
     /// Stops reading (a draining server): the connection finishes once
     /// everything it owes is written.
     pub fn stop_reading(&mut self) {
