@@ -791,8 +791,8 @@ impl<'a> Metric<'a> {
 /// newline, and a `\r` before it, aside). A longer line is an error
 /// ([`LineError::TooLong`], once per line): the decoder drops it, up to its
 /// newline even if that comes later, and carries on, so the caller may keep
-/// decoding. After `Ok(None)` the buffer holds at most the bound: part of
-/// one line.
+/// decoding. After `Ok(None)` the buffer holds part of one line: at most
+/// the bound and a `\r`.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -879,7 +879,14 @@ impl Decoder for LineDecoder {
         if start > 0 {
             return Ok(Some(src.split_to(start).freeze()));
         }
-        if src.len() > self.max_line {
+        // Part of a line: over the bound already, unless its last byte is a
+        // `\r` that the newline still to come would leave out.
+        let over = match src.len().checked_sub(self.max_line) {
+            None | Some(0) => false,
+            Some(1) => src.last() != Some(&b'\r'),
+            Some(_) => true,
+        };
+        if over {
             src.clear();
             self.discarding = true;
             return Err(Error::Line(LineError::TooLong));

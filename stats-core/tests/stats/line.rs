@@ -261,7 +261,7 @@ fn tcp_decoder_never_hands_on_a_line_over_the_bound_nor_holds_more() {
                     Err(_) => errors += 1,
                 }
             }
-            assert!(buf.len() <= 10, "split at {at}: holds {}", buf.len());
+            assert!(buf.len() <= 11, "split at {at}: holds {}", buf.len());
         }
         // The overlong tail was refused as it came: nothing is left at the end.
         assert!(matches!(decoder.decode_eof(&mut buf), Ok(None)), "split at {at}");
@@ -369,6 +369,27 @@ proptest! {
         for line in parser.lines(&packet).flatten() {
             prop_assert!(line.values().count() >= 1);
             prop_assert!(!line.name().is_empty());
+        }
+    }
+}
+
+#[test]
+fn tcp_decoder_keeps_a_line_at_the_bound_cut_between_its_cr_and_newline() {
+    // Found by the statsd_tcp fuzz target: `/\r` then `\n`, bound 1. The
+    // `\r` is not part of the line, so its line is at the bound, not over.
+    for input in [&b"/\r\nx\n"[..], b"ab:1|c\r\n"] {
+        let max_line = input.iter().position(|b| *b == b'\r').unwrap();
+        for at in 0..=input.len() {
+            let mut decoder = LineDecoder::new(max_line);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for piece in [&input[..at], &input[at..]] {
+                buf.extend_from_slice(piece);
+                while let Some(chunk) = decoder.decode(&mut buf).expect("no line over the bound") {
+                    got.extend_from_slice(&chunk);
+                }
+            }
+            assert_eq!(got, input, "split at {at}");
         }
     }
 }
