@@ -7,4 +7,5 @@ mod stats {
     pub(crate) mod drops;
     pub(crate) mod line;
     pub(crate) mod net;
+    pub(crate) mod tcp;
 }

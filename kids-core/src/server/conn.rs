@@ -133,6 +133,19 @@ pub trait RequestCodec: Decoder {
     fn is_mid_request(&self) -> bool {
         false
     }
+
+    /// The client ended its stream: a request made of what is left in
+    /// `buf`, if the protocol takes one (a line protocol's last line
+    /// without its newline, as [`Decoder::decode_eof`] reads it). Called
+    /// until it returns `Ok(None)`. By default nothing: a request cut
+    /// short by the end of the stream is not handled.
+    ///
+    /// # Errors
+    /// As [`Decoder::decode`]: the protocol's [`Protocol::decode_error`] follows.
+    fn decode_last(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let _ = buf;
+        Ok(None)
+    }
 }
 
 /// A byte stream, as the connection uses it.
@@ -451,6 +464,34 @@ where
         }
     }
 
+    /// Handles the requests [`RequestCodec::decode_last`] makes of what the
+    /// end of the stream left in the read buffer.
+    fn handle_last(&mut self, now: Instant) {
+        let mut any = false;
+        while self.reading {
+            let flow = match self.codec.decode_last(&mut self.rbuf) {
+                Ok(Some(request)) => self.protocol.handle(request, now),
+                Ok(None) => break,
+                Err(e) => {
+                    self.reading = false;
+                    self.protocol.decode_error(e, now)
+                }
+            };
+            any = true;
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => break,
+                Flow::Wait => {
+                    self.waiting = true;
+                    break;
+                }
+            }
+        }
+        if any && !self.protocol.is_holding() {
+            self.protocol.flush(now);
+        }
+    }
+
     fn end(&mut self, why: Ended) -> Poll<io::Result<Step>> {
         self.ended = Some(why);
         self.uncharge();
@@ -607,7 +648,11 @@ where
                     }
                 }
                 if eof {
-                    // The client is gone; write out what it is owed, then close.
+                    // The client is gone: handle what it left, if the codec
+                    // takes it, write out what it is owed, then close.
+                    if !self.waiting {
+                        self.handle_last(now);
+                    }
                     self.reading = false;
                     progress = true;
                 }
