@@ -1,9 +1,9 @@
 //! The toolkit's tokio adapter: one accept loop and one connection driver for any protocol.
 
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -290,10 +290,10 @@ async fn accept_loop<F, P, C>(
                 tracing::debug!("max_clients reached: closed the client idle longest");
             } else {
                 tracing::warn!("max_clients reached: refusing a client");
-            let reply = &shared.config.busy_reply;
-            match &stream {
-                Stream::Tcp(s) => drop(s.try_write(reply)),
-                Stream::Unix(s) => drop(s.try_write(reply)),
+                let reply = &shared.config.busy_reply;
+                match &stream {
+                    Stream::Tcp(s) => drop(s.try_write(reply)),
+                    Stream::Unix(s) => drop(s.try_write(reply)),
                 }
                 continue;
             }

@@ -87,7 +87,10 @@ fn the_default_forgets_after_60_flushes_in_both_modes() {
     let mut agg = Aggregator::new(Config::etsy()).unwrap();
     agg.ingest(b"c:1|c");
     for n in 0..60 {
-        assert!(agg.flush(at(n)).get("stats.counters.c.count").is_some(), "flush {n}");
+        assert!(
+            agg.flush(at(n)).get("stats.counters.c.count").is_some(),
+            "flush {n}"
+        );
     }
     assert_eq!(agg.flush(at(60)).get("stats.counters.c.count"), None);
 }
@@ -123,7 +126,10 @@ fn a_full_key_table_takes_new_names_again_once_the_burst_is_forgotten() {
     let dropped = agg.totals().dropped_keys;
     assert_eq!(dropped, 900);
     let f = agg.flush(at(0));
-    assert_eq!(f.get("stats.counters.statsd.dropped_keys.count"), Some(900.0));
+    assert_eq!(
+        f.get("stats.counters.statsd.dropped_keys.count"),
+        Some(900.0)
+    );
     agg.ingest(b"late:1|c");
     assert_eq!(agg.totals().dropped_keys, 901, "still full");
     agg.flush(at(1)); // idle 1: zeros
@@ -167,7 +173,9 @@ fn the_issues_overflowing_lines_are_counted_and_flushed_never_inf() {
                 "stats.counters.c.count",
                 "stats.counters.x.count",
             ),
-            stats_core::Mode::Statsite => ("counts.statsd.overflowed_values", "counts.c", "counts.x"),
+            stats_core::Mode::Statsite => {
+                ("counts.statsd.overflowed_values", "counts.c", "counts.x")
+            }
         };
         assert_eq!(f.get(overflowed), Some(4.0), "{mode:?}");
         assert_eq!(f.get(c), Some(1e308), "{mode:?}: the first value stays");
@@ -197,9 +205,17 @@ fn etsy_flushes_its_own_counters_and_the_drops_as_counters() {
     assert_eq!(count("bad_lines_seen"), Some(1.0));
     assert_eq!(count("packets_received"), Some(1.0));
     assert_eq!(count("metrics_received"), Some(7.0));
-    assert_eq!(count("dropped_keys"), Some(3.0), "c, g twice: the table held 3 + a, b");
+    assert_eq!(
+        count("dropped_keys"),
+        Some(3.0),
+        "c, g twice: the table held 3 + a, b"
+    );
     assert_eq!(count("dropped_kv"), Some(1.0));
-    assert_eq!(count("overflowed_values"), None, "g was dropped whole, over the cap");
+    assert_eq!(
+        count("overflowed_values"),
+        None,
+        "g was dropped whole, over the cap"
+    );
     assert_eq!(
         f.get("stats.counters.statsd.dropped_keys.rate"),
         Some(0.3),
@@ -208,7 +224,10 @@ fn etsy_flushes_its_own_counters_and_the_drops_as_counters() {
     // The next interval: the drop counters send zero, as Etsy counters do.
     let f = agg.flush(at(2));
     assert_eq!(f.get("stats.counters.statsd.dropped_keys.count"), Some(0.0));
-    assert_eq!(f.get("stats.counters.statsd.packets_received.count"), Some(0.0));
+    assert_eq!(
+        f.get("stats.counters.statsd.packets_received.count"),
+        Some(0.0)
+    );
 }
 
 #[test]
@@ -222,7 +241,11 @@ fn statsite_flushes_only_the_drops_and_only_in_an_interval_that_had_some() {
     let f = agg.flush(at(0));
     assert_eq!(f.get("counts.statsd.dropped_keys"), Some(1.0));
     assert_eq!(f.get("counts.statsd.bad_lines_seen"), Some(1.0));
-    assert_eq!(f.get("counts.statsd.packets_received"), None, "statsite has none");
+    assert_eq!(
+        f.get("counts.statsd.packets_received"),
+        None,
+        "statsite has none"
+    );
     agg.ingest(b"a:1|c");
     let f = agg.flush(at(1));
     assert!(

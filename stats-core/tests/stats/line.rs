@@ -264,7 +264,10 @@ fn tcp_decoder_never_hands_on_a_line_over_the_bound_nor_holds_more() {
             assert!(buf.len() <= 11, "split at {at}: holds {}", buf.len());
         }
         // The overlong tail was refused as it came: nothing is left at the end.
-        assert!(matches!(decoder.decode_eof(&mut buf), Ok(None)), "split at {at}");
+        assert!(
+            matches!(decoder.decode_eof(&mut buf), Ok(None)),
+            "split at {at}"
+        );
         assert_eq!(lines, ["a:1|c", "e:1234|c\r", "b:2|c\r"], "split at {at}");
         assert_eq!(errors, 4, "split at {at}");
     }

@@ -181,5 +181,7 @@ fn the_tcp_servers_stop_after_the_final_flush() {
     let statsd = srv.statsd.clone();
     srv.rt.block_on(statsd.run(async {}));
     assert!(closed(&mut conn), "drained and closed");
-    wait_for("no longer accepting", || TcpStream::connect(srv.addr).is_err());
+    wait_for("no longer accepting", || {
+        TcpStream::connect(srv.addr).is_err()
+    });
 }
