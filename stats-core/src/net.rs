@@ -257,18 +257,8 @@ impl Statsd {
         config.busy_reply = Bytes::new();
         config.conn = ConnConfig::default().idle_timeout(self.tcp.idle_timeout);
         let max_line = self.with_aggregator(|a| a.config().limits.max_line);
-        let me = Arc::clone(self);
-        let next_id = std::sync::atomic::AtomicU64::new(0);
-        serve_with(
-            vec![Listener::Tcp(listener)],
-            config,
-            move || {
-                let id = next_id.fetch_add(1, Ordering::Relaxed);
-                (TcpInput::new(Arc::clone(&me), id), TcpLines::new(max_line))
-            },
-            self.until_closed(),
-        )
-        .await
+        self.serve_lines(listener, config, max_line, TcpInput::new)
+            .await
     }
 
     /// Answers Etsy-style management commands on TCP, one per line:
@@ -281,6 +271,22 @@ impl Statsd {
         let mut config = ServerConfig::default();
         config.max_clients = Some(64);
         config.busy_reply = Bytes::from_static(b"ERROR too many admin connections\n");
+        self.serve_lines(listener, config, 1024, AdminConn::new)
+            .await
+    }
+
+    /// Serves a line protocol made by `make` (given the server and a client
+    /// id) on the toolkit's accept loop until the final flush.
+    async fn serve_lines<P>(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        config: ServerConfig,
+        max_line: usize,
+        make: fn(Arc<Statsd>, u64) -> P,
+    ) -> io::Result<()>
+    where
+        P: Protocol<Request = Result<Bytes, LineError>, Error = Error> + Send + 'static,
+    {
         let me = Arc::clone(self);
         let next_id = std::sync::atomic::AtomicU64::new(0);
         serve_with(
@@ -288,7 +294,7 @@ impl Statsd {
             config,
             move || {
                 let id = next_id.fetch_add(1, Ordering::Relaxed);
-                (AdminConn::new(Arc::clone(&me), id), TcpLines::new(1024))
+                (make(Arc::clone(&me), id), TcpLines::new(max_line))
             },
             self.until_closed(),
         )

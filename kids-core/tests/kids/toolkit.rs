@@ -457,8 +457,15 @@ fn an_unbounded_codec_is_bounded_by_the_connection() {
     assert_eq!(conn.ended(), Some(Ended::InputLimit));
 }
 
-#[test]
-fn a_line_protocol_runs_on_the_same_accept_loop() {
+/// A [`Shout`] server with `config` on a loopback port, on its own thread
+/// until the sender is used; returns its address, the sender and the thread.
+fn shout_server(
+    config: kids_core::net::ServerConfig,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<std::io::Result<()>>,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -468,9 +475,6 @@ fn a_line_protocol_runs_on_the_same_accept_loop() {
         .expect("bind");
     let addr = tcp.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut config = kids_core::net::ServerConfig::default();
-    config.max_clients = Some(1);
-    config.busy_reply = Bytes::from_static(b"ERR busy\n");
     let ids = Arc::new(AtomicU64::new(0));
     let server = std::thread::spawn(move || {
         rt.block_on(kids_core::net::serve_with(
@@ -485,6 +489,15 @@ fn a_line_protocol_runs_on_the_same_accept_loop() {
             },
         ))
     });
+    (addr, stop, server)
+}
+
+#[test]
+fn a_line_protocol_runs_on_the_same_accept_loop() {
+    let mut config = kids_core::net::ServerConfig::default();
+    config.max_clients = Some(1);
+    config.busy_reply = Bytes::from_static(b"ERR busy\n");
+    let (addr, stop, server) = shout_server(config);
     let mut client = std::net::TcpStream::connect(addr).expect("connect");
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -844,33 +857,11 @@ fn a_client_hanging_up_while_a_request_waits_is_noticed() {
 
 #[test]
 fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let tcp = rt
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .expect("bind");
-    let addr = tcp.local_addr().expect("addr");
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
     let mut config = kids_core::net::ServerConfig::default();
     config.max_clients = Some(2);
     config.evict_idle = true;
     config.busy_reply = Bytes::from_static(b"ERR busy\n");
-    let ids = Arc::new(AtomicU64::new(0));
-    let server = std::thread::spawn(move || {
-        rt.block_on(kids_core::net::serve_with(
-            vec![kids_core::net::Listener::Tcp(tcp)],
-            config,
-            move || {
-                let id = ids.fetch_add(1, Ordering::SeqCst);
-                (Shout::new(id), Lines(LinesCodec::new_with_max_length(64)))
-            },
-            async {
-                let _ = stopped.await;
-            },
-        ))
-    });
+    let (addr, stop, server) = shout_server(config);
     let connect = |says: &[u8]| {
         let mut c = std::net::TcpStream::connect(addr).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(10)))
