@@ -48,6 +48,19 @@ pub struct Config {
     pub histograms: Vec<HistogramConfig>,
     /// What an idle key sends.
     pub idle: Idle,
+    /// Flushes in a row a key may receive nothing before it is forgotten,
+    /// whatever the mode: with [`Idle::Zero`] it sends zero at its first
+    /// `forget_after - 1` idle flushes and is forgotten at the next; a kept
+    /// gauge ([`Config::keep_gauges`]) is resent as long. `1` is Etsy's
+    /// `deleteIdleStats` (and what [`Idle::Drop`] always does).
+    ///
+    /// Default 60 (10 minutes at the default 10 s interval). Etsy statsd
+    /// never forgets by default, but then a burst of new names that fills
+    /// [`Config::max_keys`] would lock every later name out for the life of
+    /// the process; with a finite value the key table empties of the
+    /// burst's names `forget_after` flushes after it ends, and zeros keep
+    /// their meaning for any key that misses up to 10 minutes of updates.
+    pub forget_after: u32,
     /// Whether a gauge keeps its value from one flush to the next, and is sent
     /// at every flush (Etsy's default); otherwise it is sent only after a
     /// flush interval that set it, and a change (`+N`) starts again from 0.
@@ -74,6 +87,9 @@ pub struct Config {
 }
 
 impl Config {
+    /// The default of [`Config::forget_after`]: 60 flushes.
+    pub const DEFAULT_FORGET_AFTER: u32 = 60;
+
     /// statsite's defaults: quantiles 50, 95 and 99, idle keys dropped, gauges not kept.
     pub fn statsite() -> Config {
         Config {
@@ -82,6 +98,7 @@ impl Config {
             percentiles: vec![50.0, 95.0, 99.0],
             histograms: Vec::new(),
             idle: Idle::Drop,
+            forget_after: Config::DEFAULT_FORGET_AFTER,
             keep_gauges: false,
             exact_samples: Samples::DEFAULT_EXACT_CAP,
             exact_members: Uniques::DEFAULT_EXACT_CAP,
@@ -137,6 +154,9 @@ impl Config {
         if self.max_keys == 0 {
             return bad("max_keys must be at least 1");
         }
+        if self.forget_after == 0 {
+            return bad("forget_after must be at least 1 flush");
+        }
         Ok(())
     }
 }
@@ -186,15 +206,18 @@ impl Totals {
 struct Counter {
     sum: f64,
     touched: bool,
+    /// Flushes in a row without a value.
+    idle: u32,
 }
 
 impl Counter {
-    /// Adds `value`, unless the sum would no longer be finite (then `false`).
+    /// Adds `value`, unless the sum would no longer be finite (then `false`,
+    /// and the counter is as it was).
     fn add(&mut self, value: f64) -> bool {
-        self.touched = true;
         let sum = self.sum + value;
         if sum.is_finite() {
             self.sum = sum;
+            self.touched = true;
         }
         sum.is_finite()
     }
@@ -204,6 +227,7 @@ impl Counter {
 struct Gauge {
     value: f64,
     touched: bool,
+    idle: u32,
 }
 
 #[derive(Debug)]
@@ -211,12 +235,21 @@ struct Timer {
     samples: Samples,
     /// Samples counted with their sample rate (Etsy's `count`).
     weighted: f64,
+    idle: u32,
 }
 
 #[derive(Debug)]
 struct Set {
     members: Uniques,
     touched: bool,
+    idle: u32,
+}
+
+/// Counts one more flush of an entry: back to 0 if it was `touched`.
+/// Returns whether it is still to be kept (idle fewer than `forget_after`).
+fn age(idle: &mut u32, touched: bool, forget_after: u32) -> bool {
+    *idle = if touched { 0 } else { idle.saturating_add(1) };
+    *idle < forget_after
 }
 
 /// Folds statsd lines into per-key state, and flushes it as graphite points.
@@ -386,6 +419,7 @@ impl Aggregator {
                 let make = || Gauge {
                     value: 0.0,
                     touched: false,
+                    idle: 0,
                 };
                 match entry(&mut self.gauges, key, full, make) {
                     Some(g) => {
@@ -397,12 +431,12 @@ impl Aggregator {
                             };
                             if next.is_finite() {
                                 g.value = next;
+                                g.touched = true;
                                 values += 1;
                             } else {
                                 overflows += 1;
                             }
                         }
-                        g.touched = true;
                     }
                     None => dropped += line.value_count() as u64,
                 }
@@ -412,6 +446,7 @@ impl Aggregator {
                 let make = || Timer {
                     samples: Samples::new(cap),
                     weighted: 0.0,
+                    idle: 0,
                 };
                 match entry(&mut self.timers, key, full, make) {
                     Some(t) => {
@@ -437,6 +472,7 @@ impl Aggregator {
                 let make = || Set {
                     members: Uniques::new(cap),
                     touched: false,
+                    idle: 0,
                 };
                 match entry(&mut self.sets, key, full, make) {
                     Some(s) => {
@@ -489,13 +525,13 @@ impl Aggregator {
         let mut points = Vec::new();
         let mut written = 0usize;
         let idle = self.config.idle;
-        if self.config.mode == Mode::Etsy {
-            self.internal_counters();
-        }
+        let zero = idle == Idle::Zero;
+        let forget_after = self.config.forget_after;
+        self.internal_counters();
         let naming = &self.naming;
 
         let mut counters: Vec<_> = self.counters.iter_mut().collect();
-        // Etsy writes its own counters first (they exist from start-up).
+        // The internal counters first (Etsy writes its own from start-up).
         counters.sort_unstable_by(|(a, _), (b, _)| {
             let rank = |k: &str| {
                 INTERNAL
@@ -506,20 +542,22 @@ impl Aggregator {
             (rank(a), a).cmp(&(rank(b), b))
         });
         for (key, c) in counters {
-            if c.touched || idle == Idle::Zero {
+            let touched = c.touched;
+            if age(&mut c.idle, touched, forget_after) && (touched || zero) {
                 written += 1;
                 naming.counter(&mut points, key, c.sum, interval);
             }
-            *c = Counter::default();
+            c.sum = 0.0;
+            c.touched = false;
         }
 
         let mut timers: Vec<_> = self.timers.iter_mut().collect();
         timers.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (key, t) in timers {
-            if t.samples.count() > 0 || idle == Idle::Zero {
+            let touched = t.samples.count() > 0;
+            let kept = age(&mut t.idle, touched, forget_after);
+            if touched {
                 written += 1;
-            }
-            if t.samples.count() > 0 {
                 let bins = self
                     .config
                     .histograms
@@ -535,7 +573,8 @@ impl Aggregator {
                     &self.config.percentiles,
                     bins,
                 );
-            } else if idle == Idle::Zero {
+            } else if zero && kept {
+                written += 1;
                 naming.idle_timer(&mut points, key);
             }
             t.samples.clear();
@@ -545,7 +584,8 @@ impl Aggregator {
         let mut gauges: Vec<_> = self.gauges.iter_mut().collect();
         gauges.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (key, g) in gauges {
-            if g.touched || self.config.keep_gauges {
+            let touched = g.touched;
+            if age(&mut g.idle, touched, forget_after) && (touched || self.config.keep_gauges) {
                 written += 1;
                 naming.gauge(&mut points, key, g.value);
             }
@@ -555,7 +595,8 @@ impl Aggregator {
         let mut sets: Vec<_> = self.sets.iter_mut().collect();
         sets.sort_unstable_by(|a, b| a.0.cmp(b.0));
         for (key, s) in sets {
-            if s.touched || idle == Idle::Zero {
+            let touched = s.touched;
+            if age(&mut s.idle, touched, forget_after) && (touched || zero) {
                 written += 1;
                 naming.set(&mut points, key, s.members.count());
             }
@@ -571,21 +612,22 @@ impl Aggregator {
             naming.internal(&mut points, written);
         }
 
-        // Forget what went idle, unless idle keys send zero.
-        if idle == Idle::Drop {
-            self.counters.clear();
-            self.timers.clear();
-            self.sets.clear();
-        }
-        if !self.config.keep_gauges {
-            self.gauges.clear();
-        }
+        // Forget what went idle: at once unless idle keys send zero, else
+        // after `forget_after` idle flushes; kept gauges after as many.
+        // (statsite starts each interval empty).
+        forget(&mut self.counters, |c| zero && c.idle < forget_after);
+        forget(&mut self.timers, |t| zero && t.idle < forget_after);
+        forget(&mut self.sets, |s| zero && s.idle < forget_after);
+        // A gauge not kept starts each interval again from 0.
+        let keep_gauges = self.config.keep_gauges;
+        forget(&mut self.gauges, |g| keep_gauges && g.idle < forget_after);
         // Every value that went in was finite and kept its sums finite; a
         // point that is not finite anyway is not sent, and is counted.
         let before = points.len();
         points.retain(|(_, value, _)| value.is_finite());
         self.totals.overflows += (before - points.len()) as u64;
         self.totals.flushes += 1;
+        self.warn_drops();
         self.flushed = self.totals.clone();
         Flush::new(
             self.config.mode,
@@ -594,24 +636,78 @@ impl Aggregator {
         )
     }
 
-    /// Etsy's own counters, fed as ordinary counters before a flush.
+    /// One warning per flush that summarises what the interval dropped.
+    fn warn_drops(&self) {
+        let (now, then) = (&self.totals, &self.flushed);
+        let bad_lines = now.bad_total() - then.bad_total();
+        let dropped_keys = now.dropped_keys - then.dropped_keys;
+        let overflowed_values = now.overflows - then.overflows;
+        let dropped_kv = now.dropped_kv - then.dropped_kv;
+        if bad_lines + dropped_keys + overflowed_values + dropped_kv > 0 {
+            tracing::warn!(
+                bad_lines,
+                dropped_keys,
+                overflowed_values,
+                dropped_kv,
+                keys = self.keys(),
+                max_keys = self.config.max_keys,
+                "values dropped this flush interval (counted in statsd.* metrics)"
+            );
+        }
+    }
+
+    /// The aggregator's own counters ([`INTERNAL`]), fed as ordinary
+    /// counters of the interval before a flush. In Etsy mode its own three
+    /// are always there; in statsite mode (which has none of its own) only
+    /// the drop counters are, and each only when it counted something. A
+    /// drop counter enters the table the first time it counts something,
+    /// and from then on lives as any counter of the mode.
     fn internal_counters(&mut self) {
-        let bad = self.totals.bad_total() - self.flushed.bad_total();
-        let packets = self.totals.packets - self.flushed.packets;
-        let metrics = self.totals.lines - self.flushed.lines;
-        for (key, n) in INTERNAL.into_iter().zip([bad, packets, metrics]) {
-            let c = self.counters.entry(key.into()).or_default();
-            c.add(n as f64);
+        let (now, then) = (&self.totals, &self.flushed);
+        let counts = [
+            now.bad_total() - then.bad_total(),
+            now.packets - then.packets,
+            now.lines - then.lines,
+            now.dropped_keys - then.dropped_keys,
+            now.overflows - then.overflows,
+            now.dropped_kv - then.dropped_kv,
+        ];
+        let etsy = self.config.mode == Mode::Etsy;
+        for (i, (key, n)) in INTERNAL.into_iter().zip(counts).enumerate() {
+            let always = etsy && i < 3;
+            let counted = n > 0 && (etsy || i == 0 || i >= 3);
+            if always || counted {
+                // Not subject to `max_keys`: the drops must be seen most when it is full.
+                let c = self.counters.entry(key.into()).or_default();
+                c.add(n as f64);
+                c.touched = true;
+            }
         }
     }
 }
 
-/// Etsy statsd's own counters, in the order it writes them.
-const INTERNAL: [&str; 3] = [
+/// The aggregator's own counters, in the order they are written: Etsy
+/// statsd's three, then the drops it does not count.
+pub(crate) const INTERNAL: [&str; 6] = [
     "statsd.bad_lines_seen",
     "statsd.packets_received",
     "statsd.metrics_received",
+    "statsd.dropped_keys",
+    "statsd.overflowed_values",
+    "statsd.dropped_kv",
 ];
+
+/// Removes the entries `keep` refuses, and gives memory back once the
+/// table is mostly empty (after a burst of names, say).
+fn forget<V>(map: &mut Map<V>, mut keep: impl FnMut(&V) -> bool) {
+    // Sized for what this interval held, so that a steady load never
+    // shrinks and grows the table again at every flush.
+    let used = map.len();
+    map.retain(|_, v| keep(v));
+    if map.capacity() > 1024 && used < map.capacity() / 4 {
+        map.shrink_to(used * 2);
+    }
+}
 
 /// The entry for `key`, made if absent and the table is not `full`.
 fn entry<'m, V>(

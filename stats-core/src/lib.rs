@@ -19,7 +19,10 @@
 //! statsite's stream format. An [`Outbox`] per sink queues rendered flushes
 //! with a bound, retry and backoff, and counts what it drops. Health checks
 //! ([`Registry`], [`FlushLag`], [`SinkErrors`]) report Nagios-style. The
-//! `tokio` feature (module `net`) runs all of it over real sockets.
+//! `tokio` feature (module `net`) runs all of it over real sockets: UDP
+//! directly, TCP and the admin port on kids-core's server toolkit (the
+//! SDK's one accept loop: a connection cap where the client idle longest
+//! makes room for a new one, and an idle timeout; `net::TcpConfig`).
 //!
 //! ```text
 //!  app ──UDP datagram / TCP lines──▶ Parser::lines ──▶ Aggregator::ingest
@@ -51,10 +54,40 @@
 //!
 //! Tags (`|#env:prod` or `name;env=prod`) become graphite tags after the
 //! whole path (`stats.counters.req.count;env=prod`). Idle keys send zero or
-//! nothing ([`Idle`]). Every buffer is bounded: line, name, values per line
-//! and tags ([`Limits`]), keys ([`Config::max_keys`]), kv values
-//! ([`Config::max_kv`]), sink queues ([`OutboxConfig`]); whatever goes over a
-//! bound is counted ([`Totals`], [`SinkStats`]), never lost silently.
+//! nothing ([`Idle`]), and are forgotten after [`Config::forget_after`] idle
+//! flushes in either mode (default 60), so a burst of names that fills
+//! [`Config::max_keys`] locks new names out for that long at most. Every
+//! buffer is bounded: line, name, values per line and tags ([`Limits`]),
+//! keys ([`Config::max_keys`]), kv values ([`Config::max_kv`]), sink queues
+//! ([`OutboxConfig`]); whatever goes over a bound is counted ([`Totals`],
+//! [`SinkStats`]), never lost silently.
+//!
+//! ## Its own metrics
+//! Each flush carries the aggregator's own counters, named as any counter of
+//! the mode (`stats.counters.statsd.dropped_keys.count` and `.rate` in Etsy
+//! mode, `counts.statsd.dropped_keys` in statsite mode), and each flush that
+//! dropped something logs one `tracing` warning summing it up:
+//!
+//! | counter | counts, per interval | etsy mode | statsite mode |
+//! |---|---|---|---|
+//! | `statsd.bad_lines_seen` | lines that did not parse (every [`LineError`], TCP lines over the bound included) | always (Etsy's) | when not 0 |
+//! | `statsd.packets_received` | UDP datagrams and TCP chunks | always (Etsy's) | no |
+//! | `statsd.metrics_received` | lines that parsed | always (Etsy's) | no |
+//! | `statsd.dropped_keys` | values of new keys over [`Config::max_keys`] | from its first drop on | when not 0 |
+//! | `statsd.overflowed_values` | values refused because a sum, sum of squares, scaled count or gauge would not be finite, and points not sent for not being finite | from its first drop on | when not 0 |
+//! | `statsd.dropped_kv` | `kv` values over [`Config::max_kv`] | from its first drop on | when not 0 |
+//!
+//! Etsy mode also sends Etsy's `stats.statsd.numStats`. A counter that
+//! "lives from its first drop on" then behaves as any Etsy counter: it sends
+//! zero while idle, until forgotten. The same totals since start are in
+//! [`Aggregator::totals`] (and the admin port's `stats`, feature `tokio`).
+//!
+//! Overflow, precisely: a counter value is refused when the key's sum plus
+//! the value scaled by its sample rate (`1e300|c|@1e-10`: 1e310) would not
+//! be finite (`c:1e308|c` twice: the second); a timer sample when the
+//! running sum, the sum of squares (so any sample above about 1.3e154) or
+//! the rate-weighted count would not be; a gauge when its new value would
+//! not be. The values taken before stay; nothing infinite or NaN is sent.
 //!
 //! ```
 //! use std::time::{Duration, UNIX_EPOCH};
@@ -66,8 +99,12 @@
 //! assert_eq!(flush.get("counts.api.hits"), Some(5.0));
 //! assert_eq!(flush.get("timers.lat.p95"), Some(30.0));
 //! assert_eq!(agg.totals().bad_total(), 1);
+//! // Drops are flushed too, as `statsd.*` counters.
+//! assert_eq!(flush.get("counts.statsd.bad_lines_seen"), Some(1.0));
 //! let plaintext = flush.plaintext();
-//! assert!(plaintext.starts_with(b"counts.api.hits 5.000000 1700000000\n"));
+//! assert!(plaintext.starts_with(
+//!     b"counts.statsd.bad_lines_seen 1.000000 1700000000\ncounts.api.hits 5.000000 1700000000\n"
+//! ));
 //! # Ok::<(), stats_core::Error>(())
 //! ```
 

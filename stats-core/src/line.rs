@@ -787,9 +787,27 @@ impl<'a> Metric<'a> {
 /// Frames newline-separated statsd lines on a stream (TCP).
 ///
 /// Each decoded item is a chunk of whole lines, newlines included, to read
-/// with [`Parser::lines`]. A line longer than the bound, still without its
-/// newline, is an error: the decoder then drops bytes up to the next newline
-/// and carries on, so the caller may keep decoding.
+/// with [`Parser::lines`]; no line in it is longer than the bound (its
+/// newline, and a `\r` before it, aside). A longer line is an error
+/// ([`LineError::TooLong`], once per line): the decoder drops it, up to its
+/// newline even if that comes later, and carries on, so the caller may keep
+/// decoding. After `Ok(None)` the buffer holds part of one line: at most
+/// the bound and a `\r`.
+///
+/// ```
+/// use bytes::BytesMut;
+/// use stats_core::{Error, LineDecoder, LineError};
+/// use tokio_util::codec::Decoder;
+///
+/// let mut decoder = LineDecoder::new(8);
+/// let mut buf = BytesMut::from(&b"a:1|c\nway.too.long:1|c\nb:2|c\nc:"[..]);
+/// assert_eq!(decoder.decode(&mut buf)?.as_deref(), Some(&b"a:1|c\n"[..]));
+/// assert!(matches!(decoder.decode(&mut buf), Err(Error::Line(LineError::TooLong))));
+/// assert_eq!(decoder.decode(&mut buf)?.as_deref(), Some(&b"b:2|c\n"[..]));
+/// assert_eq!(decoder.decode(&mut buf)?, None);
+/// assert_eq!(&buf[..], b"c:");
+/// # Ok::<(), Error>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct LineDecoder {
     max_line: usize,
@@ -803,6 +821,16 @@ impl LineDecoder {
             max_line,
             discarding: false,
         }
+    }
+
+    /// The bound on a line, in bytes.
+    pub fn max_line(&self) -> usize {
+        self.max_line
+    }
+
+    /// True while the rest of an overlong line is being dropped.
+    pub fn is_discarding(&self) -> bool {
+        self.discarding
     }
 }
 
@@ -830,15 +858,40 @@ impl Decoder for LineDecoder {
                 }
             }
         }
-        match memchr::memrchr(b'\n', src) {
-            Some(i) => Ok(Some(src.split_to(i + 1).freeze())),
-            None if src.len() > self.max_line => {
-                src.clear();
-                self.discarding = true;
-                Err(Error::Line(LineError::TooLong))
+        // The whole lines, up to the first one over the bound.
+        let mut start = 0;
+        for newline in memchr::memchr_iter(b'\n', src) {
+            let end = if newline > start && src[newline - 1] == b'\r' {
+                newline - 1
+            } else {
+                newline
+            };
+            if end - start > self.max_line {
+                if start > 0 {
+                    // The lines before it first; it is refused at the next call.
+                    return Ok(Some(src.split_to(start).freeze()));
+                }
+                let _ = src.split_to(newline + 1);
+                return Err(Error::Line(LineError::TooLong));
             }
-            None => Ok(None),
+            start = newline + 1;
         }
+        if start > 0 {
+            return Ok(Some(src.split_to(start).freeze()));
+        }
+        // Part of a line: over the bound already, unless its last byte is a
+        // `\r` that the newline still to come would leave out.
+        let over = match src.len().checked_sub(self.max_line) {
+            None | Some(0) => false,
+            Some(1) => src.last() != Some(&b'\r'),
+            Some(_) => true,
+        };
+        if over {
+            src.clear();
+            self.discarding = true;
+            return Err(Error::Line(LineError::TooLong));
+        }
+        Ok(None)
     }
 
     fn decode_eof(&mut self, src: &mut BytesMut) -> Result<Option<Bytes>, Error> {

@@ -1,4 +1,10 @@
 //! The tokio adapter (feature `tokio`): statsd lines over UDP and TCP, a flush timer, carbon sinks over TCP, and a health port.
+//!
+//! TCP input and the admin port run on kids-core's server toolkit (one
+//! accept loop and connection policy for every server of the SDK): each
+//! connection is a small [`Protocol`] over a [`LineDecoder`], with the
+//! toolkit's connection cap, idle timeout and eviction of the client idle
+//! longest ([`TcpConfig`]).
 
 use std::future::Future;
 use std::io;
@@ -8,9 +14,12 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt, BufReader};
+use kids_core::net::{Listener, ServerConfig, serve_with};
+use kids_core::server::{ConnConfig, Flow, Protocol, RequestCodec};
+use kids_core::{NLimits, Outbox as ConnOutbox};
+use tokio::io::AsyncWriteExt;
 use tokio::net::{TcpListener, TcpStream, UdpSocket};
-use tokio::sync::Notify;
+use tokio::sync::{Notify, watch};
 use tokio_util::codec::Decoder;
 
 use crate::aggregate::{Aggregator, Config};
@@ -75,6 +84,44 @@ impl SinkTarget {
     }
 }
 
+/// The TCP input's connection policy ([`Statsd::serve_tcp`]).
+///
+/// ```
+/// use std::time::Duration;
+/// use stats_core::net::TcpConfig;
+///
+/// let tcp = TcpConfig {
+///     idle_timeout: Some(Duration::from_secs(60)),
+///     ..TcpConfig::default()
+/// };
+/// assert_eq!(tcp.max_connections, 1024);
+/// assert!(tcp.evict_idle);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// Connections served at once, at most. Default
+    /// [`Statsd::MAX_TCP_CONNECTIONS`] (1,024).
+    pub max_connections: usize,
+    /// A connection that sent nothing for this long is closed; `None`:
+    /// never. Default 5 minutes: statsd clients that keep a connection
+    /// open send at least every flush interval or two.
+    pub idle_timeout: Option<Duration>,
+    /// When `max_connections` is reached, the connection idle longest is
+    /// closed to serve the new one (only a connection in the middle of a
+    /// line is never idle); otherwise a new one is closed at once. Default on.
+    pub evict_idle: bool,
+}
+
+impl Default for TcpConfig {
+    fn default() -> Self {
+        TcpConfig {
+            max_connections: Statsd::MAX_TCP_CONNECTIONS,
+            idle_timeout: Some(Duration::from_secs(300)),
+            evict_idle: true,
+        }
+    }
+}
+
 struct Sink {
     target: SinkTarget,
     outbox: Mutex<Outbox>,
@@ -107,11 +154,13 @@ pub struct Statsd {
     interval: Duration,
     drain_timeout: Duration,
     closed: AtomicBool,
-    tcp_slots: Arc<tokio::sync::Semaphore>,
+    /// Becomes true with `closed`: the TCP servers stop.
+    closing: watch::Sender<bool>,
+    tcp: TcpConfig,
 }
 
 impl Statsd {
-    /// Most TCP connections served at once.
+    /// Most TCP connections served at once, by default ([`TcpConfig`]).
     pub const MAX_TCP_CONNECTIONS: usize = 1024;
 
     /// A server aggregating with `config` and writing to `sinks`.
@@ -136,8 +185,15 @@ impl Statsd {
             interval,
             drain_timeout: Duration::from_secs(5),
             closed: AtomicBool::new(false),
-            tcp_slots: Arc::new(tokio::sync::Semaphore::new(Self::MAX_TCP_CONNECTIONS)),
+            closing: watch::Sender::new(false),
+            tcp: TcpConfig::default(),
         })
+    }
+
+    /// The TCP input's connection policy (default [`TcpConfig::default`]).
+    pub fn tcp_config(mut self, tcp: TcpConfig) -> Self {
+        self.tcp = tcp;
+        self
     }
 
     /// How long [`run`](Statsd::run) waits, at shutdown, for sinks to take
@@ -184,112 +240,96 @@ impl Statsd {
         }
     }
 
-    /// Accepts TCP connections until the listener fails; each sends
-    /// newline-separated lines. A line over the bound is counted as
-    /// [`LineError::TooLong`] and skipped. At most
-    /// [`Statsd::MAX_TCP_CONNECTIONS`] are served at once (each holds a
-    /// buffer of about 16 KiB); more wait to be accepted.
+    /// Serves TCP connections until the final flush; each sends
+    /// newline-separated lines (the last may lack its newline). A line over
+    /// the bound is counted as [`LineError::TooLong`] and skipped. The
+    /// connections follow [`TcpConfig`] (see [`Statsd::tcp_config`]): at
+    /// most `max_connections` at once, the one idle longest closed to make
+    /// room for a new one, idle ones closed after `idle_timeout`.
     ///
     /// # Errors
-    /// The listener's error.
+    /// None in practice: failed accepts are logged and retried.
     pub async fn serve_tcp(self: &Arc<Self>, listener: TcpListener) -> io::Result<()> {
-        loop {
-            // At most `MAX_TCP_CONNECTIONS` at once: past that, wait for one to end.
-            let slot = Arc::clone(&self.tcp_slots)
-                .acquire_owned()
-                .await
-                .map_err(|_| io::Error::other("closed"))?;
-            let (stream, _) = listener.accept().await?;
-            let me = Arc::clone(self);
-            tokio::spawn(async move {
-                if let Err(e) = me.read_lines(stream).await {
-                    tracing::debug!(error = %e, "statsd tcp connection ended");
-                }
-                drop(slot);
-            });
-        }
-    }
-
-    async fn read_lines(&self, mut stream: TcpStream) -> io::Result<()> {
+        let mut config = ServerConfig::default();
+        config.max_clients = Some(self.tcp.max_connections);
+        config.evict_idle = self.tcp.evict_idle;
+        // statsd answers nothing: a client over the cap is closed, unanswered.
+        config.busy_reply = Bytes::new();
+        config.conn = ConnConfig::default().idle_timeout(self.tcp.idle_timeout);
         let max_line = self.with_aggregator(|a| a.config().limits.max_line);
-        let mut decoder = LineDecoder::new(max_line);
-        let mut buf = BytesMut::with_capacity(16 * 1024);
-        loop {
-            let n = stream.read_buf(&mut buf).await?;
-            loop {
-                let item = if n == 0 {
-                    decoder.decode_eof(&mut buf)
-                } else {
-                    decoder.decode(&mut buf)
-                };
-                match item {
-                    Ok(Some(lines)) => {
-                        if !self.ingest(&lines) {
-                            return Ok(());
-                        }
-                    }
-                    Ok(None) => break,
-                    Err(Error::Line(e)) => lock(&self.agg).count_bad(e),
-                    Err(e) => return Err(io::Error::other(e.to_string())),
-                }
-            }
-            if n == 0 {
-                return Ok(());
-            }
-            if buf.capacity() - buf.len() < 4096 {
-                buf.reserve(16 * 1024);
-            }
-        }
+        self.serve_lines(listener, config, max_line, TcpInput::new)
+            .await
     }
 
     /// Answers Etsy-style management commands on TCP, one per line:
-    /// `health` gets the health report line, `stats` the ingest totals,
-    /// `quit` closes. Runs until the listener fails.
+    /// `health` gets the health report line, `stats` the ingest totals
+    /// ([`Statsd::stats`]), `quit` closes. Runs until the final flush.
     ///
     /// # Errors
-    /// The listener's error.
+    /// None in practice: failed accepts are logged and retried.
     pub async fn serve_admin(self: &Arc<Self>, listener: TcpListener) -> io::Result<()> {
-        loop {
-            let (stream, _) = listener.accept().await?;
-            let me = Arc::clone(self);
-            tokio::spawn(async move {
-                let _ = me.admin(stream).await;
-            });
-        }
+        let mut config = ServerConfig::default();
+        config.max_clients = Some(64);
+        config.busy_reply = Bytes::from_static(b"ERROR too many admin connections\n");
+        self.serve_lines(listener, config, 1024, AdminConn::new)
+            .await
     }
 
-    async fn admin(&self, stream: TcpStream) -> io::Result<()> {
-        let (read, mut write) = stream.into_split();
-        let mut lines = BufReader::new(read.take(64 * 1024)).lines();
-        while let Some(line) = lines.next_line().await? {
-            let answer = match line.trim() {
-                "health" => format!("{}\n", self.health(SystemTime::now())),
-                "stats" => {
-                    let t = self.with_aggregator(|a| a.totals().clone());
-                    let mut s = format!(
-                        "packets: {}\nlines: {}\nvalues: {}\nbad_lines: {}\ndropped_keys: {}\nflushes: {}\n",
-                        t.packets,
-                        t.lines,
-                        t.values,
-                        t.bad_total(),
-                        t.dropped_keys,
-                        t.flushes
-                    );
-                    for reason in LineError::ALL {
-                        s.push_str(&format!(
-                            "bad_lines.{}: {}\n",
-                            reason.as_str(),
-                            t.bad(reason)
-                        ));
-                    }
-                    s + "END\n"
-                }
-                "quit" => return Ok(()),
-                other => format!("ERROR unknown command {other:?} (health, stats, quit)\n"),
-            };
-            write.write_all(answer.as_bytes()).await?;
+    /// Serves a line protocol made by `make` (given the server and a client
+    /// id) on the toolkit's accept loop until the final flush.
+    async fn serve_lines<P>(
+        self: &Arc<Self>,
+        listener: TcpListener,
+        config: ServerConfig,
+        max_line: usize,
+        make: fn(Arc<Statsd>, u64) -> P,
+    ) -> io::Result<()>
+    where
+        P: Protocol<Request = Result<Bytes, LineError>, Error = Error> + Send + 'static,
+    {
+        let me = Arc::clone(self);
+        let next_id = std::sync::atomic::AtomicU64::new(0);
+        serve_with(
+            vec![Listener::Tcp(listener)],
+            config,
+            move || {
+                let id = next_id.fetch_add(1, Ordering::Relaxed);
+                (make(Arc::clone(&me), id), TcpLines::new(max_line))
+            },
+            self.until_closed(),
+        )
+        .await
+    }
+
+    /// Completes once the final flush is made.
+    async fn until_closed(&self) {
+        let _ = self.closing.subscribe().wait_for(|closed| *closed).await;
+    }
+
+    /// The admin port's `stats` answer: ingest totals, one `name: value`
+    /// line each, then `END`.
+    pub fn stats(&self) -> String {
+        let (t, keys) = self.with_aggregator(|a| (a.totals().clone(), a.keys()));
+        let mut s = format!(
+            "packets: {}\nlines: {}\nvalues: {}\nbad_lines: {}\ndropped_keys: {}\n\
+             overflowed_values: {}\ndropped_kv: {}\nkeys: {keys}\nflushes: {}\n",
+            t.packets,
+            t.lines,
+            t.values,
+            t.bad_total(),
+            t.dropped_keys,
+            t.overflows,
+            t.dropped_kv,
+            t.flushes
+        );
+        for reason in LineError::ALL {
+            s.push_str(&format!(
+                "bad_lines.{}: {}\n",
+                reason.as_str(),
+                t.bad(reason)
+            ));
         }
-        Ok(())
+        s + "END\n"
     }
 
     /// Flushes now: the interval's points are rendered and queued to every
@@ -380,6 +420,7 @@ impl Statsd {
         // From here on nothing is ingested: what the final flush holds is all.
         self.closed.store(true, Ordering::SeqCst);
         let flush = self.flush(SystemTime::now());
+        self.closing.send_replace(true);
         on_flush(&flush);
         for sink in &self.sinks {
             lock(&sink.outbox).retry_now();
@@ -414,6 +455,156 @@ impl std::fmt::Debug for Statsd {
             .field("interval", &self.interval)
             .field("sinks", &self.sinks.len())
             .finish_non_exhaustive()
+    }
+}
+
+/// A [`LineDecoder`] as the toolkit's request codec: a chunk of whole
+/// lines, or a line refused for its length (not an error of the stream:
+/// the connection carries on).
+struct TcpLines(LineDecoder);
+
+impl TcpLines {
+    fn new(max_line: usize) -> Self {
+        TcpLines(LineDecoder::new(max_line))
+    }
+}
+
+fn chunk(decoded: Result<Option<Bytes>, Error>) -> Result<Option<Result<Bytes, LineError>>, Error> {
+    match decoded {
+        Ok(lines) => Ok(lines.map(Ok)),
+        Err(Error::Line(e)) => Ok(Some(Err(e))),
+        Err(e) => Err(e),
+    }
+}
+
+impl Decoder for TcpLines {
+    type Item = Result<Bytes, LineError>;
+    type Error = Error;
+
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
+        chunk(self.0.decode(src))
+    }
+}
+
+impl RequestCodec for TcpLines {
+    fn is_mid_request(&self) -> bool {
+        self.0.is_discarding()
+    }
+
+    fn decode_last(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Error> {
+        chunk(self.0.decode_eof(buf))
+    }
+}
+
+/// One TCP input connection: lines in, nothing out.
+struct TcpInput {
+    statsd: Arc<Statsd>,
+    outbox: ConnOutbox,
+    limits: NLimits,
+}
+
+impl TcpInput {
+    fn new(statsd: Arc<Statsd>, id: u64) -> Self {
+        TcpInput {
+            statsd,
+            outbox: ConnOutbox::new(id),
+            limits: NLimits::default(),
+        }
+    }
+}
+
+impl Protocol for TcpInput {
+    type Request = Result<Bytes, LineError>;
+    type Error = Error;
+
+    fn handle(&mut self, request: Self::Request, _now: Instant) -> Flow {
+        match request {
+            Ok(lines) if self.statsd.ingest(&lines) => Flow::Continue,
+            // After the final flush: nothing more is taken.
+            Ok(_) => Flow::Close,
+            Err(e) => {
+                lock(&self.statsd.agg).count_bad(e);
+                Flow::Continue
+            }
+        }
+    }
+
+    fn decode_error(&mut self, error: Error, _now: Instant) -> Flow {
+        tracing::debug!(%error, "statsd tcp connection ended");
+        Flow::Close
+    }
+
+    fn flush(&mut self, _now: Instant) {}
+
+    fn outbox(&self) -> &ConnOutbox {
+        &self.outbox
+    }
+
+    fn nlimits(&self) -> &NLimits {
+        &self.limits
+    }
+}
+
+/// One admin connection: a command per line, an answer to each.
+struct AdminConn {
+    statsd: Arc<Statsd>,
+    outbox: ConnOutbox,
+    limits: NLimits,
+    replies: BytesMut,
+}
+
+impl AdminConn {
+    fn new(statsd: Arc<Statsd>, id: u64) -> Self {
+        AdminConn {
+            statsd,
+            outbox: ConnOutbox::new(id),
+            limits: NLimits::default(),
+            replies: BytesMut::new(),
+        }
+    }
+}
+
+impl Protocol for AdminConn {
+    type Request = Result<Bytes, LineError>;
+    type Error = Error;
+
+    fn handle(&mut self, request: Self::Request, _now: Instant) -> Flow {
+        let Ok(lines) = request else {
+            self.replies
+                .extend_from_slice(b"ERROR line too long (health, stats, quit)\n");
+            return Flow::Continue;
+        };
+        for line in lines.split(|b| *b == b'\n') {
+            let line = String::from_utf8_lossy(line);
+            let answer = match line.trim() {
+                "" => continue,
+                "health" => format!("{}\n", self.statsd.health(SystemTime::now())),
+                "stats" => self.statsd.stats(),
+                "quit" => return Flow::Close,
+                other => format!("ERROR unknown command {other:?} (health, stats, quit)\n"),
+            };
+            self.replies.extend_from_slice(answer.as_bytes());
+        }
+        Flow::Continue
+    }
+
+    fn decode_error(&mut self, _error: Error, _now: Instant) -> Flow {
+        Flow::Close
+    }
+
+    fn flush(&mut self, now: Instant) {
+        if !self.replies.is_empty() {
+            let replies = self.replies.split().freeze();
+            self.outbox.send(replies, now, &self.limits);
+        }
+    }
+
+    fn outbox(&self) -> &ConnOutbox {
+        &self.outbox
+    }
+
+    fn nlimits(&self) -> &NLimits {
+        &self.limits
     }
 }
 

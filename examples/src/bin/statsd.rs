@@ -13,7 +13,11 @@
 //! `sh -c CMD`, so statsite's sink scripts keep working),
 //! `--flush-interval 2s` (or `1m`, `1h`; at least 1 s), `--mode statsite|etsy` (output names
 //! and semantics; default etsy), `--prefix P`, `--mgmt-port P` (Etsy-style
-//! admin commands `health` and `stats`; default 8126, 0 picks a free one).
+//! admin commands `health` and `stats`; default 8126, 0 picks a free one),
+//! `--max-keys N` (keys held at once; default 100000), `--forget-after N`
+//! (flushes a key may stay idle before it is forgotten; default 60),
+//! `--max-tcp-connections N` (default 1024; when full, the connection idle
+//! longest is closed for the new one), `--tcp-idle-timeout 5m` (`0`: never).
 //! On SIGTERM or Ctrl-C it flushes once more, waits for carbon to take it
 //! (up to 5 s) and exits 0.
 
@@ -22,12 +26,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use stats_core::net::{SinkTarget, Statsd, bind_udp};
+use stats_core::net::{SinkTarget, Statsd, TcpConfig, bind_udp};
 use stats_core::{Config, Mode};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: statsd [--host H] [--port P] [--graphite HOST:PORT]... [--pickle HOST:PORT]... \
-[--stream-cmd CMD]... [--flush-interval 10s] [--mode statsite|etsy] [--prefix P] [--mgmt-port P]";
+[--stream-cmd CMD]... [--flush-interval 10s] [--mode statsite|etsy] [--prefix P] [--mgmt-port P] \
+[--max-keys N] [--forget-after N] [--max-tcp-connections N] [--tcp-idle-timeout 5m]";
 
 struct Args {
     host: String,
@@ -35,10 +40,11 @@ struct Args {
     mgmt_port: u16,
     sinks: Vec<SinkTarget>,
     config: Config,
+    tcp: TcpConfig,
 }
 
-fn parse_duration(v: &str) -> Result<Duration, String> {
-    let bad = || format!("--flush-interval: {v:?} is not a duration like 10s or 500ms");
+fn parse_duration(flag: &str, v: &str) -> Result<Duration, String> {
+    let bad = || format!("{flag}: {v:?} is not a duration like 10s or 500ms");
     let (number, unit) = v.split_at(
         v.find(|c: char| !c.is_ascii_digit() && c != '.')
             .unwrap_or(v.len()),
@@ -58,6 +64,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut host, mut port, mut mgmt_port) = ("127.0.0.1".to_owned(), 8125u16, 8126u16);
     let (mut mode, mut interval, mut prefix) = (Mode::Etsy, Duration::from_secs(10), None);
     let mut sinks = Vec::new();
+    let (mut max_keys, mut forget_after, mut tcp) = (None, None, TcpConfig::default());
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -78,7 +85,14 @@ fn parse_args() -> Result<Args, String> {
                 });
             }
             "--stream-cmd" => sinks.push(SinkTarget::stream(value()?)),
-            "--flush-interval" => interval = parse_duration(&value()?)?,
+            "--flush-interval" => interval = parse_duration(&flag, &value()?)?,
+            "--max-keys" => max_keys = Some(number(&flag, &value()?)?),
+            "--forget-after" => forget_after = Some(number(&flag, &value()?)?),
+            "--max-tcp-connections" => tcp.max_connections = number(&flag, &value()?)?,
+            "--tcp-idle-timeout" => {
+                let after = parse_duration(&flag, &value()?)?;
+                tcp.idle_timeout = (!after.is_zero()).then_some(after);
+            }
             "--mode" => mode = value()?.parse()?,
             "--prefix" => prefix = Some(value()?),
             _ => return Err(format!("unknown option {flag}; {USAGE}")),
@@ -92,13 +106,27 @@ fn parse_args() -> Result<Args, String> {
     if let Some(prefix) = prefix {
         config.prefix = prefix;
     }
+    if let Some(max_keys) = max_keys {
+        config.max_keys = max_keys;
+    }
+    if let Some(forget_after) = forget_after {
+        config.forget_after = forget_after;
+    }
     Ok(Args {
         host,
         port,
         mgmt_port,
         sinks,
         config,
+        tcp,
     })
+}
+
+fn number<T: std::str::FromStr>(flag: &str, v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse().map_err(|e| format!("{flag}: {v:?}: {e}"))
 }
 
 #[tokio::main]
@@ -123,7 +151,7 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), stats_core::Error> {
-    let statsd = Arc::new(Statsd::new(args.config, args.sinks)?);
+    let statsd = Arc::new(Statsd::new(args.config, args.sinks)?.tcp_config(args.tcp));
     let tcp = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = tcp.local_addr()?;
     // Same port for UDP; a large receive buffer rides out bursts during a flush.

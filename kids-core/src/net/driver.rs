@@ -1,17 +1,18 @@
 //! The toolkit's tokio adapter: one accept loop and one connection driver for any protocol.
 
+use std::collections::HashMap;
 use std::future::{Future, poll_fn};
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::Limits;
@@ -58,8 +59,15 @@ pub struct ServerConfig {
     /// How often [`Router::tick`](crate::Router::tick) runs (INFO rates; [`serve`](super::serve) only).
     pub tick_interval: Duration,
     /// Clients served at once, at most (`max_clients`); a client over it
-    /// is sent [`ServerConfig::busy_reply`] and closed.
+    /// is sent [`ServerConfig::busy_reply`] and closed (unless
+    /// [`ServerConfig::evict_idle`] makes room for it).
     pub max_clients: Option<usize>,
+    /// When `max_clients` is reached, close the client idle longest
+    /// ([`Connection::idle_since`]) to serve the new one, rather than
+    /// refusing the new one; a new client is refused only when none is
+    /// idle. For protocols whose clients connect and go quiet (statsd's TCP
+    /// input), so that idle clients cannot lock new ones out. Default off.
+    pub evict_idle: bool,
     /// What a client over `max_clients` is sent (Redis's
     /// `-ERR max number of clients reached` line by default).
     pub busy_reply: Bytes,
@@ -77,6 +85,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(5),
             tick_interval: Duration::from_secs(1),
             max_clients: None,
+            evict_idle: false,
             busy_reply: Bytes::from_static(b"-ERR max number of clients reached\r\n"),
             accept_backoff: Duration::from_millis(10),
         }
@@ -118,6 +127,7 @@ where
         make,
         budget: config.max_buffered.map(|b| Arc::new(Budget::new(b))),
         clients: AtomicUsize::new(0),
+        idle: config.evict_idle.then(|| Arc::new(IdleClients::new())),
         config: config.clone(),
     });
     for listener in listeners {
@@ -143,7 +153,93 @@ struct Shared<F> {
     make: F,
     budget: Option<Arc<Budget>>,
     clients: AtomicUsize,
+    /// Who is idle since when, kept only with [`ServerConfig::evict_idle`].
+    idle: Option<Arc<IdleClients>>,
     config: ServerConfig,
+}
+
+/// The clients of a server that evicts idle ones, and since when each is idle.
+struct IdleClients {
+    epoch: Instant,
+    next: AtomicU64,
+    clients: Mutex<HashMap<u64, Arc<Tracked>>>,
+}
+
+/// One client, as [`IdleClients`] sees it.
+struct Tracked {
+    /// Nanoseconds from the epoch to when it went idle, plus one; 0 while busy.
+    idle_since: AtomicU64,
+    evict: Notify,
+}
+
+impl IdleClients {
+    fn new() -> Self {
+        Self {
+            epoch: Instant::now(),
+            next: AtomicU64::new(0),
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Arc<Tracked>>> {
+        self.clients.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn track(self: &Arc<Self>) -> Tracking {
+        let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let tracked = Arc::new(Tracked {
+            idle_since: AtomicU64::new(0),
+            evict: Notify::new(),
+        });
+        self.lock().insert(id, Arc::clone(&tracked));
+        Tracking {
+            clients: Arc::clone(self),
+            id,
+            tracked,
+        }
+    }
+
+    /// Tells the client idle longest to close, and forgets it; false when
+    /// none is idle.
+    fn evict_oldest(&self) -> bool {
+        let mut clients = self.lock();
+        let oldest = clients
+            .iter()
+            .filter_map(|(id, t)| match t.idle_since.load(Ordering::Relaxed) {
+                0 => None,
+                since => Some((since, *id)),
+            })
+            .min();
+        let Some((_, id)) = oldest else {
+            return false;
+        };
+        if let Some(t) = clients.remove(&id) {
+            t.evict.notify_one();
+        }
+        true
+    }
+}
+
+/// A connection's entry in [`IdleClients`], removed when the connection ends.
+struct Tracking {
+    clients: Arc<IdleClients>,
+    id: u64,
+    tracked: Arc<Tracked>,
+}
+
+impl Tracking {
+    fn set(&self, idle_since: Option<Instant>) {
+        let v = idle_since.map_or(0, |at| {
+            at.saturating_duration_since(self.clients.epoch).as_nanos() as u64 + 1
+        });
+        self.tracked.idle_since.store(v, Ordering::Relaxed);
+    }
+}
+
+impl Drop for Tracking {
+    fn drop(&mut self) {
+        self.clients.lock().remove(&self.id);
+    }
 }
 
 /// Counts a client for `max_clients` while it lives.
@@ -190,13 +286,17 @@ async fn accept_loop<F, P, C>(
         let count = shared.clients.fetch_add(1, Ordering::Relaxed);
         let slot = ClientSlot(Arc::clone(&shared));
         if shared.config.max_clients.is_some_and(|max| count >= max) {
-            tracing::warn!("max_clients reached: refusing a client");
-            let reply = &shared.config.busy_reply;
-            match &stream {
-                Stream::Tcp(s) => drop(s.try_write(reply)),
-                Stream::Unix(s) => drop(s.try_write(reply)),
+            if shared.idle.as_ref().is_some_and(|idle| idle.evict_oldest()) {
+                tracing::debug!("max_clients reached: closed the client idle longest");
+            } else {
+                tracing::warn!("max_clients reached: refusing a client");
+                let reply = &shared.config.busy_reply;
+                match &stream {
+                    Stream::Tcp(s) => drop(s.try_write(reply)),
+                    Stream::Unix(s) => drop(s.try_write(reply)),
+                }
+                continue;
             }
-            continue;
         }
         let (protocol, codec) = (shared.make)();
         let conn = Connection::new(
@@ -207,18 +307,19 @@ async fn accept_loop<F, P, C>(
             Instant::now(),
         );
         let stop = stop.clone();
+        let tracking = shared.idle.as_ref().map(IdleClients::track);
         match stream {
             Stream::Tcp(s) => {
                 let _ = s.set_nodelay(true);
                 conns.spawn(async move {
                     let _slot = slot;
-                    log_end(run_connection(s, conn, stop).await);
+                    log_end(drive(s, conn, stop, tracking).await);
                 });
             }
             Stream::Unix(s) => {
                 conns.spawn(async move {
                     let _slot = slot;
-                    log_end(run_connection(s, conn, stop).await);
+                    log_end(drive(s, conn, stop, tracking).await);
                 });
             }
         }
@@ -267,14 +368,37 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Transport for Io<S> {
 /// The IO error that ended the connection, if one did.
 pub async fn run_connection<S, P, C>(
     stream: S,
-    mut conn: Connection<P, C>,
-    mut stop: watch::Receiver<Stop>,
+    conn: Connection<P, C>,
+    stop: watch::Receiver<Stop>,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     P: Protocol,
     C: RequestCodec<Item = P::Request, Error = P::Error>,
 {
+    drive(stream, conn, stop, None).await
+}
+
+/// [`run_connection`], telling `tracking` whether the connection is idle
+/// after each poll, and closing it when `tracking` is evicted.
+async fn drive<S, P, C>(
+    stream: S,
+    mut conn: Connection<P, C>,
+    mut stop: watch::Receiver<Stop>,
+    tracking: Option<Tracking>,
+) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+    P: Protocol,
+    C: RequestCodec<Item = P::Request, Error = P::Error>,
+{
+    let evicted = async {
+        match &tracking {
+            Some(t) => t.tracked.evict.notified().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(evicted);
     let mut io = Io(stream);
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
@@ -285,6 +409,9 @@ where
             biased;
             r = poll_fn(|cx| {
                 let polled = conn.poll(cx, &mut io, Instant::now());
+                if let Some(t) = &tracking {
+                    t.set(conn.idle_since());
+                }
                 if polled.is_pending()
                     && let Some(at) = conn.poll_timeout()
                 {
@@ -308,6 +435,10 @@ where
                 conn.stop_reading();
                 level = Stop::Abort;
                 continue;
+            }
+            () = &mut evicted => {
+                tracing::debug!("closing the client idle longest for a new one");
+                break Ok(());
             }
         };
         match step {

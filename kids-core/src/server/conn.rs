@@ -149,6 +149,19 @@ pub trait RequestCodec: Decoder {
     fn held_bytes(&self) -> usize {
         0
     }
+
+    /// The client ended its stream: a request made of what is left in
+    /// `buf`, if the protocol takes one (a line protocol's last line
+    /// without its newline, as [`Decoder::decode_eof`] reads it). Called
+    /// until it returns `Ok(None)`. By default nothing: a request cut
+    /// short by the end of the stream is not handled.
+    ///
+    /// # Errors
+    /// As [`Decoder::decode`]: the protocol's [`Protocol::decode_error`] follows.
+    fn decode_last(&mut self, buf: &mut BytesMut) -> Result<Option<Self::Item>, Self::Error> {
+        let _ = buf;
+        Ok(None)
+    }
 }
 
 /// A byte stream, as the connection uses it.
@@ -383,6 +396,25 @@ where
         self.reading
     }
 
+    /// Since when the connection has been idle (the last byte read or
+    /// written), or `None` while it is busy: part of a request read, a
+    /// request waiting, replies held or owed, reading stopped, or a
+    /// protocol that idles on purpose ([`Protocol::may_idle`], a
+    /// subscriber). The accept loop closes the connection idle longest
+    /// when it is full and told to make room
+    /// (`ServerConfig::evict_idle`, feature `tokio`).
+    pub fn idle_since(&self) -> Option<Instant> {
+        let idle = self.ended.is_none()
+            && self.reading
+            && !self.waiting
+            && self.partial_since.is_none()
+            && !self.protocol.is_holding()
+            && !self.protocol.may_idle()
+            && self.wpos == self.wbuf.len()
+            && self.protocol.outbox().pending() == 0;
+        idle.then_some(self.last_active)
+    }
+
     /// Stops reading (a draining server): the connection finishes once
     /// everything it owes is written.
     pub fn stop_reading(&mut self) {
@@ -447,6 +479,34 @@ where
             (true, None) => Some(now),
         };
         if !self.protocol.is_holding() {
+            self.protocol.flush(now);
+        }
+    }
+
+    /// Handles the requests [`RequestCodec::decode_last`] makes of what the
+    /// end of the stream left in the read buffer.
+    fn handle_last(&mut self, now: Instant) {
+        let mut any = false;
+        while self.reading {
+            let flow = match self.codec.decode_last(&mut self.rbuf) {
+                Ok(Some(request)) => self.protocol.handle(request, now),
+                Ok(None) => break,
+                Err(e) => {
+                    self.reading = false;
+                    self.protocol.decode_error(e, now)
+                }
+            };
+            any = true;
+            match flow {
+                Flow::Continue => {}
+                Flow::Close => break,
+                Flow::Wait => {
+                    self.waiting = true;
+                    break;
+                }
+            }
+        }
+        if any && !self.protocol.is_holding() {
             self.protocol.flush(now);
         }
     }
@@ -614,7 +674,11 @@ where
                     }
                 }
                 if eof {
-                    // The client is gone; write out what it is owed, then close.
+                    // The client is gone: handle what it left, if the codec
+                    // takes it, write out what it is owed, then close.
+                    if !self.waiting {
+                        self.handle_last(now);
+                    }
                     self.reading = false;
                     progress = true;
                 }

@@ -457,8 +457,15 @@ fn an_unbounded_codec_is_bounded_by_the_connection() {
     assert_eq!(conn.ended(), Some(Ended::InputLimit));
 }
 
-#[test]
-fn a_line_protocol_runs_on_the_same_accept_loop() {
+/// A [`Shout`] server with `config` on a loopback port, on its own thread
+/// until the sender is used; returns its address, the sender and the thread.
+fn shout_server(
+    config: kids_core::net::ServerConfig,
+) -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<std::io::Result<()>>,
+) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -468,9 +475,6 @@ fn a_line_protocol_runs_on_the_same_accept_loop() {
         .expect("bind");
     let addr = tcp.local_addr().expect("addr");
     let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let mut config = kids_core::net::ServerConfig::default();
-    config.max_clients = Some(1);
-    config.busy_reply = Bytes::from_static(b"ERR busy\n");
     let ids = Arc::new(AtomicU64::new(0));
     let server = std::thread::spawn(move || {
         rt.block_on(kids_core::net::serve_with(
@@ -485,6 +489,15 @@ fn a_line_protocol_runs_on_the_same_accept_loop() {
             },
         ))
     });
+    (addr, stop, server)
+}
+
+#[test]
+fn a_line_protocol_runs_on_the_same_accept_loop() {
+    let mut config = kids_core::net::ServerConfig::default();
+    config.max_clients = Some(1);
+    config.busy_reply = Bytes::from_static(b"ERR busy\n");
+    let (addr, stop, server) = shout_server(config);
     let mut client = std::net::TcpStream::connect(addr).expect("connect");
     client
         .set_read_timeout(Some(Duration::from_secs(10)))
@@ -872,4 +885,51 @@ fn a_long_publish_yields_between_slices_and_answers_in_order() {
     assert!(yields >= 5, "{yields} yields");
     // *x9*, *x99*, *x999*: the reply after the last slice, then PONG.
     assert_eq!(pipe.take_output(), b":3\r\n+PONG\r\n");
+}
+
+#[test]
+fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
+    let mut config = kids_core::net::ServerConfig::default();
+    config.max_clients = Some(2);
+    config.evict_idle = true;
+    config.busy_reply = Bytes::from_static(b"ERR busy\n");
+    let (addr, stop, server) = shout_server(config);
+    let connect = |says: &[u8]| {
+        let mut c = std::net::TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        c.write_all(says).expect("write");
+        let mut reader = BufReader::new(c.try_clone().expect("clone"));
+        let mut line = String::new();
+        if says.ends_with(b"\n") {
+            reader.read_line(&mut line).expect("read");
+        }
+        (c, reader, line)
+    };
+    let (_old, mut old_reader, line) = connect(b"old\n");
+    assert_eq!(line, "OLD\n");
+    std::thread::sleep(Duration::from_millis(20));
+    let (_newer, mut newer_reader, line) = connect(b"newer\n");
+    assert_eq!(line, "NEWER\n");
+    // Full: the new client is served, and the one idle longest is closed.
+    let (mut third, _, line) = connect(b"third\n");
+    assert_eq!(line, "THIRD\n");
+    let mut rest = String::new();
+    assert_eq!(old_reader.read_line(&mut rest).expect("eof"), 0, "{rest:?}");
+    // Both left are busy (each holds half a line): a fourth is refused.
+    let mut newer = newer_reader.get_ref().try_clone().expect("clone");
+    newer.write_all(b"also half").expect("write");
+    third.write_all(b"half").expect("write");
+    std::thread::sleep(Duration::from_millis(100));
+    let (_fourth, mut fourth_reader, _) = connect(b"");
+    let mut line = String::new();
+    fourth_reader.read_line(&mut line).expect("read refusal");
+    assert_eq!(line, "ERR busy\n");
+    // The busy ones were left alone.
+    newer.write_all(b"\n").expect("write");
+    line.clear();
+    newer_reader.read_line(&mut line).expect("read");
+    assert_eq!(line, "ALSO HALF\n");
+    stop.send(()).expect("stop");
+    server.join().expect("server thread").expect("served");
 }

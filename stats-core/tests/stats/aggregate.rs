@@ -252,9 +252,11 @@ fn kv_values_pass_through_bounded() {
     .unwrap();
     agg.ingest(b"load:1.5|kv\nload:2|kv\nload:3|kv");
     let out = text(agg.flush(at(T)).stream());
+    // The drop is flushed too, as statsite counts a counter: this interval only.
     assert_eq!(
         out,
-        "kv.load|1.500000|1700000000\nkv.load|2.000000|1700000000\n"
+        "counts.statsd.dropped_kv|1.000000|1700000000\n\
+         kv.load|1.500000|1700000000\nkv.load|2.000000|1700000000\n"
     );
     assert_eq!(agg.totals().dropped_kv, 1);
 }

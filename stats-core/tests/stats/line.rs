@@ -228,15 +228,48 @@ fn tcp_decoder_skips_an_overlong_line_and_carries_on() {
     let long = format!("a:1|c\n{}:1|c\nb:2|c\n", "x".repeat(50));
     for at in 0..=long.len() {
         let (lines, errors) = decode_split(long.as_bytes(), at, 20);
-        // The long line is dropped whole: either the decoder saw it without a
-        // newline (an error), or it came in one chunk and the parser refused it.
-        assert_eq!(
-            lines.first().map(String::as_str),
-            Some("a"),
+        // The long line is dropped whole by the decoder, once, however it
+        // was cut: no line over the bound reaches the parser.
+        assert_eq!(lines, ["a", "b"], "split at {at}");
+        assert_eq!(errors, 1, "split at {at}");
+    }
+}
+
+#[test]
+fn tcp_decoder_never_hands_on_a_line_over_the_bound_nor_holds_more() {
+    // Overlong lines first, between, last, with and without `\r`, and a
+    // line exactly at the bound.
+    let input = format!(
+        "{long}\na:1|c\n{long}\r\n{exact}\n{long}\nb:2|c\r\n{long}",
+        long = "y".repeat(11),
+        exact = "e:1234|c\r",
+    );
+    for at in 0..=input.len() {
+        let mut decoder = LineDecoder::new(10);
+        let mut buf = BytesMut::new();
+        let (mut lines, mut errors) = (Vec::new(), 0);
+        for piece in [&input.as_bytes()[..at], &input.as_bytes()[at..]] {
+            buf.extend_from_slice(piece);
+            loop {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(c)) => lines.extend(
+                        c.split(|b| *b == b'\n')
+                            .filter(|l| !l.is_empty())
+                            .map(|l| String::from_utf8(l.to_vec()).unwrap()),
+                    ),
+                    Ok(None) => break,
+                    Err(_) => errors += 1,
+                }
+            }
+            assert!(buf.len() <= 11, "split at {at}: holds {}", buf.len());
+        }
+        // The overlong tail was refused as it came: nothing is left at the end.
+        assert!(
+            matches!(decoder.decode_eof(&mut buf), Ok(None)),
             "split at {at}"
         );
-        assert_eq!(lines.last().map(String::as_str), Some("b"), "split at {at}");
-        assert_eq!(errors + (lines.len() - 2), 1, "split at {at}: {lines:?}");
+        assert_eq!(lines, ["a:1|c", "e:1234|c\r", "b:2|c\r"], "split at {at}");
+        assert_eq!(errors, 4, "split at {at}");
     }
 }
 
@@ -339,6 +372,27 @@ proptest! {
         for line in parser.lines(&packet).flatten() {
             prop_assert!(line.values().count() >= 1);
             prop_assert!(!line.name().is_empty());
+        }
+    }
+}
+
+#[test]
+fn tcp_decoder_keeps_a_line_at_the_bound_cut_between_its_cr_and_newline() {
+    // Found by the statsd_tcp fuzz target: `/\r` then `\n`, bound 1. The
+    // `\r` is not part of the line, so its line is at the bound, not over.
+    for input in [&b"/\r\nx\n"[..], b"ab:1|c\r\n"] {
+        let max_line = input.iter().position(|b| *b == b'\r').unwrap();
+        for at in 0..=input.len() {
+            let mut decoder = LineDecoder::new(max_line);
+            let mut buf = BytesMut::new();
+            let mut got = Vec::new();
+            for piece in [&input[..at], &input[at..]] {
+                buf.extend_from_slice(piece);
+                while let Some(chunk) = decoder.decode(&mut buf).expect("no line over the bound") {
+                    got.extend_from_slice(&chunk);
+                }
+            }
+            assert_eq!(got, input, "split at {at}");
         }
     }
 }
