@@ -55,9 +55,9 @@ pub struct Config {
     /// (Redis's `client-query-buffer-limit`; default 1 GB).
     pub query_buffer: Option<u64>,
     /// `max_channel_len SIZE;`: longest channel name a client may publish
-    /// or subscribe to (default 16 KB).
+    /// or subscribe to (default 4 KB).
     pub max_channel_len: Option<u64>,
-    /// `max_pattern_len SIZE;`: longest pattern (default 1 KB).
+    /// `max_pattern_len SIZE;`: longest pattern (default 256 bytes).
     pub max_pattern_len: Option<u64>,
     /// `max_patterns N;`: most patterns one client may subscribe to
     /// (default 10000).

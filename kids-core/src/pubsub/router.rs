@@ -94,8 +94,8 @@ impl Default for RouterConfig {
             ignore_case: false,
             nlimits: NLimits::default(),
             max_tracked_topics: 1024,
-            max_pattern_len: 1024,
-            max_channel_len: 16 * 1024,
+            max_pattern_len: 256,
+            max_channel_len: 4 * 1024,
             max_patterns_per_client: 10_000,
             slice_steps: 1 << 17,
         }
@@ -121,7 +121,9 @@ impl RouterConfig {
     }
     /// Longest glob pattern accepted by PSUBSCRIBE and PUBSUB CHANNELS
     /// (a kids bound: Redis has none); longer ones get an error reply.
-    /// Default 1 KiB.
+    /// Default 256 bytes: one pattern matched against one channel costs at
+    /// most their lengths multiplied, so with the channel bound a single
+    /// match stays within about a million steps.
     pub fn max_pattern_len(mut self, bytes: usize) -> Self {
         self.max_pattern_len = bytes;
         self
@@ -132,7 +134,7 @@ impl RouterConfig {
     }
     /// Longest channel name a client may publish, log or subscribe to (a
     /// kids bound: Redis has none); longer ones get an `-ERR` reply and
-    /// nothing is routed. Default 16 KiB.
+    /// nothing is routed. Default 4 KiB.
     pub fn max_channel_len(mut self, bytes: usize) -> Self {
         self.max_channel_len = bytes;
         self
@@ -155,7 +157,9 @@ impl RouterConfig {
     /// Work a connection's publish may do at once matching patterns (in
     /// matcher steps, about a nanosecond each) before it lets the other
     /// connections run and carries on ([`Router::publish_sliced`]). Default
-    /// 131,072: well under a millisecond.
+    /// 131,072: well under a millisecond. A slice ends between patterns, so
+    /// one can run over by a single match (at most `max_pattern_len` x
+    /// `max_channel_len` steps).
     pub fn slice_steps(mut self, steps: usize) -> Self {
         self.slice_steps = steps.max(1);
         self

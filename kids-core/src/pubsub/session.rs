@@ -207,8 +207,9 @@ impl Session {
 
     /// Answers a decoding error as Redis does and asks for the connection to close.
     pub fn protocol_error(&mut self, err: &ProtocolError, now: Instant) -> Flow {
-        if self.ticket.is_some() {
-            // The replies before it wait for their ticket; the error follows them.
+        if self.ticket.is_some() || self.fanout.is_some() {
+            // The replies before it wait for their ticket or their publish;
+            // the error follows them.
             self.deferred_error = Some(err.clone());
             return Flow::Wait;
         }
@@ -665,12 +666,23 @@ impl RequestCodec for RequestDecoder {
     }
 }
 
+/// Slices a dropped session still spends on a publish it left unfinished.
+const DROP_SLICES: usize = 16;
+
 impl Drop for Session {
     fn drop(&mut self) {
-        // A publish still routing is finished: its message reaches every
-        // pattern it matches even when its publisher left.
+        // A publish still routing is carried on a little further, but not
+        // without bound: its publisher left unanswered, and finishing here
+        // would hold every other connection of the thread.
         if let Some(mut rest) = self.fanout.take() {
-            while self.router.resume(&mut rest).is_none() {}
+            let finished = (0..DROP_SLICES).any(|_| self.router.resume(&mut rest).is_some());
+            if !finished {
+                tracing::warn!(
+                    client = self.id(),
+                    patterns_left = rest.remaining(),
+                    "publisher gone mid-publish: the patterns left are not matched"
+                );
+            }
         }
         self.unsubscribe_all_silently();
         self.resp.outbox().close(CloseReason::Gone);

@@ -472,7 +472,11 @@ where
                 }
             }
         }
-        let partial = !self.waiting && (!self.rbuf.is_empty() || self.codec.is_mid_request());
+        // Not while the protocol holds the connection back: it is not the
+        // client that is slow then.
+        let partial = !self.waiting
+            && !self.protocol.is_holding()
+            && (!self.rbuf.is_empty() || self.codec.is_mid_request());
         self.partial_since = match (partial, self.partial_since) {
             (false, _) => None,
             (true, Some(since)) => Some(since),
@@ -674,12 +678,16 @@ where
                     }
                 }
                 if eof {
-                    // The client is gone: handle what it left, if the codec
-                    // takes it, write out what it is owed, then close.
-                    if !self.waiting {
+                    if self.waiting {
+                        // Requests read behind the one that waits are still
+                        // handled when it is released; the end is seen then.
+                        self.eof = true;
+                    } else {
+                        // The client is gone: handle what it left, if the codec
+                        // takes it, write out what it is owed, then close.
                         self.handle_last(now);
+                        self.reading = false;
                     }
-                    self.reading = false;
                     progress = true;
                 }
             }

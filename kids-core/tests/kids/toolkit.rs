@@ -933,3 +933,47 @@ fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
     stop.send(()).expect("stop");
     server.join().expect("server thread").expect("served");
 }
+
+/// Requests behind a publish that is still routing are handled, in order,
+/// even when the client closed its side in the same read; a protocol error
+/// among them comes after the replies before it.
+#[test]
+fn requests_behind_a_sliced_publish_survive_the_clients_end_and_errors_wait() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default().slice_steps(100), now);
+    let mut sub = Session::new(&router);
+    let mut args: Vec<Bytes> = vec!["PSUBSCRIBE".into()];
+    args.extend((0..1000).map(|i| Bytes::from(format!("*x{i}*"))));
+    sub.handle(args, now);
+    let mut other = Session::new(&router);
+    other.handle(vec!["SUBSCRIBE".into(), "other".into()], now);
+    other.flush(now);
+    other.take_output();
+
+    let mut conn = kids_conn(&router, ConnConfig::default(), now);
+    let mut pipe = MemoryStream::default();
+    pipe.send(
+        &[
+            cmd(&["PUBLISH", "ax999b", "m"]),
+            cmd(&["PING"]),
+            cmd(&["PUBLISH", "other", "not lost"]),
+        ]
+        .concat(),
+    );
+    pipe.eof = true;
+    assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
+    assert_eq!(pipe.take_output(), b":3\r\n+PONG\r\n:1\r\n");
+    let got = other.take_output();
+    assert!(
+        got.windows(8).any(|w| w == b"not lost"),
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+
+    let mut conn = kids_conn(&router, ConnConfig::default(), now);
+    let mut pipe = MemoryStream::default();
+    pipe.send(&[cmd(&["PUBLISH", "ax999b", "m"]), b"*1\r\n!bad\r\n".to_vec()].concat());
+    settle(&mut conn, &mut pipe, now);
+    let out = String::from_utf8_lossy(&pipe.take_output()).into_owned();
+    assert!(out.starts_with(":3\r\n-ERR Protocol error"), "{out}");
+}
