@@ -196,6 +196,51 @@ impl FrameError {
     }
 }
 
+/// An encoded message that lacks a proto2 `required` field (see
+/// [`RequiredFields`](crate::RequiredFields)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequiredError {
+    /// A required field is not there.
+    #[error("missing required field {field} of {message}")]
+    Missing {
+        /// The full name of the message checked.
+        message: &'static str,
+        /// The field, as a path from that message: `b`, or `inner.b`.
+        field: String,
+    },
+    /// The bytes are not a protobuf message.
+    #[error("message does not decode")]
+    Malformed,
+    /// Messages nested deeper than this.
+    #[error("messages nested deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+impl RequiredError {
+    /// This error, found in field `field` of message `message`.
+    pub(crate) fn within(self, message: &'static str, field: &str) -> RequiredError {
+        match self {
+            RequiredError::Missing { field: inner, .. } => RequiredError::Missing {
+                message,
+                field: format!("{field}.{inner}"),
+            },
+            other => other,
+        }
+    }
+
+    /// The status a server answers a request with this error: [`Code::INVALID_ARGUMENT`].
+    pub fn request_status(&self) -> Status {
+        Status::invalid_argument(format!("request: {self}"))
+    }
+
+    /// The status a client's call ends with when the answer has this error:
+    /// [`Code::INTERNAL`], as for an answer that does not decode.
+    pub fn response_status(&self) -> Status {
+        Status::internal(format!("response: {self}"))
+    }
+}
+
 /// Everything that can go wrong in this crate, apart from a call's [`Status`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

@@ -113,6 +113,7 @@ mod client;
 mod error;
 mod frame;
 mod options;
+mod required;
 mod server;
 mod wire;
 
@@ -139,7 +140,7 @@ pub use client::{
     CachingChannel, CallOptions, Channel, Clock, LocalChannel, Multiplexer, RawReply, Reply, call,
     reply_from, request_frame,
 };
-pub use error::{Code, Error, FrameError, Status};
+pub use error::{Code, Error, FrameError, RequiredError, Status};
 pub use frame::{
     Body, DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, MAX_ERROR_MESSAGE,
     RequestFrame, ResponseFrame, VERSION, method_id,
@@ -147,4 +148,5 @@ pub use frame::{
 pub use options::{
     EntityField, FieldKind, MethodDesc, MethodOptions, OptionError, OptionProblem, ServiceDesc,
 };
+pub use required::{MAX_REQUIRED_DEPTH, NestedField, RequiredField, RequiredFields};
 pub use server::{CallContext, Server, ServerConfig, ServerStats, Service};

@@ -130,6 +130,9 @@ pub struct ServerStats {
     pub cancelled: AtomicU64,
     /// Calls started and not yet answered.
     pub in_flight: AtomicU64,
+    /// Requests refused because they lack a proto2 `required` field (also
+    /// counted in `errors`).
+    pub missing_required: AtomicU64,
 }
 
 /// A router of services and the options applied around their calls.
@@ -253,6 +256,13 @@ impl Server {
                 );
             };
             let method = route.method;
+            // Before the cache: a request without a required field is
+            // answered the same whether or not an answer is cached.
+            if let Err(e) = method.request.check(&request.payload) {
+                inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                inner.stats.missing_required.fetch_add(1, Ordering::Relaxed);
+                return Frame::error(id, e.request_status());
+            }
             let cacheable = inner.config.cache && !request.no_cache;
             let compress =
                 inner.config.compress && method.options.compress && !request.plain_response;
