@@ -241,6 +241,39 @@ impl RequiredError {
     }
 }
 
+/// Why a server closed a connection that broke one of its limits (see
+/// [`ReadLimits`](crate::ReadLimits)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// A frame was not whole this long after its first byte.
+    #[error("frame not whole {0:?} after its first byte")]
+    ReadTimeout(std::time::Duration),
+    /// Nothing read or answered for this long.
+    #[error("idle for {0:?}")]
+    Idle(std::time::Duration),
+    /// The server's connections held more than `max` bytes in partial frames.
+    #[error("partial frames over the server's budget of {max} bytes")]
+    OverBudget {
+        /// The budget.
+        max: usize,
+    },
+}
+
+impl LimitError {
+    /// The status the server closes the connection with (in an error frame
+    /// of id 0): [`Code::DEADLINE_EXCEEDED`], [`Code::UNAVAILABLE`] when idle,
+    /// [`Code::RESOURCE_EXHAUSTED`] over the budget.
+    pub fn status(&self) -> Status {
+        let code = match self {
+            LimitError::ReadTimeout(_) => Code::DEADLINE_EXCEEDED,
+            LimitError::Idle(_) => Code::UNAVAILABLE,
+            LimitError::OverBudget { .. } => Code::RESOURCE_EXHAUSTED,
+        };
+        Status::new(code, self.to_string())
+    }
+}
+
 /// Everything that can go wrong in this crate, apart from a call's [`Status`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -248,6 +281,9 @@ pub enum Error {
     /// The peer sent a frame this crate does not accept.
     #[error("protocol: {0}")]
     Frame(#[from] FrameError),
+    /// The server closed a connection that broke one of its limits.
+    #[error("limit: {0}")]
+    Limit(#[from] LimitError),
     /// Reading or writing a socket or file failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

@@ -112,6 +112,7 @@ mod cache;
 mod client;
 mod error;
 mod frame;
+mod limits;
 mod options;
 mod required;
 mod server;
@@ -140,11 +141,12 @@ pub use client::{
     CachingChannel, CallOptions, Channel, Clock, LocalChannel, Multiplexer, RawReply, Reply, call,
     reply_from, request_frame,
 };
-pub use error::{Code, Error, FrameError, RequiredError, Status};
+pub use error::{Code, Error, FrameError, LimitError, RequiredError, Status};
 pub use frame::{
     Body, DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, MAX_ERROR_MESSAGE,
     RequestFrame, ResponseFrame, VERSION, method_id,
 };
+pub use limits::ReadLimits;
 pub use options::{
     EntityField, FieldKind, MethodDesc, MethodOptions, OptionError, OptionProblem, ServiceDesc,
 };
