@@ -348,7 +348,11 @@ impl prost_build::ServiceGenerator for Generator {
         let Some(info) = self.services.iter().find(|s| s.full_name == full) else {
             return;
         };
-        let rules = Rules::of(&self.pool, info, &format!("{}_SERVICE", screaming(&service.proto_name)));
+        let rules = Rules::of(
+            &self.pool,
+            info,
+            &format!("{}_SERVICE", screaming(&service.proto_name)),
+        );
         emit(&service, info, &rules, buf);
     }
 }
@@ -416,7 +420,12 @@ impl Rules {
             .zip(&matters)
             .filter(|(_, m)| **m)
             .enumerate()
-            .map(|(k, (msg, _))| (msg.full_name().to_string(), format!("{prefix}_REQUIRED_{k}")))
+            .map(|(k, (msg, _))| {
+                (
+                    msg.full_name().to_string(),
+                    format!("{prefix}_REQUIRED_{k}"),
+                )
+            })
             .collect();
         let mut statics = Vec::new();
         for msg in &reachable {

@@ -79,7 +79,9 @@ fn timeout(flag: &str, value: &str) -> Result<Option<Duration>, String> {
     match kids_core::parse_duration(value) {
         Some(Duration::ZERO) => Ok(None),
         Some(d) => Ok(Some(d)),
-        None => Err(format!("{flag}: not a duration: {value:?} (250ms, 5s, 1min)")),
+        None => Err(format!(
+            "{flag}: not a duration: {value:?} (250ms, 5s, 1min)"
+        )),
     }
 }
 

@@ -45,7 +45,7 @@ fn stallers() -> usize {
         .unwrap_or(usize::MAX);
     let n = STALLERS.min(soft.saturating_sub(100));
     if n < STALLERS {
-        println!("abuse_wish: {n} stalling connections, not {STALLERS}: ulimit -n is {soft}");
+        eprintln!("abuse_wish: {n} stalling connections, not {STALLERS}: ulimit -n is {soft}");
     }
     n
 }
@@ -158,7 +158,7 @@ fn stalled_big_frames_are_bounded_and_timed_out_while_others_are_served() {
     }
     peak = peak.max(rss());
     let grown = peak.saturating_sub(before);
-    println!(
+    eprintln!(
         "abuse_wish: {n} stallers of {SENT} bytes each: RSS {} MiB before, peak growth {} MiB (bound {} MiB)",
         before >> 20,
         grown >> 20,
@@ -197,7 +197,7 @@ fn stalled_big_frames_are_bounded_and_timed_out_while_others_are_served() {
             Some(other) => panic!("closed with {other}"),
         }
     }
-    println!(
+    eprintln!(
         "abuse_wish: {timed_out} stallers closed by the read timeout, {over_budget} over the budget"
     );
     assert!(timed_out > 0, "the read timeout closed none");

@@ -38,7 +38,11 @@ fn the_read_timeout_counts_from_the_first_byte_of_the_frame() {
     let server = server(config(|c| c.read_timeout = Some(30 * S)));
     let t0 = Instant::now();
     let mut limits = ReadLimits::new(&server, t0);
-    assert_eq!(limits.deadline(false), None, "no frame started, no idle timeout");
+    assert_eq!(
+        limits.deadline(false),
+        None,
+        "no frame started, no idle timeout"
+    );
     limits.handle_read(100, false, t0 + S).unwrap();
     assert_eq!(limits.deadline(false), Some(t0 + 31 * S));
     // More of the same frame trickles in: the deadline stays.
@@ -50,7 +54,10 @@ fn the_read_timeout_counts_from_the_first_byte_of_the_frame() {
         limits.handle_timeout(t0 + 31 * S, false),
         Err(LimitError::ReadTimeout(30 * S))
     );
-    assert_eq!(server.stats().closed_read_timeout.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        server.stats().closed_read_timeout.load(Ordering::Relaxed),
+        1
+    );
     assert_eq!(partial(&server), 0, "what it held is given back");
 }
 
@@ -85,7 +92,10 @@ fn the_idle_timeout_applies_between_frames_without_calls() {
         Err(LimitError::Idle(10 * S))
     );
     assert_eq!(server.stats().closed_idle.load(Ordering::Relaxed), 1);
-    assert_eq!(server.stats().closed_read_timeout.load(Ordering::Relaxed), 0);
+    assert_eq!(
+        server.stats().closed_read_timeout.load(Ordering::Relaxed),
+        0
+    );
 }
 
 #[test]
@@ -158,7 +168,10 @@ async fn a_stalled_frame_is_closed_after_the_read_timeout() {
     stream.write_all(&[0; 10]).await.unwrap();
     assert_eq!(goodbye(stream).await, Code::DEADLINE_EXCEEDED);
     assert!(started.elapsed() >= S / 5, "not before the timeout");
-    assert_eq!(server.stats().closed_read_timeout.load(Ordering::Relaxed), 1);
+    assert_eq!(
+        server.stats().closed_read_timeout.load(Ordering::Relaxed),
+        1
+    );
     assert_eq!(partial(&server), 0);
 }
 
@@ -166,12 +179,25 @@ async fn a_stalled_frame_is_closed_after_the_read_timeout() {
 async fn an_idle_connection_stays_open_unless_there_is_an_idle_timeout() {
     let (server, addr) = start(config(|c| c.read_timeout = Some(S / 10))).await;
     let client = Client::new(Endpoint::Tcp(addr));
-    assert!(client.call(ADD, pair(1, 2), CallOptions::new()).await.is_ok());
+    assert!(
+        client
+            .call(ADD, pair(1, 2), CallOptions::new())
+            .await
+            .is_ok()
+    );
     tokio::time::sleep(S / 2).await;
     // Same connection: had the server closed it, this call would reconnect
     // and the count below would show it.
-    assert!(client.call(ADD, pair(1, 2), CallOptions::new()).await.is_ok());
-    assert_eq!(server.stats().closed_read_timeout.load(Ordering::Relaxed), 0);
+    assert!(
+        client
+            .call(ADD, pair(1, 2), CallOptions::new())
+            .await
+            .is_ok()
+    );
+    assert_eq!(
+        server.stats().closed_read_timeout.load(Ordering::Relaxed),
+        0
+    );
     assert_eq!(server.stats().closed_idle.load(Ordering::Relaxed), 0);
 
     let (server, addr) = start(config(|c| c.idle_timeout = Some(S / 5))).await;
@@ -210,7 +236,11 @@ async fn over_the_budget_big_partial_frames_are_refused_and_small_calls_served()
     drop(a);
     let s = server.clone();
     test_support::Poll::default()
-        .wait_for_async("the budget given back", || partial(&s) == 0, tokio::time::sleep)
+        .wait_for_async(
+            "the budget given back",
+            || partial(&s) == 0,
+            tokio::time::sleep,
+        )
         .await;
 }
 

@@ -25,7 +25,10 @@ static ANSWER: RequiredFields =
 
 static STRICT: ServiceDesc = ServiceDesc::new(
     "test.Strict",
-    &[MethodDesc::new("test.Strict.Reply", MethodOptions::new().cache(60)).messages(&PAIR, &ANSWER)],
+    &[
+        MethodDesc::new("test.Strict.Reply", MethodOptions::new().cache(60))
+            .messages(&PAIR, &ANSWER),
+    ],
 );
 
 /// Answers each call with the bytes it was built with, and counts the calls.
@@ -36,7 +39,12 @@ impl Service for Fixed {
         &STRICT
     }
 
-    fn call(&self, _: usize, _: CallContext, _: Bytes) -> BoxFuture<'static, Result<Bytes, Status>> {
+    fn call(
+        &self,
+        _: usize,
+        _: CallContext,
+        _: Bytes,
+    ) -> BoxFuture<'static, Result<Bytes, Status>> {
         self.1.fetch_add(1, Ordering::SeqCst);
         let answer = self.0.clone();
         Box::pin(async move { Ok(answer) })
@@ -63,18 +71,35 @@ fn a_request_without_a_required_field_never_reaches_the_handler() {
             .await
             .unwrap_err();
         assert_eq!(err.code(), Code::INVALID_ARGUMENT);
-        assert!(err.message().contains("missing required field b of test.Pair"), "{err}");
+        assert!(
+            err.message()
+                .contains("missing required field b of test.Pair"),
+            "{err}"
+        );
         // prost leaves out a zero of a field without presence: the same.
-        let err = wish_core::call::<_, _, Pair>(&channel, method, &Pair { a: 0, b: 4 }, CallOptions::new())
-            .await
-            .unwrap_err();
+        let err = wish_core::call::<_, _, Pair>(
+            &channel,
+            method,
+            &Pair { a: 0, b: 4 },
+            CallOptions::new(),
+        )
+        .await
+        .unwrap_err();
         assert!(err.message().contains("field a of"), "{err}");
-        assert_eq!(calls.load(Ordering::SeqCst), 0, "the handler was not called");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            0,
+            "the handler was not called"
+        );
         assert_eq!(server.stats().missing_required.load(Ordering::Relaxed), 2);
         assert_eq!(server.stats().handled.load(Ordering::Relaxed), 0);
         // Both fields, in any order, even zero: called.
         let reply = channel
-            .call(method, Bytes::from_static(b"\x10\x00\x08\x03"), CallOptions::new())
+            .call(
+                method,
+                Bytes::from_static(b"\x10\x00\x08\x03"),
+                CallOptions::new(),
+            )
             .await
             .unwrap();
         assert_eq!(&reply.payload[..], b"\x08\x0c");
@@ -96,7 +121,11 @@ fn an_answer_without_a_required_field_fails_at_the_client() {
         .await
         .unwrap_err();
         assert_eq!(err.code(), Code::INTERNAL);
-        assert!(err.message().contains("missing required field c of test.Answer"), "{err}");
+        assert!(
+            err.message()
+                .contains("missing required field c of test.Answer"),
+            "{err}"
+        );
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     });
 }
@@ -151,7 +180,10 @@ service S {
     ] {
         assert!(code_flat.contains(&flat(item)), "missing {item} in\n{code}");
     }
-    assert!(!code_flat.contains("\"t.Free\""), "Free has nothing required");
+    assert!(
+        !code_flat.contains("\"t.Free\""),
+        "Free has nothing required"
+    );
 }
 
 /// `message Inner { required int32 x = 1; }`, decoded with presence.
