@@ -260,32 +260,28 @@ mod tests {
         );
     }
 
-    #[test]
-    fn recursive_types_stop_at_the_depth_bound() {
-        // Each level: v = 1, next = <the level below>.
-        let mut msg = vec![0x08, 0x01];
-        for _ in 1..MAX_REQUIRED_DEPTH {
-            let mut outer = vec![0x08, 0x01, 0x12];
-            let mut len = msg.len();
-            while len >= 0x80 {
-                outer.push((len as u8) | 0x80);
-                len >>= 7;
-            }
-            outer.push(len as u8);
-            outer.extend_from_slice(&msg);
-            msg = outer;
-        }
-        assert_eq!(NODE.check(&msg), Ok(()));
-        let mut deeper = vec![0x08, 0x01, 0x12];
-        let mut len = msg.len();
+    /// A `Node` with `v = 1` and `next` = `inner`.
+    fn node_around(inner: &[u8]) -> Vec<u8> {
+        let mut out = vec![0x08, 0x01, 0x12];
+        let mut len = inner.len();
         while len >= 0x80 {
-            deeper.push((len as u8) | 0x80);
+            out.push((len as u8) | 0x80);
             len >>= 7;
         }
-        deeper.push(len as u8);
-        deeper.extend_from_slice(&msg);
+        out.push(len as u8);
+        out.extend_from_slice(inner);
+        out
+    }
+
+    #[test]
+    fn recursive_types_stop_at_the_depth_bound() {
+        let mut msg = vec![0x08, 0x01];
+        for _ in 1..MAX_REQUIRED_DEPTH {
+            msg = node_around(&msg);
+        }
+        assert_eq!(NODE.check(&msg), Ok(()));
         assert_eq!(
-            NODE.check(&deeper),
+            NODE.check(&node_around(&msg)),
             Err(RequiredError::TooDeep(MAX_REQUIRED_DEPTH))
         );
     }

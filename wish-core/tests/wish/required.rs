@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use proptest::prelude::*;
 use wish_core::{
     BoxFuture, Bytes, CallContext, CallOptions, Channel, Code, LocalChannel, MethodDesc,
-    MethodOptions, NestedField, RequiredField, RequiredFields, Server, ServerConfig, Service,
-    ServiceDesc, Status,
+    MethodOptions, NestedField, Reply, RequiredField, RequiredFields, Server, ServerConfig,
+    Service, ServiceDesc, Status,
 };
 
 use super::support::Pair;
@@ -60,6 +60,11 @@ fn channel(answer: &'static [u8]) -> (LocalChannel, Arc<AtomicU64>, Server) {
     (channel, calls, server)
 }
 
+/// Calls `test.Strict.Reply` as generated clients do: encoded, checked, decoded.
+async fn typed(channel: &LocalChannel, request: Pair) -> Result<Reply<Pair>, Status> {
+    wish_core::call(channel, &STRICT.methods[0], &request, CallOptions::new()).await
+}
+
 #[test]
 fn a_request_without_a_required_field_never_reaches_the_handler() {
     let (channel, calls, server) = channel(b"\x08\x0c");
@@ -77,14 +82,7 @@ fn a_request_without_a_required_field_never_reaches_the_handler() {
             "{err}"
         );
         // prost leaves out a zero of a field without presence: the same.
-        let err = wish_core::call::<_, _, Pair>(
-            &channel,
-            method,
-            &Pair { a: 0, b: 4 },
-            CallOptions::new(),
-        )
-        .await
-        .unwrap_err();
+        let err = typed(&channel, Pair { a: 0, b: 4 }).await.unwrap_err();
         assert!(err.message().contains("field a of"), "{err}");
         assert_eq!(
             calls.load(Ordering::SeqCst),
@@ -112,14 +110,7 @@ fn an_answer_without_a_required_field_fails_at_the_client() {
     // The handler answers field 2, not c.
     let (channel, calls, _server) = channel(b"\x10\x05");
     futures::executor::block_on(async {
-        let err = wish_core::call::<_, _, Pair>(
-            &channel,
-            &STRICT.methods[0],
-            &Pair { a: 1, b: 2 },
-            CallOptions::new(),
-        )
-        .await
-        .unwrap_err();
+        let err = typed(&channel, Pair { a: 1, b: 2 }).await.unwrap_err();
         assert_eq!(err.code(), Code::INTERNAL);
         assert!(
             err.message()
