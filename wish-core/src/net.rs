@@ -177,10 +177,11 @@ async fn accept_error(e: std::io::Error) -> Result<(), Error> {
 /// stops reading), answers each as it completes, in any order. A cancel
 /// frame aborts its call; a deadline turns into [`Code::DEADLINE_EXCEEDED`].
 /// A frame that does not decode is answered with an error frame of id 0,
-/// and the connection is closed.
+/// and the connection is closed; so is one that breaks the server's
+/// [`ReadLimits`] (read timeout, idle timeout, budget of partial frames).
 ///
 /// # Errors
-/// The frame or IO error that ended the connection.
+/// The frame, limit or IO error that ended the connection.
 pub async fn serve_connection<S>(stream: S, server: Server, codec: FrameCodec) -> Result<(), Error>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
