@@ -236,6 +236,20 @@ proptest! {
         prop_assert_eq!(OUTER.check(&prost::Message::encode_to_vec(&first)).is_ok(), complete(&first));
     }
 
+    /// Cut at every byte, a message checks as prost decodes it: complete
+    /// where the cut leaves a whole message with every required field,
+    /// refused where it leaves none or a part of one.
+    #[test]
+    fn every_cut_checks_as_prost_decodes_it(message in arb_outer()) {
+        let bytes = prost::Message::encode_to_vec(&message);
+        for cut in 0..=bytes.len() {
+            let prefix = &bytes[..cut];
+            let decoded = <Outer as prost::Message>::decode(prefix);
+            let want = decoded.as_ref().is_ok_and(complete);
+            prop_assert_eq!(OUTER.check(prefix).is_ok(), want, "cut at {}", cut);
+        }
+    }
+
     #[test]
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
         let _ = OUTER.check(&bytes);
