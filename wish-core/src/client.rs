@@ -105,7 +105,9 @@ impl<C: Channel + ?Sized> Channel for Arc<C> {
 /// Encodes `request`, calls, and decodes the answer: what generated clients call.
 ///
 /// # Errors
-/// The call's status; [`Code::INTERNAL`](crate::Code::INTERNAL) if the answer does not decode.
+/// The call's status; [`Code::INTERNAL`](crate::Code::INTERNAL) if the
+/// answer does not decode, or lacks a field its type requires
+/// ([`MethodDesc::response`]).
 pub async fn call<C, Req, Resp>(
     channel: &C,
     method: &'static MethodDesc,
@@ -120,6 +122,10 @@ where
     let raw = channel
         .call(method, Bytes::from(request.encode_to_vec()), options)
         .await?;
+    method
+        .response
+        .check(&raw.payload)
+        .map_err(|e| e.response_status())?;
     let value = Resp::decode(raw.payload)
         .map_err(|e| Status::internal(format!("response does not decode: {e}")))?;
     Ok(Reply {

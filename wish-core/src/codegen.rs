@@ -3,7 +3,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
-use prost_reflect::{DescriptorPool, Kind, MessageDescriptor, Value};
+use prost_reflect::{Cardinality, DescriptorPool, Kind, MessageDescriptor, Value};
 use protox::file::{
     ChainFileResolver, File, FileResolver, GoogleFileResolver, IncludeFileResolver,
 };
@@ -122,6 +122,7 @@ impl Builder {
         config.btree_map(["."]);
         config.service_generator(Box::new(Generator {
             services: services.clone(),
+            pool: compiler.descriptor_pool(),
         }));
         config
             .compile_fds(compiler.file_descriptor_set())
@@ -334,6 +335,7 @@ fn check(d: &DeclaredOptions, input: &MessageDescriptor) -> Result<Vec<String>, 
 /// Emits each service's code after prost's messages.
 struct Generator {
     services: Vec<ServiceInfo>,
+    pool: DescriptorPool,
 }
 
 impl prost_build::ServiceGenerator for Generator {
@@ -346,7 +348,129 @@ impl prost_build::ServiceGenerator for Generator {
         let Some(info) = self.services.iter().find(|s| s.full_name == full) else {
             return;
         };
-        emit(&service, info, buf);
+        let rules = Rules::of(
+            &self.pool,
+            info,
+            &format!("{}_SERVICE", screaming(&service.proto_name)),
+        );
+        emit(&service, info, &rules, buf);
+    }
+}
+
+/// The `RequiredFields` statics a service's messages need (see
+/// `wish_core::RequiredFields`): one per message type, reachable from a
+/// method's request or response, that has required fields itself or in a
+/// message nested in it. Statics may refer to each other, so a recursive
+/// type is no trouble.
+struct Rules {
+    /// The Rust source of the statics.
+    statics: Vec<String>,
+    /// Full message name to the name of its static.
+    names: std::collections::HashMap<String, String>,
+}
+
+impl Rules {
+    fn of(pool: &DescriptorPool, info: &ServiceInfo, prefix: &str) -> Rules {
+        // Every message type reachable from the methods, in a stable order.
+        let mut reachable: Vec<MessageDescriptor> = Vec::new();
+        let mut todo: Vec<MessageDescriptor> = info
+            .methods
+            .iter()
+            .flat_map(|m| [&m.input, &m.output])
+            .filter_map(|name| pool.get_message_by_name(name))
+            .collect();
+        while let Some(msg) = todo.pop() {
+            if reachable.iter().any(|m| m.full_name() == msg.full_name()) {
+                continue;
+            }
+            todo.extend(msg.fields().filter_map(|f| match f.kind() {
+                Kind::Message(inner) => Some(inner),
+                _ => None,
+            }));
+            reachable.push(msg);
+        }
+        reachable.sort_by(|a, b| a.full_name().cmp(b.full_name()));
+        // Which of them matter: a fixpoint over "has a field that matters".
+        let mut matters: Vec<bool> = reachable
+            .iter()
+            .map(|m| m.fields().any(|f| f.cardinality() == Cardinality::Required))
+            .collect();
+        let index = |name: &str| reachable.iter().position(|m| m.full_name() == name);
+        loop {
+            let mut changed = false;
+            for (i, msg) in reachable.iter().enumerate() {
+                if matters[i] {
+                    continue;
+                }
+                let leads = msg.fields().any(|f| match f.kind() {
+                    Kind::Message(inner) => index(inner.full_name()).is_some_and(|j| matters[j]),
+                    _ => false,
+                });
+                if leads {
+                    matters[i] = true;
+                    changed = true;
+                }
+            }
+            if !changed {
+                break;
+            }
+        }
+        let names: std::collections::HashMap<String, String> = reachable
+            .iter()
+            .zip(&matters)
+            .filter(|(_, m)| **m)
+            .enumerate()
+            .map(|(k, (msg, _))| {
+                (
+                    msg.full_name().to_string(),
+                    format!("{prefix}_REQUIRED_{k}"),
+                )
+            })
+            .collect();
+        let mut statics = Vec::new();
+        for msg in &reachable {
+            let Some(name) = names.get(msg.full_name()) else {
+                continue;
+            };
+            let mut required = String::new();
+            let mut nested = String::new();
+            for f in msg.fields() {
+                if f.cardinality() == Cardinality::Required {
+                    let _ = write!(
+                        required,
+                        "::wish_core::RequiredField::new({}, {:?}), ",
+                        f.number(),
+                        f.name()
+                    );
+                }
+                if let Kind::Message(inner) = f.kind()
+                    && let Some(rules) = names.get(inner.full_name())
+                {
+                    let _ = write!(
+                        nested,
+                        "::wish_core::NestedField::new({}, {:?}, {}, &{rules}), ",
+                        f.number(),
+                        f.name(),
+                        f.is_list() || f.is_map()
+                    );
+                }
+            }
+            let source = format!(
+                "/// The required fields of `{full}`.\n\
+                 static {name}: ::wish_core::RequiredFields = ::wish_core::RequiredFields::new(\n    {full:?},\n    &[{required}],\n    &[{nested}],\n);\n",
+                full = msg.full_name(),
+            );
+            statics.push(source);
+        }
+        Rules { statics, names }
+    }
+
+    /// The Rust expression for the rules of message `full_name`.
+    fn of_message(&self, full_name: &str) -> String {
+        match self.names.get(full_name) {
+            Some(name) => format!("&{name}"),
+            None => "&::wish_core::RequiredFields::NONE".to_string(),
+        }
     }
 }
 
@@ -361,11 +485,14 @@ fn screaming(name: &str) -> String {
     out
 }
 
-fn emit(service: &prost_build::Service, info: &ServiceInfo, buf: &mut String) {
+fn emit(service: &prost_build::Service, info: &ServiceInfo, rules: &Rules, buf: &mut String) {
     let name = &service.name;
     let table = format!("{}_SERVICE", screaming(&service.proto_name));
     let full = &info.full_name;
     let w = buf;
+    for source in &rules.statics {
+        let _ = writeln!(w, "{source}");
+    }
     let _ = writeln!(
         w,
         "/// The method table of `{full}`: ids and options of its methods.\n\
@@ -378,12 +505,14 @@ fn emit(service: &prost_build::Service, info: &ServiceInfo, buf: &mut String) {
             .map_or("None".to_string(), |s| format!("Some({s})"));
         let _ = writeln!(
             w,
-            "        ::wish_core::MethodDesc::new({:?}, ::wish_core::MethodOptions {{ cache: {}, expire: {expire}, compress: {}, timestamped: {}, timestamped_fields: &[{}] }}),",
+            "        ::wish_core::MethodDesc::new({:?}, ::wish_core::MethodOptions {{ cache: {}, expire: {expire}, compress: {}, timestamped: {}, timestamped_fields: &[{}] }})\n            .messages({}, {}),",
             m.full_name,
             d.cache == Some(true),
             d.compress == Some(true),
             d.timestamped == Some(true),
-            m.fields.join(", ")
+            m.fields.join(", "),
+            rules.of_message(&m.input),
+            rules.of_message(&m.output),
         );
     }
     let _ = writeln!(w, "    ],\n);\n");

@@ -196,6 +196,84 @@ impl FrameError {
     }
 }
 
+/// An encoded message that lacks a proto2 `required` field (see
+/// [`RequiredFields`](crate::RequiredFields)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum RequiredError {
+    /// A required field is not there.
+    #[error("missing required field {field} of {message}")]
+    Missing {
+        /// The full name of the message checked.
+        message: &'static str,
+        /// The field, as a path from that message: `b`, or `inner.b`.
+        field: String,
+    },
+    /// The bytes are not a protobuf message.
+    #[error("message does not decode")]
+    Malformed,
+    /// Messages nested deeper than this.
+    #[error("messages nested deeper than {0} levels")]
+    TooDeep(usize),
+}
+
+impl RequiredError {
+    /// This error, found in field `field` of message `message`.
+    pub(crate) fn within(self, message: &'static str, field: &str) -> RequiredError {
+        match self {
+            RequiredError::Missing { field: inner, .. } => RequiredError::Missing {
+                message,
+                field: format!("{field}.{inner}"),
+            },
+            other => other,
+        }
+    }
+
+    /// The status a server answers a request with this error: [`Code::INVALID_ARGUMENT`].
+    pub fn request_status(&self) -> Status {
+        Status::invalid_argument(format!("request: {self}"))
+    }
+
+    /// The status a client's call ends with when the answer has this error:
+    /// [`Code::INTERNAL`], as for an answer that does not decode.
+    pub fn response_status(&self) -> Status {
+        Status::internal(format!("response: {self}"))
+    }
+}
+
+/// Why a server closed a connection that broke one of its limits (see
+/// [`ReadLimits`](crate::ReadLimits)).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum LimitError {
+    /// A frame was not whole this long after its first byte.
+    #[error("frame not whole {0:?} after its first byte")]
+    ReadTimeout(std::time::Duration),
+    /// Nothing read or answered for this long.
+    #[error("idle for {0:?}")]
+    Idle(std::time::Duration),
+    /// The server's connections held more than `max` bytes in partial frames.
+    #[error("partial frames over the server's budget of {max} bytes")]
+    OverBudget {
+        /// The budget.
+        max: usize,
+    },
+}
+
+impl LimitError {
+    /// The status the server closes the connection with (in an error frame
+    /// of id 0): [`Code::DEADLINE_EXCEEDED`], [`Code::UNAVAILABLE`] when idle,
+    /// [`Code::RESOURCE_EXHAUSTED`] over the budget.
+    pub fn status(&self) -> Status {
+        let code = match self {
+            LimitError::ReadTimeout(_) => Code::DEADLINE_EXCEEDED,
+            LimitError::Idle(_) => Code::UNAVAILABLE,
+            LimitError::OverBudget { .. } => Code::RESOURCE_EXHAUSTED,
+        };
+        Status::new(code, self.to_string())
+    }
+}
+
 /// Everything that can go wrong in this crate, apart from a call's [`Status`].
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -203,6 +281,9 @@ pub enum Error {
     /// The peer sent a frame this crate does not accept.
     #[error("protocol: {0}")]
     Frame(#[from] FrameError),
+    /// The server closed a connection that broke one of its limits.
+    #[error("limit: {0}")]
+    Limit(#[from] LimitError),
     /// Reading or writing a socket or file failed.
     #[error("io: {0}")]
     Io(#[from] std::io::Error),

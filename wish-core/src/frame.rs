@@ -30,6 +30,10 @@ const FLAG_NO_CACHE: u8 = 1 << 5;
 const FLAG_PLAIN_RESPONSE: u8 = 1 << 6;
 const RESERVED_FLAGS: u8 = 0b1000_0000;
 
+/// The most a decoder reserves for the rest of an incomplete frame: the
+/// buffer grows with what arrives, not with what the length field announces.
+const READ_AHEAD: usize = 8 * 1024;
+
 /// Bytes after the length field common to every frame: version, kind, flags, request id.
 const COMMON: usize = 1 + 1 + 1 + 8;
 
@@ -220,7 +224,10 @@ impl Decoder for FrameCodec {
             return Err(FrameError::Truncated.into());
         }
         if src.len() < 4 + len {
-            src.reserve(4 + len - src.len());
+            // Room for what may come next, never for what the length field
+            // announces: a peer that announces 4 MiB and sends 10 bytes costs
+            // the server what it sent, not 4 MiB.
+            src.reserve((4 + len - src.len()).min(READ_AHEAD));
             return Ok(None);
         }
         src.advance(4);

@@ -63,6 +63,24 @@
 //! Per call, [`CallOptions`] can bypass the caches or compression; per
 //! server, [`ServerConfig`] can switch caching and compression off.
 //!
+//! ## proto2 `required` fields
+//! prost decodes a missing required scalar as its default, so a `Multiply`
+//! without `b` would be `a * 0`. The code generator therefore writes each
+//! method's [`RequiredFields`] (its request's and response's, with the
+//! messages nested in them) into its [`MethodDesc`], and the encoded bytes are
+//! checked: a [`Server`] answers a request that lacks one with
+//! [`Code::INVALID_ARGUMENT`] naming it, before its cache and its handler; a
+//! call ([`call`], which generated clients use) whose answer lacks one fails
+//! with [`Code::INTERNAL`]. PROTOCOL.md, section 9.1, has the rules.
+//!
+//! ## Limits
+//! Every length on the wire has a bound ([`FrameCodec::max_frame_len`]), and
+//! the codec allocates for what arrives, not for what a length field
+//! announces. A served connection also has a read timeout counted from a
+//! frame's first byte, an optional idle timeout, and a share of a
+//! server-wide budget of bytes in partial frames ([`ReadLimits`], set in
+//! [`ServerConfig`]); [`ServerStats`] counts the connections closed for each.
+//!
 //! ## Example
 //! A hand-written service (generated code implements [`Service`] the same
 //! way), called through the wire format in memory, on a simulated clock:
@@ -112,7 +130,9 @@ mod cache;
 mod client;
 mod error;
 mod frame;
+mod limits;
 mod options;
+mod required;
 mod server;
 mod wire;
 
@@ -139,12 +159,14 @@ pub use client::{
     CachingChannel, CallOptions, Channel, Clock, LocalChannel, Multiplexer, RawReply, Reply, call,
     reply_from, request_frame,
 };
-pub use error::{Code, Error, FrameError, Status};
+pub use error::{Code, Error, FrameError, LimitError, RequiredError, Status};
 pub use frame::{
     Body, DEFAULT_COMPRESS_THRESHOLD, DEFAULT_MAX_FRAME_LEN, Frame, FrameCodec, MAX_ERROR_MESSAGE,
     RequestFrame, ResponseFrame, VERSION, method_id,
 };
+pub use limits::ReadLimits;
 pub use options::{
     EntityField, FieldKind, MethodDesc, MethodOptions, OptionError, OptionProblem, ServiceDesc,
 };
+pub use required::{MAX_REQUIRED_DEPTH, NestedField, RequiredField, RequiredFields};
 pub use server::{CallContext, Server, ServerConfig, ServerStats, Service};

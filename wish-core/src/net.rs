@@ -18,19 +18,20 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
-use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::codec::{Decoder, FramedRead, FramedWrite};
 
 use crate::client::{CallOptions, Channel, Multiplexer, RawReply, request_frame};
-use crate::error::{Code, Error, FrameError, Status};
+use crate::error::{Code, Error, FrameError, LimitError, Status};
 use crate::frame::{Body, Frame, FrameCodec};
+use crate::limits::ReadLimits;
 use crate::options::MethodDesc;
 use crate::server::Server;
 
@@ -176,10 +177,11 @@ async fn accept_error(e: std::io::Error) -> Result<(), Error> {
 /// stops reading), answers each as it completes, in any order. A cancel
 /// frame aborts its call; a deadline turns into [`Code::DEADLINE_EXCEEDED`].
 /// A frame that does not decode is answered with an error frame of id 0,
-/// and the connection is closed.
+/// and the connection is closed; so is one that breaks the server's
+/// [`ReadLimits`] (read timeout, idle timeout, budget of partial frames).
 ///
 /// # Errors
-/// The frame or IO error that ended the connection.
+/// The frame, limit or IO error that ended the connection.
 pub async fn serve_connection<S>(stream: S, server: Server, codec: FrameCodec) -> Result<(), Error>
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
@@ -188,7 +190,20 @@ where
     run_connection(stream, server, codec, stop).await
 }
 
+/// A connection's read buffer starts this big, and is given back once a
+/// frame that made it grow is read and its buffer is empty.
+const READ_BUF: usize = 8 * 1024;
+/// Buffers bigger than this are given back when they empty.
+const KEEP_BUF: usize = 64 * 1024;
+/// How long a connection closed for a limit may take to send its error frame.
+const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
+
 /// [`serve_connection`], which also stops reading when `stop` turns true.
+///
+/// It reads into its own buffer rather than through `FramedRead`, so that it
+/// knows what is left of a frame after each read: the [`ReadLimits`] of the
+/// connection (read timeout, idle timeout, the server's budget of partial
+/// frames) apply to that.
 async fn run_connection<S>(
     stream: S,
     server: Server,
@@ -198,15 +213,52 @@ async fn run_connection<S>(
 where
     S: AsyncRead + AsyncWrite + Send + 'static,
 {
-    let (read, write) = tokio::io::split(stream);
-    let mut reader = FramedRead::new(read, codec.clone());
+    let (mut read, write) = tokio::io::split(stream);
+    let mut decoder = codec.clone();
+    let mut buf = BytesMut::with_capacity(READ_BUF);
     let mut writer = FramedWrite::new(write, codec);
+    let mut limits = ReadLimits::new(&server, Instant::now());
     let max = server.config().max_in_flight.max(1);
-    let mut calls: JoinSet<Frame> = JoinSet::new();
-    let mut aborts: HashMap<u64, AbortHandle> = HashMap::new();
-    let mut ids: HashMap<tokio::task::Id, u64> = HashMap::new();
+    let mut calls = Calls::default();
     let mut reading = true;
+    // Bytes were read since the buffer was last decoded.
+    let mut fresh = false;
     loop {
+        if reading && (fresh || calls.tasks.len() < max) {
+            let mut completed = false;
+            while calls.tasks.len() < max {
+                match decoder.decode(&mut buf) {
+                    Ok(Some(frame)) => {
+                        completed = true;
+                        if let Err(e) = calls.start(frame, &server) {
+                            return Err(refuse(&mut writer, e).await);
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(Error::Frame(e)) => return Err(refuse(&mut writer, e).await),
+                    Err(e) => return Err(e),
+                }
+            }
+            if fresh || completed {
+                let now = Instant::now();
+                if let Err(e) = limits.handle_read(buf.len(), completed, now) {
+                    return Err(goodbye(&mut writer, e).await);
+                }
+            }
+            fresh = false;
+            if buf.is_empty() && buf.capacity() > KEEP_BUF {
+                buf = BytesMut::with_capacity(READ_BUF);
+            }
+        }
+        let can_read = reading && calls.tasks.len() < max;
+        let deadline = if can_read {
+            limits.deadline(!calls.tasks.is_empty())
+        } else {
+            None
+        };
+        if can_read && buf.capacity() - buf.len() < READ_BUF / 2 {
+            buf.reserve(READ_BUF);
+        }
         tokio::select! {
             changed = stop.changed(), if reading => {
                 if changed.is_err() || *stop.borrow() {
@@ -214,53 +266,25 @@ where
                     reading = false;
                 }
             }
-            frame = reader.next(), if reading && calls.len() < max => match frame {
-                None => reading = false,
-                Some(Err(Error::Frame(e))) => return Err(refuse(&mut writer, e).await),
-                Some(Err(e)) => return Err(e),
-                Some(Ok(frame)) => match frame.body {
-                    Body::Request(req) => {
-                        if frame.id == 0 {
-                            return Err(refuse(&mut writer, FrameError::ReservedId).await);
-                        }
-                        if aborts.contains_key(&frame.id) {
-                            return Err(refuse(&mut writer, FrameError::IdInFlight(frame.id)).await);
-                        }
-                        let id = frame.id;
-                        let deadline = req.deadline;
-                        let call = server.handle(id, req, SystemTime::now());
-                        let stats = server.clone();
-                        let handle = calls.spawn(async move {
-                            match deadline {
-                                None => call.await,
-                                Some(d) => match tokio::time::timeout(d, call).await {
-                                    Ok(frame) => frame,
-                                    Err(_) => {
-                                        stats.stats().cancelled.fetch_add(1, Ordering::Relaxed);
-                                        Frame::error(id, Status::deadline_exceeded())
-                                    }
-                                },
-                            }
-                        });
-                        ids.insert(handle.id(), id);
-                        aborts.insert(id, handle);
-                    }
-                    Body::Cancel => {
-                        if let Some(handle) = aborts.remove(&frame.id) {
-                            handle.abort();
-                            server.stats().cancelled.fetch_add(1, Ordering::Relaxed);
-                        }
-                    }
-                    Body::Response(_) | Body::Error(_) => {
-                        return Err(refuse(&mut writer, FrameError::WrongDirection).await);
-                    }
-                },
+            n = read.read_buf(&mut buf), if can_read => match n? {
+                0 => {
+                    // The peer is done sending; a partial frame is dropped.
+                    reading = false;
+                    buf.clear();
+                    let _ = limits.handle_read(0, false, Instant::now());
+                }
+                _ => fresh = true,
             },
-            done = calls.join_next_with_id(), if !calls.is_empty() => {
+            () = sleep_until(deadline), if deadline.is_some() => {
+                if let Err(e) = limits.handle_timeout(Instant::now(), !calls.tasks.is_empty()) {
+                    return Err(goodbye(&mut writer, e).await);
+                }
+            }
+            done = calls.tasks.join_next_with_id(), if !calls.tasks.is_empty() => {
                 let mut done = done;
                 // Answer every call that is ready, then flush once.
                 while let Some(result) = done {
-                    if let Some(frame) = finished(result, &mut ids, &mut aborts) {
+                    if let Some(frame) = calls.finished(result) {
                         let id = frame.id;
                         match writer.feed(frame).await {
                             Ok(()) => {}
@@ -272,15 +296,113 @@ where
                             Err(e) => return Err(e),
                         }
                     }
-                    done = calls.try_join_next_with_id();
+                    done = calls.tasks.try_join_next_with_id();
                 }
                 writer.flush().await?;
+                limits.handle_answer(Instant::now());
             }
             else => break,
         }
     }
     writer.flush().await?;
     Ok(())
+}
+
+/// Sleeps until `deadline`; forever without one.
+async fn sleep_until(deadline: Option<Instant>) {
+    match deadline {
+        Some(at) => tokio::time::sleep_until(at.into()).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// The calls of one connection: their tasks, and their ids both ways.
+#[derive(Default)]
+struct Calls {
+    tasks: JoinSet<Frame>,
+    aborts: HashMap<u64, AbortHandle>,
+    ids: HashMap<tokio::task::Id, u64>,
+}
+
+impl Calls {
+    /// Starts the call a request frame asks for, or stops the one a cancel
+    /// frame names.
+    fn start(&mut self, frame: Frame, server: &Server) -> Result<(), FrameError> {
+        match frame.body {
+            Body::Request(req) => {
+                if frame.id == 0 {
+                    return Err(FrameError::ReservedId);
+                }
+                if self.aborts.contains_key(&frame.id) {
+                    return Err(FrameError::IdInFlight(frame.id));
+                }
+                let id = frame.id;
+                let deadline = req.deadline;
+                let call = server.handle(id, req, SystemTime::now());
+                let stats = server.clone();
+                let handle = self.tasks.spawn(async move {
+                    match deadline {
+                        None => call.await,
+                        Some(d) => match tokio::time::timeout(d, call).await {
+                            Ok(frame) => frame,
+                            Err(_) => {
+                                stats.stats().cancelled.fetch_add(1, Ordering::Relaxed);
+                                Frame::error(id, Status::deadline_exceeded())
+                            }
+                        },
+                    }
+                });
+                self.ids.insert(handle.id(), id);
+                self.aborts.insert(id, handle);
+                Ok(())
+            }
+            Body::Cancel => {
+                if let Some(handle) = self.aborts.remove(&frame.id) {
+                    handle.abort();
+                    server.stats().cancelled.fetch_add(1, Ordering::Relaxed);
+                }
+                Ok(())
+            }
+            Body::Response(_) | Body::Error(_) => Err(FrameError::WrongDirection),
+        }
+    }
+
+    /// The frame that answers a finished call task, if one is due: none for a
+    /// cancelled call (even one that had finished before its cancel was read),
+    /// an internal error for a panicked handler.
+    fn finished(
+        &mut self,
+        result: Result<(tokio::task::Id, Frame), tokio::task::JoinError>,
+    ) -> Option<Frame> {
+        let task = match &result {
+            Ok((task, _)) => *task,
+            Err(e) => e.id(),
+        };
+        let id = self.ids.remove(&task)?;
+        // The id may have been cancelled, and even reused by a newer call since.
+        if self.aborts.get(&id).map(AbortHandle::id) != Some(task) {
+            return None;
+        }
+        self.aborts.remove(&id);
+        match result {
+            Ok((_, frame)) => Some(frame),
+            Err(e) => e
+                .is_panic()
+                .then(|| Frame::error(id, Status::internal("handler panicked"))),
+        }
+    }
+}
+
+/// Tells the client that its connection is closed for breaking a limit (an
+/// error frame with id 0, if it goes within a second), and gives the error
+/// to return.
+async fn goodbye<W>(writer: &mut FramedWrite<W, FrameCodec>, err: LimitError) -> Error
+where
+    W: AsyncWrite + Unpin,
+{
+    let farewell = writer.send(Frame::error(0, err.status()));
+    let _ = tokio::time::timeout(GOODBYE_TIMEOUT, farewell).await;
+    Error::Limit(err)
 }
 
 /// Tells the client why its connection is being closed (an error frame with
@@ -293,32 +415,6 @@ where
         .send(Frame::error(0, Status::new(err.code(), err.to_string())))
         .await;
     Error::Frame(err)
-}
-
-/// The frame that answers a finished call task, if one is due: none for a
-/// cancelled call (even one that had finished before its cancel was read),
-/// an internal error for a panicked handler.
-fn finished(
-    result: Result<(tokio::task::Id, Frame), tokio::task::JoinError>,
-    ids: &mut HashMap<tokio::task::Id, u64>,
-    aborts: &mut HashMap<u64, AbortHandle>,
-) -> Option<Frame> {
-    let task = match &result {
-        Ok((task, _)) => *task,
-        Err(e) => e.id(),
-    };
-    let id = ids.remove(&task)?;
-    // The id may have been cancelled, and even reused by a newer call since.
-    if aborts.get(&id).map(AbortHandle::id) != Some(task) {
-        return None;
-    }
-    aborts.remove(&id);
-    match result {
-        Ok((_, frame)) => Some(frame),
-        Err(e) => e
-            .is_panic()
-            .then(|| Frame::error(id, Status::internal("handler panicked"))),
-    }
 }
 
 /// Where a [`Client`] connects.

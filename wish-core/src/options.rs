@@ -3,6 +3,7 @@
 use std::fmt;
 
 use crate::frame::method_id;
+use crate::required::RequiredFields;
 
 /// A service's methods, as generated from a .proto file or written by hand.
 ///
@@ -56,16 +57,37 @@ pub struct MethodDesc {
     pub id: u32,
     /// Its options.
     pub options: MethodOptions,
+    /// The required fields of its request: a server answers a request that
+    /// lacks one with [`Code::INVALID_ARGUMENT`](crate::Code::INVALID_ARGUMENT), without calling the handler.
+    pub request: &'static RequiredFields,
+    /// The required fields of its response: a call whose answer lacks one
+    /// fails with [`Code::INTERNAL`](crate::Code::INTERNAL) at the client.
+    pub response: &'static RequiredFields,
 }
 
 impl MethodDesc {
-    /// The method with this full name (`package.Service.Method`) and options.
+    /// The method with this full name (`package.Service.Method`) and
+    /// options, whose messages have no required fields.
     pub const fn new(full_name: &'static str, options: MethodOptions) -> MethodDesc {
         MethodDesc {
             full_name,
             id: method_id(full_name),
             options,
+            request: &RequiredFields::NONE,
+            response: &RequiredFields::NONE,
         }
+    }
+
+    /// With the required fields of its request and response messages (the
+    /// code generator fills them in from the .proto).
+    pub const fn messages(
+        mut self,
+        request: &'static RequiredFields,
+        response: &'static RequiredFields,
+    ) -> MethodDesc {
+        self.request = request;
+        self.response = response;
+        self
     }
 
     /// The method's own name, `Multiply`: the full name after its last dot.

@@ -101,6 +101,23 @@ pub struct ServerConfig {
     /// How long `net::serve` lets connections answer the calls they have
     /// read once it is shut down. Default 5 s.
     pub drain_timeout: Duration,
+    /// A frame must be whole this long after its first byte was read, or
+    /// its connection is closed; `None`: no bound. Default 30 s.
+    pub read_timeout: Option<Duration>,
+    /// A connection with no partial frame and no call in flight is closed
+    /// after this long without a byte read or an answer written; `None`
+    /// (the default): never.
+    pub idle_timeout: Option<Duration>,
+    /// Bytes the server's connections may hold in partial frames, all
+    /// together. A read that takes them over closes its connection, unless
+    /// that connection's partial frame is within `partial_allowance` (see
+    /// [`ReadLimits`](crate::ReadLimits)). One connection holds at most one
+    /// partial frame, so the codec's frame bound is its own limit. Default
+    /// 64 MiB: sixteen frames of the default 4 MiB bound at once.
+    pub max_partial_bytes: usize,
+    /// A partial frame this small is never refused for the budget, so that
+    /// small requests are served however full it is. Default 64 KiB.
+    pub partial_allowance: usize,
 }
 
 impl Default for ServerConfig {
@@ -110,6 +127,10 @@ impl Default for ServerConfig {
             compress: true,
             max_in_flight: 1024,
             drain_timeout: Duration::from_secs(5),
+            read_timeout: Some(Duration::from_secs(30)),
+            idle_timeout: None,
+            max_partial_bytes: 64 * 1024 * 1024,
+            partial_allowance: 64 * 1024,
         }
     }
 }
@@ -130,6 +151,17 @@ pub struct ServerStats {
     pub cancelled: AtomicU64,
     /// Calls started and not yet answered.
     pub in_flight: AtomicU64,
+    /// Requests refused because they lack a proto2 `required` field (also
+    /// counted in `errors`).
+    pub missing_required: AtomicU64,
+    /// Bytes held in partial frames by all connections now (see [`ReadLimits`](crate::ReadLimits)).
+    pub partial_bytes: AtomicU64,
+    /// Connections closed because a frame was not whole within the read timeout.
+    pub closed_read_timeout: AtomicU64,
+    /// Connections closed by the idle timeout.
+    pub closed_idle: AtomicU64,
+    /// Connections closed because their partial frame took the server over its budget.
+    pub closed_over_budget: AtomicU64,
 }
 
 /// A router of services and the options applied around their calls.
@@ -253,6 +285,13 @@ impl Server {
                 );
             };
             let method = route.method;
+            // Before the cache: a request without a required field is
+            // answered the same whether or not an answer is cached.
+            if let Err(e) = method.request.check(&request.payload) {
+                inner.stats.errors.fetch_add(1, Ordering::Relaxed);
+                inner.stats.missing_required.fetch_add(1, Ordering::Relaxed);
+                return Frame::error(id, e.request_status());
+            }
             let cacheable = inner.config.cache && !request.no_cache;
             let compress =
                 inner.config.compress && method.options.compress && !request.plain_response;

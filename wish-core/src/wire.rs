@@ -6,39 +6,92 @@ use crate::options::{EntityField, FieldKind};
 
 /// One field of an encoded message: its number, wire type and the bytes of its value.
 #[derive(Debug, Clone, Copy)]
-struct Field {
-    number: u32,
-    wire: u8,
+pub(crate) struct Field {
+    pub(crate) number: u32,
+    pub(crate) wire: u8,
     /// Where the field (tag included) starts and ends in the message.
     start: usize,
-    end: usize,
+    pub(crate) end: usize,
     /// Where its value starts (after the tag and, for wire type 2, the length).
-    value: usize,
+    pub(crate) value: usize,
+    /// Where its value ends: `end`, except for a group, whose end tag follows.
+    pub(crate) value_end: usize,
 }
+
+/// Groups nested deeper than this in one field do not scan (prost's own
+/// recursion limit is 100).
+const MAX_GROUP_DEPTH: usize = 100;
 
 /// Calls `each` with every top-level field of a message, in order; `false`
 /// if it is not well-formed (groups, which no proto3 message and few proto2
-/// ones use, count as not well-formed).
+/// ones use, count as not well-formed for a cache key).
 fn scan(msg: &[u8], mut each: impl FnMut(Field)) -> bool {
     let mut at = 0;
     while at < msg.len() {
         match next_field(msg, at) {
-            Some(field) => {
+            Some(field) if field.wire != 3 => {
                 at = field.end;
                 each(field);
             }
-            None => return false,
+            _ => return false,
         }
     }
     true
 }
 
-/// The field that starts at `start`.
-fn next_field(msg: &[u8], start: usize) -> Option<Field> {
+/// The field that starts at `start`; `None` if the bytes there are not one.
+/// A group (wire type 3) runs to its matching end tag, which must carry its
+/// number; a lone end tag (wire type 4) is not a field.
+pub(crate) fn next_field(msg: &[u8], start: usize) -> Option<Field> {
     let mut at = start;
-    let tag = varint(msg, &mut at)?;
+    let (number, wire) = tag(msg, &mut at)?;
+    if wire == 3 {
+        let value = at;
+        let mut depth = 1;
+        loop {
+            let inner = at;
+            let (n, w) = tag(msg, &mut at)?;
+            match w {
+                3 if depth < MAX_GROUP_DEPTH => depth += 1,
+                4 => {
+                    depth -= 1;
+                    if depth == 0 {
+                        return (n == number).then_some(Field {
+                            number,
+                            wire,
+                            start,
+                            end: at,
+                            value,
+                            value_end: inner,
+                        });
+                    }
+                }
+                0 | 1 | 2 | 5 => at = value_end(msg, at, w)?.1,
+                _ => return None,
+            }
+        }
+    }
+    let (value, end) = value_end(msg, at, wire)?;
+    Some(Field {
+        number,
+        wire,
+        start,
+        end,
+        value,
+        value_end: end,
+    })
+}
+
+/// A field's number and wire type, read from the tag at `at`.
+fn tag(msg: &[u8], at: &mut usize) -> Option<(u32, u8)> {
+    let tag = varint(msg, at)?;
     let number = u32::try_from(tag >> 3).ok().filter(|n| *n != 0)?;
-    let wire = (tag & 7) as u8;
+    Some((number, (tag & 7) as u8))
+}
+
+/// Where the value of a field of wire type `wire` (not a group) whose tag
+/// ends at `at` starts and ends.
+fn value_end(msg: &[u8], mut at: usize, wire: u8) -> Option<(usize, usize)> {
     let (value, end) = match wire {
         0 => {
             let value = at;
@@ -53,16 +106,7 @@ fn next_field(msg: &[u8], start: usize) -> Option<Field> {
         5 => (at, at.checked_add(4)?),
         _ => return None,
     };
-    if end > msg.len() {
-        return None;
-    }
-    Some(Field {
-        number,
-        wire,
-        start,
-        end,
-        value,
-    })
+    (end <= msg.len()).then_some((value, end))
 }
 
 fn varint(buf: &[u8], at: &mut usize) -> Option<u64> {

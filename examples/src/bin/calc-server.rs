@@ -7,16 +7,22 @@
 //!
 //! Options: `--host H`, `--port P` (0 picks a free port), `--socket PATH`
 //! (a unix socket instead of TCP), `--no-cache`, `--no-compress` (switch
-//! the options off server-wide). SIGTERM or Ctrl-C stops accepting, lets
-//! the calls in flight finish (up to 5 s) and exits 0.
+//! the options off server-wide), and the limits of `wish_core::ServerConfig`:
+//! `--read-timeout DUR` (a frame must be whole this long after its first
+//! byte; default 30s, `0` for none), `--idle-timeout DUR` (default none),
+//! `--max-partial-bytes N` (bytes all connections may hold in frames not
+//! yet whole; default 64 MiB). Durations as `250ms`, `5s`, `1min`.
+//! SIGTERM or Ctrl-C stops accepting, lets the calls in flight finish (up
+//! to 5 s) and exits 0.
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use examples::calc;
 use wish_core::{ServerConfig, net};
 
-const USAGE: &str =
-    "usage: calc-server [--host H] [--port P] [--socket PATH] [--no-cache] [--no-compress]";
+const USAGE: &str = "usage: calc-server [--host H] [--port P] [--socket PATH] [--no-cache] \
+     [--no-compress] [--read-timeout DUR] [--idle-timeout DUR] [--max-partial-bytes N]";
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -41,6 +47,17 @@ async fn main() -> ExitCode {
                 config.compress = false;
                 Ok(())
             }
+            "--read-timeout" => value()
+                .and_then(|v| timeout(&flag, &v))
+                .map(|t| config.read_timeout = t),
+            "--idle-timeout" => value()
+                .and_then(|v| timeout(&flag, &v))
+                .map(|t| config.idle_timeout = t),
+            "--max-partial-bytes" => value().and_then(|v| {
+                v.parse()
+                    .map(|n| config.max_partial_bytes = n)
+                    .map_err(|e| format!("--max-partial-bytes: {e}"))
+            }),
             _ => Err(format!("unknown option {flag}; {USAGE}")),
         };
         if let Err(e) = parsed {
@@ -54,6 +71,17 @@ async fn main() -> ExitCode {
             eprintln!("calc-server: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A timeout flag's value: a duration, `0` for none.
+fn timeout(flag: &str, value: &str) -> Result<Option<Duration>, String> {
+    match kids_core::parse_duration(value) {
+        Some(Duration::ZERO) => Ok(None),
+        Some(d) => Ok(Some(d)),
+        None => Err(format!(
+            "{flag}: not a duration: {value:?} (250ms, 5s, 1min)"
+        )),
     }
 }
 
