@@ -325,6 +325,15 @@ impl Output {
     }
 }
 
+/// The resident set size of process `pid` now, in bytes (`VmRSS` of
+/// `/proc/PID/status`); `None` when it is gone or there is no `/proc`.
+pub fn rss_bytes(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -406,13 +415,4 @@ mod tests {
         let e = Process::start("ghost", Command::new("no-such-program-anywhere")).unwrap_err();
         assert!(e.to_string().starts_with("starting ghost: "), "{e}");
     }
-}
-
-/// The resident set size of process `pid` now, in bytes (`VmRSS` of
-/// `/proc/PID/status`); `None` when it is gone or there is no `/proc`.
-pub fn rss_bytes(pid: u32) -> Option<u64> {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
-    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kib * 1024)
 }
