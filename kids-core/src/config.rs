@@ -1168,7 +1168,8 @@ impl Config {
     /// use kids_core::{ClientClass, Config};
     /// let config = Config::parse(
     ///     "server.conf",
-    ///     "ignore_case on; nlimit pubsub 32mb 16mb 10min; max_patterns 100; max_channel_len 1kb;",
+    ///     "ignore_case on; nlimit pubsub 32mb 16mb 10min; max_patterns 100; max_channel_len 1kb;
+    ///      max_pattern_len 64;",
     /// )
     /// .unwrap();
     /// let router = config.router_config();
@@ -1176,6 +1177,7 @@ impl Config {
     /// assert_eq!(router.limits().of(ClientClass::Pubsub).soft, 16 << 20);
     /// assert_eq!(router.patterns_per_client(), 100);
     /// assert_eq!(router.channel_len(), 1024);
+    /// assert_eq!(router.pattern_len(), 64);
     /// ```
     pub fn router_config(&self) -> crate::RouterConfig {
         let mut limits = crate::NLimits::default();

@@ -9,20 +9,18 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 
+use bytes::BytesMut;
+use kids_core::{Frame, Proto};
 use test_support::Process;
 
-use super::start_program;
+use super::start_kids;
 
 /// Starts kids on its defaults plus the config text `conf`.
 fn kids_with(conf: &str) -> (Process, String, tempfile::TempDir) {
     let dir = tempfile::tempdir().expect("tempdir");
     let path = dir.path().join("kids.conf");
     std::fs::write(&path, conf).expect("config");
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_kids"));
-    cmd.arg("-c")
-        .arg(&path)
-        .args(["--host", "127.0.0.1", "--port", "0"]);
-    let (process, addr) = start_program(cmd, "kids");
+    let (process, addr) = start_kids(&["-c".as_ref(), path.as_os_str()], 0);
     (process, addr, dir)
 }
 
@@ -34,14 +32,11 @@ fn connect(addr: &str) -> TcpStream {
     s
 }
 
+/// A command as a client sends it (kids' own RESP encoder).
 fn command(args: &[&[u8]]) -> Vec<u8> {
-    let mut out = format!("*{}\r\n", args.len()).into_bytes();
-    for a in args {
-        out.extend_from_slice(format!("${}\r\n", a.len()).as_bytes());
-        out.extend_from_slice(a);
-        out.extend_from_slice(b"\r\n");
-    }
-    out
+    let mut out = BytesMut::new();
+    Frame::command(args).encode(Proto::Resp2, &mut out);
+    out.to_vec()
 }
 
 /// Reads one reply line (`+`, `-`, `:`) or a bulk header with its body.

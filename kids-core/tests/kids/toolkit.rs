@@ -855,17 +855,26 @@ fn a_client_hanging_up_while_a_request_waits_is_noticed() {
     assert_eq!(pipe.take_output(), b"TIMEOUT\nAFTER\n");
 }
 
+/// A router whose publishes are cut into slices of `steps`, and a session
+/// subscribed to 1,000 patterns `*xN*` that every publish must visit (so a
+/// publish to `ax999b` matches `*x9*`, `*x99*` and `*x999*`; about 8,000
+/// steps in all).
+fn sliced_router(now: Instant, steps: usize) -> (Router, Session) {
+    let router = Router::new(RouterConfig::default().slice_steps(steps), now);
+    let mut sub = Session::new(&router);
+    let mut args: Vec<Bytes> = vec!["PSUBSCRIBE".into()];
+    args.extend((0..1000).map(|i| Bytes::from(format!("*x{i}*"))));
+    sub.handle(args, now);
+    (router, sub)
+}
+
 /// A publish matched against many patterns is cut into slices: between
 /// them the connection yields, so the runtime serves the others, and the
 /// reply and later requests wait for the last slice, in order.
 #[test]
 fn a_long_publish_yields_between_slices_and_answers_in_order() {
     let now = Instant::now();
-    let router = Router::new(RouterConfig::default().slice_steps(100), now);
-    let mut sub = Session::new(&router);
-    let mut args: Vec<Bytes> = vec!["PSUBSCRIBE".into()];
-    args.extend((0..1000).map(|i| Bytes::from(format!("*x{i}*"))));
-    sub.handle(args, now);
+    let (router, _sub) = sliced_router(now, 100);
     let mut conn = kids_conn(&router, ConnConfig::default(), now);
     let mut pipe = MemoryStream::default();
     pipe.send(&[cmd(&["PUBLISH", "ax999b", "m"]), cmd(&["PING"])].concat());
@@ -940,11 +949,7 @@ fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
 #[test]
 fn requests_behind_a_sliced_publish_survive_the_clients_end_and_errors_wait() {
     let now = Instant::now();
-    let router = Router::new(RouterConfig::default().slice_steps(100), now);
-    let mut sub = Session::new(&router);
-    let mut args: Vec<Bytes> = vec!["PSUBSCRIBE".into()];
-    args.extend((0..1000).map(|i| Bytes::from(format!("*x{i}*"))));
-    sub.handle(args, now);
+    let (router, _sub) = sliced_router(now, 100);
     let mut other = Session::new(&router);
     other.handle(vec!["SUBSCRIBE".into(), "other".into()], now);
     other.flush(now);
@@ -976,4 +981,129 @@ fn requests_behind_a_sliced_publish_survive_the_clients_end_and_errors_wait() {
     settle(&mut conn, &mut pipe, now);
     let out = String::from_utf8_lossy(&pipe.take_output()).into_owned();
     assert!(out.starts_with(":3\r\n-ERR Protocol error"), "{out}");
+}
+
+/// A session dropped while its publish is still routing finishes a small
+/// one (every pattern gets the message), but spends no more than a bounded
+/// number of slices on a large one.
+#[test]
+fn a_dropped_publisher_finishes_a_short_publish_but_not_an_endless_one() {
+    let now = Instant::now();
+    // About 8 slices: within what a dropped session still spends.
+    let (router, mut sub) = sliced_router(now, 1000);
+    sub.flush(now);
+    sub.take_output();
+    let mut publisher = Session::new(&router);
+    publisher.handle(vec!["PUBLISH".into(), "ax999b".into(), "m".into()], now);
+    assert!(
+        Protocol::is_holding(&publisher),
+        "the publish was not sliced"
+    );
+    drop(publisher);
+    let got = sub.take_output();
+    assert_eq!(
+        String::from_utf8_lossy(&got).matches("pmessage").count(),
+        3,
+        "{}",
+        String::from_utf8_lossy(&got)
+    );
+    // One step per slice: 1,000 patterns cannot be done in 16 slices.
+    let tiny = Router::new(RouterConfig::default().slice_steps(1), now);
+    let mut last = Session::new(&tiny);
+    last.handle(vec!["PSUBSCRIBE".into(), "*x999*".into()], now);
+    let mut others = Session::new(&tiny);
+    let mut args: Vec<Bytes> = vec!["PSUBSCRIBE".into()];
+    args.extend((0..999).map(|i| Bytes::from(format!("*y{i}*"))));
+    others.handle(args, now);
+    last.flush(now);
+    last.take_output();
+    let mut publisher = Session::new(&tiny);
+    publisher.handle(vec!["PUBLISH".into(), "ax999b".into(), "m".into()], now);
+    drop(publisher);
+    assert_eq!(
+        tiny.stats(now).messages_out,
+        0,
+        "the publish went on to the end"
+    );
+}
+
+/// A client that keeps sending is read one batch per pass: the connection
+/// yields after a whole batch, so the others run before it reads more.
+#[test]
+fn a_whole_read_batch_yields_before_the_next() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let mut conn = kids_conn(&router, ConnConfig::default().read_batch(64), now);
+    let mut pipe = MemoryStream::default();
+    pipe.send(&cmd(&["PING"]).repeat(100)); // 1,400 bytes: over a batch
+    let mut cx = Context::from_waker(Waker::noop());
+    // The batch is handled and answered; the stream may hold more, so the
+    // connection yields rather than reading on.
+    assert!(matches!(
+        conn.poll(&mut cx, &mut pipe, now),
+        Poll::Ready(Ok(Step::Yield))
+    ));
+    assert_eq!(pipe.take_output(), b"+PONG\r\n".repeat(100));
+    // Polled again, it reads what came meanwhile.
+    pipe.send(&cmd(&["PING"]));
+    assert!(conn.poll(&mut cx, &mut pipe, now).is_pending());
+    assert_eq!(pipe.take_output(), b"+PONG\r\n");
+}
+
+/// The bytes a request holds in decoded arguments are charged to the
+/// server's budget with the buffers, and given back when it completes.
+#[test]
+fn arguments_a_request_holds_are_charged_to_the_budget() {
+    let now = Instant::now();
+    let router = Router::new(RouterConfig::default(), now);
+    let budget = Arc::new(Budget::new(1 << 30));
+    let mut conn = Connection::new(
+        Session::new(&router),
+        RequestDecoder::default(),
+        ConnConfig::default(),
+        Some(Arc::clone(&budget)),
+        now,
+    );
+    let mut pipe = MemoryStream::default();
+    // 10,000 of 20,000 empty arguments: no byte of theirs stays buffered.
+    let mut wire = b"*20000\r\n".to_vec();
+    wire.extend(b"$0\r\n\r\n".repeat(10_000));
+    pipe.send(&wire);
+    settle(&mut conn, &mut pipe, now);
+    assert!(
+        budget.used() >= 10_000 * kids_core::ARG_COST as u64,
+        "charged {}",
+        budget.used()
+    );
+    pipe.send(&b"$0\r\n\r\n".repeat(10_000));
+    settle(&mut conn, &mut pipe, now);
+    // Complete: handled (an unknown command), answered, and nothing charged.
+    assert!(pipe.take_output().starts_with(b"-ERR unknown command"));
+    assert_eq!(budget.used(), 0);
+}
+
+/// A connection its protocol holds back (a publish still routing) is not
+/// the client's fault: the half-sent request timeout does not close it.
+#[test]
+fn a_connection_held_by_its_protocol_is_not_timed_out_as_slow() {
+    let now = Instant::now();
+    let (router, _sub) = sliced_router(now, 100);
+    let config = ConnConfig::default().request_timeout(Some(Duration::from_secs(1)));
+    let mut conn = kids_conn(&router, config, now);
+    let mut pipe = MemoryStream::default();
+    // A publish to slice, then half a request.
+    pipe.send(&[cmd(&["PUBLISH", "ax999b", "m"]), b"*1\r\n$4\r\nPI".to_vec()].concat());
+    let mut cx = Context::from_waker(Waker::noop());
+    assert!(matches!(
+        conn.poll(&mut cx, &mut pipe, now),
+        Poll::Ready(Ok(Step::Yield))
+    ));
+    let later = now + Duration::from_secs(5);
+    while let Poll::Ready(Ok(Step::Yield)) = conn.poll(&mut cx, &mut pipe, later) {}
+    assert_eq!(conn.ended(), None, "closed while the server held it");
+    assert_eq!(pipe.take_output(), b":3\r\n");
+    // Now the half request is the client's: it is timed out from here.
+    pipe.send(b"NG\r\n");
+    settle(&mut conn, &mut pipe, later);
+    assert_eq!(pipe.take_output(), b"+PONG\r\n");
 }
