@@ -1169,7 +1169,7 @@ impl Config {
     /// let config = Config::parse(
     ///     "server.conf",
     ///     "ignore_case on; nlimit pubsub 32mb 16mb 10min; max_patterns 100; max_channel_len 1kb;
-    ///      max_pattern_len 64;",
+    ///      max_pattern_len 64b;",
     /// )
     /// .unwrap();
     /// let router = config.router_config();
