@@ -434,6 +434,8 @@ impl Rules {
             };
             let mut required = String::new();
             let mut nested = String::new();
+            // The oneofs (not proto3's synthetic ones) with a member in `nested`.
+            let mut oneofs: Vec<prost_reflect::OneofDescriptor> = Vec::new();
             for f in msg.fields() {
                 if f.cardinality() == Cardinality::Required {
                     let _ = write!(
@@ -448,16 +450,37 @@ impl Rules {
                 {
                     let _ = write!(
                         nested,
-                        "::wish_core::NestedField::new({}, {:?}, {}, &{rules}), ",
+                        "::wish_core::NestedField::new({}, {:?}, {}, &{rules})",
                         f.number(),
                         f.name(),
                         f.is_list() || f.is_map()
                     );
+                    if let Some(oneof) = f.containing_oneof().filter(|o| !o.is_synthetic()) {
+                        let k = match oneofs.iter().position(|o| o.name() == oneof.name()) {
+                            Some(k) => k,
+                            None => {
+                                oneofs.push(oneof);
+                                oneofs.len() - 1
+                            }
+                        };
+                        let _ = write!(nested, ".in_oneof({k})");
+                    }
+                    nested.push_str(", ");
                 }
             }
+            let mut members = String::new();
+            for oneof in &oneofs {
+                let numbers: Vec<String> = oneof.fields().map(|f| f.number().to_string()).collect();
+                let _ = write!(members, "&[{}], ", numbers.join(", "));
+            }
+            let oneofs = if oneofs.is_empty() {
+                String::new()
+            } else {
+                format!("\n.oneofs(&[{members}])")
+            };
             let source = format!(
                 "/// The required fields of `{full}`.\n\
-                 static {name}: ::wish_core::RequiredFields = ::wish_core::RequiredFields::new(\n    {full:?},\n    &[{required}],\n    &[{nested}],\n);\n",
+                 static {name}: ::wish_core::RequiredFields = ::wish_core::RequiredFields::new(\n    {full:?},\n    &[{required}],\n    &[{nested}],\n){oneofs};\n",
                 full = msg.full_name(),
             );
             statics.push(source);

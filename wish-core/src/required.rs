@@ -15,7 +15,9 @@ pub const MAX_REQUIRED_DEPTH: usize = 100;
 /// type without required fields ([`RequiredFields::NONE`]). Protobuf's rules
 /// apply: a singular message field sent several times is one message, merged,
 /// so its required fields may come in any of its occurrences; each element of
-/// a repeated message field (and each value of a map) is checked on its own.
+/// a repeated message field (and each value of a map) is checked on its own;
+/// a member of a `oneof` replaces whatever another member of it sent before
+/// (the last member wins), so only the occurrences after that count.
 ///
 /// ```
 /// use wish_core::{RequiredField, RequiredFields};
@@ -38,6 +40,9 @@ pub struct RequiredFields {
     pub fields: &'static [RequiredField],
     /// Its message fields whose type has required fields, itself or deeper.
     pub nested: &'static [NestedField],
+    /// The field numbers of each of its `oneof`s that has a member in
+    /// `nested` (see [`NestedField::in_oneof`]), every member listed.
+    pub oneofs: &'static [&'static [u32]],
 }
 
 /// A required field: its number and name.
@@ -61,6 +66,8 @@ pub struct NestedField {
     pub repeated: bool,
     /// The rules of its type (of a map's entry type, for a map).
     pub rules: &'static RequiredFields,
+    /// The index in [`RequiredFields::oneofs`] of the `oneof` it is a member of.
+    pub oneof: Option<usize>,
 }
 
 impl RequiredFields {
@@ -77,7 +84,15 @@ impl RequiredFields {
             message,
             fields,
             nested,
+            oneofs: &[],
         }
+    }
+
+    /// The same rules, with the members of its `oneof`s: sending one clears
+    /// what the others sent before.
+    pub const fn oneofs(mut self, oneofs: &'static [&'static [u32]]) -> RequiredFields {
+        self.oneofs = oneofs;
+        self
     }
 
     /// Whether the check has nothing to do.
@@ -115,6 +130,14 @@ impl RequiredFields {
             while at < part.len() {
                 let field = next_field(part, at).ok_or(RequiredError::Malformed)?;
                 at = field.end;
+                if let Some(k) = self.oneofs.iter().position(|o| o.contains(&field.number)) {
+                    // The last member wins: the others' occurrences are gone.
+                    for (nested, parts) in self.nested.iter().zip(&mut merged) {
+                        if nested.oneof == Some(k) && nested.number != field.number {
+                            parts.clear();
+                        }
+                    }
+                }
                 if let Some(i) = self.fields.iter().position(|r| r.number == field.number) {
                     match seen_more.get_mut(i.wrapping_sub(64)) {
                         Some(more) => *more = true,
@@ -182,7 +205,15 @@ impl NestedField {
             name,
             repeated,
             rules,
+            oneof: None,
         }
+    }
+
+    /// The same field, a member of `oneof` `k` of its message (an index in
+    /// [`RequiredFields::oneofs`]).
+    pub const fn in_oneof(mut self, k: usize) -> NestedField {
+        self.oneof = Some(k);
+        self
     }
 }
 

@@ -138,6 +138,7 @@ message Req {
   map<string, Leaf> by_name = 4;
   optional Node list = 5;
   optional Free free = 6;
+  oneof pick { Leaf a = 7; int32 n = 8; Free f = 9; }
 }
 service S {
   rpc Call (Req) returns (Leaf);
@@ -164,7 +165,7 @@ service S {
         // Leaf, Node, Req and the map entry, in name order; not Free.
         r#"static S_SERVICE_REQUIRED_0: ::wish_core::RequiredFields = ::wish_core::RequiredFields::new( "t.Leaf", &[::wish_core::RequiredField::new(1, "name"), ], &[], );"#,
         r#"::wish_core::NestedField::new(2, "next", false, &S_SERVICE_REQUIRED_1)"#,
-        r#""t.Req", &[::wish_core::RequiredField::new(1, "id"), ], &[::wish_core::NestedField::new(2, "one", false, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(3, "many", true, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(4, "by_name", true, &S_SERVICE_REQUIRED_3), ::wish_core::NestedField::new(5, "list", false, &S_SERVICE_REQUIRED_1), ]"#,
+        r#""t.Req", &[::wish_core::RequiredField::new(1, "id"), ], &[::wish_core::NestedField::new(2, "one", false, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(3, "many", true, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(4, "by_name", true, &S_SERVICE_REQUIRED_3), ::wish_core::NestedField::new(5, "list", false, &S_SERVICE_REQUIRED_1), ::wish_core::NestedField::new(7, "a", false, &S_SERVICE_REQUIRED_0).in_oneof(0), ], ).oneofs(&[&[7, 8, 9], ]);"#,
         r#""t.Req.ByNameEntry", &[], &[::wish_core::NestedField::new(2, "value", false, &S_SERVICE_REQUIRED_0), ]"#,
         ".messages(&S_SERVICE_REQUIRED_2, &S_SERVICE_REQUIRED_0)",
         ".messages(&::wish_core::RequiredFields::NONE, &::wish_core::RequiredFields::NONE)",
@@ -184,7 +185,15 @@ struct Inner {
     x: Option<i32>,
 }
 
-/// `message Outer { required int32 id = 1; optional Inner one = 2; repeated Inner many = 3; }`
+/// ```proto
+/// message Outer {
+///   required int32 id = 1;
+///   optional Inner one = 2;
+///   repeated Inner many = 3;
+///   oneof choice { Inner a = 4; Inner b = 5; int32 n = 6; }
+///   optional group G = 7 { required int32 x = 1; }
+/// }
+/// ```
 #[derive(Clone, PartialEq, prost::Message)]
 struct Outer {
     #[prost(int32, optional, tag = "1")]
@@ -193,6 +202,21 @@ struct Outer {
     one: Option<Inner>,
     #[prost(message, repeated, tag = "3")]
     many: Vec<Inner>,
+    #[prost(oneof = "Choice", tags = "4, 5, 6")]
+    choice: Option<Choice>,
+    #[prost(group, optional, tag = "7")]
+    g: Option<Inner>,
+}
+
+/// `Outer.choice`: the last member sent wins, and replaces the others.
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Choice {
+    #[prost(message, tag = "4")]
+    A(Inner),
+    #[prost(message, tag = "5")]
+    B(Inner),
+    #[prost(int32, tag = "6")]
+    N(i32),
 }
 
 static INNER: RequiredFields = RequiredFields::new("t.Inner", &[RequiredField::new(1, "x")], &[]);
@@ -202,13 +226,22 @@ static OUTER: RequiredFields = RequiredFields::new(
     &[
         NestedField::new(2, "one", false, &INNER),
         NestedField::new(3, "many", true, &INNER),
+        NestedField::new(4, "a", false, &INNER).in_oneof(0),
+        NestedField::new(5, "b", false, &INNER).in_oneof(0),
+        NestedField::new(7, "g", false, &INNER),
     ],
-);
+)
+.oneofs(&[&[4, 5, 6]]);
 
 fn complete(m: &Outer) -> bool {
     m.id.is_some()
         && m.one.as_ref().is_none_or(|i| i.x.is_some())
         && m.many.iter().all(|i| i.x.is_some())
+        && match &m.choice {
+            Some(Choice::A(i) | Choice::B(i)) => i.x.is_some(),
+            Some(Choice::N(_)) | None => true,
+        }
+        && m.g.as_ref().is_none_or(|i| i.x.is_some())
 }
 
 fn arb_inner() -> impl Strategy<Value = Inner> {
@@ -220,8 +253,43 @@ fn arb_outer() -> impl Strategy<Value = Outer> {
         proptest::option::of(any::<i32>()),
         proptest::option::of(arb_inner()),
         proptest::collection::vec(arb_inner(), 0..4),
+        proptest::option::of(prop_oneof![
+            arb_inner().prop_map(Choice::A),
+            arb_inner().prop_map(Choice::B),
+            any::<i32>().prop_map(Choice::N),
+        ]),
+        proptest::option::of(arb_inner()),
     )
-        .prop_map(|(id, one, many)| Outer { id, one, many })
+        .prop_map(|(id, one, many, choice, g)| Outer {
+            id,
+            one,
+            many,
+            choice,
+            g,
+        })
+}
+
+#[test]
+fn a_oneof_member_replaces_the_one_sent_before() {
+    // id = 1, a = {} (x missing), then b = {x: 5}: b replaces a; complete.
+    let bytes = [0x08, 0x01, 0x22, 0x00, 0x2a, 0x02, 0x08, 0x05];
+    assert!(<Outer as prost::Message>::decode(&bytes[..]).is_ok_and(|m| complete(&m)));
+    assert_eq!(OUTER.check(&bytes), Ok(()));
+    // a = {x: 5}, then b = {x: 1}, then a = {}: the last a is a new one, without x.
+    let bytes = [
+        0x08, 0x01, 0x22, 0x02, 0x08, 0x05, 0x2a, 0x02, 0x08, 0x01, 0x22, 0x00,
+    ];
+    assert!(<Outer as prost::Message>::decode(&bytes[..]).is_ok_and(|m| !complete(&m)));
+    assert_eq!(
+        OUTER.check(&bytes).map_err(|e| e.to_string()),
+        Err("missing required field a.x of t.Outer".to_string())
+    );
+    // The same with a scalar member between them: n = 1 clears a too.
+    let bytes = [0x08, 0x01, 0x22, 0x02, 0x08, 0x05, 0x30, 0x01, 0x22, 0x00];
+    assert!(OUTER.check(&bytes).is_err());
+    // a sent twice with no other member between: one a, merged.
+    let bytes = [0x08, 0x01, 0x22, 0x00, 0x22, 0x02, 0x08, 0x05];
+    assert_eq!(OUTER.check(&bytes), Ok(()));
 }
 
 proptest! {
