@@ -465,6 +465,9 @@ impl Rules {
                         };
                         let _ = write!(nested, ".in_oneof({k})");
                     }
+                    if f.is_group() {
+                        nested.push_str(".group()");
+                    }
                     nested.push_str(", ");
                 }
             }

@@ -68,6 +68,10 @@ pub struct NestedField {
     pub rules: &'static RequiredFields,
     /// The index in [`RequiredFields::oneofs`] of the `oneof` it is a member of.
     pub oneof: Option<usize>,
+    /// A proto2 group: sent as wire type 3 (start group), where a message
+    /// field is sent as wire type 2 (length-delimited). Either is refused
+    /// where the other is declared, as prost refuses it.
+    pub group: bool,
 }
 
 impl RequiredFields {
@@ -145,11 +149,11 @@ impl RequiredFields {
                     }
                 }
                 if let Some(j) = self.nested.iter().position(|n| n.number == field.number) {
-                    if field.wire != 2 && field.wire != 3 {
+                    let nested = &self.nested[j];
+                    if field.wire != if nested.group { 3 } else { 2 } {
                         return Err(RequiredError::Malformed);
                     }
                     let value = &part[field.value..field.value_end];
-                    let nested = &self.nested[j];
                     if nested.repeated {
                         nested
                             .rules
@@ -206,7 +210,14 @@ impl NestedField {
             repeated,
             rules,
             oneof: None,
+            group: false,
         }
+    }
+
+    /// The same field, a group.
+    pub const fn group(mut self) -> NestedField {
+        self.group = true;
+        self
     }
 
     /// The same field, a member of `oneof` `k` of its message (an index in
@@ -229,6 +240,7 @@ mod tests {
         &[
             NestedField::new(2, "one", false, &INNER),
             NestedField::new(3, "many", true, &INNER),
+            NestedField::new(4, "g", false, &INNER).group(),
         ],
     );
     /// message Node { required int32 v = 1; optional Node next = 2; }
@@ -278,17 +290,28 @@ mod tests {
 
     #[test]
     fn groups_count_as_messages() {
-        // one as a group: start tag 2/3, x = 5, end tag 2/4.
-        assert_eq!(missing(&OUTER, &[0x08, 0x01, 0x13, 0x08, 0x05, 0x14]), None);
+        // g: start tag 4/3, x = 5, end tag 4/4.
+        assert_eq!(missing(&OUTER, &[0x08, 0x01, 0x23, 0x08, 0x05, 0x24]), None);
         assert_eq!(
-            missing(&OUTER, &[0x08, 0x01, 0x13, 0x14]).as_deref(),
-            Some("t.Outer:one.x")
+            missing(&OUTER, &[0x08, 0x01, 0x23, 0x24]).as_deref(),
+            Some("t.Outer:g.x")
         );
         // An end tag of another number does not close the group.
         assert_eq!(
-            missing(&OUTER, &[0x08, 0x01, 0x13, 0x1c]).as_deref(),
+            missing(&OUTER, &[0x08, 0x01, 0x23, 0x2c]).as_deref(),
             Some("message does not decode")
         );
+    }
+
+    #[test]
+    fn a_field_sent_with_the_other_wire_type_is_malformed() {
+        // one (a message) sent as a group; g (a group) sent length-delimited.
+        for bytes in [
+            &[0x08, 0x01, 0x13, 0x08, 0x05, 0x14][..],
+            &[0x08, 0x01, 0x22, 0x02, 0x08, 0x05],
+        ] {
+            assert_eq!(OUTER.check(bytes), Err(RequiredError::Malformed));
+        }
     }
 
     /// A `Node` with `v = 1` and `next` = `inner`.

@@ -7,7 +7,7 @@ use std::time::SystemTime;
 use proptest::prelude::*;
 use wish_core::{
     BoxFuture, Bytes, CallContext, CallOptions, Channel, Code, LocalChannel, MethodDesc,
-    MethodOptions, NestedField, Reply, RequiredField, RequiredFields, Server, ServerConfig,
+    MethodOptions, NestedField, Reply, RequiredError, RequiredField, RequiredFields, Server, ServerConfig,
     Service, ServiceDesc, Status,
 };
 
@@ -139,6 +139,7 @@ message Req {
   optional Node list = 5;
   optional Free free = 6;
   oneof pick { Leaf a = 7; int32 n = 8; Free f = 9; }
+  optional group G = 10 { required int32 x = 1; }
 }
 service S {
   rpc Call (Req) returns (Leaf);
@@ -162,10 +163,10 @@ service S {
     };
     let code_flat = flat(&code);
     for item in [
-        // Leaf, Node, Req and the map entry, in name order; not Free.
+        // Leaf, Node, Req, the map entry and the group, in name order; not Free.
         r#"static S_SERVICE_REQUIRED_0: ::wish_core::RequiredFields = ::wish_core::RequiredFields::new( "t.Leaf", &[::wish_core::RequiredField::new(1, "name"), ], &[], );"#,
         r#"::wish_core::NestedField::new(2, "next", false, &S_SERVICE_REQUIRED_1)"#,
-        r#""t.Req", &[::wish_core::RequiredField::new(1, "id"), ], &[::wish_core::NestedField::new(2, "one", false, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(3, "many", true, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(4, "by_name", true, &S_SERVICE_REQUIRED_3), ::wish_core::NestedField::new(5, "list", false, &S_SERVICE_REQUIRED_1), ::wish_core::NestedField::new(7, "a", false, &S_SERVICE_REQUIRED_0).in_oneof(0), ], ).oneofs(&[&[7, 8, 9], ]);"#,
+        r#""t.Req", &[::wish_core::RequiredField::new(1, "id"), ], &[::wish_core::NestedField::new(2, "one", false, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(3, "many", true, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(4, "by_name", true, &S_SERVICE_REQUIRED_3), ::wish_core::NestedField::new(5, "list", false, &S_SERVICE_REQUIRED_1), ::wish_core::NestedField::new(7, "a", false, &S_SERVICE_REQUIRED_0).in_oneof(0), ::wish_core::NestedField::new(10, "g", false, &S_SERVICE_REQUIRED_4).group(), ], ).oneofs(&[&[7, 8, 9], ]);"#,
         r#""t.Req.ByNameEntry", &[], &[::wish_core::NestedField::new(2, "value", false, &S_SERVICE_REQUIRED_0), ]"#,
         ".messages(&S_SERVICE_REQUIRED_2, &S_SERVICE_REQUIRED_0)",
         ".messages(&::wish_core::RequiredFields::NONE, &::wish_core::RequiredFields::NONE)",
@@ -228,7 +229,7 @@ static OUTER: RequiredFields = RequiredFields::new(
         NestedField::new(3, "many", true, &INNER),
         NestedField::new(4, "a", false, &INNER).in_oneof(0),
         NestedField::new(5, "b", false, &INNER).in_oneof(0),
-        NestedField::new(7, "g", false, &INNER),
+        NestedField::new(7, "g", false, &INNER).group(),
     ],
 )
 .oneofs(&[&[4, 5, 6]]);
@@ -267,6 +268,22 @@ fn arb_outer() -> impl Strategy<Value = Outer> {
             choice,
             g,
         })
+}
+
+#[test]
+fn a_field_sent_with_the_wire_type_of_the_other_kind_is_malformed_as_for_prost() {
+    // one (a message) sent as a group; g (a group) sent length-delimited.
+    for bytes in [
+        &[0x08, 0x01, 0x13, 0x08, 0x05, 0x14][..],
+        &[0x08, 0x01, 0x3a, 0x02, 0x08, 0x05],
+    ] {
+        assert!(<Outer as prost::Message>::decode(bytes).is_err());
+        assert_eq!(OUTER.check(bytes), Err(RequiredError::Malformed));
+    }
+    // As declared: both fine.
+    let bytes = [0x08, 0x01, 0x12, 0x02, 0x08, 0x05, 0x3b, 0x08, 0x05, 0x3c];
+    assert!(<Outer as prost::Message>::decode(&bytes[..]).is_ok_and(|m| complete(&m)));
+    assert_eq!(OUTER.check(&bytes), Ok(()));
 }
 
 #[test]
