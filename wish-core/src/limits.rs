@@ -82,17 +82,10 @@ impl ReadLimits {
         let config = self.server.config();
         let (max, allowance) = (config.max_partial_bytes, config.partial_allowance);
         let stats = self.server.stats();
-        if buffered <= self.held {
-            stats
-                .partial_bytes
-                .fetch_sub((self.held - buffered) as u64, Ordering::Relaxed);
-            self.held = buffered;
-            return Ok(());
-        }
-        let more = (buffered - self.held) as u64;
-        let total = stats.partial_bytes.fetch_add(more, Ordering::Relaxed) + more;
+        let grew = buffered > self.held;
+        let total = stats.charge_partial(self.held, buffered);
         self.held = buffered;
-        if total > max as u64 && buffered > allowance {
+        if grew && total > max as u64 && buffered > allowance {
             stats.closed_over_budget.fetch_add(1, Ordering::Relaxed);
             self.release();
             return Err(LimitError::OverBudget { max });
@@ -150,10 +143,7 @@ impl ReadLimits {
     }
 
     fn release(&mut self) {
-        self.server
-            .stats()
-            .partial_bytes
-            .fetch_sub(self.held as u64, Ordering::Relaxed);
+        self.server.stats().charge_partial(self.held, 0);
         self.held = 0;
     }
 }

@@ -154,14 +154,34 @@ pub struct ServerStats {
     /// Requests refused because they lack a proto2 `required` field (also
     /// counted in `errors`).
     pub missing_required: AtomicU64,
-    /// Bytes held in partial frames by all connections now (see [`ReadLimits`](crate::ReadLimits)).
-    pub partial_bytes: AtomicU64,
     /// Connections closed because a frame was not whole within the read timeout.
     pub closed_read_timeout: AtomicU64,
     /// Connections closed by the idle timeout.
     pub closed_idle: AtomicU64,
     /// Connections closed because their partial frame took the server over its budget.
     pub closed_over_budget: AtomicU64,
+    /// Bytes held in partial frames by all connections now: the budget, so
+    /// only [`ReadLimits`](crate::ReadLimits) changes it.
+    partial_bytes: AtomicU64,
+}
+
+impl ServerStats {
+    /// Bytes held in partial frames by all connections now (see [`ReadLimits`](crate::ReadLimits)).
+    pub fn partial_bytes(&self) -> u64 {
+        self.partial_bytes.load(Ordering::Relaxed)
+    }
+
+    /// A connection that held `old` bytes in a partial frame now holds
+    /// `new`; the bytes all connections hold now.
+    pub(crate) fn charge_partial(&self, old: usize, new: usize) -> u64 {
+        if new >= old {
+            let more = (new - old) as u64;
+            self.partial_bytes.fetch_add(more, Ordering::Relaxed) + more
+        } else {
+            let less = (old - new) as u64;
+            self.partial_bytes.fetch_sub(less, Ordering::Relaxed) - less
+        }
+    }
 }
 
 /// A router of services and the options applied around their calls.

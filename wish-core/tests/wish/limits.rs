@@ -28,7 +28,7 @@ fn config(f: impl FnOnce(&mut ServerConfig)) -> ServerConfig {
 }
 
 fn partial(server: &Server) -> u64 {
-    server.stats().partial_bytes.load(Ordering::Relaxed)
+    server.stats().partial_bytes()
 }
 
 const S: Duration = Duration::from_secs(1);
