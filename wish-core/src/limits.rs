@@ -22,6 +22,7 @@ use crate::server::Server;
 ///                  │ left over (a partial frame)
 ///                  ▼
 ///   handle_read(left, completed, now) ── over budget? ─▶ Err(OverBudget)
+///   handle_decoded(left, now)   (frames decoded later, without a read)
 ///   deadline(busy) ─▶ sleep ─▶ handle_timeout(now, busy) ─▶ Err(ReadTimeout | Idle)
 /// ```
 ///
@@ -91,6 +92,20 @@ impl ReadLimits {
             return Err(LimitError::OverBudget { max });
         }
         Ok(())
+    }
+
+    /// After decoding, without a read, whole frames that were already in the
+    /// buffer (the transport had stopped at its bound of calls in flight):
+    /// `buffered` bytes are left. No byte is fresh, so the clock of the
+    /// partial frame is not restarted: its first byte came with an earlier read.
+    pub fn handle_decoded(&mut self, buffered: usize, now: Instant) {
+        self.frame_started = match self.frame_started {
+            _ if buffered == 0 => None,
+            started => started.or(Some(now)),
+        };
+        // Without a read the buffer only shrinks: nothing to refuse.
+        self.server.stats().charge_partial(self.held, buffered);
+        self.held = buffered;
     }
 
     /// An answer was written at `now`: the connection is not idle.

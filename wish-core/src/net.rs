@@ -239,11 +239,15 @@ where
                     Err(e) => return Err(e),
                 }
             }
-            if fresh || completed {
+            if fresh {
                 let now = Instant::now();
                 if let Err(e) = limits.handle_read(buf.len(), completed, now) {
                     return Err(goodbye(&mut writer, e).await);
                 }
+            } else if completed {
+                // Frames that waited in the buffer for calls to finish: no
+                // fresh byte, so the clock of what is left goes on.
+                limits.handle_decoded(buf.len(), Instant::now());
             }
             fresh = false;
             if buf.is_empty() && buf.capacity() > KEEP_BUF {

@@ -77,6 +77,23 @@ fn a_frame_completed_in_a_read_starts_the_clock_again() {
 }
 
 #[test]
+fn frames_decoded_later_without_a_read_do_not_restart_the_clock() {
+    let server = server(config(|c| c.read_timeout = Some(30 * S)));
+    let t0 = Instant::now();
+    let mut limits = ReadLimits::new(&server, t0);
+    // A read completes a frame and leaves 300 bytes: two whole frames that
+    // wait for calls to finish, and the start of a third.
+    limits.handle_read(300, true, t0).unwrap();
+    // 10 s on, a call finished and one more frame is decoded, without a read.
+    limits.handle_decoded(200, t0 + 10 * S);
+    assert_eq!(limits.deadline(false), Some(t0 + 30 * S), "not t0 + 40 s");
+    assert_eq!(partial(&server), 200);
+    limits.handle_decoded(0, t0 + 11 * S);
+    assert_eq!(limits.deadline(false), None);
+    assert_eq!(partial(&server), 0);
+}
+
+#[test]
 fn the_idle_timeout_applies_between_frames_without_calls() {
     let server = server(config(|c| c.idle_timeout = Some(10 * S)));
     let t0 = Instant::now();
