@@ -266,8 +266,11 @@ where
         tokio::select! {
             changed = stop.changed(), if reading => {
                 if changed.is_err() || *stop.borrow() {
-                    // Shutting down: answer what was read, read nothing more.
+                    // Shutting down: answer what was read, read nothing more;
+                    // a partial frame is dropped, as at the end of input.
                     reading = false;
+                    buf.clear();
+                    limits.handle_read(0, false, Instant::now())?;
                 }
             }
             n = read.read_buf(&mut buf), if can_read => match n? {
@@ -275,7 +278,7 @@ where
                     // The peer is done sending; a partial frame is dropped.
                     reading = false;
                     buf.clear();
-                    let _ = limits.handle_read(0, false, Instant::now());
+                    limits.handle_read(0, false, Instant::now())?;
                 }
                 _ => fresh = true,
             },

@@ -7,10 +7,11 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio_util::codec::{Decoder, Framed};
+use tokio_util::codec::{Decoder, Encoder, Framed};
 use wish_core::net::{Client, Endpoint, serve};
 use wish_core::{
-    Body, CallOptions, Channel, Code, FrameCodec, LimitError, ReadLimits, Server, ServerConfig,
+    Body, CallOptions, Channel, Code, Frame, FrameCodec, LimitError, ReadLimits, Server,
+    ServerConfig,
 };
 
 use super::support::*;
@@ -259,6 +260,48 @@ async fn over_the_budget_big_partial_frames_are_refused_and_small_calls_served()
             tokio::time::sleep,
         )
         .await;
+}
+
+#[tokio::test]
+async fn shutdown_gives_back_a_partial_frame_while_calls_drain() {
+    let server = server(ServerConfig::default());
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(serve(listener, server.clone(), async move {
+        let _ = stopped.await;
+    }));
+    let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    // A call of 2 s, then the start of a frame.
+    let mut wire = BytesMut::new();
+    FrameCodec::new()
+        .encode(Frame::request(1, SLEEP.id, pair(2000, 1)), &mut wire)
+        .unwrap();
+    wire.extend_from_slice(&head(1000));
+    stream.write_all(&wire).await.unwrap();
+    let s = server.clone();
+    test_support::Poll::default()
+        .wait_for_async(
+            "the partial frame is read and the call under way",
+            || partial(&s) > 0 && s.stats().in_flight.load(Ordering::Relaxed) == 1,
+            tokio::time::sleep,
+        )
+        .await;
+    stop.send(()).unwrap();
+    let s = server.clone();
+    test_support::Poll::default()
+        .wait_for_async(
+            "the partial frame given back",
+            || partial(&s) == 0,
+            tokio::time::sleep,
+        )
+        .await;
+    assert_eq!(
+        server.stats().in_flight.load(Ordering::Relaxed),
+        1,
+        "while the call still drains"
+    );
+    serving.await.unwrap().unwrap();
 }
 
 #[test]
