@@ -34,7 +34,8 @@ use crate::server::Server;
 ///   bytes; a frame that arrives whole in one read is never charged at all;
 /// - a partial frame must be whole within
 ///   [`ServerConfig::read_timeout`](crate::ServerConfig::read_timeout) of its
-///   first byte, however slowly it keeps coming;
+///   first byte, however slowly it keeps coming; time the transport spends
+///   not reading, at its bound of calls in flight, does not count;
 /// - with [`ServerConfig::idle_timeout`](crate::ServerConfig::idle_timeout), a
 ///   connection with no partial frame and no call in flight is closed after
 ///   that long without a byte read or an answer written.
@@ -49,6 +50,9 @@ pub struct ReadLimits {
     frame_started: Option<Instant>,
     /// The last read or answer, for the idle timeout.
     active: Instant,
+    /// Since when the transport has not been reading, at its bound of calls
+    /// in flight: that time does not count against a partial frame.
+    paused: Option<Instant>,
 }
 
 impl ReadLimits {
@@ -59,6 +63,7 @@ impl ReadLimits {
             held: 0,
             frame_started: None,
             active: now,
+            paused: None,
         }
     }
 
@@ -108,6 +113,22 @@ impl ReadLimits {
         self.held = buffered;
     }
 
+    /// The transport stopped reading at `now` (`paused`), at its bound of
+    /// calls in flight, or started again. While it does not read, the client
+    /// cannot finish its frame: that time is not counted against the read
+    /// timeout, and there is no [`deadline`](ReadLimits::deadline).
+    pub fn handle_paused(&mut self, paused: bool, now: Instant) {
+        match (self.paused, paused) {
+            (None, true) => self.paused = Some(now),
+            (Some(since), false) => {
+                self.paused = None;
+                let stopped = now.saturating_duration_since(since);
+                self.frame_started = self.frame_started.map(|started| started + stopped);
+            }
+            _ => {}
+        }
+    }
+
     /// An answer was written at `now`: the connection is not idle.
     pub fn handle_answer(&mut self, now: Instant) {
         self.active = now;
@@ -117,6 +138,9 @@ impl ReadLimits {
     /// ever; `busy` says whether calls are in flight (then the connection is
     /// not idle).
     pub fn deadline(&self, busy: bool) -> Option<Instant> {
+        if self.paused.is_some() {
+            return None;
+        }
         let config = self.server.config();
         match self.frame_started {
             Some(started) => config.read_timeout.map(|t| started + t),

@@ -223,6 +223,8 @@ where
     let mut reading = true;
     // Bytes were read since the buffer was last decoded.
     let mut fresh = false;
+    // Not reading for now, at the bound of calls in flight.
+    let mut paused = false;
     loop {
         if reading && (fresh || calls.tasks.len() < max) {
             let mut completed = false;
@@ -255,6 +257,11 @@ where
             }
         }
         let can_read = reading && calls.tasks.len() < max;
+        if reading && can_read == paused {
+            // Backpressure starts or ends: the read clock stops or goes on.
+            paused = !can_read;
+            limits.handle_paused(paused, Instant::now());
+        }
         let deadline = if can_read {
             limits.deadline(!calls.tasks.is_empty())
         } else {

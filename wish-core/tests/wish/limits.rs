@@ -95,6 +95,26 @@ fn frames_decoded_later_without_a_read_do_not_restart_the_clock() {
 }
 
 #[test]
+fn time_without_reading_at_the_bound_of_calls_does_not_count() {
+    let server = server(config(|c| c.read_timeout = Some(30 * S)));
+    let t0 = Instant::now();
+    let mut limits = ReadLimits::new(&server, t0);
+    limits.handle_read(100, false, t0).unwrap();
+    // The transport stops reading for 60 s: no deadline meanwhile.
+    limits.handle_paused(true, t0 + 10 * S);
+    assert_eq!(limits.deadline(false), None);
+    limits.handle_paused(true, t0 + 20 * S);
+    limits.handle_paused(false, t0 + 70 * S);
+    // 10 s were used before the pause: 20 s are left.
+    assert_eq!(limits.deadline(false), Some(t0 + 90 * S));
+    limits.handle_timeout(t0 + 89 * S, false).unwrap();
+    assert_eq!(
+        limits.handle_timeout(t0 + 90 * S, false),
+        Err(LimitError::ReadTimeout(30 * S))
+    );
+}
+
+#[test]
 fn the_idle_timeout_applies_between_frames_without_calls() {
     let server = server(config(|c| c.idle_timeout = Some(10 * S)));
     let t0 = Instant::now();
