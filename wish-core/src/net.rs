@@ -225,6 +225,10 @@ where
     let mut fresh = false;
     // Not reading for now, at the bound of calls in flight.
     let mut paused = false;
+    // One timer for the limits' deadline, reset only when that changes.
+    let timer = tokio::time::sleep_until(tokio::time::Instant::now());
+    tokio::pin!(timer);
+    let mut armed: Option<Instant> = None;
     loop {
         if reading && (fresh || calls.tasks.len() < max) {
             let mut completed = false;
@@ -267,6 +271,12 @@ where
         } else {
             None
         };
+        if deadline != armed {
+            if let Some(at) = deadline {
+                timer.as_mut().reset(at.into());
+            }
+            armed = deadline;
+        }
         if can_read && buf.capacity() - buf.len() < READ_BUF / 2 {
             buf.reserve(READ_BUF);
         }
@@ -289,7 +299,7 @@ where
                 }
                 _ => fresh = true,
             },
-            () = sleep_until(deadline), if deadline.is_some() => {
+            () = &mut timer, if deadline.is_some() => {
                 if let Err(e) = limits.handle_timeout(Instant::now(), !calls.tasks.is_empty()) {
                     return Err(goodbye(&mut writer, e).await);
                 }
@@ -320,14 +330,6 @@ where
     }
     writer.flush().await?;
     Ok(())
-}
-
-/// Sleeps until `deadline`; forever without one.
-async fn sleep_until(deadline: Option<Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at.into()).await,
-        None => std::future::pending().await,
-    }
 }
 
 /// The calls of one connection: their tasks, and their ids both ways.
