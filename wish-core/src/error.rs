@@ -194,6 +194,12 @@ impl FrameError {
             _ => Code::INVALID_ARGUMENT,
         }
     }
+
+    /// The status the server closes a connection with for this error (in
+    /// an error frame of id 0): its [`code`](FrameError::code) and message.
+    pub fn status(&self) -> Status {
+        Status::new(self.code(), self.to_string())
+    }
 }
 
 /// An encoded message that lacks a proto2 `required` field (see

@@ -29,7 +29,7 @@ use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::{Decoder, FramedRead, FramedWrite};
 
 use crate::client::{CallOptions, Channel, Multiplexer, RawReply, request_frame};
-use crate::error::{Code, Error, FrameError, LimitError, Status};
+use crate::error::{Code, Error, FrameError, Status};
 use crate::frame::{Body, Frame, FrameCodec};
 use crate::limits::ReadLimits;
 use crate::options::MethodDesc;
@@ -195,7 +195,7 @@ where
 const READ_BUF: usize = 8 * 1024;
 /// Buffers bigger than this are given back when they empty.
 const KEEP_BUF: usize = 64 * 1024;
-/// How long a connection closed for a limit may take to send its error frame.
+/// How long a connection being closed may take to send its error frame.
 const GOODBYE_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// [`serve_connection`], which also stops reading when `stop` turns true.
@@ -237,18 +237,20 @@ where
                     Ok(Some(frame)) => {
                         completed = true;
                         if let Err(e) = calls.start(frame, &server) {
-                            return Err(refuse(&mut writer, e).await);
+                            return Err(goodbye(&mut writer, e.status(), e.into()).await);
                         }
                     }
                     Ok(None) => break,
-                    Err(Error::Frame(e)) => return Err(refuse(&mut writer, e).await),
+                    Err(Error::Frame(e)) => {
+                        return Err(goodbye(&mut writer, e.status(), e.into()).await);
+                    }
                     Err(e) => return Err(e),
                 }
             }
             if fresh {
                 let now = Instant::now();
                 if let Err(e) = limits.handle_read(buf.len(), completed, now) {
-                    return Err(goodbye(&mut writer, e).await);
+                    return Err(goodbye(&mut writer, e.status(), e.into()).await);
                 }
             } else if completed {
                 // Frames that waited in the buffer for calls to finish: no
@@ -301,7 +303,7 @@ where
             },
             () = &mut timer, if deadline.is_some() => {
                 if let Err(e) = limits.handle_timeout(Instant::now(), !calls.tasks.is_empty()) {
-                    return Err(goodbye(&mut writer, e).await);
+                    return Err(goodbye(&mut writer, e.status(), e.into()).await);
                 }
             }
             done = calls.tasks.join_next_with_id(), if !calls.tasks.is_empty() => {
@@ -409,28 +411,16 @@ impl Calls {
     }
 }
 
-/// Tells the client that its connection is closed for breaking a limit (an
-/// error frame with id 0, if it goes within a second), and gives the error
-/// to return.
-async fn goodbye<W>(writer: &mut FramedWrite<W, FrameCodec>, err: LimitError) -> Error
+/// Tells the client why its connection is being closed (an error frame
+/// with id 0, `status`, if it goes within [`GOODBYE_TIMEOUT`]), and gives
+/// back the error to return.
+async fn goodbye<W>(writer: &mut FramedWrite<W, FrameCodec>, status: Status, err: Error) -> Error
 where
     W: AsyncWrite + Unpin,
 {
-    let farewell = writer.send(Frame::error(0, err.status()));
+    let farewell = writer.send(Frame::error(0, status));
     let _ = tokio::time::timeout(GOODBYE_TIMEOUT, farewell).await;
-    Error::Limit(err)
-}
-
-/// Tells the client why its connection is being closed (an error frame with
-/// id 0), and gives the error to return.
-async fn refuse<W>(writer: &mut FramedWrite<W, FrameCodec>, err: FrameError) -> Error
-where
-    W: AsyncWrite + Unpin,
-{
-    let _ = writer
-        .send(Frame::error(0, Status::new(err.code(), err.to_string())))
-        .await;
-    Error::Frame(err)
+    err
 }
 
 /// Where a [`Client`] connects.
