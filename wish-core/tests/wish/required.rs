@@ -7,8 +7,8 @@ use std::time::SystemTime;
 use proptest::prelude::*;
 use wish_core::{
     BoxFuture, Bytes, CallContext, CallOptions, Channel, Code, LocalChannel, MethodDesc,
-    MethodOptions, NestedField, Reply, RequiredError, RequiredField, RequiredFields, Server, ServerConfig,
-    Service, ServiceDesc, Status,
+    MethodOptions, NestedField, Reply, RequiredError, RequiredField, RequiredFields, Server,
+    ServerConfig, Service, ServiceDesc, Status,
 };
 
 use super::support::Pair;
