@@ -165,14 +165,6 @@ fn over_the_budget_the_connection_that_grows_is_closed_unless_small() {
     assert_eq!(partial(&server), 0);
 }
 
-async fn start(config: ServerConfig) -> (Server, String) {
-    let server = server(config);
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(serve(listener, server.clone(), std::future::pending()));
-    (server, addr)
-}
-
 /// A frame's start: a request announcing `len` bytes after its length field.
 fn head(len: u32) -> Vec<u8> {
     let mut out = len.to_be_bytes().to_vec();
@@ -199,7 +191,7 @@ async fn goodbye(stream: tokio::net::TcpStream) -> Code {
 
 #[tokio::test]
 async fn a_stalled_frame_is_closed_after_the_read_timeout() {
-    let (server, addr) = start(config(|c| c.read_timeout = Some(S / 5))).await;
+    let (_, server, addr) = start_with(config(|c| c.read_timeout = Some(S / 5))).await;
     let mut stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let started = Instant::now();
     stream.write_all(&head(1000)).await.unwrap();
@@ -215,7 +207,7 @@ async fn a_stalled_frame_is_closed_after_the_read_timeout() {
 
 #[tokio::test]
 async fn an_idle_connection_stays_open_unless_there_is_an_idle_timeout() {
-    let (server, addr) = start(config(|c| c.read_timeout = Some(S / 10))).await;
+    let (_, server, addr) = start_with(config(|c| c.read_timeout = Some(S / 10))).await;
     let client = Client::new(Endpoint::Tcp(addr));
     assert!(
         client
@@ -238,7 +230,7 @@ async fn an_idle_connection_stays_open_unless_there_is_an_idle_timeout() {
     );
     assert_eq!(server.stats().closed_idle.load(Ordering::Relaxed), 0);
 
-    let (server, addr) = start(config(|c| c.idle_timeout = Some(S / 5))).await;
+    let (_, server, addr) = start_with(config(|c| c.idle_timeout = Some(S / 5))).await;
     let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     assert_eq!(goodbye(stream).await, Code::UNAVAILABLE);
     assert_eq!(server.stats().closed_idle.load(Ordering::Relaxed), 1);
@@ -246,7 +238,7 @@ async fn an_idle_connection_stays_open_unless_there_is_an_idle_timeout() {
 
 #[tokio::test]
 async fn over_the_budget_big_partial_frames_are_refused_and_small_calls_served() {
-    let (server, addr) = start(config(|c| {
+    let (_, server, addr) = start_with(config(|c| {
         c.max_partial_bytes = 64 * 1024;
         c.partial_allowance = 1024;
     }))
@@ -254,14 +246,10 @@ async fn over_the_budget_big_partial_frames_are_refused_and_small_calls_served()
     let mut a = tokio::net::TcpStream::connect(&addr).await.unwrap();
     a.write_all(&head(1 << 20)).await.unwrap();
     a.write_all(&[0; 60 * 1024]).await.unwrap();
-    let s = server.clone();
-    test_support::Poll::default()
-        .wait_for_async(
-            "the first partial frame is read",
-            || partial(&s) >= 60 * 1024,
-            tokio::time::sleep,
-        )
-        .await;
+    eventually("the first partial frame is read", || {
+        partial(&server) >= 60 * 1024
+    })
+    .await;
     let mut b = tokio::net::TcpStream::connect(&addr).await.unwrap();
     b.write_all(&head(1 << 20)).await.unwrap();
     b.write_all(&[0; 10 * 1024]).await.unwrap();
@@ -272,14 +260,7 @@ async fn over_the_budget_big_partial_frames_are_refused_and_small_calls_served()
     let reply = client.call(ADD, pair(2, 3), CallOptions::new()).await;
     assert_eq!(answer(&reply.unwrap()).c, 5);
     drop(a);
-    let s = server.clone();
-    test_support::Poll::default()
-        .wait_for_async(
-            "the budget given back",
-            || partial(&s) == 0,
-            tokio::time::sleep,
-        )
-        .await;
+    eventually("the budget given back", || partial(&server) == 0).await;
 }
 
 #[tokio::test]
@@ -299,23 +280,12 @@ async fn shutdown_gives_back_a_partial_frame_while_calls_drain() {
         .unwrap();
     wire.extend_from_slice(&head(1000));
     stream.write_all(&wire).await.unwrap();
-    let s = server.clone();
-    test_support::Poll::default()
-        .wait_for_async(
-            "the partial frame is read and the call under way",
-            || partial(&s) > 0 && s.stats().in_flight.load(Ordering::Relaxed) == 1,
-            tokio::time::sleep,
-        )
-        .await;
+    eventually("the partial frame is read and the call under way", || {
+        partial(&server) > 0 && server.stats().in_flight.load(Ordering::Relaxed) == 1
+    })
+    .await;
     stop.send(()).unwrap();
-    let s = server.clone();
-    test_support::Poll::default()
-        .wait_for_async(
-            "the partial frame given back",
-            || partial(&s) == 0,
-            tokio::time::sleep,
-        )
-        .await;
+    eventually("the partial frame given back", || partial(&server) == 0).await;
     assert_eq!(
         server.stats().in_flight.load(Ordering::Relaxed),
         1,

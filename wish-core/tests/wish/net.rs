@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
-use test_support::Poll;
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
 use wish_core::net::{Client, Endpoint, serve, serve_connection};
@@ -15,29 +14,9 @@ use wish_core::{
 
 use super::support::*;
 
-async fn start() -> (Arc<Arith>, Server, String) {
-    let arith = Arc::new(Arith::default());
-    let server = Server::new(ServerConfig::default())
-        .with_service(Svc(arith.clone()))
-        .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
-    tokio::spawn(serve(listener, server.clone(), std::future::pending()));
-    (arith, server, addr)
-}
-
-/// Polls `check` until it holds, as [`test_support::wait_for`] does but
-/// without blocking the runtime; the causal event it waits for is already
-/// under way.
-async fn eventually(what: &str, check: impl Fn() -> bool) {
-    Poll::default()
-        .wait_for_async(what, check, tokio::time::sleep)
-        .await;
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_concurrent_calls_on_one_connection() {
-    let (arith, _server, addr) = start().await;
+    let (arith, _server, addr) = start_with(ServerConfig::default()).await;
     let client = Client::new(Endpoint::Tcp(addr));
     let calls = (0..10_000i32).map(|i| {
         let client = client.clone();
@@ -61,7 +40,7 @@ async fn ten_thousand_concurrent_calls_on_one_connection() {
 
 #[tokio::test]
 async fn answers_come_out_of_order_and_a_dropped_call_cancels() {
-    let (arith, server, addr) = start().await;
+    let (arith, server, addr) = start_with(ServerConfig::default()).await;
     let client = Client::new(Endpoint::Tcp(addr));
     let slow = client.call(SLEEP, pair(60_000, 1), CallOptions::new());
     let slow = tokio::spawn(slow);
@@ -95,7 +74,7 @@ async fn answers_come_out_of_order_and_a_dropped_call_cancels() {
 
 #[tokio::test]
 async fn a_handler_past_its_deadline_yields_a_deadline_error() {
-    let (arith, server, addr) = start().await;
+    let (arith, server, addr) = start_with(ServerConfig::default()).await;
     // Through the client.
     let client = Client::new(Endpoint::Tcp(addr.clone()));
     let err = client
@@ -145,7 +124,7 @@ async fn a_handler_past_its_deadline_yields_a_deadline_error() {
 
 #[tokio::test]
 async fn a_cancel_frame_stops_the_call_and_nothing_answers_it() {
-    let (arith, _server, addr) = start().await;
+    let (arith, _server, addr) = start_with(ServerConfig::default()).await;
     let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut raw = Framed::new(stream, FrameCodec::new());
     let mut sleep = Frame::request(5, SLEEP.id, pair(60_000, 1));
@@ -216,7 +195,7 @@ async fn a_lost_connection_fails_its_calls_and_the_next_call_reconnects() {
 
 #[tokio::test]
 async fn a_frame_that_does_not_decode_closes_the_connection_with_a_reason() {
-    let (_arith, _server, addr) = start().await;
+    let (_arith, _server, addr) = start_with(ServerConfig::default()).await;
     let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut raw = Framed::new(stream, FrameCodec::new());
     tokio::io::AsyncWriteExt::write_all(
@@ -285,7 +264,7 @@ async fn unix_sockets_serve_the_same() {
 
 #[tokio::test]
 async fn a_cancelled_id_can_be_reused_and_cancelled_again() {
-    let (arith, _server, addr) = start().await;
+    let (arith, _server, addr) = start_with(ServerConfig::default()).await;
     let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut raw = Framed::new(stream, FrameCodec::new());
     for round in 1..=2u64 {
@@ -314,7 +293,7 @@ async fn a_cancelled_id_can_be_reused_and_cancelled_again() {
 
 #[tokio::test]
 async fn request_id_0_is_refused() {
-    let (_arith, _server, addr) = start().await;
+    let (_arith, _server, addr) = start_with(ServerConfig::default()).await;
     let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut raw = Framed::new(stream, FrameCodec::new());
     raw.send(Frame::request(0, ADD.id, pair(1, 1)))
@@ -330,7 +309,7 @@ async fn request_id_0_is_refused() {
 
 #[tokio::test]
 async fn frames_over_the_bound_fail_their_call_only() {
-    let (_arith, _server, addr) = start().await;
+    let (_arith, _server, addr) = start_with(ServerConfig::default()).await;
     let client = Client::new(Endpoint::Tcp(addr));
     // 5,000,000 bytes of text: over the 4 MiB bound even though lz4 would
     // squeeze it into a small frame (which the client would take for a bomb).
@@ -383,7 +362,7 @@ async fn dropping_the_last_client_closes_its_connection() {
 
 #[tokio::test]
 async fn a_panicking_handler_fails_its_call_only() {
-    let (_arith, _server, addr) = start().await;
+    let (_arith, _server, addr) = start_with(ServerConfig::default()).await;
     let client = Client::new(Endpoint::Tcp(addr));
     let err = client
         .call(PANIC, pair(1, 1), CallOptions::new())
@@ -398,7 +377,7 @@ async fn a_panicking_handler_fails_its_call_only() {
 
 #[tokio::test]
 async fn a_request_id_already_in_flight_closes_the_connection() {
-    let (arith, _server, addr) = start().await;
+    let (arith, _server, addr) = start_with(ServerConfig::default()).await;
     let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut raw = Framed::new(stream, FrameCodec::new());
     raw.send(Frame::request(5, SLEEP.id, pair(60_000, 1)))
@@ -426,7 +405,7 @@ async fn a_request_id_already_in_flight_closes_the_connection() {
 
 #[tokio::test]
 async fn a_client_over_its_in_flight_limit_is_refused_at_once() {
-    let (arith, _server, addr) = start().await;
+    let (arith, _server, addr) = start_with(ServerConfig::default()).await;
     let mut config = wish_core::net::ClientConfig::default();
     config.max_in_flight = 1;
     let client = Client::with_config(Endpoint::Tcp(addr), config);
@@ -539,7 +518,7 @@ async fn shutdown_answers_the_calls_already_read_then_stops() {
 
 #[tokio::test]
 async fn a_client_sending_a_server_frame_is_refused() {
-    let (_arith, _server, addr) = start().await;
+    let (_arith, _server, addr) = start_with(ServerConfig::default()).await;
     let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
     let mut raw = Framed::new(stream, FrameCodec::new());
     raw.send(Frame::error(

@@ -5,8 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use wish_core::{
-    BoxFuture, Bytes, CallContext, Code, EntityField, FieldKind, MethodDesc, MethodOptions,
-    Service, ServiceDesc, Status,
+    BoxFuture, Bytes, CallContext, Code, EntityField, FieldKind, MethodDesc, MethodOptions, Server,
+    ServerConfig, Service, ServiceDesc, Status,
 };
 
 #[derive(Clone, Copy, PartialEq, Eq, prost::Message)]
@@ -170,4 +170,30 @@ pub(crate) fn pair(a: i32, b: i32) -> Bytes {
 
 pub(crate) fn answer(reply: &wish_core::RawReply) -> Answer {
     <Answer as prost::Message>::decode(reply.payload.clone()).unwrap()
+}
+
+/// A server of [`Svc`] with `config`, serving on a loopback TCP port until
+/// the runtime ends: its handler's counters, the server, and its address.
+pub(crate) async fn start_with(config: ServerConfig) -> (Arc<Arith>, Server, String) {
+    let arith = Arc::new(Arith::default());
+    let server = Server::new(config)
+        .with_service(Svc(arith.clone()))
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(wish_core::net::serve(
+        listener,
+        server.clone(),
+        std::future::pending(),
+    ));
+    (arith, server, addr)
+}
+
+/// Polls `check` until it holds, as [`test_support::wait_for`] does but
+/// without blocking the runtime; the causal event it waits for is already
+/// under way.
+pub(crate) async fn eventually(what: &str, check: impl Fn() -> bool) {
+    test_support::Poll::default()
+        .wait_for_async(what, check, tokio::time::sleep)
+        .await;
 }
