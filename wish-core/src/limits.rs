@@ -176,11 +176,6 @@ impl ReadLimits {
         Err(err)
     }
 
-    /// Bytes of this connection charged to the server's budget.
-    pub fn held(&self) -> usize {
-        self.held
-    }
-
     fn release(&mut self) {
         self.server.stats().charge_partial(self.held, 0);
         self.held = 0;
