@@ -10,7 +10,7 @@ use bytes::Bytes;
 use futures::future::BoxFuture;
 
 use crate::cache::{CacheLayer, Probe, TimestampStore};
-use crate::error::{Code, Error, Status};
+use crate::error::{Code, Error, RequiredError, Status};
 use crate::frame::{Body, Frame, RequestFrame, ResponseFrame};
 use crate::options::{MethodDesc, ServiceDesc};
 
@@ -152,7 +152,9 @@ pub struct ServerStats {
     /// Calls started and not yet answered.
     pub in_flight: AtomicU64,
     /// Requests refused because they lack a proto2 `required` field (also
-    /// counted in `errors`).
+    /// counted in `errors`). Requests the check refuses as not a message,
+    /// or nested too deep, are counted in `errors` only, as are requests
+    /// that fail to decode in a handler.
     pub missing_required: AtomicU64,
     /// Connections closed because a frame was not whole within the read timeout.
     pub closed_read_timeout: AtomicU64,
@@ -309,7 +311,9 @@ impl Server {
             // answered the same whether or not an answer is cached.
             if let Err(e) = method.request.check(&request.payload) {
                 inner.stats.errors.fetch_add(1, Ordering::Relaxed);
-                inner.stats.missing_required.fetch_add(1, Ordering::Relaxed);
+                if matches!(e, RequiredError::Missing { .. }) {
+                    inner.stats.missing_required.fetch_add(1, Ordering::Relaxed);
+                }
                 return Frame::error(id, e.request_status());
             }
             let cacheable = inner.config.cache && !request.no_cache;

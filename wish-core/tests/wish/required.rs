@@ -91,6 +91,14 @@ fn a_request_without_a_required_field_never_reaches_the_handler() {
         );
         assert_eq!(server.stats().missing_required.load(Ordering::Relaxed), 2);
         assert_eq!(server.stats().handled.load(Ordering::Relaxed), 0);
+        // Not a message at all: refused, an error, but nothing is missing.
+        let err = channel
+            .call(method, Bytes::from_static(b"\x08"), CallOptions::new())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), Code::INVALID_ARGUMENT);
+        assert_eq!(server.stats().missing_required.load(Ordering::Relaxed), 2);
+        assert_eq!(server.stats().errors.load(Ordering::Relaxed), 3);
         // Both fields, in any order, even zero: called.
         let reply = channel
             .call(
