@@ -143,9 +143,10 @@ impl RequiredFields {
                     }
                 }
                 if let Some(i) = self.fields.iter().position(|r| r.number == field.number) {
-                    match seen_more.get_mut(i.wrapping_sub(64)) {
-                        Some(more) => *more = true,
-                        None => seen |= 1 << i,
+                    if i < 64 {
+                        seen |= 1 << i;
+                    } else {
+                        seen_more[i - 64] = true;
                     }
                 }
                 if let Some(j) = self.nested.iter().position(|n| n.number == field.number) {
@@ -166,9 +167,10 @@ impl RequiredFields {
             }
         }
         for (i, field) in self.fields.iter().enumerate() {
-            let present = match seen_more.get(i.wrapping_sub(64)) {
-                Some(more) => *more,
-                None => seen & (1 << i) != 0,
+            let present = if i < 64 {
+                seen & (1 << i) != 0
+            } else {
+                seen_more[i - 64]
             };
             if !present {
                 return Err(RequiredError::Missing {
