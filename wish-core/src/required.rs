@@ -127,8 +127,10 @@ impl RequiredFields {
         // Up to 64 required fields are marked in a word; the rest in a vector.
         let mut seen = 0u64;
         let mut seen_more = vec![false; self.fields.len().saturating_sub(64)];
-        // The occurrences of each singular nested field, merged once all are found.
-        let mut merged: Vec<Vec<&[u8]>> = self.nested.iter().map(|_| Vec::new()).collect();
+        // The occurrences of each singular nested field, merged once all are
+        // found; allocated at the first one (a repeated element or a message
+        // without singular nested fields needs none).
+        let mut merged: Vec<Vec<&[u8]>> = Vec::new();
         for part in parts {
             let mut at = 0;
             while at < part.len() {
@@ -161,6 +163,9 @@ impl RequiredFields {
                             .check_parts(&[value], depth + 1)
                             .map_err(|e| e.within(self.message, nested.name))?;
                     } else {
+                        if merged.is_empty() {
+                            merged.resize_with(self.nested.len(), Vec::new);
+                        }
                         merged[j].push(value);
                     }
                 }
