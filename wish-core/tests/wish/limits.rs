@@ -7,7 +7,7 @@ use bytes::BytesMut;
 use futures::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
-use tokio_util::codec::{Decoder, Encoder, Framed};
+use tokio_util::codec::{Decoder, Encoder, Framed, FramedRead};
 use wish_core::net::{Client, Endpoint, serve};
 use wish_core::{
     Body, CallOptions, Channel, Code, Frame, FrameCodec, LimitError, ReadLimits, Server,
@@ -203,6 +203,42 @@ async fn a_stalled_frame_is_closed_after_the_read_timeout() {
         1
     );
     assert_eq!(partial(&server), 0);
+}
+
+#[tokio::test]
+async fn bytes_trickling_in_do_not_extend_the_read_timeout() {
+    let timeout = S * 3 / 10;
+    let (_, server, addr) = start_with(config(|c| c.read_timeout = Some(timeout))).await;
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let (read, mut write) = stream.into_split();
+    let started = Instant::now();
+    write.write_all(&head(1000)).await.unwrap();
+    // A byte every 50 ms, for 3 s: the frame is never whole.
+    let trickle = tokio::spawn(async move {
+        for _ in 0..60 {
+            tokio::time::sleep(S / 20).await;
+            if write.write_all(&[0]).await.is_err() {
+                break;
+            }
+        }
+    });
+    let mut frames = FramedRead::new(read, FrameCodec::new());
+    let frame = frames.next().await.expect("a frame").expect("decodes");
+    let closed = started.elapsed();
+    match frame.body {
+        Body::Error(status) => assert_eq!(status.code(), Code::DEADLINE_EXCEEDED),
+        other => panic!("{other:?}"),
+    }
+    assert!(
+        closed >= timeout && closed < S,
+        "closed {closed:?} after the first byte, with a read timeout of {timeout:?}"
+    );
+    assert_eq!(
+        server.stats().closed_read_timeout.load(Ordering::Relaxed),
+        1
+    );
+    assert_eq!(partial(&server), 0);
+    trickle.abort();
 }
 
 #[tokio::test]
