@@ -71,7 +71,9 @@
 //! checked: a [`Server`] answers a request that lacks one with
 //! [`Code::INVALID_ARGUMENT`] naming it, before its cache and its handler; a
 //! call ([`call`], which generated clients use) whose answer lacks one fails
-//! with [`Code::INTERNAL`]. PROTOCOL.md, section 9.1, has the rules.
+//! with [`Code::INTERNAL`]. Protobuf's merge rules apply (a singular message
+//! sent twice is merged, the last member of a `oneof` wins), and a group is
+//! accepted only where one is declared. PROTOCOL.md, section 9.1, has the rules.
 //!
 //! ## Limits
 //! Every length on the wire has a bound ([`FrameCodec::max_frame_len`]), and
