@@ -1,14 +1,15 @@
 //! Fuzz wish's check of proto2 required fields on encoded messages: arbitrary
-//! bytes never panic it (groups, recursion, many fields), and a message that
-//! passes still passes sent twice (protobuf merges the two into one).
+//! bytes never panic it (groups, oneofs, recursion, many fields); where prost
+//! decodes the bytes, the check agrees with the fields prost saw; and a
+//! message that passes still passes sent twice (protobuf merges the two).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use wish_core::{NestedField, RequiredField, RequiredFields};
+use wish_core::{NestedField, RequiredError, RequiredField, RequiredFields};
 
 static LEAF: RequiredFields = RequiredFields::new("f.Leaf", &[RequiredField::new(1, "x")], &[]);
-/// Recursive through field 4, singular and repeated leaves, and required
-/// fields with one-byte and longer tags.
+/// Recursive through field 4, singular and repeated leaves, a oneof, a
+/// group, and required fields with one-byte and longer tags.
 static NODE: RequiredFields = RequiredFields::new(
     "f.Node",
     &[RequiredField::new(1, "a"), RequiredField::new(300, "far")],
@@ -16,11 +17,72 @@ static NODE: RequiredFields = RequiredFields::new(
         NestedField::new(2, "one", false, &LEAF),
         NestedField::new(3, "many", true, &LEAF),
         NestedField::new(4, "next", false, &NODE),
+        NestedField::new(5, "p", false, &LEAF).in_oneof(0),
+        NestedField::new(6, "q", false, &LEAF).in_oneof(0),
+        NestedField::new(8, "g", false, &LEAF).group(),
     ],
-);
+)
+.oneofs(&[&[5, 6, 7]]);
+
+/// `message Leaf { required int32 x = 1; }`, decoded with presence.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Leaf {
+    #[prost(int32, optional, tag = "1")]
+    x: Option<i32>,
+}
+
+/// NODE's message, decoded with presence.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Node {
+    #[prost(int32, optional, tag = "1")]
+    a: Option<i32>,
+    #[prost(message, optional, tag = "2")]
+    one: Option<Leaf>,
+    #[prost(message, repeated, tag = "3")]
+    many: Vec<Leaf>,
+    #[prost(message, optional, boxed, tag = "4")]
+    next: Option<Box<Node>>,
+    #[prost(oneof = "Pick", tags = "5, 6, 7")]
+    pick: Option<Pick>,
+    #[prost(group, optional, tag = "8")]
+    g: Option<Leaf>,
+    #[prost(int32, optional, tag = "300")]
+    far: Option<i32>,
+}
+
+#[derive(Clone, PartialEq, prost::Oneof)]
+enum Pick {
+    #[prost(message, tag = "5")]
+    P(Leaf),
+    #[prost(message, tag = "6")]
+    Q(Leaf),
+    #[prost(int32, tag = "7")]
+    N(i32),
+}
+
+fn complete(n: &Node) -> bool {
+    let leaf = |l: &Leaf| l.x.is_some();
+    n.a.is_some()
+        && n.far.is_some()
+        && n.one.as_ref().is_none_or(leaf)
+        && n.many.iter().all(leaf)
+        && n.next.as_deref().is_none_or(complete)
+        && match &n.pick {
+            Some(Pick::P(l) | Pick::Q(l)) => leaf(l),
+            Some(Pick::N(_)) | None => true,
+        }
+        && n.g.as_ref().is_none_or(leaf)
+}
 
 fuzz_target!(|data: &[u8]| {
     let once = NODE.check(data);
+    // The check reads no scalar, so prost may refuse what it passes; and its
+    // depth bound is not prost's. Where prost decodes, they agree.
+    if let Ok(node) = <Node as prost::Message>::decode(data)
+        && once != Err(RequiredError::TooDeep(wish_core::MAX_REQUIRED_DEPTH))
+    {
+        assert_eq!(once.is_ok(), complete(&node), "{once:?} for {node:?}");
+    }
     if once.is_ok() {
         let twice = [data, data].concat();
         assert_eq!(NODE.check(&twice), Ok(()), "merged with itself it fails");
