@@ -375,7 +375,8 @@ fn the_server_budget_holds_every_connection_back() {
 }
 
 /// A line protocol on the same toolkit: every line comes back upper-cased;
-/// `QUIT` closes.
+/// `QUIT` closes; `NAP` blocks the server's thread for 300 ms first (so
+/// that a test can have bytes and clients reach the server together).
 struct Shout {
     outbox: Outbox,
     out: BytesMut,
@@ -400,6 +401,9 @@ impl Protocol for Shout {
         if line == "QUIT" {
             self.out.extend_from_slice(b"BYE\n");
             return Flow::Close;
+        }
+        if line == "NAP" {
+            std::thread::sleep(Duration::from_millis(300));
         }
         self.out.extend_from_slice(line.to_uppercase().as_bytes());
         self.out.extend_from_slice(b"\n");
@@ -939,6 +943,56 @@ fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
     line.clear();
     newer_reader.read_line(&mut line).expect("read");
     assert_eq!(line, "ALSO HALF\n");
+    stop.send(()).expect("stop");
+    server.join().expect("server thread").expect("served");
+}
+
+/// The client idle longest sent half a line just before a new client came
+/// to a full server: what reached its socket counts, so it is busy, keeps
+/// its half line and is not closed; the next idle one makes room.
+#[test]
+fn a_client_that_just_sent_half_a_line_is_not_evicted() {
+    let mut config = kids_core::net::ServerConfig::default();
+    config.max_clients = Some(2);
+    config.evict_idle = true;
+    config.busy_reply = Bytes::from_static(b"ERR busy\n");
+    let (addr, stop, server) = shout_server(config);
+    let connect = || {
+        let c = std::net::TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let reader = BufReader::new(c.try_clone().expect("clone"));
+        (c, reader)
+    };
+    let say = |c: &mut std::net::TcpStream, r: &mut BufReader<std::net::TcpStream>, s: &str| {
+        c.write_all(s.as_bytes()).expect("write");
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read");
+        line
+    };
+    let (mut old, mut old_reader) = connect();
+    assert_eq!(say(&mut old, &mut old_reader, "old\n"), "OLD\n");
+    std::thread::sleep(Duration::from_millis(20));
+    let (mut napper, mut napper_reader) = connect();
+    assert_eq!(say(&mut napper, &mut napper_reader, "hi\n"), "HI\n");
+    // While the server naps, a new client connects and then the one idle
+    // longest sends half a line: the server sees both at once.
+    napper.write_all(b"NAP\n").expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    let (mut new, mut new_reader) = connect();
+    old.write_all(b"half").expect("write");
+    // The napper, idle since, made room; the old one kept its half line.
+    assert_eq!(say(&mut new, &mut new_reader, "new\n"), "NEW\n");
+    assert_eq!(say(&mut old, &mut old_reader, " line\n"), "HALF LINE\n");
+    let mut rest = String::new();
+    napper_reader.read_line(&mut rest).expect("read");
+    assert_eq!(rest, "NAP\n");
+    rest.clear();
+    assert_eq!(
+        napper_reader.read_line(&mut rest).expect("eof"),
+        0,
+        "{rest:?}"
+    );
     stop.send(()).expect("stop");
     server.join().expect("server thread").expect("served");
 }
