@@ -527,7 +527,11 @@ impl Aggregator {
         let idle = self.config.idle;
         let zero = idle == Idle::Zero;
         let forget_after = self.config.forget_after;
+        let last = self.flushed.clone();
         self.internal_counters();
+        // What is counted from here on (points not finite, below) goes out
+        // with the next flush.
+        self.flushed = self.totals.clone();
         let naming = &self.naming;
 
         let mut counters: Vec<_> = self.counters.iter_mut().collect();
@@ -627,8 +631,7 @@ impl Aggregator {
         points.retain(|(_, value, _)| value.is_finite());
         self.totals.overflows += (before - points.len()) as u64;
         self.totals.flushes += 1;
-        self.warn_drops();
-        self.flushed = self.totals.clone();
+        self.warn_drops(&last);
         Flush::new(
             self.config.mode,
             timestamp,
@@ -636,9 +639,10 @@ impl Aggregator {
         )
     }
 
-    /// One warning per flush that summarises what the interval dropped.
-    fn warn_drops(&self) {
-        let (now, then) = (&self.totals, &self.flushed);
+    /// One warning per flush that summarises what was dropped since the
+    /// flush before (`then`, its totals).
+    fn warn_drops(&self, then: &Totals) {
+        let now = &self.totals;
         let bad_lines = now.bad_total() - then.bad_total();
         let dropped_keys = now.dropped_keys - then.dropped_keys;
         let overflowed_values = now.overflows - then.overflows;
@@ -748,5 +752,30 @@ fn tagged_key(key: &mut String, line: &Line<'_>) {
         if !value.is_some_and(|v| push_clean(key, v)) {
             key.push_str("true");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use super::*;
+
+    /// No value that goes in makes a point that is not finite (each is
+    /// checked as it comes); one made anyway (here put in by hand) is not
+    /// sent, and its count goes out with the next flush.
+    #[test]
+    fn a_point_dropped_at_the_flush_is_counted_in_the_next_flush() {
+        let mut agg = Aggregator::new(Config::etsy()).expect("config");
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
+        agg.kv.push(("k".into(), f64::INFINITY));
+        let f = agg.flush(at(0));
+        assert!(f.points().iter().all(|p| p.value.is_finite()));
+        assert_eq!(agg.totals().overflows, 1);
+        let f = agg.flush(at(10));
+        assert_eq!(
+            f.get("stats.counters.statsd.overflowed_values.count"),
+            Some(1.0)
+        );
     }
 }
