@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -153,9 +153,9 @@ pub struct Statsd {
     lag: FlushLag,
     interval: Duration,
     drain_timeout: Duration,
-    closed: AtomicBool,
-    /// Becomes true with `closed`: the TCP servers stop.
-    closing: watch::Sender<bool>,
+    /// Becomes true just before the final flush: nothing is ingested from
+    /// then on, and the TCP servers stop.
+    closed: watch::Sender<bool>,
     tcp: TcpConfig,
 }
 
@@ -184,8 +184,7 @@ impl Statsd {
             lag: FlushLag::new(interval, SystemTime::now()),
             interval,
             drain_timeout: Duration::from_secs(5),
-            closed: AtomicBool::new(false),
-            closing: watch::Sender::new(false),
+            closed: watch::Sender::new(false),
             tcp: TcpConfig::default(),
         })
     }
@@ -208,7 +207,7 @@ impl Statsd {
     /// (returns `false`): nothing is counted that would not be sent.
     pub fn ingest(&self, packet: &[u8]) -> bool {
         let mut agg = lock(&self.agg);
-        if self.closed.load(Ordering::SeqCst) {
+        if *self.closed.borrow() {
             return false;
         }
         agg.ingest(packet);
@@ -217,7 +216,7 @@ impl Statsd {
 
     /// Whether the final flush was made (ingestion has stopped).
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        *self.closed.borrow()
     }
 
     /// Runs `f` on the aggregator (for its totals, say).
@@ -303,7 +302,7 @@ impl Statsd {
 
     /// Completes once the final flush is made.
     async fn until_closed(&self) {
-        let _ = self.closing.subscribe().wait_for(|closed| *closed).await;
+        let _ = self.closed.subscribe().wait_for(|closed| *closed).await;
     }
 
     /// The admin port's `stats` answer: ingest totals, one `name: value`
@@ -418,9 +417,8 @@ impl Statsd {
             }
         }
         // From here on nothing is ingested: what the final flush holds is all.
-        self.closed.store(true, Ordering::SeqCst);
+        self.closed.send_replace(true);
         let flush = self.flush(SystemTime::now());
-        self.closing.send_replace(true);
         on_flush(&flush);
         for sink in &self.sinks {
             lock(&sink.outbox).retry_now();
