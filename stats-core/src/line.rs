@@ -824,11 +824,6 @@ impl LineDecoder {
         }
     }
 
-    /// The bound on a line, in bytes.
-    pub fn max_line(&self) -> usize {
-        self.max_line
-    }
-
     /// True while the rest of an overlong line is being dropped.
     pub fn is_discarding(&self) -> bool {
         self.discarding
