@@ -249,7 +249,12 @@ struct Set {
 /// Returns whether it is still to be kept (idle fewer than `forget_after`).
 fn age(idle: &mut u32, touched: bool, forget_after: u32) -> bool {
     *idle = if touched { 0 } else { idle.saturating_add(1) };
-    *idle < forget_after
+    kept(*idle, forget_after)
+}
+
+/// Whether an entry idle for `idle` flushes is still kept.
+fn kept(idle: u32, forget_after: u32) -> bool {
+    idle < forget_after
 }
 
 /// Folds statsd lines into per-key state, and flushes it as graphite points.
@@ -540,7 +545,7 @@ impl Aggregator {
             let rank = |k: &str| {
                 INTERNAL
                     .iter()
-                    .position(|i| *i == k)
+                    .position(|i| i.0 == k)
                     .unwrap_or(INTERNAL.len())
             };
             (rank(a), a).cmp(&(rank(b), b))
@@ -619,12 +624,14 @@ impl Aggregator {
         // Forget what went idle: at once unless idle keys send zero, else
         // after `forget_after` idle flushes; kept gauges after as many.
         // (statsite starts each interval empty).
-        forget(&mut self.counters, |c| zero && c.idle < forget_after);
-        forget(&mut self.timers, |t| zero && t.idle < forget_after);
-        forget(&mut self.sets, |s| zero && s.idle < forget_after);
+        forget(&mut self.counters, |c| zero && kept(c.idle, forget_after));
+        forget(&mut self.timers, |t| zero && kept(t.idle, forget_after));
+        forget(&mut self.sets, |s| zero && kept(s.idle, forget_after));
         // A gauge not kept starts each interval again from 0.
         let keep_gauges = self.config.keep_gauges;
-        forget(&mut self.gauges, |g| keep_gauges && g.idle < forget_after);
+        forget(&mut self.gauges, |g| {
+            keep_gauges && kept(g.idle, forget_after)
+        });
         // Every value that went in was finite and kept its sums finite; a
         // point that is not finite anyway is not sent, and is counted.
         let before = points.len();
@@ -677,28 +684,32 @@ impl Aggregator {
             now.dropped_kv - then.dropped_kv,
         ];
         let etsy = self.config.mode == Mode::Etsy;
-        for (i, (key, n)) in INTERNAL.into_iter().zip(counts).enumerate() {
-            let always = etsy && i < 3;
-            let counted = n > 0 && (etsy || i == 0 || i >= 3);
-            if always || counted {
+        for (&(key, in_etsy, in_statsite), n) in INTERNAL.iter().zip(counts) {
+            let sent = if etsy {
+                in_etsy || n > 0
+            } else {
+                in_statsite && n > 0
+            };
+            if sent {
                 // Not subject to `max_keys`: the drops must be seen most when it is full.
-                let c = self.counters.entry(key.into()).or_default();
-                c.add(n as f64);
-                c.touched = true;
+                // A count is finite as f64: add() takes it and marks it touched.
+                self.counters.entry(key.into()).or_default().add(n as f64);
             }
         }
     }
 }
 
 /// The aggregator's own counters, in the order they are written: Etsy
-/// statsd's three, then the drops it does not count.
-pub(crate) const INTERNAL: [&str; 6] = [
-    "statsd.bad_lines_seen",
-    "statsd.packets_received",
-    "statsd.metrics_received",
-    "statsd.dropped_keys",
-    "statsd.overflowed_values",
-    "statsd.dropped_kv",
+/// statsd's three, then the drops it does not count. Each with whether Etsy
+/// mode sends it at every flush (else only when it counted something), and
+/// whether statsite mode sends it at all (then only when it counted something).
+pub(crate) const INTERNAL: [(&str, bool, bool); 6] = [
+    ("statsd.bad_lines_seen", true, true),
+    ("statsd.packets_received", true, false),
+    ("statsd.metrics_received", true, false),
+    ("statsd.dropped_keys", false, true),
+    ("statsd.overflowed_values", false, true),
+    ("statsd.dropped_kv", false, true),
 ];
 
 /// Removes the entries `keep` refuses, and gives memory back once the
