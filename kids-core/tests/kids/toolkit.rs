@@ -444,6 +444,83 @@ impl Decoder for Lines {
 
 impl RequestCodec for Lines {}
 
+/// [`Lines`] that takes a last line without its newline at the end of the
+/// stream.
+struct LastLine(Lines);
+
+impl Decoder for LastLine {
+    type Item = String;
+    type Error = LinesCodecError;
+    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<String>, LinesCodecError> {
+        self.0.decode(src)
+    }
+}
+
+impl RequestCodec for LastLine {
+    fn decode_last(&mut self, buf: &mut BytesMut) -> Result<Option<String>, LinesCodecError> {
+        self.0.0.decode_eof(buf)
+    }
+}
+
+#[test]
+fn a_connection_with_half_a_line_is_never_idle() {
+    let t0 = Instant::now();
+    let mut conn = Connection::new(
+        Shout::new(1),
+        Lines(LinesCodec::new_with_max_length(64)),
+        ConnConfig::default(),
+        None,
+        t0,
+    );
+    let mut pipe = MemoryStream::default();
+    assert_eq!(settle(&mut conn, &mut pipe, t0), None);
+    assert_eq!(conn.idle_since(), Some(t0), "idle since it was made");
+    let t1 = t0 + Duration::from_secs(1);
+    pipe.send(b"half");
+    assert_eq!(settle(&mut conn, &mut pipe, t1), None);
+    assert_eq!(conn.idle_since(), None, "half a line read");
+    let t2 = t1 + Duration::from_secs(1);
+    assert_eq!(settle(&mut conn, &mut pipe, t2), None);
+    assert_eq!(conn.idle_since(), None, "still half a line, however long");
+    let t3 = t2 + Duration::from_secs(1);
+    pipe.send(b" line\n");
+    assert_eq!(settle(&mut conn, &mut pipe, t3), None);
+    assert_eq!(pipe.take_output(), b"HALF LINE\n");
+    assert_eq!(conn.idle_since(), Some(t3), "idle since the line ended");
+}
+
+#[test]
+fn the_last_line_without_its_newline_counts_at_the_end_of_the_stream() {
+    let now = Instant::now();
+    let mut conn = Connection::new(
+        Shout::new(1),
+        LastLine(Lines(LinesCodec::new_with_max_length(64))),
+        ConnConfig::default(),
+        None,
+        now,
+    );
+    let mut pipe = MemoryStream::default();
+    pipe.send(b"one\ntwo");
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    assert_eq!(pipe.take_output(), b"ONE\n", "two may go on");
+    pipe.eof = true;
+    assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
+    assert_eq!(pipe.take_output(), b"TWO\n");
+    // Without decode_last, the same end drops it.
+    let mut conn = Connection::new(
+        Shout::new(2),
+        Lines(LinesCodec::new_with_max_length(64)),
+        ConnConfig::default(),
+        None,
+        now,
+    );
+    let mut pipe = MemoryStream::default();
+    pipe.send(b"one\ntwo");
+    pipe.eof = true;
+    assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
+    assert_eq!(pipe.take_output(), b"ONE\n");
+}
+
 #[test]
 fn an_unbounded_codec_is_bounded_by_the_connection() {
     let now = Instant::now();
