@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -157,6 +157,10 @@ pub struct Statsd {
     /// then on, and the TCP servers stop.
     closed: watch::Sender<bool>,
     tcp: TcpConfig,
+    /// TCP clients refused at `max_connections`, and idle ones closed to
+    /// make room (admin `stats`).
+    tcp_refused: Arc<AtomicU64>,
+    tcp_evicted: Arc<AtomicU64>,
 }
 
 impl Statsd {
@@ -185,6 +189,8 @@ impl Statsd {
             interval,
             drain_timeout: Duration::from_secs(5),
             closed: watch::Sender::new(false),
+            tcp_refused: Arc::default(),
+            tcp_evicted: Arc::default(),
             tcp: TcpConfig::default(),
         })
     }
@@ -255,6 +261,8 @@ impl Statsd {
         // statsd answers nothing: a client over the cap is closed, unanswered.
         config.busy_reply = Bytes::new();
         config.conn = ConnConfig::default().idle_timeout(self.tcp.idle_timeout);
+        config.refused = Some(Arc::clone(&self.tcp_refused));
+        config.evicted = Some(Arc::clone(&self.tcp_evicted));
         let max_line = self.with_aggregator(|a| a.config().limits.max_line);
         self.serve_lines(listener, config, max_line, TcpInput::new)
             .await
@@ -311,7 +319,8 @@ impl Statsd {
         let (t, keys) = self.with_aggregator(|a| (a.totals().clone(), a.keys()));
         let mut s = format!(
             "packets: {}\nlines: {}\nvalues: {}\nbad_lines: {}\ndropped_keys: {}\n\
-             overflowed_values: {}\ndropped_kv: {}\nkeys: {keys}\nflushes: {}\n",
+             overflowed_values: {}\ndropped_kv: {}\nkeys: {keys}\nflushes: {}\n\
+             tcp_refused: {}\ntcp_evicted: {}\n",
             t.packets,
             t.lines,
             t.values,
@@ -319,7 +328,9 @@ impl Statsd {
             t.dropped_keys,
             t.overflows,
             t.dropped_kv,
-            t.flushes
+            t.flushes,
+            self.tcp_refused.load(Ordering::Relaxed),
+            self.tcp_evicted.load(Ordering::Relaxed),
         );
         for reason in LineError::ALL {
             s.push_str(&format!(

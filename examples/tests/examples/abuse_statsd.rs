@@ -132,6 +132,16 @@ fn statsd_idle_tcp_connections_never_lock_a_new_client_out() {
     wait_for("the new client's metric at carbon", || {
         carbon.values("stats.counters.tcp.fresh.count").first() == Some(&1.0)
     });
+    // Every client over the cap (1,024) made room or was refused, in the
+    // order they came: all before the new one were taken when it was.
+    let over = (idle.len() + 1).saturating_sub(1_024) as u64;
+    let (evicted, refused) = (
+        statsd_stat(&admin, "tcp_evicted"),
+        statsd_stat(&admin, "tcp_refused"),
+    );
+    eprintln!("{evicted} evicted, {refused} refused");
+    assert!(evicted >= 1, "the new client made room");
+    assert_eq!(evicted + refused, over);
     // The oldest idle ones were closed to make room; the newest still open.
     let mut first = idle.first().expect("one").try_clone().expect("clone");
     first

@@ -74,6 +74,12 @@ pub struct ServerConfig {
     /// After a failed accept (out of descriptors, say), the loop waits this
     /// long, doubling up to 1 s while accepts keep failing.
     pub accept_backoff: Duration,
+    /// Counts the clients refused at `max_clients`, when set (for the
+    /// server's own statistics). Default `None`.
+    pub refused: Option<Arc<AtomicU64>>,
+    /// Counts the idle clients closed to make room at `max_clients`
+    /// ([`ServerConfig::evict_idle`]), when set. Default `None`.
+    pub evicted: Option<Arc<AtomicU64>>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +94,8 @@ impl Default for ServerConfig {
             evict_idle: false,
             busy_reply: Bytes::from_static(b"-ERR max number of clients reached\r\n"),
             accept_backoff: Duration::from_millis(10),
+            refused: None,
+            evicted: None,
         }
     }
 }
@@ -314,8 +322,10 @@ async fn accept_loop<F, P, C>(
             };
             if made_room {
                 tracing::debug!("max_clients reached: closing the client idle longest");
+                count_one(shared.config.evicted.as_deref());
             } else {
                 tracing::warn!("max_clients reached: refusing a client");
+                count_one(shared.config.refused.as_deref());
                 let reply = &shared.config.busy_reply;
                 match &stream {
                     Stream::Tcp(s) => drop(s.try_write(reply)),
@@ -356,6 +366,12 @@ async fn accept_loop<F, P, C>(
                 });
             }
         }
+    }
+}
+
+fn count_one(counter: Option<&AtomicU64>) {
+    if let Some(c) = counter {
+        c.fetch_add(1, Ordering::Relaxed);
     }
 }
 

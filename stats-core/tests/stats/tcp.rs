@@ -73,6 +73,9 @@ fn at_the_cap_the_connection_idle_longest_makes_room_for_a_new_one() {
     // The others are still served.
     idle[2].write_all(b"still:1|c\n").unwrap();
     wait_for("lines == 5", || srv.lines() == 5);
+    let stats = srv.statsd.stats();
+    assert!(stats.contains("\ntcp_evicted: 1\n"), "{stats}");
+    assert!(stats.contains("\ntcp_refused: 0\n"), "{stats}");
 }
 
 #[test]
@@ -92,6 +95,9 @@ fn without_eviction_a_client_over_the_cap_is_closed_unanswered() {
     assert!(closed(&mut second));
     first.write_all(b"again:1|c\n").unwrap();
     wait_for("lines == 2", || srv.lines() == 2);
+    let stats = srv.statsd.stats();
+    assert!(stats.contains("\ntcp_refused: 1\n"), "{stats}");
+    assert!(stats.contains("\ntcp_evicted: 0\n"), "{stats}");
 }
 
 #[test]
