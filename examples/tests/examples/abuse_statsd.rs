@@ -202,6 +202,12 @@ fn statsd_overflowing_values_are_counted_and_never_flushed_as_inf() {
         4.0
     );
     assert_eq!(carbon.values("stats.counters.c.count")[0], 1e308);
+    // Another client is still served.
+    let other = UdpSocket::bind("127.0.0.1:0").expect("udp");
+    other.send_to(b"other:1|c", &addr).expect("send");
+    wait_for("the other client's metric at carbon", || {
+        carbon.values("stats.counters.other.count").first() == Some(&1.0)
+    });
     let status = sigterm_and_wait(&child);
     assert!(status.success(), "{status}");
     let all = carbon.everything();
