@@ -431,8 +431,9 @@ impl Protocol for Shout {
     }
 }
 
-/// tokio-util's line codec, bounded, as a request codec.
-struct Lines(LinesCodec);
+/// tokio-util's line codec, bounded, as a request codec; with `true`, a
+/// last line without its newline is taken at the end of the stream.
+struct Lines(LinesCodec, bool);
 
 impl Decoder for Lines {
     type Item = String;
@@ -442,36 +443,28 @@ impl Decoder for Lines {
     }
 }
 
-impl RequestCodec for Lines {}
-
-/// [`Lines`] that takes a last line without its newline at the end of the
-/// stream.
-struct LastLine(Lines);
-
-impl Decoder for LastLine {
-    type Item = String;
-    type Error = LinesCodecError;
-    fn decode(&mut self, src: &mut BytesMut) -> Result<Option<String>, LinesCodecError> {
-        self.0.decode(src)
+impl RequestCodec for Lines {
+    fn decode_last(&mut self, buf: &mut BytesMut) -> Result<Option<String>, LinesCodecError> {
+        if self.1 {
+            self.0.decode_eof(buf)
+        } else {
+            Ok(None)
+        }
     }
 }
 
-impl RequestCodec for LastLine {
-    fn decode_last(&mut self, buf: &mut BytesMut) -> Result<Option<String>, LinesCodecError> {
-        self.0.0.decode_eof(buf)
-    }
+/// A [`Shout`] connection reading with `codec`, default settings.
+fn shout_conn<C>(codec: C, now: Instant) -> Connection<Shout, C>
+where
+    C: RequestCodec<Item = String, Error = LinesCodecError>,
+{
+    Connection::new(Shout::new(1), codec, ConnConfig::default(), None, now)
 }
 
 #[test]
 fn a_connection_with_half_a_line_is_never_idle() {
     let t0 = Instant::now();
-    let mut conn = Connection::new(
-        Shout::new(1),
-        Lines(LinesCodec::new_with_max_length(64)),
-        ConnConfig::default(),
-        None,
-        t0,
-    );
+    let mut conn = shout_conn(Lines(LinesCodec::new_with_max_length(64), false), t0);
     let mut pipe = MemoryStream::default();
     assert_eq!(settle(&mut conn, &mut pipe, t0), None);
     assert_eq!(conn.idle_since(), Some(t0), "idle since it was made");
@@ -492,13 +485,7 @@ fn a_connection_with_half_a_line_is_never_idle() {
 #[test]
 fn the_last_line_without_its_newline_counts_at_the_end_of_the_stream() {
     let now = Instant::now();
-    let mut conn = Connection::new(
-        Shout::new(1),
-        LastLine(Lines(LinesCodec::new_with_max_length(64))),
-        ConnConfig::default(),
-        None,
-        now,
-    );
+    let mut conn = shout_conn(Lines(LinesCodec::new_with_max_length(64), true), now);
     let mut pipe = MemoryStream::default();
     pipe.send(b"one\ntwo");
     assert_eq!(settle(&mut conn, &mut pipe, now), None);
@@ -507,13 +494,7 @@ fn the_last_line_without_its_newline_counts_at_the_end_of_the_stream() {
     assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
     assert_eq!(pipe.take_output(), b"TWO\n");
     // Without decode_last, the same end drops it.
-    let mut conn = Connection::new(
-        Shout::new(2),
-        Lines(LinesCodec::new_with_max_length(64)),
-        ConnConfig::default(),
-        None,
-        now,
-    );
+    let mut conn = shout_conn(Lines(LinesCodec::new_with_max_length(64), false), now);
     let mut pipe = MemoryStream::default();
     pipe.send(b"one\ntwo");
     pipe.eof = true;
@@ -526,7 +507,7 @@ fn an_unbounded_codec_is_bounded_by_the_connection() {
     let now = Instant::now();
     let mut conn = Connection::new(
         Shout::new(1),
-        Lines(LinesCodec::new()),
+        Lines(LinesCodec::new(), false),
         ConnConfig::default().max_input(1000),
         None,
         now,
@@ -563,7 +544,10 @@ fn shout_server(
             config,
             move || {
                 let id = ids.fetch_add(1, Ordering::SeqCst);
-                (Shout::new(id), Lines(LinesCodec::new_with_max_length(64)))
+                (
+                    Shout::new(id),
+                    Lines(LinesCodec::new_with_max_length(64), false),
+                )
             },
             async {
                 let _ = stopped.await;
@@ -871,7 +855,7 @@ fn ticker(config: ConnConfig, now: Instant) -> Connection<Ticker, Lines> {
             made: 0,
             wait_until: None,
         },
-        Lines(LinesCodec::new_with_max_length(100)),
+        Lines(LinesCodec::new_with_max_length(100), false),
         config,
         None,
         now,
@@ -977,13 +961,22 @@ fn a_long_publish_yields_between_slices_and_answers_in_order() {
     assert_eq!(pipe.take_output(), b":3\r\n+PONG\r\n");
 }
 
-#[test]
-fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
+/// [`shout_server`] for two clients that evicts idle ones (`ERR busy` to one refused).
+fn evicting_shout_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<std::io::Result<()>>,
+) {
     let mut config = kids_core::net::ServerConfig::default();
     config.max_clients = Some(2);
     config.evict_idle = true;
     config.busy_reply = Bytes::from_static(b"ERR busy\n");
-    let (addr, stop, server) = shout_server(config);
+    shout_server(config)
+}
+
+#[test]
+fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
+    let (addr, stop, server) = evicting_shout_server();
     let connect = |says: &[u8]| {
         let mut c = std::net::TcpStream::connect(addr).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(10)))
@@ -1029,11 +1022,7 @@ fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
 /// its half line and is not closed; the next idle one makes room.
 #[test]
 fn a_client_that_just_sent_half_a_line_is_not_evicted() {
-    let mut config = kids_core::net::ServerConfig::default();
-    config.max_clients = Some(2);
-    config.evict_idle = true;
-    config.busy_reply = Bytes::from_static(b"ERR busy\n");
-    let (addr, stop, server) = shout_server(config);
+    let (addr, stop, server) = evicting_shout_server();
     let connect = || {
         let c = std::net::TcpStream::connect(addr).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(10)))
