@@ -1,8 +1,9 @@
 //! Runs each example program as a user would.
 
 use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::net::{TcpListener, TcpStream};
 use std::process::{ChildStdout, Command, ExitStatus};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use test_support::{Process, Stream, free_port, wait_for};
@@ -728,66 +729,141 @@ fn the_generated_table_carries_the_seed_options() {
     }
 }
 
-/// Starts the statsd example with `args` on free ports and an hour-long
-/// flush interval (so only the final flush at SIGTERM sends); returns it,
-/// its stdout, its statsd address and its admin address.
+/// Starts the statsd example with `args` on free ports; returns it, its
+/// stdout, its statsd address and its admin address.
 fn start_statsd(args: &[&str]) -> (Process, ChildStdout, String, String) {
+    let (process, stdout) = Process::start_with_stdout("statsd", statsd_command(args))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let (addr, admin) = statsd_addresses(&listening_on(&process, "statsd"));
+    (process, stdout, addr, admin)
+}
+
+/// The statsd example with `args`, on free ports.
+fn statsd_command(args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_statsd"));
-    cmd.args(args)
-        .args(["--port", "0", "--mgmt-port", "0", "--flush-interval", "1h"]);
-    let (process, stdout) =
-        Process::start_with_stdout("statsd", cmd).unwrap_or_else(|e| panic!("{e}"));
-    // "statsd listening on <addr> (udp, tcp); admin on <addr>"
-    let rest = listening_on(&process, "statsd");
+    cmd.args(args).args(["--port", "0", "--mgmt-port", "0"]);
+    cmd
+}
+
+/// The statsd and admin addresses in the rest of statsd's listening line,
+/// `<addr> (udp, tcp); admin on <addr>`.
+fn statsd_addresses(rest: &str) -> (String, String) {
     let addr = rest.split_whitespace().next().expect("address").to_owned();
     let admin = rest.rsplit(' ').next().expect("admin address").to_owned();
-    (process, stdout, addr, admin)
+    (addr, admin)
+}
+
+/// The statsd admin port's `stats` answer, as `name: value` pairs.
+fn statsd_stats(admin: &str) -> Vec<(String, u64)> {
+    let mut conn = TcpStream::connect(admin).expect("admin port");
+    conn.set_read_timeout(Some(Duration::from_secs(30)))
+        .expect("timeout");
+    conn.write_all(b"stats\nquit\n").expect("send");
+    let mut answer = String::new();
+    conn.read_to_string(&mut answer).expect("stats");
+    answer
+        .lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(": ")?;
+            Some((k.to_owned(), v.parse().ok()?))
+        })
+        .collect()
+}
+
+/// One value of [`statsd_stats`].
+fn statsd_stat(admin: &str, name: &str) -> u64 {
+    statsd_stats(admin)
+        .into_iter()
+        .find(|(k, _)| k == name)
+        .map_or_else(|| panic!("no {name} in admin stats"), |(_, v)| v)
 }
 
 /// Asks the statsd admin port for its `stats` until `lines: n` shows.
 fn wait_for_statsd_lines(admin: &str, n: u64) {
-    let want = format!("\nlines: {n}\n");
     wait_for(&format!("statsd to count {n} lines"), || {
-        let mut conn = TcpStream::connect(admin).expect("admin port");
-        conn.write_all(b"stats\nquit\n").expect("send");
-        let mut answer = String::new();
-        conn.read_to_string(&mut answer).expect("stats");
-        format!("\n{answer}").contains(&want)
+        statsd_stat(admin, "lines") == n
     });
+}
+
+/// A stand-in carbon: keeps each batch statsd sends (one per connection).
+struct Carbon {
+    addr: String,
+    batches: Arc<Mutex<Vec<String>>>,
+}
+
+impl Carbon {
+    fn start() -> Carbon {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind carbon");
+        let addr = listener.local_addr().expect("addr").to_string();
+        let batches = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&batches);
+        std::thread::spawn(move || {
+            // statsd connects once to see carbon is up, then once per flush.
+            for conn in listener.incoming() {
+                let mut batch = String::new();
+                if conn.and_then(|mut c| c.read_to_string(&mut batch)).is_ok() && !batch.is_empty()
+                {
+                    sink.lock().expect("lock").push(batch);
+                }
+            }
+        });
+        Carbon { addr, batches }
+    }
+
+    /// The first batch that has a line starting with `path `.
+    fn batch_with(&self, path: &str) -> Option<String> {
+        let want = format!("{path} ");
+        let batches = self.batches.lock().expect("lock");
+        batches
+            .iter()
+            .find(|b| b.lines().any(|l| l.starts_with(&want)))
+            .cloned()
+    }
+
+    /// The values sent for `path`, in order.
+    fn values(&self, path: &str) -> Vec<f64> {
+        let batches = self.batches.lock().expect("lock");
+        batches
+            .iter()
+            .flat_map(|b| b.lines())
+            .filter_map(|l| {
+                let mut parts = l.split(' ');
+                (parts.next() == Some(path)).then(|| parts.next()?.parse().ok())?
+            })
+            .collect()
+    }
+
+    /// Every batch, in the order they came.
+    fn everything(&self) -> String {
+        self.batches.lock().expect("lock").concat()
+    }
 }
 
 #[test]
 fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
-    // A stand-in carbon that keeps every line it receives.
-    let carbon = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let carbon_addr = carbon.local_addr().expect("addr").to_string();
-    let received = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
-    let sink = received.clone();
-    std::thread::spawn(move || {
-        // statsd connects once to see carbon is up, then once per flush.
-        for conn in carbon.incoming() {
-            let mut all = String::new();
-            if conn.and_then(|mut c| c.read_to_string(&mut all)).is_ok() {
-                sink.lock().expect("lock").push_str(&all);
-            }
-        }
-    });
-    let (child, _stdout, addr, admin) =
-        start_statsd(&["--graphite", &carbon_addr, "--mode", "statsite"]);
+    let carbon = Carbon::start();
+    // An hour-long flush interval: only the final flush at SIGTERM sends.
+    let (child, _stdout, addr, admin) = start_statsd(&[
+        "--graphite",
+        &carbon.addr,
+        "--mode",
+        "statsite",
+        "--flush-interval",
+        "1h",
+    ]);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     udp.send_to(b"hits:1|c\nhits:2|c\nlat:10:30|ms", &addr)
         .expect("send");
     let mut tcp = TcpStream::connect(&addr).expect("tcp");
     tcp.write_all(b"temp:21.5|g\n").expect("send");
     wait_for_statsd_lines(&admin, 4);
-    // The flush interval is an hour: only the final flush at SIGTERM sends these.
     let status = sigterm_and_wait(&child);
     assert!(status.success(), "{status}");
     // statsd exits once carbon took the final flush; the reader may lag a little.
     wait_for("the final flush at carbon", || {
-        received.lock().expect("lock").contains("gauges.temp")
+        carbon.everything().contains("gauges.temp")
     });
-    let lines = received.lock().expect("lock").clone();
+    let lines = carbon.everything();
     for want in [
         "counts.hits 3.000000 ",
         "timers.lat.mean 20.000000 ",
@@ -800,8 +876,14 @@ fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
 #[test]
 fn statsd_prints_what_it_would_send_when_no_carbon_answers() {
     let dead_addr = format!("127.0.0.1:{}", free_port());
-    let (child, mut stdout, addr, admin) =
-        start_statsd(&["--graphite", &dead_addr, "--mode", "etsy"]);
+    let (child, mut stdout, addr, admin) = start_statsd(&[
+        "--graphite",
+        &dead_addr,
+        "--mode",
+        "etsy",
+        "--flush-interval",
+        "1h",
+    ]);
     let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
     udp.send_to(b"orders:7|c", &addr).expect("send");
     wait_for_statsd_lines(&admin, 1);

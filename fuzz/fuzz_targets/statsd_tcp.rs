@@ -1,13 +1,13 @@
 //! Fuzz the statsd TCP line decoder (stats-core `LineDecoder`): arbitrary
 //! bytes, cut into arbitrary pieces, never panic it; it never holds more
-//! than its bound after `Ok(None)`, never hands on a line over the bound,
-//! and yields exactly the lines a plain split keeps, refusing each longer
-//! one once, however the stream was cut.
+//! than its bound after `Ok(None)`; and with the parser (which refuses a
+//! line over the bound in a chunk) it yields exactly the lines a plain split
+//! keeps, refusing each longer one once, however the stream was cut.
 #![no_main]
 
 use bytes::BytesMut;
 use libfuzzer_sys::fuzz_target;
-use stats_core::LineDecoder;
+use stats_core::{LineDecoder, LineError, Limits, Parser};
 use tokio_util::codec::Decoder;
 
 /// The length of a line as the bound counts it: without a final `\r`.
@@ -20,12 +20,21 @@ fuzz_target!(|data: &[u8]| {
     let max_line = usize::from(*bound % 64) + 1;
     let (cuts, stream) = cuts.split_at(cuts.len().min(8));
     let mut decoder = LineDecoder::new(max_line);
+    let parser = Parser::new(Limits {
+        max_line,
+        ..Limits::default()
+    });
     let mut buf = BytesMut::new();
     let (mut lines, mut errors) = (Vec::new(), 0usize);
-    let mut take = |chunk: &[u8]| {
+    // Decoder errors and the parser's refusals count together.
+    let mut take = |chunk: &[u8], errors: &mut usize| {
         for line in chunk.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
-            assert!(len(line) <= max_line, "a line over {max_line}: {line:?}");
-            lines.push(line.to_vec());
+            if len(line) > max_line {
+                assert_eq!(parser.parse_line(line).err(), Some(LineError::TooLong));
+                *errors += 1;
+            } else {
+                lines.push(line.to_vec());
+            }
         }
     };
     let mut at = 0;
@@ -39,7 +48,7 @@ fuzz_target!(|data: &[u8]| {
             match decoder.decode(&mut buf) {
                 Ok(Some(chunk)) => {
                     assert!(chunk.ends_with(b"\n"), "a chunk of whole lines");
-                    take(&chunk);
+                    take(&chunk, &mut errors);
                 }
                 Ok(None) => break,
                 Err(_) => errors += 1,
@@ -49,7 +58,7 @@ fuzz_target!(|data: &[u8]| {
     }
     loop {
         match decoder.decode_eof(&mut buf) {
-            Ok(Some(chunk)) => take(&chunk),
+            Ok(Some(chunk)) => take(&chunk, &mut errors),
             Ok(None) => break,
             Err(_) => errors += 1,
         }

@@ -249,7 +249,12 @@ struct Set {
 /// Returns whether it is still to be kept (idle fewer than `forget_after`).
 fn age(idle: &mut u32, touched: bool, forget_after: u32) -> bool {
     *idle = if touched { 0 } else { idle.saturating_add(1) };
-    *idle < forget_after
+    kept(*idle, forget_after)
+}
+
+/// Whether an entry idle for `idle` flushes is still kept.
+fn kept(idle: u32, forget_after: u32) -> bool {
+    idle < forget_after
 }
 
 /// Folds statsd lines into per-key state, and flushes it as graphite points.
@@ -527,7 +532,11 @@ impl Aggregator {
         let idle = self.config.idle;
         let zero = idle == Idle::Zero;
         let forget_after = self.config.forget_after;
+        let last = self.flushed.clone();
         self.internal_counters();
+        // What is counted from here on (points not finite, below) goes out
+        // with the next flush.
+        self.flushed = self.totals.clone();
         let naming = &self.naming;
 
         let mut counters: Vec<_> = self.counters.iter_mut().collect();
@@ -536,7 +545,7 @@ impl Aggregator {
             let rank = |k: &str| {
                 INTERNAL
                     .iter()
-                    .position(|i| *i == k)
+                    .position(|i| i.0 == k)
                     .unwrap_or(INTERNAL.len())
             };
             (rank(a), a).cmp(&(rank(b), b))
@@ -615,20 +624,21 @@ impl Aggregator {
         // Forget what went idle: at once unless idle keys send zero, else
         // after `forget_after` idle flushes; kept gauges after as many.
         // (statsite starts each interval empty).
-        forget(&mut self.counters, |c| zero && c.idle < forget_after);
-        forget(&mut self.timers, |t| zero && t.idle < forget_after);
-        forget(&mut self.sets, |s| zero && s.idle < forget_after);
+        forget(&mut self.counters, |c| zero && kept(c.idle, forget_after));
+        forget(&mut self.timers, |t| zero && kept(t.idle, forget_after));
+        forget(&mut self.sets, |s| zero && kept(s.idle, forget_after));
         // A gauge not kept starts each interval again from 0.
         let keep_gauges = self.config.keep_gauges;
-        forget(&mut self.gauges, |g| keep_gauges && g.idle < forget_after);
+        forget(&mut self.gauges, |g| {
+            keep_gauges && kept(g.idle, forget_after)
+        });
         // Every value that went in was finite and kept its sums finite; a
         // point that is not finite anyway is not sent, and is counted.
         let before = points.len();
         points.retain(|(_, value, _)| value.is_finite());
         self.totals.overflows += (before - points.len()) as u64;
         self.totals.flushes += 1;
-        self.warn_drops();
-        self.flushed = self.totals.clone();
+        self.warn_drops(&last);
         Flush::new(
             self.config.mode,
             timestamp,
@@ -636,9 +646,10 @@ impl Aggregator {
         )
     }
 
-    /// One warning per flush that summarises what the interval dropped.
-    fn warn_drops(&self) {
-        let (now, then) = (&self.totals, &self.flushed);
+    /// One warning per flush that summarises what was dropped since the
+    /// flush before (`then`, its totals).
+    fn warn_drops(&self, then: &Totals) {
+        let now = &self.totals;
         let bad_lines = now.bad_total() - then.bad_total();
         let dropped_keys = now.dropped_keys - then.dropped_keys;
         let overflowed_values = now.overflows - then.overflows;
@@ -673,28 +684,32 @@ impl Aggregator {
             now.dropped_kv - then.dropped_kv,
         ];
         let etsy = self.config.mode == Mode::Etsy;
-        for (i, (key, n)) in INTERNAL.into_iter().zip(counts).enumerate() {
-            let always = etsy && i < 3;
-            let counted = n > 0 && (etsy || i == 0 || i >= 3);
-            if always || counted {
+        for (&(key, in_etsy, in_statsite), n) in INTERNAL.iter().zip(counts) {
+            let sent = if etsy {
+                in_etsy || n > 0
+            } else {
+                in_statsite && n > 0
+            };
+            if sent {
                 // Not subject to `max_keys`: the drops must be seen most when it is full.
-                let c = self.counters.entry(key.into()).or_default();
-                c.add(n as f64);
-                c.touched = true;
+                // A count is finite as f64: add() takes it and marks it touched.
+                self.counters.entry(key.into()).or_default().add(n as f64);
             }
         }
     }
 }
 
 /// The aggregator's own counters, in the order they are written: Etsy
-/// statsd's three, then the drops it does not count.
-pub(crate) const INTERNAL: [&str; 6] = [
-    "statsd.bad_lines_seen",
-    "statsd.packets_received",
-    "statsd.metrics_received",
-    "statsd.dropped_keys",
-    "statsd.overflowed_values",
-    "statsd.dropped_kv",
+/// statsd's three, then the drops it does not count. Each with whether Etsy
+/// mode sends it at every flush (else only when it counted something), and
+/// whether statsite mode sends it at all (then only when it counted something).
+pub(crate) const INTERNAL: [(&str, bool, bool); 6] = [
+    ("statsd.bad_lines_seen", true, true),
+    ("statsd.packets_received", true, false),
+    ("statsd.metrics_received", true, false),
+    ("statsd.dropped_keys", false, true),
+    ("statsd.overflowed_values", false, true),
+    ("statsd.dropped_kv", false, true),
 ];
 
 /// Removes the entries `keep` refuses, and gives memory back once the
@@ -748,5 +763,82 @@ fn tagged_key(key: &mut String, line: &Line<'_>) {
         if !value.is_some_and(|v| push_clean(key, v)) {
             key.push_str("true");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::{Duration, UNIX_EPOCH};
+
+    use tracing::span::{Attributes, Id, Record};
+    use tracing::{Event, Level, Metadata, Subscriber};
+
+    use super::*;
+
+    /// Counts warnings (the crate installs no subscriber; this test does).
+    struct Warnings(Arc<AtomicUsize>);
+
+    impl Subscriber for Warnings {
+        fn enabled(&self, _: &Metadata<'_>) -> bool {
+            true
+        }
+        fn new_span(&self, _: &Attributes<'_>) -> Id {
+            Id::from_u64(1)
+        }
+        fn record(&self, _: &Id, _: &Record<'_>) {}
+        fn record_follows_from(&self, _: &Id, _: &Id) {}
+        fn event(&self, event: &Event<'_>) {
+            if *event.metadata().level() == Level::WARN {
+                self.0.fetch_add(1, Ordering::SeqCst);
+            }
+        }
+        fn enter(&self, _: &Id) {}
+        fn exit(&self, _: &Id) {}
+    }
+
+    #[test]
+    fn drops_warn_once_per_flush_and_not_in_a_flush_without_any() {
+        let warnings = Arc::new(AtomicUsize::new(0));
+        let count = Arc::clone(&warnings);
+        tracing::subscriber::with_default(Warnings(count), || {
+            let mut agg = Aggregator::new(Config {
+                max_keys: 1,
+                ..Config::etsy()
+            })
+            .expect("config");
+            let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
+            // Bad lines, keys over the cap and an overflow, in many packets.
+            for _ in 0..10 {
+                agg.ingest(b"a:1|c\nb:1|c\nnot a line\nt:1e308|ms\nt:1e308|ms");
+            }
+            agg.flush(at(0));
+            assert_eq!(warnings.load(Ordering::SeqCst), 1);
+            agg.ingest(b"a:1|c");
+            agg.flush(at(10));
+            assert_eq!(warnings.load(Ordering::SeqCst), 1, "nothing dropped");
+            agg.ingest(b"bad");
+            agg.flush(at(20));
+            assert_eq!(warnings.load(Ordering::SeqCst), 2);
+        });
+    }
+
+    /// No value that goes in makes a point that is not finite (each is
+    /// checked as it comes); one made anyway (here put in by hand) is not
+    /// sent, and its count goes out with the next flush.
+    #[test]
+    fn a_point_dropped_at_the_flush_is_counted_in_the_next_flush() {
+        let mut agg = Aggregator::new(Config::etsy()).expect("config");
+        let at = |s: u64| UNIX_EPOCH + Duration::from_secs(1_700_000_000 + s);
+        agg.kv.push(("k".into(), f64::INFINITY));
+        let f = agg.flush(at(0));
+        assert!(f.points().iter().all(|p| p.value.is_finite()));
+        assert_eq!(agg.totals().overflows, 1);
+        let f = agg.flush(at(10));
+        assert_eq!(
+            f.get("stats.counters.statsd.overflowed_values.count"),
+            Some(1.0)
+        );
     }
 }

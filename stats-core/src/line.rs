@@ -787,12 +787,13 @@ impl<'a> Metric<'a> {
 /// Frames newline-separated statsd lines on a stream (TCP).
 ///
 /// Each decoded item is a chunk of whole lines, newlines included, to read
-/// with [`Parser::lines`]; no line in it is longer than the bound (its
-/// newline, and a `\r` before it, aside). A longer line is an error
-/// ([`LineError::TooLong`], once per line): the decoder drops it, up to its
-/// newline even if that comes later, and carries on, so the caller may keep
-/// decoding. After `Ok(None)` the buffer holds part of one line: at most
-/// the bound and a `\r`.
+/// with [`Parser::lines`], which refuses a line in it longer than the bound
+/// ([`LineError::TooLong`]). The part of a line still waiting for its
+/// newline is bounded here: once it is longer than the bound (its `\r`
+/// aside) it is an error ([`LineError::TooLong`]), the decoder drops it, up
+/// to its newline even if that comes later, and carries on, so the caller
+/// may keep decoding. Either way each longer line is refused once. After
+/// `Ok(None)` the buffer holds part of one line: at most the bound and a `\r`.
 ///
 /// ```
 /// use bytes::BytesMut;
@@ -800,11 +801,11 @@ impl<'a> Metric<'a> {
 /// use tokio_util::codec::Decoder;
 ///
 /// let mut decoder = LineDecoder::new(8);
-/// let mut buf = BytesMut::from(&b"a:1|c\nway.too.long:1|c\nb:2|c\nc:"[..]);
-/// assert_eq!(decoder.decode(&mut buf)?.as_deref(), Some(&b"a:1|c\n"[..]));
+/// let mut buf = BytesMut::from(&b"a:1|c\nb:2|c\nway.too.lo"[..]);
+/// assert_eq!(decoder.decode(&mut buf)?.as_deref(), Some(&b"a:1|c\nb:2|c\n"[..]));
 /// assert!(matches!(decoder.decode(&mut buf), Err(Error::Line(LineError::TooLong))));
-/// assert_eq!(decoder.decode(&mut buf)?.as_deref(), Some(&b"b:2|c\n"[..]));
-/// assert_eq!(decoder.decode(&mut buf)?, None);
+/// buf.extend_from_slice(b"ng:1|c\nc:");
+/// assert_eq!(decoder.decode(&mut buf)?, None, "the rest of the long line is dropped");
 /// assert_eq!(&buf[..], b"c:");
 /// # Ok::<(), Error>(())
 /// ```
@@ -821,11 +822,6 @@ impl LineDecoder {
             max_line,
             discarding: false,
         }
-    }
-
-    /// The bound on a line, in bytes.
-    pub fn max_line(&self) -> usize {
-        self.max_line
     }
 
     /// True while the rest of an overlong line is being dropped.
@@ -858,26 +854,10 @@ impl Decoder for LineDecoder {
                 }
             }
         }
-        // The whole lines, up to the first one over the bound.
-        let mut start = 0;
-        for newline in memchr::memchr_iter(b'\n', src) {
-            let end = if newline > start && src[newline - 1] == b'\r' {
-                newline - 1
-            } else {
-                newline
-            };
-            if end - start > self.max_line {
-                if start > 0 {
-                    // The lines before it first; it is refused at the next call.
-                    return Ok(Some(src.split_to(start).freeze()));
-                }
-                let _ = src.split_to(newline + 1);
-                return Err(Error::Line(LineError::TooLong));
-            }
-            start = newline + 1;
-        }
-        if start > 0 {
-            return Ok(Some(src.split_to(start).freeze()));
+        // The whole lines: a line over the bound among them is the
+        // parser's to refuse (`Parser::lines`), with the same rule.
+        if let Some(i) = memchr::memrchr(b'\n', src) {
+            return Ok(Some(src.split_to(i + 1).freeze()));
         }
         // Part of a line: over the bound already, unless its last byte is a
         // `\r` that the newline still to come would leave out.

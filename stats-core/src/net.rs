@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -153,10 +153,14 @@ pub struct Statsd {
     lag: FlushLag,
     interval: Duration,
     drain_timeout: Duration,
-    closed: AtomicBool,
-    /// Becomes true with `closed`: the TCP servers stop.
-    closing: watch::Sender<bool>,
+    /// Becomes true just before the final flush: nothing is ingested from
+    /// then on, and the TCP servers stop.
+    closed: watch::Sender<bool>,
     tcp: TcpConfig,
+    /// TCP clients refused at `max_connections`, and idle ones closed to
+    /// make room (admin `stats`).
+    tcp_refused: Arc<AtomicU64>,
+    tcp_evicted: Arc<AtomicU64>,
 }
 
 impl Statsd {
@@ -184,8 +188,9 @@ impl Statsd {
             lag: FlushLag::new(interval, SystemTime::now()),
             interval,
             drain_timeout: Duration::from_secs(5),
-            closed: AtomicBool::new(false),
-            closing: watch::Sender::new(false),
+            closed: watch::Sender::new(false),
+            tcp_refused: Arc::default(),
+            tcp_evicted: Arc::default(),
             tcp: TcpConfig::default(),
         })
     }
@@ -208,7 +213,7 @@ impl Statsd {
     /// (returns `false`): nothing is counted that would not be sent.
     pub fn ingest(&self, packet: &[u8]) -> bool {
         let mut agg = lock(&self.agg);
-        if self.closed.load(Ordering::SeqCst) {
+        if *self.closed.borrow() {
             return false;
         }
         agg.ingest(packet);
@@ -217,7 +222,7 @@ impl Statsd {
 
     /// Whether the final flush was made (ingestion has stopped).
     pub fn is_closed(&self) -> bool {
-        self.closed.load(Ordering::SeqCst)
+        *self.closed.borrow()
     }
 
     /// Runs `f` on the aggregator (for its totals, say).
@@ -256,6 +261,8 @@ impl Statsd {
         // statsd answers nothing: a client over the cap is closed, unanswered.
         config.busy_reply = Bytes::new();
         config.conn = ConnConfig::default().idle_timeout(self.tcp.idle_timeout);
+        config.refused = Some(Arc::clone(&self.tcp_refused));
+        config.evicted = Some(Arc::clone(&self.tcp_evicted));
         let max_line = self.with_aggregator(|a| a.config().limits.max_line);
         self.serve_lines(listener, config, max_line, TcpInput::new)
             .await
@@ -303,7 +310,7 @@ impl Statsd {
 
     /// Completes once the final flush is made.
     async fn until_closed(&self) {
-        let _ = self.closing.subscribe().wait_for(|closed| *closed).await;
+        let _ = self.closed.subscribe().wait_for(|closed| *closed).await;
     }
 
     /// The admin port's `stats` answer: ingest totals, one `name: value`
@@ -312,7 +319,8 @@ impl Statsd {
         let (t, keys) = self.with_aggregator(|a| (a.totals().clone(), a.keys()));
         let mut s = format!(
             "packets: {}\nlines: {}\nvalues: {}\nbad_lines: {}\ndropped_keys: {}\n\
-             overflowed_values: {}\ndropped_kv: {}\nkeys: {keys}\nflushes: {}\n",
+             overflowed_values: {}\ndropped_kv: {}\nkeys: {keys}\nflushes: {}\n\
+             tcp_refused: {}\ntcp_evicted: {}\n",
             t.packets,
             t.lines,
             t.values,
@@ -320,7 +328,9 @@ impl Statsd {
             t.dropped_keys,
             t.overflows,
             t.dropped_kv,
-            t.flushes
+            t.flushes,
+            self.tcp_refused.load(Ordering::Relaxed),
+            self.tcp_evicted.load(Ordering::Relaxed),
         );
         for reason in LineError::ALL {
             s.push_str(&format!(
@@ -418,9 +428,8 @@ impl Statsd {
             }
         }
         // From here on nothing is ingested: what the final flush holds is all.
-        self.closed.store(true, Ordering::SeqCst);
+        self.closed.send_replace(true);
         let flush = self.flush(SystemTime::now());
-        self.closing.send_replace(true);
         on_flush(&flush);
         for sink in &self.sinks {
             lock(&sink.outbox).retry_now();

@@ -666,14 +666,7 @@ fn ping(s: &mut TcpStream) -> Res<()> {
 
 /// Caps the idle-connection count to what the descriptor limit allows.
 fn cap_idle(wanted: usize) -> usize {
-    let limit = std::fs::read_to_string("/proc/self/limits")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Max open files"))
-                .and_then(|l| l.split_whitespace().nth(3).map(str::to_owned))
-        })
-        .and_then(|v| v.parse::<usize>().ok());
+    let limit = test_support::open_files_limit();
     match limit {
         // Leave room for the driver's other descriptors; the servers
         // inherit the same soft limit (redis lowers maxclients to it).

@@ -334,6 +334,14 @@ pub fn rss_bytes(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The soft limit on open files of this process (its children inherit
+/// it), from `/proc/self/limits`; `None` when unlimited or there is no `/proc`.
+pub fn open_files_limit() -> Option<usize> {
+    let limits = std::fs::read_to_string("/proc/self/limits").ok()?;
+    let line = limits.lines().find(|l| l.starts_with("Max open files"))?;
+    line.split_whitespace().nth(3)?.parse().ok()
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -341,6 +349,12 @@ mod tests {
         let rss = super::rss_bytes(std::process::id()).expect("linux /proc");
         assert!(rss > 100 * 1024, "{rss}");
         assert_eq!(super::rss_bytes(u32::MAX), None);
+    }
+
+    #[test]
+    fn the_open_files_limit_is_read() {
+        let limit = super::open_files_limit().expect("linux /proc, a finite limit");
+        assert!(limit >= 64, "{limit}");
     }
 
     use super::*;

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, UnixListener};
-use tokio::sync::{Notify, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::task::TaskTracker;
 
 use crate::Limits;
@@ -74,6 +74,12 @@ pub struct ServerConfig {
     /// After a failed accept (out of descriptors, say), the loop waits this
     /// long, doubling up to 1 s while accepts keep failing.
     pub accept_backoff: Duration,
+    /// Counts the clients refused at `max_clients`, when set (for the
+    /// server's own statistics). Default `None`.
+    pub refused: Option<Arc<AtomicU64>>,
+    /// Counts the idle clients closed to make room at `max_clients`
+    /// ([`ServerConfig::evict_idle`]), when set. Default `None`.
+    pub evicted: Option<Arc<AtomicU64>>,
 }
 
 impl Default for ServerConfig {
@@ -88,6 +94,8 @@ impl Default for ServerConfig {
             evict_idle: false,
             busy_reply: Bytes::from_static(b"-ERR max number of clients reached\r\n"),
             accept_backoff: Duration::from_millis(10),
+            refused: None,
+            evicted: None,
         }
     }
 }
@@ -169,8 +177,19 @@ struct IdleClients {
 struct Tracked {
     /// Nanoseconds from the epoch to when it went idle, plus one; 0 while busy.
     idle_since: AtomicU64,
-    evict: Notify,
+    /// Where the accept loop asks it to close for a new client; it answers
+    /// whether it does.
+    ask: mpsc::Sender<oneshot::Sender<bool>>,
 }
+
+/// Where a connection says since when it is idle.
+struct IdleMark {
+    epoch: Instant,
+    tracked: Arc<Tracked>,
+}
+
+/// Where a connection is asked to close for a new client.
+type Asks = mpsc::Receiver<oneshot::Sender<bool>>;
 
 impl IdleClients {
     fn new() -> Self {
@@ -185,69 +204,74 @@ impl IdleClients {
         self.clients.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn track(self: &Arc<Self>) -> Tracking {
+    /// Enters a new client, busy: its id (for [`ClientSlot`] to remove it)
+    /// and the connection's side.
+    fn track(&self) -> (u64, IdleMark, Asks) {
         let id = self.next.fetch_add(1, Ordering::Relaxed);
+        let (ask, asks) = mpsc::channel(1);
         let tracked = Arc::new(Tracked {
             idle_since: AtomicU64::new(0),
-            evict: Notify::new(),
+            ask,
         });
         self.lock().insert(id, Arc::clone(&tracked));
-        Tracking {
-            clients: Arc::clone(self),
-            id,
+        let mark = IdleMark {
+            epoch: self.epoch,
             tracked,
-        }
-    }
-
-    /// Tells the client idle longest to close, and forgets it; false when
-    /// none is idle.
-    fn evict_oldest(&self) -> bool {
-        let mut clients = self.lock();
-        let oldest = clients
-            .iter()
-            .filter_map(|(id, t)| match t.idle_since.load(Ordering::Relaxed) {
-                0 => None,
-                since => Some((since, *id)),
-            })
-            .min();
-        let Some((_, id)) = oldest else {
-            return false;
         };
-        if let Some(t) = clients.remove(&id) {
-            t.evict.notify_one();
+        (id, mark, asks)
+    }
+
+    /// Asks the clients idle, longest idle first, to close for a new one
+    /// until one does: true then; false when none is idle or every one
+    /// asked had become busy since it last said (it read bytes that had
+    /// reached its socket, and keeps them).
+    async fn make_room(&self) -> bool {
+        let mut asked = Vec::new();
+        loop {
+            let oldest = self
+                .lock()
+                .iter()
+                .filter(|(id, _)| !asked.contains(*id))
+                .filter_map(|(id, t)| match t.idle_since.load(Ordering::Relaxed) {
+                    0 => None,
+                    since => Some((since, *id, t.ask.clone())),
+                })
+                .min_by_key(|(since, id, _)| (*since, *id));
+            let Some((_, id, ask)) = oldest else {
+                return false;
+            };
+            asked.push(id);
+            let (answer, answered) = oneshot::channel();
+            // Full: another accept loop asks it already; closed: it ended.
+            if ask.try_send(answer).is_ok() && answered.await == Ok(true) {
+                return true;
+            }
         }
-        true
     }
 }
 
-/// A connection's entry in [`IdleClients`], removed when the connection ends.
-struct Tracking {
-    clients: Arc<IdleClients>,
-    id: u64,
-    tracked: Arc<Tracked>,
-}
-
-impl Tracking {
+impl IdleMark {
     fn set(&self, idle_since: Option<Instant>) {
         let v = idle_since.map_or(0, |at| {
-            at.saturating_duration_since(self.clients.epoch).as_nanos() as u64 + 1
+            at.saturating_duration_since(self.epoch).as_nanos() as u64 + 1
         });
         self.tracked.idle_since.store(v, Ordering::Relaxed);
     }
 }
 
-impl Drop for Tracking {
-    fn drop(&mut self) {
-        self.clients.lock().remove(&self.id);
-    }
+/// Counts a client for `max_clients`, and keeps its entry in
+/// [`IdleClients`], while it lives.
+struct ClientSlot<F> {
+    shared: Arc<Shared<F>>,
+    tracked: Option<u64>,
 }
-
-/// Counts a client for `max_clients` while it lives.
-struct ClientSlot<F>(Arc<Shared<F>>);
 
 impl<F> Drop for ClientSlot<F> {
     fn drop(&mut self) {
-        self.0.clients.fetch_sub(1, Ordering::Relaxed);
+        if let (Some(idle), Some(id)) = (&self.shared.idle, self.tracked) {
+            idle.lock().remove(&id);
+        }
+        self.shared.clients.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
@@ -284,12 +308,24 @@ async fn accept_loop<F, P, C>(
             }
         };
         let count = shared.clients.fetch_add(1, Ordering::Relaxed);
-        let slot = ClientSlot(Arc::clone(&shared));
+        let mut slot = ClientSlot {
+            shared: Arc::clone(&shared),
+            tracked: None,
+        };
         if shared.config.max_clients.is_some_and(|max| count >= max) {
-            if shared.idle.as_ref().is_some_and(|idle| idle.evict_oldest()) {
-                tracing::debug!("max_clients reached: closed the client idle longest");
+            let made_room = match &shared.idle {
+                Some(idle) => tokio::select! {
+                    made = idle.make_room() => made,
+                    _ = stop.changed() => return,
+                },
+                None => false,
+            };
+            if made_room {
+                tracing::debug!("max_clients reached: closing the client idle longest");
+                count_one(shared.config.evicted.as_deref());
             } else {
                 tracing::warn!("max_clients reached: refusing a client");
+                count_one(shared.config.refused.as_deref());
                 let reply = &shared.config.busy_reply;
                 match &stream {
                     Stream::Tcp(s) => drop(s.try_write(reply)),
@@ -307,22 +343,35 @@ async fn accept_loop<F, P, C>(
             Instant::now(),
         );
         let stop = stop.clone();
-        let tracking = shared.idle.as_ref().map(IdleClients::track);
+        let (mark, asks) = match &shared.idle {
+            Some(idle) => {
+                let (id, mark, asks) = idle.track();
+                slot.tracked = Some(id);
+                (Some(mark), Some(asks))
+            }
+            None => (None, None),
+        };
         match stream {
             Stream::Tcp(s) => {
                 let _ = s.set_nodelay(true);
                 conns.spawn(async move {
                     let _slot = slot;
-                    log_end(drive(s, conn, stop, tracking).await);
+                    log_end(drive(s, conn, stop, mark, asks).await);
                 });
             }
             Stream::Unix(s) => {
                 conns.spawn(async move {
                     let _slot = slot;
-                    log_end(drive(s, conn, stop, tracking).await);
+                    log_end(drive(s, conn, stop, mark, asks).await);
                 });
             }
         }
+    }
+}
+
+fn count_one(counter: Option<&AtomicU64>) {
+    if let Some(c) = counter {
+        c.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -376,41 +425,53 @@ where
     P: Protocol,
     C: RequestCodec<Item = P::Request, Error = P::Error>,
 {
-    drive(stream, conn, stop, None).await
+    drive(stream, conn, stop, None, None).await
 }
 
-/// [`run_connection`], telling `tracking` whether the connection is idle
-/// after each poll, and closing it when `tracking` is evicted.
+/// [`run_connection`], telling `mark` since when the connection is idle
+/// after each poll. Asked to close for a new client, it polls once more
+/// (bytes may have reached the socket since it last said) and closes only
+/// if it is still idle since then, as a draining connection does; else it
+/// answers no and serves on.
 async fn drive<S, P, C>(
     stream: S,
     mut conn: Connection<P, C>,
     mut stop: watch::Receiver<Stop>,
-    tracking: Option<Tracking>,
+    mark: Option<IdleMark>,
+    mut asks: Option<Asks>,
 ) -> io::Result<()>
 where
     S: AsyncRead + AsyncWrite + Unpin,
     P: Protocol,
     C: RequestCodec<Item = P::Request, Error = P::Error>,
 {
-    let evicted = async {
-        match &tracking {
-            Some(t) => t.tracked.evict.notified().await,
-            None => std::future::pending().await,
-        }
-    };
-    tokio::pin!(evicted);
     let mut io = Io(stream);
     let timer = tokio::time::sleep(Duration::ZERO);
     tokio::pin!(timer);
     let mut armed: Option<Instant> = None;
     let mut level = Stop::Drain;
+    // Since when the last poll found it idle, and an ask to close waiting
+    // for the next poll's answer.
+    let mut recorded: Option<Instant> = None;
+    let mut asked: Option<oneshot::Sender<bool>> = None;
     let result = loop {
         let step = tokio::select! {
             biased;
             r = poll_fn(|cx| {
                 let polled = conn.poll(cx, &mut io, Instant::now());
-                if let Some(t) = &tracking {
-                    t.set(conn.idle_since());
+                if let Some(mark) = &mark {
+                    let since = conn.idle_since();
+                    if let Some(answer) = asked.take() {
+                        let evict = polled.is_pending() && since.is_some() && since == recorded;
+                        if answer.send(evict).is_ok() && evict {
+                            tracing::debug!("closing the client idle longest for a new one");
+                            conn.stop_reading();
+                            // Idle: the next poll finishes it.
+                            cx.waker().wake_by_ref();
+                        }
+                    }
+                    recorded = conn.idle_since();
+                    mark.set(recorded);
                 }
                 if polled.is_pending()
                     && let Some(at) = conn.poll_timeout()
@@ -436,9 +497,10 @@ where
                 level = Stop::Abort;
                 continue;
             }
-            () = &mut evicted => {
-                tracing::debug!("closing the client idle longest for a new one");
-                break Ok(());
+            Some(answer) = asked_to_close(&mut asks) => {
+                // Answered by the next poll.
+                asked = Some(answer);
+                continue;
             }
         };
         match step {
@@ -449,6 +511,14 @@ where
     };
     let _ = io.0.shutdown().await;
     result
+}
+
+/// The next ask to close for a new client; never without `asks`.
+async fn asked_to_close(asks: &mut Option<Asks>) -> Option<oneshot::Sender<bool>> {
+    match asks {
+        Some(asks) => asks.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 async fn wait_for(stop: &mut watch::Receiver<Stop>, at_least: Stop) {

@@ -375,7 +375,8 @@ fn the_server_budget_holds_every_connection_back() {
 }
 
 /// A line protocol on the same toolkit: every line comes back upper-cased;
-/// `QUIT` closes.
+/// `QUIT` closes; `NAP` blocks the server's thread for 300 ms first (so
+/// that a test can have bytes and clients reach the server together).
 struct Shout {
     outbox: Outbox,
     out: BytesMut,
@@ -400,6 +401,9 @@ impl Protocol for Shout {
         if line == "QUIT" {
             self.out.extend_from_slice(b"BYE\n");
             return Flow::Close;
+        }
+        if line == "NAP" {
+            std::thread::sleep(Duration::from_millis(300));
         }
         self.out.extend_from_slice(line.to_uppercase().as_bytes());
         self.out.extend_from_slice(b"\n");
@@ -427,8 +431,9 @@ impl Protocol for Shout {
     }
 }
 
-/// tokio-util's line codec, bounded, as a request codec.
-struct Lines(LinesCodec);
+/// tokio-util's line codec, bounded, as a request codec; with `true`, a
+/// last line without its newline is taken at the end of the stream.
+struct Lines(LinesCodec, bool);
 
 impl Decoder for Lines {
     type Item = String;
@@ -438,14 +443,71 @@ impl Decoder for Lines {
     }
 }
 
-impl RequestCodec for Lines {}
+impl RequestCodec for Lines {
+    fn decode_last(&mut self, buf: &mut BytesMut) -> Result<Option<String>, LinesCodecError> {
+        if self.1 {
+            self.0.decode_eof(buf)
+        } else {
+            Ok(None)
+        }
+    }
+}
+
+/// A [`Shout`] connection reading with `codec`, default settings.
+fn shout_conn<C>(codec: C, now: Instant) -> Connection<Shout, C>
+where
+    C: RequestCodec<Item = String, Error = LinesCodecError>,
+{
+    Connection::new(Shout::new(1), codec, ConnConfig::default(), None, now)
+}
+
+#[test]
+fn a_connection_with_half_a_line_is_never_idle() {
+    let t0 = Instant::now();
+    let mut conn = shout_conn(Lines(LinesCodec::new_with_max_length(64), false), t0);
+    let mut pipe = MemoryStream::default();
+    assert_eq!(settle(&mut conn, &mut pipe, t0), None);
+    assert_eq!(conn.idle_since(), Some(t0), "idle since it was made");
+    let t1 = t0 + Duration::from_secs(1);
+    pipe.send(b"half");
+    assert_eq!(settle(&mut conn, &mut pipe, t1), None);
+    assert_eq!(conn.idle_since(), None, "half a line read");
+    let t2 = t1 + Duration::from_secs(1);
+    assert_eq!(settle(&mut conn, &mut pipe, t2), None);
+    assert_eq!(conn.idle_since(), None, "still half a line, however long");
+    let t3 = t2 + Duration::from_secs(1);
+    pipe.send(b" line\n");
+    assert_eq!(settle(&mut conn, &mut pipe, t3), None);
+    assert_eq!(pipe.take_output(), b"HALF LINE\n");
+    assert_eq!(conn.idle_since(), Some(t3), "idle since the line ended");
+}
+
+#[test]
+fn the_last_line_without_its_newline_counts_at_the_end_of_the_stream() {
+    let now = Instant::now();
+    let mut conn = shout_conn(Lines(LinesCodec::new_with_max_length(64), true), now);
+    let mut pipe = MemoryStream::default();
+    pipe.send(b"one\ntwo");
+    assert_eq!(settle(&mut conn, &mut pipe, now), None);
+    assert_eq!(pipe.take_output(), b"ONE\n", "two may go on");
+    pipe.eof = true;
+    assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
+    assert_eq!(pipe.take_output(), b"TWO\n");
+    // Without decode_last, the same end drops it.
+    let mut conn = shout_conn(Lines(LinesCodec::new_with_max_length(64), false), now);
+    let mut pipe = MemoryStream::default();
+    pipe.send(b"one\ntwo");
+    pipe.eof = true;
+    assert_eq!(settle(&mut conn, &mut pipe, now), Some(Step::Closed));
+    assert_eq!(pipe.take_output(), b"ONE\n");
+}
 
 #[test]
 fn an_unbounded_codec_is_bounded_by_the_connection() {
     let now = Instant::now();
     let mut conn = Connection::new(
         Shout::new(1),
-        Lines(LinesCodec::new()),
+        Lines(LinesCodec::new(), false),
         ConnConfig::default().max_input(1000),
         None,
         now,
@@ -482,7 +544,10 @@ fn shout_server(
             config,
             move || {
                 let id = ids.fetch_add(1, Ordering::SeqCst);
-                (Shout::new(id), Lines(LinesCodec::new_with_max_length(64)))
+                (
+                    Shout::new(id),
+                    Lines(LinesCodec::new_with_max_length(64), false),
+                )
             },
             async {
                 let _ = stopped.await;
@@ -790,7 +855,7 @@ fn ticker(config: ConnConfig, now: Instant) -> Connection<Ticker, Lines> {
             made: 0,
             wait_until: None,
         },
-        Lines(LinesCodec::new_with_max_length(100)),
+        Lines(LinesCodec::new_with_max_length(100), false),
         config,
         None,
         now,
@@ -896,13 +961,22 @@ fn a_long_publish_yields_between_slices_and_answers_in_order() {
     assert_eq!(pipe.take_output(), b":3\r\n+PONG\r\n");
 }
 
-#[test]
-fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
+/// [`shout_server`] for two clients that evicts idle ones (`ERR busy` to one refused).
+fn evicting_shout_server() -> (
+    std::net::SocketAddr,
+    tokio::sync::oneshot::Sender<()>,
+    std::thread::JoinHandle<std::io::Result<()>>,
+) {
     let mut config = kids_core::net::ServerConfig::default();
     config.max_clients = Some(2);
     config.evict_idle = true;
     config.busy_reply = Bytes::from_static(b"ERR busy\n");
-    let (addr, stop, server) = shout_server(config);
+    shout_server(config)
+}
+
+#[test]
+fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
+    let (addr, stop, server) = evicting_shout_server();
     let connect = |says: &[u8]| {
         let mut c = std::net::TcpStream::connect(addr).expect("connect");
         c.set_read_timeout(Some(Duration::from_secs(10)))
@@ -939,6 +1013,52 @@ fn when_full_the_client_idle_longest_makes_room_if_evict_idle() {
     line.clear();
     newer_reader.read_line(&mut line).expect("read");
     assert_eq!(line, "ALSO HALF\n");
+    stop.send(()).expect("stop");
+    server.join().expect("server thread").expect("served");
+}
+
+/// The client idle longest sent half a line just before a new client came
+/// to a full server: what reached its socket counts, so it is busy, keeps
+/// its half line and is not closed; the next idle one makes room.
+#[test]
+fn a_client_that_just_sent_half_a_line_is_not_evicted() {
+    let (addr, stop, server) = evicting_shout_server();
+    let connect = || {
+        let c = std::net::TcpStream::connect(addr).expect("connect");
+        c.set_read_timeout(Some(Duration::from_secs(10)))
+            .expect("timeout");
+        let reader = BufReader::new(c.try_clone().expect("clone"));
+        (c, reader)
+    };
+    let say = |c: &mut std::net::TcpStream, r: &mut BufReader<std::net::TcpStream>, s: &str| {
+        c.write_all(s.as_bytes()).expect("write");
+        let mut line = String::new();
+        r.read_line(&mut line).expect("read");
+        line
+    };
+    let (mut old, mut old_reader) = connect();
+    assert_eq!(say(&mut old, &mut old_reader, "old\n"), "OLD\n");
+    std::thread::sleep(Duration::from_millis(20));
+    let (mut napper, mut napper_reader) = connect();
+    assert_eq!(say(&mut napper, &mut napper_reader, "hi\n"), "HI\n");
+    // While the server naps, a new client connects and then the one idle
+    // longest sends half a line: the server sees both at once.
+    napper.write_all(b"NAP\n").expect("write");
+    std::thread::sleep(Duration::from_millis(50));
+    let (mut new, mut new_reader) = connect();
+    old.write_all(b"half").expect("write");
+    // The napper, idle since, made room; the old one kept its half line.
+    assert_eq!(say(&mut new, &mut new_reader, "new\n"), "NEW\n");
+    assert_eq!(say(&mut old, &mut old_reader, " line\n"), "HALF LINE\n");
+    let mut rest = String::new();
+    napper_reader.read_line(&mut rest).expect("read");
+    assert_eq!(rest, "NAP\n");
+    rest.clear();
+    assert_eq!(
+        napper_reader.read_line(&mut rest).expect("eof"),
+        0,
+        "{rest:?}"
+    );
     stop.send(()).expect("stop");
     server.join().expect("server thread").expect("served");
 }

@@ -170,56 +170,69 @@ fn sanitising_follows_etsy() {
     ));
 }
 
-/// Feeds `input` to a fresh decoder in two pieces split at `at`, and returns
-/// the lines it yields (parsed back to strings), with EOF at the end.
-fn decode_split(input: &[u8], at: usize, max_line: usize) -> (Vec<String>, usize) {
+/// What a TCP connection makes of a stream: the decoder's chunks, parsed
+/// with the same bound.
+#[derive(Debug, PartialEq)]
+struct Decoded {
+    /// The name of each line parsed, or `ERR <why>` (too long aside).
+    names: Vec<String>,
+    /// Lines refused as too long, by the decoder or by the parser.
+    refused: usize,
+    /// The most the decoder held after `Ok(None)`.
+    held: usize,
+}
+
+/// Feeds `input` to a fresh decoder bounded at `max_line` in two pieces
+/// split at `at`, with the end of the stream after them.
+fn decode_split(input: &[u8], at: usize, max_line: usize) -> Decoded {
     let mut decoder = LineDecoder::new(max_line);
     let mut buf = BytesMut::new();
     let mut chunks: Vec<Bytes> = Vec::new();
-    let mut errors = 0;
+    let (mut refused, mut held) = (0, 0);
     for piece in [&input[..at], &input[at..]] {
         buf.extend_from_slice(piece);
         loop {
             match decoder.decode(&mut buf) {
                 Ok(Some(c)) => chunks.push(c),
                 Ok(None) => break,
-                Err(_) => errors += 1,
+                Err(_) => refused += 1,
             }
         }
+        held = held.max(buf.len());
     }
     loop {
         match decoder.decode_eof(&mut buf) {
             Ok(Some(c)) => chunks.push(c),
             Ok(None) => break,
-            Err(_) => errors += 1,
+            Err(_) => refused += 1,
         }
     }
-    let parser = Parser::default();
-    let lines = chunks
-        .iter()
-        .flat_map(|c| {
-            parser.lines(c).map(|l| {
-                l.map(|l| l.name().to_owned())
-                    .unwrap_or_else(|e| format!("ERR {e}"))
-            })
-        })
-        .collect();
-    (lines, errors)
+    let parser = Parser::new(Limits {
+        max_line,
+        ..Limits::default()
+    });
+    let mut names = Vec::new();
+    for line in chunks.iter().flat_map(|c| parser.lines(c)) {
+        match line {
+            Ok(l) => names.push(l.name().to_owned()),
+            Err(LineError::TooLong) => refused += 1,
+            Err(e) => names.push(format!("ERR {e}")),
+        }
+    }
+    Decoded {
+        names,
+        refused,
+        held,
+    }
 }
 
 #[test]
 fn tcp_decoder_split_at_every_byte() {
     let input = b"a:1|c\nbb:2|g\r\nccc:1:2|ms\n\nd:x|s\ne:1|c";
-    let expected: Vec<String> = ["a", "bb", "ccc", "d", "e"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect();
     for at in 0..=input.len() {
-        assert_eq!(
-            decode_split(input, at, 100),
-            (expected.clone(), 0),
-            "split at {at}"
-        );
+        let got = decode_split(input, at, 100);
+        assert_eq!(got.names, ["a", "bb", "ccc", "d", "e"], "split at {at}");
+        assert_eq!(got.refused, 0, "split at {at}");
     }
 }
 
@@ -227,16 +240,16 @@ fn tcp_decoder_split_at_every_byte() {
 fn tcp_decoder_skips_an_overlong_line_and_carries_on() {
     let long = format!("a:1|c\n{}:1|c\nb:2|c\n", "x".repeat(50));
     for at in 0..=long.len() {
-        let (lines, errors) = decode_split(long.as_bytes(), at, 20);
-        // The long line is dropped whole by the decoder, once, however it
-        // was cut: no line over the bound reaches the parser.
-        assert_eq!(lines, ["a", "b"], "split at {at}");
-        assert_eq!(errors, 1, "split at {at}");
+        let got = decode_split(long.as_bytes(), at, 20);
+        // Refused once however it was cut: by the decoder while it waits
+        // for its newline, else by the parser.
+        assert_eq!(got.names, ["a", "b"], "split at {at}");
+        assert_eq!(got.refused, 1, "split at {at}");
     }
 }
 
 #[test]
-fn tcp_decoder_never_hands_on_a_line_over_the_bound_nor_holds_more() {
+fn tcp_decoder_refuses_each_line_over_the_bound_once_and_holds_no_more() {
     // Overlong lines first, between, last, with and without `\r`, and a
     // line exactly at the bound.
     let input = format!(
@@ -245,31 +258,10 @@ fn tcp_decoder_never_hands_on_a_line_over_the_bound_nor_holds_more() {
         exact = "e:1234|c\r",
     );
     for at in 0..=input.len() {
-        let mut decoder = LineDecoder::new(10);
-        let mut buf = BytesMut::new();
-        let (mut lines, mut errors) = (Vec::new(), 0);
-        for piece in [&input.as_bytes()[..at], &input.as_bytes()[at..]] {
-            buf.extend_from_slice(piece);
-            loop {
-                match decoder.decode(&mut buf) {
-                    Ok(Some(c)) => lines.extend(
-                        c.split(|b| *b == b'\n')
-                            .filter(|l| !l.is_empty())
-                            .map(|l| String::from_utf8(l.to_vec()).unwrap()),
-                    ),
-                    Ok(None) => break,
-                    Err(_) => errors += 1,
-                }
-            }
-            assert!(buf.len() <= 11, "split at {at}: holds {}", buf.len());
-        }
-        // The overlong tail was refused as it came: nothing is left at the end.
-        assert!(
-            matches!(decoder.decode_eof(&mut buf), Ok(None)),
-            "split at {at}"
-        );
-        assert_eq!(lines, ["a:1|c", "e:1234|c\r", "b:2|c\r"], "split at {at}");
-        assert_eq!(errors, 4, "split at {at}");
+        let got = decode_split(input.as_bytes(), at, 10);
+        assert_eq!(got.names, ["a", "e", "b"], "split at {at}");
+        assert_eq!(got.refused, 4, "split at {at}");
+        assert!(got.held <= 11, "split at {at}: held {}", got.held);
     }
 }
 
@@ -380,19 +372,12 @@ proptest! {
 fn tcp_decoder_keeps_a_line_at_the_bound_cut_between_its_cr_and_newline() {
     // Found by the statsd_tcp fuzz target: `/\r` then `\n`, bound 1. The
     // `\r` is not part of the line, so its line is at the bound, not over.
-    for input in [&b"/\r\nx\n"[..], b"ab:1|c\r\n"] {
+    for (input, names) in [(&b"/\r\nx\n"[..], 2), (b"ab:1|c\r\n", 1)] {
         let max_line = input.iter().position(|b| *b == b'\r').unwrap();
         for at in 0..=input.len() {
-            let mut decoder = LineDecoder::new(max_line);
-            let mut buf = BytesMut::new();
-            let mut got = Vec::new();
-            for piece in [&input[..at], &input[at..]] {
-                buf.extend_from_slice(piece);
-                while let Some(chunk) = decoder.decode(&mut buf).expect("no line over the bound") {
-                    got.extend_from_slice(&chunk);
-                }
-            }
-            assert_eq!(got, input, "split at {at}");
+            let got = decode_split(input, at, max_line);
+            assert_eq!(got.refused, 0, "split at {at}");
+            assert_eq!(got.names.len(), names, "split at {at}: {:?}", got.names);
         }
     }
 }

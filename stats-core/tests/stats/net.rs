@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cadence::{Counted, Gauged, Setted, StatsdClient, Timed, UdpMetricSink};
-use stats_core::net::{Format, SinkTarget, Statsd, bind_udp};
+use stats_core::net::{Format, SinkTarget, Statsd, TcpConfig, bind_udp};
 use stats_core::{Config, LineError, OutboxConfig, Status};
 use test_support::{free_port, wait_for};
 use tokio::net::TcpListener;
@@ -19,36 +19,52 @@ fn runtime() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
-/// A statsd server on free loopback ports (UDP and TCP on the same port).
-struct Server {
-    statsd: Arc<Statsd>,
-    addr: SocketAddr,
-    rt: tokio::runtime::Runtime,
+/// A statsd server on free loopback ports (UDP and TCP on the same port),
+/// and its admin port.
+pub(crate) struct Server {
+    pub(crate) statsd: Arc<Statsd>,
+    pub(crate) addr: SocketAddr,
+    pub(crate) admin: SocketAddr,
+    pub(crate) rt: tokio::runtime::Runtime,
 }
 
 fn server(config: Config, sinks: Vec<SinkTarget>) -> Server {
+    server_with(config, sinks, TcpConfig::default())
+}
+
+/// [`server`] with `tcp` as its TCP input's settings.
+pub(crate) fn server_with(config: Config, sinks: Vec<SinkTarget>, tcp: TcpConfig) -> Server {
     let rt = runtime();
     // A generous drain, so a slow machine never cuts the final flush short.
     let statsd = Arc::new(
         Statsd::new(config, sinks)
             .unwrap()
-            .drain_timeout(Duration::from_secs(60)),
+            .drain_timeout(Duration::from_secs(60))
+            .tcp_config(tcp),
     );
-    let addr = rt.block_on(async {
+    let (addr, admin) = rt.block_on(async {
         let tcp = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = tcp.local_addr().unwrap();
-        let udp = bind_udp(addr, 1 << 20).unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addrs = (tcp.local_addr().unwrap(), admin.local_addr().unwrap());
+        let udp = bind_udp(addrs.0, 1 << 20).unwrap();
         let s = statsd.clone();
         tokio::spawn(async move { s.serve_udp(udp).await });
         let s = statsd.clone();
         tokio::spawn(async move { s.serve_tcp(tcp).await });
-        addr
+        let s = statsd.clone();
+        tokio::spawn(async move { s.serve_admin(admin).await });
+        addrs
     });
-    Server { statsd, addr, rt }
+    Server {
+        statsd,
+        addr,
+        admin,
+        rt,
+    }
 }
 
 impl Server {
-    fn lines(&self) -> u64 {
+    pub(crate) fn lines(&self) -> u64 {
         self.statsd.with_aggregator(|a| a.totals().lines)
     }
 

@@ -1,52 +1,22 @@
 //! The TCP input and admin port on kids-core's server toolkit: idle timeout, the client idle longest making room at the cap, the last line without its newline, overlong lines, the admin `stats` of every drop.
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpStream};
-use std::sync::Arc;
+use std::net::TcpStream;
 use std::time::Duration;
 
-use stats_core::net::{Statsd, TcpConfig};
+use stats_core::net::TcpConfig;
 use stats_core::{Config, LineError};
 use test_support::wait_for;
 
-/// A statsd server with only its TCP input (and admin port), on loopback.
-struct Tcp {
-    statsd: Arc<Statsd>,
-    addr: SocketAddr,
-    admin: SocketAddr,
-    rt: tokio::runtime::Runtime,
+use super::net::{Server, server_with};
+
+/// A statsd server on loopback with `tcp` as its TCP input's settings.
+fn tcp(config: Config, tcp: TcpConfig) -> Server {
+    server_with(config, Vec::new(), tcp)
 }
 
-fn tcp(config: Config, tcp: TcpConfig) -> Tcp {
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap();
-    let statsd = Arc::new(Statsd::new(config, Vec::new()).unwrap().tcp_config(tcp));
-    let (addr, admin) = rt.block_on(async {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let admin = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addrs = (listener.local_addr().unwrap(), admin.local_addr().unwrap());
-        let s = statsd.clone();
-        tokio::spawn(async move { s.serve_tcp(listener).await });
-        let s = statsd.clone();
-        tokio::spawn(async move { s.serve_admin(admin).await });
-        addrs
-    });
-    Tcp {
-        statsd,
-        addr,
-        admin,
-        rt,
-    }
-}
-
-impl Tcp {
-    fn lines(&self) -> u64 {
-        self.statsd.with_aggregator(|a| a.totals().lines)
-    }
-
+impl Server {
+    /// Connects to the TCP input.
     fn connect(&self) -> TcpStream {
         let c = TcpStream::connect(self.addr).unwrap();
         c.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
@@ -103,6 +73,9 @@ fn at_the_cap_the_connection_idle_longest_makes_room_for_a_new_one() {
     // The others are still served.
     idle[2].write_all(b"still:1|c\n").unwrap();
     wait_for("lines == 5", || srv.lines() == 5);
+    let stats = srv.statsd.stats();
+    assert!(stats.contains("\ntcp_evicted: 1\n"), "{stats}");
+    assert!(stats.contains("\ntcp_refused: 0\n"), "{stats}");
 }
 
 #[test]
@@ -122,6 +95,9 @@ fn without_eviction_a_client_over_the_cap_is_closed_unanswered() {
     assert!(closed(&mut second));
     first.write_all(b"again:1|c\n").unwrap();
     wait_for("lines == 2", || srv.lines() == 2);
+    let stats = srv.statsd.stats();
+    assert!(stats.contains("\ntcp_refused: 1\n"), "{stats}");
+    assert!(stats.contains("\ntcp_evicted: 0\n"), "{stats}");
 }
 
 #[test]
