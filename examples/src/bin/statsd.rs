@@ -152,10 +152,23 @@ async fn main() -> ExitCode {
 
 async fn run(args: Args) -> Result<(), stats_core::Error> {
     let statsd = Arc::new(Statsd::new(args.config, args.sinks)?.tcp_config(args.tcp));
-    let tcp = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+    // Same port for TCP and UDP; a large receive buffer rides out bursts
+    // during a flush. With port 0 the TCP port is picked first, and its UDP
+    // twin may be taken (by any UDP client): then another pair is tried.
+    let mut attempts = 0;
+    let (tcp, udp) = loop {
+        let tcp = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
+        match bind_udp(tcp.local_addr()?, 8 << 20) {
+            Ok(udp) => break (tcp, udp),
+            Err(e)
+                if args.port == 0 && attempts < 16 && e.kind() == std::io::ErrorKind::AddrInUse =>
+            {
+                attempts += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    };
     let addr = tcp.local_addr()?;
-    // Same port for UDP; a large receive buffer rides out bursts during a flush.
-    let udp = bind_udp(addr, 8 << 20)?;
     let admin = tokio::net::TcpListener::bind((args.host.as_str(), args.mgmt_port)).await?;
     let admin_addr = admin.local_addr()?;
     let mut sigterm = signal(SignalKind::terminate())?;

@@ -36,13 +36,7 @@ const MULTIPLY: &str = "calc.Advanced.Multiply";
 /// How many stallers this process may open: [`STALLERS`], or its file
 /// descriptor limit less 100 if that is lower.
 fn stallers() -> usize {
-    let limits = std::fs::read_to_string("/proc/self/limits").unwrap_or_default();
-    let soft = limits
-        .lines()
-        .find(|l| l.starts_with("Max open files"))
-        .and_then(|l| l.split_whitespace().nth(3))
-        .and_then(|n| n.parse::<usize>().ok())
-        .unwrap_or(usize::MAX);
+    let soft = test_support::open_files_limit().unwrap_or(usize::MAX);
     let n = STALLERS.min(soft.saturating_sub(100));
     if n < STALLERS {
         eprintln!("abuse_wish: {n} stalling connections, not {STALLERS}: ulimit -n is {soft}");
