@@ -72,6 +72,19 @@ pub struct Config {
     pub listen: ListenConfig,
     /// The top-level `store TYPE { ... }`.
     pub store: Option<StoreConfig>,
+    /// `http { port P; token T; }`: the explorer page, on the `listen` host.
+    pub http: HttpConfig,
+}
+
+/// The `http { port P; token T; }` block: where the explorer page is served
+/// (on the `listen` host) and the token it asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct HttpConfig {
+    /// `port P;` (0 picks a free port). Without it, no page is served.
+    pub port: Option<u16>,
+    /// `token T;`: every request must carry it.
+    pub token: Option<String>,
 }
 
 /// One `nlimit` line.
@@ -453,9 +466,11 @@ const TOP_KEYS: &[&str] = &[
     "log",
     "listen",
     "store",
+    "http",
 ];
 const LOG_KEYS: &[&str] = &["level", "file"];
 const LISTEN_KEYS: &[&str] = &["host", "port", "socket"];
+const HTTP_KEYS: &[&str] = &["port", "token"];
 const STORE_KEYS: &[&str] = &[
     "store",
     "topic",
@@ -699,6 +714,17 @@ impl<'a> Parser<'a> {
                             "host" => config.listen.host = Some(v.0),
                             "port" => config.listen.port = Some(p.port(&v)?),
                             _ => config.listen.socket = Some(v.0),
+                        }
+                        Ok(())
+                    })?;
+                }
+                "http" => {
+                    self.expect_open("`http`")?;
+                    self.block(HTTP_KEYS, "http", |p, key, vals| {
+                        let v = p.one(key, &vals)?;
+                        match key {
+                            "port" => config.http.port = Some(p.port(&v)?),
+                            _ => config.http.token = Some(v.0),
                         }
                         Ok(())
                     })?;

@@ -66,6 +66,11 @@ pub enum Error {
         /// What was wrong.
         reason: Corruption,
     },
+    /// A [`Tail`](crate::Tail) could not be opened: its glob is longer
+    /// than the router's pattern bound, or the router holds as many tails
+    /// as [`RouterConfig::max_tails`](crate::RouterConfig::max_tails) allows.
+    #[error("cannot open a tail: {0}")]
+    Tail(String),
     /// Reading or writing a socket or a file failed.
     #[error(transparent)]
     Io(#[from] std::io::Error),

@@ -67,14 +67,17 @@ mod store;
 #[cfg(feature = "tokio")]
 pub mod net;
 
+#[cfg(feature = "explorer")]
+pub mod explorer;
+
 /// The README's embedding tour, compiled and run as a doctest.
 #[cfg(doctest)]
 #[doc = include_str!("../../README.md")]
 pub struct ReadmeDoctests;
 
 pub use config::{
-    Config, ConfigError, ListenConfig, LogConfig, LogLevel, NLimitLine, QueueConfig, QueueFull,
-    StoreConfig, StoreKind, StoreProblem, StoreRole, Success, parse_duration, suggest,
+    Config, ConfigError, HttpConfig, ListenConfig, LogConfig, LogLevel, NLimitLine, QueueConfig,
+    QueueFull, StoreConfig, StoreKind, StoreProblem, StoreRole, Success, parse_duration, suggest,
 };
 pub use directives::{Directive, MAX_DEPTH as MAX_DIRECTIVE_DEPTH, Value, parse_directives};
 pub use error::{Corruption, Error, ProtocolError};
@@ -85,6 +88,7 @@ pub use pubsub::router::{
     Fanout, Published, Refused, Router, RouterConfig, Stats, Tap, TopicStats,
 };
 pub use pubsub::session::{REDIS_COMPAT_VERSION, Session};
+pub use pubsub::tail::{Tail, TailBatch, TailConfig, TailMessage};
 pub use resp::{
     ARG_COST, Frame, FrameCodec, Limits, Proto, ReplyWriter, Request, RequestDecoder, split_inline,
 };

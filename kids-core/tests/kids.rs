@@ -5,6 +5,7 @@ mod kids {
     pub(crate) mod codec;
     pub(crate) mod config;
     pub(crate) mod differential;
+    pub(crate) mod explorer;
     pub(crate) mod filestore;
     pub(crate) mod forward;
     pub(crate) mod nlimit;

@@ -12,7 +12,8 @@
 //!
 //! Options: `-c FILE`, `--host H`, `--port P` (0 picks a free port),
 //! `--socket PATH` (these three override the file's `listen`),
-//! `--ignore-case`. SIGHUP re-reads the file and replaces the store tree
+//! `--ignore-case`, `--http PORT` (the explorer page, on the listen host;
+//! or the file's `http { port P; token T; }`), `--http-token T`. SIGHUP re-reads the file and replaces the store tree
 //! without losing queued messages; SIGTERM or Ctrl-C drains the
 //! connections, stores what is queued and exits 0.
 
@@ -20,6 +21,7 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::Instant;
 
+use kids_core::explorer::{Explorer, ExplorerConfig};
 use kids_core::net::{Listener, ServerConfig, Stores, serve};
 use kids_core::{Config, LogLevel, Router};
 use tokio::signal::unix::{SignalKind, signal};
@@ -31,9 +33,11 @@ struct Args {
     port: Option<u16>,
     socket: Option<String>,
     ignore_case: bool,
+    http: Option<u16>,
+    http_token: Option<String>,
 }
 
-const USAGE: &str = "usage: kids [-c FILE] [--host H] [--port P] [--socket PATH] [--ignore-case]";
+const USAGE: &str = "usage: kids [-c FILE] [--host H] [--port P] [--socket PATH] [--ignore-case] [--http PORT] [--http-token T]";
 
 fn parse_args() -> Result<Args, String> {
     let mut args = Args::default();
@@ -46,6 +50,8 @@ fn parse_args() -> Result<Args, String> {
             "--port" => args.port = Some(value()?.parse().map_err(|e| format!("--port: {e}"))?),
             "--socket" => args.socket = Some(value()?),
             "--ignore-case" => args.ignore_case = true,
+            "--http" => args.http = Some(value()?.parse().map_err(|e| format!("--http: {e}"))?),
+            "--http-token" => args.http_token = Some(value()?),
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown option {other}; {USAGE}")),
         }
@@ -144,6 +150,27 @@ async fn run(args: Args, mut config: Config) -> Result<(), Box<dyn std::error::E
         let _ = std::fs::remove_file(path);
         listeners.push(Listener::Unix(tokio::net::UnixListener::bind(path)?));
     }
+    // The explorer page, read-only, on the same host.
+    let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
+    let explorer = match args.http.or(config.http.port) {
+        Some(http_port) => {
+            let http = tokio::net::TcpListener::bind((host.as_str(), http_port)).await?;
+            eprintln!("kids explorer on http://{}/", http.local_addr()?);
+            let mut settings = ExplorerConfig::default();
+            if let Some(token) = args.http_token.or(config.http.token.clone()) {
+                settings = settings.token(token);
+            }
+            let explorer = Explorer::new(router.clone(), settings);
+            Some(tokio::spawn(async move {
+                explorer
+                    .serve(http, async {
+                        let _ = http_stopped.await;
+                    })
+                    .await
+            }))
+        }
+        None => None,
+    };
     let mut sigterm = signal(SignalKind::terminate())?;
     let mut sighup = signal(SignalKind::hangup())?;
     eprintln!(
@@ -188,6 +215,10 @@ async fn run(args: Args, mut config: Config) -> Result<(), Box<dyn std::error::E
         server.max_buffered = (bytes > 0).then_some(bytes);
     }
     serve(listeners, router, server, stopping).await?;
+    let _ = http_stop.send(());
+    if let Some(explorer) = explorer {
+        explorer.await??;
+    }
     if let Some(stores) = stores {
         stores.shutdown().await;
     }

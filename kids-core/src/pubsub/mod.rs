@@ -1,5 +1,5 @@
 //! Pub/sub: the router, a kids connection's session, kids' own commands,
-//! Redis's glob and the `nlimit` output limits.
+//! Redis's glob, the `nlimit` output limits and sampled tails for people watching.
 //!
 //! ```text
 //!  Session::handle ─▶ resp::dispatch ─▶ KidsCommand ─▶ Router::publish ─▶ Tap (stores)
@@ -14,3 +14,4 @@ pub(crate) mod nlimit;
 pub(crate) mod patterns;
 pub(crate) mod router;
 pub(crate) mod session;
+pub(crate) mod tail;

@@ -4,13 +4,14 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
 use crate::pubsub::glob::Glob;
 use crate::pubsub::nlimit::NLimits;
 use crate::pubsub::patterns::{PatternEntry, Patterns};
+use crate::pubsub::tail::{Tail, TailConfig, TailShared};
 use crate::resp::Proto;
 use crate::server::outbox::{Outbox, Pushed};
 
@@ -86,6 +87,7 @@ pub struct RouterConfig {
     max_channel_len: usize,
     max_patterns_per_client: usize,
     slice_steps: usize,
+    max_tails: usize,
 }
 
 impl Default for RouterConfig {
@@ -98,6 +100,7 @@ impl Default for RouterConfig {
             max_channel_len: 4 * 1024,
             max_patterns_per_client: 10_000,
             slice_steps: 1 << 17,
+            max_tails: 16,
         }
     }
 }
@@ -168,6 +171,16 @@ impl RouterConfig {
     pub fn slice_steps_value(&self) -> usize {
         self.slice_steps
     }
+    /// How many [`Tail`]s may be open at once (default 16): each costs a
+    /// glob match on every publish.
+    pub fn max_tails(mut self, n: usize) -> Self {
+        self.max_tails = n;
+        self
+    }
+    /// The bound set by [`RouterConfig::max_tracked_topics`].
+    pub fn tracked_topics_bound(&self) -> usize {
+        self.max_tracked_topics
+    }
     /// Whether patterns ignore case.
     pub fn is_ignore_case(&self) -> bool {
         self.ignore_case
@@ -222,6 +235,9 @@ struct Inner {
     has_tap: AtomicBool,
     counters: Counters,
     rates: Mutex<Rates>,
+    tails: RwLock<Vec<Arc<TailShared>>>,
+    /// Whether `tails` holds any, read without its lock on every publish.
+    has_tails: AtomicBool,
 }
 
 #[derive(Default)]
@@ -230,6 +246,20 @@ struct Topic {
     messages: AtomicU64,
     last_count: AtomicU64,
     rate_bits: AtomicU64,
+    bytes: AtomicU64,
+    last_bytes: AtomicU64,
+    byte_rate_bits: AtomicU64,
+    /// Nanoseconds from the router's start to the last message, plus one (0: none yet).
+    last_at: AtomicU64,
+}
+
+impl Topic {
+    /// Counts one message of `len` bytes published at `at` (nanoseconds since the start, plus one).
+    fn count(&self, len: usize, at: u64) {
+        self.messages.fetch_add(1, Ordering::Relaxed);
+        self.bytes.fetch_add(len as u64, Ordering::Relaxed);
+        self.last_at.store(at, Ordering::Relaxed);
+    }
 }
 
 #[derive(Default)]
@@ -331,6 +361,12 @@ pub struct TopicStats {
     pub per_sec: f64,
     /// Its current number of channel subscribers.
     pub subscribers: usize,
+    /// Message bytes published to it (payloads only).
+    pub bytes: u64,
+    /// Its payload bytes per second over the last tick interval.
+    pub bytes_per_sec: f64,
+    /// Time since its last message; `None` before the first.
+    pub last_message_age: Option<Duration>,
 }
 
 fn read<T>(l: &RwLock<T>) -> RwLockReadGuard<'_, T> {
@@ -412,6 +448,8 @@ impl Router {
                 has_tap: AtomicBool::new(false),
                 counters: Counters::default(),
                 rates: Mutex::new(Rates::default()),
+                tails: RwLock::new(Vec::new()),
+                has_tails: AtomicBool::new(false),
             }),
         }
     }
@@ -574,12 +612,18 @@ impl Router {
             }
         }
         inner.counters.messages_in.fetch_add(1, Ordering::Relaxed);
+        if inner.has_tails.load(Ordering::Acquire) {
+            for tail in read(&inner.tails).iter() {
+                tail.offer(&channel, &message, now);
+            }
+        }
+        let at = self.stamp(now);
         let mut receivers = 0;
         let tracked = {
             let topics = read(&inner.topics);
             match topics.get(&channel) {
                 Some(topic) => {
-                    topic.messages.fetch_add(1, Ordering::Relaxed);
+                    topic.count(message.len(), at);
                     let mut frames = Frames::new(None, &channel, &message);
                     for outbox in &topic.subscribers {
                         self.deliver(&mut frames, outbox, now, &mut receivers);
@@ -595,7 +639,7 @@ impl Router {
             }
         };
         if !tracked {
-            self.track_new_topic(&channel);
+            self.track_new_topic(&channel, message.len(), at);
         }
         let cut = {
             let patterns = read(&inner.patterns);
@@ -744,16 +788,22 @@ impl Router {
         tracing::info!(client = outbox.id(), dropped, "client closed by nlimit");
     }
 
-    fn track_new_topic(&self, channel: &Bytes) {
+    /// `now` as [`Topic::last_at`] holds it.
+    fn stamp(&self, now: Instant) -> u64 {
+        let nanos = now.saturating_duration_since(self.inner.started).as_nanos();
+        u64::try_from(nanos).unwrap_or(u64::MAX - 1) + 1
+    }
+
+    fn track_new_topic(&self, channel: &Bytes, len: usize, at: u64) {
         let inner = &*self.inner;
         let mut topics = write(&inner.topics);
         // Another publisher may have added it, or filled the table, meanwhile.
         if let Some(topic) = topics.get(channel) {
-            topic.messages.fetch_add(1, Ordering::Relaxed);
+            topic.count(len, at);
         } else if topics.len() < inner.config.max_tracked_topics {
             // A copy: the request's slice would pin the client's whole read buffer.
             let topic = Topic::default();
-            topic.messages.store(1, Ordering::Relaxed);
+            topic.count(len, at);
             topics.insert(Bytes::copy_from_slice(channel), topic);
         } else {
             inner.counters.untracked.fetch_add(1, Ordering::Relaxed);
@@ -827,6 +877,87 @@ impl Router {
         read(&self.inner.patterns).len()
     }
 
+    /// Opens a sampled [`Tail`] of the messages published on channels
+    /// matching `glob` (Redis glob syntax; a name without special
+    /// characters matches only itself). It is not a subscriber: see [`Tail`].
+    ///
+    /// # Errors
+    /// [`Error::Tail`](crate::Error::Tail) when `glob` is longer than
+    /// [`RouterConfig::max_pattern_len`] or [`RouterConfig::max_tails`]
+    /// tails are open.
+    pub fn tail(&self, glob: &[u8], config: TailConfig) -> Result<Tail, crate::Error> {
+        let inner = &*self.inner;
+        if glob.len() > inner.config.max_pattern_len {
+            return Err(crate::Error::Tail(format!(
+                "the glob is {} bytes, over the bound of {}",
+                glob.len(),
+                inner.config.max_pattern_len
+            )));
+        }
+        let shared = Arc::new(TailShared::new(
+            Glob::new(glob, inner.config.ignore_case),
+            config,
+        ));
+        let mut tails = write(&inner.tails);
+        if tails.len() >= inner.config.max_tails {
+            return Err(crate::Error::Tail(format!(
+                "{} tails are open, the most allowed",
+                tails.len()
+            )));
+        }
+        tails.push(shared.clone());
+        inner.has_tails.store(true, Ordering::Release);
+        Ok(Tail {
+            shared,
+            router: self.clone(),
+        })
+    }
+
+    pub(crate) fn close_tail(&self, tail: &Arc<TailShared>) {
+        let mut tails = write(&self.inner.tails);
+        tails.retain(|t| !Arc::ptr_eq(t, tail));
+        self.inner
+            .has_tails
+            .store(!tails.is_empty(), Ordering::Release);
+    }
+
+    /// Tails open now.
+    pub fn tails(&self) -> usize {
+        read(&self.inner.tails).len()
+    }
+
+    /// How many subscribed patterns match `channel`, checking at most
+    /// `budget` patterns (the count spent is taken off it): `None` when the
+    /// budget ran out first. Only the patterns that can match are checked
+    /// (the index by literal prefix and suffix).
+    pub fn matching_patterns(&self, channel: &[u8], budget: &mut usize) -> Option<usize> {
+        let patterns = read(&self.inner.patterns);
+        if patterns.len() == 0 {
+            return Some(0);
+        }
+        let lowered;
+        let key: &[u8] =
+            if self.inner.config.ignore_case && channel.iter().any(u8::is_ascii_uppercase) {
+                lowered = channel.to_ascii_lowercase();
+                &lowered
+            } else {
+                channel
+            };
+        let mut count = 0;
+        for bucket in patterns.candidates(key) {
+            for &id in bucket {
+                if *budget == 0 {
+                    return None;
+                }
+                *budget -= 1;
+                if patterns.get(id).is_some_and(|e| e.glob.matches(channel)) {
+                    count += 1;
+                }
+            }
+        }
+        Some(count)
+    }
+
     /// Updates the per-second rates reported by [`Router::stats`]; call it
     /// about once a second.
     pub fn tick(&self, now: Instant) {
@@ -853,9 +984,15 @@ impl Router {
         for topic in read(&self.inner.topics).values() {
             let count = topic.messages.load(Ordering::Relaxed);
             let last = topic.last_count.swap(count, Ordering::Relaxed);
+            let bytes = topic.bytes.load(Ordering::Relaxed);
+            let last_bytes = topic.last_bytes.swap(bytes, Ordering::Relaxed);
             if let Some(secs) = elapsed {
                 let rate = count.saturating_sub(last) as f64 / secs;
                 topic.rate_bits.store(rate.to_bits(), Ordering::Relaxed);
+                let rate = bytes.saturating_sub(last_bytes) as f64 / secs;
+                topic
+                    .byte_rate_bits
+                    .store(rate.to_bits(), Ordering::Relaxed);
             }
         }
     }
@@ -873,6 +1010,14 @@ impl Router {
                 messages: t.messages.load(Ordering::Relaxed),
                 per_sec: f64::from_bits(t.rate_bits.load(Ordering::Relaxed)),
                 subscribers: t.subscribers.len(),
+                bytes: t.bytes.load(Ordering::Relaxed),
+                bytes_per_sec: f64::from_bits(t.byte_rate_bits.load(Ordering::Relaxed)),
+                last_message_age: match t.last_at.load(Ordering::Relaxed) {
+                    0 => None,
+                    at => Some(now.saturating_duration_since(
+                        self.inner.started + Duration::from_nanos(at - 1),
+                    )),
+                },
             })
             .collect();
         topics.sort_by(|a, b| a.name.cmp(&b.name));
@@ -933,7 +1078,7 @@ mod tests {
         let name = buf.slice(1 << 20..);
         let outbox = router.new_outbox();
         router.subscribe(&name, &outbox);
-        router.track_new_topic(&buf.slice(1 << 20..(1 << 20) + 3));
+        router.track_new_topic(&buf.slice(1 << 20..(1 << 20) + 3), 1, 1);
         router.psubscribe(&name, &outbox);
         for (key, _) in read(&router.inner.topics).iter() {
             assert!(
