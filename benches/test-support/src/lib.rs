@@ -17,9 +17,13 @@
 //!     └─ signal / terminate / kill / wait (bounded by WAIT_LIMIT)
 //!  wait_for(what, condition) ── polls until it holds, panics after WAIT_LIMIT
 //!  Poll { limit, pause }.until(..) ── the same with a value and a chosen limit
+//!  webdriver::Browser::start() ── chromedriver (a Process) and a headless
+//!     Chromium session: goto, find, click, send_keys, execute, console_logs,
+//!     screenshot_png; webdriver::wait_until polls the page
 //! ```
 //!
-//! Everything here is std only: the tests of every crate link it. Helpers
+//! Everything here is std only, but for serde_json in the WebDriver client:
+//! the tests of every crate link it. Helpers
 //! meant for tests panic with a message instead of returning errors where a
 //! test could do nothing else; the process helpers return errors, so that
 //! benches can report them.
@@ -54,6 +58,7 @@ mod port;
 mod process;
 mod redis;
 mod wait;
+pub mod webdriver;
 
 pub use beanstalkd::Beanstalkd;
 pub use peer::{REQUIRE_PEERS, on_path, peer};
