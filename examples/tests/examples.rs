@@ -19,6 +19,8 @@ mod abuse_statsd;
 mod abuse_wish;
 #[path = "examples/beanstalk.rs"]
 mod beanstalk;
+#[path = "examples/explorer.rs"]
+mod explorer;
 #[path = "examples/sink.rs"]
 mod sink;
 

@@ -31,7 +31,13 @@
 //!   the agent, and the spool's replay rate: N records spooled while the
 //!   agent's connection was not yet started (the primary down, as the
 //!   buffer sees it), replayed from the first record to the last
-//!   acknowledgement once it starts.
+//!   acknowledgement once it starts;
+//! * the explorer's cost: a second kids that serves the explorer (as `kids
+//!   --http` does), with the page's two event streams open throughout (the
+//!   snapshot stream, and a tail of the benchmarked channel under full
+//!   load), against the plain kids, alternating rounds, on the shapes of
+//!   `VS_EXPLORER_SHAPES` at the depths of `VS_DEPTHS`: deliveries/s of each
+//!   and the ratio (with the page / without).
 //!
 //! Environment: `VS_SECS` (seconds per round, default 2), `VS_ROUNDS` (rounds
 //! per server and cell, default 3), `VS_SHAPES` (the shapes to run, as
@@ -55,6 +61,8 @@
 //! idle-conn bytes kids=… redis=… ratio=…x
 //! forward msgs/s (… x 100 B, window 1024) kids=… kids+spool=… redis=… ratio=…x spool-ratio=…x (kids: LOG, written and committed; redis: PUBLISH, no subscriber, nothing stored)
 //! spool replay records/s kids=…
+//! explorer: shape N | deliveries/s kids kids+page ratio ...
+//! explorer 1/50 1 | … … …x
 //! ```
 //!
 //! where every ratio is kids divided by redis.
@@ -96,6 +104,12 @@ fn main() -> ExitCode {
         Some(SERVE_KIDS) => serve_kids(
             args.get(2).map_or("", String::as_str),
             args.get(3).map(String::as_str),
+            None,
+        ),
+        Some(SERVE_KIDS_EXPLORER) => serve_kids(
+            args.get(2).map_or("", String::as_str),
+            None,
+            args.get(3).map(String::as_str),
         ),
         _ => run(),
     };
@@ -119,19 +133,24 @@ struct Settings {
 
 /// Parses `VS_SHAPES` (`S/P,S/P`) or returns every shape.
 fn shapes_setting() -> Res<Vec<(usize, usize)>> {
-    let Ok(v) = std::env::var("VS_SHAPES") else {
-        return Ok(SHAPES.to_vec());
-    };
+    match std::env::var("VS_SHAPES") {
+        Ok(v) => parse_shapes(&v).map_err(|e| format!("VS_SHAPES: {e}")),
+        Err(_) => Ok(SHAPES.to_vec()),
+    }
+}
+
+/// Parses shapes written `S/P,S/P`.
+fn parse_shapes(v: &str) -> Res<Vec<(usize, usize)>> {
     v.split(',')
         .map(|cell| {
             let (s, p) = cell
                 .trim()
                 .split_once('/')
-                .ok_or_else(|| format!("VS_SHAPES: {cell:?} is not S/P"))?;
-            let s = s.parse().ctx(|| format!("VS_SHAPES: {cell:?}"))?;
-            let p: usize = p.parse().ctx(|| format!("VS_SHAPES: {cell:?}"))?;
+                .ok_or_else(|| format!("{cell:?} is not S/P"))?;
+            let s = s.parse().ctx(|| format!("{cell:?}"))?;
+            let p: usize = p.parse().ctx(|| format!("{cell:?}"))?;
             if p == 0 {
-                return Err(format!("VS_SHAPES: {cell:?} has no publisher"));
+                return Err(format!("{cell:?} has no publisher"));
             }
             Ok((s, p))
         })
@@ -241,6 +260,19 @@ fn run() -> Res<()> {
     }
     kids.check_alive()?;
     redis.check_alive()?;
+    let explorer = match std::env::var("VS_EXPLORER_SHAPES").as_deref() {
+        Ok("") => None,
+        Ok(v) => {
+            let shapes = parse_shapes(v).map_err(|e| format!("VS_EXPLORER_SHAPES: {e}"))?;
+            Some(run_explorer_grid(&kids, &settings, shapes, ticks)?)
+        }
+        Err(_) => Some(run_explorer_grid(
+            &kids,
+            &settings,
+            vec![(1, 50), (4, 20), (32, 1), (0, 50)],
+            ticks,
+        )?),
+    };
     let forward_n: usize = env_or("VS_FORWARD_N", 500_000)?;
     let forwarding = if forward_n > 0 {
         Some(run_forwarding(redis_port, settings.rounds, forward_n)?)
@@ -293,7 +325,159 @@ fn run() -> Res<()> {
     if let Some(f) = forwarding {
         f.print();
     }
+    if let Some(e) = explorer {
+        e.print(&settings);
+    }
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The explorer's cost: a second kids serving the explorer, with the page's
+// two event streams open (the snapshot stream, and a tail of the benchmarked
+// channel under full load), against the plain kids, in alternating rounds.
+
+struct ExplorerGrid {
+    cells: Vec<((usize, usize, usize), Vec<f64>, Vec<f64>)>,
+    page_bytes: u64,
+    page_events: u64,
+}
+
+impl ExplorerGrid {
+    fn print(&self, settings: &Settings) {
+        println!(
+            "explorer: shape N | deliveries/s kids kids+page ratio (median of {} round(s); 0/P: publishes/s; \
+             the page: /api/stream and /api/tail?glob=bench open throughout, {} events, {} bytes received)",
+            settings.rounds, self.page_events, self.page_bytes
+        );
+        for ((subs, pubs, depth), plain, paged) in &self.cells {
+            let (a, b) = (median(plain.iter().copied()), median(paged.iter().copied()));
+            println!(
+                "explorer {subs}/{pubs} {depth} | {a:.0} {b:.0} {:.2}x",
+                ratio(b, a)
+            );
+        }
+    }
+}
+
+/// An open page: its event streams read (and counted) by threads until dropped.
+struct Page {
+    stop: Arc<AtomicBool>,
+    readers: Vec<JoinHandle<Res<(u64, u64)>>>,
+}
+
+impl Page {
+    fn open(port: u16) -> Res<Self> {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut readers = Vec::new();
+        for path in ["/api/stream", "/api/tail?glob=bench"] {
+            let mut s = TcpStream::connect(("127.0.0.1", port))
+                .ctx(|| format!("connecting to the explorer on port {port}"))?;
+            s.set_read_timeout(Some(POLL))
+                .ctx(|| "read timeout".into())?;
+            write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+                .ctx(|| format!("requesting {path}"))?;
+            let stop = stop.clone();
+            readers.push(std::thread::spawn(move || {
+                let (mut bytes, mut events) = (0u64, 0u64);
+                let mut buf = vec![0u8; 64 * 1024];
+                let mut head = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    match s.read(&mut buf) {
+                        Ok(0) => return Err(format!("the explorer closed {path}")),
+                        Ok(n) => {
+                            if head.len() < 12 {
+                                head.extend_from_slice(&buf[..n.min(12)]);
+                                if head.len() >= 12 && &head[..12] != b"HTTP/1.1 200" {
+                                    return Err(format!(
+                                        "{path}: {:?}",
+                                        String::from_utf8_lossy(&head)
+                                    ));
+                                }
+                            }
+                            bytes += n as u64;
+                            events +=
+                                buf[..n].windows(7).filter(|w| w == b"event: ").count() as u64;
+                        }
+                        Err(e)
+                            if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+                        Err(e) => return Err(format!("reading {path}: {e}")),
+                    }
+                }
+                Ok((bytes, events))
+            }));
+        }
+        Ok(Self { stop, readers })
+    }
+
+    fn close(self) -> Res<(u64, u64)> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut total = (0, 0);
+        for r in self.readers {
+            let (b, e) = r
+                .join()
+                .map_err(|_| "a page reader panicked".to_string())??;
+            total = (total.0 + b, total.1 + e);
+        }
+        Ok(total)
+    }
+}
+
+fn run_explorer_grid(
+    kids: &Server,
+    settings: &Settings,
+    shapes: Vec<(usize, usize)>,
+    ticks: f64,
+) -> Res<ExplorerGrid> {
+    let (port, http) = (free_port(), free_port());
+    let exe = std::env::current_exe().ctx(|| "locating the current executable".into())?;
+    let mut cmd = Command::new(&exe);
+    cmd.args([SERVE_KIDS_EXPLORER, &port.to_string(), &http.to_string()]);
+    println!("starting kids with the explorer on ports {port} and {http}");
+    let paged = Server::start("kids+page", cmd, port)?;
+    paged.wait_ready()?;
+    let page = Page::open(http)?;
+    let dur = Duration::from_secs_f64(settings.secs);
+    let mut cells = Vec::new();
+    for &(subs, pubs) in &shapes {
+        for &depth in &settings.depths {
+            let (mut plain, mut with_page) = (Vec::new(), Vec::new());
+            for round in 1..=settings.rounds {
+                let order = if round % 2 == 1 {
+                    [kids, &paged]
+                } else {
+                    [&paged, kids]
+                };
+                for server in order {
+                    server.check_alive()?;
+                    let m = run_round(server, subs, pubs, depth, dur, ticks).ctx(|| {
+                        format!(
+                            "{} round {round} shape {subs}/{pubs} N={depth}",
+                            server.name()
+                        )
+                    })?;
+                    let rate = if subs == 0 { m.publishes } else { m.deliveries };
+                    println!(
+                        "explorer round {round}/{} {subs}/{pubs} N={depth} {:<9} rate={rate:>10.0}",
+                        settings.rounds,
+                        server.name()
+                    );
+                    if server.name() == "kids" {
+                        plain.push(rate);
+                    } else {
+                        with_page.push(rate);
+                    }
+                }
+            }
+            cells.push(((subs, pubs, depth), plain, with_page));
+        }
+    }
+    let (page_bytes, page_events) = page.close()?;
+    paged.check_alive()?;
+    Ok(ExplorerGrid {
+        cells,
+        page_bytes,
+        page_events,
+    })
 }
 
 // ---------------------------------------------------------------------------
@@ -536,15 +720,31 @@ fn kids_command(port: u16) -> Res<(String, Command)> {
 
 /// Argument that turns this program into the kids server under test.
 const SERVE_KIDS: &str = "--serve-kids";
+/// The same, with the explorer served on a second port (`PORT HTTP_PORT`).
+const SERVE_KIDS_EXPLORER: &str = "--serve-kids-explorer";
 
 /// Serves kids on 127.0.0.1:`port` until killed, on the runtime the `kids`
 /// example uses (`kids_core::net::runtime`); with `store_dir`, as a
-/// log server writing `[topic]/all.log` files there.
-fn serve_kids(port: &str, store_dir: Option<&str>) -> Res<()> {
+/// log server writing `[topic]/all.log` files there; with `http`, with the
+/// explorer on that port, as `kids --http` serves it.
+fn serve_kids(port: &str, store_dir: Option<&str>, http: Option<&str>) -> Res<()> {
     let port: u16 = port.parse().ctx(|| format!("port {port:?}"))?;
+    let http: Option<u16> = http
+        .map(|h| h.parse().ctx(|| format!("http port {h:?}")))
+        .transpose()?;
     let rt = kids_core::net::runtime(None).ctx(|| "building the runtime".into())?;
     rt.block_on(async {
         let router = kids_core::Router::new(kids_core::RouterConfig::default(), Instant::now());
+        if let Some(http) = http {
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", http))
+                .await
+                .ctx(|| format!("binding 127.0.0.1:{http}"))?;
+            let explorer = kids_core::explorer::Explorer::new(
+                router.clone(),
+                kids_core::explorer::ExplorerConfig::default(),
+            );
+            tokio::spawn(async move { explorer.serve(listener, std::future::pending()).await });
+        }
         let _stores = match store_dir {
             Some(dir) => {
                 let config = kids_core::Config::parse(

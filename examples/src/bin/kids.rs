@@ -150,11 +150,23 @@ async fn run(args: Args, mut config: Config) -> Result<(), Box<dyn std::error::E
         let _ = std::fs::remove_file(path);
         listeners.push(Listener::Unix(tokio::net::UnixListener::bind(path)?));
     }
+    let http = match args.http.or(config.http.port) {
+        Some(http_port) => Some(tokio::net::TcpListener::bind((host.as_str(), http_port)).await?),
+        None => None,
+    };
+    let mut sigterm = signal(SignalKind::terminate())?;
+    let mut sighup = signal(SignalKind::hangup())?;
+    eprintln!(
+        "kids listening on {addr}{}",
+        socket
+            .as_deref()
+            .map(|p| format!(" and {p}"))
+            .unwrap_or_default()
+    );
     // The explorer page, read-only, on the same host.
     let (http_stop, http_stopped) = tokio::sync::oneshot::channel::<()>();
-    let explorer = match args.http.or(config.http.port) {
-        Some(http_port) => {
-            let http = tokio::net::TcpListener::bind((host.as_str(), http_port)).await?;
+    let explorer = match http {
+        Some(http) => {
             eprintln!("kids explorer on http://{}/", http.local_addr()?);
             let mut settings = ExplorerConfig::default();
             if let Some(token) = args.http_token.or(config.http.token.clone()) {
@@ -171,15 +183,6 @@ async fn run(args: Args, mut config: Config) -> Result<(), Box<dyn std::error::E
         }
         None => None,
     };
-    let mut sigterm = signal(SignalKind::terminate())?;
-    let mut sighup = signal(SignalKind::hangup())?;
-    eprintln!(
-        "kids listening on {addr}{}",
-        socket
-            .as_deref()
-            .map(|p| format!(" and {p}"))
-            .unwrap_or_default()
-    );
     let config_path = args.config;
     let stopping = async {
         loop {

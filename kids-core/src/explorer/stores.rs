@@ -223,6 +223,20 @@ mod tests {
         assert_eq!(v.nodes[1].fields["skipped"], "4");
     }
 
+    proptest::proptest! {
+        /// A store's INFO is written by any [`Store`](crate::Store)
+        /// implementation: whatever it says is read without a panic.
+        #[test]
+        fn any_info_reads_without_a_panic(lines in proptest::collection::vec("[a-z_:=,0-9 ]{0,40}", 0..8)) {
+            let info = lines.join("\r\n");
+            let v = parse_stores(Some(&info));
+            proptest::prop_assert!(v.enabled);
+            for n in &v.nodes {
+                proptest::prop_assert_eq!(n.depth, n.name.matches('_').count());
+            }
+        }
+    }
+
     #[test]
     fn no_tap_means_no_stores() {
         let v = parse_stores(None);

@@ -8,7 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 
@@ -18,8 +18,8 @@ use crate::pubsub::glob::Glob;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct TailConfig {
-    /// Messages kept per second at most; the rest are skipped and counted.
-    /// Default 100.
+    /// Messages kept per second at most, in bursts of a tenth of it at
+    /// most (at least one); the rest are skipped and counted. Default 100.
     pub max_per_sec: u32,
     /// Bytes of each message kept (its preview). Default 1024.
     pub preview: usize,
@@ -97,11 +97,15 @@ pub(crate) struct TailShared {
     state: Mutex<State>,
 }
 
+/// A token bucket: [`TailConfig::max_per_sec`] a second, in bursts of a
+/// tenth of that at most, so that what a fast topic shows is spread over
+/// the second rather than its first messages.
 #[derive(Default)]
 struct State {
     queue: VecDeque<TailMessage>,
-    window: Option<Instant>,
-    kept_in_window: u32,
+    /// In billionths of a message.
+    tokens: u128,
+    refilled: Option<Instant>,
     skipped: u64,
     skipped_total: u64,
 }
@@ -121,20 +125,21 @@ impl TailShared {
         if !self.glob.matches(channel) {
             return;
         }
+        const ONE: u128 = 1_000_000_000;
+        let rate = u128::from(self.config.max_per_sec);
+        let burst = (rate * ONE / 10).max(ONE);
         let mut st = crate::lock(&self.state);
-        if st
-            .window
-            .is_none_or(|w| now.saturating_duration_since(w) >= Duration::from_secs(1))
-        {
-            st.window = Some(now);
-            st.kept_in_window = 0;
-        }
-        if st.kept_in_window >= self.config.max_per_sec || st.queue.len() >= self.config.capacity {
+        st.tokens = match st.refilled {
+            None => burst,
+            Some(t) => (st.tokens + now.saturating_duration_since(t).as_nanos() * rate).min(burst),
+        };
+        st.refilled = Some(now);
+        if st.tokens < ONE || st.queue.len() >= self.config.capacity {
             st.skipped += 1;
             st.skipped_total += 1;
             return;
         }
-        st.kept_in_window += 1;
+        st.tokens -= ONE;
         let keep = message.len().min(self.config.preview);
         // Copies: a slice would pin the publisher's whole read buffer.
         st.queue.push_back(TailMessage {
@@ -164,13 +169,13 @@ impl TailShared {
 ///
 /// let now = Instant::now();
 /// let router = Router::new(RouterConfig::default(), now);
-/// let tail = router.tail(b"web.*", TailConfig::default().max_per_sec(2)).unwrap();
+/// let tail = router.tail(b"web.*", TailConfig::default().max_per_sec(20)).unwrap();
 /// for i in 0..5 {
 ///     router.publish("web.1".into(), format!("GET /{i}").into(), now).unwrap();
 /// }
 /// router.publish("db".into(), "not seen".into(), now).unwrap();
 /// let batch = tail.take();
-/// assert_eq!(batch.messages.len(), 2); // the rate: 2 a second
+/// assert_eq!(batch.messages.len(), 2); // 20 a second: bursts of 2
 /// assert_eq!(&batch.messages[0].preview[..], b"GET /0");
 /// assert_eq!(batch.skipped, 3);
 /// // A tail is not a subscriber: PUBLISH counts no receiver for it.
@@ -210,6 +215,8 @@ impl Drop for Tail {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::*;
 
     fn shared(config: TailConfig) -> TailShared {
@@ -217,21 +224,44 @@ mod tests {
     }
 
     #[test]
-    fn the_rate_resets_each_second_and_skips_are_counted() {
+    fn the_rate_is_spread_over_the_second_and_skips_are_counted() {
+        let t = shared(TailConfig::default().max_per_sec(100));
+        let start = Instant::now();
+        // A burst is cut at a tenth of the rate.
+        for _ in 0..50 {
+            t.offer(&"ab".into(), &"m".into(), start);
+        }
+        t.offer(&"b".into(), &"m".into(), start); // not matching: not counted
+        let b = t.take();
+        assert_eq!((b.messages.len(), b.skipped, b.skipped_total), (10, 40, 40));
+        // A message every millisecond for a second: 100 kept, evenly.
+        let mut kept_at = Vec::new();
+        for ms in 1..=1000 {
+            let now = start + Duration::from_millis(ms);
+            t.offer(&"a".into(), &"m".into(), now);
+            kept_at.extend(t.take().messages.iter().map(|m| m.at));
+        }
+        assert_eq!(kept_at.len(), 100);
+        assert!(
+            kept_at
+                .windows(2)
+                .all(|w| w[1] - w[0] == Duration::from_millis(10))
+        );
+        assert_eq!(t.take().skipped_total, 40 + 900);
+    }
+
+    #[test]
+    fn a_slow_rate_still_keeps_one() {
         let t = shared(TailConfig::default().max_per_sec(2));
         let now = Instant::now();
-        for _ in 0..5 {
-            t.offer(&"ab".into(), &"m".into(), now);
-        }
-        t.offer(&"b".into(), &"m".into(), now);
-        let b = t.take();
-        assert_eq!((b.messages.len(), b.skipped, b.skipped_total), (2, 3, 3));
-        let later = now + Duration::from_secs(1);
         for _ in 0..3 {
-            t.offer(&"a".into(), &"m".into(), later);
+            t.offer(&"a".into(), &"m".into(), now);
         }
-        let b = t.take();
-        assert_eq!((b.messages.len(), b.skipped, b.skipped_total), (2, 1, 4));
+        assert_eq!(t.take().messages.len(), 1);
+        t.offer(&"a".into(), &"m".into(), now + Duration::from_millis(499));
+        assert_eq!(t.take().messages.len(), 0);
+        t.offer(&"a".into(), &"m".into(), now + Duration::from_millis(1000));
+        assert_eq!(t.take().messages.len(), 1);
     }
 
     #[test]

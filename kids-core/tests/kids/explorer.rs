@@ -187,7 +187,7 @@ fn a_tail_samples_past_its_rate_and_shows_payloads_as_data() {
         assert_eq!(m[1]["truncated"], false);
         assert!(m[1]["at_ms"].as_u64().unwrap() > 1_600_000_000_000);
 
-        // A burst: 100 a second reach the page, the rest are counted.
+        // A burst: a tenth of the rate reaches the page, the rest are counted.
         for i in 0..1000 {
             publish(&router, "web.3", format!("{i}").as_bytes());
         }
@@ -199,7 +199,8 @@ fn a_tail_samples_past_its_rate_and_shows_payloads_as_data() {
             skipped += batch["skipped"].as_u64().unwrap();
             assert_eq!(batch["skipped_total"].as_u64().unwrap(), skipped);
         }
-        assert!(seen <= 100 + 98, "{seen} shown"); // at most the rest of this second and the next
+        // At most the bucket's 10, plus what refilled while publishing.
+        assert!(seen < 100, "{seen} shown");
         assert_eq!(seen + skipped, 1000);
         drop(stream);
         assert_eq!(router.tails(), 0, "closing the stream closes the tail");
@@ -301,7 +302,14 @@ fn the_page_is_self_contained_and_locked_down() {
             .expect("a script nonce");
         assert!(csp.starts_with("default-src 'none'"), "{csp}");
         assert!(page.contains(&format!("<script nonce=\"{nonce}\">")));
-        for external in ["http://", "https://", "//cdn", "src=\"/"] {
+        for external in [
+            "src=\"http",
+            "href=\"http",
+            "src=\"/",
+            "url(",
+            "@import",
+            "//cdn",
+        ] {
             assert!(!page.contains(external), "the page loads {external}");
         }
         let again = get(&explorer, "/");
