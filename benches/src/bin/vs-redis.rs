@@ -336,8 +336,12 @@ fn run() -> Res<()> {
 // two event streams open (the snapshot stream, and a tail of the benchmarked
 // channel under full load), against the plain kids, in alternating rounds.
 
+/// One cell of the explorer grid: (subscribers, publishers, depth), and the
+/// rates of the rounds without the page and with it.
+type ExplorerCell = ((usize, usize, usize), Vec<f64>, Vec<f64>);
+
 struct ExplorerGrid {
-    cells: Vec<((usize, usize, usize), Vec<f64>, Vec<f64>)>,
+    cells: Vec<ExplorerCell>,
     page_bytes: u64,
     page_events: u64,
 }

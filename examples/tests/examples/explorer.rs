@@ -191,7 +191,7 @@ fn explorer_page_shows_live_topics_tails_filters_and_data_as_text() {
         Ok(cell(&browser, "web.1", "name"))
     })
     .expect("the row");
-    println!(
+    eprintln!(
         "explorer: a new topic was in the table {:?} after its publish",
         published.elapsed()
     );
@@ -216,7 +216,7 @@ fn explorer_page_shows_live_topics_tails_filters_and_data_as_text() {
         Ok((now != before && now.chars().any(|c| c.is_ascii_digit() && c != '0')).then_some(now))
     })
     .expect("a moving rate");
-    println!("explorer: web.1's rate went from {before:?} to {moved:?}");
+    eprintln!("explorer: web.1's rate went from {before:?} to {moved:?}");
 
     // Clicking the name tails the topic; a message published after that shows.
     browser
@@ -244,6 +244,53 @@ fn explorer_page_shows_live_topics_tails_filters_and_data_as_text() {
             .then_some(()))
     });
     arrived.expect("the message in the tail");
+
+    // Pause holds what arrives back; hex shows the bytes of what is shown.
+    let pause = browser.find("#tail-pause").unwrap();
+    pause.click().unwrap();
+    assert_eq!(pause.text().unwrap(), "resume");
+    let shown = tail_payloads(&browser).len();
+    cli(&redis_cli, &addr, &["publish", "web.1", "while paused"]);
+    let skipped = |b: &Browser| -> u64 {
+        let text = b.find("#tail-skipped").and_then(|e| e.text()).unwrap();
+        text.trim_start_matches("skipped ")
+            .parse()
+            .unwrap_or_else(|e| panic!("{text:?}: {e}"))
+    };
+    let before_pause = skipped(&browser);
+    wait_until("the paused message to be counted", LIMIT, || {
+        Ok((skipped(&browser) > before_pause).then_some(()))
+    })
+    .expect("counted while paused");
+    assert!(!tail_payloads(&browser).iter().any(|p| p == "while paused"));
+    assert!(tail_payloads(&browser).len() <= shown + 1);
+    pause.click().unwrap();
+    assert_eq!(pause.text().unwrap(), "pause");
+    browser
+        .find("#tail-hex")
+        .and_then(|b| b.click())
+        .expect("hex");
+    // "after the tail opened" in hex, spaced in pairs or not.
+    let hex: String = b"after the tail opened"
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    wait_until("the tail shown as hex", LIMIT, || {
+        Ok(tail_payloads(&browser)
+            .iter()
+            .any(|p| p.replace(' ', "") == hex)
+            .then_some(()))
+    })
+    .expect("hex");
+    browser
+        .find("#tail-hex")
+        .and_then(|b| b.click())
+        .expect("text again");
+    assert!(
+        tail_payloads(&browser)
+            .iter()
+            .any(|p| p == "after the tail opened")
+    );
     let mut feeding = feeding;
     let _ = feeding.kill();
     let _ = feeding.wait();
@@ -336,7 +383,7 @@ fn explorer_page_shows_live_topics_tails_filters_and_data_as_text() {
         "return document.querySelectorAll('#tail-log div.msg').length;",
     );
     let sent = load.stop();
-    println!(
+    eprintln!(
         "explorer: under load ({sent} publishes sent), the tail had skipped {skipped} and shows {shown} \
          messages; screenshot {}",
         shot.display()

@@ -108,8 +108,24 @@ fn the_originals_traps_are_fixed() {
 }
 
 #[test]
+fn the_http_block_sets_the_explorer() {
+    let c = Config::parse("t.conf", "http { port 8080; token \"s3 cret\"; }").expect("parses");
+    assert_eq!(c.http.port, Some(8080));
+    assert_eq!(c.http.token.as_deref(), Some("s3 cret"));
+    let none = Config::parse("t.conf", "listen { port 1; }").expect("parses");
+    assert_eq!((none.http.port, none.http.token), (None, None));
+}
+
+#[test]
 fn bad_inputs_name_line_column_and_expectation() {
     let cases: &[(&str, usize, usize, &str)] = &[
+        (
+            "http { prot 80; }",
+            1,
+            8,
+            "unknown key `prot` in `http` (did you mean `port`?)",
+        ),
+        ("http { port 80000; }", 1, 13, "expected a port number"),
         (
             "listen { port 3388 }",
             1,
