@@ -454,11 +454,11 @@ impl Explorer {
             "/api/stream" => self.stream(None),
             "/api/tail" => match param("glob").filter(|g| !g.is_empty()) {
                 None => error(StatusCode::BAD_REQUEST, "glob= is needed"),
-                Some(glob) => match self
-                    .inner
-                    .router
-                    .tail(glob.as_bytes(), self.inner.config.tail)
-                {
+                Some(glob) => match self.inner.router.tail(
+                    glob.as_bytes(),
+                    self.inner.config.tail,
+                    Instant::now(),
+                ) {
                     Ok(tail) => self.stream(Some(tail)),
                     Err(e) => error(StatusCode::SERVICE_UNAVAILABLE, &e.to_string()),
                 },

@@ -880,12 +880,18 @@ impl Router {
     /// Opens a sampled [`Tail`] of the messages published on channels
     /// matching `glob` (Redis glob syntax; a name without special
     /// characters matches only itself). It is not a subscriber: see [`Tail`].
+    /// `now` starts its rate's clock.
     ///
     /// # Errors
     /// [`Error::Tail`](crate::Error::Tail) when `glob` is longer than
     /// [`RouterConfig::max_pattern_len`] or [`RouterConfig::max_tails`]
     /// tails are open.
-    pub fn tail(&self, glob: &[u8], config: TailConfig) -> Result<Tail, crate::Error> {
+    pub fn tail(
+        &self,
+        glob: &[u8],
+        config: TailConfig,
+        now: Instant,
+    ) -> Result<Tail, crate::Error> {
         let inner = &*self.inner;
         if glob.len() > inner.config.max_pattern_len {
             return Err(crate::Error::Tail(format!(
@@ -897,6 +903,7 @@ impl Router {
         let shared = Arc::new(TailShared::new(
             Glob::new(glob, inner.config.ignore_case),
             config,
+            now,
         ));
         let mut tails = write(&inner.tails);
         if tails.len() >= inner.config.max_tails {

@@ -8,6 +8,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use bytes::Bytes;
@@ -94,52 +95,71 @@ pub struct TailBatch {
 pub(crate) struct TailShared {
     glob: Glob,
     config: TailConfig,
+    /// The rate's clock starts here.
+    base: Instant,
+    /// Nanoseconds between kept messages (1 s / `max_per_sec`).
+    interval: u64,
+    /// How far ahead of `now` the schedule may run: a burst's worth.
+    tolerance: u64,
+    /// When the next message is due at the rate, in nanoseconds from `base`
+    /// (the GCRA's theoretical arrival time). Written under `state`'s lock;
+    /// read without it, so that a message over the rate costs no lock.
+    due: AtomicU64,
+    /// Skips not yet taken.
+    skipped: AtomicU64,
     state: Mutex<State>,
 }
 
-/// A token bucket: [`TailConfig::max_per_sec`] a second, in bursts of a
-/// tenth of that at most, so that what a fast topic shows is spread over
-/// the second rather than its first messages.
 #[derive(Default)]
 struct State {
     queue: VecDeque<TailMessage>,
-    /// In billionths of a message.
-    tokens: u128,
-    refilled: Option<Instant>,
-    skipped: u64,
+    /// Skips taken so far.
     skipped_total: u64,
 }
 
 impl TailShared {
-    pub(crate) fn new(glob: Glob, config: TailConfig) -> Self {
+    pub(crate) fn new(glob: Glob, config: TailConfig, now: Instant) -> Self {
+        const SEC: u64 = 1_000_000_000;
+        let interval = match config.max_per_sec {
+            0 => u64::MAX,
+            n => SEC / u64::from(n),
+        };
+        let burst = u64::from(config.max_per_sec / 10).max(1);
         Self {
             glob,
             config,
+            base: now,
+            interval,
+            tolerance: interval.saturating_mul(burst - 1),
+            due: AtomicU64::new(0),
+            skipped: AtomicU64::new(0),
             state: Mutex::new(State::default()),
         }
     }
 
     /// Offers a published message: kept if it matches and the rate and the
-    /// queue allow, counted as skipped if it matches and they do not.
+    /// queue allow, counted as skipped if it matches and they do not. The
+    /// rate is a generic cell rate: one message every `1 / max_per_sec`,
+    /// bursts of a tenth of a second's worth.
     pub(crate) fn offer(&self, channel: &Bytes, message: &Bytes, now: Instant) {
         if !self.glob.matches(channel) {
             return;
         }
-        const ONE: u128 = 1_000_000_000;
-        let rate = u128::from(self.config.max_per_sec);
-        let burst = (rate * ONE / 10).max(ONE);
-        let mut st = crate::lock(&self.state);
-        st.tokens = match st.refilled {
-            None => burst,
-            Some(t) => (st.tokens + now.saturating_duration_since(t).as_nanos() * rate).min(burst),
-        };
-        st.refilled = Some(now);
-        if st.tokens < ONE || st.queue.len() >= self.config.capacity {
-            st.skipped += 1;
-            st.skipped_total += 1;
+        let t =
+            u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
+        let early = |due: u64| t.saturating_add(self.tolerance) < due;
+        if early(self.due.load(Ordering::Acquire)) {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
             return;
         }
-        st.tokens -= ONE;
+        let mut st = crate::lock(&self.state);
+        let due = self.due.load(Ordering::Acquire);
+        if early(due) || st.queue.len() >= self.config.capacity || self.interval == u64::MAX {
+            self.skipped.fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        self.due
+            .store(due.max(t).saturating_add(self.interval), Ordering::Release);
         let keep = message.len().min(self.config.preview);
         // Copies: a slice would pin the publisher's whole read buffer.
         st.queue.push_back(TailMessage {
@@ -152,9 +172,11 @@ impl TailShared {
 
     pub(crate) fn take(&self) -> TailBatch {
         let mut st = crate::lock(&self.state);
+        let skipped = self.skipped.swap(0, Ordering::Relaxed);
+        st.skipped_total += skipped;
         TailBatch {
             messages: st.queue.drain(..).collect(),
-            skipped: std::mem::take(&mut st.skipped),
+            skipped,
             skipped_total: st.skipped_total,
         }
     }
@@ -169,7 +191,7 @@ impl TailShared {
 ///
 /// let now = Instant::now();
 /// let router = Router::new(RouterConfig::default(), now);
-/// let tail = router.tail(b"web.*", TailConfig::default().max_per_sec(20)).unwrap();
+/// let tail = router.tail(b"web.*", TailConfig::default().max_per_sec(20), now).unwrap();
 /// for i in 0..5 {
 ///     router.publish("web.1".into(), format!("GET /{i}").into(), now).unwrap();
 /// }
@@ -219,14 +241,14 @@ mod tests {
 
     use super::*;
 
-    fn shared(config: TailConfig) -> TailShared {
-        TailShared::new(Glob::new(b"a*", false), config)
+    fn shared(config: TailConfig, now: Instant) -> TailShared {
+        TailShared::new(Glob::new(b"a*", false), config, now)
     }
 
     #[test]
     fn the_rate_is_spread_over_the_second_and_skips_are_counted() {
-        let t = shared(TailConfig::default().max_per_sec(100));
         let start = Instant::now();
+        let t = shared(TailConfig::default().max_per_sec(100), start);
         // A burst is cut at a tenth of the rate.
         for _ in 0..50 {
             t.offer(&"ab".into(), &"m".into(), start);
@@ -252,8 +274,8 @@ mod tests {
 
     #[test]
     fn a_slow_rate_still_keeps_one() {
-        let t = shared(TailConfig::default().max_per_sec(2));
         let now = Instant::now();
+        let t = shared(TailConfig::default().max_per_sec(2), now);
         for _ in 0..3 {
             t.offer(&"a".into(), &"m".into(), now);
         }
@@ -266,8 +288,8 @@ mod tests {
 
     #[test]
     fn a_reader_behind_loses_to_the_capacity_not_memory() {
-        let t = shared(TailConfig::default().max_per_sec(u32::MAX).capacity(3));
         let now = Instant::now();
+        let t = shared(TailConfig::default().max_per_sec(u32::MAX).capacity(3), now);
         for _ in 0..10 {
             t.offer(&"a".into(), &"m".into(), now);
         }
@@ -277,8 +299,8 @@ mod tests {
 
     #[test]
     fn previews_are_cut_and_copied() {
-        let t = shared(TailConfig::default().preview(4));
         let now = Instant::now();
+        let t = shared(TailConfig::default().preview(4), now);
         let buf = Bytes::from(vec![b'x'; 100]);
         t.offer(&"a".into(), &buf, now);
         t.offer(&"a".into(), &"abc".into(), now);
