@@ -416,7 +416,7 @@ fn explorer_shows_a_stopped_primary_as_down_in_an_agent() {
     std::fs::write(
         &conf,
         format!(
-            "store buffer {{\n  store network primary {{ host 127.0.0.1; port {server_port}; }}\n  \
+            "store buffer {{\n  store network primary {{ topic app*; host 127.0.0.1; port {server_port}; }}\n  \
              store file secondary {{ path {}; }}\n}}\nhttp {{ port 0; }}\n",
             dir.path().join("spool").display()
         ),
@@ -447,9 +447,27 @@ fn explorer_shows_a_stopped_primary_as_down_in_an_agent() {
          return b ? [b.textContent, !!b.querySelector('progress.replay')] : null;",
     );
     assert_eq!(buffer[1], true, "a replay bar on the buffer: {buffer}");
-    // Back up on the same port: the page says so.
+    let waiting = eval(
+        &browser,
+        "return document.querySelector('#stores div.store[data-kind=buffer] .replay-line').textContent;",
+    );
+    assert!(
+        waiting
+            .as_str()
+            .is_some_and(|t| t.starts_with("waiting for the primary, backlog ")),
+        "{waiting}"
+    );
+    // Back up on the same port: the page says so, and the backlog drains.
     let (server, _) = start_kids(&[], server_port);
     node_up("true").expect("the primary up again");
+    wait_until("the backlog replayed", LIMIT, || {
+        let line = eval(
+            &browser,
+            "return document.querySelector('#stores div.store[data-kind=buffer] .replay-line').textContent;",
+        );
+        Ok((line == "not replaying").then_some(()))
+    })
+    .expect("replayed");
     let mut errors = Vec::new();
     let severe = severe(&browser, &mut errors);
     // The page's stream never broke, so nothing failed to load.

@@ -11,9 +11,14 @@
 //! The page is one file served at `/`: no CDN, nothing fetched from
 //! elsewhere. Everything from the data (topic names, payloads) is inserted
 //! as text, and a per-response `Content-Security-Policy` nonce stops any
-//! script but the page's own. A tail never slows publishers: it keeps at
-//! most [`TailConfig::max_per_sec`] messages a second and counts the rest
-//! (see [`Tail`](crate::Tail)). The endpoints are listed in [`Explorer`].
+//! script but the page's own. Without a token only requests to an address
+//! or `localhost` are answered (no DNS rebinding), and a request the
+//! browser marks cross-site never is. A tail costs a publish a bounded
+//! glob match; it keeps at most [`TailConfig::max_per_sec`] messages a
+//! second and counts the rest (see [`Tail`]). Every matching the explorer
+//! does for a page (pattern counts, the topic filter) has a step budget,
+//! and a response the client does not read is given up after
+//! [`ExplorerConfig::write_timeout`]. The endpoints are listed in [`Explorer`].
 //!
 //! ```no_run
 //! use std::time::Instant;
@@ -69,13 +74,21 @@ pub struct ExplorerConfig {
     pub tail: TailConfig,
     /// Points of history per topic, one a second. Default 120.
     pub history: usize,
-    /// Patterns checked per snapshot to count the patterns matching each
-    /// topic; topics past it show no count. Default 100,000.
+    /// Matching steps (a pattern looked at, a byte compared) spent per
+    /// snapshot or request counting the patterns that match each topic;
+    /// topics past it show no count. Default 1,000,000.
     pub pattern_budget: usize,
+    /// Matching steps spent per `/api/topics?glob=` request on the filter;
+    /// the topics it could not check are left out and the answer says it
+    /// is `incomplete`. Default 1,000,000.
+    pub filter_budget: usize,
     /// Event streams (`/api/stream`, `/api/tail`) open at once. Default 32.
     pub max_streams: usize,
-    /// HTTP connections open at once. Default 128.
+    /// HTTP connections open at once. Default 64.
     pub max_connections: usize,
+    /// A response the client does not read for this long is given up and
+    /// its connection closed. Default 10 s.
+    pub write_timeout: Duration,
 }
 
 impl Default for ExplorerConfig {
@@ -84,9 +97,11 @@ impl Default for ExplorerConfig {
             token: None,
             tail: TailConfig::default(),
             history: 120,
-            pattern_budget: 100_000,
+            pattern_budget: 1_000_000,
+            filter_budget: 1_000_000,
             max_streams: 32,
-            max_connections: 128,
+            max_connections: 64,
+            write_timeout: Duration::from_secs(10),
         }
     }
 }
@@ -151,11 +166,20 @@ struct Inner {
 
 #[derive(Default)]
 struct State {
-    history: HashMap<Bytes, VecDeque<f64>, foldhash::fast::RandomState>,
-    /// The largest spool seen since each replaying buffer began its replay.
+    history: HashMap<Bytes, History, foldhash::fast::RandomState>,
+    /// The largest backlog seen since each replaying buffer began its replay.
     replay_peaks: HashMap<String, u64>,
     snapshot: Bytes,
+    /// When `snapshot` was taken.
+    snapshot_at: Option<Instant>,
     seq: u64,
+}
+
+/// A topic's rate, one point a tick, from its message count.
+#[derive(Default)]
+struct History {
+    points: VecDeque<f64>,
+    last: Option<(u64, Instant)>,
 }
 
 /// `/api/overview`: the router's counters.
@@ -224,6 +248,9 @@ pub struct TopicsView {
     pub topics: Vec<TopicView>,
     /// Messages to topics past the tracked bound.
     pub untracked_messages: u64,
+    /// True when the glob filter ran out of [`ExplorerConfig::filter_budget`]
+    /// and some topics were not checked (and are not listed).
+    pub incomplete: bool,
 }
 
 /// One `event: snapshot` of `/api/stream`.
@@ -283,8 +310,9 @@ impl Explorer {
         }
     }
 
-    /// Takes one point of history for every topic and a fresh snapshot for
-    /// the event streams; call it once a second ([`Explorer::serve`] and
+    /// Takes one point of history for every topic (its messages per second
+    /// since the last tick), and a fresh snapshot when an event stream is
+    /// open; call it once a second ([`Explorer::serve`] and
     /// [`Explorer::ticker`] do).
     pub fn tick(&self, now: Instant) {
         let stats = self.inner.router.stats(now);
@@ -293,24 +321,37 @@ impl Explorer {
         st.history
             .retain(|name, _| stats.topics.binary_search_by(|t| t.name.cmp(name)).is_ok());
         for t in &stats.topics {
-            let points = st.history.entry(t.name.clone()).or_default();
-            if points.len() >= keep {
-                points.pop_front();
+            let h = st.history.entry(t.name.clone()).or_default();
+            if let Some((count, at)) = h.last {
+                let secs = now.saturating_duration_since(at).as_secs_f64();
+                if secs > 0.0 {
+                    if h.points.len() >= keep {
+                        h.points.pop_front();
+                    }
+                    h.points
+                        .push_back(t.messages.saturating_sub(count) as f64 / secs);
+                }
             }
-            points.push_back(t.per_sec);
+            h.last = Some((t.messages, now));
         }
         drop(st);
-        let stores = self.stores_view();
-        let topics = self.topics_of(&stats, None);
+        if self.inner.streams.load(Ordering::Acquire) > 0 {
+            self.refresh_snapshot(&stats, now);
+        }
+    }
+
+    /// Takes the snapshot the event streams send.
+    fn refresh_snapshot(&self, stats: &Stats, now: Instant) {
         let snapshot = Snapshot {
-            overview: self.overview_of(&stats),
+            overview: self.overview_of(stats),
             untracked_messages: stats.untracked_messages,
-            topics,
-            stores,
+            topics: self.topics_of(stats, None).0,
+            stores: self.stores_view(),
         };
         let json = serde_json::to_vec(&snapshot).unwrap_or_default();
         let mut st = crate::lock(&self.inner.state);
         st.snapshot = Bytes::from(json);
+        st.snapshot_at = Some(now);
         st.seq += 1;
     }
 
@@ -331,12 +372,22 @@ impl Explorer {
     }
 
     /// `/api/topics` now, only the topics matching `glob` when given.
-    pub fn topics(&self, glob: Option<&[u8]>) -> TopicsView {
-        let stats = self.inner.router.stats(Instant::now());
-        TopicsView {
-            topics: self.topics_of(&stats, glob),
-            untracked_messages: stats.untracked_messages,
+    ///
+    /// # Errors
+    /// A message saying why, when `glob` is longer than the router's
+    /// pattern bound ([`RouterConfig::max_pattern_len`](crate::RouterConfig::max_pattern_len)).
+    pub fn topics(&self, glob: Option<&[u8]>) -> Result<TopicsView, String> {
+        let bound = self.inner.router.config().pattern_len();
+        if glob.is_some_and(|g| g.len() > bound) {
+            return Err(format!("the glob is over the bound of {bound} bytes"));
         }
+        let stats = self.inner.router.stats(Instant::now());
+        let (topics, incomplete) = self.topics_of(&stats, glob);
+        Ok(TopicsView {
+            topics,
+            untracked_messages: stats.untracked_messages,
+            incomplete,
+        })
     }
 
     /// `/api/stores` now: the store tree's INFO, read into nodes.
@@ -370,15 +421,28 @@ impl Explorer {
         }
     }
 
-    fn topics_of(&self, s: &Stats, glob: Option<&[u8]>) -> Vec<TopicView> {
+    /// The topics (those `glob` matches within the filter budget), and
+    /// whether the budget ran out. Matching runs without the state's lock.
+    fn topics_of(&self, s: &Stats, glob: Option<&[u8]>) -> (Vec<TopicView>, bool) {
         let router = &self.inner.router;
         let glob = glob.map(|g| crate::Glob::new(g, router.config().is_ignore_case()));
-        let mut budget = self.inner.config.pattern_budget;
-        let st = crate::lock(&self.inner.state);
-        s.topics
-            .iter()
-            .filter(|t| glob.as_ref().is_none_or(|g| g.matches(&t.name)))
-            .map(|t| TopicView {
+        let (mut budget, mut filter_steps) = (self.inner.config.pattern_budget, 0usize);
+        let limit = self.inner.config.filter_budget;
+        let mut incomplete = false;
+        let mut views: Vec<TopicView> = Vec::with_capacity(s.topics.len());
+        let mut names = Vec::with_capacity(s.topics.len());
+        for t in &s.topics {
+            if let Some(g) = &glob {
+                match g.matches_within(&t.name, &mut filter_steps, limit) {
+                    Some(true) => {}
+                    Some(false) => continue,
+                    None => {
+                        incomplete = true;
+                        break;
+                    }
+                }
+            }
+            views.push(TopicView {
                 name: String::from_utf8_lossy(&t.name).into_owned(),
                 messages: t.messages,
                 bytes: t.bytes,
@@ -387,13 +451,18 @@ impl Explorer {
                 subscribers: t.subscribers,
                 patterns: router.matching_patterns(&t.name, &mut budget),
                 last_message_age_secs: t.last_message_age.map(|d| d.as_secs_f64()),
-                history: st
-                    .history
-                    .get(&t.name)
-                    .map(|h| h.iter().copied().collect())
-                    .unwrap_or_default(),
-            })
-            .collect()
+                history: Vec::new(),
+            });
+            names.push(t.name.clone());
+        }
+        let st = crate::lock(&self.inner.state);
+        for (v, name) in views.iter_mut().zip(&names) {
+            if let Some(h) = st.history.get(name) {
+                v.history = h.points.iter().copied().collect();
+            }
+        }
+        drop(st);
+        (views, incomplete)
     }
 
     fn stores_view(&self) -> StoresView {
@@ -403,13 +472,13 @@ impl Explorer {
         let peaks = &mut st.replay_peaks;
         peaks.retain(|name, _| view.nodes.iter().any(|n| n.replaying && &n.name == name));
         for node in view.nodes.iter_mut().filter(|n| n.replaying) {
-            let spool = node.spool_bytes.unwrap_or(0);
-            let peak = peaks.entry(node.name.clone()).or_insert(spool);
-            *peak = (*peak).max(spool);
+            let backlog = node.backlog_bytes.unwrap_or(0);
+            let peak = peaks.entry(node.name.clone()).or_insert(backlog);
+            *peak = (*peak).max(backlog);
             node.replay_progress = Some(if *peak == 0 {
                 1.0
             } else {
-                1.0 - spool as f64 / *peak as f64
+                1.0 - backlog as f64 / *peak as f64
             });
         }
         drop(st);
@@ -431,6 +500,9 @@ impl Explorer {
                 .find(|(k, _)| k == name)
                 .map(|(_, v)| v.into_owned())
         };
+        if let Err(why) = same_site(req, self.inner.config.token.is_some()) {
+            return error(StatusCode::FORBIDDEN, why);
+        }
         if let Some(token) = &self.inner.config.token {
             let bearer = req
                 .headers()
@@ -448,7 +520,10 @@ impl Explorer {
             "/api/overview" => json(&self.overview()),
             "/api/topics" => {
                 let glob = param("glob").filter(|g| !g.is_empty());
-                json(&self.topics(glob.as_deref().map(str::as_bytes)))
+                match self.topics(glob.as_deref().map(str::as_bytes)) {
+                    Ok(topics) => json(&topics),
+                    Err(e) => error(StatusCode::BAD_REQUEST, &e),
+                }
             }
             "/api/stores" => json(&self.stores()),
             "/api/stream" => self.stream(None),
@@ -532,6 +607,7 @@ impl Explorer {
                     }
                     Ok((stream, _)) => {
                         let this = self.clone();
+                        let write_timeout = self.inner.config.write_timeout;
                         conns.spawn(async move {
                             let service = hyper::service::service_fn(move |req| {
                                 let response = this.handle(&req);
@@ -540,7 +616,10 @@ impl Explorer {
                             let served = hyper::server::conn::http1::Builder::new()
                                 .timer(hyper_util::rt::TokioTimer::new())
                                 .header_read_timeout(Duration::from_secs(10))
-                                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                                .serve_connection(
+                                    hyper_util::rt::TokioIo::new(Stalls::new(stream, write_timeout)),
+                                    service,
+                                )
                                 .await;
                             if let Err(e) = served {
                                 tracing::debug!(error = %e, "explorer connection ended");
@@ -558,6 +637,78 @@ impl Explorer {
         ticker.abort();
         conns.abort_all();
         Ok(())
+    }
+}
+
+/// A socket whose writes fail with `TimedOut` once one has waited longer
+/// than the timeout: a client that stops reading cannot keep a response
+/// (or an event stream) buffered for long.
+struct Stalls<S> {
+    io: S,
+    timeout: Duration,
+    stalled: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<S> Stalls<S> {
+    fn new(io: S, timeout: Duration) -> Self {
+        Self {
+            io,
+            timeout,
+            stalled: None,
+        }
+    }
+
+    /// Passes a write's result on, timing how long it has been pending.
+    fn timed<T>(
+        &mut self,
+        cx: &mut Context<'_>,
+        polled: Poll<io::Result<T>>,
+    ) -> Poll<io::Result<T>> {
+        if polled.is_ready() {
+            self.stalled = None;
+            return polled;
+        }
+        let timeout = self.timeout;
+        let sleep = self
+            .stalled
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep(timeout)));
+        match sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the client stopped reading",
+            ))),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<S: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Stalls<S> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Stalls<S> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let polled = Pin::new(&mut self.io).poll_write(cx, buf);
+        self.timed(cx, polled)
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let polled = Pin::new(&mut self.io).poll_flush(cx);
+        self.timed(cx, polled)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.io).poll_shutdown(cx)
     }
 }
 
@@ -621,11 +772,24 @@ impl Sse {
                     let st = crate::lock(&self.explorer.inner.state);
                     (st.seq, st.snapshot.clone())
                 };
-                if seq == 0 && self.sent_seq == 0 {
-                    // No tick yet: take one now, so the page fills at once.
-                    self.explorer.tick(Instant::now());
-                    return self.next_event();
+                if self.sent_seq == 0 {
+                    // A new stream: a fresh snapshot at once, so the page fills.
+                    let now = Instant::now();
+                    let stale = {
+                        let st = crate::lock(&self.explorer.inner.state);
+                        st.snapshot_at.is_none_or(|t| {
+                            now.saturating_duration_since(t) >= Duration::from_secs(1)
+                        })
+                    };
+                    if stale {
+                        let stats = self.explorer.inner.router.stats(now);
+                        self.explorer.refresh_snapshot(&stats, now);
+                    }
+                    let st = crate::lock(&self.explorer.inner.state);
+                    self.sent_seq = st.seq;
+                    return Some(sse_event("snapshot", &st.snapshot));
                 }
+                let _ = seq;
                 (seq > self.sent_seq).then(|| {
                     self.sent_seq = seq;
                     sse_event("snapshot", &snapshot)
@@ -689,6 +853,35 @@ fn hex(bytes: &[u8]) -> String {
 /// Compares in time independent of where the first difference is.
 fn same(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Refuses what a web page elsewhere could make a browser send: a request
+/// marked cross-site by the browser (`Sec-Fetch-Site`), and, without a
+/// token, one whose `Host` is a name rather than an address or
+/// `localhost` (a name of another site rebound to this address).
+fn same_site<B>(req: &Request<B>, has_token: bool) -> Result<(), &'static str> {
+    let h = req.headers();
+    if let Some(site) = h.get("sec-fetch-site").and_then(|v| v.to_str().ok())
+        && !matches!(site, "same-origin" | "none")
+    {
+        return Err("cross-site requests are refused");
+    }
+    if has_token {
+        return Ok(());
+    }
+    let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+        return Ok(()); // HTTP/1.0 or a client of its own: no browser
+    };
+    // `[v6]:port`, `v4:port`, `name:port` or without the port.
+    let name = match host.strip_prefix('[') {
+        Some(rest) => rest.split(']').next().unwrap_or(""),
+        None => host.rsplit_once(':').map_or(host, |(n, _)| n),
+    };
+    if name.eq_ignore_ascii_case("localhost") || name.parse::<std::net::IpAddr>().is_ok() {
+        Ok(())
+    } else {
+        Err("without a token, the explorer answers only requests to an address or localhost")
+    }
 }
 
 fn full(bytes: Bytes) -> ExplorerBody {
@@ -765,9 +958,22 @@ fn nonce() -> String {
     out
 }
 
-/// Escapes a Prometheus label value.
+/// Longest label value written, in bytes (longer names are cut, with `…`).
+const MAX_LABEL: usize = 256;
+
+/// Escapes a Prometheus label value, cut to [`MAX_LABEL`] bytes.
 fn label(value: &[u8]) -> String {
     let text = String::from_utf8_lossy(value);
+    let text = match text.char_indices().map(|(i, _)| i).find(|&i| i > MAX_LABEL) {
+        Some(_) => {
+            let mut end = MAX_LABEL;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            std::borrow::Cow::Owned(format!("{}…", &text[..end]))
+        }
+        None => text,
+    };
     let mut out = String::with_capacity(text.len());
     for c in text.chars() {
         match c {
@@ -931,13 +1137,15 @@ fn render_metrics(s: &Stats, patterns: usize, stores: &StoresView) -> String {
     let topics: Vec<_> = s
         .topics
         .iter()
-        .filter(|t| seen.insert(String::from_utf8_lossy(&t.name)))
+        .filter(|t| seen.insert(label(&t.name)))
         .collect();
     let per_topic =
-        |p: &mut Prom, name, kind, help, value: &dyn Fn(&crate::TopicStats) -> String| {
+        |p: &mut Prom, name, kind, help, value: &dyn Fn(&crate::TopicStats) -> Option<String>| {
             p.family(name, kind, help);
             for t in &topics {
-                p.sample(name, &[("topic", &t.name)], value(t));
+                if let Some(v) = value(t) {
+                    p.sample(name, &[("topic", &t.name)], v);
+                }
             }
         };
     per_topic(
@@ -945,31 +1153,28 @@ fn render_metrics(s: &Stats, patterns: usize, stores: &StoresView) -> String {
         "kids_topic_messages_total",
         "counter",
         "Messages published to a topic.",
-        &|t| t.messages.to_string(),
+        &|t| Some(t.messages.to_string()),
     );
     per_topic(
         &mut p,
         "kids_topic_bytes_total",
         "counter",
         "Payload bytes published to a topic.",
-        &|t| t.bytes.to_string(),
+        &|t| Some(t.bytes.to_string()),
     );
     per_topic(
         &mut p,
         "kids_topic_subscribers",
         "gauge",
         "Channel subscribers of a topic.",
-        &|t| t.subscribers.to_string(),
+        &|t| Some(t.subscribers.to_string()),
     );
     per_topic(
         &mut p,
         "kids_topic_last_message_age_seconds",
         "gauge",
-        "Seconds since a topic's last message (NaN before the first).",
-        &|t| {
-            t.last_message_age
-                .map_or_else(|| "NaN".into(), |d| d.as_secs_f64().to_string())
-        },
+        "Seconds since a topic's last message (no sample before the first).",
+        &|t| t.last_message_age.map(|d| d.as_secs_f64().to_string()),
     );
     let nodes: Vec<_> = stores.nodes.iter().filter(|n| n.kind != "filter").collect();
     p.family(
@@ -1016,6 +1221,32 @@ fn render_metrics(s: &Stats, patterns: usize, stores: &StoresView) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_write_the_client_does_not_take_times_out() {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime");
+        rt.block_on(async {
+            use tokio::io::AsyncWriteExt;
+            let (near, _far) = tokio::io::duplex(64);
+            let mut s = Stalls::new(near, Duration::from_millis(50));
+            let err = s
+                .write_all(&[0u8; 1024])
+                .await
+                .expect_err("a stalled write");
+            assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+        });
+    }
+
+    #[test]
+    fn long_labels_are_cut_on_a_char_boundary() {
+        let name = format!("{}é{}", "a".repeat(255), "b".repeat(100));
+        let l = label(name.as_bytes());
+        assert_eq!(l, format!("{}…", "a".repeat(255)));
+        assert_eq!(label(b"short"), "short");
+    }
 
     #[test]
     fn tokens_compare_whole() {

@@ -63,7 +63,8 @@ pub struct NLimitView {
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 #[non_exhaustive]
 pub struct StoreNode {
-    /// Its INFO name: `root`, `root_0`, `root_0_primary`, ...
+    /// Its INFO name: `root`, `root_0`, `root_0_primary`, ...; a topic
+    /// filter is named after the store it guards, plus `_filter`.
     pub name: String,
     /// Its depth in the tree (`root` is 0).
     pub depth: usize,
@@ -72,12 +73,18 @@ pub struct StoreNode {
     pub kind: String,
     /// For a network store: connected to its target (`true`) or not.
     pub up: Option<bool>,
-    /// For a buffer store: bytes in its spool.
+    /// For a buffer store: bytes in its spool (whole segments: the active
+    /// one stays until it is full, so this does not fall to 0 after a replay).
     pub spool_bytes: Option<u64>,
-    /// For a buffer store: whether it is replaying a backlog.
+    /// For a buffer store: bytes of its spool not yet handed to its primary.
+    pub backlog_bytes: Option<u64>,
+    /// For a buffer store: whether its primary says it is up.
+    pub primary_up: Option<bool>,
+    /// For a buffer store: whether it is replaying a backlog to a primary
+    /// that is up (while the primary is down it spools, and waits).
     pub replaying: bool,
     /// For a replaying buffer store: how much of the backlog it had when
-    /// the replay began (or grew to since) is gone, 0 to 1.
+    /// the replay began (or grew to since) has been handed on, 0 to 1.
     pub replay_progress: Option<f64>,
     /// Every `key=value` of its INFO line.
     pub fields: BTreeMap<String, String>,
@@ -161,22 +168,29 @@ fn node(name: &str, value: &str) -> StoreNode {
             }
         }
     }
-    let (name, kind) = match name.strip_suffix("_filter") {
-        Some(base) if !fields.contains_key("kind") => (base.to_owned(), "filter".to_owned()),
+    // A topic filter's line comes before the line of the store it guards,
+    // named after it: it keeps its own name, at that store's depth.
+    let (depth, kind) = match name.strip_suffix("_filter") {
+        Some(base) if !fields.contains_key("kind") => {
+            (base.matches('_').count(), "filter".to_owned())
+        }
         _ => (
-            name.to_owned(),
+            name.matches('_').count(),
             fields.get("kind").cloned().unwrap_or_default(),
         ),
     };
-    let depth = name.matches('_').count();
     let num = |k: &str| fields.get(k).and_then(|v| v.parse::<u64>().ok());
+    let buffer = kind == "buffer";
+    let primary_up = buffer.then(|| num("primary_up") == Some(1));
     StoreNode {
         up: (kind == "network").then(|| num("connected") == Some(1)),
-        spool_bytes: (kind == "buffer").then(|| num("spool_bytes").unwrap_or(0)),
-        replaying: kind == "buffer" && num("replaying") == Some(1),
+        spool_bytes: buffer.then(|| num("spool_bytes").unwrap_or(0)),
+        backlog_bytes: buffer.then(|| num("backlog_bytes").unwrap_or(0)),
+        primary_up,
+        replaying: buffer && num("replaying") == Some(1) && primary_up == Some(true),
         replay_progress: None,
         depth,
-        name,
+        name: name.to_owned(),
         kind,
         fields,
     }
@@ -189,7 +203,7 @@ mod tests {
     #[test]
     fn a_tree_of_info_lines_reads_into_nodes() {
         let info = "queue_length:3\r\nqueue_capacity:100\r\nqueue_policy:block\r\nqueue_refused:2\r\nstore_errors:5\r\n\
-            store_root:kind=buffer,spool=/tmp/a,b,spool_bytes=4096,spool_segments=1,replaying=1,spooled=9\r\n\
+            store_root:kind=buffer,spool=/tmp/a,b,spool_bytes=4096,spool_segments=1,backlog_bytes=100,primary_up=1,replaying=1,spooled=9\r\n\
             store_root_primary_filter:topics=1,skipped=4\r\n\
             store_root_primary:kind=network,target=127.0.0.1:3389,connected=0,queued=0\r\n";
         let v = parse_stores(Some(info));
@@ -209,7 +223,7 @@ mod tests {
             names,
             [
                 ("root", "buffer", 0),
-                ("root_primary", "filter", 1),
+                ("root_primary_filter", "filter", 1),
                 ("root_primary", "network", 1)
             ]
         );
@@ -218,6 +232,10 @@ mod tests {
         assert_eq!(
             (root.spool_bytes, root.replaying, root.up),
             (Some(4096), true, None)
+        );
+        assert_eq!(
+            (root.backlog_bytes, root.primary_up),
+            (Some(100), Some(true))
         );
         assert_eq!(v.nodes[2].up, Some(false));
         assert_eq!(v.nodes[1].fields["skipped"], "4");
@@ -232,7 +250,8 @@ mod tests {
             let v = parse_stores(Some(&info));
             proptest::prop_assert!(v.enabled);
             for n in &v.nodes {
-                proptest::prop_assert_eq!(n.depth, n.name.matches('_').count());
+                let filter = usize::from(n.kind == "filter");
+                proptest::prop_assert_eq!(n.depth + filter, n.name.matches('_').count());
             }
         }
     }

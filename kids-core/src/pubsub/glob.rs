@@ -145,14 +145,29 @@ impl Glob {
 
     /// [`Glob::matches`], adding the number of comparison steps to `steps`.
     pub(crate) fn matches_counted(&self, subject: &[u8], steps: &mut usize) -> bool {
+        self.matches_within(subject, steps, usize::MAX)
+            .unwrap_or(false)
+    }
+
+    /// [`Glob::matches_counted`], giving up (`None`) once `steps` would
+    /// pass `limit`.
+    pub(crate) fn matches_within(
+        &self,
+        subject: &[u8],
+        steps: &mut usize,
+        limit: usize,
+    ) -> Option<bool> {
         if subject.is_empty() {
-            return self.source.is_empty();
+            return Some(self.source.is_empty());
         }
         let t = &self.tokens;
         let (mut ti, mut si) = (0usize, 0usize);
         // The last star seen, and the subject position its match ends at.
         let mut star: Option<(usize, usize)> = None;
         while si < subject.len() {
+            if *steps >= limit {
+                return None;
+            }
             *steps += 1;
             if ti < t.len() && t[ti] == Token::Star {
                 star = Some((ti, si));
@@ -165,10 +180,10 @@ impl Glob {
                 si = ssi + 1;
                 star = Some((sti, ssi + 1));
             } else {
-                return false;
+                return Some(false);
             }
         }
-        t[ti..].iter().all(|t| *t == Token::Star)
+        Some(t[ti..].iter().all(|t| *t == Token::Star))
     }
 }
 

@@ -258,7 +258,8 @@ impl Topic {
     fn count(&self, len: usize, at: u64) {
         self.messages.fetch_add(1, Ordering::Relaxed);
         self.bytes.fetch_add(len as u64, Ordering::Relaxed);
-        self.last_at.store(at, Ordering::Relaxed);
+        // The latest, whichever of racing publishers stores last.
+        self.last_at.fetch_max(at, Ordering::Relaxed);
     }
 }
 
@@ -933,10 +934,11 @@ impl Router {
         read(&self.inner.tails).len()
     }
 
-    /// How many subscribed patterns match `channel`, checking at most
-    /// `budget` patterns (the count spent is taken off it): `None` when the
-    /// budget ran out first. Only the patterns that can match are checked
-    /// (the index by literal prefix and suffix).
+    /// How many subscribed patterns match `channel`, spending at most
+    /// `budget` matching steps (one per pattern looked at and per byte
+    /// compared; those spent are taken off it): `None` when the budget ran
+    /// out first. Only the patterns that can match are checked (the index by
+    /// literal prefix and suffix).
     pub fn matching_patterns(&self, channel: &[u8], budget: &mut usize) -> Option<usize> {
         let patterns = read(&self.inner.patterns);
         if patterns.len() == 0 {
@@ -950,19 +952,26 @@ impl Router {
             } else {
                 channel
             };
-        let mut count = 0;
-        for bucket in patterns.candidates(key) {
-            for &id in bucket {
-                if *budget == 0 {
-                    return None;
-                }
-                *budget -= 1;
-                if patterns.get(id).is_some_and(|e| e.glob.matches(channel)) {
-                    count += 1;
+        let (mut count, mut steps) = (0, 0usize);
+        let limit = *budget;
+        let counted = 'all: {
+            for bucket in patterns.candidates(key) {
+                for &id in bucket {
+                    steps += 1;
+                    let Some(entry) = patterns.get(id) else {
+                        continue;
+                    };
+                    match entry.glob.matches_within(channel, &mut steps, limit) {
+                        Some(true) => count += 1,
+                        Some(false) => {}
+                        None => break 'all false,
+                    }
                 }
             }
-        }
-        Some(count)
+            steps <= limit
+        };
+        *budget = limit.saturating_sub(steps);
+        counted.then_some(count)
     }
 
     /// Updates the per-second rates reported by [`Router::stats`]; call it

@@ -2,9 +2,11 @@
 //! people watching (the explorer page), never a subscriber.
 //!
 //! A tail is not a client: it is not counted in a `PUBLISH` reply, in
-//! `messages_out` or in `connected_clients`, and it can never slow a
-//! publisher down or be closed by an `nlimit`. Past its rate, or when its
-//! reader is behind, it keeps a count of what it skipped instead.
+//! `messages_out` or in `connected_clients`, and it is never closed by an
+//! `nlimit`. What it costs a publish is bounded: a glob match linear in the
+//! channel's length (a message whose match would cost more is counted as
+//! skipped), and one atomic load once past its rate. Past its rate, when its
+//! reader is behind, or past that match bound, it counts what it skipped.
 
 use std::collections::VecDeque;
 use std::sync::Mutex;
@@ -142,8 +144,17 @@ impl TailShared {
     /// rate is a generic cell rate: one message every `1 / max_per_sec`,
     /// bursts of a tenth of a second's worth.
     pub(crate) fn offer(&self, channel: &Bytes, message: &Bytes, now: Instant) {
-        if !self.glob.matches(channel) {
-            return;
+        // A bounded match: linear in the channel's length. A glob that
+        // would need more (stars before long literals) counts the message
+        // as skipped rather than slow the publisher down.
+        let limit = 4 * (channel.len() + self.glob.source().len()) + 64;
+        match self.glob.matches_within(channel, &mut 0, limit) {
+            Some(false) => return,
+            Some(true) => {}
+            None => {
+                self.skipped.fetch_add(1, Ordering::Relaxed);
+                return;
+            }
         }
         let t =
             u64::try_from(now.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX);
@@ -295,6 +306,24 @@ mod tests {
         }
         let b = t.take();
         assert_eq!((b.messages.len(), b.skipped), (3, 7));
+    }
+
+    #[test]
+    fn a_glob_too_costly_for_a_channel_counts_a_skip() {
+        let now = Instant::now();
+        let glob = Glob::new(format!("*{}b", "a".repeat(200)).as_bytes(), false);
+        let t = TailShared::new(glob, TailConfig::default(), now);
+        let channel = Bytes::from("a".repeat(4000));
+        t.offer(&channel, &"m".into(), now);
+        let b = t.take();
+        assert_eq!((b.messages.len(), b.skipped), (0, 1));
+        // A cheap one that matches is kept.
+        t.offer(
+            &Bytes::from(format!("{}b", "a".repeat(200))),
+            &"m".into(),
+            now,
+        );
+        assert_eq!(t.take().messages.len(), 1);
     }
 
     #[test]

@@ -1288,15 +1288,15 @@ impl Store for BufferStore {
     }
 
     fn info(&self, name: &str, out: &mut String) {
-        let (bytes, segments) = self
-            .spool
-            .as_ref()
-            .map_or((0, 0), |s| (s.len_bytes(), s.segment_count()));
+        let (bytes, segments, backlog) = self.spool.as_ref().map_or((0, 0, 0), |s| {
+            (s.len_bytes(), s.segment_count(), s.bytes_from(self.cursor))
+        });
         let s = self.stats;
         let _ = write!(
             out,
-            "store_{name}:kind=buffer,spool={},spool_bytes={bytes},spool_segments={segments},replaying={},spooled={},forwarded={},replayed={},acked={},primary_failures={},recovered_bytes={},undecodable={},unstored={},reopened={}\r\n",
+            "store_{name}:kind=buffer,spool={},spool_bytes={bytes},spool_segments={segments},backlog_bytes={backlog},primary_up={},replaying={},spooled={},forwarded={},replayed={},acked={},primary_failures={},recovered_bytes={},undecodable={},unstored={},reopened={}\r\n",
             self.config.dir.display(),
+            u8::from(self.primary.is_up()),
             u8::from(self.backlog),
             s.spooled,
             s.forwarded,

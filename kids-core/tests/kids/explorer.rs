@@ -99,12 +99,13 @@ fn topics_report_rates_bytes_subscribers_patterns_and_age() {
             start,
         );
         router.tick(start);
+        explorer.tick(start);
         for _ in 0..10 {
             publish(&router, "web", b"0123456789");
         }
         publish(&router, "db", b"abc");
         router.tick(start + Duration::from_secs(2));
-        explorer.tick(Instant::now());
+        explorer.tick(start + Duration::from_secs(2));
 
         let all = json(&explorer, "/api/topics").await;
         let topics = all["topics"].as_array().expect("topics");
@@ -325,7 +326,7 @@ fn stores_show_the_tree_a_down_primary_and_the_spool() {
     let config = Config::parse(
         "kids.conf",
         &format!(
-            "store buffer {{ store network primary {{ host 127.0.0.1; port {dead}; }} \
+            "store buffer {{ store network primary {{ topic t*; host 127.0.0.1; port {dead}; }} \
              store file secondary {{ path {}; }} }}",
             dir.path().display()
         ),
@@ -342,10 +343,14 @@ fn stores_show_the_tree_a_down_primary_and_the_spool() {
         );
         let found = test_support::Poll::limit(Duration::from_secs(30)).until(|| {
             let v = explorer.stores();
-            let spooled = v
-                .nodes
-                .iter()
-                .any(|n| n.kind == "buffer" && n.spool_bytes > Some(0));
+            // Spooled, waiting for the primary: a backlog, not a replay.
+            let spooled = v.nodes.iter().any(|n| {
+                n.kind == "buffer"
+                    && n.backlog_bytes > Some(0)
+                    && n.primary_up == Some(false)
+                    && !n.replaying
+                    && n.replay_progress.is_none()
+            });
             let down = v
                 .nodes
                 .iter()
@@ -361,6 +366,10 @@ fn stores_show_the_tree_a_down_primary_and_the_spool() {
         assert_eq!(nodes[0]["name"], "root");
         assert_eq!(nodes[0]["kind"], "buffer");
         assert_eq!(nodes[0]["depth"], 0);
+        // The primary's topic filter is a node of its own, before it.
+        let names: Vec<&str> = nodes.iter().map(|n| n["name"].as_str().unwrap()).collect();
+        assert_eq!(names, ["root", "root_primary_filter", "root_primary"]);
+        assert_eq!(nodes[1]["kind"], "filter");
         let primary = nodes
             .iter()
             .find(|n| n["kind"] == "network")
@@ -376,6 +385,85 @@ fn stores_show_the_tree_a_down_primary_and_the_spool() {
         );
         assert!(metrics.contains("kids_store_queue_capacity "), "{metrics}");
         stores.shutdown().await;
+    });
+}
+
+#[test]
+fn hostile_globs_and_names_cost_a_bounded_number_of_steps() {
+    runtime().block_on(async {
+        let now = Instant::now();
+        let router = Router::new(RouterConfig::default(), now);
+        let mut config = ExplorerConfig::default();
+        config.filter_budget = 100_000;
+        let explorer = Explorer::new(router.clone(), config);
+        // Patterns a plain RESP client may subscribe: stars before long literals.
+        let mut sub = Session::new(&router);
+        let mut patterns = vec![Bytes::from("PSUBSCRIBE")];
+        patterns.extend((0..5).map(|i| Bytes::from(format!("*{}[b{i}]", "a".repeat(250)))));
+        sub.handle(patterns, now);
+        for i in 0..20 {
+            publish(&router, &format!("{}{i}", "a".repeat(4000)), b"m");
+        }
+        let topics = json(&explorer, "/api/topics").await;
+        let counts: Vec<&Value> = topics["topics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| &t["patterns"])
+            .collect();
+        assert_eq!(counts.len(), 20);
+        assert!(
+            counts.contains(&&Value::Null),
+            "the step budget ran out: {counts:?}"
+        );
+        // A filter past the pattern bound is refused; a costly one stops at its budget.
+        let long = format!("/api/topics?glob={}", "x".repeat(300));
+        assert_eq!(get(&explorer, &long).status(), 400);
+        let costly = format!("/api/topics?glob=*{}b", "a".repeat(200));
+        let v = json(&explorer, &costly).await;
+        assert_eq!(v["incomplete"], true);
+        let cheap = json(&explorer, "/api/topics?glob=a*1").await;
+        assert_eq!(cheap["incomplete"], false);
+        assert_eq!(cheap["topics"].as_array().unwrap().len(), 2); // ...1 and ...11
+    });
+}
+
+#[test]
+fn requests_a_site_elsewhere_could_make_are_refused() {
+    runtime().block_on(async {
+        let router = Router::new(RouterConfig::default(), Instant::now());
+        let open = Explorer::new(router.clone(), ExplorerConfig::default());
+        let with = |host: &str, site: Option<&str>| {
+            let mut req = http::Request::get("/api/overview").header("host", host);
+            if let Some(site) = site {
+                req = req.header("sec-fetch-site", site);
+            }
+            open.handle(&req.body(()).unwrap()).status()
+        };
+        for host in [
+            "127.0.0.1:8080",
+            "localhost:8080",
+            "[::1]:8080",
+            "127.0.0.1",
+        ] {
+            assert_eq!(with(host, None), 200, "{host}");
+            assert_eq!(with(host, Some("same-origin")), 200, "{host}");
+        }
+        // DNS rebinding: another site's name pointed at this address.
+        assert_eq!(with("attacker.example:8080", None), 403);
+        // A page elsewhere loading our URLs.
+        assert_eq!(with("127.0.0.1:8080", Some("cross-site")), 403);
+        // With a token, a name is fine (a proxy's), a cross-site request is not.
+        let guarded = Explorer::new(router, ExplorerConfig::default().token("t"));
+        let req = |site: &str| {
+            http::Request::get("/api/overview?token=t")
+                .header("host", "kids.internal")
+                .header("sec-fetch-site", site)
+                .body(())
+                .unwrap()
+        };
+        assert_eq!(guarded.handle(&req("same-origin")).status(), 200);
+        assert_eq!(guarded.handle(&req("cross-site")).status(), 403);
     });
 }
 
@@ -466,7 +554,7 @@ fn http_get(port: u16, path: &str) -> (String, String) {
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     write!(
         s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"
     )
     .unwrap();
     let mut out = String::new();
@@ -501,9 +589,23 @@ fn served_over_http_it_answers_and_stops() {
     let (status, rest) = http_get(port, "/");
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert!(rest.contains("<title>kids explorer</title>"));
+    // A client that goes away closes its tail.
+    let mut tail = TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(
+        tail,
+        "GET /api/tail?glob=x HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
+    test_support::wait_for("the tail to open", || router.tails() == 1);
+    drop(tail);
+    test_support::wait_for("the tail to close", || router.tails() == 0);
     // A stream open at shutdown does not hold the server up.
     let mut streaming = TcpStream::connect(("127.0.0.1", port)).unwrap();
-    write!(streaming, "GET /api/stream HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    write!(
+        streaming,
+        "GET /api/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n"
+    )
+    .unwrap();
     let mut first = [0u8; 12];
     streaming
         .set_read_timeout(Some(Duration::from_secs(30)))
