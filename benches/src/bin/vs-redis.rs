@@ -218,24 +218,13 @@ fn run() -> Res<()> {
     let mut results = Vec::new();
     for &(subs, pubs) in &settings.shapes {
         for &depth in &settings.depths {
-            let mut k = Vec::new();
-            let mut r = Vec::new();
-            for round in 1..=settings.rounds {
-                // Alternate which server goes first, so neither always runs
-                // on a machine warmed (or tired) by the other.
-                let order = if round % 2 == 1 {
-                    [&kids, &redis]
-                } else {
-                    [&redis, &kids]
-                };
-                for server in order {
-                    server.check_alive()?;
-                    let m = run_round(server, subs, pubs, depth, dur, ticks).ctx(|| {
-                        format!(
-                            "{} round {round} shape {subs}/{pubs} N={depth}",
-                            server.name()
-                        )
-                    })?;
+            let [k, r] = alternate_rounds(
+                [&kids, &redis],
+                (subs, pubs, depth),
+                settings.rounds,
+                dur,
+                ticks,
+                |round, server, m| {
                     println!(
                         "round {round}/{} {subs}/{pubs} N={depth} {:<5} publishes/s={:>9.0} deliveries/s={:>10.0} cpu_us/msg={:.3} client_cpu_us/msg={:.3} switches/msg={:.3} p99_rtt_us={:.0}{}",
                         settings.rounds,
@@ -248,13 +237,8 @@ fn run() -> Res<()> {
                         m.p99_rtt_us,
                         m.notes
                     );
-                    if server.name() == "kids" {
-                        k.push(m);
-                    } else {
-                        r.push(m);
-                    }
-                }
-            }
+                },
+            )?;
             results.push(((subs, pubs, depth), k, r));
         }
     }
@@ -426,6 +410,37 @@ impl Page {
     }
 }
 
+/// Runs `rounds` rounds of one cell (subscribers, publishers, depth) on
+/// both servers, alternating which goes first so that neither always runs
+/// on a machine warmed (or tired) by the other; `report` sees each round.
+/// The measurements of each server, in the order of `pair`.
+fn alternate_rounds(
+    pair: [&Server; 2],
+    (subs, pubs, depth): (usize, usize, usize),
+    rounds: usize,
+    dur: Duration,
+    ticks: f64,
+    mut report: impl FnMut(usize, &Server, &Measurement),
+) -> Res<[Vec<Measurement>; 2]> {
+    let mut out = [Vec::new(), Vec::new()];
+    for round in 1..=rounds {
+        let order = if round % 2 == 1 { [0, 1] } else { [1, 0] };
+        for i in order {
+            let server = pair[i];
+            server.check_alive()?;
+            let m = run_round(server, subs, pubs, depth, dur, ticks).ctx(|| {
+                format!(
+                    "{} round {round} shape {subs}/{pubs} N={depth}",
+                    server.name()
+                )
+            })?;
+            report(round, server, &m);
+            out[i].push(m);
+        }
+    }
+    Ok(out)
+}
+
 fn run_explorer_grid(
     kids: &Server,
     settings: &Settings,
@@ -444,34 +459,26 @@ fn run_explorer_grid(
     let mut cells = Vec::new();
     for &(subs, pubs) in &shapes {
         for &depth in &settings.depths {
-            let (mut plain, mut with_page) = (Vec::new(), Vec::new());
-            for round in 1..=settings.rounds {
-                let order = if round % 2 == 1 {
-                    [kids, &paged]
-                } else {
-                    [&paged, kids]
-                };
-                for server in order {
-                    server.check_alive()?;
-                    let m = run_round(server, subs, pubs, depth, dur, ticks).ctx(|| {
-                        format!(
-                            "{} round {round} shape {subs}/{pubs} N={depth}",
-                            server.name()
-                        )
-                    })?;
-                    let rate = if subs == 0 { m.publishes } else { m.deliveries };
+            let rate = |m: &Measurement| if subs == 0 { m.publishes } else { m.deliveries };
+            let [plain, with_page] = alternate_rounds(
+                [kids, &paged],
+                (subs, pubs, depth),
+                settings.rounds,
+                dur,
+                ticks,
+                |round, server, m| {
                     println!(
-                        "explorer round {round}/{} {subs}/{pubs} N={depth} {:<9} rate={rate:>10.0}",
+                        "explorer round {round}/{} {subs}/{pubs} N={depth} {:<9} rate={:>10.0}",
                         settings.rounds,
-                        server.name()
+                        server.name(),
+                        rate(m)
                     );
-                    if server.name() == "kids" {
-                        plain.push(rate);
-                    } else {
-                        with_page.push(rate);
-                    }
-                }
-            }
+                },
+            )?;
+            let (plain, with_page) = (
+                plain.iter().map(rate).collect(),
+                with_page.iter().map(rate).collect(),
+            );
             cells.push(((subs, pubs, depth), plain, with_page));
         }
     }

@@ -64,5 +64,5 @@ pub use beanstalkd::Beanstalkd;
 pub use peer::{REQUIRE_PEERS, on_path, peer};
 pub use port::{free_port, free_ports};
 pub use process::{Process, Stream, open_files_limit, rss_bytes};
-pub use redis::{RedisServer, answers_ping};
+pub use redis::{RedisServer, answers_ping, redis_cli};
 pub use wait::{Poll, WAIT_LIMIT, wait_for};

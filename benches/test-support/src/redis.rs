@@ -3,6 +3,7 @@
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -62,4 +63,24 @@ pub fn answers_ping(port: u16) -> bool {
     let _ = s.set_read_timeout(Some(Duration::from_secs(1)));
     let mut buf = [0u8; 7];
     s.write_all(b"PING\r\n").is_ok() && s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// Runs `redis-cli -p PORT args...` (the binary `bin`, found with [`peer`])
+/// and returns its stdout.
+///
+/// # Panics
+/// When redis-cli does not run or exits with a failure: the message has
+/// its stderr.
+pub fn redis_cli(bin: &Path, port: u16, args: &[&str]) -> String {
+    let out = Command::new(bin)
+        .args(["-p", &port.to_string()])
+        .args(args)
+        .output()
+        .expect("run redis-cli");
+    assert!(
+        out.status.success(),
+        "redis-cli {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }

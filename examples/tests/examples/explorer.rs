@@ -30,19 +30,14 @@ fn explorer_addr(kids: &Process) -> String {
         .to_string()
 }
 
-/// `redis-cli -p PORT args...`, which must succeed.
+/// `redis-cli -p PORT args...` against `addr`.
 fn cli(bin: &Path, addr: &str, args: &[&str]) {
-    let port = addr.rsplit(':').next().expect("a port");
-    let out = Command::new(bin)
-        .args(["-p", port])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
-    assert!(
-        out.status.success(),
-        "redis-cli {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let port = addr
+        .rsplit(':')
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    test_support::redis_cli(bin, port, args);
 }
 
 /// Console messages at level SEVERE, across every read so far (each read empties the log).

@@ -667,6 +667,16 @@ impl Router {
         }
     }
 
+    /// The key the pattern index files `channel` under: lowered when
+    /// patterns ignore case.
+    fn pattern_key<'c>(&self, channel: &'c [u8]) -> std::borrow::Cow<'c, [u8]> {
+        if self.inner.config.ignore_case && channel.iter().any(u8::is_ascii_uppercase) {
+            std::borrow::Cow::Owned(channel.to_ascii_lowercase())
+        } else {
+            std::borrow::Cow::Borrowed(channel)
+        }
+    }
+
     /// Matches `channel` against the patterns that can match it, delivering
     /// to each that does, until `budget` steps are spent; then returns the
     /// ids of the patterns left and the sequence number they must be under.
@@ -682,15 +692,8 @@ impl Router {
         if patterns.len() == 0 {
             return None;
         }
-        let lowered;
-        let key: &[u8] =
-            if self.inner.config.ignore_case && channel.iter().any(u8::is_ascii_uppercase) {
-                lowered = channel.to_ascii_lowercase();
-                &lowered
-            } else {
-                channel
-            };
-        let buckets = patterns.candidates(key);
+        let key = self.pattern_key(channel);
+        let buckets = patterns.candidates(&key);
         let mut steps = 0usize;
         for (b, bucket) in buckets.iter().enumerate() {
             for (i, &id) in bucket.iter().enumerate() {
@@ -944,18 +947,11 @@ impl Router {
         if patterns.len() == 0 {
             return Some(0);
         }
-        let lowered;
-        let key: &[u8] =
-            if self.inner.config.ignore_case && channel.iter().any(u8::is_ascii_uppercase) {
-                lowered = channel.to_ascii_lowercase();
-                &lowered
-            } else {
-                channel
-            };
+        let key = self.pattern_key(channel);
         let (mut count, mut steps) = (0, 0usize);
         let limit = *budget;
         let counted = 'all: {
-            for bucket in patterns.candidates(key) {
+            for bucket in patterns.candidates(&key) {
                 for &id in bucket {
                     steps += 1;
                     let Some(entry) = patterns.get(id) else {

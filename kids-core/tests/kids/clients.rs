@@ -6,24 +6,9 @@ use std::process::Command;
 
 use futures::StreamExt;
 use kids_core::RouterConfig;
-use test_support::{Process, peer};
+use test_support::{Process, peer, redis_cli as cli};
 
 use super::support::KidsServer;
-
-/// Runs `redis-cli -p PORT args...` and returns its stdout.
-fn cli(bin: &Path, port: u16, args: &[&str]) -> String {
-    let out = Command::new(bin)
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
-    assert!(
-        out.status.success(),
-        "redis-cli {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
 
 /// Starts `redis-cli ... <mode> <names>` and reads lines until `ready` lines arrived.
 fn listening(

@@ -15,7 +15,7 @@ use bytes::{Bytes, BytesMut};
 use kids_core::net::{Listener, ServerConfig};
 use kids_core::{Frame, FrameCodec, Limits, Proto};
 use sink_core::{Broker, BrokerConfig, FsyncPolicy};
-use test_support::{REQUIRE_PEERS, on_path, peer};
+use test_support::{REQUIRE_PEERS, on_path, peer, redis_cli as cli};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Mutex, oneshot};
@@ -389,21 +389,6 @@ fn xread_block_is_answered_by_another_connections_xadd_and_times_out_with_nil() 
         let pong = reader.call(&["PING"]).await.expect("ping");
         assert_eq!(pong, Frame::Simple(Bytes::from_static(b"PONG")));
     });
-}
-
-/// Runs `redis-cli -p PORT args...` and returns its stdout.
-fn cli(bin: &Path, port: u16, args: &[&str]) -> String {
-    let out = Command::new(bin)
-        .args(["-p", &port.to_string()])
-        .args(args)
-        .output()
-        .expect("run redis-cli");
-    assert!(
-        out.status.success(),
-        "redis-cli {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
