@@ -101,6 +101,7 @@ pub use server::outbox::{CloseReason, Outbox};
 pub use store::file::{FileStore, FileStoreConfig, FileStoreStats, sanitize_topic};
 pub use store::forward::{ForwardAction, ForwardStats, Forwarder, ForwarderConfig, QueueFullError};
 pub use store::pipeline::{PipelineConfig, PipelineStats, StorePipeline, Worker};
+pub use store::view::{NLimitView, QueueView, StoreNode, StoresView, parse_stores};
 pub use store::{
     Bell, BufferConfig, BufferStats, BufferStore, BuiltStore, Cause, Filtered, Link, MultipleStore,
     NetworkStore, Now, NullStore, PriorityStore, Store, StoreError, Target, build_store,

@@ -54,9 +54,7 @@ use serde::Serialize;
 
 use crate::{Router, Stats, Tail, TailConfig};
 
-mod stores;
-
-pub use stores::{QueueView, StoreNode, StoresView, parse_stores};
+pub use crate::store::view::{NLimitView, QueueView, StoreNode, StoresView, parse_stores};
 
 /// The page, served at `/`.
 const PAGE: &str = include_str!("page.html");

@@ -24,6 +24,7 @@
 pub(crate) mod file;
 pub(crate) mod forward;
 pub(crate) mod pipeline;
+pub(crate) mod view;
 
 use std::collections::VecDeque;
 use std::fmt::{self, Write as _};
