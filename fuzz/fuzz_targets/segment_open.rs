@@ -76,11 +76,12 @@ impl LogFs for MemFs {
                 f.data.lock().unwrap().clear();
                 f
             }
-            (_, None) => {
+            (OpenMode::CreateNew | OpenMode::Truncate, None) => {
                 let f = Arc::new(MemFile::default());
                 files.insert(path.to_owned(), f.clone());
                 f
             }
+            _ => return Err(io::ErrorKind::Unsupported.into()),
         };
         Ok(file)
     }

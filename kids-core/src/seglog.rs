@@ -640,62 +640,75 @@ impl SegmentLog {
         ids.sort_unstable();
         let mut recovery = Recovery::default();
         let mut segments = VecDeque::new();
-        // One thread reads the next segment while this one checks and
-        // visits the current: recovery takes about the longer of the two,
-        // not their sum. Two buffers go back and forth, reused.
-        std::thread::scope(|scope| -> Result<(), Error> {
-            let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
-            let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
-            let _ = empty_tx.send(Vec::new());
-            let _ = empty_tx.send(Vec::new());
-            let (reader_fs, reader_dir, reader_ids) = (&fs, &dir, &ids);
-            scope.spawn(move || {
-                for &id in reader_ids {
-                    let Ok(mut buf) = empty_rx.recv() else { return };
-                    let read = read_file_into(&**reader_fs, &name(reader_dir, id), &mut buf);
-                    if full_tx.send(read.map(|()| buf)).is_err() {
-                        return;
-                    }
-                }
-            });
-            for (i, &id) in ids.iter().enumerate() {
-                let path = name(&dir, id);
-                let last = i + 1 == ids.len();
-                let data = full_rx
-                    .recv()
-                    .map_err(|_| io::Error::other("segment reader stopped"))??;
-                let (records, good) =
-                    scan(&path, &data, config.max_record, last, &mut |off, rec| {
-                        visit(
-                            Position {
-                                segment: id,
-                                offset: off,
-                            },
-                            rec,
-                        );
-                    })?;
-                let len = data.len() as u64;
+        // Checks and visits segment `i` (`id`), whose bytes are `data`;
+        // gives the buffer back for reuse.
+        let mut check = |i: usize, id: u64, data: Vec<u8>| -> Result<Vec<u8>, Error> {
+            let path = name(&dir, id);
+            let last = i + 1 == ids.len();
+            let (records, good) = scan(&path, &data, config.max_record, last, &mut |off, rec| {
+                visit(
+                    Position {
+                        segment: id,
+                        offset: off,
+                    },
+                    rec,
+                );
+            })?;
+            let len = data.len() as u64;
+            if good < len {
+                recovery.truncated_bytes += len - good;
                 let zeros = data
                     .get(good as usize..)
                     .is_some_and(|t| t.iter().all(|&b| b == 0));
-                let _ = empty_tx.send(data);
-                if good < len {
-                    recovery.truncated_bytes += len - good;
-                    if zeros {
-                        // What SegmentConfig::preallocate_bytes leaves after a kill.
-                        tracing::debug!(path = %path.display(), zeros = len - good, "cutting the zero-filled tail of segment");
-                    } else {
-                        tracing::warn!(path = %path.display(), torn = len - good, "truncating torn tail of segment");
-                    }
-                    let f = fs.open(&path, OpenMode::Write)?;
-                    f.set_len(good)?;
-                    f.sync()?;
+                if zeros {
+                    // What SegmentConfig::preallocate_bytes leaves after a kill.
+                    tracing::debug!(path = %path.display(), zeros = len - good, "cutting the zero-filled tail of segment");
+                } else {
+                    tracing::warn!(path = %path.display(), torn = len - good, "truncating torn tail of segment");
                 }
-                recovery.records += records;
-                segments.push_back(Segment { id, len: good });
+                let f = fs.open(&path, OpenMode::Write)?;
+                f.set_len(good)?;
+                f.sync()?;
             }
-            Ok(())
-        })?;
+            recovery.records += records;
+            segments.push_back(Segment { id, len: good });
+            Ok(data)
+        };
+        if ids.len() <= 1 {
+            // One segment (the usual small log): nothing to read ahead, no thread.
+            for (i, &id) in ids.iter().enumerate() {
+                let mut buf = Vec::new();
+                read_file_into(&*fs, &name(&dir, id), &mut buf)?;
+                check(i, id, buf)?;
+            }
+        } else {
+            // One thread reads the next segment while this one checks and
+            // visits the current: recovery takes about the longer of the
+            // two, not their sum. Two buffers go back and forth, reused.
+            std::thread::scope(|scope| -> Result<(), Error> {
+                let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(1);
+                let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+                let _ = empty_tx.send(Vec::new());
+                let _ = empty_tx.send(Vec::new());
+                let (reader_fs, reader_dir, reader_ids) = (&fs, &dir, &ids);
+                scope.spawn(move || {
+                    for &id in reader_ids {
+                        let Ok(mut buf) = empty_rx.recv() else { return };
+                        let read = read_file_into(&**reader_fs, &name(reader_dir, id), &mut buf);
+                        if full_tx.send(read.map(|()| buf)).is_err() {
+                            return;
+                        }
+                    }
+                });
+                for (i, &id) in ids.iter().enumerate() {
+                    let data = full_rx
+                        .recv()
+                        .map_err(|_| io::Error::other("segment reader stopped"))??;
+                    let _ = empty_tx.send(check(i, id, data)?);
+                }
+                Ok(())
+            })?;
+        }
         if segments.is_empty() {
             fs.open(&name(&dir, 1), OpenMode::CreateNew)?;
             fs.sync_dir(&dir)?;
