@@ -134,6 +134,8 @@ mod error;
 mod frame;
 mod limits;
 mod options;
+#[cfg(feature = "build")]
+mod python;
 mod required;
 mod server;
 mod wire;
