@@ -254,12 +254,13 @@ def _lz4_decompress_py(src, size):
 class FrameCodec:
     """Frames to bytes and back, with a bound on every length (PROTOCOL.md sections 2 to 6)."""
 
-    def __init__(self, max_frame_len=DEFAULT_MAX_FRAME_LEN, compress_threshold=DEFAULT_COMPRESS_THRESHOLD):
+    def __init__(self, max_frame_len=DEFAULT_MAX_FRAME_LEN, compress_threshold=DEFAULT_COMPRESS_THRESHOLD,
+                 stats=None):
         self.max_frame_len = min(int(max_frame_len), 0xFFFFFFFF)
         self.compress_threshold = compress_threshold
-        # Payloads that went out compressed, and came in compressed.
-        self.compressed_sent = 0
-        self.compressed_received = 0
+        # Counts payloads that went out compressed and came in compressed
+        # ("compressed_sent", "compressed_received"); a server's codecs share its stats.
+        self.stats = stats if stats is not None else collections.Counter()
 
     # -- encode
 
@@ -298,7 +299,7 @@ class FrameCodec:
         if compress and _lz4 is not None and self.compress_threshold <= n <= self.max_frame_len:
             block = _lz4.compress(payload, store_size=False)
             if 4 + len(block) < n:
-                self.compressed_sent += 1
+                self.stats["compressed_sent"] += 1
                 return CODEC_LZ4, struct.pack(">I", n) + block
         return 0, payload
 
@@ -380,7 +381,7 @@ class FrameCodec:
             raise ProtocolError(Code.INVALID_ARGUMENT, "truncated frame")
         (size,) = struct.unpack_from(">I", rest)
         out = lz4_decompress(bytes(rest[4:]), size, self.max_frame_len)
-        self.compressed_received += 1
+        self.stats["compressed_received"] += 1
         return out
 
 
@@ -531,8 +532,6 @@ def _float_text(v, fmt):
         text = format(Decimal(text), "f")
     if text.endswith(".0"):
         text = text[:-2]
-    if text == "-0":
-        text = "-0"
     return text
 
 
@@ -762,6 +761,7 @@ class _Base:
             raise ValueError("a port, or unix=PATH")
         self.host, self.port, self.unix = host, port, unix
         self.codec = FrameCodec(max_frame_len, compress_threshold)
+        self.stats = self.codec.stats  # also "requests_sent": calls that went to the server
         self.cache = cache
         self.connect_timeout = connect_timeout
         self.clock = clock or now_ms
@@ -777,7 +777,11 @@ class _Base:
     def _encoded(self, method, request):
         if not isinstance(request, method.request_type):
             raise TypeError("%s takes a %s" % (method.full_name, method.request_type.DESCRIPTOR.full_name))
-        return request.SerializeToString()
+        missing = request.FindInitializationErrors()
+        if missing:
+            raise WishError(Code.INVALID_ARGUMENT, "request: missing required field %s of %s"
+                            % (missing[0], request.DESCRIPTOR.full_name))
+        return request.SerializeToString(deterministic=True)
 
     def _cached(self, method, payload, no_cache):
         if self.cache is None or no_cache:
@@ -857,6 +861,7 @@ class Client(_Base):
             id = self._new_id(())
             frame = _request(id, method, payload, deadline, no_cache, no_compress)
             data = self.codec.encode(frame)  # RESOURCE_EXHAUSTED before anything is sent
+            self.stats["requests_sent"] += 1
             until = None if deadline is None else time.monotonic() + deadline
             try:
                 self._sock.sendall(data)
@@ -1019,6 +1024,7 @@ class AsyncClient(_Base):
             raise WishError(Code.RESOURCE_EXHAUSTED, "%d calls in flight" % MAX_IN_FLIGHT)
         id = self._new_id(self._waiting)
         data = self.codec.encode(_request(id, method, payload, deadline, no_cache, no_compress))
+        self.stats["requests_sent"] += 1
         fut = asyncio.get_running_loop().create_future()
         self._waiting[id] = fut
         try:
@@ -1153,7 +1159,7 @@ class Server:
             if not isinstance(answer, method.response_type):
                 raise TypeError("%s returned %r, not a %s" % (method.full_name, type(answer).__name__,
                                                               method.response_type.DESCRIPTOR.full_name))
-            payload = answer.SerializeToString()
+            payload = answer.SerializeToString(deterministic=True)
         except WishError as e:
             self.stats["errors"] += 1
             return Error(req.id, e.code, e.message)
@@ -1172,7 +1178,7 @@ class _Connection:
 
     def __init__(self, server, reader, writer, task):
         self.server, self.reader, self.writer, self.task = server, reader, writer, task
-        self.codec = FrameCodec(server.max_frame_len, server.compress_threshold)
+        self.codec = FrameCodec(server.max_frame_len, server.compress_threshold, server.stats)
         self.calls = {}  # id -> task
         self.room = asyncio.Event()
         self.room.set()

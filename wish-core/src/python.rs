@@ -237,9 +237,9 @@ impl PythonPackage {
             let _ = writeln!(w, "])\n");
             for (class, blocking) in [(&client, true), (&aclient, false)] {
                 let (def, wait, kind, channel) = if blocking {
-                    ("def", "", "a blocking", "a Client")
+                    ("def", "", "A blocking", "a Client")
                 } else {
-                    ("async def", "await ", "an asyncio", "an AsyncClient")
+                    ("async def", "await ", "An asyncio", "an AsyncClient")
                 };
                 let _ = writeln!(
                     w,
