@@ -189,6 +189,35 @@ class Golden(unittest.TestCase):
         long = "é" * 40000
         self.assertEqual(len(codec.decode(codec.encode(rt.Error(1, 2, long))).message.encode()), 65534)
 
+    def test_damaged_frames_only_ever_raise_protocol_errors(self):
+        rng = random.Random(11)
+        codec = rt.FrameCodec(max_frame_len=4096)
+        frames = list(self.frames.values())
+        for _ in range(20000):
+            frame = bytearray(rng.choice(frames))
+            for _ in range(rng.randint(1, 4)):
+                at = rng.randrange(4, len(frame))
+                frame[at] = rng.randrange(256)
+            if rng.random() < 0.3:
+                frame = frame[:rng.randrange(4, len(frame) + 1)]
+                frame[:4] = struct.pack(">I", len(frame) - 4)
+            try:
+                codec.decode(bytes(frame))
+            except rt.ProtocolError:
+                pass
+        for _ in range(5000):
+            junk = bytes(rng.randrange(256) for _ in range(rng.randrange(0, 40)))
+            self.assertTrue(rt.cache_key(junk, MULTIPLY.options.timestamped_fields) is None
+                            or isinstance(rt.cache_key(junk), tuple))
+            try:
+                rt._lz4_decompress_py(junk, rng.randrange(0, 64))
+            except rt.ProtocolError:
+                pass
+            try:
+                rt.lz4_decompress(junk, rng.randrange(0, 64), 4096)
+            except rt.ProtocolError:
+                pass
+
     def test_cache_keys_are_canonical(self):
         ab = bytes.fromhex("08011002")
         self.assertEqual(rt.cache_key(ab, MULTIPLY.options.timestamped_fields), (ab, ["a=1", "b=2"]))

@@ -449,8 +449,8 @@ def _decode(cls, payload, what):
     msg = cls()
     try:
         msg.MergeFromString(payload)
-    except (DecodeError, RecursionError, ValueError) as e:
-        return None, "%s does not decode: %s" % (what, e)
+    except Exception as e:  # DecodeError, and whatever else bytes from the network provoke
+        return None, "%s does not decode: %s" % (what, e or type(e).__name__)
     missing = msg.FindInitializationErrors()
     if missing:
         return None, "%s: missing required field %s of %s" % (what, missing[0], cls.DESCRIPTOR.full_name)
@@ -864,7 +864,14 @@ class Client(_Base):
             self.stats["requests_sent"] += 1
             until = None if deadline is None else time.monotonic() + deadline
             try:
+                self._sock.settimeout(None if until is None else max(until - time.monotonic(), 0.001))
                 self._sock.sendall(data)
+            except OSError as e:  # a frame half sent leaves the stream broken
+                self._drop()
+                if isinstance(e, socket.timeout):
+                    raise WishError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
+                raise WishError(Code.UNAVAILABLE, "connection lost: %s" % e)
+            try:
                 answer = self._answer(id, until)
             except WishError as e:
                 if e.code == Code.DEADLINE_EXCEEDED:
@@ -1209,17 +1216,17 @@ class _Connection:
             first = await self.reader.read(1)  # between frames: no timer
             if not first:
                 return
+            started = time.monotonic()
             try:
                 rest = self.reader.readexactly(3)
                 header = first + (await asyncio.wait_for(rest, limit) if limit else await rest)
-                started = time.monotonic()
                 length = self.codec.check_length(header)
                 body = self.reader.readexactly(length)
                 left = None if not limit else limit - (time.monotonic() - started)
                 body = await (asyncio.wait_for(body, max(left, 0.001)) if left is not None else body)
             except asyncio.TimeoutError:
                 self.server.stats["closed_read_timeout"] += 1
-                raise ProtocolError(Code.DEADLINE_EXCEEDED, "frame not whole %ss after its first byte" % limit)
+                raise ProtocolError(Code.DEADLINE_EXCEEDED, "frame not whole %gs after its first byte" % limit)
             frame = self.codec.parse(body)
             self._on_frame(frame)
 
@@ -1251,14 +1258,16 @@ class _Connection:
         me = asyncio.current_task()
         now = self.server.clock()
         call = self.server.handle(req, now)
-        if req.deadline_ms is not None:
-            try:
+        try:
+            if req.deadline_ms is not None:
                 answer = await asyncio.wait_for(call, req.deadline_ms / 1000.0)
-            except asyncio.TimeoutError:
-                self.server.stats["cancelled"] += 1
-                answer = Error(req.id, Code.DEADLINE_EXCEEDED, "deadline exceeded")
-        else:
-            answer = await call
+            else:
+                answer = await call
+        except asyncio.TimeoutError:
+            self.server.stats["cancelled"] += 1
+            answer = Error(req.id, Code.DEADLINE_EXCEEDED, "deadline exceeded")
+        except Exception as e:  # a bug here must not leave the call unanswered
+            answer = Error(req.id, Code.INTERNAL, "server error: %s" % type(e).__name__)
         if self.calls.get(req.id) is not me:
             return  # cancelled after it finished: no answer
         del self.calls[req.id]
