@@ -396,6 +396,38 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
             frame, end = out[name]
             self.assertEqual((frame.id, frame.code, end), (0, Code.INVALID_ARGUMENT, None), name)
 
+    async def test_partial_io_slow_frames_and_half_close(self):
+        loop = asyncio.get_running_loop()
+        golden_a = bytes.fromhex("0000001301010000000000000000 01f7733f9208011002".replace(" ", ""))
+        server = calc.Server(*calc_services([]), read_timeout=0.3)
+        _, port = await server.start("127.0.0.1", 0)
+
+        def raw():
+            out = {}
+            r = Raw(port, "127.0.0.1")
+            for i in range(len(golden_a)):  # every byte in a write of its own
+                r.sock.sendall(golden_a[i:i + 1])
+            out["byte by byte"] = r.frame()
+            r.sock.sendall(golden_a[:9])  # a frame never finished
+            out["read timeout"] = (r.frame(), r.frame())
+            r.close()
+            r = Raw(port, "127.0.0.1")
+            r.sock.sendall(golden_a)
+            r.sock.shutdown(socket.SHUT_WR)  # half-close after the last request
+            out["half-close"] = (r.frame(), r.frame())
+            r.close()
+            return out
+
+        try:
+            out = await loop.run_in_executor(None, raw)
+        finally:
+            await server.stop(drain_timeout=1.0)
+        self.assertEqual(out["byte by byte"], rt.Response(1, b"\x08\x03"))
+        frame, end = out["read timeout"]
+        self.assertEqual((frame.id, frame.code, end), (0, Code.DEADLINE_EXCEEDED, None))
+        self.assertEqual(server.stats["closed_read_timeout"], 1)
+        self.assertEqual(out["half-close"], (rt.Response(1, b"\x08\x03"), None))
+
     async def test_many_calls_in_flight_answer_in_any_order(self):
         simple = calc.SimpleAsyncClient(self.client)
         got = await asyncio.gather(*(simple.plus(req(i, i)) for i in range(300)))

@@ -947,6 +947,7 @@ class AsyncClient(_Base):
         self._conn = None  # (reader, writer, reader task)
         self._waiting = {}
         self._connecting = None
+        self._drain = None  # one drain at a time (Python before 3.10 refuses concurrent ones)
 
     async def close(self):
         """Closes the connection; calls in flight fail with UNAVAILABLE."""
@@ -1034,18 +1035,29 @@ class AsyncClient(_Base):
         self.stats["requests_sent"] += 1
         fut = asyncio.get_running_loop().create_future()
         self._waiting[id] = fut
-        try:
+        if self._drain is None:
+            self._drain = asyncio.Lock()
+
+        async def sent_and_answered():
             writer.write(data)
+            async with self._drain:  # the write buffer is bounded: wait while the socket is full
+                await writer.drain()
+            return await fut
+
+        try:
             if deadline is None:
-                answer = await fut
+                answer = await sent_and_answered()
             else:
-                answer = await asyncio.wait_for(fut, max(0.0, deadline))
+                answer = await asyncio.wait_for(sent_and_answered(), max(0.0, deadline))
         except asyncio.TimeoutError:
             self._abandon(id, writer)
             raise WishError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
         except asyncio.CancelledError:
             self._abandon(id, writer)
             raise
+        except (ConnectionError, OSError) as e:
+            self._waiting.pop(id, None)
+            raise WishError(Code.UNAVAILABLE, "connection lost: %s" % e)
         reply = _reply(method, answer)
         return self._stored(pending, answer, reply)
 
@@ -1190,6 +1202,7 @@ class _Connection:
         self.room = asyncio.Event()
         self.room.set()
         self.reading = True
+        self.drain = asyncio.Lock()  # one drain at a time (Python before 3.10 refuses concurrent ones)
 
     def stop_reading(self):
         self.reading = False
@@ -1278,7 +1291,8 @@ class _Connection:
             data = self.codec.encode(Error(req.id, e.code, e.message))
         try:
             self.writer.write(data)
-            await self.writer.drain()
+            async with self.drain:
+                await self.writer.drain()
         except (ConnectionError, OSError):
             pass
 

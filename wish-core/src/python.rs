@@ -166,7 +166,7 @@ impl PythonPackage {
             "_FILE_DESCRIPTOR_SET = (\n{}\n)\n\n\
              _pool = _descriptor_pool.DescriptorPool()\n\
              for _file in _descriptor_pb2.FileDescriptorSet.FromString(_FILE_DESCRIPTOR_SET).file:\n    \
-                 _pool.Add(_file)\n\n\n\
+                 _pool.AddSerializedFile(_file.SerializeToString())\n\n\n\
              def _message(name):\n    \
                  if hasattr(_message_factory, \"GetMessageClass\"):\n        \
                      return _message_factory.GetMessageClass(_pool.FindMessageTypeByName(name))\n    \
