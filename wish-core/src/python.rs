@@ -14,6 +14,20 @@ use crate::error::Error;
 /// asyncio client, and an asyncio server.
 pub const PYTHON_RUNTIME: &str = include_str!("../python/wish_runtime.py");
 
+/// The names of the runtime the generated module re-exports.
+const RUNTIME_NAMES: &[&str] = &[
+    "AsyncClient",
+    "CacheLayer",
+    "CallContext",
+    "Client",
+    "Code",
+    "LruCache",
+    "MemoryTimestamps",
+    "Reply",
+    "Server",
+    "WishError",
+];
+
 /// Python's keywords and soft keywords a method name may not be.
 const KEYWORDS: &[&str] = &[
     "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
@@ -123,7 +137,8 @@ impl PythonPackage {
         fds: &prost_types::FileDescriptorSet,
         services: &[ServiceInfo],
     ) -> Result<String, Error> {
-        let mut taken: HashSet<String> = HashSet::new();
+        // The runtime's names the module re-exports are taken too.
+        let mut taken: HashSet<String> = RUNTIME_NAMES.iter().map(|n| n.to_string()).collect();
         let mut claim = |name: String, what: &str| -> Result<String, Error> {
             if !taken.insert(name.clone()) {
                 return Err(Error::Proto(format!(
@@ -203,6 +218,17 @@ impl PythonPackage {
             let aclient = claim(format!("{short}AsyncClient"), &s.file)?;
             let server = claim(format!("{short}Server"), &s.file)?;
             let py_names: Vec<String> = s.methods.iter().map(|m| python_name(&m.name)).collect();
+            let mut attributes: HashSet<String> = ["DESC".to_string()].into();
+            for py in &py_names {
+                for name in [py.clone(), format!("{py}_with")] {
+                    if !attributes.insert(name.clone()) {
+                        return Err(Error::Proto(format!(
+                            "{}: service {}: two methods give the Python name {name}",
+                            s.file, s.full_name
+                        )));
+                    }
+                }
+            }
             let _ = writeln!(w, "\n{table} = _rt.ServiceDesc({:?}, [", s.full_name);
             for (m, py) in s.methods.iter().zip(&py_names) {
                 let d = &m.declared;
@@ -249,7 +275,7 @@ impl PythonPackage {
                          no_cache, no_compress; failures raise WishError with the call's status.\"\"\"\n\n    \
                          DESC = {table}\n\n    \
                          def __init__(self, channel):\n        \
-                             self.channel = channel\n",
+                             self._channel = channel\n",
                     full = s.full_name,
                 );
                 for (i, (m, py)) in s.methods.iter().zip(&py_names).enumerate() {
@@ -257,10 +283,10 @@ impl PythonPackage {
                         w,
                         "    {def} {py}(self, request, **options):\n        \
                              \"\"\"Calls {full}: {inp} -> {out}.\"\"\"\n        \
-                             return ({wait}self.channel.call({table}.methods[{i}], request, **options)).value\n\n    \
+                             return ({wait}self._channel.call({table}.methods[{i}], request, **options)).value\n\n    \
                          {def} {py}_with(self, request, **options):\n        \
                              \"\"\"Calls {full}; a Reply: value, from_cache, computed_at (ms).\"\"\"\n        \
-                             return {wait}self.channel.call({table}.methods[{i}], request, **options)\n",
+                             return {wait}self._channel.call({table}.methods[{i}], request, **options)\n",
                         full = m.full_name,
                         inp = m.input,
                         out = m.output,
@@ -281,7 +307,7 @@ impl PythonPackage {
                     w,
                     "    async def {py}(self, ctx, request):\n        \
                          \"\"\"{full}: {inp} -> {out}.\"\"\"\n        \
-                         raise WishError(Code.UNIMPLEMENTED, {msg})\n",
+                         raise _rt.WishError(_rt.Code.UNIMPLEMENTED, {msg})\n",
                     full = m.full_name,
                     inp = m.input,
                     out = m.output,
