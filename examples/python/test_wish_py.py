@@ -175,6 +175,12 @@ class Golden(unittest.TestCase):
             with self.assertRaises(rt.ProtocolError, msg=what):
                 rt.FrameCodec().decode(frame)
 
+    def test_deadlines_are_whole_milliseconds_rounded_up(self):
+        codec = rt.FrameCodec()
+        for seconds, ms in [(0.25, 250), (1.1, 1100), (0.0019990, 2), (0, 0), (0.0000001, 1), (1e9, 0xFFFFFFFF)]:
+            frame = codec.decode(codec.encode(rt._request(1, PLUS, b"", seconds, False, False)))
+            self.assertEqual(frame.deadline_ms, ms, seconds)
+
     def test_encoder_refuses_over_the_bound_and_compresses_only_when_it_pays(self):
         codec = rt.FrameCodec(max_frame_len=100)
         with self.assertRaises(rt.WishError) as e:

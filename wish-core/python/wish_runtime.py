@@ -271,7 +271,10 @@ class FrameCodec:
                 | (FLAG_NO_CACHE if frame.no_cache else 0) | (FLAG_PLAIN_RESPONSE if frame.plain_response else 0)
             head = struct.pack(">I", frame.method)
             if frame.deadline_ms is not None:
-                head += struct.pack(">I", max(0, min(int(math.ceil(frame.deadline_ms)), 0xFFFFFFFF)))
+                # Whole milliseconds rounded up (never shortened), from whole nanoseconds
+                # as Rust's Duration has them (so 1.1 s is 1100 ms, not 1101 from its float error).
+                ns = max(0, round(frame.deadline_ms * 1_000_000))
+                head += struct.pack(">I", min(-(-ns // 1_000_000), 0xFFFFFFFF))
             codec, payload = self._payload(frame.compress, frame.payload)
             body = struct.pack(">BBBQ", VERSION, KIND_REQUEST, flags | codec, frame.id) + head + payload
         elif isinstance(frame, Response):
@@ -813,6 +816,7 @@ class Client(_Base):
         super().__init__(host, port, unix, cache, max_frame_len, compress_threshold, connect_timeout, clock)
         self._sock = None
         self._lock = threading.Lock()
+        self._mid_frame = False  # a frame is partly read: the stream cannot be used after a stop
 
     def close(self):
         """Closes the connection; the next call opens another."""
@@ -875,15 +879,21 @@ class Client(_Base):
                 answer = self._answer(id, until)
             except WishError as e:
                 if e.code == Code.DEADLINE_EXCEEDED:
-                    self._send_quietly(Cancel(id))
+                    self._abandon(id)
                 else:
                     self._drop()
                 raise
             except BaseException:  # interrupted: the call is abandoned, tell the server
-                self._send_quietly(Cancel(id))
+                self._abandon(id)
                 raise
         reply = _reply(method, answer)
         return self._stored(pending, answer, reply)
+
+    def _abandon(self, id):
+        """Sends a cancel for call ``id``; a frame left half read breaks the stream: closed then."""
+        self._send_quietly(Cancel(id))
+        if self._mid_frame:
+            self._drop()
 
     def _send_quietly(self, frame):
         try:
@@ -903,12 +913,15 @@ class Client(_Base):
             # an answer to a call cancelled or given up on: dropped
 
     def _read(self, until):
+        self._mid_frame = False
         header = self._exact(4, until)
         try:
             length = self.codec.check_length(header)
-            return self.codec.parse(self._exact(length, until))
+            frame = self.codec.parse(self._exact(length, until))
         except ProtocolError as e:
             raise WishError(Code.UNAVAILABLE, "connection closed: %s" % e.message)
+        self._mid_frame = False
+        return frame
 
     def _exact(self, n, until):
         buf = bytearray()  # grows with what arrives, never to more than n
@@ -928,6 +941,7 @@ class Client(_Base):
                 raise WishError(Code.UNAVAILABLE, "connection lost: %s" % e)
             if not chunk:
                 raise WishError(Code.UNAVAILABLE, "connection closed by the server")
+            self._mid_frame = True
             buf += chunk
         return bytes(buf)
 
@@ -1072,14 +1086,14 @@ class AsyncClient(_Base):
 class CallContext:
     """What a handler knows about its call: the method, when it started (ms), its deadline (ms or None)."""
 
-    def __init__(self, method, started, deadline_ms, timestamps):
+    def __init__(self, method, started, deadline_ms, timestamps, clock=now_ms):
         self.method, self.started, self.deadline_ms = method, started, deadline_ms
-        self._timestamps = timestamps
+        self._timestamps, self._clock = timestamps, clock
 
     def touch(self, entity, now=None):
-        """Records that ``entity`` (``"a=1"``) changed: cached answers of timestamped methods naming it,
-        computed before, stop being served."""
-        self._timestamps.touch(entity, now_ms() if now is None else now)
+        """Records that ``entity`` (``"a=1"``) changed (at ``now`` ms, by default the server's clock):
+        cached answers of timestamped methods naming it, computed before, stop being served."""
+        self._timestamps.touch(entity, self._clock() if now is None else now)
 
 
 class Service:
@@ -1171,7 +1185,7 @@ class Server:
             return Response(req.id, hit.payload, hit.computed_at, True, compress)
         if pending is not None:
             self.stats["cache_misses"] += 1
-        ctx = CallContext(method, now, req.deadline_ms, self.layer.timestamps)
+        ctx = CallContext(method, now, req.deadline_ms, self.layer.timestamps, self.clock)
         self.stats["handled"] += 1
         try:
             answer = await getattr(service, method.py_name)(ctx, msg)
