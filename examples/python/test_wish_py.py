@@ -380,7 +380,9 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
             out["id 0"] = r.frame()
             out["closed"] = r.frame()
             r.close()
-            for name, data in [("too long", struct.pack(">I", 64 * 1024 + 1)),
+            bomb = rt.FrameCodec().encode(rt.Request(9, PLUS.id, b"z" * 1000, compress=True))
+            bomb = bomb[:19] + struct.pack(">I", 64 * 1024 + 1) + bomb[23:]
+            for name, data in [("too long", struct.pack(">I", 64 * 1024 + 1)), ("bomb", bomb),
                                ("a response", rt.FrameCodec().encode(rt.Response(5, b""))),
                                ("version 9", b"\x00\x00\x00\x0b\x09\x01" + bytes(9))]:
                 r = Raw(self.port, "127.0.0.1")
@@ -396,8 +398,9 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(out["with a deadline"], rt.Response(3, b"\x08\x04"))
         self.assertEqual(out["id 0"], rt.Error(0, Code.INVALID_ARGUMENT, "request id 0 is reserved"))
         self.assertIsNone(out["closed"])
-        frame, end = out["too long"]
-        self.assertEqual((frame.id, frame.code, end), (0, Code.RESOURCE_EXHAUSTED, None))
+        for name in ("too long", "bomb"):
+            frame, end = out[name]
+            self.assertEqual((frame.id, frame.code, end), (0, Code.RESOURCE_EXHAUSTED, None), name)
         for name in ("a response", "version 9"):
             frame, end = out[name]
             self.assertEqual((frame.id, frame.code, end), (0, Code.INVALID_ARGUMENT, None), name)
@@ -456,6 +459,39 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
 
         self.assertEqual(await loop.run_in_executor(None, blocking),
                          [3, False, True, Code.DEADLINE_EXCEEDED, 4])
+
+    async def test_unix_sockets(self):
+        import tempfile
+        with tempfile.TemporaryDirectory() as d:
+            path = os.path.join(d, "calc.sock")
+            server = calc.Server(*calc_services([]))
+            await server.start(unix=path)
+            try:
+                async with calc.AsyncClient(unix=path) as client:
+                    self.assertEqual((await calc.SimpleAsyncClient(client).plus(req(2, 3))).c, 5)
+                loop = asyncio.get_running_loop()
+
+                def blocking():
+                    with calc.Client(unix=path) as client:
+                        return calc.AdvancedClient(client).multiply(req(2, 3)).c
+
+                self.assertEqual(await loop.run_in_executor(None, blocking), 6)
+            finally:
+                await server.stop(drain_timeout=1.0)
+
+    async def test_without_the_lz4_package(self):
+        payload = bytes(range(256)) * 8
+        compressed = rt.FrameCodec().encode(rt.Response(4, payload, compress=True))
+        self.assertEqual(compressed[6] & 3, 1)
+        saved = rt._lz4
+        rt._lz4 = None  # the pure-Python decoder; nothing compressed
+        try:
+            codec = rt.FrameCodec()
+            self.assertEqual(codec.decode(compressed), rt.Response(4, payload, compress=True))
+            self.assertEqual(codec.stats["compressed_received"], 1)
+            self.assertEqual(codec.encode(rt.Response(4, payload, compress=True))[6] & 3, 0)
+        finally:
+            rt._lz4 = saved
 
     async def test_connection_lost_is_unavailable(self):
         client = calc.AsyncClient("127.0.0.1", _closed_port())
