@@ -235,6 +235,16 @@ class Golden(unittest.TestCase):
         self.assertIsNone(rt.cache_key(b"\x0b\x0c"), "groups are not keyed")
 
 
+async def until(condition, what, limit=60.0):
+    """Polls ``condition`` until it holds; fails after ``limit`` seconds rather than hang."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + limit
+    while not condition():
+        if loop.time() > end:
+            raise AssertionError("waited %gs for %s" % (limit, what))
+        await asyncio.sleep(0.01)
+
+
 def calc_services(calls, gate=None):
     class Simple(calc.SimpleServer):
         async def plus(self, ctx, r):
@@ -352,13 +362,11 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
             await self.adv.divide(req(8, 2), deadline=0.05)
         self.assertEqual(e.exception.code, Code.DEADLINE_EXCEEDED)
         task = asyncio.ensure_future(self.adv.divide(req(8, 2)))
-        while self.calls.count("divide") < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: self.calls.count("divide") == 2, "the second Divide to start")
         task.cancel()
         with self.assertRaises(asyncio.CancelledError):
             await task
-        while self.server.stats["cancelled"] < 2:
-            await asyncio.sleep(0.01)
+        await until(lambda: self.server.stats["cancelled"] == 2, "the server to count two cancels")
         self.gate.set()
         self.assertEqual((await self.adv.divide(req(8, 2))).c, 4, "the connection is still good")
 
@@ -413,10 +421,12 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
 
         def raw():
             out = {}
-            r = Raw(port, "127.0.0.1")
+            r = Raw(self.port, "127.0.0.1")  # read timeout 30 s
             for i in range(len(golden_a)):  # every byte in a write of its own
                 r.sock.sendall(golden_a[i:i + 1])
             out["byte by byte"] = r.frame()
+            r.close()
+            r = Raw(port, "127.0.0.1")  # read timeout 0.3 s
             r.sock.sendall(golden_a[:9])  # a frame never finished
             out["read timeout"] = (r.frame(), r.frame())
             r.close()
