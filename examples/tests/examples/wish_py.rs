@@ -305,7 +305,9 @@ fn the_generated_package_builds_a_wheel() {
     };
     // Offline, the build backend must be installed: setuptools with its
     // bdist_wheel (70.1 on), or an older one with the wheel package.
-    const BACKEND: &str = "import pip, setuptools\n\
+    // (setuptools first: importing pip before it breaks its distutils hook.)
+    const BACKEND: &str = "import setuptools, importlib.util\n\
+        assert importlib.util.find_spec('pip')\n\
         try:\n    from setuptools.command.bdist_wheel import bdist_wheel\n\
         except ImportError:\n    import wheel.bdist_wheel";
     let has_backend = Command::new(&pkg.python)
@@ -345,5 +347,36 @@ fn the_generated_package_builds_a_wheel() {
     assert!(
         names.len() == 1 && names[0].starts_with("calc_wish-0.1.0-py3-none-any"),
         "{names:?}"
+    );
+    // Installed from the wheel alone, it imports and works.
+    let site = tempfile::tempdir().expect("tempdir");
+    let out = Command::new(&pkg.python)
+        .args([
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--no-index",
+            "-q",
+            "--target",
+        ])
+        .arg(site.path())
+        .arg(wheels.path().join(&names[0]))
+        .output()
+        .expect("pip install");
+    assert!(out.status.success(), "pip install: {out:?}");
+    let out = Command::new(&pkg.python)
+        .args([
+            "-c",
+            "import calc_wish as c; print(c.CalcRequest(a=1, b=2).SerializeToString().hex(), \
+             c.ADVANCED_SERVICE.methods[0].options.expire, c.wish_runtime.method_id('calc.Simple.Plus'))",
+        ])
+        .env("PYTHONPATH", site.path())
+        .output()
+        .expect("python3");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "08011002 3600 4151525266\n",
+        "{out:?}"
     );
 }
