@@ -22,7 +22,6 @@ import random
 import re
 import socket
 import struct
-import sys
 import unittest
 
 calc = importlib.import_module(os.environ.get("WISH_PACKAGE", "calc_wish"))

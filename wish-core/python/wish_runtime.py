@@ -447,8 +447,6 @@ class ServiceDesc:
 
 def _decode(cls, payload, what):
     """A message of class ``cls`` from bytes; the status to fail with otherwise."""
-    from google.protobuf.message import DecodeError
-
     msg = cls()
     try:
         msg.MergeFromString(payload)
@@ -1231,6 +1229,10 @@ class _Connection:
             return
         except (asyncio.IncompleteReadError, ConnectionError):
             pass
+        except Exception as e:  # a bug here still closes the connection, and says why
+            self.server.stats["closed_protocol"] += 1
+            await self._goodbye(Error(0, Code.INTERNAL, "server error: %s" % type(e).__name__))
+            return
         # End of stream (or a half-close): answer every call in flight, then close.
         if self.calls:
             await asyncio.wait(list(self.calls.values()))

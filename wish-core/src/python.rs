@@ -137,9 +137,11 @@ impl PythonPackage {
         fds: &prost_types::FileDescriptorSet,
         services: &[ServiceInfo],
     ) -> Result<String, Error> {
-        // The runtime's names the module re-exports are taken too.
+        // The runtime's names the module re-exports are taken too; all are in `__all__`.
         let mut taken: HashSet<String> = RUNTIME_NAMES.iter().map(|n| n.to_string()).collect();
+        let mut public: Vec<String> = RUNTIME_NAMES.iter().map(|n| n.to_string()).collect();
         let mut claim = |name: String, what: &str| -> Result<String, Error> {
+            public.push(name.clone());
             if !taken.insert(name.clone()) {
                 return Err(Error::Proto(format!(
                     "{what}: the Python name {name} is taken twice in package {}",
@@ -162,7 +164,7 @@ impl PythonPackage {
              from google.protobuf import message_factory as _message_factory\n\
              from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper\n\n\
              from . import wish_runtime as _rt\n\
-             from .wish_runtime import (  # noqa: F401  the paved path\n    \
+             from .wish_runtime import (  # the paved path, in __all__\n    \
                  AsyncClient, CacheLayer, CallContext, Client, Code, LruCache, MemoryTimestamps,\n    \
                  Reply, Server, WishError,\n)\n",
             services
@@ -315,6 +317,11 @@ impl PythonPackage {
                 );
             }
         }
+        let _ = writeln!(w, "\n__all__ = [");
+        for name in &public {
+            let _ = writeln!(w, "    {},", py_str(name));
+        }
+        let _ = writeln!(w, "]");
         Ok(w)
     }
 }
