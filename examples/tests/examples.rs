@@ -23,6 +23,8 @@ mod beanstalk;
 mod explorer;
 #[path = "examples/sink.rs"]
 mod sink;
+#[path = "examples/wish_py.rs"]
+mod wish_py;
 
 #[path = "examples/miller.rs"]
 mod miller;

@@ -11,6 +11,8 @@ use protox::file::{
 use crate::error::Error;
 use crate::options::{OptionError, OptionProblem, check_rules};
 
+pub use crate::python::{PYTHON_RUNTIME, PythonPackage};
+
 /// The source of `wish/options.proto`, which declares the five method options.
 ///
 /// [`Builder`] provides it to every compilation and adds
@@ -48,9 +50,8 @@ pub struct MethodInfo {
     pub output: String,
     /// Its options, as declared.
     pub declared: DeclaredOptions,
-    /// The `timestamped_fields` resolved against the request message, as
-    /// Rust source of an `EntityField` each.
-    fields: Vec<String>,
+    /// The `timestamped_fields` resolved against the request message.
+    pub(crate) fields: Vec<Entity>,
 }
 
 /// A service as the compiler sees it.
@@ -154,7 +155,7 @@ pub fn describe(
     Ok((compiler.descriptor_pool(), services))
 }
 
-fn load(
+pub(crate) fn load(
     protos: &[impl AsRef<Path>],
     includes: &[impl AsRef<Path>],
 ) -> Result<(protox::Compiler, Vec<ServiceInfo>), Error> {
@@ -265,8 +266,30 @@ fn services(pool: &DescriptorPool) -> Result<Vec<ServiceInfo>, Error> {
     Ok(out)
 }
 
-/// Checks a method's declared options; the listed fields as Rust source.
-fn check(d: &DeclaredOptions, input: &MessageDescriptor) -> Result<Vec<String>, OptionProblem> {
+/// A `timestamped_fields` field resolved against the request message: what
+/// an `EntityField` holds, for the Rust and the Python generators.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Entity {
+    pub(crate) name: String,
+    pub(crate) number: u32,
+    /// The `FieldKind` variant's name.
+    pub(crate) kind: &'static str,
+    /// The field's default, rendered as the entity's value.
+    pub(crate) default: String,
+}
+
+impl Entity {
+    /// Rust source of an `EntityField`.
+    fn rust(&self) -> String {
+        format!(
+            "::wish_core::EntityField {{ name: {:?}, number: {}, kind: ::wish_core::FieldKind::{}, default: {:?} }}",
+            self.name, self.number, self.kind, self.default
+        )
+    }
+}
+
+/// Checks a method's declared options; the listed fields, resolved.
+fn check(d: &DeclaredOptions, input: &MessageDescriptor) -> Result<Vec<Entity>, OptionProblem> {
     let names: Vec<&str> = match &d.timestamped_fields {
         Some(list) => list.split(':').map(str::trim).collect(),
         None => Vec::new(),
@@ -324,10 +347,12 @@ fn check(d: &DeclaredOptions, input: &MessageDescriptor) -> Result<Vec<String>, 
             }
             _ => String::new(),
         };
-        out.push(format!(
-            "::wish_core::EntityField {{ name: {name:?}, number: {}, kind: ::wish_core::FieldKind::{kind}, default: {default:?} }}",
-            field.number()
-        ));
+        out.push(Entity {
+            name: name.to_string(),
+            number: field.number(),
+            kind,
+            default,
+        });
     }
     Ok(out)
 }
@@ -536,7 +561,11 @@ fn emit(service: &prost_build::Service, info: &ServiceInfo, rules: &Rules, buf: 
             d.cache == Some(true),
             d.compress == Some(true),
             d.timestamped == Some(true),
-            m.fields.join(", "),
+            m.fields
+                .iter()
+                .map(Entity::rust)
+                .collect::<Vec<_>>()
+                .join(", "),
             rules.of_message(&m.input),
             rules.of_message(&m.output),
         );

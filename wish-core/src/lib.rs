@@ -25,7 +25,10 @@
 //! frames; [`FrameCodec`] turns frames into bytes and back, with a bound on
 //! every length; time is an argument. The `tokio` feature (module `net`)
 //! carries frames over TCP and unix sockets; the `build` feature (module
-//! `build`) generates code from `.proto` files with protox, without `protoc`.
+//! `build`) generates code from `.proto` files with protox, without `protoc`:
+//! Rust for a `build.rs`, and, with `build::PythonPackage`, an installable
+//! Python package (messages, blocking and asyncio clients, asyncio server
+//! bases, the same options; PROTOCOL.md section 14 compares the two sides).
 //!
 //! ```text
 //!  client                                               server
@@ -134,6 +137,8 @@ mod error;
 mod frame;
 mod limits;
 mod options;
+#[cfg(feature = "build")]
+mod python;
 mod required;
 mod server;
 mod wire;

@@ -179,3 +179,69 @@ fn the_builder_writes_one_rust_file_per_package() {
         assert!(code.contains(item), "missing {item}");
     }
 }
+
+#[test]
+fn the_python_package_has_the_messages_tables_clients_and_servers() {
+    let out = tempfile::tempdir().unwrap();
+    let services = wish_core::build::PythonPackage::new("calc_wish")
+        .version("1.2.3")
+        .generate(&["calc.proto"], &[seed_dir()], out.path())
+        .unwrap();
+    assert_eq!(services.len(), 2);
+    let init = std::fs::read_to_string(out.path().join("calc_wish/__init__.py")).unwrap();
+    for item in [
+        "CalcRequest = _message(\"calc.CalcRequest\")",
+        "ADVANCED_SERVICE = _rt.ServiceDesc(\"calc.Advanced\", [",
+        "cache=True, expire=3600, compress=True, timestamped=True, timestamped_fields=[_rt.EntityField(\"a\", 1, \"Int32\", \"0\"), _rt.EntityField(\"b\", 2, \"Int32\", \"0\")]",
+        "class AdvancedClient:",
+        "class AdvancedAsyncClient:",
+        "class SimpleServer(_rt.Service):",
+        "    async def multiply(self, ctx, request):",
+        "    def multiply_with(self, request, **options):",
+    ] {
+        assert!(init.contains(item), "missing {item}");
+    }
+    let runtime = std::fs::read_to_string(out.path().join("calc_wish/wish_runtime.py")).unwrap();
+    assert_eq!(runtime, wish_core::build::PYTHON_RUNTIME);
+    let pyproject = std::fs::read_to_string(out.path().join("pyproject.toml")).unwrap();
+    assert!(pyproject.contains("name = \"calc-wish\"\nversion = \"1.2.3\""));
+    assert!(pyproject.contains("dependencies = [\"protobuf>=4.21\", \"lz4>=3.1\"]"));
+}
+
+#[test]
+fn python_names_that_would_clash_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let generate = |name: &str, source: &str| {
+        std::fs::write(dir.path().join("t.proto"), source).unwrap();
+        wish_core::build::PythonPackage::new(name).generate(&["t.proto"], &[dir.path()], out.path())
+    };
+    let proto = |messages: &str, rpcs: &str| {
+        format!(
+            "syntax = \"proto3\";\npackage t;\nmessage M {{ int32 a = 1; }}\n{messages}\n\
+             service Svc {{ rpc Get (M) returns (M); {rpcs} }}\n"
+        )
+    };
+    for (name, source, what) in [
+        ("t", proto("message Client { int32 a = 1; }", ""), "Client"),
+        (
+            "t",
+            proto("message SvcClient { int32 a = 1; }", ""),
+            "SvcClient",
+        ),
+        ("t", proto("", "rpc GetWith (M) returns (M);"), "get_with"),
+        ("not-a-name", proto("", ""), "not-a-name"),
+        ("import", proto("", ""), "import"),
+    ] {
+        match generate(name, &source) {
+            Err(Error::Proto(m)) => assert!(m.contains(what), "{what}: {m}"),
+            other => panic!("{what}: {other:?}"),
+        }
+    }
+    assert!(generate("t", &proto("", "rpc Import (M) returns (M);")).is_ok());
+    let init = std::fs::read_to_string(out.path().join("t/__init__.py")).unwrap();
+    assert!(
+        init.contains("async def import_(self, ctx, request):"),
+        "a keyword gets a _"
+    );
+}
