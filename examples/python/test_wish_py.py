@@ -174,6 +174,15 @@ class Golden(unittest.TestCase):
             with self.assertRaises(rt.ProtocolError, msg=what):
                 rt.FrameCodec().decode(frame)
 
+    def test_the_pure_python_lz4_copies_overlapping_matches(self):
+        # "ab", then a match of 10 at offset 2 (it overlaps what it copies), then "c".
+        block = bytes([0x26]) + b"ab" + bytes([2, 0, 0x10]) + b"c"
+        want = b"ab" + b"ab" * 5 + b"c"
+        self.assertEqual(rt._lz4_decompress_py(block, len(want)), want)
+        # Offset 1: a run of one byte.
+        run = bytes([0x1F]) + b"x" + bytes([1, 0, 200 - 15 - 4, 0x10]) + b"y"
+        self.assertEqual(rt._lz4_decompress_py(run, 202), b"x" * 201 + b"y")
+
     def test_deadlines_are_whole_milliseconds_rounded_up(self):
         codec = rt.FrameCodec()
         for seconds, ms in [(0.25, 250), (1.1, 1100), (0.0019990, 2), (0, 0), (0.0000001, 1), (1e9, 0xFFFFFFFF)]:
@@ -268,6 +277,12 @@ def calc_services(calls, gate=None):
                 raise calc.WishError(Code.INVALID_ARGUMENT, "division by zero")
             if r.b == 7:
                 raise RuntimeError("boom")
+            if r.b == 13:  # awaits something cancelled elsewhere
+                cancelled = asyncio.get_running_loop().create_future()
+                cancelled.cancel()
+                await cancelled
+            if r.b == 17:  # a status whose message is not text
+                raise calc.WishError(Code.INVALID_ARGUMENT, ValueError("not text"))
             return calc.CalcResponse(c=r.a // r.b)
 
     return Simple(), Advanced()
@@ -355,6 +370,16 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
         with self.assertRaises(calc.WishError) as e:
             await self.adv.multiply(calc.CalcRequest(a=1))
         self.assertEqual(e.exception.code, Code.INVALID_ARGUMENT)
+        # A handler's own CancelledError is an answer, and the connection
+        # goes on (more calls than max_in_flight would otherwise wedge it).
+        for _ in range(3):
+            with self.assertRaises(calc.WishError) as e:
+                await self.adv.divide(req(1, 13))
+            self.assertEqual(e.exception.code, Code.INTERNAL)
+        with self.assertRaises(calc.WishError) as e:
+            await self.adv.divide(req(1, 17))
+        self.assertEqual((e.exception.code, e.exception.message), (Code.INVALID_ARGUMENT, "not text"))
+        self.assertEqual((await self.adv.divide(req(8, 2))).c, 4)
 
     async def test_deadline_and_cancel_reach_the_server(self):
         with self.assertRaises(calc.WishError) as e:
@@ -468,6 +493,25 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
 
         self.assertEqual(await loop.run_in_executor(None, blocking),
                          [3, False, True, Code.DEADLINE_EXCEEDED, 4])
+
+    async def test_a_blocking_deadline_counts_the_wait_for_another_call(self):
+        loop = asyncio.get_running_loop()
+        with calc.Client(self.host, self.port) as client:
+            adv = calc.AdvancedClient(client)
+            # One thread's Divide holds the connection until the gate opens.
+            first = loop.run_in_executor(None, lambda: adv.divide(req(8, 2)).c)
+            await until(lambda: self.calls.count("divide") == 1, "the first Divide to start")
+
+            def second():
+                try:
+                    adv.divide(req(1, 1), deadline=0.05)
+                except calc.WishError as e:
+                    return e.code
+
+            self.assertEqual(await loop.run_in_executor(None, second), Code.DEADLINE_EXCEEDED)
+            self.assertEqual(self.calls.count("divide"), 1, "the second call never reached the server")
+            self.gate.set()
+            self.assertEqual(await first, 4)
 
     async def test_unix_sockets(self):
         import tempfile

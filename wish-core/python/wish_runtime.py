@@ -89,6 +89,7 @@ class WishError(Exception):
     """A call that ended without a response: a status code (kept as it is when unknown) and a message."""
 
     def __init__(self, code, message=""):
+        message = str(message)
         super().__init__(code, message)
         self.code = int(code)
         self.message = message
@@ -242,8 +243,14 @@ def _lz4_decompress_py(src, size):
             m = length(token & 15) + 4
             if off == 0 or off > len(out) or len(out) + m > size:
                 raise bad
-            for _ in range(m):
-                out.append(out[-off])
+            # By slices: a match may overlap what it copies (off < m), so
+            # it is copied a period (off bytes) at a time.
+            start = len(out) - off
+            while m > 0:
+                chunk = out[start:start + min(off, m)]
+                out += chunk
+                start += len(chunk)
+                m -= len(chunk)
     except IndexError:
         raise bad
     if len(out) != size:
@@ -857,14 +864,18 @@ class Client(_Base):
         hit, pending = self._cached(method, payload, no_cache)
         if hit is not None:
             return hit
-        with self._lock:
+        # The deadline runs from here: waiting for another thread's call counts.
+        until = None if deadline is None else time.monotonic() + deadline
+        if not self._lock.acquire(timeout=-1 if until is None else max(until - time.monotonic(), 0)):
+            raise WishError(Code.DEADLINE_EXCEEDED, "deadline exceeded waiting for the connection")
+        try:
             if self._sock is None:
                 self._connect()
             id = self._new_id(())
-            frame = _request(id, method, payload, deadline, no_cache, no_compress)
+            left = None if until is None else max(until - time.monotonic(), 0)
+            frame = _request(id, method, payload, left, no_cache, no_compress)
             data = self.codec.encode(frame)  # RESOURCE_EXHAUSTED before anything is sent
             self.stats["requests_sent"] += 1
-            until = None if deadline is None else time.monotonic() + deadline
             try:
                 self._sock.settimeout(None if until is None else max(until - time.monotonic(), 0.001))
                 self._sock.sendall(data)
@@ -873,6 +884,9 @@ class Client(_Base):
                 if isinstance(e, socket.timeout):
                     raise WishError(Code.DEADLINE_EXCEEDED, "deadline exceeded")
                 raise WishError(Code.UNAVAILABLE, "connection lost: %s" % e)
+            except BaseException:  # interrupted mid-frame (KeyboardInterrupt): the stream is broken too
+                self._drop()
+                raise
             try:
                 answer = self._answer(id, until)
             except WishError as e:
@@ -884,6 +898,8 @@ class Client(_Base):
             except BaseException:  # interrupted: the call is abandoned, tell the server
                 self._abandon(id)
                 raise
+        finally:
+            self._lock.release()
         reply = _reply(method, answer)
         return self._stored(pending, answer, reply)
 
@@ -1295,6 +1311,11 @@ class _Connection:
         except asyncio.TimeoutError:
             self.server.stats["cancelled"] += 1
             answer = Error(req.id, Code.DEADLINE_EXCEEDED, "deadline exceeded")
+        except asyncio.CancelledError:
+            if self.calls.get(req.id) is not me:
+                raise  # cancelled by the client or the connection's end: no answer
+            # The handler's own: it awaited something cancelled elsewhere.
+            answer = Error(req.id, Code.INTERNAL, "the handler was cancelled")
         except Exception as e:  # a bug here must not leave the call unanswered
             answer = Error(req.id, Code.INTERNAL, "server error: %s" % type(e).__name__)
         if self.calls.get(req.id) is not me:
@@ -1305,6 +1326,8 @@ class _Connection:
             data = self.codec.encode(answer)
         except WishError as e:
             data = self.codec.encode(Error(req.id, e.code, e.message))
+        except Exception as e:  # the answer cannot be encoded: still an answer
+            data = self.codec.encode(Error(req.id, Code.INTERNAL, "encoding the answer: %s" % type(e).__name__))
         try:
             self.writer.write(data)
             async with self.drain:
