@@ -28,6 +28,9 @@ const RUNTIME_NAMES: &[&str] = &[
     "WishError",
 ];
 
+/// Builtins the generated module calls: no message may shadow them.
+const MODULE_BUILTINS: &[&str] = &["hasattr"];
+
 /// Python's keywords and soft keywords a method name may not be.
 const KEYWORDS: &[&str] = &[
     "False", "None", "True", "and", "as", "assert", "async", "await", "break", "class", "continue",
@@ -141,6 +144,17 @@ impl PythonPackage {
         let mut taken: HashSet<String> = RUNTIME_NAMES.iter().map(|n| n.to_string()).collect();
         let mut public: Vec<String> = RUNTIME_NAMES.iter().map(|n| n.to_string()).collect();
         let mut claim = |name: String, what: &str| -> Result<String, Error> {
+            // A keyword would not parse; a name of the module's own helpers
+            // (all begin with `_`) or a builtin it calls would replace them.
+            if KEYWORDS.contains(&name.as_str())
+                || name.starts_with('_')
+                || MODULE_BUILTINS.contains(&name.as_str())
+            {
+                return Err(Error::Proto(format!(
+                    "{what}: {name} cannot be a name of the generated Python module \
+                     (a Python keyword, a name beginning with `_`, or a builtin it uses)"
+                )));
+            }
             public.push(name.clone());
             if !taken.insert(name.clone()) {
                 return Err(Error::Proto(format!(

@@ -230,6 +230,14 @@ fn python_names_that_would_clash_are_refused() {
             "SvcClient",
         ),
         ("t", proto("", "rpc GetWith (M) returns (M);"), "get_with"),
+        ("t", proto("message None { int32 a = 1; }", ""), "None"),
+        ("t", proto("message _pool { int32 a = 1; }", ""), "_pool"),
+        (
+            "t",
+            proto("message hasattr { int32 a = 1; }", ""),
+            "hasattr",
+        ),
+        ("t", proto("enum class { A = 0; }", ""), "class"),
         ("not-a-name", proto("", ""), "not-a-name"),
         ("import", proto("", ""), "import"),
     ] {
