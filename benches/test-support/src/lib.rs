@@ -61,7 +61,7 @@ mod wait;
 pub mod webdriver;
 
 pub use beanstalkd::Beanstalkd;
-pub use peer::{REQUIRE_PEERS, on_path, peer};
+pub use peer::{REQUIRE_PEERS, on_path, peer, python_with};
 pub use port::{free_port, free_ports};
 pub use process::{Process, Stream, open_files_limit, rss_bytes};
 pub use redis::{RedisServer, answers_ping, redis_cli};

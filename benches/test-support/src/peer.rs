@@ -35,6 +35,28 @@ pub fn peer(binary: &str, package: &str) -> Option<PathBuf> {
     None
 }
 
+/// python3 when it can import `modules` (as `import` writes them:
+/// `"google.protobuf, lz4.block"`); otherwise as [`peer`] does: one
+/// "skipped" line and `None`, or a panic under `REQUIRE_PEERS=1`, naming
+/// the PyPI packages `pip` to install.
+pub fn python_with(modules: &str, pip: &str) -> Option<PathBuf> {
+    let python = peer("python3", "python3")?;
+    let imports = std::process::Command::new(&python)
+        .args(["-c", &format!("import {modules}")])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if imports {
+        return Some(python);
+    }
+    if std::env::var(REQUIRE_PEERS).as_deref() == Ok("1") {
+        panic!(
+            "python3 cannot import {modules} and {REQUIRE_PEERS}=1: python3 -m pip install {pip}"
+        );
+    }
+    eprintln!("SKIPPED: python3 cannot import {modules} (python3 -m pip install {pip})");
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,7 +13,7 @@ use bytes::Bytes;
 use kids_core::Frame;
 use miller_core::dispatch::Envelope;
 use miller_core::{Client, PutParams, Queue};
-use test_support::{Beanstalkd, Process, Stream, peer, wait_for};
+use test_support::{Beanstalkd, Process, Stream, wait_for};
 
 use super::sigterm_and_wait;
 use super::sink::{Conn, start_sink};
@@ -209,20 +209,9 @@ fn the_python_worker_runs_a_job_the_master_put() {
     let Some(beanstalkd) = Beanstalkd::start() else {
         return;
     };
-    let Some(python) = peer("python3", "python3") else {
+    let Some(python) = test_support::python_with("greenstalk", "greenstalk") else {
         return;
     };
-    let has_greenstalk = Command::new(&python)
-        .args(["-c", "import greenstalk"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !has_greenstalk {
-        if std::env::var(test_support::REQUIRE_PEERS).as_deref() == Ok("1") {
-            panic!("python3 has no greenstalk and REQUIRE_PEERS=1: pip install greenstalk");
-        }
-        eprintln!("SKIPPED: python3 has no greenstalk (pip install greenstalk)");
-        return;
-    }
     let dir = tempfile::tempdir().expect("tempdir");
     let (sink, sink_port) = start_sink(&dir.path().join("sink-data"));
     let conf = write_config(

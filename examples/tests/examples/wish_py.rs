@@ -13,7 +13,7 @@ use std::sync::atomic::Ordering;
 use bytes::BytesMut;
 use examples::calc::{ADVANCED_SERVICE, Calc, CalcRequest, CalcResponse, SimpleServer};
 use prost::Message as _;
-use test_support::{Process, Stream, peer};
+use test_support::{Process, Stream};
 use tokio_util::codec::Decoder as _;
 use wish_core::{
     BoxFuture, Bytes, CallContext, FrameCodec, Server, ServerConfig, Service, ServiceDesc, Status,
@@ -21,22 +21,9 @@ use wish_core::{
 
 use super::{CALC_HOST, calc_client, sigterm_and_wait, start_calc_server, start_program};
 
-/// python3, if it is there with protobuf and lz4; `None` (after one
-/// "skipped" line) if not, and a panic under REQUIRE_PEERS=1.
+/// python3, if it is there with protobuf and lz4 (see [`test_support::python_with`]).
 fn python() -> Option<PathBuf> {
-    let python = peer("python3", "python3")?;
-    let ok = Command::new(&python)
-        .args(["-c", "import google.protobuf, lz4.block"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if !ok {
-        if std::env::var(test_support::REQUIRE_PEERS).as_deref() == Ok("1") {
-            panic!("python3 has no protobuf or lz4 and REQUIRE_PEERS=1: pip install protobuf lz4");
-        }
-        eprintln!("SKIPPED: python3 has no protobuf or lz4 (python3 -m pip install protobuf lz4)");
-        return None;
-    }
-    Some(python)
+    test_support::python_with("google.protobuf, lz4.block", "protobuf lz4")
 }
 
 /// The package generated from calc.proto by the wish-py program, in a temp dir.

@@ -480,24 +480,10 @@ for family in text_string_to_metric_families(sys.stdin.read()):
 
 #[test]
 fn metrics_parse_with_the_prometheus_parser() {
-    let Some(python) = test_support::peer("python3", "python3") else {
+    let Some(python) = test_support::python_with("prometheus_client.parser", "prometheus_client")
+    else {
         return;
     };
-    let has_parser = Command::new(&python)
-        .args(["-c", "import prometheus_client.parser"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_parser {
-        if std::env::var(test_support::REQUIRE_PEERS).as_deref() == Ok("1") {
-            panic!(
-                "python3 cannot import prometheus_client and REQUIRE_PEERS=1: pip install prometheus_client"
-            );
-        }
-        eprintln!(
-            "SKIPPED: python3 cannot import prometheus_client (pip install prometheus_client)"
-        );
-        return;
-    }
     let text = runtime().block_on(async {
         let router = Router::new(RouterConfig::default(), Instant::now());
         let explorer = Explorer::new(router.clone(), ExplorerConfig::default());

@@ -39,20 +39,9 @@ print("greenstalk ok")
 
 #[test]
 fn greenstalk_puts_reserves_buries_kicks_and_deletes() {
-    let Some(python) = test_support::peer("python3", "python3") else {
+    let Some(python) = test_support::python_with("greenstalk", "greenstalk") else {
         return;
     };
-    let has_greenstalk = Command::new(&python)
-        .args(["-c", "import greenstalk"])
-        .status()
-        .is_ok_and(|s| s.success());
-    if !has_greenstalk {
-        if std::env::var(test_support::REQUIRE_PEERS).as_deref() == Ok("1") {
-            panic!("python3 cannot import greenstalk and REQUIRE_PEERS=1: pip install greenstalk");
-        }
-        eprintln!("SKIPPED: python3 cannot import greenstalk (pip install greenstalk)");
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let served = Served::start(dir.path(), StoreConfig::default());
     let out = Command::new(&python)
