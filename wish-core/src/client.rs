@@ -186,7 +186,7 @@ pub fn reply_from(frame: Frame) -> Result<RawReply, Status> {
 /// ```
 #[derive(Debug)]
 pub struct Multiplexer<W> {
-    waiting: HashMap<u64, W>,
+    waiting: HashMap<u64, W, foldhash::fast::RandomState>,
     next_id: u64,
     max: usize,
 }
@@ -195,7 +195,7 @@ impl<W> Multiplexer<W> {
     /// At most `max` calls in flight.
     pub fn new(max: usize) -> Multiplexer<W> {
         Multiplexer {
-            waiting: HashMap::new(),
+            waiting: HashMap::default(),
             next_id: 1,
             max: max.max(1),
         }

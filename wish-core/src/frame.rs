@@ -356,7 +356,7 @@ impl Encoder<Frame> for FrameCodec {
 }
 
 impl FrameCodec {
-    fn encode_ref(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), Error> {
+    pub(crate) fn encode_ref(&self, frame: &Frame, dst: &mut BytesMut) -> Result<(), Error> {
         let start = dst.len();
         dst.reserve(4 + COMMON + 16);
         dst.put_u32(0);

@@ -18,13 +18,14 @@ use std::future::Future;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::task::Poll;
 use std::time::{Duration, Instant, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::{SinkExt, StreamExt};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
-use tokio::sync::{mpsc, oneshot, watch};
+use tokio::sync::{Notify, oneshot, watch};
 use tokio::task::{AbortHandle, JoinSet};
 use tokio_util::codec::{Decoder, FramedRead, FramedWrite};
 
@@ -232,12 +233,21 @@ where
     loop {
         if reading && (fresh || calls.tasks.len() < max) {
             let mut completed = false;
+            // Calls answered as they were read (see `Calls::start`).
+            let mut answered = false;
             while calls.tasks.len() < max {
                 match decoder.decode(&mut buf) {
                     Ok(Some(frame)) => {
                         completed = true;
-                        if let Err(e) = calls.start(frame, &server) {
-                            return Err(goodbye(&mut writer, e.status(), e.into()).await);
+                        match calls.start(frame, &server).await {
+                            Ok(Some(answer)) => {
+                                answered = true;
+                                send_answer(&mut writer, answer).await?;
+                            }
+                            Ok(None) => {}
+                            Err(e) => {
+                                return Err(goodbye(&mut writer, e.status(), e.into()).await);
+                            }
                         }
                     }
                     Ok(None) => break,
@@ -246,6 +256,10 @@ where
                     }
                     Err(e) => return Err(e),
                 }
+            }
+            if answered {
+                writer.flush().await?;
+                limits.handle_answer(Instant::now());
             }
             if fresh {
                 let now = Instant::now();
@@ -311,16 +325,7 @@ where
                 // Answer every call that is ready, then flush once.
                 while let Some(result) = done {
                     if let Some(frame) = calls.finished(result) {
-                        let id = frame.id;
-                        match writer.feed(frame).await {
-                            Ok(()) => {}
-                            // Too large to encode: that call fails, the others go on.
-                            Err(Error::Frame(e)) => {
-                                let status = Status::new(e.code(), format!("answer not sent: {e}"));
-                                writer.feed(Frame::error(id, status)).await?;
-                            }
-                            Err(e) => return Err(e),
-                        }
+                        send_answer(&mut writer, frame).await?;
                     }
                     done = calls.tasks.try_join_next_with_id();
                 }
@@ -334,6 +339,28 @@ where
     Ok(())
 }
 
+/// Queues an answer on the connection's writer (flushed by the caller). An
+/// answer too large to encode fails its call; the others go on.
+async fn send_answer<W>(writer: &mut FramedWrite<W, FrameCodec>, frame: Frame) -> Result<(), Error>
+where
+    W: AsyncWrite + Unpin,
+{
+    let id = frame.id;
+    match writer.feed(frame).await {
+        Ok(()) => Ok(()),
+        Err(Error::Frame(e)) => {
+            let status = Status::new(e.code(), format!("answer not sent: {e}"));
+            writer.feed(Frame::error(id, status)).await
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// A handler whose first poll takes this long, [`LONG_POLLS`](crate::LONG_POLLS)
+/// times in a row, has its method's later calls started as tasks of their
+/// own rather than polled first by the connection.
+const INLINE_BUDGET: Duration = Duration::from_micros(100);
+
 /// The calls of one connection: their tasks, and their ids both ways.
 #[derive(Default)]
 struct Calls {
@@ -345,7 +372,17 @@ struct Calls {
 impl Calls {
     /// Starts the call a request frame asks for, or stops the one a cancel
     /// frame names.
-    fn start(&mut self, frame: Frame, server: &Server) -> Result<(), FrameError> {
+    ///
+    /// A call is first polled by the connection itself: a handler that
+    /// answers at once (an arithmetic, a cache hit, an error) costs no task,
+    /// and its answer is returned to be written. One that is not done yet
+    /// goes on in a task of its own, so slow calls overlap and are
+    /// answered in any order. A method whose first polls take longer than
+    /// [`INLINE_BUDGET`] again and again (a handler that computes for long
+    /// without awaiting) is from then on started as a task at once, so that
+    /// its calls run on every worker thread rather than one after another on
+    /// the connection's.
+    async fn start(&mut self, frame: Frame, server: &Server) -> Result<Option<Frame>, FrameError> {
         match frame.body {
             Body::Request(req) => {
                 if frame.id == 0 {
@@ -356,9 +393,10 @@ impl Calls {
                 }
                 let id = frame.id;
                 let deadline = req.deadline;
+                let method = req.method;
                 let call = server.handle(id, req, SystemTime::now());
                 let stats = server.clone();
-                let handle = self.tasks.spawn(async move {
+                let mut call = Box::pin(async move {
                     match deadline {
                         None => call.await,
                         Some(d) => match tokio::time::timeout(d, call).await {
@@ -370,16 +408,34 @@ impl Calls {
                         },
                     }
                 });
+                if server.runs_inline(method) {
+                    let started = Instant::now();
+                    let polled = std::future::poll_fn(|cx| {
+                        // As a task's would, a panic fails this call only.
+                        let poll = std::panic::AssertUnwindSafe(|| call.as_mut().poll(cx));
+                        Poll::Ready(std::panic::catch_unwind(poll))
+                    })
+                    .await;
+                    server.first_poll_took(method, started.elapsed() > INLINE_BUDGET);
+                    match polled {
+                        Ok(Poll::Ready(answer)) => return Ok(Some(answer)),
+                        Ok(Poll::Pending) => {}
+                        Err(_) => {
+                            return Ok(Some(Frame::error(id, Status::internal("handler panicked"))));
+                        }
+                    }
+                }
+                let handle = self.tasks.spawn(call);
                 self.ids.insert(handle.id(), id);
                 self.aborts.insert(id, handle);
-                Ok(())
+                Ok(None)
             }
             Body::Cancel => {
                 if let Some(handle) = self.aborts.remove(&frame.id) {
                     handle.abort();
                     server.stats().cancelled.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(())
+                Ok(None)
             }
             Body::Response(_) | Body::Error(_) => Err(FrameError::WrongDirection),
         }
@@ -467,6 +523,11 @@ type Waiter = oneshot::Sender<Result<RawReply, Status>>;
 /// [`Code::UNAVAILABLE`] (they are not retried: the server may have run
 /// them). A call dropped before its answer sends a cancel frame; a call
 /// with a deadline fails with [`Code::DEADLINE_EXCEEDED`] when it passes.
+///
+/// A call encodes its request frame itself, into the connection's outgoing
+/// buffer; one writer task sends all that is buffered with each write, so
+/// calls made together share a system call. One reader task hands each
+/// answer to its caller.
 #[derive(Clone)]
 pub struct Client {
     inner: Arc<ClientInner>,
@@ -475,13 +536,52 @@ pub struct Client {
 struct ClientInner {
     endpoint: Endpoint,
     config: ClientConfig,
-    conn: tokio::sync::Mutex<Option<Arc<Conn>>>,
+    /// The connection calls use, looked up without waiting.
+    current: Mutex<Option<Arc<Conn>>>,
+    /// Held while connecting, so that one call connects and the others wait for it.
+    connecting: tokio::sync::Mutex<()>,
 }
 
 struct Conn {
     calls: Mutex<Multiplexer<Waiter>>,
-    out: mpsc::Sender<Frame>,
+    out: Arc<Outbox>,
+    codec: FrameCodec,
+    /// Frames buffered before a call waits for the writer.
+    max_queued: usize,
     closed: AtomicBool,
+}
+
+/// The frames encoded and not yet written, shared by the callers of a
+/// connection and its writer task.
+struct Outbox {
+    queue: Mutex<Queued>,
+    /// Wakes the writer: frames were buffered, or the connection was dropped.
+    ready: Notify,
+    /// Wakes callers waiting for room.
+    room: Notify,
+}
+
+#[derive(Default)]
+struct Queued {
+    buf: BytesMut,
+    frames: usize,
+    /// Every handle of the connection is gone: write what is left, then shut down.
+    done: bool,
+    /// The writer stopped (a write failed): nothing buffered will be sent.
+    failed: bool,
+}
+
+impl Outbox {
+    fn queue(&self) -> std::sync::MutexGuard<'_, Queued> {
+        crate::lock(&self.queue)
+    }
+}
+
+impl Drop for Conn {
+    fn drop(&mut self) {
+        self.out.queue().done = true;
+        self.out.ready.notify_one();
+    }
 }
 
 impl Conn {
@@ -489,19 +589,63 @@ impl Conn {
         crate::lock(&self.calls)
     }
 
-    /// Ends call `id` with `status`, if it is still waiting.
-    fn fail(&self, id: u64, status: Status) {
-        let waiter = self.calls().remove(id);
-        if let Some(waiter) = waiter {
-            let _ = waiter.send(Err(status));
-        }
-    }
-
     fn close(&self, why: &str) {
         self.closed.store(true, Ordering::Release);
         let waiters: Vec<Waiter> = self.calls().drain().collect();
         for w in waiters {
             let _ = w.send(Err(Status::unavailable(why.to_string())));
+        }
+    }
+
+    /// Encodes `frame` into the outgoing buffer, once there is room (a
+    /// cancel frame goes in at once).
+    async fn send(&self, frame: &Frame) -> Result<(), Error> {
+        loop {
+            let room = self.out.room.notified();
+            tokio::pin!(room);
+            {
+                let mut queued = self.out.queue();
+                if queued.failed {
+                    return Err(Error::Io(std::io::Error::new(
+                        std::io::ErrorKind::BrokenPipe,
+                        "connection closed",
+                    )));
+                }
+                if queued.frames < self.max_queued || matches!(frame.body, Body::Cancel) {
+                    self.codec.encode_ref(frame, &mut queued.buf)?;
+                    queued.frames += 1;
+                    let first = queued.frames == 1;
+                    drop(queued);
+                    if first {
+                        self.out.ready.notify_one();
+                    }
+                    return Ok(());
+                }
+                // Registered before the lock is let go: the writer's next
+                // take of the buffer wakes it.
+                room.as_mut().enable();
+            }
+            room.await;
+        }
+    }
+
+    /// Buffers a cancel frame for call `id`, without waiting.
+    fn cancel(&self, id: u64) {
+        let mut queued = self.out.queue();
+        if queued.failed {
+            return;
+        }
+        let first = queued.frames == 0;
+        if self
+            .codec
+            .encode_ref(&Frame::cancel(id), &mut queued.buf)
+            .is_ok()
+        {
+            queued.frames += 1;
+            drop(queued);
+            if first {
+                self.out.ready.notify_one();
+            }
         }
     }
 }
@@ -518,7 +662,8 @@ impl Client {
             inner: Arc::new(ClientInner {
                 endpoint,
                 config,
-                conn: tokio::sync::Mutex::new(None),
+                current: Mutex::new(None),
+                connecting: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -533,18 +678,28 @@ impl Client {
 }
 
 impl ClientInner {
+    /// The open connection, if there is one.
+    fn open_conn(&self) -> Option<Arc<Conn>> {
+        crate::lock(&self.current)
+            .as_ref()
+            .filter(|conn| !conn.closed.load(Ordering::Acquire))
+            .cloned()
+    }
+
     async fn conn(&self) -> Result<Arc<Conn>, Status> {
-        let mut slot = self.conn.lock().await;
-        if let Some(conn) = slot.as_ref()
-            && !conn.closed.load(Ordering::Acquire)
-        {
-            return Ok(conn.clone());
+        if let Some(conn) = self.open_conn() {
+            return Ok(conn);
+        }
+        let _connecting = self.connecting.lock().await;
+        // Another call may have connected while this one waited.
+        if let Some(conn) = self.open_conn() {
+            return Ok(conn);
         }
         let conn = tokio::time::timeout(self.config.connect_timeout, self.open())
             .await
             .map_err(|_| Status::unavailable("connect timed out"))?
             .map_err(|e| Status::unavailable(format!("connect: {e}")))?;
-        *slot = Some(conn.clone());
+        *crate::lock(&self.current) = Some(conn.clone());
         Ok(conn)
     }
 
@@ -560,50 +715,71 @@ impl ClientInner {
     }
 
     fn start<S: AsyncRead + AsyncWrite + Send + 'static>(&self, stream: S) -> Arc<Conn> {
-        let (read, write) = tokio::io::split(stream);
-        let (tx, mut rx) = mpsc::channel::<Frame>(self.config.write_queue.max(1));
+        let (read, mut write) = tokio::io::split(stream);
+        let out = Arc::new(Outbox {
+            queue: Mutex::new(Queued::default()),
+            ready: Notify::new(),
+            room: Notify::new(),
+        });
         let conn = Arc::new(Conn {
             calls: Mutex::new(Multiplexer::new(self.config.max_in_flight)),
-            out: tx,
+            out: out.clone(),
+            codec: self.config.codec.clone(),
+            max_queued: self.config.write_queue.max(1),
             closed: AtomicBool::new(false),
         });
-        // The tasks hold the connection weakly: once every `Client` clone and
-        // every call is gone, the queue's sender drops, the writer shuts the
-        // socket down, the server closes its side, and the reader ends too.
-        let mut writer = FramedWrite::new(write, self.config.codec.clone());
+        // The writer holds the outbox, and the connection weakly: once every
+        // `Client` clone and every call is gone, the connection drops, the
+        // writer sends what is left and shuts the socket down, the server
+        // closes its side, and the reader ends too.
         let writing = Arc::downgrade(&conn);
         tokio::spawn(async move {
-            while let Some(frame) = rx.recv().await {
-                // Feed what is queued, then flush once.
-                let mut next = Some(frame);
-                let mut result = Ok(());
-                while let Some(frame) = next.take() {
-                    let id = frame.id;
-                    result = match writer.feed(frame).await {
-                        // Too large to encode: that call fails, the others go on.
-                        Err(Error::Frame(e)) => {
-                            if let Some(conn) = writing.upgrade() {
-                                conn.fail(
-                                    id,
-                                    Status::new(e.code(), format!("request not sent: {e}")),
-                                );
-                            }
-                            Ok(())
-                        }
-                        other => other,
-                    };
-                    if result.is_ok() {
-                        next = rx.try_recv().ok();
+            let mut buf = BytesMut::new();
+            loop {
+                let done = {
+                    let mut queued = out.queue();
+                    std::mem::swap(&mut buf, &mut queued.buf);
+                    queued.frames = 0;
+                    queued.done
+                };
+                if buf.is_empty() {
+                    if done {
+                        break;
                     }
+                    out.ready.notified().await;
+                    // The caller that woke this task may have others ready
+                    // after it (answers come in batches, and each wakes its
+                    // caller): let them buffer their frames too, so that one
+                    // write carries them all. Yield once, and again while
+                    // frames keep coming (at most 8 times); a lone caller
+                    // costs one yield. Without it a woken task often runs
+                    // right after its waker, and each frame costs a write.
+                    let mut seen = out.queue().frames;
+                    for _ in 0..8 {
+                        tokio::task::yield_now().await;
+                        let now = out.queue().frames;
+                        if now == seen {
+                            break;
+                        }
+                        seen = now;
+                    }
+                    continue;
                 }
-                if let Err(e) = result.and(writer.flush().await) {
+                out.room.notify_waiters();
+                if let Err(e) = tokio::io::AsyncWriteExt::write_all(&mut write, &buf).await {
+                    out.queue().failed = true;
+                    out.room.notify_waiters();
                     if let Some(conn) = writing.upgrade() {
                         conn.close(&format!("write: {e}"));
                     }
-                    break;
+                    return;
+                }
+                buf.clear();
+                if buf.capacity() > KEEP_BUF {
+                    buf = BytesMut::new();
                 }
             }
-            let _ = tokio::io::AsyncWriteExt::shutdown(writer.get_mut()).await;
+            let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
         });
         let mut reader = FramedRead::new(read, self.config.codec.clone());
         let reading = Arc::downgrade(&conn);
@@ -646,14 +822,7 @@ struct CancelOnDrop {
 impl Drop for CancelOnDrop {
     fn drop(&mut self) {
         if self.armed && self.conn.calls().remove(self.id).is_some() {
-            let cancel = Frame::cancel(self.id);
-            if let Err(mpsc::error::TrySendError::Full(cancel)) = self.conn.out.try_send(cancel) {
-                // The queue is full: send it once there is room, if a runtime is at hand.
-                let out = self.conn.out.clone();
-                if let Ok(rt) = tokio::runtime::Handle::try_current() {
-                    rt.spawn(async move { out.send(cancel).await });
-                }
-            }
+            self.conn.cancel(self.id);
         }
     }
 }
@@ -685,10 +854,19 @@ impl Channel for Client {
                 armed: true,
             };
             let frame = request_frame(id, method, request, options);
-            if conn.out.send(frame).await.is_err() {
-                guard.armed = false;
-                conn.calls().remove(id);
-                return Err(Status::unavailable("connection closed"));
+            match conn.send(&frame).await {
+                Ok(()) => {}
+                // Too large to encode: this call fails, the others go on.
+                Err(Error::Frame(e)) => {
+                    guard.armed = false;
+                    conn.calls().remove(id);
+                    return Err(Status::new(e.code(), format!("request not sent: {e}")));
+                }
+                Err(_) => {
+                    guard.armed = false;
+                    conn.calls().remove(id);
+                    return Err(Status::unavailable("connection closed"));
+                }
             }
             let answer = match options.deadline {
                 None => rx.await,

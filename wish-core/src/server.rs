@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -211,6 +211,12 @@ struct Route {
     service: Arc<dyn Service>,
     index: usize,
     method: &'static MethodDesc,
+    /// First polls of this method's handler took long, again and again: a
+    /// transport starts its calls on tasks of their own (see
+    /// [`Server::runs_inline`]).
+    in_tasks: AtomicBool,
+    /// Long first polls in a row (see [`Server::first_poll_took`]).
+    long_polls: AtomicU32,
 }
 
 impl Server {
@@ -257,6 +263,8 @@ impl Server {
                     service: service.clone(),
                     index,
                     method,
+                    in_tasks: AtomicBool::new(false),
+                    long_polls: AtomicU32::new(0),
                 },
             );
         }
@@ -266,6 +274,37 @@ impl Server {
     /// The method with this id.
     pub fn method(&self, id: u32) -> Option<&'static MethodDesc> {
         self.inner.routes.get(&id).map(|r| r.method)
+    }
+
+    /// Whether a transport may poll a call of method `id` once on the
+    /// connection's own task before it gives the call a task of its own:
+    /// true until [`first_poll_took`](Server::first_poll_took) decides
+    /// otherwise (and for an unknown id, whose answer is an error at once).
+    pub fn runs_inline(&self, id: u32) -> bool {
+        self.inner
+            .routes
+            .get(&id)
+            .is_none_or(|r| !r.in_tasks.load(Ordering::Relaxed))
+    }
+
+    /// A transport polled a call of method `id` once on the connection's
+    /// task, and that took `long`er than its budget (or not). After
+    /// [`LONG_POLLS`] long first polls in a row, the method's handler is
+    /// taken to compute for long before it first awaits: its calls are from
+    /// then on started on tasks of their own, so that they run side by side
+    /// on a multi-threaded runtime. (One long poll alone may be the thread
+    /// being preempted, and does not count.)
+    pub fn first_poll_took(&self, id: u32, long: bool) {
+        let Some(route) = self.inner.routes.get(&id) else {
+            return;
+        };
+        if !long {
+            if route.long_polls.load(Ordering::Relaxed) != 0 {
+                route.long_polls.store(0, Ordering::Relaxed);
+            }
+        } else if route.long_polls.fetch_add(1, Ordering::Relaxed) + 1 >= LONG_POLLS {
+            route.in_tasks.store(true, Ordering::Relaxed);
+        }
     }
 
     /// The server's switches.
@@ -361,6 +400,10 @@ impl Server {
         }
     }
 }
+
+/// Long first polls in a row that move a method's calls to tasks of their
+/// own (see [`Server::first_poll_took`]).
+pub const LONG_POLLS: u32 = 8;
 
 /// Counts a call in flight until its future is done or dropped.
 struct InFlight(Arc<Inner>);

@@ -41,7 +41,9 @@
 //! (rounds per server and shape, default 3), `VS_SERVER_THREADS` (worker
 //! threads of the servers' runtime; default half the cores, at least 1),
 //! `VS_CLIENT_THREADS` (worker threads of the load's runtime; default the
-//! other cores, at least 1). With the defaults it runs for about 55 s.
+//! other cores, at least 1), `VS_PEERS` (`wish,tonic` by default; one
+//! alone to profile it, the ratios then print as NaN). With the defaults it
+//! runs for about 55 s.
 //!
 //! The last lines of the output have a fixed form:
 //!
@@ -145,6 +147,8 @@ struct Settings {
     rounds: usize,
     server_threads: usize,
     client_threads: usize,
+    /// The servers measured (`VS_PEERS`).
+    peers: Vec<Peer>,
 }
 
 impl Settings {
@@ -156,6 +160,7 @@ impl Settings {
             rounds: env_or("VS_ROUNDS", 3)?,
             server_threads: env_or("VS_SERVER_THREADS", server_default)?,
             client_threads: env_or("VS_CLIENT_THREADS", (cores - server_default).max(1))?,
+            peers: peers_from_env()?,
         };
         if !(settings.secs > 0.0 && settings.secs.is_finite())
             || settings.rounds == 0
@@ -169,6 +174,19 @@ impl Settings {
         }
         Ok(settings)
     }
+}
+
+/// `VS_PEERS`: `wish,tonic` (the default), or one of them alone (to profile
+/// one side; the ratios then print as NaN).
+fn peers_from_env() -> Res<Vec<Peer>> {
+    let list = std::env::var("VS_PEERS").unwrap_or_else(|_| "wish,tonic".into());
+    list.split(',')
+        .map(|name| match name.trim() {
+            "wish" => Ok(Peer::Wish),
+            "tonic" => Ok(Peer::Tonic),
+            other => Err(format!("VS_PEERS: unknown server {other:?} (wish or tonic)").into()),
+        })
+        .collect()
 }
 
 fn runtime(name: &str, threads: usize) -> Res<Runtime> {
@@ -190,7 +208,7 @@ fn run() -> Res<()> {
         servers.wish, servers.tonic, settings.server_threads, settings.client_threads
     );
 
-    for peer in [Peer::Wish, Peer::Tonic] {
+    for &peer in &settings.peers {
         let rate = client_rt
             .block_on(round(peer, servers.addr(peer), &SHAPES[0], WARM_UP))
             .ctx(|| format!("{} warm-up", peer.name()))?;
@@ -202,7 +220,7 @@ fn run() -> Res<()> {
     for shape in &SHAPES {
         let (mut wish, mut tonic) = (Vec::new(), Vec::new());
         for r in 1..=settings.rounds {
-            for peer in [Peer::Wish, Peer::Tonic] {
+            for &peer in &settings.peers {
                 let before = servers.wish_counts();
                 let rate = client_rt
                     .block_on(round(peer, servers.addr(peer), shape, secs))

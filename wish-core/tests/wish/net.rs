@@ -7,7 +7,7 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use tokio::net::TcpListener;
 use tokio_util::codec::Framed;
-use wish_core::net::{Client, Endpoint, serve, serve_connection};
+use wish_core::net::{Client, ClientConfig, Endpoint, serve, serve_connection};
 use wish_core::{
     Body, CallOptions, Channel, Code, Frame, FrameCodec, RequestFrame, Server, ServerConfig,
 };
@@ -36,6 +36,70 @@ async fn ten_thousand_concurrent_calls_on_one_connection() {
     });
     futures::future::join_all(calls).await;
     assert_eq!(arith.handled.load(Ordering::SeqCst), 10_000);
+}
+
+/// Many callers at once through a write queue of one frame: each waits
+/// for room in turn, and every call is sent and answered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_queue_of_one_frame_still_sends_every_call() {
+    let (arith, _server, addr) = start_with(ServerConfig::default()).await;
+    let mut config = ClientConfig::default();
+    config.write_queue = 1;
+    let client = Client::with_config(Endpoint::Tcp(addr), config);
+    let calls = (0..2_000i32).map(|i| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .call(ADD, pair(i, 1), CallOptions::new())
+                .await
+                .unwrap();
+            assert_eq!(answer(&reply).c, i64::from(i) + 1);
+        }
+    });
+    futures::future::join_all(calls).await;
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 2_000);
+}
+
+/// A handler that answers at once is answered by the connection itself;
+/// one that computes for long before it first awaits has its method's later
+/// calls started as tasks, so they can run side by side.
+#[tokio::test]
+async fn a_method_whose_handler_computes_long_is_moved_to_tasks() {
+    let (_arith, server, addr) = start_with(ServerConfig::default()).await;
+    let client = Client::new(Endpoint::Tcp(addr));
+    assert!(server.runs_inline(SPIN.id) && server.runs_inline(ADD.id));
+    let quick = client.call(SPIN, pair(0, 7), CallOptions::new()).await;
+    assert_eq!(answer_of(quick), 7);
+    assert!(
+        server.runs_inline(SPIN.id),
+        "a quick first poll stays inline"
+    );
+    // Long polls in a row: one alone (a preempted thread, say) does not count.
+    for i in 1..wish_core::LONG_POLLS {
+        let slow = client.call(SPIN, pair(2_000, 8), CallOptions::new()).await;
+        assert_eq!(answer_of(slow), 8);
+        assert!(server.runs_inline(SPIN.id), "{i} long polls");
+    }
+    let quick = client.call(SPIN, pair(0, 7), CallOptions::new()).await;
+    assert_eq!(answer_of(quick), 7);
+    for _ in 0..wish_core::LONG_POLLS {
+        assert!(
+            server.runs_inline(SPIN.id),
+            "a quick poll started the count again"
+        );
+        let slow = client.call(SPIN, pair(2_000, 8), CallOptions::new()).await;
+        assert_eq!(answer_of(slow), 8);
+    }
+    assert!(
+        !server.runs_inline(SPIN.id),
+        "2 ms without awaiting, again and again, moves it"
+    );
+    assert!(server.runs_inline(ADD.id), "other methods are not moved");
+    // Its calls still answer, now from tasks.
+    let again = client.call(SPIN, pair(10, 9), CallOptions::new()).await;
+    assert_eq!(answer_of(again), 9);
+    let add = client.call(ADD, pair(1, 2), CallOptions::new()).await;
+    assert_eq!(answer_of(add), 3);
 }
 
 #[tokio::test]

@@ -55,6 +55,7 @@ pub(crate) static ARITH: ServiceDesc = ServiceDesc::new(
         MethodDesc::new("test.Arith.Text", MethodOptions::new().compress()),
         MethodDesc::new("test.Arith.Touch", MethodOptions::new()),
         MethodDesc::new("test.Arith.Panic", MethodOptions::new()),
+        MethodDesc::new("test.Arith.Spin", MethodOptions::new()),
     ],
 );
 
@@ -65,9 +66,11 @@ pub(crate) const SLEEP: &MethodDesc = &ARITH.methods[3];
 pub(crate) const TEXT: &MethodDesc = &ARITH.methods[4];
 pub(crate) const TOUCH: &MethodDesc = &ARITH.methods[5];
 pub(crate) const PANIC: &MethodDesc = &ARITH.methods[6];
+pub(crate) const SPIN: &MethodDesc = &ARITH.methods[7];
 
 /// Counts the calls that reach it; `Sleep` waits `a` milliseconds and counts
-/// the sleeps that were dropped before they finished.
+/// the sleeps that were dropped before they finished; `Spin` computes for `a`
+/// microseconds without awaiting, and answers `b`.
 #[derive(Default)]
 pub(crate) struct Arith {
     pub handled: AtomicU64,
@@ -138,6 +141,17 @@ impl Service for Svc {
                     }
                 }
                 6 => panic!("a handler bug"),
+                7 => {
+                    // Computes for `a` microseconds without awaiting.
+                    let until = std::time::Instant::now() + Duration::from_micros(p.a as u64);
+                    while std::time::Instant::now() < until {
+                        std::hint::spin_loop();
+                    }
+                    Answer {
+                        c: i64::from(p.b),
+                        text: String::new(),
+                    }
+                }
                 _ => return Err(Status::new(Code::NOT_FOUND, "no such method")),
             };
             Ok(Bytes::from(prost::Message::encode_to_vec(&answer)))
