@@ -235,14 +235,23 @@ where
             let mut completed = false;
             // Calls answered as they were read (see `Calls::start`).
             let mut answered = false;
+            // The clock, read once for the calls of this batch.
+            let mut clock: Option<BatchClock> = None;
             while calls.tasks.len() < max {
                 match decoder.decode(&mut buf) {
                     Ok(Some(frame)) => {
                         completed = true;
-                        match calls.start(frame, &server).await {
+                        let clock = clock.get_or_insert_with(BatchClock::now);
+                        match calls.start(frame, &server, clock).await {
                             Ok(Some(answer)) => {
                                 answered = true;
+                                let before = writer.write_buffer().len();
                                 send_answer(&mut writer, answer).await?;
+                                if writer.write_buffer().len() <= before {
+                                    // The writer flushed on the way (and may
+                                    // have waited): not the next poll's time.
+                                    clock.mark = Instant::now();
+                                }
                             }
                             Ok(None) => {}
                             Err(e) => {
@@ -257,19 +266,19 @@ where
                     Err(e) => return Err(e),
                 }
             }
+            let now = clock.map_or_else(Instant::now, |c| c.mark);
             if answered {
                 writer.flush().await?;
-                limits.handle_answer(Instant::now());
+                limits.handle_answer(now);
             }
             if fresh {
-                let now = Instant::now();
                 if let Err(e) = limits.handle_read(buf.len(), completed, now) {
                     return Err(goodbye(&mut writer, e.status(), e.into()).await);
                 }
             } else if completed {
                 // Frames that waited in the buffer for calls to finish: no
                 // fresh byte, so the clock of what is left goes on.
-                limits.handle_decoded(buf.len(), Instant::now());
+                limits.handle_decoded(buf.len(), now);
             }
             fresh = false;
             if buf.is_empty() && buf.capacity() > KEEP_BUF {
@@ -361,6 +370,27 @@ where
 /// own rather than polled first by the connection.
 const INLINE_BUDGET: Duration = Duration::from_micros(100);
 
+/// The clock of a batch of frames decoded from one read: read once for all
+/// its calls (a call's start time is the batch's, a few microseconds early
+/// at most), and once more after each call polled on the connection, which
+/// times that poll.
+#[derive(Clone, Copy)]
+struct BatchClock {
+    /// When the batch's calls start, for the server (cache, `CallContext`).
+    wall: SystemTime,
+    /// The last reading: the end of the last poll.
+    mark: Instant,
+}
+
+impl BatchClock {
+    fn now() -> BatchClock {
+        BatchClock {
+            wall: SystemTime::now(),
+            mark: Instant::now(),
+        }
+    }
+}
+
 /// The calls of one connection: their tasks, and their ids both ways.
 #[derive(Default)]
 struct Calls {
@@ -382,7 +412,12 @@ impl Calls {
     /// without awaiting) is from then on started as a task at once, so that
     /// its calls run on every worker thread rather than one after another on
     /// the connection's.
-    async fn start(&mut self, frame: Frame, server: &Server) -> Result<Option<Frame>, FrameError> {
+    async fn start(
+        &mut self,
+        frame: Frame,
+        server: &Server,
+        clock: &mut BatchClock,
+    ) -> Result<Option<Frame>, FrameError> {
         match frame.body {
             Body::Request(req) => {
                 if frame.id == 0 {
@@ -394,7 +429,7 @@ impl Calls {
                 let id = frame.id;
                 let deadline = req.deadline;
                 let method = req.method;
-                let call = server.handle(id, req, SystemTime::now());
+                let call = server.handle(id, req, clock.wall);
                 let stats = server.clone();
                 let mut call = Box::pin(async move {
                     match deadline {
@@ -409,19 +444,24 @@ impl Calls {
                     }
                 });
                 if server.runs_inline(method) {
-                    let started = Instant::now();
                     let polled = std::future::poll_fn(|cx| {
                         // As a task's would, a panic fails this call only.
                         let poll = std::panic::AssertUnwindSafe(|| call.as_mut().poll(cx));
                         Poll::Ready(std::panic::catch_unwind(poll))
                     })
                     .await;
-                    server.first_poll_took(method, started.elapsed() > INLINE_BUDGET);
+                    // Since the last reading: this poll, and decoding its frame.
+                    let end = Instant::now();
+                    server.first_poll_took(method, end - clock.mark > INLINE_BUDGET);
+                    clock.mark = end;
                     match polled {
                         Ok(Poll::Ready(answer)) => return Ok(Some(answer)),
                         Ok(Poll::Pending) => {}
                         Err(_) => {
-                            return Ok(Some(Frame::error(id, Status::internal("handler panicked"))));
+                            return Ok(Some(Frame::error(
+                                id,
+                                Status::internal("handler panicked"),
+                            )));
                         }
                     }
                 }

@@ -107,7 +107,7 @@ struct Shape {
 }
 
 /// The load shapes, in the order they run and are summarised.
-const SHAPES: [Shape; 3] = [
+const SHAPES: [Shape; 5] = [
     Shape {
         name: "1x64 divide",
         conns: 1,
@@ -128,6 +128,20 @@ const SHAPES: [Shape; 3] = [
         in_flight: 64,
         op: Op::Multiply,
         note: " (wish from cache)",
+    },
+    Shape {
+        name: "1x1 divide",
+        conns: 1,
+        in_flight: 1,
+        op: Op::Divide,
+        note: "",
+    },
+    Shape {
+        name: "1x8 divide",
+        conns: 1,
+        in_flight: 8,
+        op: Op::Divide,
+        note: "",
     },
 ];
 
@@ -277,6 +291,53 @@ fn run() -> Res<()> {
             }
         }
     }
+
+    // The server's own capacity: raw pipelined frames against redis-server's
+    // PING under redis-benchmark, alternating.
+    let redis = RedisPeer::start()?;
+    let (mut raw_rates, mut redis_rates) = (Vec::new(), Vec::new());
+    for r in 1..=settings.rounds {
+        let raw = client_rt
+            .block_on(raw_pipelined_round(servers.wish, RAW_DEPTH, secs))
+            .ctx(|| format!("raw pipelined round {r}"))?;
+        println!(
+            "round {r}/{} raw pipelined -P {RAW_DEPTH} wish calls/s={raw:>9.0}",
+            settings.rounds
+        );
+        let ping = redis.benchmark(RAW_DEPTH, settings.secs)?;
+        println!(
+            "round {r}/{} redis-benchmark -P {RAW_DEPTH} -c 1 PING_MBULK requests/s={ping:>9.0}",
+            settings.rounds
+        );
+        raw_rates.push(raw);
+        redis_rates.push(ping);
+    }
+    drop(redis);
+
+    // What a server cache hit saves on a handler that computes for 50 us.
+    let work = server_rt.block_on(WorkServer::start())?;
+    let (mut work_hits, mut work_calls) = (Vec::new(), Vec::new());
+    for r in 1..=settings.rounds {
+        for hit in [true, false] {
+            let before = work.counts();
+            let rate = client_rt
+                .block_on(work_round(work.addr, hit, secs))
+                .ctx(|| format!("50 us handler round {r}"))?;
+            let (handled, hits) = work.counts();
+            let name = if hit { "hit" } else { "handler" };
+            println!(
+                "round {r}/{} 50us handler 1x64 {name:<7} calls/s={rate:>9.0}  (server: {} handler calls, {} cache hits)",
+                settings.rounds,
+                handled - before.0,
+                hits - before.1
+            );
+            if hit {
+                work_hits.push(rate);
+            } else {
+                work_calls.push(rate);
+            }
+        }
+    }
     drop(client_rt);
     server_rt.shutdown_timeout(Duration::from_secs(1));
 
@@ -303,7 +364,267 @@ fn run() -> Res<()> {
         "wish client cache hit vs handler call (1x1): hit {hit:.0} calls/s, handler {handler:.0} calls/s, ratio {:.2}x",
         ratio(hit, handler)
     );
+    let (raw, ping) = (median(raw_rates), median(redis_rates));
+    println!(
+        "raw pipelined (1 connection, -P {RAW_DEPTH}): wish {raw:.0} calls/s, redis-benchmark PING {ping:.0} requests/s, ratio {:.2}x",
+        ratio(raw, ping)
+    );
+    let (hits, calls) = (median(work_hits), median(work_calls));
+    println!(
+        "server cache hit vs 50us handler (1x64): hit {hits:.0} calls/s, handler {calls:.0} calls/s, ratio {:.2}x",
+        ratio(hits, calls)
+    );
     Ok(())
+}
+
+// ---------------------------------------------------------------------------
+// The server's own capacity: raw pipelined frames, and redis-benchmark
+
+/// Frames a raw pipelined round writes back to back, as `redis-benchmark -P`.
+const RAW_DEPTH: usize = 64;
+
+/// One connection, no generated client: `depth` `Divide` request frames
+/// written back to back in one write (the same bytes every time, as
+/// redis-benchmark repeats its command), then every answer read and
+/// checked, and again; calls per second over `secs`, after the ramp.
+async fn raw_pipelined_round(addr: SocketAddr, depth: usize, secs: Duration) -> Res<f64> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio_util::codec::{Decoder, Encoder};
+    use wish_core::{Body, FrameCodec, request_frame};
+
+    let divide = &calc::ADVANCED_SERVICE.methods[1];
+    let mut codec = FrameCodec::new();
+    let mut batch = bytes::BytesMut::new();
+    let mut expected = Vec::with_capacity(depth);
+    for i in 0..depth {
+        let (a, b) = (1_000 + i as i32 * 7, (i % 13) as i32 + 1);
+        let payload = prost::Message::encode_to_vec(&calc::CalcRequest { a, b });
+        let frame = request_frame(i as u64 + 1, divide, payload.into(), CallOptions::new());
+        codec
+            .encode(frame, &mut batch)
+            .map_err(|e| format!("encoding a request: {e}"))?;
+        expected.push(a / b);
+    }
+    let mut stream = tokio::net::TcpStream::connect(addr)
+        .await
+        .ctx(|| format!("connecting to {addr}"))?;
+    stream.set_nodelay(true).ctx(|| "nodelay".into())?;
+    let mut buf = bytes::BytesMut::with_capacity(64 * 1024);
+    let mut answered = 0u64;
+    let start = Instant::now();
+    let mut counting: Option<(Instant, u64)> = None;
+    loop {
+        let now = Instant::now();
+        match counting {
+            None if now - start >= RAMP => counting = Some((now, answered)),
+            Some((from, _)) if now - from >= secs => break,
+            _ => {}
+        }
+        stream
+            .write_all(&batch)
+            .await
+            .ctx(|| "writing a batch".into())?;
+        let mut got = 0;
+        while got < depth {
+            while let Some(frame) = codec
+                .decode(&mut buf)
+                .map_err(|e| format!("decoding an answer: {e}"))?
+            {
+                let i = usize::try_from(frame.id)
+                    .unwrap_or(usize::MAX)
+                    .wrapping_sub(1);
+                let c = match (&frame.body, expected.get(i)) {
+                    (Body::Response(r), Some(_)) => {
+                        <calc::CalcResponse as prost::Message>::decode(r.payload.clone())
+                            .map_err(|e| format!("answer {}: {e}", frame.id))?
+                            .c
+                    }
+                    _ => return Err(format!("unexpected answer {frame:?}")),
+                };
+                if c != expected[i] {
+                    return Err(format!("answer {} is {c}, not {}", frame.id, expected[i]));
+                }
+                got += 1;
+            }
+            if got < depth && stream.read_buf(&mut buf).await.ctx(|| "reading".into())? == 0 {
+                return Err("the server closed the connection".into());
+            }
+        }
+        answered += depth as u64;
+    }
+    let (from, at_start) = counting.ok_or("the round ended in its ramp")?;
+    Ok((answered - at_start) as f64 / from.elapsed().as_secs_f64())
+}
+
+/// A real redis-server for `redis-benchmark` to PING.
+struct RedisPeer {
+    server: test_support::RedisServer,
+    benchmark: std::path::PathBuf,
+}
+
+impl RedisPeer {
+    /// Starts redis-server; an error when it or redis-benchmark is missing.
+    fn start() -> Res<RedisPeer> {
+        let missing = |bin: &str, package: &str| {
+            format!("{bin} not found on PATH; install the Debian package `{package}`")
+        };
+        let benchmark = test_support::on_path("redis-benchmark")
+            .ok_or_else(|| missing("redis-benchmark", "redis-tools"))?;
+        if test_support::on_path("redis-server").is_none() {
+            return Err(missing("redis-server", "redis-server"));
+        }
+        let server = test_support::RedisServer::start().ok_or("redis-server did not start")?;
+        Ok(RedisPeer { server, benchmark })
+    }
+
+    /// `redis-benchmark -P depth -c 1 -t ping` for about `secs` seconds;
+    /// its `PING_MBULK` (a RESP array, as clients send commands) requests/s.
+    fn benchmark(&self, depth: usize, secs: f64) -> Res<f64> {
+        // About 700 k PINGs a second here; at least 100 k so the figure settles.
+        let n = ((secs * 700_000.0) as u64).max(100_000);
+        let out = std::process::Command::new(&self.benchmark)
+            .args(["-h", "127.0.0.1", "-p", &self.server.port.to_string()])
+            .args(["-c", "1", "-P", &depth.to_string(), "-n", &n.to_string()])
+            .args(["-t", "ping", "--csv"])
+            .output()
+            .ctx(|| "running redis-benchmark".into())?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!("redis-benchmark failed: {}", out.status));
+        }
+        text.lines()
+            .find_map(|line| {
+                let mut cells = line.split(',').map(|c| c.trim_matches('"'));
+                (cells.next() == Some("PING_MBULK"))
+                    .then(|| cells.next()?.parse::<f64>().ok())
+                    .flatten()
+            })
+            .ok_or_else(|| format!("no PING_MBULK line in redis-benchmark's output: {text}"))
+    }
+}
+
+// ---------------------------------------------------------------------------
+// A handler of 50 us, with and without the server cache
+
+/// How long the `Work` handler computes for.
+const WORK: Duration = Duration::from_micros(50);
+
+/// `bench.Work.Run`: `(cache)` for an hour; its handler computes for
+/// [`WORK`] (without awaiting) and answers the request's bytes.
+static WORK_SERVICE: wish_core::ServiceDesc = wish_core::ServiceDesc::new(
+    "bench.Work",
+    &[wish_core::MethodDesc::new(
+        "bench.Work.Run",
+        wish_core::MethodOptions::new().cache(3600),
+    )],
+);
+
+struct WorkService;
+
+impl wish_core::Service for WorkService {
+    fn descriptor(&self) -> &'static wish_core::ServiceDesc {
+        &WORK_SERVICE
+    }
+
+    fn call(
+        &self,
+        _method: usize,
+        _ctx: wish_core::CallContext,
+        request: bytes::Bytes,
+    ) -> wish_core::BoxFuture<'static, Result<bytes::Bytes, wish_core::Status>> {
+        Box::pin(async move {
+            let until = Instant::now() + WORK;
+            while Instant::now() < until {
+                std::hint::spin_loop();
+            }
+            Ok(request)
+        })
+    }
+}
+
+/// The `Work` service served by wish (default `ServerConfig`: the cache on).
+struct WorkServer {
+    addr: SocketAddr,
+    server: wish_core::Server,
+}
+
+impl WorkServer {
+    async fn start() -> Res<WorkServer> {
+        let server = wish_core::Server::new(wish_core::ServerConfig::default())
+            .with_service(WorkService)
+            .ctx(|| "the work server".into())?;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .ctx(|| "binding the work port".into())?;
+        let addr = listener.local_addr().ctx(|| "the work port".into())?;
+        let serving = server.clone();
+        tokio::spawn(async move {
+            if let Err(e) = net::serve(listener, serving, std::future::pending()).await {
+                eprintln!("vs-tonic: the work server stopped: {e}");
+            }
+        });
+        Ok(WorkServer { addr, server })
+    }
+
+    /// Handler calls and cache hits so far.
+    fn counts(&self) -> (u64, u64) {
+        let stats = self.server.stats();
+        (
+            stats.handled.load(Ordering::Relaxed),
+            stats.cache_hits.load(Ordering::Relaxed),
+        )
+    }
+}
+
+/// 64 tasks on one connection calling `Work`: the same request every time,
+/// answered from the server's cache (`hit`), or a request of its own each
+/// time with `no_cache`, every call running the handler. Calls per second.
+async fn work_round(addr: SocketAddr, hit: bool, secs: Duration) -> Res<f64> {
+    let client = net::Client::new(net::Endpoint::Tcp(addr.to_string()));
+    client
+        .connect()
+        .await
+        .ctx(|| format!("connecting to {addr}"))?;
+    let method = &WORK_SERVICE.methods[0];
+    let options = if hit {
+        CallOptions::new()
+    } else {
+        CallOptions::new().no_cache()
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let answered = Arc::new(AtomicU64::new(0));
+    let mut tasks = JoinSet::new();
+    for t in 0..64u64 {
+        let (client, stop, answered) = (client.clone(), stop.clone(), answered.clone());
+        tasks.spawn(async move {
+            let mut n = t * 1_000_003;
+            while !stop.load(Ordering::Relaxed) {
+                // A message the cache can key: `CalcRequest { a, b }`.
+                let request = if hit { 0 } else { n };
+                let (a, b) = ((request % 1_000_000_007) as i32, (request >> 30) as i32);
+                let payload: bytes::Bytes =
+                    prost::Message::encode_to_vec(&calc::CalcRequest { a, b }).into();
+                let reply = wish_core::Channel::call(&client, method, payload.clone(), options)
+                    .await
+                    .map_err(|status| format!("Work({request}): {status}"))?;
+                if reply.payload != payload {
+                    return Err(format!("Work({request}) answered another request's bytes"));
+                }
+                answered.fetch_add(1, Ordering::Relaxed);
+                n += 1;
+            }
+            Ok::<(), String>(())
+        });
+    }
+    tokio::time::sleep(RAMP).await;
+    let (start_count, start) = (answered.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(secs).await;
+    let (end_count, elapsed) = (answered.load(Ordering::Relaxed), start.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    while let Some(task) = tasks.join_next().await {
+        task.ctx(|| "a work task".into())??;
+    }
+    Ok((end_count - start_count) as f64 / elapsed.as_secs_f64())
 }
 
 /// One task calling `Multiply(6, 7)` again and again for `secs` through a
