@@ -198,7 +198,9 @@ fn peers_from_env() -> Res<Vec<Peer>> {
         .map(|name| match name.trim() {
             "wish" => Ok(Peer::Wish),
             "tonic" => Ok(Peer::Tonic),
-            other => Err(format!("VS_PEERS: unknown server {other:?} (wish or tonic)").into()),
+            other => Err(format!(
+                "VS_PEERS: unknown server {other:?} (wish or tonic)"
+            )),
         })
         .collect()
 }
