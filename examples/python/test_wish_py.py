@@ -274,7 +274,15 @@ def calc_services(calls, gate=None):
         async def divide(self, ctx, r):
             calls.append("divide")
             if gate is not None:
-                await gate.wait()
+                try:
+                    await gate.wait()
+                except asyncio.CancelledError:
+                    calls.append("divide cancelled")
+                    raise
+            if r.b == 21:  # a big answer: 64 KiB in a field CalcResponse does not know
+                answer = calc.CalcResponse(c=r.a // r.b)
+                answer.MergeFromString(b"\x7a\x80\x80\x04" + b"x" * 65536)
+                return answer
             if r.b == 0:
                 raise calc.WishError(Code.INVALID_ARGUMENT, "division by zero")
             if r.b == 7:
@@ -472,6 +480,98 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
         self.assertEqual((frame.id, frame.code, end), (0, Code.DEADLINE_EXCEEDED, None))
         self.assertEqual(server.stats["closed_read_timeout"], 1)
         self.assertEqual(out["half-close"], (rt.Response(1, b"\x08\x03"), None))
+
+    async def test_stop_answers_the_calls_in_flight_while_the_client_keeps_sending(self):
+        calls, gate = [], asyncio.Event()
+        server = calc.Server(*calc_services(calls, gate))
+        _, port = await server.start("127.0.0.1", 0)
+        client = calc.AsyncClient("127.0.0.1", port)
+        adv, simple = calc.AdvancedAsyncClient(client), calc.SimpleAsyncClient(client)
+        try:
+            first = asyncio.ensure_future(adv.divide(req(8, 2)))
+            await until(lambda: "divide" in calls, "the call to reach its handler")
+            stopping = asyncio.ensure_future(server.stop(drain_timeout=10.0))
+            await asyncio.sleep(0.05)
+            # Bytes arriving during the drain are not read, and do not abort it.
+            second = asyncio.ensure_future(simple.plus(req(1, 1)))
+            await asyncio.sleep(0.05)
+            gate.set()
+            self.assertEqual((await first).c, 4)
+            await stopping
+            with self.assertRaises(calc.WishError) as e:
+                await second
+            self.assertEqual(e.exception.code, Code.UNAVAILABLE)
+            self.assertNotIn("plus", calls)
+        finally:
+            gate.set()
+            await client.close()
+
+    async def test_stop_cancels_the_handlers_still_running_after_the_drain_timeout(self):
+        calls, gate = [], asyncio.Event()
+        server = calc.Server(*calc_services(calls, gate))
+        _, port = await server.start("127.0.0.1", 0)
+        client = calc.AsyncClient("127.0.0.1", port)
+        try:
+            stuck = asyncio.ensure_future(calc.AdvancedAsyncClient(client).divide(req(8, 2)))
+            await until(lambda: "divide" in calls, "the call to reach its handler")
+            await asyncio.wait_for(server.stop(drain_timeout=0.1), 10.0)
+            self.assertIn("divide cancelled", calls)
+            with self.assertRaises(calc.WishError) as e:
+                await asyncio.wait_for(stuck, 10.0)
+            self.assertEqual(e.exception.code, Code.UNAVAILABLE)
+        finally:
+            await client.close()
+
+    async def test_a_client_that_does_not_read_is_not_read_either(self):
+        server = calc.Server(*calc_services([]), max_in_flight=4)
+        _, port = await server.start("127.0.0.1", 0)
+        loop = asyncio.get_running_loop()
+        divide = calc.ADVANCED_SERVICE.methods[1]
+        frames = b"".join(rt.FrameCodec().encode(rt.Request(i, divide.id, req(84, 21).SerializeToString()))
+                          for i in range(1, 401))  # 400 answers of 64 KiB: 26 MB, never read
+        sock = socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        sock.connect(("127.0.0.1", port))
+        sock.setblocking(False)
+        try:
+            await loop.sock_sendall(sock, frames[:len(frames) // 2])
+            # The server answers until the socket is full, then stops: its count settles.
+            last, still = -1, 0
+            while still < 30:
+                await asyncio.sleep(0.02)
+                handled = server.stats["handled"]
+                still, last = (still + 1, last) if handled == last else (0, handled)
+            conn = next(iter(server._connections))
+            buffered = conn.writer.transport.get_write_buffer_size()
+            self.assertLess(handled, 400)
+            self.assertLessEqual(buffered, 4 * 70 * 1024 + 64 * 1024,
+                                 "at most max_in_flight answers wait in the write buffer")
+            # Another client is served meanwhile.
+            other = calc.AsyncClient("127.0.0.1", port)
+            self.assertEqual((await calc.SimpleAsyncClient(other).plus(req(2, 3))).c, 5)
+            await other.close()
+        finally:
+            sock.close()
+            await server.stop(drain_timeout=1.0)
+
+    async def test_the_blocking_client_reconnects_after_the_server_closed(self):
+        loop = asyncio.get_running_loop()
+        first = calc.Server(*calc_services([]))
+        _, port = await first.start("127.0.0.1", 0)
+        client = calc.Client("127.0.0.1", port)
+        simple = calc.SimpleClient(client)
+        try:
+            self.assertEqual((await loop.run_in_executor(None, simple.plus, req(1, 2))).c, 3)
+            await first.stop(drain_timeout=1.0)
+            second = calc.Server(*calc_services([]))
+            await second.start("127.0.0.1", port)
+            try:
+                # The first call after the close goes on a new connection.
+                self.assertEqual((await loop.run_in_executor(None, simple.plus, req(2, 2))).c, 4)
+            finally:
+                await second.stop(drain_timeout=1.0)
+        finally:
+            client.close()
 
     async def test_many_calls_in_flight_answer_in_any_order(self):
         simple = calc.SimpleAsyncClient(self.client)

@@ -38,6 +38,7 @@ DEFAULT_COMPRESS_THRESHOLD = 512
 MAX_ERROR_MESSAGE = 65535
 
 KIND_REQUEST, KIND_RESPONSE, KIND_ERROR, KIND_CANCEL = 1, 2, 3, 4
+_PEEK = 15  # bytes up to the end of a frame's id: length, version, kind, flags, id
 CODEC_MASK = 0x03
 CODEC_LZ4 = 0x01
 FLAG_DEADLINE = 0x04
@@ -869,6 +870,8 @@ class Client(_Base):
         if not self._lock.acquire(timeout=-1 if until is None else max(until - time.monotonic(), 0)):
             raise WishError(Code.DEADLINE_EXCEEDED, "deadline exceeded waiting for the connection")
         try:
+            if self._sock is not None and self._closed_by_peer():
+                self._drop()
             if self._sock is None:
                 self._connect()
             id = self._new_id(())
@@ -902,6 +905,25 @@ class Client(_Base):
             self._lock.release()
         reply = _reply(method, answer)
         return self._stored(pending, answer, reply)
+
+    def _closed_by_peer(self):
+        """Whether the server closed the connection since the last call (end of stream, or a
+        farewell frame waiting): then the call goes on a new one instead of failing on this one.
+        Answers of abandoned calls waiting to be read leave the connection in use."""
+        try:
+            self._sock.setblocking(False)
+            try:
+                head = self._sock.recv(_PEEK, socket.MSG_PEEK)
+            finally:
+                self._sock.setblocking(True)
+        except (BlockingIOError, InterruptedError):
+            return False  # nothing to read: open
+        except OSError:
+            return True
+        if not head:
+            return True
+        # An error frame of id 0 at the front says goodbye (length 4, version, kind, flags, id 8).
+        return len(head) >= _PEEK and head[5] == KIND_ERROR and head[7:_PEEK] == bytes(8)
 
     def _abandon(self, id):
         """Sends a cancel for call ``id``; a frame left half read breaks the stream: closed then."""
@@ -1159,15 +1181,19 @@ class Server:
         return server.sockets[0].getsockname()[:2]
 
     async def stop(self, drain_timeout=5.0):
-        """Stops accepting, lets the calls in flight finish (up to ``drain_timeout`` s), closes."""
+        """Stops accepting and reading, lets the calls in flight finish and their answers go
+        (up to ``drain_timeout`` s), then cancels the handlers still running and closes."""
         for s in self._servers:
             s.close()
         for conn in list(self._connections):
             conn.stop_reading()
         if self._connections:
             await asyncio.wait([c.task for c in self._connections], timeout=drain_timeout)
+        left = [c.task for c in self._connections]
         for conn in list(self._connections):
-            conn.task.cancel()
+            conn.abort()
+        if left:
+            await asyncio.wait(left, timeout=1.0)
         for s in self._servers:
             await s.wait_closed()
 
@@ -1176,6 +1202,10 @@ class Server:
         self._connections.add(conn)
         try:
             await conn.run()
+        except asyncio.CancelledError:
+            if not conn.aborted:
+                raise
+            # Cancelled by stop(): the connection ends as any other.
         finally:
             self._connections.discard(conn)
 
@@ -1227,14 +1257,30 @@ class _Connection:
         self.server, self.reader, self.writer, self.task = server, reader, writer, task
         self.codec = FrameCodec(server.max_frame_len, server.compress_threshold, server.stats)
         self.calls = {}  # id -> task
+        self.writing = 0  # answers written and not yet drained: they count as in flight
         self.room = asyncio.Event()
         self.room.set()
         self.reading = True
+        self.idle = False  # waiting between frames (for room, or a first byte): stop may interrupt
+        self.stopped = False  # the task was cancelled by stop_reading, not by anything else
+        self.aborted = False  # the task was cancelled by abort
         self.drain = asyncio.Lock()  # one drain at a time (Python before 3.10 refuses concurrent ones)
 
     def stop_reading(self):
+        """Reads no more frames: at once between frames, else after the one being read."""
         self.reading = False
-        self.reader.feed_eof()
+        if self.idle and not self.stopped:
+            self.stopped = True
+            self.task.cancel()
+
+    def abort(self):
+        """Cancels the calls still running, drops what is unsent and the connection (the
+        drain timed out)."""
+        self.aborted = True
+        for call in self.calls.values():
+            call.cancel()
+        self.writer.transport.abort()
+        self.task.cancel()
 
     async def run(self):
         try:
@@ -1249,18 +1295,38 @@ class _Connection:
             self.server.stats["closed_protocol"] += 1
             await self._goodbye(Error(0, Code.INTERNAL, "server error: %s" % type(e).__name__))
             return
-        # End of stream (or a half-close): answer every call in flight, then close.
-        if self.calls:
-            await asyncio.wait(list(self.calls.values()))
+        # End of stream, a half-close or a stop: answer every call in flight, then close.
+        try:
+            while self.calls or self.writing:
+                pending = list(self.calls.values())
+                if pending:
+                    await asyncio.wait(pending)
+                else:
+                    await asyncio.sleep(0.001)  # answers still draining
+        except asyncio.CancelledError:
+            for call in self.calls.values():
+                call.cancel()
+            raise
         await self._close()
 
     async def _read_frames(self):
         limit = self.server.read_timeout
         while self.reading:
-            await self.room.wait()
-            first = await self.reader.read(1)  # between frames: no timer
-            if not first:
+            self.idle = True
+            try:
+                await self.room.wait()
+                first = await self.reader.read(1)  # between frames: no timer
+            except asyncio.CancelledError:
+                if not self.stopped:
+                    raise
+                uncancel = getattr(self.task, "uncancel", None)  # Python 3.11 on
+                if uncancel is not None:
+                    uncancel()
                 return
+            finally:
+                self.idle = False
+            if not first or not self.reading:
+                return  # a byte read as the stop came is dropped with the rest
             started = time.monotonic()
             try:
                 rest = self.reader.readexactly(3)
@@ -1294,7 +1360,7 @@ class _Connection:
         self._room()
 
     def _room(self):
-        if len(self.calls) >= self.server.max_in_flight:
+        if len(self.calls) + self.writing >= self.server.max_in_flight:
             self.room.clear()
         else:
             self.room.set()
@@ -1321,7 +1387,16 @@ class _Connection:
         if self.calls.get(req.id) is not me:
             return  # cancelled after it finished: no answer
         del self.calls[req.id]
-        self._room()
+        # Until its answer has drained the call still counts: a client that does not read
+        # stops being read, rather than growing the write buffer.
+        self.writing += 1
+        try:
+            await self._write(req, answer)
+        finally:
+            self.writing -= 1
+            self._room()
+
+    async def _write(self, req, answer):
         try:
             data = self.codec.encode(answer)
         except WishError as e:
