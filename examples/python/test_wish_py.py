@@ -22,6 +22,7 @@ import random
 import re
 import socket
 import struct
+import time
 import unittest
 
 calc = importlib.import_module(os.environ.get("WISH_PACKAGE", "calc_wish"))
@@ -572,6 +573,63 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
                 await second.stop(drain_timeout=1.0)
         finally:
             client.close()
+
+    async def test_idle_connections_are_closed_but_not_while_a_call_runs(self):
+        loop = asyncio.get_running_loop()
+        calls, gate = [], asyncio.Event()
+        server = calc.Server(*calc_services(calls, gate), idle_timeout=0.2)
+        _, port = await server.start("127.0.0.1", 0)
+        try:
+            def silent():
+                r = Raw(port, "127.0.0.1")
+                try:
+                    return r.frame(), r.frame()
+                finally:
+                    r.close()
+
+            # Silent: closed with UNAVAILABLE, then the end of the stream.
+            frame, end = await loop.run_in_executor(None, silent)
+            self.assertEqual((frame.id, frame.code, end), (0, Code.UNAVAILABLE, None))
+            self.assertEqual(server.stats["closed_idle"], 1)
+            # A call running for longer than the idle timeout keeps its connection.
+            client = calc.AsyncClient("127.0.0.1", port)
+            slow = asyncio.ensure_future(calc.AdvancedAsyncClient(client).divide(req(9, 3)))
+            await until(lambda: "divide" in calls, "the call to reach its handler")
+            await asyncio.sleep(0.5)
+            gate.set()
+            self.assertEqual((await slow).c, 3)
+            self.assertEqual(server.stats["closed_idle"], 1)
+            await client.close()
+        finally:
+            gate.set()
+            await server.stop(drain_timeout=1.0)
+
+    async def test_partial_frames_share_a_server_wide_budget(self):
+        loop = asyncio.get_running_loop()
+        server = calc.Server(*calc_services([]), max_partial_bytes=100_000, partial_allowance=1_000)
+        _, port = await server.start("127.0.0.1", 0)
+
+        def hostile():
+            a, b = Raw(port, "127.0.0.1"), Raw(port, "127.0.0.1")
+            a.send(struct.pack(">I", 80_000) + b"\x01\x01")  # 80 kB announced, 2 bytes sent
+            time.sleep(0.1)
+            b.send(struct.pack(">I", 80_000) + b"\x01\x01")  # over the budget: refused
+            refused = (b.frame(), b.frame())
+            small = Raw(port, "127.0.0.1")  # within the allowance: served
+            small.send(rt.Request(1, PLUS.id, req(2, 3).SerializeToString()))
+            answer = small.frame()
+            for r in (a, b, small):
+                r.close()
+            return refused, answer
+
+        try:
+            (frame, end), answer = await loop.run_in_executor(None, hostile)
+        finally:
+            await server.stop(drain_timeout=1.0)
+        self.assertEqual((frame.id, frame.code, end), (0, Code.RESOURCE_EXHAUSTED, None))
+        self.assertEqual(server.stats["closed_over_budget"], 1)
+        self.assertEqual(calc.CalcResponse.FromString(answer.payload).c, 5)
+        self.assertEqual(server.partial_bytes, 0, "every charge given back")
 
     async def test_many_calls_in_flight_answer_in_any_order(self):
         simple = calc.SimpleAsyncClient(self.client)

@@ -1143,16 +1143,25 @@ class Server:
 
     ``cache``/``compress`` switch the options off server-wide; ``max_in_flight`` calls per
     connection run at once (then the connection is not read); a frame must be whole
-    ``read_timeout`` seconds after its first byte.
+    ``read_timeout`` seconds after its first byte; a connection with no call in flight is
+    closed after ``idle_timeout`` seconds without a frame (``None``: never). The frames
+    being read, all connections together, may announce at most ``max_partial_bytes``: a
+    frame over it, unless within ``partial_allowance``, closes its connection with
+    RESOURCE_EXHAUSTED (the Rust server counts the bytes arrived, this one the lengths
+    announced: a bound as tight or tighter).
     """
 
     def __init__(self, *services, cache=True, compress=True, cache_layer=None,
                  max_frame_len=DEFAULT_MAX_FRAME_LEN, compress_threshold=DEFAULT_COMPRESS_THRESHOLD,
-                 max_in_flight=1024, read_timeout=30.0, clock=None):
+                 max_in_flight=1024, read_timeout=30.0, idle_timeout=None,
+                 max_partial_bytes=64 * 1024 * 1024, partial_allowance=64 * 1024, clock=None):
         self.cache, self.compress = cache, compress
         self.layer = cache_layer if cache_layer is not None else CacheLayer()
         self.max_frame_len, self.compress_threshold = max_frame_len, compress_threshold
         self.max_in_flight, self.read_timeout = max(1, max_in_flight), read_timeout
+        self.idle_timeout = idle_timeout
+        self.max_partial_bytes, self.partial_allowance = max_partial_bytes, partial_allowance
+        self.partial_bytes = 0  # announced by the frames being read now
         self.clock = clock or now_ms
         self.routes = {}
         self.stats = collections.Counter()
@@ -1264,6 +1273,7 @@ class _Connection:
         self.idle = False  # waiting between frames (for room, or a first byte): stop may interrupt
         self.stopped = False  # the task was cancelled by stop_reading, not by anything else
         self.aborted = False  # the task was cancelled by abort
+        self.held = 0  # bytes the frame being read announced, charged to the server's budget
         self.drain = asyncio.Lock()  # one drain at a time (Python before 3.10 refuses concurrent ones)
 
     def stop_reading(self):
@@ -1315,7 +1325,17 @@ class _Connection:
             self.idle = True
             try:
                 await self.room.wait()
-                first = await self.reader.read(1)  # between frames: no timer
+                idle = self.server.idle_timeout
+                if idle is None or self.calls or self.writing:
+                    first = await self.reader.read(1)  # between frames: no timer
+                else:
+                    try:
+                        first = await asyncio.wait_for(self.reader.read(1), idle)
+                    except asyncio.TimeoutError:
+                        if self.calls or self.writing:  # a call came and went on: not idle
+                            continue
+                        self.server.stats["closed_idle"] += 1
+                        raise ProtocolError(Code.UNAVAILABLE, "idle for %gs" % idle)
             except asyncio.CancelledError:
                 if not self.stopped:
                     raise
@@ -1332,12 +1352,15 @@ class _Connection:
                 rest = self.reader.readexactly(3)
                 header = first + (await asyncio.wait_for(rest, limit) if limit else await rest)
                 length = self.codec.check_length(header)
+                self._charge(length)
                 body = self.reader.readexactly(length)
                 left = None if not limit else limit - (time.monotonic() - started)
                 body = await (asyncio.wait_for(body, max(left, 0.001)) if left is not None else body)
             except asyncio.TimeoutError:
                 self.server.stats["closed_read_timeout"] += 1
                 raise ProtocolError(Code.DEADLINE_EXCEEDED, "frame not whole %gs after its first byte" % limit)
+            finally:
+                self._charge(0)
             frame = self.codec.parse(body)
             self._on_frame(frame)
 
@@ -1358,6 +1381,18 @@ class _Connection:
         task = asyncio.ensure_future(self._call(frame))
         self.calls[frame.id] = task
         self._room()
+
+    def _charge(self, length):
+        """The frame being read announces ``length`` bytes (0: none is being read)."""
+        server = self.server
+        server.partial_bytes += length - self.held
+        self.held = length
+        if length > server.partial_allowance and server.partial_bytes > server.max_partial_bytes:
+            server.partial_bytes -= length
+            self.held = 0
+            server.stats["closed_over_budget"] += 1
+            raise ProtocolError(Code.RESOURCE_EXHAUSTED,
+                                "partial frames over the server's budget of %d bytes" % server.max_partial_bytes)
 
     def _room(self):
         if len(self.calls) + self.writing >= self.server.max_in_flight:
