@@ -176,4 +176,6 @@ pub use options::{
     EntityField, FieldKind, MethodDesc, MethodOptions, OptionError, OptionProblem, ServiceDesc,
 };
 pub use required::{MAX_REQUIRED_DEPTH, NestedField, RequiredField, RequiredFields};
-pub use server::{CallContext, LONG_POLLS, Server, ServerConfig, ServerStats, Service};
+pub use server::{
+    CallContext, LONG_POLL_WEIGHT, LONG_POLLS, Server, ServerConfig, ServerStats, Service,
+};

@@ -200,6 +200,11 @@ where
     run_connection(stream, server, codec, stop).await
 }
 
+/// A request payload larger than this is encoded before the client's
+/// outgoing buffer is locked, so that callers do not wait for its copy or
+/// compression.
+const ENCODE_APART: usize = 16 * 1024;
+
 /// A connection's read buffer starts this big, and is given back once a
 /// frame that made it grow is read and its buffer is empty.
 const READ_BUF: usize = 8 * 1024;
@@ -230,6 +235,8 @@ where
     let mut limits = ReadLimits::new(&server, Instant::now());
     let max = server.config().max_in_flight.max(1);
     let mut calls = Calls::default();
+    // Answers of calls done when first polled, written after their batch.
+    let mut ready: Vec<Frame> = Vec::new();
     let mut reading = true;
     // Bytes were read since the buffer was last decoded.
     let mut fresh = false;
@@ -242,8 +249,6 @@ where
     loop {
         if reading && (fresh || calls.tasks.len() < max) {
             let mut completed = false;
-            // Calls answered as they were read (see `Calls::start`).
-            let mut answered = false;
             // The clock, read once for the calls of this batch.
             let mut clock: Option<BatchClock> = None;
             while calls.tasks.len() < max {
@@ -251,21 +256,8 @@ where
                     Ok(Some(frame)) => {
                         completed = true;
                         let clock = clock.get_or_insert_with(BatchClock::now);
-                        match calls.start(frame, &server, clock).await {
-                            Ok(Some(answer)) => {
-                                answered = true;
-                                let before = writer.write_buffer().len();
-                                send_answer(&mut writer, answer).await?;
-                                if writer.write_buffer().len() <= before {
-                                    // The writer flushed on the way (and may
-                                    // have waited): not the next poll's time.
-                                    clock.mark = Instant::now();
-                                }
-                            }
-                            Ok(None) => {}
-                            Err(e) => {
-                                return Err(goodbye(&mut writer, e.status(), e.into()).await);
-                            }
+                        if let Err(e) = calls.start(frame, &server, clock, &mut ready).await {
+                            return Err(goodbye(&mut writer, e.status(), e.into()).await);
                         }
                     }
                     Ok(None) => break,
@@ -275,11 +267,19 @@ where
                     Err(e) => return Err(e),
                 }
             }
-            let now = clock.map_or_else(Instant::now, |c| c.mark);
-            if answered {
+            let mut now = clock.map(|c| c.mark);
+            if !ready.is_empty() {
+                // The answers of the calls done at once, after the whole
+                // batch: a cancel read in it still drops its call's answer.
+                for answer in ready.drain(..) {
+                    send_answer(&mut writer, answer).await?;
+                }
                 writer.flush().await?;
-                limits.handle_answer(now);
+                let written = Instant::now();
+                limits.handle_answer(written);
+                now = Some(written);
             }
+            let now = now.unwrap_or_else(Instant::now);
             if fresh {
                 if let Err(e) = limits.handle_read(buf.len(), completed, now) {
                     return Err(goodbye(&mut writer, e.status(), e.into()).await);
@@ -379,24 +379,33 @@ where
 /// own rather than polled first by the connection.
 const INLINE_BUDGET: Duration = Duration::from_micros(100);
 
-/// The clock of a batch of frames decoded from one read: read once for all
-/// its calls (a call's start time is the batch's, a few microseconds early
-/// at most), and once more after each call polled on the connection, which
-/// times that poll.
+/// The clock of a batch of frames decoded from one read: read once when the
+/// batch starts, and once more after each call polled on the connection,
+/// which times that poll. A call's start time is the last reading, carried
+/// over to the wall clock.
 #[derive(Clone, Copy)]
 struct BatchClock {
-    /// When the batch's calls start, for the server (cache, `CallContext`).
+    /// The wall clock when the batch started.
     wall: SystemTime,
+    /// The monotonic clock then.
+    start: Instant,
     /// The last reading: the end of the last poll.
     mark: Instant,
 }
 
 impl BatchClock {
     fn now() -> BatchClock {
+        let start = Instant::now();
         BatchClock {
             wall: SystemTime::now(),
-            mark: Instant::now(),
+            start,
+            mark: start,
         }
+    }
+
+    /// The wall clock at the last reading, for the server (cache, `CallContext`).
+    fn wall(&self) -> SystemTime {
+        self.wall + (self.mark - self.start)
     }
 }
 
@@ -414,19 +423,23 @@ impl Calls {
     ///
     /// A call is first polled by the connection itself: a handler that
     /// answers at once (an arithmetic, a cache hit, an error) costs no task,
-    /// and its answer is returned to be written. One that is not done yet
-    /// goes on in a task of its own, so slow calls overlap and are
-    /// answered in any order. A method whose first polls take longer than
-    /// [`INLINE_BUDGET`] again and again (a handler that computes for long
-    /// without awaiting) is from then on started as a task at once, so that
-    /// its calls run on every worker thread rather than one after another on
-    /// the connection's.
+    /// and its answer goes to `ready`, written after the batch (so a cancel
+    /// in the same batch still drops it). One that is not done yet goes on
+    /// in a task of its own, so slow calls overlap and are answered in any
+    /// order. A method whose first polls take longer than [`INLINE_BUDGET`]
+    /// again and again (a handler that computes for long without awaiting)
+    /// is then started as a task at once, so that its calls run on every
+    /// worker thread rather than one after another on the connection's; see
+    /// [`Server::first_poll_took`]. A handler's first poll thus has the
+    /// connection task's waker, and the later ones its own task's: a future
+    /// must use the waker of its latest poll, as the `Future` contract says.
     async fn start(
         &mut self,
         frame: Frame,
         server: &Server,
         clock: &mut BatchClock,
-    ) -> Result<Option<Frame>, FrameError> {
+        ready: &mut Vec<Frame>,
+    ) -> Result<(), FrameError> {
         match frame.body {
             Body::Request(req) => {
                 if frame.id == 0 {
@@ -438,7 +451,7 @@ impl Calls {
                 let id = frame.id;
                 let deadline = req.deadline;
                 let method = req.method;
-                let call = server.handle(id, req, clock.wall);
+                let call = server.handle(id, req, clock.wall());
                 let stats = server.clone();
                 let mut call = Box::pin(async move {
                     match deadline {
@@ -452,7 +465,8 @@ impl Calls {
                         },
                     }
                 });
-                if server.runs_inline(method) {
+                let inline = server.runs_inline(method);
+                if inline {
                     let polled = std::future::poll_fn(|cx| {
                         // As a task's would, a panic fails this call only.
                         let poll = std::panic::AssertUnwindSafe(|| call.as_mut().poll(cx));
@@ -464,27 +478,52 @@ impl Calls {
                     server.first_poll_took(method, end - clock.mark > INLINE_BUDGET);
                     clock.mark = end;
                     match polled {
-                        Ok(Poll::Ready(answer)) => return Ok(Some(answer)),
+                        Ok(Poll::Ready(answer)) => {
+                            ready.push(answer);
+                            return Ok(());
+                        }
                         Ok(Poll::Pending) => {}
                         Err(_) => {
-                            return Ok(Some(Frame::error(
-                                id,
-                                Status::internal("handler panicked"),
-                            )));
+                            ready.push(Frame::error(id, Status::internal("handler panicked")));
+                            return Ok(());
                         }
                     }
                 }
-                let handle = self.tasks.spawn(call);
+                let handle = if inline {
+                    self.tasks.spawn(call)
+                } else {
+                    // Its first poll is timed on its task: a method whose
+                    // handler got quick again comes back to the connection.
+                    let server = server.clone();
+                    let mut first = true;
+                    self.tasks.spawn(std::future::poll_fn(move |cx| {
+                        if !std::mem::take(&mut first) {
+                            return call.as_mut().poll(cx);
+                        }
+                        let started = Instant::now();
+                        let poll = call.as_mut().poll(cx);
+                        server.first_poll_took(method, started.elapsed() > INLINE_BUDGET);
+                        poll
+                    }))
+                };
                 self.ids.insert(handle.id(), id);
                 self.aborts.insert(id, handle);
-                Ok(None)
+                Ok(())
             }
             Body::Cancel => {
-                if let Some(handle) = self.aborts.remove(&frame.id) {
+                if let Some(at) = ready.iter().position(|answer| answer.id == frame.id) {
+                    // Done in this batch, not written yet: not answered.
+                    ready.remove(at);
+                } else if let Some(handle) = self.aborts.remove(&frame.id) {
+                    // A call already done (its deadline passed, counted then;
+                    // or its answer not yet written) is not stopped by it:
+                    // its answer is dropped, and it is not counted again.
+                    if !handle.is_finished() {
+                        server.stats().cancelled.fetch_add(1, Ordering::Relaxed);
+                    }
                     handle.abort();
-                    server.stats().cancelled.fetch_add(1, Ordering::Relaxed);
                 }
-                Ok(None)
+                Ok(())
             }
             Body::Response(_) | Body::Error(_) => Err(FrameError::WrongDirection),
         }
@@ -594,6 +633,8 @@ struct ClientInner {
 struct Conn {
     calls: Mutex<Multiplexer<Waiter>>,
     out: Arc<Outbox>,
+    /// The writer task, stopped when the connection is lost.
+    writer: Mutex<Option<tokio::task::AbortHandle>>,
     codec: FrameCodec,
     /// Frames buffered before a call waits for the writer.
     max_queued: usize,
@@ -638,17 +679,33 @@ impl Conn {
         crate::lock(&self.calls)
     }
 
+    /// The connection is lost: every call waiting fails, callers waiting
+    /// for room are told, and the writer stops (it may be stuck writing to a
+    /// server that no longer reads).
     fn close(&self, why: &str) {
         self.closed.store(true, Ordering::Release);
         let waiters: Vec<Waiter> = self.calls().drain().collect();
         for w in waiters {
             let _ = w.send(Err(Status::unavailable(why.to_string())));
         }
+        self.out.queue().failed = true;
+        self.out.room.notify_waiters();
+        if let Some(writer) = crate::lock(&self.writer).take() {
+            writer.abort();
+        }
     }
 
-    /// Encodes `frame` into the outgoing buffer, once there is room (a
-    /// cancel frame goes in at once).
+    /// Encodes `frame` into the outgoing buffer, once there is room. A
+    /// large frame is encoded (and compressed) before the buffer is locked.
     async fn send(&self, frame: &Frame) -> Result<(), Error> {
+        let mut encoded = None;
+        if let Body::Request(req) = &frame.body
+            && req.payload.len() > ENCODE_APART
+        {
+            let mut own = BytesMut::new();
+            self.codec.encode_ref(frame, &mut own)?;
+            encoded = Some(own);
+        }
         loop {
             let room = self.out.room.notified();
             tokio::pin!(room);
@@ -660,8 +717,11 @@ impl Conn {
                         "connection closed",
                     )));
                 }
-                if queued.frames < self.max_queued || matches!(frame.body, Body::Cancel) {
-                    self.codec.encode_ref(frame, &mut queued.buf)?;
+                if queued.frames < self.max_queued {
+                    match &encoded {
+                        Some(bytes) => queued.buf.extend_from_slice(bytes),
+                        None => self.codec.encode_ref(frame, &mut queued.buf)?,
+                    }
                     queued.frames += 1;
                     let first = queued.frames == 1;
                     drop(queued);
@@ -773,6 +833,7 @@ impl ClientInner {
         let conn = Arc::new(Conn {
             calls: Mutex::new(Multiplexer::new(self.config.max_in_flight)),
             out: out.clone(),
+            writer: Mutex::new(None),
             codec: self.config.codec.clone(),
             max_queued: self.config.write_queue.max(1),
             closed: AtomicBool::new(false),
@@ -782,7 +843,7 @@ impl ClientInner {
         // writer sends what is left and shuts the socket down, the server
         // closes its side, and the reader ends too.
         let writing = Arc::downgrade(&conn);
-        tokio::spawn(async move {
+        let writer = tokio::spawn(async move {
             let mut buf = BytesMut::new();
             loop {
                 let done = {
@@ -830,6 +891,7 @@ impl ClientInner {
             }
             let _ = tokio::io::AsyncWriteExt::shutdown(&mut write).await;
         });
+        *crate::lock(&conn.writer) = Some(writer.abort_handle());
         let mut reader = FramedRead::new(read, self.config.codec.clone());
         let reading = Arc::downgrade(&conn);
         tokio::spawn(async move {

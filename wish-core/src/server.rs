@@ -215,7 +215,7 @@ struct Route {
     /// transport starts its calls on tasks of their own (see
     /// [`Server::runs_inline`]).
     in_tasks: AtomicBool,
-    /// Long first polls in a row (see [`Server::first_poll_took`]).
+    /// Long first polls count up, quick ones down (see [`Server::first_poll_took`]).
     long_polls: AtomicU32,
 }
 
@@ -287,23 +287,42 @@ impl Server {
             .is_none_or(|r| !r.in_tasks.load(Ordering::Relaxed))
     }
 
-    /// A transport polled a call of method `id` once on the connection's
-    /// task, and that took `long`er than its budget (or not). After
-    /// [`LONG_POLLS`] long first polls in a row, the method's handler is
-    /// taken to compute for long before it first awaits: its calls are from
-    /// then on started on tasks of their own, so that they run side by side
-    /// on a multi-threaded runtime. (One long poll alone may be the thread
-    /// being preempted, and does not count.)
+    /// A transport timed the first poll of a call of method `id`, and it
+    /// took `long`er than its budget (or not).
+    ///
+    /// Each long first poll counts [`LONG_POLL_WEIGHT`] up, each quick one 1
+    /// down (to 0, and at most `2 * LONG_POLLS * LONG_POLL_WEIGHT` up). At
+    /// `LONG_POLLS * LONG_POLL_WEIGHT` (as after [`LONG_POLLS`] long first
+    /// polls in a row, or when more than one in five is long), the method's
+    /// handler is taken to compute for long before it first awaits: its calls
+    /// are started on tasks of their own, so that they run side by side on a
+    /// multi-threaded runtime. Back at 0 (its first polls, timed on their
+    /// tasks, were quick again), they are polled on the connection again.
+    /// A long poll now and then (the thread preempted) moves nothing.
     pub fn first_poll_took(&self, id: u32, long: bool) {
         let Some(route) = self.inner.routes.get(&id) else {
             return;
         };
-        if !long {
-            if route.long_polls.load(Ordering::Relaxed) != 0 {
-                route.long_polls.store(0, Ordering::Relaxed);
-            }
-        } else if route.long_polls.fetch_add(1, Ordering::Relaxed) + 1 >= LONG_POLLS {
+        let count = &route.long_polls;
+        if !long && count.load(Ordering::Relaxed) == 0 {
+            return;
+        }
+        let max = 2 * LONG_POLLS * LONG_POLL_WEIGHT;
+        let step = |n: u32| {
+            Some(if long {
+                (n + LONG_POLL_WEIGHT).min(max)
+            } else {
+                n.saturating_sub(1)
+            })
+        };
+        let before = count
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, step)
+            .unwrap_or_default();
+        let after = step(before).unwrap_or_default();
+        if after >= LONG_POLLS * LONG_POLL_WEIGHT {
             route.in_tasks.store(true, Ordering::Relaxed);
+        } else if after == 0 {
+            route.in_tasks.store(false, Ordering::Relaxed);
         }
     }
 
@@ -404,6 +423,10 @@ impl Server {
 /// Long first polls in a row that move a method's calls to tasks of their
 /// own (see [`Server::first_poll_took`]).
 pub const LONG_POLLS: u32 = 8;
+
+/// What a long first poll counts against the quick ones (see
+/// [`Server::first_poll_took`]).
+pub const LONG_POLL_WEIGHT: u32 = 4;
 
 /// Counts a call in flight until its future is done or dropped.
 struct InFlight(Arc<Inner>);

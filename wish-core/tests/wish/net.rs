@@ -38,68 +38,137 @@ async fn ten_thousand_concurrent_calls_on_one_connection() {
     assert_eq!(arith.handled.load(Ordering::SeqCst), 10_000);
 }
 
-/// Many callers at once through a write queue of one frame: each waits
-/// for room in turn, and every call is sent and answered.
+/// Many callers at once, each on a task of its own, through a write queue
+/// of one frame: each waits for room in turn, and every call is sent and
+/// answered (a lost wakeup would hang, so the whole is bounded).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_write_queue_of_one_frame_still_sends_every_call() {
     let (arith, _server, addr) = start_with(ServerConfig::default()).await;
     let mut config = ClientConfig::default();
     config.write_queue = 1;
     let client = Client::with_config(Endpoint::Tcp(addr), config);
-    let calls = (0..2_000i32).map(|i| {
-        let client = client.clone();
-        async move {
-            let reply = client
-                .call(ADD, pair(i, 1), CallOptions::new())
-                .await
-                .unwrap();
-            assert_eq!(answer(&reply).c, i64::from(i) + 1);
-        }
-    });
-    futures::future::join_all(calls).await;
+    let calls: Vec<_> = (0..2_000i32)
+        .map(|i| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                let reply = client.call(ADD, pair(i, 1), CallOptions::new()).await;
+                assert_eq!(answer_of(reply), i64::from(i) + 1);
+            })
+        })
+        .collect();
+    let all = futures::future::join_all(calls);
+    let done = tokio::time::timeout(Duration::from_secs(60), all).await;
+    assert!(done.expect("every call answered").iter().all(Result::is_ok));
     assert_eq!(arith.handled.load(Ordering::SeqCst), 2_000);
 }
 
-/// A handler that answers at once is answered by the connection itself;
-/// one that computes for long before it first awaits has its method's later
-/// calls started as tasks, so they can run side by side.
+/// Callers waiting for room in a full write queue, on a connection whose
+/// server stopped reading, fail with UNAVAILABLE once the connection is
+/// lost (here: the server sends a frame that does not decode) instead of
+/// waiting for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_for_room_fail_when_the_connection_is_lost() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut config = ClientConfig::default();
+    config.write_queue = 1;
+    let client = Client::with_config(Endpoint::Tcp(addr), config);
+    let big = wish_core::Bytes::from(vec![0u8; 1 << 20]);
+    let calls: Vec<_> = (0..24)
+        .map(|_| {
+            let (client, big) = (client.clone(), big.clone());
+            tokio::spawn(async move { client.call(ADD, big, CallOptions::new()).await })
+        })
+        .collect();
+    // The server reads nothing: 24 MiB fill the socket, the writer stops,
+    // and the other callers wait for room.
+    let (mut stream, _) = listener.accept().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::io::AsyncWriteExt::write_all(&mut stream, &[0, 0, 0, 0])
+        .await
+        .unwrap();
+    let all = futures::future::join_all(calls);
+    let results = tokio::time::timeout(Duration::from_secs(60), all)
+        .await
+        .expect("every caller answered");
+    for result in results {
+        let status = result.unwrap().unwrap_err();
+        assert_eq!(status.code(), Code::UNAVAILABLE, "{status}");
+    }
+}
+
+/// A handler that answers at once runs on the connection's task; one that
+/// computes for long before it first awaits, again and again, has its
+/// method's calls started on tasks of their own (so they can run side by
+/// side), until its first polls are quick again.
 #[tokio::test]
-async fn a_method_whose_handler_computes_long_is_moved_to_tasks() {
+async fn a_method_whose_handler_computes_long_is_moved_to_tasks_and_back() {
     let (_arith, server, addr) = start_with(ServerConfig::default()).await;
     let client = Client::new(Endpoint::Tcp(addr));
-    assert!(server.runs_inline(SPIN.id) && server.runs_inline(ADD.id));
-    let quick = client.call(SPIN, pair(0, 7), CallOptions::new()).await;
-    assert_eq!(answer_of(quick), 7);
-    assert!(
-        server.runs_inline(SPIN.id),
-        "a quick first poll stays inline"
-    );
-    // Long polls in a row: one alone (a preempted thread, say) does not count.
+    let spin = |micros: i32| {
+        let client = client.clone();
+        async move {
+            let reply = client
+                .call(SPIN, pair(micros, 1), CallOptions::new())
+                .await
+                .unwrap();
+            answer(&reply).text
+        }
+    };
+    // Long polls: one after another on the connection's task.
+    let mut tasks = Vec::new();
     for i in 1..wish_core::LONG_POLLS {
-        let slow = client.call(SPIN, pair(2_000, 8), CallOptions::new()).await;
-        assert_eq!(answer_of(slow), 8);
+        tasks.push(spin(2_000).await);
         assert!(server.runs_inline(SPIN.id), "{i} long polls");
     }
-    let quick = client.call(SPIN, pair(0, 7), CallOptions::new()).await;
-    assert_eq!(answer_of(quick), 7);
-    for _ in 0..wish_core::LONG_POLLS {
-        assert!(
-            server.runs_inline(SPIN.id),
-            "a quick poll started the count again"
-        );
-        let slow = client.call(SPIN, pair(2_000, 8), CallOptions::new()).await;
-        assert_eq!(answer_of(slow), 8);
-    }
+    assert!(tasks.windows(2).all(|w| w[0] == w[1]), "{tasks:?}");
+    let connection = tasks[0].clone();
+    assert!(connection.starts_with("Some("), "{connection}");
+    spin(2_000).await;
+    assert!(!server.runs_inline(SPIN.id), "moved after the eighth");
+    // Now each call on a task of its own.
+    let (a, b) = (spin(2_000).await, spin(0).await);
     assert!(
-        !server.runs_inline(SPIN.id),
-        "2 ms without awaiting, again and again, moves it"
+        a != connection && b != connection && a != b,
+        "{a} {b} {connection}"
     );
-    assert!(server.runs_inline(ADD.id), "other methods are not moved");
-    // Its calls still answer, now from tasks.
-    let again = client.call(SPIN, pair(10, 9), CallOptions::new()).await;
-    assert_eq!(answer_of(again), 9);
     let add = client.call(ADD, pair(1, 2), CallOptions::new()).await;
     assert_eq!(answer_of(add), 3);
+    assert!(server.runs_inline(ADD.id), "other methods stay");
+    // Quick first polls, timed on their tasks, bring it back; one is not enough.
+    assert!(!server.runs_inline(SPIN.id));
+    let mut quick = 1;
+    while !server.runs_inline(SPIN.id) {
+        spin(0).await;
+        quick += 1;
+        assert!(quick <= 1_000, "never came back");
+    }
+    assert!(quick > wish_core::LONG_POLLS, "after {quick} quick polls");
+    assert_eq!(spin(0).await, connection, "on the connection's task again");
+}
+
+/// A cancel read in the same batch as its request drops the answer of a
+/// call that was done at once: it is not written (PROTOCOL.md 8.4).
+#[tokio::test]
+async fn a_cancel_in_the_same_read_drops_an_answer_done_at_once() {
+    let (arith, _server, addr) = start_with(ServerConfig::default()).await;
+    let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+    let mut raw = Framed::new(stream, FrameCodec::new());
+    // Both frames in one write, so the server reads them together.
+    raw.feed(Frame::request(5, ADD.id, pair(1, 1)))
+        .await
+        .unwrap();
+    raw.feed(Frame::cancel(5)).await.unwrap();
+    raw.flush().await.unwrap();
+    raw.send(Frame::request(6, ADD.id, pair(2, 2)))
+        .await
+        .unwrap();
+    let first = raw.next().await.unwrap().unwrap();
+    assert_eq!(
+        first.id, 6,
+        "the cancelled call was not answered: {first:?}"
+    );
+    assert_eq!(arith.handled.load(Ordering::SeqCst), 2, "it did run");
 }
 
 #[tokio::test]

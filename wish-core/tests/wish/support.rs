@@ -70,7 +70,8 @@ pub(crate) const SPIN: &MethodDesc = &ARITH.methods[7];
 
 /// Counts the calls that reach it; `Sleep` waits `a` milliseconds and counts
 /// the sleeps that were dropped before they finished; `Spin` computes for `a`
-/// microseconds without awaiting, and answers `b`.
+/// microseconds without awaiting, and answers `b` and the id of the task
+/// that ran it.
 #[derive(Default)]
 pub(crate) struct Arith {
     pub handled: AtomicU64,
@@ -147,9 +148,10 @@ impl Service for Svc {
                     while std::time::Instant::now() < until {
                         std::hint::spin_loop();
                     }
+                    // The task that ran it: the connection's, or one of its own.
                     Answer {
                         c: i64::from(p.b),
-                        text: String::new(),
+                        text: format!("{:?}", tokio::task::try_id()),
                     }
                 }
                 _ => return Err(Status::new(Code::NOT_FOUND, "no such method")),
