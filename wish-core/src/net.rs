@@ -67,10 +67,11 @@ impl From<tokio::net::UnixListener> for Listener {
 /// polled is answered by that task, and the answers of one read go out in
 /// one write; a handler that awaits goes on in a task of its own. A method
 /// whose handler computes for over 100 µs before its first await, eight
-/// calls in a row, has its calls started as tasks from then on (see
+/// calls in a row, has its calls started as tasks (see
 /// [`Server::first_poll_took`]), so they run side by side on a
-/// multi-threaded runtime; a handler that computes for long on every call
-/// does better to say so with `tokio::task::spawn_blocking`.
+/// multi-threaded runtime, until its first polls are quick again; a handler
+/// that computes for long on every call does better to say so with
+/// `tokio::task::spawn_blocking`.
 ///
 /// # Errors
 /// Only if accepting fails for a reason other than a transient one.
