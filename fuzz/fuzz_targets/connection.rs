@@ -1,7 +1,7 @@
 //! Fuzz a kids connection on the server toolkit: arbitrary client bytes fed
 //! in chunks (the first byte picks their size) through `Connection::poll`
-//! with a `Session` (small decoder bounds, a small input bound), every
-//! reply drained; nothing may panic or hang.
+//! with a `Session` (small decoder and router bounds, a small input bound),
+//! every reply drained; nothing may panic or hang.
 #![no_main]
 
 use std::task::{Context, Poll, Waker};
@@ -19,7 +19,16 @@ fuzz_target!(|data: &[u8]| {
     };
     let chunk = usize::from(k % 64) + 1;
     let now = Instant::now();
-    let router = Router::new(RouterConfig::default(), now);
+    // Small bounds, so that every one is reached, and a hostile input
+    // (patterns and channels at their length bounds, a publish matching
+    // until its step budget runs out) costs microseconds, not milliseconds.
+    let config = RouterConfig::default()
+        .max_pattern_len(48)
+        .max_channel_len(256)
+        .max_patterns_per_client(32)
+        .slice_steps(4096)
+        .max_tracked_topics(16);
+    let router = Router::new(config, now);
     let limits = Limits::default()
         .max_bulk(1024)
         .max_inline(256)

@@ -35,12 +35,15 @@ fn fixture() -> &'static Fixture {
         let start = Instant::now();
         let config = BrokerConfig::default()
             .fsync(FsyncPolicy::Never)
-            .segment_bytes(1 << 20)
+            .segment_bytes(256 << 10)
+            // Small bounds: the broker lives across inputs, and what it
+            // holds is what every command walks; reached often, they keep
+            // it small (and their own code busy).
             .retention(Retention {
-                max_bytes: Some(8 << 20),
+                max_bytes: Some(1 << 20),
                 max_age: None,
             })
-            .streams(StreamsConfig::default().max_bytes(4 << 20));
+            .streams(StreamsConfig::default().max_bytes(64 << 10));
         let (broker, _) = Broker::open(dir.path(), config, start, 1_700_000_000_000).expect("open");
         let server = SinkServer::new(broker.clone());
         Fixture { _dir: dir, broker, server, start }
