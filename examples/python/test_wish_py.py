@@ -599,6 +599,9 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
             gate.set()
             self.assertEqual((await slow).c, 3)
             self.assertEqual(server.stats["closed_idle"], 1)
+            # Once it has nothing in flight, the idle timeout runs for it too.
+            await until(lambda: server.stats["closed_idle"] == 2, "the idle connection to be closed", 10.0)
+            self.assertEqual(server.stats["closed_protocol"], 0, "counted as idle only")
             await client.close()
         finally:
             gate.set()
@@ -612,7 +615,10 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
         def hostile():
             a, b = Raw(port, "127.0.0.1"), Raw(port, "127.0.0.1")
             a.send(struct.pack(">I", 80_000) + b"\x01\x01")  # 80 kB announced, 2 bytes sent
-            time.sleep(0.1)
+            end = time.monotonic() + 30
+            while server.partial_bytes < 80_000:  # charged to the budget
+                assert time.monotonic() < end, "a was never charged"
+                time.sleep(0.01)
             b.send(struct.pack(">I", 80_000) + b"\x01\x01")  # over the budget: refused
             refused = (b.frame(), b.frame())
             small = Raw(port, "127.0.0.1")  # within the allowance: served
@@ -630,6 +636,49 @@ class PythonServer(unittest.IsolatedAsyncioTestCase):
         self.assertEqual(server.stats["closed_over_budget"], 1)
         self.assertEqual(calc.CalcResponse.FromString(answer.payload).c, 5)
         self.assertEqual(server.partial_bytes, 0, "every charge given back")
+
+    async def test_the_blocking_client_drops_stale_answers_and_sees_the_close_behind_them(self):
+        loop = asyncio.get_running_loop()
+        listener = socket.socket()
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(2)
+        port = listener.getsockname()[1]
+        codec = rt.FrameCodec()
+
+        def read_request(conn):
+            head = conn.recv(4, socket.MSG_WAITALL)
+            return codec.parse(conn.recv(codec.check_length(head), socket.MSG_WAITALL))
+
+        def fake_server():
+            # First connection: answers after the client gave up, then closes.
+            conn, _ = listener.accept()
+            late = read_request(conn)
+            time.sleep(0.3)
+            conn.sendall(codec.encode(rt.Response(late.id, calc.CalcResponse(c=1).SerializeToString())))
+            conn.close()
+            # Second connection: answers at once.
+            conn, _ = listener.accept()
+            r = read_request(conn)
+            conn.sendall(codec.encode(rt.Response(r.id, calc.CalcResponse(c=42).SerializeToString())))
+            conn.close()
+
+        def client():
+            with calc.Client("127.0.0.1", port) as c:
+                simple = calc.SimpleClient(c)
+                try:
+                    simple.plus(req(1, 1), deadline=0.1)
+                    first = "answered"
+                except calc.WishError as e:
+                    first = e.code
+                time.sleep(0.6)  # the late answer and the end of the stream are waiting now
+                return first, simple.plus(req(40, 2)).c
+
+        server = loop.run_in_executor(None, fake_server)
+        try:
+            self.assertEqual(await loop.run_in_executor(None, client), (Code.DEADLINE_EXCEEDED, 42))
+            await asyncio.wait_for(server, 10.0)
+        finally:
+            listener.close()
 
     async def test_many_calls_in_flight_answer_in_any_order(self):
         simple = calc.SimpleAsyncClient(self.client)

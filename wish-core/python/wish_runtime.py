@@ -907,23 +907,32 @@ class Client(_Base):
         return self._stored(pending, answer, reply)
 
     def _closed_by_peer(self):
-        """Whether the server closed the connection since the last call (end of stream, or a
-        farewell frame waiting): then the call goes on a new one instead of failing on this one.
-        Answers of abandoned calls waiting to be read leave the connection in use."""
+        """Whether the server closed the connection since the last call: the end of the stream,
+        or its farewell (an error frame of id 0), behind any answers of abandoned calls. Then
+        the call goes on a new connection instead of failing on this one. No call is in flight
+        here (the lock is held), so every whole frame waiting is such an answer, and is dropped."""
         try:
             self._sock.setblocking(False)
             try:
-                head = self._sock.recv(_PEEK, socket.MSG_PEEK)
+                while True:
+                    head = self._sock.recv(4, socket.MSG_PEEK)
+                    if not head:
+                        return True  # the end of the stream
+                    if len(head) < 4:
+                        return False  # part of a frame: the call reads the rest
+                    length = self.codec.check_length(head)
+                    frame = self._sock.recv(4 + length, socket.MSG_PEEK)
+                    if len(frame) < 4 + length:
+                        return False
+                    if frame[5] == KIND_ERROR and frame[7:_PEEK] == bytes(8):
+                        return True  # the server's farewell
+                    self._sock.recv(4 + length)  # an abandoned call's answer: dropped
             finally:
                 self._sock.setblocking(True)
         except (BlockingIOError, InterruptedError):
-            return False  # nothing to read: open
-        except OSError:
+            return False  # nothing (more) to read: open
+        except (OSError, ProtocolError):
             return True
-        if not head:
-            return True
-        # An error frame of id 0 at the front says goodbye (length 4, version, kind, flags, id 8).
-        return len(head) >= _PEEK and head[5] == KIND_ERROR and head[7:_PEEK] == bytes(8)
 
     def _abandon(self, id):
         """Sends a cancel for call ``id``; a frame left half read breaks the stream: closed then."""
@@ -1167,6 +1176,7 @@ class Server:
         self.stats = collections.Counter()
         self._servers = []
         self._connections = set()
+        self._stopping = False
         for service in services:
             self.add(service)
 
@@ -1192,6 +1202,7 @@ class Server:
     async def stop(self, drain_timeout=5.0):
         """Stops accepting and reading, lets the calls in flight finish and their answers go
         (up to ``drain_timeout`` s), then cancels the handlers still running and closes."""
+        self._stopping = True
         for s in self._servers:
             s.close()
         for conn in list(self._connections):
@@ -1208,6 +1219,8 @@ class Server:
 
     async def _connection(self, reader, writer):
         conn = _Connection(self, reader, writer, asyncio.current_task())
+        if self._stopping:
+            conn.reading = False  # came in as the server stopped: closed at once
         self._connections.add(conn)
         try:
             await conn.run()
@@ -1259,6 +1272,12 @@ class Server:
         return Response(req.id, payload, now if method.options.cache else None, False, compress)
 
 
+def _limit(error):
+    """Marks a ProtocolError as a limit's close (counted by its own counter)."""
+    error.limit = True
+    return error
+
+
 class _Connection:
     """One served connection: reads frames (bounded, timed), runs calls, writes answers."""
 
@@ -1274,6 +1293,8 @@ class _Connection:
         self.stopped = False  # the task was cancelled by stop_reading, not by anything else
         self.aborted = False  # the task was cancelled by abort
         self.held = 0  # bytes the frame being read announced, charged to the server's budget
+        self.quiet_since = time.monotonic()  # since when nothing is in flight (idle timeout)
+        self.drained = asyncio.Event()  # set when the last answer being written has drained
         self.drain = asyncio.Lock()  # one drain at a time (Python before 3.10 refuses concurrent ones)
 
     def stop_reading(self):
@@ -1287,16 +1308,22 @@ class _Connection:
         """Cancels the calls still running, drops what is unsent and the connection (the
         drain timed out)."""
         self.aborted = True
-        for call in self.calls.values():
-            call.cancel()
+        self._cancel_calls()
         self.writer.transport.abort()
         self.task.cancel()
+
+    def _cancel_calls(self):
+        """Cancels every call in flight; taken out first, so none is answered."""
+        calls, self.calls = list(self.calls.values()), {}
+        for call in calls:
+            call.cancel()
 
     async def run(self):
         try:
             await self._read_frames()
         except ProtocolError as e:
-            self.server.stats["closed_protocol"] += 1
+            if not getattr(e, "limit", False):  # the limits count their own closes
+                self.server.stats["closed_protocol"] += 1
             await self._goodbye(Error(0, e.code, e.message))
             return
         except (asyncio.IncompleteReadError, ConnectionError):
@@ -1308,14 +1335,13 @@ class _Connection:
         # End of stream, a half-close or a stop: answer every call in flight, then close.
         try:
             while self.calls or self.writing:
-                pending = list(self.calls.values())
-                if pending:
-                    await asyncio.wait(pending)
-                else:
-                    await asyncio.sleep(0.001)  # answers still draining
+                if self.calls:
+                    await asyncio.wait(list(self.calls.values()))
+                else:  # answers still draining
+                    self.drained.clear()
+                    await self.drained.wait()
         except asyncio.CancelledError:
-            for call in self.calls.values():
-                call.cancel()
+            self._cancel_calls()
             raise
         await self._close()
 
@@ -1325,23 +1351,13 @@ class _Connection:
             self.idle = True
             try:
                 await self.room.wait()
-                idle = self.server.idle_timeout
-                if idle is None or self.calls or self.writing:
-                    first = await self.reader.read(1)  # between frames: no timer
-                else:
-                    try:
-                        first = await asyncio.wait_for(self.reader.read(1), idle)
-                    except asyncio.TimeoutError:
-                        if self.calls or self.writing:  # a call came and went on: not idle
-                            continue
-                        self.server.stats["closed_idle"] += 1
-                        raise ProtocolError(Code.UNAVAILABLE, "idle for %gs" % idle)
+                first = await self._first_byte()
             except asyncio.CancelledError:
                 if not self.stopped:
                     raise
                 uncancel = getattr(self.task, "uncancel", None)  # Python 3.11 on
-                if uncancel is not None:
-                    uncancel()
+                if uncancel is not None and uncancel() > 0:
+                    raise  # cancelled by someone else too (before 3.11 this cannot be told)
                 return
             finally:
                 self.idle = False
@@ -1358,10 +1374,12 @@ class _Connection:
                 body = await (asyncio.wait_for(body, max(left, 0.001)) if left is not None else body)
             except asyncio.TimeoutError:
                 self.server.stats["closed_read_timeout"] += 1
-                raise ProtocolError(Code.DEADLINE_EXCEEDED, "frame not whole %gs after its first byte" % limit)
+                raise _limit(ProtocolError(Code.DEADLINE_EXCEEDED,
+                                           "frame not whole %gs after its first byte" % limit))
             finally:
                 self._charge(0)
             frame = self.codec.parse(body)
+            self.quiet_since = time.monotonic()
             self._on_frame(frame)
 
     def _on_frame(self, frame):
@@ -1382,6 +1400,23 @@ class _Connection:
         self.calls[frame.id] = task
         self._room()
 
+    async def _first_byte(self):
+        """The first byte of the next frame; with an idle timeout, the connection is closed
+        once it has had no call in flight and no answer to write for that long."""
+        idle = self.server.idle_timeout
+        if idle is None:
+            return await self.reader.read(1)  # between frames: no timer
+        while True:
+            busy = self.calls or self.writing
+            left = idle if busy else idle - (time.monotonic() - self.quiet_since)
+            if left <= 0:
+                self.server.stats["closed_idle"] += 1
+                raise _limit(ProtocolError(Code.UNAVAILABLE, "idle for %gs" % idle))
+            try:
+                return await asyncio.wait_for(self.reader.read(1), left)
+            except asyncio.TimeoutError:
+                continue  # busy since, or idle long enough: looked at again
+
     def _charge(self, length):
         """The frame being read announces ``length`` bytes (0: none is being read)."""
         server = self.server
@@ -1391,10 +1426,13 @@ class _Connection:
             server.partial_bytes -= length
             self.held = 0
             server.stats["closed_over_budget"] += 1
-            raise ProtocolError(Code.RESOURCE_EXHAUSTED,
-                                "partial frames over the server's budget of %d bytes" % server.max_partial_bytes)
+            raise _limit(ProtocolError(Code.RESOURCE_EXHAUSTED,
+                                       "partial frames over the server's budget of %d bytes"
+                                       % server.max_partial_bytes))
 
     def _room(self):
+        if not self.calls and not self.writing:
+            self.quiet_since = time.monotonic()
         if len(self.calls) + self.writing >= self.server.max_in_flight:
             self.room.clear()
         else:
@@ -1429,6 +1467,8 @@ class _Connection:
             await self._write(req, answer)
         finally:
             self.writing -= 1
+            if not self.writing:
+                self.drained.set()
             self._room()
 
     async def _write(self, req, answer):
