@@ -23,7 +23,9 @@
 //!   `Multiply(6, 7)` every time: wish answers all but the first call from
 //!   its cache (`(cache)`, checked against `(timestamped)`), tonic runs the
 //!   handler. Its summary is followed by wish's cache hits against its
-//!   handler calls: the `1x64 multiply` rate over the `1x64 divide` rate.
+//!   handler calls: the `1x64 multiply` rate over the `1x64 divide` rate;
+//! * `1x1 divide` and `1x8 divide`: 1 connection with 1 or 8 calls in
+//!   flight, where most callers live (latency more than throughput).
 //!
 //! Then the per-call cost of wish's client-side cache, on one task making
 //! one call after another: the generated client over a `CachingChannel`
@@ -32,6 +34,21 @@
 //! client calling `Multiply(6, 7)` with `CallOptions::no_cache`, every call
 //! a round trip over loopback that reaches the server's handler. Rounds
 //! alternate hit, handler, hit, handler… (`VS_ROUNDS` of `VS_SECS` each).
+//!
+//! Then the server's own capacity, apart from the generated client: a raw
+//! pipelined client on one connection writes 64 `Divide` frames back to back
+//! in one write (the same bytes each time, as redis-benchmark repeats its
+//! command), reads and checks the 64 answers, and again; alternating with
+//! `redis-benchmark -P 64 -c 1 -t ping` against a real redis-server started
+//! on a free port (its `PING_MBULK` figure). Both are needed: a missing
+//! `redis-server` or `redis-benchmark` (Debian `redis-server`,
+//! `redis-tools`) is an error.
+//!
+//! Last, what the server cache saves: a `bench.Work` service whose `(cache)`
+//! handler computes for 50 µs without awaiting, called by 64 tasks on one
+//! connection with the same request every time (cache hits after the first)
+//! or a request of its own each time with `no_cache` (every call runs the
+//! handler), alternating.
 //!
 //! A round counts the answers of `VS_SECS` seconds, after a 200 ms ramp; the
 //! summary reports the median of the rounds per server and shape. Every
@@ -43,7 +60,7 @@
 //! `VS_CLIENT_THREADS` (worker threads of the load's runtime; default the
 //! other cores, at least 1), `VS_PEERS` (`wish,tonic` by default; one
 //! alone to profile it, the ratios then print as NaN). With the defaults it
-//! runs for about 55 s.
+//! runs for about two and a half minutes.
 //!
 //! The last lines of the output have a fixed form:
 //!
@@ -51,12 +68,16 @@
 //! 1x64 divide   wish … calls/s, tonic … calls/s, ratio …x
 //! 8x8 divide    wish … calls/s, tonic … calls/s, ratio …x
 //! 1x64 multiply wish … calls/s, tonic … calls/s, ratio …x (wish from cache)
+//! 1x1 divide    wish … calls/s, tonic … calls/s, ratio …x
+//! 1x8 divide    wish … calls/s, tonic … calls/s, ratio …x
 //! wish cache hit vs handler call (1x64): multiply … calls/s, divide … calls/s, ratio …x
 //! wish client cache hit vs handler call (1x1): hit … calls/s, handler … calls/s, ratio …x
+//! raw pipelined (1 connection, -P 64): wish … calls/s, redis-benchmark PING … requests/s, ratio …x
+//! server cache hit vs 50us handler (1x64): hit … calls/s, handler … calls/s, ratio …x
 //! ```
 //!
-//! where the first three ratios are wish divided by tonic, and the last two
-//! cache hits over handler calls.
+//! where the shapes' ratios are wish divided by tonic, the raw line wish
+//! divided by redis, and the cache lines hits over handler calls.
 #![allow(clippy::print_stdout)]
 
 use benches::{Context, Res, env_or, median, ratio};
@@ -271,28 +292,12 @@ fn run() -> Res<()> {
         ));
     }
 
-    let (mut hit_rates, mut handler_rates) = (Vec::new(), Vec::new());
-    for r in 1..=settings.rounds {
-        for hit in [true, false] {
-            let before = servers.wish_counts();
-            let rate = client_rt
-                .block_on(client_cache_round(servers.wish, hit, secs))
-                .ctx(|| format!("client cache round {r}"))?;
-            let (handler_calls, server_hits) = servers.wish_counts();
-            let name = if hit { "hit" } else { "handler" };
-            println!(
-                "round {r}/{} client cache {name:<7} calls/s={rate:>9.0}  (wish server: {} handler calls, {} cache hits)",
-                settings.rounds,
-                handler_calls - before.0,
-                server_hits - before.1
-            );
-            if hit {
-                hit_rates.push(rate);
-            } else {
-                handler_rates.push(rate);
-            }
-        }
-    }
+    let (hit_rates, handler_rates) = hit_and_handler_rounds(
+        settings.rounds,
+        "client cache",
+        || servers.wish_counts(),
+        |hit| client_rt.block_on(client_cache_round(servers.wish, hit, secs)),
+    )?;
 
     // The server's own capacity: raw pipelined frames against redis-server's
     // PING under redis-benchmark, alternating.
@@ -318,28 +323,12 @@ fn run() -> Res<()> {
 
     // What a server cache hit saves on a handler that computes for 50 us.
     let work = server_rt.block_on(WorkServer::start())?;
-    let (mut work_hits, mut work_calls) = (Vec::new(), Vec::new());
-    for r in 1..=settings.rounds {
-        for hit in [true, false] {
-            let before = work.counts();
-            let rate = client_rt
-                .block_on(work_round(work.addr, hit, secs))
-                .ctx(|| format!("50 us handler round {r}"))?;
-            let (handled, hits) = work.counts();
-            let name = if hit { "hit" } else { "handler" };
-            println!(
-                "round {r}/{} 50us handler 1x64 {name:<7} calls/s={rate:>9.0}  (server: {} handler calls, {} cache hits)",
-                settings.rounds,
-                handled - before.0,
-                hits - before.1
-            );
-            if hit {
-                work_hits.push(rate);
-            } else {
-                work_calls.push(rate);
-            }
-        }
-    }
+    let (work_hits, work_calls) = hit_and_handler_rounds(
+        settings.rounds,
+        "50us handler 1x64",
+        || work.counts(),
+        |hit| client_rt.block_on(work_round(work.addr, hit, secs)),
+    )?;
     drop(client_rt);
     server_rt.shutdown_timeout(Duration::from_secs(1));
 
@@ -627,6 +616,33 @@ async fn work_round(addr: SocketAddr, hit: bool, secs: Duration) -> Res<f64> {
         task.ctx(|| "a work task".into())??;
     }
     Ok((end_count - start_count) as f64 / elapsed.as_secs_f64())
+}
+
+/// `rounds` rounds of `run(true)` (cache hits) then `run(false)` (handler
+/// calls), each printed with what the server counted (`counts`: handler
+/// calls and cache hits); the rates of each.
+fn hit_and_handler_rounds(
+    rounds: usize,
+    label: &str,
+    counts: impl Fn() -> (u64, u64),
+    mut run: impl FnMut(bool) -> Res<f64>,
+) -> Res<(Vec<f64>, Vec<f64>)> {
+    let (mut hits, mut calls) = (Vec::new(), Vec::new());
+    for r in 1..=rounds {
+        for hit in [true, false] {
+            let before = counts();
+            let rate = run(hit).map_err(|e| format!("{label} round {r}: {e}"))?;
+            let (handled, cached) = counts();
+            let name = if hit { "hit" } else { "handler" };
+            println!(
+                "round {r}/{rounds} {label} {name:<7} calls/s={rate:>9.0}  (server: {} handler calls, {} cache hits)",
+                handled - before.0,
+                cached - before.1
+            );
+            if hit { &mut hits } else { &mut calls }.push(rate);
+        }
+    }
+    Ok((hits, calls))
 }
 
 /// One task calling `Multiply(6, 7)` again and again for `secs` through a
