@@ -607,15 +607,7 @@ async fn work_round(addr: SocketAddr, hit: bool, secs: Duration) -> Res<f64> {
             Ok::<(), String>(())
         });
     }
-    tokio::time::sleep(RAMP).await;
-    let (start_count, start) = (answered.load(Ordering::Relaxed), Instant::now());
-    tokio::time::sleep(secs).await;
-    let (end_count, elapsed) = (answered.load(Ordering::Relaxed), start.elapsed());
-    stop.store(true, Ordering::Relaxed);
-    while let Some(task) = tasks.join_next().await {
-        task.ctx(|| "a work task".into())??;
-    }
-    Ok((end_count - start_count) as f64 / elapsed.as_secs_f64())
+    count_answers(tasks, &stop, &answered, secs, "a work task").await
 }
 
 /// `rounds` rounds of `run(true)` (cache hits) then `run(false)` (handler
@@ -897,6 +889,26 @@ impl Conn {
     }
 }
 
+/// Lets `tasks` ramp up, counts the `answered` of `secs`, then `stop`s
+/// them and checks every one ended well (`what` names one); answers per second.
+async fn count_answers(
+    mut tasks: JoinSet<Result<(), String>>,
+    stop: &AtomicBool,
+    answered: &AtomicU64,
+    secs: Duration,
+    what: &str,
+) -> Res<f64> {
+    tokio::time::sleep(RAMP).await;
+    let (start_count, start) = (answered.load(Ordering::Relaxed), Instant::now());
+    tokio::time::sleep(secs).await;
+    let (end_count, elapsed) = (answered.load(Ordering::Relaxed), start.elapsed());
+    stop.store(true, Ordering::Relaxed);
+    while let Some(task) = tasks.join_next().await {
+        task.ctx(|| what.into())??;
+    }
+    Ok((end_count - start_count) as f64 / elapsed.as_secs_f64())
+}
+
 /// Runs one round of `shape` against `peer`; its answers per second during `secs`.
 async fn round(peer: Peer, addr: SocketAddr, shape: &Shape, secs: Duration) -> Res<f64> {
     // Connect, and have each connection answer once, before the clock starts.
@@ -926,13 +938,5 @@ async fn round(peer: Peer, addr: SocketAddr, shape: &Shape, secs: Duration) -> R
         }
     }
     drop(conns);
-    tokio::time::sleep(RAMP).await;
-    let (start_count, start) = (answered.load(Ordering::Relaxed), Instant::now());
-    tokio::time::sleep(secs).await;
-    let (end_count, elapsed) = (answered.load(Ordering::Relaxed), start.elapsed());
-    stop.store(true, Ordering::Relaxed);
-    while let Some(task) = tasks.join_next().await {
-        task.ctx(|| "a load task".into())??;
-    }
-    Ok((end_count - start_count) as f64 / elapsed.as_secs_f64())
+    count_answers(tasks, &stop, &answered, secs, "a load task").await
 }
