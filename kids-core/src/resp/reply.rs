@@ -174,8 +174,12 @@ impl<'a> ReplyWriter<'a> {
 }
 
 fn put_sanitized(buf: &mut BytesMut, text: &[u8]) {
-    for &b in text {
-        buf.put_u8(if b == b'\r' || b == b'\n' { b' ' } else { b });
+    let start = buf.len();
+    buf.extend_from_slice(text);
+    for b in &mut buf[start..] {
+        if *b == b'\r' || *b == b'\n' {
+            *b = b' ';
+        }
     }
 }
 

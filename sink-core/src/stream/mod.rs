@@ -266,11 +266,7 @@ impl Streams {
 
     /// The smallest log offset of any live entry: the log must keep it.
     pub fn oldest_offset(&self) -> Option<u64> {
-        self.state
-            .keys
-            .values()
-            .filter_map(|s| s.entries.values().next().map(|e| e.offset))
-            .min()
+        self.state.oldest_offset()
     }
 
     /// The log dropped every record before `offset`: entries added there
@@ -278,18 +274,7 @@ impl Streams {
     /// ID is older, then the older entries of the next node; the first entry
     /// moves, `max-deleted-entry-id` stays). Returns how many entries went.
     pub fn forget_before(&mut self, offset: u64) -> u64 {
-        let mut total = 0;
-        for s in self.state.keys.values_mut() {
-            let before = match s.entries.iter().find(|(_, e)| e.offset >= offset) {
-                Some((id, _)) => *id,
-                None => s.last_id.next().unwrap_or(StreamId::MAX),
-            };
-            let (keep, before) = s.prefix_trim(before);
-            let (n, b) = s.trim(keep, before);
-            total += n;
-            self.state.bytes = self.state.bytes.saturating_sub(b);
-        }
-        total
+        self.state.forget_before(offset)
     }
 
     /// How many streams (keys) exist.

@@ -400,6 +400,11 @@ fn rax_count(keys: &[[u8; 16]], depth: usize) -> u64 {
 pub(crate) struct State {
     pub(crate) keys: BTreeMap<Bytes, Stream>,
     pub(crate) bytes: u64,
+    /// Each non-empty stream's first entry's log offset, with its key, so
+    /// that the oldest offset any stream holds is the first element rather
+    /// than a walk over every stream on each commit. Kept by [`State::apply`]
+    /// and [`State::forget_before`], the only places entries come and go.
+    firsts: BTreeSet<(u64, Bytes)>,
 }
 
 fn err(kind: OpErrorKind) -> OpError {
@@ -420,8 +425,76 @@ impl State {
             .ok_or_else(|| err(OpErrorKind::NoSuchGroup))
     }
 
+    /// The smallest log offset of any live entry.
+    pub(crate) fn oldest_offset(&self) -> Option<u64> {
+        self.firsts.first().map(|(offset, _)| *offset)
+    }
+
+    /// Drops every entry added before log offset `offset`, as a MINID trim
+    /// would (whole nodes whose last ID is older, then the older entries of
+    /// the next node). Every stream is trimmed so, which also drops leading
+    /// nodes with no live entry left; this runs when the log drops segments,
+    /// not per command. Returns how many entries went.
+    pub(crate) fn forget_before(&mut self, offset: u64) -> u64 {
+        let keys: Vec<Bytes> = self.keys.keys().cloned().collect();
+        let mut total = 0;
+        for key in keys {
+            let first = self.first_offset(&key);
+            let Some(s) = self.keys.get_mut(&key) else {
+                continue;
+            };
+            let before = match s.entries.iter().find(|(_, e)| e.offset >= offset) {
+                Some((id, _)) => *id,
+                None => s.last_id.next().unwrap_or(StreamId::MAX),
+            };
+            let (keep, before) = s.prefix_trim(before);
+            let (n, b) = s.trim(keep, before);
+            total += n;
+            self.bytes = self.bytes.saturating_sub(b);
+            self.reindex(&key, first);
+        }
+        total
+    }
+
+    /// The log offset of stream `key`'s first live entry.
+    fn first_offset(&self, key: &Bytes) -> Option<u64> {
+        self.keys
+            .get(key)
+            .and_then(|s| s.entries.values().next())
+            .map(|e| e.offset)
+    }
+
+    /// Brings `firsts` in step with stream `key`, whose first entry was at
+    /// `before` until a change.
+    fn reindex(&mut self, key: &Bytes, before: Option<u64>) {
+        let after = self.first_offset(key);
+        if before == after {
+            return;
+        }
+        if let Some(o) = before {
+            self.firsts.remove(&(o, key.clone()));
+        }
+        if let Some(o) = after {
+            self.firsts.insert((o, key.clone()));
+        }
+    }
+
     /// Applies one operation: the only way the state changes.
     pub(crate) fn apply(&mut self, op: &StreamOp) -> Result<(), OpError> {
+        let touched = match op {
+            StreamOp::Add { key, .. }
+            | StreamOp::Trim { key, .. }
+            | StreamOp::Delete { key, .. } => Some((key, self.first_offset(key))),
+            _ => None,
+        };
+        let result = self.apply_op(op);
+        if let Some((key, before)) = touched {
+            self.reindex(key, before);
+        }
+        result
+    }
+
+    fn apply_op(&mut self, op: &StreamOp) -> Result<(), OpError> {
         match op {
             StreamOp::Add {
                 offset,

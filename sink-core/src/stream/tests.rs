@@ -441,6 +441,19 @@ fn random_sessions_replay_and_recover_from_checkpoints() {
             if args[0] == "XADD" && reply.starts_with('$') {
                 ids.push(reply.lines().nth(1).unwrap_or_default().to_string());
             }
+            // The index of first offsets agrees with a walk over every stream.
+            let walked = sim
+                .streams
+                .state
+                .keys
+                .values()
+                .filter_map(|s| s.entries.values().next().map(|e| e.offset))
+                .min();
+            assert_eq!(
+                sim.streams.oldest_offset(),
+                walked,
+                "seed {seed}, step {step}"
+            );
         }
         let want = observe(&sim.streams, sim.now);
         let kinds: std::collections::HashSet<_> =
