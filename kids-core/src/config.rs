@@ -604,8 +604,12 @@ fn distance(a: &str, b: &str) -> usize {
 /// `candidates` (the closest), else nothing: how every configuration of
 /// the SDK answers an unknown key.
 pub fn suggest(word: &str, candidates: &[&str]) -> String {
+    let len = word.chars().count();
     candidates
         .iter()
+        // The distance is at least the difference in length: a word far
+        // longer than every candidate costs no distance table at all.
+        .filter(|c| c.chars().count().abs_diff(len) <= 2)
         .map(|c| (distance(word, c), c))
         .filter(|(d, c)| *d <= 2 && *d < c.len())
         .min()
@@ -1306,6 +1310,9 @@ mod tests {
         assert_eq!(distance("rotae", "rotate"), 1);
         assert_eq!(suggest("rotae", STORE_KEYS), " (did you mean `rotate`?)");
         assert_eq!(suggest("zzzzzz", STORE_KEYS), "");
+        // Two letters longer is still within reach; a huge word is not.
+        assert_eq!(suggest("rotatexx", STORE_KEYS), " (did you mean `rotate`?)");
+        assert_eq!(suggest(&"r".repeat(10_000), STORE_KEYS), "");
     }
 
     #[test]
