@@ -228,6 +228,15 @@ mod tests {
     }
 
     #[test]
+    fn simple_and_error_replies_blank_cr_and_lf() {
+        let mut buf = BytesMut::from(&b"+OK\r\n"[..]);
+        let mut w = ReplyWriter::new(&mut buf, Proto::Resp2);
+        w.simple(b"a\r\nb\nc");
+        w.error(b"ERR x\ry\r\n");
+        assert_eq!(&buf[..], b"+OK\r\n+a  b c\r\n-ERR x y  \r\n");
+    }
+
+    #[test]
     fn shapes_in_both_versions() {
         assert_eq!(both(|w| w.null()), (b"$-1\r\n".to_vec(), b"_\r\n".to_vec()));
         assert_eq!(

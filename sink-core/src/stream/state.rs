@@ -225,6 +225,11 @@ impl Stream {
         self.entries.keys().next().copied().unwrap_or_default()
     }
 
+    /// The log offset of the first live entry's Add record.
+    pub(crate) fn first_offset(&self) -> Option<u64> {
+        self.entries.values().next().map(|e| e.offset)
+    }
+
     /// The last live entry's ID, `0-0` when empty.
     pub(crate) fn last_live_id(&self) -> StreamId {
         self.entries.keys().next_back().copied().unwrap_or_default()
@@ -403,8 +408,27 @@ pub(crate) struct State {
     /// Each non-empty stream's first entry's log offset, with its key, so
     /// that the oldest offset any stream holds is the first element rather
     /// than a walk over every stream on each commit. Kept by [`State::apply`]
-    /// and [`State::forget_before`], the only places entries come and go.
+    /// and [`State::forget_before`] (through `move_first`), the only places
+    /// entries come and go.
     firsts: BTreeSet<(u64, Bytes)>,
+}
+
+/// Moves stream `key` in `firsts` from its old first offset to its new one.
+fn move_first(
+    firsts: &mut BTreeSet<(u64, Bytes)>,
+    key: &Bytes,
+    before: Option<u64>,
+    after: Option<u64>,
+) {
+    if before == after {
+        return;
+    }
+    if let Some(o) = before {
+        firsts.remove(&(o, key.clone()));
+    }
+    if let Some(o) = after {
+        firsts.insert((o, key.clone()));
+    }
 }
 
 fn err(kind: OpErrorKind) -> OpError {
@@ -436,13 +460,9 @@ impl State {
     /// nodes with no live entry left; this runs when the log drops segments,
     /// not per command. Returns how many entries went.
     pub(crate) fn forget_before(&mut self, offset: u64) -> u64 {
-        let keys: Vec<Bytes> = self.keys.keys().cloned().collect();
         let mut total = 0;
-        for key in keys {
-            let first = self.first_offset(&key);
-            let Some(s) = self.keys.get_mut(&key) else {
-                continue;
-            };
+        for (key, s) in &mut self.keys {
+            let first = s.first_offset();
             let before = match s.entries.iter().find(|(_, e)| e.offset >= offset) {
                 Some((id, _)) => *id,
                 None => s.last_id.next().unwrap_or(StreamId::MAX),
@@ -451,45 +471,24 @@ impl State {
             let (n, b) = s.trim(keep, before);
             total += n;
             self.bytes = self.bytes.saturating_sub(b);
-            self.reindex(&key, first);
+            move_first(&mut self.firsts, key, first, s.first_offset());
         }
         total
     }
 
-    /// The log offset of stream `key`'s first live entry.
-    fn first_offset(&self, key: &Bytes) -> Option<u64> {
-        self.keys
-            .get(key)
-            .and_then(|s| s.entries.values().next())
-            .map(|e| e.offset)
-    }
-
-    /// Brings `firsts` in step with stream `key`, whose first entry was at
-    /// `before` until a change.
-    fn reindex(&mut self, key: &Bytes, before: Option<u64>) {
-        let after = self.first_offset(key);
-        if before == after {
-            return;
-        }
-        if let Some(o) = before {
-            self.firsts.remove(&(o, key.clone()));
-        }
-        if let Some(o) = after {
-            self.firsts.insert((o, key.clone()));
-        }
-    }
-
     /// Applies one operation: the only way the state changes.
     pub(crate) fn apply(&mut self, op: &StreamOp) -> Result<(), OpError> {
+        let first = |st: &Self, key| st.keys.get(key).and_then(Stream::first_offset);
         let touched = match op {
             StreamOp::Add { key, .. }
             | StreamOp::Trim { key, .. }
-            | StreamOp::Delete { key, .. } => Some((key, self.first_offset(key))),
+            | StreamOp::Delete { key, .. } => Some((key, first(self, key))),
             _ => None,
         };
         let result = self.apply_op(op);
         if let Some((key, before)) = touched {
-            self.reindex(key, before);
+            let after = first(self, key);
+            move_first(&mut self.firsts, key, before, after);
         }
         result
     }
