@@ -442,14 +442,23 @@ fn explorer_shows_a_stopped_primary_as_down_in_an_agent() {
          return b ? [b.textContent, !!b.querySelector('progress.replay')] : null;",
     );
     assert_eq!(buffer[1], true, "a replay bar on the buffer: {buffer}");
-    let waiting = eval(
-        &browser,
-        "return document.querySelector('#stores div.store[data-kind=buffer] .replay-line').textContent;",
-    );
+    // The page may see the primary down before the first spooled message:
+    // publishing goes on until the backlog shows beside the waiting line.
+    let waiting = wait_until("the backlog while waiting", LIMIT, || {
+        cli(&redis_cli, &agent_addr, &["publish", "app", "line"]);
+        let line = eval(
+            &browser,
+            "return document.querySelector('#stores div.store[data-kind=buffer] .replay-line').textContent;",
+        );
+        let text = line.as_str().unwrap_or_default().to_string();
+        if !text.starts_with("waiting for the primary") {
+            return Err(format!("the primary is down, yet the page says {text:?}"));
+        }
+        Ok(text.contains(", backlog ").then_some(text))
+    })
+    .expect("a backlog while the primary is down");
     assert!(
-        waiting
-            .as_str()
-            .is_some_and(|t| t.starts_with("waiting for the primary, backlog ")),
+        waiting.starts_with("waiting for the primary, backlog "),
         "{waiting}"
     );
     // Back up on the same port: the page says so, and the backlog drains.
