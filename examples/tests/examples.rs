@@ -436,8 +436,9 @@ mod e2e {
             duplicates as u64 <= resent,
             "{duplicates} duplicates but only {resent} re-sends counted"
         );
+        // INFO's store lines are a snapshot refreshed every 250 ms: polled.
         assert!(
-            agent_counter(s.agent_port, "replayed") >= 1,
+            wait_counter(s.agent_port, "replayed", |v| v >= 1) >= 1,
             "the backlog spooled while the server was down was replayed"
         );
         eprintln!("server kill: {n} messages, {duplicates} duplicates, {resent} re-sent");

@@ -292,6 +292,9 @@ impl Browser {
 
 impl Drop for Browser {
     fn drop(&mut self) {
+        // Every process under chromedriver, listed before Chromium quits:
+        // its children that lose their parent are no longer descendants.
+        let family = descendants(self.process.id());
         let path = format!("/session/{}", self.session);
         let _ = self.driver.request("DELETE", &path, None, QUIT_LIMIT);
         // Whatever Chromium left behind (it hung, or the session could not
@@ -308,6 +311,11 @@ impl Drop for Browser {
                 .status();
         }
         let _ = self.process.kill();
+        // A kill is only sent: the profile is removed once nothing that
+        // could still write into it runs.
+        let _ = Poll::limit(QUIT_LIMIT)
+            .pause(Duration::from_millis(20))
+            .until(|| family.iter().all(|&p| !running(p)).then_some(()));
         let _ = std::fs::remove_dir_all(&self.profile);
     }
 }
@@ -752,6 +760,15 @@ fn descendants(pid: u32) -> Vec<u32> {
     found
 }
 
+/// Whether `pid` is a process that still runs (a zombie does not).
+fn running(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
+        s.rsplit(')')
+            .next()
+            .is_some_and(|r| !r.trim_start().starts_with('Z'))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use std::io::BufRead;
@@ -988,14 +1005,6 @@ document.getElementById("payload").textContent = "<script>window.pwned = 1</" + 
                 let _ = t.join();
             }
         }
-    }
-
-    fn running(pid: u32) -> bool {
-        std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|s| {
-            s.rsplit(')')
-                .next()
-                .is_some_and(|r| !r.trim_start().starts_with('Z'))
-        })
     }
 
     #[test]
