@@ -137,7 +137,8 @@ impl RouterConfig {
     }
     /// Longest channel name a client may publish, log or subscribe to (a
     /// kids bound: Redis has none); longer ones get an `-ERR` reply and
-    /// nothing is routed. Default 4 KiB.
+    /// nothing is routed. A `SUBSCRIBE` or `PSUBSCRIBE` naming one over its
+    /// bound is refused whole: the error is its only reply. Default 4 KiB.
     pub fn max_channel_len(mut self, bytes: usize) -> Self {
         self.max_channel_len = bytes;
         self
@@ -147,8 +148,9 @@ impl RouterConfig {
         self.max_channel_len
     }
     /// Most patterns one client may subscribe to at once (a kids bound:
-    /// Redis has none); a `PSUBSCRIBE` past it gets an `-ERR` reply for each
-    /// pattern over. Default 10,000.
+    /// Redis has none); a `PSUBSCRIBE` that would pass it is refused whole
+    /// with one `-ERR` reply, and subscribes to none of its patterns (one
+    /// already held, or named twice, counts once). Default 10,000.
     pub fn max_patterns_per_client(mut self, n: usize) -> Self {
         self.max_patterns_per_client = n;
         self

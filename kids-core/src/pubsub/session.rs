@@ -291,24 +291,33 @@ impl Session {
         let config = self.router.config();
         let (max_pattern, max_channel) = (config.pattern_len(), config.channel_len());
         let max_patterns = config.patterns_per_client();
-        for name in names {
-            if pattern && name.len() > max_pattern {
-                self.error(&format!("ERR pattern longer than {max_pattern} bytes"));
-                continue;
-            }
-            if !pattern && name.len() > max_channel {
-                self.error(&format!("ERR channel name longer than {max_channel} bytes"));
-                continue;
-            }
-            if pattern
-                && self.patterns.len() >= max_patterns
-                && !self.patterns.index.contains(&name[..])
-            {
-                self.error(&format!(
+        // Every name is checked before any is taken: a refusal is the one
+        // reply to the whole command, as Redis refuses a command, never an
+        // error among confirmations (which clients such as node-redis
+        // cannot match to a request).
+        let (max_len, what) = if pattern {
+            (max_pattern, "pattern")
+        } else {
+            (max_channel, "channel name")
+        };
+        if names.iter().any(|name| name.len() > max_len) {
+            return self.error(&format!("ERR {what} longer than {max_len} bytes"));
+        }
+        if pattern && self.patterns.len() + names.len() > max_patterns {
+            let mut new: Vec<&[u8]> = names
+                .iter()
+                .map(|name| &name[..])
+                .filter(|name| !self.patterns.index.contains(*name))
+                .collect();
+            new.sort_unstable();
+            new.dedup();
+            if self.patterns.len() + new.len() > max_patterns {
+                return self.error(&format!(
                     "ERR max number of patterns per client reached ({max_patterns})"
                 ));
-                continue;
             }
+        }
+        for name in names {
             // A copy: the request's slice would pin the connection's read buffer.
             let name = Bytes::copy_from_slice(name);
             let set = if pattern {
