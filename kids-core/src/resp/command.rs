@@ -3,7 +3,7 @@
 //! A RESP server's table is a `&'static [Command<X>]` of its own commands,
 //! each naming a variant of its command enum `X`, so dispatch is an
 //! exhaustive `match`. The connection commands every server shares (PING,
-//! ECHO, QUIT, RESET, SELECT, HELLO, CLIENT, COMMAND) are
+//! ECHO, QUIT, RESET, SELECT, HELLO, AUTH, CLIENT, COMMAND) are
 //! [`CONNECTION_COMMANDS`], dispatched by the RESP layer
 //! ([`RespServer`](crate::resp::RespServer)).
 
@@ -145,6 +145,9 @@ pub enum ConnCommand {
     Select,
     /// `HELLO [protover [AUTH user pass] [SETNAME name]]`
     Hello,
+    /// `AUTH [username] password`: Redis's passwordless `default` user is
+    /// the only one, so `AUTH default <any>` succeeds.
+    Auth,
     /// `CLIENT ID`
     ClientId,
     /// `CLIENT GETNAME`
@@ -297,6 +300,21 @@ pub static CONNECTION_COMMANDS: &[Command<ConnCommand>] = &[
                 ]
             ),
             token("clientname", "string", "SETNAME", true, &[])
+        ]
+    ),
+    cmd!(
+        Some(ConnCommand::Auth),
+        "auth",
+        -2,
+        CONN,
+        &["@fast", "@connection"],
+        "Authenticates the connection.",
+        "1.0.0",
+        "connection",
+        "O(N) where N is the number of passwords defined for the user",
+        &[
+            arg("username", "string", true, false),
+            arg("password", "string", false, false)
         ]
     ),
     cmd!(

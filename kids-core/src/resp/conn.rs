@@ -371,6 +371,7 @@ fn connection_command<S: RespServer + ?Sized>(
         ConnCommand::Reset => reset(server, now),
         ConnCommand::Select => select(server.resp(), &args[1]),
         ConnCommand::Hello => hello(server, args, now),
+        ConnCommand::Auth => auth(server.resp(), args),
         ConnCommand::ClientId => {
             let id = server.resp_ref().id() as i64;
             server.resp().writer().integer(id);
@@ -488,6 +489,20 @@ fn setinfo(resp: &mut RespState, args: &Request) {
     }
     resp.lib[slot] = (!args[3].is_empty()).then(|| Bytes::copy_from_slice(&args[3]));
     resp.writer().simple(b"OK");
+}
+
+/// `AUTH [username] password`, as Redis answers it with no password set:
+/// only the `default` user exists, and it takes any password.
+fn auth(resp: &mut RespState, args: &Request) {
+    match args.len() {
+        2 => resp.error(
+            "ERR AUTH <password> called without any password configured for the default user. \
+             Are you sure your configuration is correct?",
+        ),
+        3 if &args[1][..] == b"default" => resp.writer().simple(b"OK"),
+        3 => resp.error("WRONGPASS invalid username-password pair or user is disabled."),
+        _ => resp.error("ERR syntax error"),
+    }
 }
 
 fn hello<S: RespServer + ?Sized>(server: &mut S, args: &Request, now: Instant) {

@@ -110,9 +110,16 @@ fn redis_crate_async_pubsub_resp2_and_resp3() {
     rt.block_on(async {
         // A channel per round: the last round's connections may still be
         // closing (the client drops them without waiting) and would count.
+        // A user and password in the URL: the client sends AUTH (RESP2) or
+        // HELLO 3 AUTH, which Redis's passwordless default user accepts.
         for (round, url) in [
             format!("redis://127.0.0.1:{}/", kids.port),
             format!("redis://127.0.0.1:{}/?protocol=resp3", kids.port),
+            format!("redis://default:secret@127.0.0.1:{}/", kids.port),
+            format!(
+                "redis://default:secret@127.0.0.1:{}/?protocol=resp3",
+                kids.port
+            ),
         ]
         .into_iter()
         .enumerate()
