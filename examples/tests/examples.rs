@@ -879,6 +879,43 @@ fn statsd_flushes_to_carbon_and_exits_0_on_sigterm() {
 }
 
 #[test]
+fn statsd_writes_etsy_legacy_names_on_request() {
+    let carbon = Carbon::start();
+    let (child, _stdout, addr, admin) = start_statsd(&[
+        "--graphite",
+        &carbon.addr,
+        "--legacy-namespace",
+        "--flush-interval",
+        "1h",
+    ]);
+    let udp = std::net::UdpSocket::bind("127.0.0.1:0").expect("udp");
+    udp.send_to(b"hits:1|c\nhits:2|c\nlat:10|ms", &addr)
+        .expect("send");
+    wait_for_statsd_lines(&admin, 3);
+    assert!(sigterm_and_wait(&child).success());
+    wait_for("the final flush at carbon", || {
+        carbon.everything().contains("statsd.numStats ")
+    });
+    let lines = carbon.everything();
+    for want in [
+        "\nstats.hits 0.0008333333333333334 ",
+        "\nstats_counts.hits 3 ",
+        "\nstats.timers.lat.mean 10 ",
+        "\nstatsd.numStats 5 ",
+    ] {
+        assert!(lines.contains(want), "{want:?} in {lines}");
+    }
+    assert!(!lines.contains("stats.counters."), "{lines}");
+    // Statsite has no such names: refused before anything starts.
+    let out = statsd_command(&["--mode", "statsite", "--legacy-namespace"])
+        .output()
+        .expect("run statsd");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("legacy namespace"), "{err}");
+}
+
+#[test]
 fn statsd_prints_what_it_would_send_when_no_carbon_answers() {
     let dead_addr = format!("127.0.0.1:{}", free_port());
     let (child, mut stdout, addr, admin) = start_statsd(&[

@@ -84,6 +84,16 @@ pub struct Config {
     /// Put before every path: statsite's `global_prefix` (default empty),
     /// Etsy's `globalPrefix` (default `stats`).
     pub prefix: String,
+    /// Etsy mode only: name points as Etsy's graphite backend does with
+    /// `legacyNamespace: true`, its default: a counter as `stats.<k>` (the
+    /// rate) and `stats_counts.<k>` (the count), `numStats` as
+    /// `statsd.numStats`; timers, gauges and sets keep their names. As in
+    /// Etsy, [`Config::prefix`] is not used then (the namespace is `stats`).
+    ///
+    /// Default false: `stats.counters.<k>.rate` and `.count`, Etsy's
+    /// `legacyNamespace: false`, where every type has its own branch. A
+    /// dashboard built on a stock Etsy install needs true.
+    pub legacy_namespace: bool,
 }
 
 impl Config {
@@ -106,6 +116,7 @@ impl Config {
             max_kv: 100_000,
             limits: Limits::default(),
             prefix: String::new(),
+            legacy_namespace: false,
         }
     }
 
@@ -156,6 +167,9 @@ impl Config {
         }
         if self.forget_after == 0 {
             return bad("forget_after must be at least 1 flush");
+        }
+        if self.legacy_namespace && self.mode != Mode::Etsy {
+            return bad("the legacy namespace is Etsy statsd's: it needs the etsy mode");
         }
         Ok(())
     }
@@ -306,7 +320,7 @@ impl Aggregator {
         config.check()?;
         Ok(Aggregator {
             parser: Parser::new(config.limits),
-            naming: Naming::new(config.mode, &config.prefix),
+            naming: Naming::new(config.mode, &config.prefix, config.legacy_namespace),
             config,
             counters: Map::default(),
             gauges: Map::default(),

@@ -65,7 +65,9 @@
 //! ## Its own metrics
 //! Each flush carries the aggregator's own counters, named as any counter of
 //! the mode (`stats.counters.statsd.dropped_keys.count` and `.rate` in Etsy
-//! mode, `counts.statsd.dropped_keys` in statsite mode), and each flush that
+//! mode, `stats_counts.statsd.dropped_keys` and `stats.statsd.dropped_keys`
+//! with [`Config::legacy_namespace`], `counts.statsd.dropped_keys` in
+//! statsite mode), and each flush that
 //! dropped something logs one `tracing` warning summing it up:
 //!
 //! | counter | counts, per interval | etsy mode | statsite mode |
@@ -77,7 +79,8 @@
 //! | `statsd.overflowed_values` | values refused because a sum, sum of squares, scaled count or gauge would not be finite, and points not sent for not being finite | from its first drop on | when not 0 |
 //! | `statsd.dropped_kv` | `kv` values over [`Config::max_kv`] | from its first drop on | when not 0 |
 //!
-//! Etsy mode also sends Etsy's `stats.statsd.numStats`. A counter that
+//! Etsy mode also sends Etsy's `stats.statsd.numStats` (`statsd.numStats`
+//! in the legacy namespace). A counter that
 //! "lives from its first drop on" then behaves as any Etsy counter: it sends
 //! zero while idle, until forgotten. The same totals since start are in
 //! [`Aggregator::totals`] (and the admin port's `stats`, feature `tokio`).

@@ -14,7 +14,10 @@ pub enum Mode {
     Statsite,
     /// Etsy statsd's graphite backend with `legacyNamespace: false`:
     /// `stats.counters.<k>.rate`, `stats.timers.<k>.mean_90`, ...; numbers
-    /// printed as JavaScript prints them.
+    /// printed as JavaScript prints them. [`Config::legacy_namespace`]
+    /// gives Etsy's default `legacyNamespace: true` names instead.
+    ///
+    /// [`Config::legacy_namespace`]: crate::Config::legacy_namespace
     Etsy,
 }
 
@@ -182,42 +185,40 @@ fn js_number(out: &mut BytesMut, v: f64) {
 pub(crate) struct Naming {
     mode: Mode,
     prefix: String,
+    /// Etsy's `legacyNamespace: true`: counters as `stats.<k>` and
+    /// `stats_counts.<k>`, `statsd.numStats`, the prefix fixed to `stats`.
+    legacy: bool,
 }
 
 type Points = Vec<(String, f64, bool)>;
 
 impl Naming {
-    pub(crate) fn new(mode: Mode, prefix: &str) -> Naming {
-        let mut prefix = prefix.to_owned();
+    pub(crate) fn new(mode: Mode, prefix: &str, legacy: bool) -> Naming {
+        let legacy = legacy && mode == Mode::Etsy;
+        let mut prefix = if legacy { "stats" } else { prefix }.to_owned();
         if !prefix.is_empty() && !prefix.ends_with('.') {
             prefix.push('.');
         }
-        Naming { mode, prefix }
+        Naming {
+            mode,
+            prefix,
+            legacy,
+        }
     }
 
     /// `prefix + kind + name [+ "." + suffix] [+ ";" + tags]`: graphite tags,
     /// kept in the key after its first `;`, go after the whole path.
     fn path(&self, kind: &str, key: &str, suffix: &str) -> String {
-        let (name, tags) = key.split_once(';').unwrap_or((key, ""));
-        let mut path =
-            String::with_capacity(self.prefix.len() + kind.len() + key.len() + suffix.len() + 2);
-        path.push_str(&self.prefix);
-        path.push_str(kind);
-        path.push_str(name);
-        if !suffix.is_empty() {
-            path.push('.');
-            path.push_str(suffix);
-        }
-        if !tags.is_empty() {
-            path.push(';');
-            path.push_str(tags);
-        }
-        path
+        join(&self.prefix, kind, key, suffix)
     }
 
     pub(crate) fn counter(&self, out: &mut Points, key: &str, sum: f64, interval: f64) {
         match self.mode {
             Mode::Statsite => out.push((self.path("counts.", key, ""), sum, false)),
+            Mode::Etsy if self.legacy => {
+                out.push((self.path("", key, ""), sum / interval, false));
+                out.push((join("stats_counts.", "", key, ""), sum, false));
+            }
             Mode::Etsy => {
                 out.push((self.path("counters.", key, "rate"), sum / interval, false));
                 out.push((self.path("counters.", key, "count"), sum, false));
@@ -356,10 +357,31 @@ impl Naming {
         }
     }
 
-    /// Etsy's `numStats`: how many keys this flush wrote.
+    /// Etsy's `numStats`: how many keys this flush wrote (`statsd.numStats`
+    /// without the prefix in the legacy namespace, as Etsy writes it).
     pub(crate) fn internal(&self, out: &mut Points, keys: usize) {
-        out.push((self.path("statsd.", "numStats", ""), keys as f64, true));
+        let prefix = if self.legacy { "" } else { &self.prefix };
+        out.push((join(prefix, "statsd.", "numStats", ""), keys as f64, true));
     }
+}
+
+/// `prefix + kind + name [+ "." + suffix] [+ ";" + tags]`: graphite tags,
+/// kept in the key after its first `;`, go after the whole path.
+fn join(prefix: &str, kind: &str, key: &str, suffix: &str) -> String {
+    let (name, tags) = key.split_once(';').unwrap_or((key, ""));
+    let mut path = String::with_capacity(prefix.len() + kind.len() + key.len() + suffix.len() + 2);
+    path.push_str(prefix);
+    path.push_str(kind);
+    path.push_str(name);
+    if !suffix.is_empty() {
+        path.push('.');
+        path.push_str(suffix);
+    }
+    if !tags.is_empty() {
+        path.push(';');
+        path.push_str(tags);
+    }
+    path
 }
 
 /// A number as a path segment: as JavaScript prints it, its first `.` made

@@ -12,7 +12,9 @@
 //! CMD` (repeatable: each flush in statsite's stream format on the stdin of
 //! `sh -c CMD`, so statsite's sink scripts keep working),
 //! `--flush-interval 2s` (or `1m`, `1h`; at least 1 s), `--mode statsite|etsy` (output names
-//! and semantics; default etsy), `--prefix P`, `--mgmt-port P` (Etsy-style
+//! and semantics; default etsy), `--legacy-namespace` (etsy mode: Etsy's
+//! default names, `stats.<k>` and `stats_counts.<k>` for counters and
+//! `statsd.numStats`), `--prefix P`, `--mgmt-port P` (Etsy-style
 //! admin commands `health` and `stats`; default 8126, 0 picks a free one),
 //! `--max-keys N` (keys held at once; default 100000), `--forget-after N`
 //! (flushes a key may stay idle before it is forgotten; default 60),
@@ -31,7 +33,7 @@ use stats_core::{Config, Mode};
 use tokio::signal::unix::{SignalKind, signal};
 
 const USAGE: &str = "usage: statsd [--host H] [--port P] [--graphite HOST:PORT]... [--pickle HOST:PORT]... \
-[--stream-cmd CMD]... [--flush-interval 10s] [--mode statsite|etsy] [--prefix P] [--mgmt-port P] \
+[--stream-cmd CMD]... [--flush-interval 10s] [--mode statsite|etsy] [--legacy-namespace] [--prefix P] [--mgmt-port P] \
 [--max-keys N] [--forget-after N] [--max-tcp-connections N] [--tcp-idle-timeout 5m]";
 
 struct Args {
@@ -65,6 +67,7 @@ fn parse_args() -> Result<Args, String> {
     let (mut mode, mut interval, mut prefix) = (Mode::Etsy, Duration::from_secs(10), None);
     let mut sinks = Vec::new();
     let (mut max_keys, mut forget_after, mut tcp) = (None, None, TcpConfig::default());
+    let mut legacy_namespace = false;
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
         let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
@@ -94,6 +97,7 @@ fn parse_args() -> Result<Args, String> {
                 tcp.idle_timeout = (!after.is_zero()).then_some(after);
             }
             "--mode" => mode = value()?.parse()?,
+            "--legacy-namespace" => legacy_namespace = true,
             "--prefix" => prefix = Some(value()?),
             _ => return Err(format!("unknown option {flag}; {USAGE}")),
         }
@@ -103,6 +107,7 @@ fn parse_args() -> Result<Args, String> {
     }
     let mut config = Config::for_mode(mode);
     config.flush_interval = interval;
+    config.legacy_namespace = legacy_namespace;
     if let Some(prefix) = prefix {
         config.prefix = prefix;
     }

@@ -40,6 +40,27 @@ fn golden_etsy() {
 }
 
 #[test]
+fn golden_etsy_legacy_namespace() {
+    // Etsy's default, legacyNamespace true: counters as stats.<k> and
+    // stats_counts.<k>, statsd.numStats unprefixed; the prefix is not used.
+    // The same flush as real Etsy statsd 0.9.0 writes (COMPAT.md, W.1).
+    let legacy = Config {
+        legacy_namespace: true,
+        prefix: "ignored".into(),
+        ..Config::etsy()
+    };
+    assert_eq!(
+        text(golden_flush(legacy).plaintext()),
+        golden("etsy-legacy.txt")
+    );
+    let statsite = Config {
+        legacy_namespace: true,
+        ..Config::statsite()
+    };
+    assert!(matches!(Aggregator::new(statsite), Err(Error::Config(_))));
+}
+
+#[test]
 fn golden_statsite() {
     // statsite's stream output, and what its graphite sink sends with its
     // default prefix `statsite.` (COMPAT.md, part W.2).
