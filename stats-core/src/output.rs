@@ -4,7 +4,7 @@ use std::fmt::Write as _;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::sketch::Samples;
+use crate::sketch::{Samples, sorted_sums};
 
 /// Which original's output names and semantics to follow.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -313,6 +313,13 @@ impl Naming {
                 }
             }
             Mode::Etsy => {
+                // While every sample is kept, Etsy's own arithmetic (sums
+                // over the sorted values, a two-pass deviation), so that the
+                // figures match its to the last digit; then the running ones.
+                let (sum, sum_sq, mean, stdev) = match samples.exact_sorted() {
+                    Some(values) => etsy_moments(values),
+                    None => (samples.sum(), samples.sum_sq(), mean, stdev),
+                };
                 for &pct in percentiles {
                     let Some(below) = samples.below(pct) else {
                         continue;
@@ -330,8 +337,8 @@ impl Naming {
                 out.push((p("lower"), lower, false));
                 out.push((p("count"), weighted, true));
                 out.push((p("count_ps"), weighted / interval, false));
-                out.push((p("sum"), samples.sum(), false));
-                out.push((p("sum_squares"), samples.sum_sq(), false));
+                out.push((p("sum"), sum, false));
+                out.push((p("sum_squares"), sum_sq, false));
                 out.push((p("mean"), mean, false));
                 // Etsy's median: the middle sample, or the mean of the two middle ones.
                 let low = samples.quantile(0.5).unwrap_or(0.0);
@@ -363,6 +370,19 @@ impl Naming {
         let prefix = if self.legacy { "" } else { &self.prefix };
         out.push((join(prefix, "statsd.", "numStats", ""), keys as f64, true));
     }
+}
+
+/// Sum, sum of squares, mean and population deviation of sorted `values`
+/// (not empty) as Etsy statsd computes them: running sums from the
+/// smallest, then `sqrt(Σ(v - mean)² / n)` in a second pass.
+fn etsy_moments(values: &[f64]) -> (f64, f64, f64, f64) {
+    let n = values.len() as f64;
+    let (sum, sum_sq) = sorted_sums(values);
+    let mean = sum / n;
+    let diffs = values
+        .iter()
+        .fold(0.0, |acc, &v| acc + (v - mean) * (v - mean));
+    (sum, sum_sq, mean, (diffs / n).sqrt())
 }
 
 /// `prefix + kind + name [+ "." + suffix] [+ ";" + tags]`: graphite tags,

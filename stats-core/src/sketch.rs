@@ -582,6 +582,15 @@ impl Samples {
         matches!(self.mode, Mode::Exact { .. })
     }
 
+    /// Every sample, sorted ascending, while they are kept exactly
+    /// ([`is_exact`](Self::is_exact)); `None` once a sketch holds them.
+    pub fn exact_sorted(&mut self) -> Option<&[f64]> {
+        match &mut self.mode {
+            Mode::Exact { values, sorted } => Some(sorted_values(values, sorted)),
+            Mode::Sketch(_) => None,
+        }
+    }
+
     /// Number of samples.
     pub fn count(&self) -> u64 {
         self.count
@@ -685,10 +694,20 @@ impl Samples {
                     values.get(..num)
                 }?;
                 let upper = if top { part.first() } else { part.last() };
+                // Etsy's arithmetic, to the last bit: running sums over the
+                // sorted values; a top group is the whole sum less the sum
+                // below it.
+                let (sum, sum_sq) = if top && num < values.len() {
+                    let (all, all_sq) = sorted_sums(values);
+                    let (rest, rest_sq) = sorted_sums(&values[..values.len() - num]);
+                    (all - rest, all_sq - rest_sq)
+                } else {
+                    sorted_sums(part)
+                };
                 Some(Below {
                     count: part.len() as u64,
-                    sum: part.iter().sum(),
-                    sum_sq: part.iter().map(|v| v * v).sum(),
+                    sum,
+                    sum_sq,
                     upper: *upper?,
                 })
             }
@@ -739,6 +758,14 @@ impl Default for Samples {
     fn default() -> Self {
         Self::new(Self::DEFAULT_EXACT_CAP)
     }
+}
+
+/// The sum and the sum of squares of `values`, added from the first, as
+/// Etsy statsd's cumulative sums over its sorted values.
+pub(crate) fn sorted_sums(values: &[f64]) -> (f64, f64) {
+    values
+        .iter()
+        .fold((0.0, 0.0), |(sum, sq), &v| (sum + v, sq + v * v))
 }
 
 /// Sorts `values` if not yet sorted and returns them.

@@ -60,6 +60,46 @@ fn golden_etsy_legacy_namespace() {
     assert!(matches!(Aggregator::new(statsite), Err(Error::Config(_))));
 }
 
+/// Timer figures to the last digit as Etsy statsd 0.9.0 computes them (sums
+/// over the sorted values, a top group as the whole sum less the rest, a
+/// two-pass deviation), not in arrival order. `etsy-timers.txt` is what its
+/// `lib/process_metrics.js` gave, run in node on these values with
+/// `pctThreshold: [90, -10]` and a 10 s interval.
+#[test]
+fn etsy_timer_figures_match_etsy_to_the_last_digit() {
+    let values: [(&str, &[f64]); 4] = [
+        ("a", &[0.3, 0.2, 0.1]),
+        ("b", &[1.1, 2.2, 3.3]),
+        (
+            "c",
+            &[17., 3., 250., 41., 8., 99., 1., 33., 12., 7., 64., 5.],
+        ),
+        (
+            "d",
+            &[
+                0.7, 12.35, 3.25, 0.001, 42.42, 7.7, 19.99, 0.333, 5.5, 101.1, 2.75, 66.6,
+                0.05, 9.81,
+            ],
+        ),
+    ];
+    let mut agg = Aggregator::new(Config {
+        percentiles: vec![90.0, -10.0],
+        ..Config::etsy()
+    })
+    .unwrap();
+    for (key, values) in values {
+        for v in values {
+            agg.ingest(format!("{key}:{v}|ms").as_bytes());
+        }
+    }
+    let ours: String = text(agg.flush(at(T)).plaintext())
+        .lines()
+        .filter(|l| l.starts_with("stats.timers."))
+        .map(|l| format!("{}\n", l.rsplit_once(' ').unwrap().0))
+        .collect();
+    assert_eq!(ours, golden("etsy-timers.txt"));
+}
+
 #[test]
 fn golden_statsite() {
     // statsite's stream output, and what its graphite sink sends with its
