@@ -60,7 +60,7 @@ pub struct Config {
     /// `max_pattern_len SIZE;`: longest pattern (default 256 bytes).
     pub max_pattern_len: Option<u64>,
     /// `max_patterns N;`: most patterns one client may subscribe to
-    /// (default 10000).
+    /// (default 10000); a PSUBSCRIBE that would pass it is refused whole.
     pub max_patterns: Option<usize>,
     /// `nlimit CLASS HARD SOFT SECONDS;` lines.
     pub nlimits: Vec<NLimitLine>,

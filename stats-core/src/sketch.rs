@@ -663,7 +663,8 @@ impl Samples {
     /// `None` when empty, when `pct` is NaN, or when `numInThreshold` is 0.
     ///
     /// Where Etsy misbehaves this does not: `|pct| > 100` takes all samples
-    /// (Etsy reads past the end), `pct == -100` sums all samples (Etsy gives
+    /// (Etsy reads past the end), and a top group of all `n > 1` samples
+    /// (`pct == -100`, or `-90` of two samples) sums them all (Etsy gives
     /// NaN).
     ///
     /// In sketch mode the figures come from the buckets: each value counts as

@@ -14,7 +14,7 @@
 //! `--flush-interval 2s` (or `1m`, `1h`; at least 1 s), `--mode statsite|etsy` (output names
 //! and semantics; default etsy), `--legacy-namespace` (etsy mode: Etsy's
 //! default names, `stats.<k>` and `stats_counts.<k>` for counters and
-//! `statsd.numStats`), `--prefix P`, `--mgmt-port P` (Etsy-style
+//! `statsd.numStats`; as in Etsy, `--prefix` is not used then), `--prefix P`, `--mgmt-port P` (Etsy-style
 //! admin commands `health` and `stats`; default 8126, 0 picks a free one),
 //! `--max-keys N` (keys held at once; default 100000), `--forget-after N`
 //! (flushes a key may stay idle before it is forgotten; default 60),

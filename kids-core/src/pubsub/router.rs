@@ -123,8 +123,8 @@ impl RouterConfig {
         self
     }
     /// Longest glob pattern accepted by PSUBSCRIBE and PUBSUB CHANNELS
-    /// (a kids bound: Redis has none); longer ones get an error reply.
-    /// Default 256 bytes: one pattern matched against one channel costs at
+    /// (a kids bound: Redis has none); longer ones get an error reply, and
+    /// a PSUBSCRIBE naming one is refused whole. Default 256 bytes: one pattern matched against one channel costs at
     /// most their lengths multiplied, so with the channel bound a single
     /// match stays within about a million steps.
     pub fn max_pattern_len(mut self, bytes: usize) -> Self {

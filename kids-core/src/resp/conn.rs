@@ -499,10 +499,21 @@ fn auth(resp: &mut RespState, args: &Request) {
             "ERR AUTH <password> called without any password configured for the default user. \
              Are you sure your configuration is correct?",
         ),
-        3 if &args[1][..] == b"default" => resp.writer().simple(b"OK"),
-        3 => resp.error("WRONGPASS invalid username-password pair or user is disabled."),
+        3 if known_user(resp, &args[1]) => resp.writer().simple(b"OK"),
+        3 => {}
         _ => resp.error("ERR syntax error"),
     }
+}
+
+/// Whether `user` may log in, as AUTH and HELLO's AUTH check it: no users
+/// but Redis's passwordless `default` one, which takes any password;
+/// anyone else gets Redis's WRONGPASS error.
+fn known_user(resp: &mut RespState, user: &[u8]) -> bool {
+    let known = user == b"default";
+    if !known {
+        resp.error("WRONGPASS invalid username-password pair or user is disabled.");
+    }
+    known
 }
 
 fn hello<S: RespServer + ?Sized>(server: &mut S, args: &Request, now: Instant) {
@@ -539,11 +550,10 @@ fn hello<S: RespServer + ?Sized>(server: &mut S, args: &Request, now: Instant) {
         }
         j += 1;
     }
-    // No users but Redis's passwordless `default` one.
-    if user.is_some_and(|u| &u[..] != b"default") {
-        return server
-            .resp()
-            .error("WRONGPASS invalid username-password pair or user is disabled.");
+    if let Some(user) = user
+        && !known_user(server.resp(), &user)
+    {
+        return;
     }
     if let Some(name) = name
         && !set_name(server.resp(), &name)
