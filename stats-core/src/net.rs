@@ -708,7 +708,9 @@ async fn connect(addr: &str) -> io::Result<TcpStream> {
 }
 
 /// Runs `sh -c command` with `batch` on its standard input (its output goes
-/// where ours goes), and waits for it: 30 s at most.
+/// where ours goes), and waits for it: 30 s at most. A command that fails is
+/// reported by its exit status, even when it exited before reading its
+/// input; one that exits 0 without reading the whole batch fails too.
 async fn run_stream_command(command: &str, batch: &[u8]) -> io::Result<()> {
     let run = async {
         let mut child = tokio::process::Command::new("sh")
@@ -717,16 +719,21 @@ async fn run_stream_command(command: &str, batch: &[u8]) -> io::Result<()> {
             .stdin(std::process::Stdio::piped())
             .kill_on_drop(true)
             .spawn()?;
-        if let Some(mut stdin) = child.stdin.take() {
-            stdin.write_all(batch).await?;
-        }
+        // Standard input is closed at the end of this statement.
+        let written = match child.stdin.take() {
+            Some(mut stdin) => stdin.write_all(batch).await,
+            None => Ok(()),
+        };
         let status = child.wait().await?;
-        if status.success() {
-            Ok(())
-        } else {
-            Err(io::Error::other(format!(
+        match written {
+            _ if !status.success() => Err(io::Error::other(format!(
                 "{command:?} exited with {status}"
-            )))
+            ))),
+            Ok(()) => Ok(()),
+            Err(e) => Err(io::Error::new(
+                e.kind(),
+                format!("{command:?} exited with {status} before reading the whole flush: {e}"),
+            )),
         }
     };
     tokio::time::timeout(Duration::from_secs(30), run)

@@ -86,11 +86,13 @@ impl Flush {
     /// Graphite's plaintext protocol: `path value timestamp\n` per point.
     pub fn plaintext(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.points.len() * 48);
+        // The same for every point: formatted once.
+        let end = format!(" {}\n", self.timestamp);
         for p in &self.points {
             out.put_slice(p.path.as_bytes());
             out.put_u8(b' ');
             self.number(&mut out, p);
-            let _ = writeln!(&mut out, " {}", self.timestamp);
+            out.put_slice(end.as_bytes());
         }
         out.freeze()
     }
@@ -99,11 +101,12 @@ impl Flush {
     /// `key|value|timestamp\n` per point.
     pub fn stream(&self) -> Bytes {
         let mut out = BytesMut::with_capacity(self.points.len() * 48);
+        let end = format!("|{}\n", self.timestamp);
         for p in &self.points {
             out.put_slice(p.path.as_bytes());
             out.put_u8(b'|');
             self.number(&mut out, p);
-            let _ = writeln!(&mut out, "|{}", self.timestamp);
+            out.put_slice(end.as_bytes());
         }
         out.freeze()
     }
