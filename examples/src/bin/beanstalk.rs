@@ -9,20 +9,25 @@
 //! Options: `--host H`, `--port P` (0 picks a free one), `--data-dir DIR`,
 //! `--fsync always|interval:MS|never` (default always: a reply waits for
 //! the fsync covering its change, shared by every change in flight),
-//! `--max-job-size BYTES` (default 65535). SIGTERM or Ctrl-C refuses new
-//! puts, drains connections, writes and syncs what is staged, and exits 0.
+//! `--max-job-size BYTES` (default 65535), `--request-timeout 60s` (a
+//! request left half-sent that long closes its connection, the server
+//! toolkit's guard against clients that hold buffers; `0`: wait for ever, as
+//! beanstalkd does; a waiting `reserve` is not a half-sent request).
+//! `stats` reports this host's name and kernel version, as beanstalkd does.
+//! SIGTERM or Ctrl-C refuses new puts, drains connections, writes and syncs
+//! what is staged, and exits 0.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant, SystemTime};
 
 use kids_core::net::{Listener, ServerConfig};
-use miller_core::engine::{Engine, EngineConfig};
+use miller_core::engine::{Engine, EngineConfig, HostInfo};
 use miller_core::proto::DEFAULT_MAX_JOB_SIZE;
 use miller_core::store::{Store, StoreConfig};
 use sink_core::FsyncPolicy;
 
 const USAGE: &str = "usage: beanstalk [--host H] [--port P] [--data-dir DIR] \
-[--fsync always|interval:MS|never] [--max-job-size BYTES]";
+[--fsync always|interval:MS|never] [--max-job-size BYTES] [--request-timeout 60s]";
 
 struct Args {
     host: String,
@@ -30,6 +35,7 @@ struct Args {
     data_dir: String,
     fsync: FsyncPolicy,
     max_job_size: u32,
+    request_timeout: Option<Duration>,
 }
 
 fn parse_fsync(v: &str) -> Result<FsyncPolicy, String> {
@@ -52,6 +58,7 @@ fn parse_args() -> Result<Args, String> {
         data_dir: "beanstalk-data".to_owned(),
         fsync: FsyncPolicy::Always,
         max_job_size: DEFAULT_MAX_JOB_SIZE,
+        request_timeout: ServerConfig::default().conn.request_timeout_value(),
     };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
@@ -65,6 +72,10 @@ fn parse_args() -> Result<Args, String> {
                 a.max_job_size = value()?
                     .parse()
                     .map_err(|e| format!("--max-job-size: {e}"))?;
+            }
+            "--request-timeout" => {
+                let after = examples::parse_duration(&flag, &value()?)?;
+                a.request_timeout = (!after.is_zero()).then_some(after);
             }
             "-h" | "--help" => return Err(USAGE.to_owned()),
             _ => return Err(format!("unknown option {flag}; {USAGE}")),
@@ -84,7 +95,11 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let engine = Engine::new(EngineConfig::default().max_job_size(args.max_job_size));
+    let engine = Engine::new(
+        EngineConfig::default()
+            .max_job_size(args.max_job_size)
+            .host(system_host()),
+    );
     let config = StoreConfig::default().fsync(args.fsync);
     let (store, recovered) = match Store::open(
         &args.data_dir,
@@ -116,15 +131,36 @@ fn main() -> ExitCode {
     }
 }
 
+/// The host facts beanstalkd's `stats` prints: the host's name and uname's
+/// kernel version (its `os`), read from `/proc` where there is one.
+fn system_host() -> HostInfo {
+    let read = |file: &str| {
+        std::fs::read_to_string(format!("/proc/sys/kernel/{file}"))
+            .ok()
+            .map(|s| s.trim().to_owned())
+            .filter(|s| !s.is_empty())
+    };
+    let mut host = HostInfo::default();
+    if let Some(name) = read("hostname") {
+        host = host.hostname(name);
+    }
+    if let Some(version) = read("version") {
+        host = host.os(version);
+    }
+    host
+}
+
 async fn run(args: Args, store: Store) -> Result<(), Box<dyn std::error::Error>> {
     let tcp = tokio::net::TcpListener::bind((args.host.as_str(), args.port)).await?;
     let addr = tcp.local_addr()?;
     let stopping = examples::shutdown_signal()?;
     eprintln!("beanstalk listening on {addr}");
+    let mut config = ServerConfig::default();
+    config.conn = config.conn.request_timeout(args.request_timeout);
     miller_core::net::serve(
         vec![Listener::Tcp(tcp)],
         store,
-        ServerConfig::default(),
+        config,
         args.max_job_size,
         stopping,
     )

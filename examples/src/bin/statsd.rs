@@ -45,23 +45,6 @@ struct Args {
     tcp: TcpConfig,
 }
 
-fn parse_duration(flag: &str, v: &str) -> Result<Duration, String> {
-    let bad = || format!("{flag}: {v:?} is not a duration like 10s or 500ms");
-    let (number, unit) = v.split_at(
-        v.find(|c: char| !c.is_ascii_digit() && c != '.')
-            .unwrap_or(v.len()),
-    );
-    let n: f64 = number.parse().map_err(|_| bad())?;
-    let secs = match unit {
-        "" | "s" => n,
-        "ms" => n / 1000.0,
-        "m" => n * 60.0,
-        "h" => n * 3600.0,
-        _ => return Err(bad()),
-    };
-    Duration::try_from_secs_f64(secs).map_err(|_| bad())
-}
-
 fn parse_args() -> Result<Args, String> {
     let (mut host, mut port, mut mgmt_port) = ("127.0.0.1".to_owned(), 8125u16, 8126u16);
     let (mut mode, mut interval, mut prefix) = (Mode::Etsy, Duration::from_secs(10), None);
@@ -88,12 +71,12 @@ fn parse_args() -> Result<Args, String> {
                 });
             }
             "--stream-cmd" => sinks.push(SinkTarget::stream(value()?)),
-            "--flush-interval" => interval = parse_duration(&flag, &value()?)?,
+            "--flush-interval" => interval = examples::parse_duration(&flag, &value()?)?,
             "--max-keys" => max_keys = Some(number(&flag, &value()?)?),
             "--forget-after" => forget_after = Some(number(&flag, &value()?)?),
             "--max-tcp-connections" => tcp.max_connections = number(&flag, &value()?)?,
             "--tcp-idle-timeout" => {
-                let after = parse_duration(&flag, &value()?)?;
+                let after = examples::parse_duration(&flag, &value()?)?;
                 tcp.idle_timeout = (!after.is_zero()).then_some(after);
             }
             "--mode" => mode = value()?.parse()?,

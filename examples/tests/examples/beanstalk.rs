@@ -12,8 +12,13 @@ use test_support::{Process, Stream};
 use super::sigterm_and_wait;
 
 fn start(data: &Path) -> (Process, u16) {
+    start_with(data, &[])
+}
+
+fn start_with(data: &Path, args: &[&str]) -> (Process, u16) {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_beanstalk"));
     cmd.args(["--host", "127.0.0.1", "--port", "0", "--fsync", "always"])
+        .args(args)
         .arg("--data-dir")
         .arg(data);
     let process = Process::start("beanstalk", cmd).unwrap_or_else(|e| panic!("{e}"));
@@ -64,4 +69,43 @@ fn beanstalk_serves_recovers_and_exits_0_on_sigterm() {
     );
     let status = sigterm_and_wait(&child);
     assert!(status.success(), "exit status {status:?}");
+}
+
+/// `stats` names the host as beanstalkd does (its name and uname's kernel
+/// version), and `--request-timeout` bounds a half-sent request (`0`
+/// waits for ever, as beanstalkd).
+#[test]
+fn beanstalk_reports_its_host_and_applies_its_request_timeout() {
+    let data = tempfile::tempdir().expect("tempdir");
+    let (child, port) = start_with(data.path(), &["--request-timeout", "1s"]);
+    let mut conn = TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    conn.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    conn.write_all(b"stats\r\n").expect("send");
+    let mut stats = Vec::new();
+    while !stats.ends_with(b"\n\r\n") {
+        let mut byte = [0u8; 1];
+        conn.read_exact(&mut byte).expect("stats");
+        stats.push(byte[0]);
+    }
+    let stats = String::from_utf8_lossy(&stats);
+    for (file, field) in [("hostname", "hostname"), ("version", "os")] {
+        if let Ok(value) = std::fs::read_to_string(format!("/proc/sys/kernel/{file}")) {
+            let want = format!("\n{field}: {}\n", value.trim());
+            assert!(stats.contains(&want), "{want:?} in {stats}");
+        }
+    }
+    // Half a put, then silence: closed once the timeout passes.
+    conn.write_all(b"put 0 0 60 5\r\nhel").expect("send");
+    let mut rest = Vec::new();
+    conn.read_to_end(&mut rest).expect("closed, not timed out");
+    assert!(rest.is_empty(), "{rest:?}");
+    assert!(sigterm_and_wait(&child).success());
+    let out = Command::new(env!("CARGO_BIN_EXE_beanstalk"))
+        .args(["--request-timeout", "soon"])
+        .output()
+        .expect("run beanstalk");
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--request-timeout"), "{err}");
 }

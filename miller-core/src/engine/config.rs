@@ -84,7 +84,9 @@ impl EngineConfig {
 
 /// The host facts of beanstalkd's `stats` that a sans-IO engine cannot
 /// read itself (`pid`, `version`, `id`, `hostname`, `os`, `platform`).
-/// The served engine fills them in; the defaults are this process's id,
+/// Whoever serves the engine may fill them in (the `beanstalk` example
+/// reads the host's name and kernel version, as beanstalkd prints them);
+/// the defaults are this process's id,
 /// `version: "1.12"` (the beanstalkd release whose protocol the engine
 /// speaks, so clients that look at the version see a server they know), a
 /// random instance id, `localhost`, and Rust's names of the OS and CPU.
