@@ -244,6 +244,16 @@ class Golden(unittest.TestCase):
                          (bytes.fromhex("08ffffffffffffffffff01"), ["a=-1", "b=0"]))
         self.assertIsNone(rt.cache_key(b"\x08"))
         self.assertIsNone(rt.cache_key(b"\x0b\x0c"), "groups are not keyed")
+        # Two members of one oneof: the last one sent wins, so no key (a=1 b=2 and b=2 a=1
+        # would share one); one member, even sent twice, is keyed.
+        oneof = [frozenset((1, 2))]
+        self.assertIsNone(rt.cache_key(ab, (), oneof))
+        self.assertIsNone(rt.cache_key(bytes.fromhex("10020801"), (), oneof))
+        twice = bytes.fromhex("08010803")
+        self.assertEqual(rt.cache_key(twice, (), oneof), (twice, []))
+        desc = rt.MethodDesc(MULTIPLY.full_name, "multiply", None, None, MULTIPLY.options, request_oneofs=[(1, 2)])
+        self.assertEqual(rt.CacheLayer().probe(desc, ab, 0), (None, None))
+        self.assertIsNotNone(rt.CacheLayer().probe(MULTIPLY, ab, 0)[1], "keyed without the oneof")
 
 
 async def until(condition, what, limit=60.0):

@@ -426,13 +426,15 @@ class MethodOptions:
 
 
 class MethodDesc:
-    """One method: full name, wire id, Python name, message classes and options."""
+    """One method: full name, wire id, Python name, message classes, options and its request's oneofs."""
 
-    def __init__(self, full_name, py_name, request_type, response_type, options):
+    def __init__(self, full_name, py_name, request_type, response_type, options, request_oneofs=()):
         self.full_name, self.py_name = full_name, py_name
         self.id = method_id(full_name)
         self.request_type, self.response_type = request_type, response_type
         self.options = options
+        # The field numbers of each oneof of the request: two members sent make it uncacheable.
+        self.request_oneofs = tuple(frozenset(o) for o in request_oneofs)
 
     @property
     def name(self):
@@ -578,14 +580,18 @@ def _render(msg, field, kind):
     return bytes(raw).hex()
 
 
-def cache_key(msg, listed=()):
+def cache_key(msg, listed=(), oneofs=()):
     """The canonical request (top-level fields in field-number order, stable) and the entities it names.
 
-    ``None`` when the message is not well-formed, or a listed field has the wrong wire type:
-    such a request is not cached.
+    ``None`` when the message is not well-formed, a listed field has the wrong wire type, or it sends
+    two members of one of ``oneofs`` (the field numbers of each oneof: the last one sent wins, which
+    the sorted form would no longer say): such a request is not cached.
     """
     try:
         fields = _fields(msg)
+        for members in oneofs:
+            if len({f[0] for f in fields if f[0] in members}) > 1:
+                return None
         entities = []
         for want in listed:
             last = None
@@ -712,7 +718,7 @@ class CacheLayer:
         opts = method.options
         if not opts.cache:
             return None, None
-        keyed = cache_key(request, opts.timestamped_fields if opts.timestamped else ())
+        keyed = cache_key(request, opts.timestamped_fields if opts.timestamped else (), method.request_oneofs)
         if keyed is None:
             return None, None
         canonical, entities = keyed

@@ -460,7 +460,8 @@ impl CacheLayer {
             &[]
         };
         let mut entities = wire::Entities::new();
-        let (canonical, sorted_from) = match wire::key(&request, listed, &mut entities) {
+        let keyed = wire::key(&request, listed, method.request_oneofs, &mut entities);
+        let (canonical, sorted_from) = match keyed {
             None => return Probe::Call(None, request),
             Some(wire::Canonical::Same) => (request, None),
             Some(wire::Canonical::Sorted(sorted)) => (sorted, Some(request)),

@@ -52,6 +52,9 @@ pub struct MethodInfo {
     pub declared: DeclaredOptions,
     /// The `timestamped_fields` resolved against the request message.
     pub(crate) fields: Vec<Entity>,
+    /// The field numbers of each `oneof` of the request (not proto3's
+    /// synthetic ones), for the cache key.
+    pub(crate) oneofs: Vec<Vec<u32>>,
 }
 
 /// A service as the compiler sees it.
@@ -255,6 +258,12 @@ fn services(pool: &DescriptorPool) -> Result<Vec<ServiceInfo>, Error> {
                 output: method.output().full_name().to_string(),
                 declared,
                 fields,
+                oneofs: method
+                    .input()
+                    .oneofs()
+                    .filter(|o| !o.is_synthetic())
+                    .map(|o| o.fields().map(|f| f.number()).collect())
+                    .collect(),
             });
         }
         out.push(ServiceInfo {
@@ -554,9 +563,16 @@ fn emit(service: &prost_build::Service, info: &ServiceInfo, rules: &Rules, buf: 
         let expire = d
             .expire
             .map_or("None".to_string(), |s| format!("Some({s})"));
+        // Only a cached method's key needs its request's oneofs.
+        let oneofs = if d.cache == Some(true) && !m.oneofs.is_empty() {
+            let sets: Vec<String> = m.oneofs.iter().map(|o| format!("&{o:?}")).collect();
+            format!("\n            .request_oneofs(&[{}])", sets.join(", "))
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             w,
-            "        ::wish_core::MethodDesc::new({:?}, ::wish_core::MethodOptions {{ cache: {}, expire: {expire}, compress: {}, timestamped: {}, timestamped_fields: &[{}] }})\n            .messages({}, {}),",
+            "        ::wish_core::MethodDesc::new({:?}, ::wish_core::MethodOptions {{ cache: {}, expire: {expire}, compress: {}, timestamped: {}, timestamped_fields: &[{}] }})\n            .messages({}, {}){oneofs},",
             m.full_name,
             d.cache == Some(true),
             d.compress == Some(true),

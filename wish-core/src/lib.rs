@@ -47,7 +47,8 @@
 //!   order. Encoders that write fields in that order (prost, protoc's C++,
 //!   Java and Python) already produce it. Two encodings of one message that
 //!   differ otherwise (packed or not, non-minimal varints) are two keys: a
-//!   miss, never a wrong answer. Errors are never cached.
+//!   miss, never a wrong answer. A request that sends two members of one
+//!   `oneof` (the last one wins) is not cached. Errors are never cached.
 //! - `(expire) = N`: an entry is served for N seconds after its call started.
 //! - `(compress)`: payloads at or above the codec's threshold (512 bytes by
 //!   default) are compressed with lz4, and sent compressed only if smaller. A

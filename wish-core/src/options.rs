@@ -63,6 +63,11 @@ pub struct MethodDesc {
     /// The required fields of its response: a call whose answer lacks one
     /// fails with [`Code::INTERNAL`](crate::Code::INTERNAL) at the client.
     pub response: &'static RequiredFields,
+    /// The field numbers of each `oneof` of its request (proto3's synthetic
+    /// ones aside). A request that sends two members of one `oneof` is not
+    /// cached: the last one sent wins, and the cache key, whose fields are
+    /// sorted by number, could not tell which.
+    pub request_oneofs: &'static [&'static [u32]],
 }
 
 impl MethodDesc {
@@ -75,7 +80,15 @@ impl MethodDesc {
             options,
             request: &RequiredFields::NONE,
             response: &RequiredFields::NONE,
+            request_oneofs: &[],
         }
+    }
+
+    /// With the members of its request's `oneof`s (see
+    /// [`MethodDesc::request_oneofs`]; the code generator fills them in).
+    pub const fn request_oneofs(mut self, oneofs: &'static [&'static [u32]]) -> MethodDesc {
+        self.request_oneofs = oneofs;
+        self
     }
 
     /// With the required fields of its request and response messages (the

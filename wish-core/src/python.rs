@@ -261,10 +261,24 @@ impl PythonPackage {
                         )
                     })
                     .collect();
+                // Only a cached method's key needs its request's oneofs.
+                let oneofs = if d.cache == Some(true) && !m.oneofs.is_empty() {
+                    let sets: Vec<String> = m
+                        .oneofs
+                        .iter()
+                        .map(|o| {
+                            let numbers: Vec<String> = o.iter().map(u32::to_string).collect();
+                            format!("({},)", numbers.join(", "))
+                        })
+                        .collect();
+                    format!(", request_oneofs=[{}]", sets.join(", "))
+                } else {
+                    String::new()
+                };
                 let _ = writeln!(
                     w,
                     "    _rt.MethodDesc({}, {}, _message({}), _message({}), _rt.MethodOptions(\n        \
-                         cache={}, expire={}, compress={}, timestamped={}, timestamped_fields=[{}])),",
+                         cache={}, expire={}, compress={}, timestamped={}, timestamped_fields=[{}]){oneofs}),",
                     py_str(&m.full_name),
                     py_str(py),
                     py_str(&m.input),

@@ -146,10 +146,13 @@ pub(crate) enum Canonical {
 /// canonical form (see [`Canonical`]), returned, and the entities it names,
 /// rendered into `entities`: `field=value` for each of `listed`, with the
 /// field's default when the message leaves it out. `None` if the message is
-/// not well-formed or a listed field has the wrong wire type.
+/// not well-formed, a listed field has the wrong wire type, or it sends two
+/// members of one of `oneofs` (the field numbers of each `oneof`): the last
+/// one sent wins, which the sorted form would no longer say.
 pub(crate) fn key(
     msg: &[u8],
     listed: &[EntityField],
+    oneofs: &[&[u32]],
     entities: &mut Entities,
 ) -> Option<Canonical> {
     // The last occurrence wins, as protobuf parsers do for singular fields.
@@ -163,14 +166,34 @@ pub(crate) fn key(
         }
     };
     let (mut last, mut ordered) = (0, true);
+    // The member of each oneof seen first (0: none yet; field numbers start
+    // at 1), inline for the first few oneofs, and whether another member of
+    // one came too.
+    let mut first_inline = [0u32; INLINE_ONEOFS];
+    let mut first_more = Vec::new();
+    let mut two_members = false;
     let well_formed = scan(msg, |f| {
         ordered &= f.number >= last;
         last = f.number;
         if let Some(i) = listed.iter().position(|want| want.number == f.number) {
             found[i] = Some(f);
         }
+        if let Some(k) = oneofs.iter().position(|o| o.contains(&f.number)) {
+            let first = match first_inline.get_mut(k) {
+                Some(first) => first,
+                None => {
+                    first_more.resize(oneofs.len() - INLINE_ONEOFS, 0u32);
+                    &mut first_more[k - INLINE_ONEOFS]
+                }
+            };
+            if *first == 0 {
+                *first = f.number;
+            } else {
+                two_members |= *first != f.number;
+            }
+        }
     });
-    if !well_formed {
+    if !well_formed || two_members {
         return None;
     }
     // Reordering keeps fields of one number in order: the last occurrence is
@@ -197,6 +220,8 @@ pub(crate) fn key(
     Some(Canonical::Sorted(out.freeze()))
 }
 
+/// Oneofs a request's key tracks without an allocation; more take one.
+const INLINE_ONEOFS: usize = 4;
 /// Entities a request may name without an allocation; more take one.
 const INLINE_ENTITIES: usize = 4;
 /// Bytes of entities rendered without an allocation; more take one.
@@ -413,7 +438,7 @@ mod tests {
 
     /// The canonical form [`key`] finds, as bytes.
     fn canonical(msg: &Bytes) -> Option<Bytes> {
-        match key(msg, &[], &mut Entities::new())? {
+        match key(msg, &[], &[], &mut Entities::new())? {
             Canonical::Same => Some(msg.clone()),
             Canonical::Sorted(sorted) => Some(sorted),
         }
@@ -431,8 +456,46 @@ mod tests {
     /// The entities `key` renders, as strings.
     fn entities(msg: &[u8], listed: &[EntityField]) -> Option<Vec<String>> {
         let mut e = Entities::new();
-        key(&Bytes::copy_from_slice(msg), listed, &mut e)?;
+        key(&Bytes::copy_from_slice(msg), listed, &[], &mut e)?;
         Some(e.with_names(|names| names.iter().map(|n| n.to_string()).collect()))
+    }
+
+    /// Two members of one oneof: the last sent wins, so `a=5` then `b=3`
+    /// is `b=3` and the reverse is `a=5`; sorted, both would be one key.
+    #[test]
+    fn two_members_of_a_oneof_are_not_keyed() {
+        let oneofs: &[&[u32]] = &[&[1], &[2, 3], &[4], &[5], &[6, 7]];
+        let keyed = |msg: &[u8]| {
+            key(
+                &Bytes::copy_from_slice(msg),
+                &[],
+                oneofs,
+                &mut Entities::new(),
+            )
+            .is_some()
+        };
+        assert!(!keyed(&[0x10, 0x05, 0x18, 0x03]));
+        assert!(!keyed(&[0x18, 0x03, 0x10, 0x05]));
+        assert!(!keyed(&[0x18, 0x03, 0x08, 0x01, 0x10, 0x05]));
+        // A oneof past the inline ones.
+        assert!(!keyed(&[0x30, 0x01, 0x38, 0x01]));
+        // One member, sent once or twice, beside members of other oneofs.
+        assert!(keyed(&[0x10, 0x05]));
+        assert!(keyed(&[0x10, 0x05, 0x10, 0x07]));
+        assert!(keyed(&[
+            0x18, 0x03, 0x08, 0x01, 0x20, 0x01, 0x28, 0x01, 0x38, 0x02
+        ]));
+        // Without the oneofs the same bytes are keyed.
+        let mut e = Entities::new();
+        assert!(
+            key(
+                &Bytes::from_static(&[0x10, 0x05, 0x18, 0x03]),
+                &[],
+                &[],
+                &mut e
+            )
+            .is_some()
+        );
     }
 
     #[test]
@@ -586,7 +649,7 @@ mod tests {
             field("a", 1, FieldKind::Int32),
             field("b", 2, FieldKind::Int32),
         ];
-        let Some(Canonical::Sorted(canonical)) = key(&reversed, &listed, &mut e) else {
+        let Some(Canonical::Sorted(canonical)) = key(&reversed, &listed, &[], &mut e) else {
             panic!("reversed fields are sorted");
         };
         assert_eq!(&canonical[..], &[0x08, 0x01, 0x10, 0x02]);

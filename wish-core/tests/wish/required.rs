@@ -152,6 +152,7 @@ message Req {
 service S {
   rpc Call (Req) returns (Leaf);
   rpc Loose (Free) returns (Free);
+  rpc Cached (Req) returns (Leaf) { option (cache) = true; }
 }
 "#,
     )
@@ -184,6 +185,25 @@ service S {
     assert!(
         !code_flat.contains("\"t.Free\""),
         "Free has nothing required"
+    );
+    // The cache key of a cached method knows its request's oneof members,
+    // in Rust and in Python.
+    assert_eq!(
+        code_flat
+            .matches(&flat(".request_oneofs(&[&[7, 8, 9]])"))
+            .count(),
+        1,
+        "{code}"
+    );
+    let py = tempfile::tempdir().unwrap();
+    wish_core::build::PythonPackage::new("t_wish")
+        .generate(&["t.proto"], &[dir.path()], py.path())
+        .unwrap();
+    let init = std::fs::read_to_string(py.path().join("t_wish/__init__.py")).unwrap();
+    assert_eq!(
+        init.matches("request_oneofs=[(7, 8, 9,)]").count(),
+        1,
+        "{init}"
     );
 }
 
