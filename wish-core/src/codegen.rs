@@ -502,6 +502,9 @@ impl Rules {
                     if f.is_group() {
                         nested.push_str(".group()");
                     }
+                    if msg.is_map_entry() && f.number() == 2 {
+                        nested.push_str(".map_value()");
+                    }
                     nested.push_str(", ");
                 }
             }

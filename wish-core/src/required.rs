@@ -15,7 +15,8 @@ pub const MAX_REQUIRED_DEPTH: usize = 100;
 /// type without required fields ([`RequiredFields::NONE`]). Protobuf's rules
 /// apply: a singular message field sent several times is one message, merged,
 /// so its required fields may come in any of its occurrences; each element of
-/// a repeated message field (and each value of a map) is checked on its own;
+/// a repeated message field (and each value of a map) is checked on its own,
+/// and a map entry without its value holds an empty one, which is checked too;
 /// a member of a `oneof` replaces whatever another member of it sent before
 /// (the last member wins), so only the occurrences after that count.
 ///
@@ -72,6 +73,9 @@ pub struct NestedField {
     /// field is sent as wire type 2 (length-delimited). Either is refused
     /// where the other is declared, as prost refuses it.
     pub group: bool,
+    /// The value of a map entry: an entry that leaves it out holds an empty
+    /// message (protobuf's default), which must have its required fields too.
+    pub map_value: bool,
 }
 
 impl RequiredFields {
@@ -184,7 +188,13 @@ impl RequiredFields {
                 });
             }
         }
-        for (nested, parts) in self.nested.iter().zip(&merged) {
+        for (j, nested) in self.nested.iter().enumerate() {
+            let parts = merged.get(j).map_or(&[][..], Vec::as_slice);
+            // A map entry without its value holds an empty one.
+            let parts = match parts {
+                [] if nested.map_value => &[&[][..]][..],
+                parts => parts,
+            };
             if !parts.is_empty() {
                 nested
                     .rules
@@ -218,7 +228,14 @@ impl NestedField {
             rules,
             oneof: None,
             group: false,
+            map_value: false,
         }
+    }
+
+    /// The same field, the value of a map entry (see [`NestedField::map_value`]).
+    pub const fn map_value(mut self) -> NestedField {
+        self.map_value = true;
+        self
     }
 
     /// The same field, a group.

@@ -176,7 +176,7 @@ service S {
         r#"static S_SERVICE_REQUIRED_0: ::wish_core::RequiredFields = ::wish_core::RequiredFields::new( "t.Leaf", &[::wish_core::RequiredField::new(1, "name"), ], &[], );"#,
         r#"::wish_core::NestedField::new(2, "next", false, &S_SERVICE_REQUIRED_1)"#,
         r#""t.Req", &[::wish_core::RequiredField::new(1, "id"), ], &[::wish_core::NestedField::new(2, "one", false, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(3, "many", true, &S_SERVICE_REQUIRED_0), ::wish_core::NestedField::new(4, "by_name", true, &S_SERVICE_REQUIRED_3), ::wish_core::NestedField::new(5, "list", false, &S_SERVICE_REQUIRED_1), ::wish_core::NestedField::new(7, "a", false, &S_SERVICE_REQUIRED_0).in_oneof(0), ::wish_core::NestedField::new(10, "g", false, &S_SERVICE_REQUIRED_4).group(), ], ).oneofs(&[&[7, 8, 9], ]);"#,
-        r#""t.Req.ByNameEntry", &[], &[::wish_core::NestedField::new(2, "value", false, &S_SERVICE_REQUIRED_0), ]"#,
+        r#""t.Req.ByNameEntry", &[], &[::wish_core::NestedField::new(2, "value", false, &S_SERVICE_REQUIRED_0).map_value(), ]"#,
         ".messages(&S_SERVICE_REQUIRED_2, &S_SERVICE_REQUIRED_0)",
         ".messages(&::wish_core::RequiredFields::NONE, &::wish_core::RequiredFields::NONE)",
     ] {
@@ -367,4 +367,30 @@ proptest! {
     fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..128)) {
         let _ = OUTER.check(&bytes);
     }
+}
+
+/// A map entry that leaves its value out holds an empty value (protobuf's
+/// default), which lacks the value type's required fields: refused, as
+/// protobuf runtimes refuse it.
+#[test]
+fn a_map_entry_without_its_value_lacks_the_values_required_fields() {
+    static ENTRY: RequiredFields = RequiredFields::new(
+        "t.M.ByNameEntry",
+        &[],
+        &[NestedField::new(2, "value", false, &INNER).map_value()],
+    );
+    static WITH_MAP: RequiredFields =
+        RequiredFields::new("t.M", &[], &[NestedField::new(4, "by_name", true, &ENTRY)]);
+    // by_name { key: "k" }, without a value.
+    let missing = WITH_MAP.check(&[0x22, 0x03, 0x0a, 0x01, b'k']);
+    match missing {
+        Err(RequiredError::Missing { field, .. }) => assert_eq!(field, "by_name.value.x"),
+        other => panic!("{other:?}"),
+    }
+    // With a complete value, with an incomplete one, and no entry at all.
+    let complete = [0x22, 0x07, 0x0a, 0x01, b'k', 0x12, 0x02, 0x08, 0x01];
+    assert_eq!(WITH_MAP.check(&complete), Ok(()));
+    let empty_value = [0x22, 0x05, 0x0a, 0x01, b'k', 0x12, 0x00];
+    assert!(WITH_MAP.check(&empty_value).is_err());
+    assert_eq!(WITH_MAP.check(&[]), Ok(()));
 }
