@@ -2,6 +2,8 @@
 //! bytes never panic it (groups, oneofs, recursion, many fields); where prost
 //! decodes the bytes, the check agrees with the fields prost saw; and a
 //! message that passes still passes sent twice (protobuf merges the two).
+//! The same bytes are also checked as a message with a map of LEAF values,
+//! where an entry without its value holds an empty, incomplete one.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -23,6 +25,30 @@ static NODE: RequiredFields = RequiredFields::new(
     ],
 )
 .oneofs(&[&[5, 6, 7]]);
+
+/// `map<int32, Leaf> m = 1;`: its entry type, and the message.
+static ENTRY: RequiredFields = RequiredFields::new(
+    "f.Mapped.MEntry",
+    &[],
+    &[NestedField::new(2, "value", false, &LEAF).map_value()],
+);
+static MAPPED: RequiredFields =
+    RequiredFields::new("f.Mapped", &[], &[NestedField::new(1, "m", true, &ENTRY)]);
+
+/// MAPPED's message, as prost decodes it (a later entry replaces an
+/// earlier one of the same key).
+#[derive(Clone, PartialEq, prost::Message)]
+struct Mapped {
+    #[prost(map = "int32, message", tag = "1")]
+    m: std::collections::HashMap<i32, Leaf>,
+}
+
+/// MAPPED's entries, every one.
+#[derive(Clone, PartialEq, prost::Message)]
+struct Entries {
+    #[prost(bytes = "vec", repeated, tag = "1")]
+    entries: Vec<Vec<u8>>,
+}
 
 /// `message Leaf { required int32 x = 1; }`, decoded with presence.
 #[derive(Clone, PartialEq, prost::Message)]
@@ -86,5 +112,16 @@ fuzz_target!(|data: &[u8]| {
     if once.is_ok() {
         let twice = [data, data].concat();
         assert_eq!(NODE.check(&twice), Ok(()), "merged with itself it fails");
+    }
+    // Each entry is checked on its own, so only where no key came twice
+    // (prost keeps the last) does the check agree with prost's map.
+    let mapped = MAPPED.check(data);
+    if let (Ok(map), Ok(all)) = (
+        <Mapped as prost::Message>::decode(data),
+        <Entries as prost::Message>::decode(data),
+    ) && map.m.len() == all.entries.len()
+    {
+        let complete = map.m.values().all(|l| l.x.is_some());
+        assert_eq!(mapped.is_ok(), complete, "{mapped:?} for {map:?}");
     }
 });
