@@ -42,12 +42,29 @@ mod tests {
 
     #[test]
     fn ports_are_distinct_and_bindable() {
-        let ports: [u16; 4] = free_ports();
-        for (i, p) in ports.iter().enumerate() {
-            assert!(!ports[..i].contains(p), "{ports:?}");
-            TcpListener::bind(("127.0.0.1", *p)).expect("free on TCP");
-            UdpSocket::bind(("127.0.0.1", *p)).expect("free on UDP");
+        // Released ports may be taken by tests running beside this one (as
+        // the docs say), so a set counts as bindable if one of a few is.
+        let mut taken = Vec::new();
+        for _ in 0..10 {
+            let ports: [u16; 4] = free_ports();
+            for (i, p) in ports.iter().enumerate() {
+                assert!(!ports[..i].contains(p), "{ports:?}");
+                assert_ne!(*p, 0);
+            }
+            let bound: Result<Vec<_>, _> = ports
+                .iter()
+                .map(|p| {
+                    Ok::<_, std::io::Error>((
+                        TcpListener::bind(("127.0.0.1", *p))?,
+                        UdpSocket::bind(("127.0.0.1", *p))?,
+                    ))
+                })
+                .collect();
+            match bound {
+                Ok(_) => return,
+                Err(e) => taken.push(e),
+            }
         }
-        assert_ne!(free_port(), 0);
+        panic!("no set of free ports was bindable: {taken:?}");
     }
 }
