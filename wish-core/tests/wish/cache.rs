@@ -24,6 +24,25 @@ fn setup(config: ServerConfig) -> (Arc<Arith>, Server, LocalChannel, SimClock) {
     (arith, server, channel, clock)
 }
 
+/// A client with its own cache in front of a server whose cache is off:
+/// every from-cache answer is the client's.
+fn client_cache() -> (
+    Arc<Arith>,
+    CachingChannel<LocalChannel>,
+    CacheLayer,
+    SimClock,
+) {
+    let mut config = ServerConfig::default();
+    config.cache = false;
+    let (arith, _server, channel, clock) = setup(config);
+    let layer = CacheLayer::new(
+        Arc::new(LruCache::new(100, 1 << 20)),
+        Arc::new(MemoryTimestamps::new(100)),
+    );
+    let cached = CachingChannel::new(channel, layer.clone(), clock.clock());
+    (arith, cached, layer, clock)
+}
+
 async fn mul(channel: &impl Channel, a: i32, b: i32) -> (i64, bool) {
     let reply = channel
         .call(MUL, pair(a, b), CallOptions::new())
@@ -245,15 +264,7 @@ async fn compression_follows_the_option_the_call_and_the_server() {
 
 #[tokio::test]
 async fn a_client_side_cache_answers_without_a_call() {
-    // The server's cache is off: every from-cache answer is the client's.
-    let mut config = ServerConfig::default();
-    config.cache = false;
-    let (arith, _server, channel, clock) = setup(config);
-    let layer = CacheLayer::new(
-        Arc::new(LruCache::new(100, 1 << 20)),
-        Arc::new(MemoryTimestamps::new(100)),
-    );
-    let cached = CachingChannel::new(channel, layer.clone(), clock.clock());
+    let (arith, cached, layer, clock) = client_cache();
     let handled = || arith.handled.load(Ordering::SeqCst);
     assert_eq!(mul(&cached, 4, 5).await, (20, false));
     assert_eq!(mul(&cached, 4, 5).await, (20, true));
@@ -423,14 +434,7 @@ async fn two_members_of_a_oneof_are_not_cached() {
         MethodOptions::new().cache(3600).compress(),
     )
     .request_oneofs(&[&[1, 2]]);
-    let mut config = ServerConfig::default();
-    config.cache = false;
-    let (arith, _server, channel, clock) = setup(config);
-    let layer = CacheLayer::new(
-        Arc::new(LruCache::new(100, 1 << 20)),
-        Arc::new(MemoryTimestamps::new(100)),
-    );
-    let cached = CachingChannel::new(channel, layer, clock.clock());
+    let (arith, cached, _layer, _clock) = client_cache();
     let handled = || arith.handled.load(Ordering::SeqCst);
     for round in 1..=2 {
         let reply = cached
