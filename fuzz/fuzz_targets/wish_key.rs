@@ -3,9 +3,13 @@
 //! a request it keys means what its key means (prost decodes the key's
 //! canonical bytes to the same message as the request, so one cached answer
 //! is never served for a request that means something else); the key of a
-//! key is itself; and the entities of a `timestamped` method are the
-//! request's fields as prost decodes them, last occurrence winning, each
-//! field's default when it is left out.
+//! key is itself, its fields in number order, and the request's own bytes
+//! when those are in order already; every request prost decodes is keyed,
+//! unless it has a group or two members of one oneof; the entities of a
+//! `timestamped` method are the request's fields as prost decodes them,
+//! last occurrence winning, each field's default when it is left out; and
+//! with the real stores, an answer stored for a request is served for its
+//! key, until an entity it names is touched or it expires.
 #![no_main]
 
 use std::future::Future;
@@ -18,8 +22,8 @@ use bytes::Bytes;
 use libfuzzer_sys::fuzz_target;
 use prost::Message;
 use wish_core::{
-    CacheKey, CacheLayer, CacheStore, CachedResponse, EntityField, FieldKind, Lookup, MethodDesc,
-    MethodOptions, StoreFuture, TimestampStore,
+    CacheKey, CacheLayer, CacheStore, CachedResponse, EntityField, FieldKind, Lookup, LruCache,
+    MemoryTimestamps, MethodDesc, MethodOptions, StoreFuture, TimestampStore,
 };
 
 /// The request type every method takes: every kind an entity may have
@@ -162,12 +166,36 @@ const FEW: &[EntityField] = &[
     entity("flag", 7, FieldKind::Bool),
 ];
 
-static METHODS: [MethodDesc; 3] = [
-    MethodDesc::new("f.S.Plain", MethodOptions::new().cache(60)).request_oneofs(ONEOFS),
-    MethodDesc::new("f.S.Few", MethodOptions::new().cache(60).timestamped(FEW))
-        .request_oneofs(ONEOFS),
-    MethodDesc::new("f.S.All", MethodOptions::new().cache(60).timestamped(ALL))
-        .request_oneofs(ONEOFS),
+/// As many entities as the key renders without an allocation.
+const FOUR: &[EntityField] = &[
+    entity("u64", 4, FieldKind::UInt64),
+    entity("raw", 16, FieldKind::Bytes),
+    entity("s32", 5, FieldKind::SInt32),
+    entity("double", 14, FieldKind::Double),
+];
+
+/// How long a cached answer lives, in seconds.
+const EXPIRE: u32 = 60;
+
+static METHODS: [MethodDesc; 5] = [
+    MethodDesc::new("f.S.Plain", MethodOptions::new().cache(EXPIRE)).request_oneofs(ONEOFS),
+    MethodDesc::new(
+        "f.S.Few",
+        MethodOptions::new().cache(EXPIRE).timestamped(FEW),
+    )
+    .request_oneofs(ONEOFS),
+    MethodDesc::new(
+        "f.S.Four",
+        MethodOptions::new().cache(EXPIRE).timestamped(FOUR),
+    )
+    .request_oneofs(ONEOFS),
+    MethodDesc::new(
+        "f.S.All",
+        MethodOptions::new().cache(EXPIRE).timestamped(ALL),
+    )
+    .request_oneofs(ONEOFS),
+    // Not cached: never keyed.
+    MethodDesc::new("f.S.Off", MethodOptions::new()).request_oneofs(ONEOFS),
 ];
 
 /// A cache that holds an answer for every key, and records the keys asked.
@@ -244,17 +272,72 @@ fn rendered(m: &Req, field: &EntityField) -> String {
     format!("{}={value}", field.name)
 }
 
+/// The top-level fields of a message prost decodes, as (number, wire type),
+/// read independently of wish; `None` if it has a group (or is not one).
+fn top_level(msg: &[u8]) -> Option<Vec<(u32, u8)>> {
+    fn varint(msg: &[u8], at: &mut usize) -> Option<u64> {
+        let mut value = 0u64;
+        for i in 0..10 {
+            let byte = *msg.get(*at)?;
+            *at += 1;
+            value |= u64::from(byte & 0x7f) << (7 * i);
+            if byte < 0x80 {
+                return Some(value);
+            }
+        }
+        None
+    }
+    let (mut at, mut fields) = (0, Vec::new());
+    while at < msg.len() {
+        let tag = varint(msg, &mut at)?;
+        let wire = (tag & 7) as u8;
+        let skip = match wire {
+            0 => {
+                varint(msg, &mut at)?;
+                0
+            }
+            1 => 8,
+            2 => usize::try_from(varint(msg, &mut at)?).ok()?,
+            5 => 4,
+            _ => return None,
+        };
+        at = at.checked_add(skip).filter(|end| *end <= msg.len())?;
+        fields.push((u32::try_from(tag >> 3).ok()?, wire));
+    }
+    Some(fields)
+}
+
+/// Whether `fields` hold two different members of one oneof.
+fn two_members(fields: &[(u32, u8)]) -> bool {
+    ONEOFS.iter().any(|members| {
+        let mut sent = fields.iter().filter(|(n, _)| members.contains(n));
+        sent.next()
+            .is_some_and(|(first, _)| sent.any(|(n, _)| n != first))
+    })
+}
+
+/// Polls a future of the in-memory stores, which answer at once.
+fn now_or_never<T>(fut: impl Future<Output = T>) -> T {
+    let mut cx = Context::from_waker(Waker::noop());
+    match pin!(fut).poll(&mut cx) {
+        Poll::Ready(value) => value,
+        Poll::Pending => panic!("in-memory stores answer at once"),
+    }
+}
+
+const T0: Duration = Duration::from_secs(1_700_000_000);
+
+fn at(seconds: u64) -> SystemTime {
+    SystemTime::UNIX_EPOCH + T0 + Duration::from_secs(seconds)
+}
+
 /// Looks `request` up; the key and entities asked of the stores, if any.
 fn lookup(method: &MethodDesc, request: &[u8]) -> Option<(CacheKey, Option<Vec<String>>)> {
     let keys = Arc::new(Recorder::default());
     let names = Arc::new(Names::default());
     let layer = CacheLayer::new(keys.clone(), names.clone());
-    let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
     let request = Bytes::copy_from_slice(request);
-    let mut cx = Context::from_waker(Waker::noop());
-    let Poll::Ready(found) = pin!(layer.lookup(method, &request, now)).poll(&mut cx) else {
-        panic!("in-memory stores answer at once");
-    };
+    let found = now_or_never(layer.lookup(method, &request, at(0)));
     let mut keys = std::mem::take(&mut *keys.keys.lock().unwrap());
     let mut asked = std::mem::take(&mut *names.asked.lock().unwrap());
     assert!(keys.len() <= 1 && asked.len() <= 1);
@@ -283,9 +366,26 @@ fuzz_target!(|data: &[u8]| {
         return;
     };
     let method = &METHODS[usize::from(pick) % METHODS.len()];
+    let decoded = Req::decode(request);
+    let fields = top_level(request);
     let Some((key, entities)) = lookup(method, request) else {
+        // Only a request that is not cached, or that the key cannot stand
+        // for, goes without one.
+        assert!(
+            !method.options.cache || decoded.is_err() || fields.as_deref().is_none_or(two_members),
+            "a request prost decodes is not keyed"
+        );
         return;
     };
+    assert!(method.options.cache, "a method that is not cached is keyed");
+    // The key's fields are in number order; a request in order is its own key.
+    let sorted = top_level(&key.request).expect("a key has no group");
+    assert!(sorted.is_sorted_by_key(|(n, _)| *n), "a key out of order");
+    if let Some(fields) = &fields {
+        if fields.is_sorted_by_key(|(n, _)| *n) {
+            assert_eq!(key.request, request, "a request in order is its own key");
+        }
+    }
     // One key, one meaning: the canonical bytes decode as the request does.
     let means = meaning(request);
     assert_eq!(
@@ -298,13 +398,42 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(again.request, key.request, "the key of a key is itself");
     assert_eq!(again_entities, entities);
     // The entities are the fields as prost sees them.
-    if let (Some(entities), Ok(m)) = (entities, Req::decode(request)) {
+    if let (Some(entities), Ok(m)) = (&entities, &decoded) {
         let want: Vec<String> = method
             .options
             .timestamped_fields
             .iter()
-            .map(|f| rendered(&m, f))
+            .map(|f| rendered(m, f))
             .collect();
-        assert_eq!(entities, want);
+        assert_eq!(entities, &want);
     }
+
+    // With the real stores: stored for the request, served for its key,
+    // until an entity is touched or the answer expires.
+    let layer = CacheLayer::new(
+        Arc::new(LruCache::new(4, 1 << 16)),
+        Arc::new(MemoryTimestamps::new(4)),
+    );
+    let payload = Bytes::copy_from_slice(request);
+    let Lookup::Miss(pending) = now_or_never(layer.lookup(method, &payload, at(0))) else {
+        panic!("an empty cache misses");
+    };
+    now_or_never(layer.store(pending, payload.clone(), None));
+    let Lookup::Hit(hit) = now_or_never(layer.lookup(method, &key.request, at(1))) else {
+        panic!("the answer stored for a request is not served for its key");
+    };
+    assert_eq!((hit.payload, hit.computed_at), (payload, at(0)));
+    let stale = match &entities {
+        Some(entities) => {
+            let touched = &entities[usize::from(pick / 8) % entities.len()];
+            now_or_never(layer.timestamps().touch(touched, at(2)));
+            at(3)
+        }
+        None => at(u64::from(EXPIRE)),
+    };
+    let again = now_or_never(layer.lookup(method, &key.request, stale));
+    assert!(
+        matches!(again, Lookup::Miss(_)),
+        "a stale answer was served"
+    );
 });
