@@ -9,6 +9,9 @@
 //!  peer("redis-server", "redis-server") ─▶ path │ (RedisServer, Beanstalkd start
 //!                                               │  the real peers this way) (None: skipped, one line;
 //!                                               │  REQUIRE_PEERS=1: a failure)
+//!                                               │  a port may be taken between free_port and the
+//!                                               │  bind: RedisServer checks INFO's process_id is its
+//!                                               │  own; Beanstalkd binds port 0 and reads the port
 //!                                               ▼
 //!  Process::start(name, Command) ── kills and reaps it when dropped
 //!     ├─ keeps its last output lines (stdout and stderr), for failure messages
