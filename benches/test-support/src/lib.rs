@@ -69,3 +69,16 @@ pub use port::{free_port, free_ports};
 pub use process::{Process, Stream, open_files_limit, rss_bytes};
 pub use redis::{RedisServer, answers_ping, redis_cli};
 pub use wait::{Poll, WAIT_LIMIT, wait_for};
+
+/// `n` peers started by `start` on `n` threads at once (those started:
+/// none when the peer is not installed).
+#[cfg(test)]
+fn start_at_once<T: Send>(n: usize, start: fn() -> Option<T>) -> Vec<T> {
+    std::thread::scope(|s| {
+        let handles: Vec<_> = (0..n).map(|_| s.spawn(start)).collect();
+        handles
+            .into_iter()
+            .filter_map(|h| h.join().unwrap())
+            .collect()
+    })
+}

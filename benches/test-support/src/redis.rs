@@ -135,13 +135,7 @@ mod tests {
 
     #[test]
     fn several_started_at_once_are_as_many_servers() {
-        let started: Vec<RedisServer> = std::thread::scope(|s| {
-            let handles: Vec<_> = (0..6).map(|_| s.spawn(RedisServer::start)).collect();
-            handles
-                .into_iter()
-                .filter_map(|h| h.join().unwrap())
-                .collect()
-        });
+        let started = crate::start_at_once(6, RedisServer::start);
         // empty when redis-server is not installed: peer() said so
         for r in &started {
             assert_eq!(server_pid(r.port), Some(r._process.id()), "port {}", r.port);
