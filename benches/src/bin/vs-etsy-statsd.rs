@@ -56,7 +56,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use benches::{Context, Res, env_or, ratio};
-use test_support::{Poll, Process, free_port, on_path};
+use test_support::{Poll, Process, free_port, free_ports, on_path};
 
 /// Writes one line to stdout (not `println!`: the workspace lints it).
 macro_rules! say {
@@ -674,8 +674,7 @@ fn start_ours(bin: &Path, graphite: SocketAddr) -> Res<Server> {
 
 /// Starts Etsy statsd with a config written into a temporary file.
 fn start_etsy(stats_js: &Path, graphite: SocketAddr) -> Res<Server> {
-    let port = free_port();
-    let mgmt_port = free_port();
+    let [port, mgmt_port] = free_ports();
     let config =
         std::env::temp_dir().join(format!("vs-etsy-statsd-{}-{port}.js", std::process::id()));
     let text = format!(

@@ -79,7 +79,7 @@ use std::time::{Duration, Instant};
 
 use benches::{Context, Res, clock_ticks, cpu_ticks, env_or, median, ratio};
 use kids_core::{Frame, Proto};
-use test_support::{Poll, Process, free_port, on_path};
+use test_support::{Poll, Process, free_port, free_ports, on_path};
 
 /// Channel every subscriber listens on.
 const CHANNEL: &[u8] = b"bench";
@@ -183,8 +183,7 @@ fn run() -> Res<()> {
     }
     let redis_bin = find_redis()?;
 
-    let redis_port = free_port();
-    let kids_port = free_port();
+    let [redis_port, kids_port] = free_ports();
     let (kids_desc, kids_cmd) = kids_command(kids_port)?;
     println!("starting kids ({kids_desc}) on port {kids_port}");
     let kids = Server::start("kids", kids_cmd, kids_port)?;
@@ -447,7 +446,7 @@ fn run_explorer_grid(
     shapes: Vec<(usize, usize)>,
     ticks: f64,
 ) -> Res<ExplorerGrid> {
-    let (port, http) = (free_port(), free_port());
+    let [port, http] = free_ports();
     let exe = std::env::current_exe().ctx(|| "locating the current executable".into())?;
     let mut cmd = Command::new(&exe);
     cmd.args([SERVE_KIDS_EXPLORER, &port.to_string(), &http.to_string()]);
