@@ -89,7 +89,13 @@ mod tests {
 
     #[test]
     fn several_started_at_once_are_as_many_servers() {
-        let started = crate::start_at_once(8, Beanstalkd::start);
+        let started: Vec<Beanstalkd> = std::thread::scope(|s| {
+            let handles: Vec<_> = (0..8).map(|_| s.spawn(Beanstalkd::start)).collect();
+            handles
+                .into_iter()
+                .filter_map(|h| h.join().unwrap())
+                .collect()
+        });
         // empty when beanstalkd is not installed: peer() said so
         for b in &started {
             let mut s = std::net::TcpStream::connect(("127.0.0.1", b.port)).unwrap();

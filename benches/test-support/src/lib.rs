@@ -6,12 +6,12 @@
 //!
 //! ```text
 //!  free_port() ─▶ port ─┐
-//!  peer("redis-server", "redis-server") ─▶ path │ (RedisServer, Beanstalkd start
-//!                                               │  the real peers this way) (None: skipped, one line;
+//!  peer("redis-server", "redis-server") ─▶ path │ (RedisServer starts its peer
+//!                                               │  this way) (None: skipped, one line;
 //!                                               │  REQUIRE_PEERS=1: a failure)
-//!                                               │  a port may be taken between free_port and the
-//!                                               │  bind: RedisServer checks INFO's process_id is its
-//!                                               │  own; Beanstalkd binds port 0 and reads the port
+//!                                               │  a port may be taken before redis binds it: it
+//!                                               │  checks INFO's process_id is its own (Beanstalkd
+//!                                               │  binds port 0 and reads the port it prints)
 //!                                               ▼
 //!  Process::start(name, Command) ── kills and reaps it when dropped
 //!     ├─ keeps its last output lines (stdout and stderr), for failure messages
@@ -69,16 +69,3 @@ pub use port::{free_port, free_ports};
 pub use process::{Process, Stream, open_files_limit, rss_bytes};
 pub use redis::{RedisServer, answers_ping, redis_cli};
 pub use wait::{Poll, WAIT_LIMIT, wait_for};
-
-/// `n` peers started by `start` on `n` threads at once (those started:
-/// none when the peer is not installed).
-#[cfg(test)]
-fn start_at_once<T: Send>(n: usize, start: fn() -> Option<T>) -> Vec<T> {
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..n).map(|_| s.spawn(start)).collect();
-        handles
-            .into_iter()
-            .filter_map(|h| h.join().unwrap())
-            .collect()
-    })
-}
