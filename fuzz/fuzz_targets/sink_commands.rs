@@ -1,7 +1,8 @@
 //! Fuzz sink's commands through a real connection and broker: each input is
 //! a script of commands (`0x01` between commands, `0x00` between arguments,
 //! the first byte of a command picking its name from sink's table), run
-//! with commits and a moving clock between them; nothing may panic or hang.
+//! with commits and a moving clock between them; nothing may panic or hang,
+//! and the streams stay within their memory bound.
 #![no_main]
 
 use std::sync::{Arc, OnceLock};
@@ -20,6 +21,8 @@ const NAMES: &[&str] = &[
     "XLEN", "XRANGE", "XREVRANGE", "XREAD", "XGROUP", "XREADGROUP", "XACK", "XPENDING",
     "XCLAIM", "XAUTOCLAIM", "XINFO", "XDEL", "XTRIM", "HELLO", "PING", "RESET", "COMMAND",
 ];
+
+const STREAM_BYTES: u64 = 64 << 10;
 
 struct Fixture {
     _dir: tempfile::TempDir,
@@ -43,7 +46,7 @@ fn fixture() -> &'static Fixture {
                 max_bytes: Some(1 << 20),
                 max_age: None,
             })
-            .streams(StreamsConfig::default().max_bytes(64 << 10));
+            .streams(StreamsConfig::default().max_bytes(STREAM_BYTES));
         let (broker, _) = Broker::open(dir.path(), config, start, 1_700_000_000_000).expect("open");
         let server = SinkServer::new(broker.clone());
         Fixture { _dir: dir, broker, server, start }
@@ -84,4 +87,6 @@ fuzz_target!(|data: &[u8]| {
         pipe.output.clear();
     }
     let _ = f.broker.tick(now);
+    let held = f.broker.info().stream_bytes;
+    assert!(held <= STREAM_BYTES, "streams hold {held} bytes, over the bound");
 });

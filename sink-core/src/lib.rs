@@ -64,9 +64,10 @@
 //!   A loaded session that has caught up with nothing unacknowledged moves
 //!   its cursor past the offsets none of its filters matched, so a session
 //!   on rare topics does not keep the whole log.
-//! - Stream entries are also held in memory, as Redis holds them, bounded
-//!   by [`stream::StreamsConfig`]'s `max_bytes` (an `XADD` over it gets
-//!   Redis's `OOM` error).
+//! - Stream entries are also held in memory, as Redis holds them, with their
+//!   keys, groups, consumers and pending entries, bounded by
+//!   [`stream::StreamsConfig`]'s `max_bytes`: a command that would go over
+//!   it gets Redis's `OOM` error (see there).
 //!
 //! # Example
 //! A broker driven by hand: a message published, committed, then read by a

@@ -1,13 +1,15 @@
 //! Command execution: argument parsing with Redis's errors, the entry
 //! commands (XADD, XLEN, XRANGE, XREAD, XREADGROUP, XDEL, XTRIM) and reply helpers.
 
+use std::collections::BTreeSet;
+
 use bytes::{Bytes, BytesMut};
 use kids_core::resp::parse_i64;
 use kids_core::{ReplyWriter, Request};
 
 use super::id::{INVALID_ID, StreamId, parse_interval};
 use super::op::StreamOp;
-use super::state::{Entry, INVALID_ENTRIES_READ, State, Stream, entry_bytes};
+use super::state::{Entry, INVALID_ENTRIES_READ, PENDING_COST, State, Stream};
 use super::{Ctx, Outcome, StreamsConfig, scratch};
 
 pub(crate) const SYNTAX: &str = "ERR syntax error";
@@ -82,6 +84,28 @@ impl Exec<'_, '_, '_, '_, '_> {
             tracing::error!(error = %e, ?op, "stream op did not apply");
         }
         self.cx.ops.push(op);
+    }
+
+    /// Whether `op` keeps the streams within their memory bound; if not,
+    /// replies Redis's OOM error (and the command emits nothing). An op that
+    /// does not grow them always fits, even over the bound.
+    pub(crate) fn fits(&mut self, op: &StreamOp) -> bool {
+        let fits = self.fits_quietly(op);
+        if !fits {
+            self.err(OOM);
+        }
+        fits
+    }
+
+    /// [`Exec::fits`] without the reply.
+    fn fits_quietly(&self, op: &StreamOp) -> bool {
+        let growth = self.state.growth(op);
+        growth <= 0 || self.within_bound(growth.unsigned_abs())
+    }
+
+    /// Whether `more` bytes fit under the memory bound.
+    fn within_bound(&self, more: u64) -> bool {
+        self.state.used().saturating_add(more) <= self.config.max_bytes_value()
     }
 
     pub(crate) fn err(&mut self, text: &str) {
@@ -281,20 +305,19 @@ impl Exec<'_, '_, '_, '_, '_> {
             .chunks_exact(2)
             .map(|fv| (fv[0].clone(), fv[1].clone()))
             .collect();
-        if self.state.bytes + entry_bytes(&fields) > self.config.max_bytes_value() {
-            self.err(OOM);
-            return;
-        }
         let node = stream.map_or(id, |s| s.node_for(id, &fields));
-        let offset = self.cx.next_offset;
-        self.cx.next_offset += 1;
-        self.emit(StreamOp::Add {
-            offset,
+        let add = StreamOp::Add {
+            offset: self.cx.next_offset,
             key: key.clone(),
             id,
             fields,
             node,
-        });
+        };
+        if !self.fits(&add) {
+            return;
+        }
+        self.cx.next_offset += 1;
+        self.emit(add);
         write_id(self.w, id);
         if !matches!(p.strategy, Strategy::None) {
             self.trim(key, &p);
@@ -511,9 +534,25 @@ impl Exec<'_, '_, '_, '_, '_> {
             };
             ids.push(Some(id));
         }
+        // Consumers are created on every group named: refused as a whole
+        // when they do not fit under the memory bound.
+        if let Some((gname, cname)) = &group {
+            let keys: BTreeSet<&Bytes> = args[streams_at..streams_at + n].iter().collect();
+            let cost: u64 = keys
+                .into_iter()
+                .map(|key| self.state.consumer_cost(key, gname, cname))
+                .sum();
+            if cost > 0 && !self.within_bound(cost) {
+                self.err(OOM);
+                return Outcome::Done;
+            }
+        }
         // Serve what can be served now.
         let mut body = BytesMut::new();
         let mut served = 0;
+        // New entries left undelivered because their pending entries would
+        // not fit under the memory bound.
+        let mut starved = false;
         for (k, gt) in ids.iter().enumerate() {
             let key = &args[streams_at + k];
             let Some(s) = self.state.keys.get(key) else {
@@ -594,6 +633,20 @@ impl Exec<'_, '_, '_, '_, '_> {
                             if s.entries.is_empty() || s.last_live_id() <= g.last_id {
                                 continue;
                             }
+                            // Deliver only as many as their pending entries fit.
+                            let limit = if noack {
+                                limit
+                            } else {
+                                let used =
+                                    self.state.used() + self.state.consumer_cost(key, gname, cname);
+                                let free = self.config.max_bytes_value().saturating_sub(used);
+                                limit
+                                    .min(usize::try_from(free / PENDING_COST).unwrap_or(usize::MAX))
+                            };
+                            if limit == 0 {
+                                starved = true;
+                                continue;
+                            }
                             served += 1;
                             open_stream(&mut sw, key);
                             let Some(start) = g.last_id.next() else {
@@ -630,9 +683,20 @@ impl Exec<'_, '_, '_, '_, '_> {
                             }
                         }
                     };
-                    self.emit(op);
+                    // A history read adds no pending entry, but may create
+                    // the consumer: not over the bound (its reply, the
+                    // history of a consumer that did not exist, is empty
+                    // either way).
+                    let history = matches!(op, StreamOp::Read { history: true, .. });
+                    if !history || self.fits_quietly(&op) {
+                        self.emit(op);
+                    }
                 }
             }
+        }
+        if served == 0 && starved {
+            self.err(OOM);
+            return Outcome::Done;
         }
         if served > 0 {
             match self.w.proto() {

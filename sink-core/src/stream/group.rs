@@ -110,13 +110,16 @@ impl Exec<'_, '_, '_, '_, '_> {
                     self.err("BUSYGROUP Consumer Group name already exists");
                     return;
                 }
-                self.emit(StreamOp::GroupCreate {
+                let op = StreamOp::GroupCreate {
                     key: key.clone(),
                     group: gname.clone(),
                     last_id: id,
                     entries_read,
-                });
-                self.w.simple(b"OK");
+                };
+                if self.fits(&op) {
+                    self.emit(op);
+                    self.w.simple(b"OK");
+                }
             }
             C::XgroupSetid if argc == 5 || argc == 7 => {
                 let id = if &args[4][..] == b"$" {
@@ -154,13 +157,16 @@ impl Exec<'_, '_, '_, '_, '_> {
                 if self.state.keys[key].groups[gname].consumers.contains_key(c) {
                     self.w.integer(0);
                 } else {
-                    self.emit(StreamOp::ConsumerCreate {
+                    let op = StreamOp::ConsumerCreate {
                         key: key.clone(),
                         group: gname.clone(),
                         consumer: c.clone(),
                         now_ms: self.cx.now_ms,
-                    });
-                    self.w.integer(1);
+                    };
+                    if self.fits(&op) {
+                        self.emit(op);
+                        self.w.integer(1);
+                    }
                 }
             }
             C::XgroupDelconsumer => {
@@ -417,6 +423,24 @@ impl Exec<'_, '_, '_, '_, '_> {
             claimed.push((id, deliverytime, count));
             body.push(id);
         }
+        let last_id = (lastid > g.last_id).then_some(lastid);
+        let op = (!claimed.is_empty() || !dropped.is_empty() || last_id.is_some()).then(|| {
+            StreamOp::Claim {
+                key: args[1].clone(),
+                group: args[2].clone(),
+                consumer: me,
+                now_ms: self.cx.now_ms,
+                claimed,
+                dropped,
+                last_id,
+            }
+        });
+        if op.as_ref().is_some_and(|op| !self.fits(op)) {
+            return;
+        }
+        let Some((s, _)) = group_of(self.state, self.args) else {
+            return;
+        };
         self.w.array(body.len());
         for id in &body {
             if justid {
@@ -425,17 +449,8 @@ impl Exec<'_, '_, '_, '_, '_> {
                 write_entry(self.w, *id, e);
             }
         }
-        let last_id = (lastid > g.last_id).then_some(lastid);
-        if !claimed.is_empty() || !dropped.is_empty() || last_id.is_some() {
-            self.emit(StreamOp::Claim {
-                key: args[1].clone(),
-                group: args[2].clone(),
-                consumer: me,
-                now_ms: self.cx.now_ms,
-                claimed,
-                dropped,
-                last_id,
-            });
+        if let Some(op) = op {
+            self.emit(op);
         }
     }
 
@@ -505,11 +520,27 @@ impl Exec<'_, '_, '_, '_, '_> {
             claimed.push((*id, now, n));
             left -= 1;
         }
+        let ids: Vec<StreamId> = claimed.iter().map(|(id, _, _)| *id).collect();
+        let op = (!claimed.is_empty() || !deleted.is_empty()).then(|| StreamOp::Claim {
+            key: args[1].clone(),
+            group: args[2].clone(),
+            consumer: me,
+            now_ms: now,
+            claimed,
+            dropped: deleted.clone(),
+            last_id: None,
+        });
+        if op.as_ref().is_some_and(|op| !self.fits(op)) {
+            return;
+        }
+        let Some((s, _)) = group_of(self.state, self.args) else {
+            return;
+        };
         let w = &mut *self.w;
         w.array(3);
         write_id(w, cursor);
-        w.array(claimed.len());
-        for (id, _, _) in &claimed {
+        w.array(ids.len());
+        for id in &ids {
             if justid {
                 write_id(w, *id);
             } else if let Some(e) = s.entries.get(id) {
@@ -520,16 +551,8 @@ impl Exec<'_, '_, '_, '_, '_> {
         for id in &deleted {
             write_id(w, *id);
         }
-        if !claimed.is_empty() || !deleted.is_empty() {
-            self.emit(StreamOp::Claim {
-                key: args[1].clone(),
-                group: args[2].clone(),
-                consumer: me,
-                now_ms: now,
-                claimed,
-                dropped: deleted,
-                last_id: None,
-            });
+        if let Some(op) = op {
+            self.emit(op);
         }
     }
 

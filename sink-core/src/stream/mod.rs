@@ -72,8 +72,21 @@ impl Default for StreamsConfig {
 }
 
 impl StreamsConfig {
-    /// Approximate bytes of entries held in memory (default 256 MiB): an
-    /// XADD that would go over it is refused with Redis's OOM error.
+    /// Approximate bytes held in memory (default 256 MiB), as
+    /// [`Streams::memory_bytes`] counts them. A command that would go over
+    /// it is refused with Redis's OOM error and changes nothing:
+    /// - `XADD`, `XGROUP CREATE` and `XGROUP CREATECONSUMER`, as in Redis;
+    /// - `XREADGROUP`, `XCLAIM` and `XAUTOCLAIM` when they would create a
+    ///   consumer or pending entries. Redis lets these through; here the
+    ///   pending entries of a group that never acknowledges would otherwise
+    ///   grow without bound on a trimmed stream, since a trimmed entry's
+    ///   pending entry stays until it is acknowledged or claimed away.
+    ///
+    /// `XREADGROUP ... >` delivers only as many new entries as their
+    /// pending entries fit (as a smaller `COUNT` would), and is refused
+    /// only when none fits. Commands that free memory (`XACK`, `XDEL`,
+    /// `XTRIM`, `XGROUP DESTROY`/`DELCONSUMER`, an `XAUTOCLAIM` that drops
+    /// deleted entries) are never refused.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self
@@ -287,9 +300,13 @@ impl Streams {
         self.state.keys.is_empty()
     }
 
-    /// Approximate bytes of entries held.
+    /// Approximate bytes held: entries, and the keys, groups, consumers and
+    /// pending entries (a pending entry stays counted after its entry is
+    /// trimmed or deleted, until it is acknowledged or claimed away).
+    /// Stored names and fields are copies, so they do not keep a client's
+    /// read buffer alive.
     pub fn memory_bytes(&self) -> u64 {
-        self.state.bytes
+        self.state.used()
     }
 }
 

@@ -3,7 +3,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 
 use super::id::StreamId;
 use super::op::{OpError, OpErrorKind, StreamOp};
@@ -16,6 +16,45 @@ pub(crate) const NODE_MAX_BYTES: u64 = 4096;
 
 /// Redis's "entries read is unknown" value.
 pub(crate) const INVALID_ENTRIES_READ: i64 = -1;
+
+/// Approximate bytes a stream key holds besides its entries (the stream, its
+/// map slot, its place among the first offsets), plus its name.
+pub(crate) const KEY_COST: u64 = 256;
+
+/// Approximate bytes a consumer group holds, plus its name.
+pub(crate) const GROUP_COST: u64 = 192;
+
+/// Approximate bytes a consumer holds, plus its name.
+pub(crate) const CONSUMER_COST: u64 = 128;
+
+/// Approximate bytes a pending entry holds: its slot in the group's PEL and
+/// in its consumer's.
+pub(crate) const PENDING_COST: u64 = 128;
+
+/// A copy of a name to keep: a request's argument is a slice of the
+/// connection's read buffer, and keeping the slice would pin the whole buffer.
+fn own(name: &Bytes) -> Bytes {
+    Bytes::copy_from_slice(name)
+}
+
+/// A copy of an entry's fields to keep, in one allocation (see [`own`]).
+fn own_fields(fields: &[(Bytes, Bytes)]) -> Vec<(Bytes, Bytes)> {
+    let mut buf = BytesMut::with_capacity(fields.iter().map(|(f, v)| f.len() + v.len()).sum());
+    for (f, v) in fields {
+        buf.extend_from_slice(f);
+        buf.extend_from_slice(v);
+    }
+    let buf = buf.freeze();
+    let mut at = 0;
+    let mut next = |n: usize| {
+        at += n;
+        buf.slice(at - n..at)
+    };
+    fields
+        .iter()
+        .map(|(f, v)| (next(f.len()), next(v.len())))
+        .collect()
+}
 
 /// One entry: its fields and the log offset of its Add record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -137,6 +176,8 @@ pub(crate) struct Group {
     pub(crate) entries_read: i64,
     pub(crate) pel: BTreeMap<StreamId, Pending>,
     pub(crate) consumers: BTreeMap<Bytes, Consumer>,
+    /// Bytes of the consumers' names, for [`Group::held`].
+    names: u64,
 }
 
 impl Group {
@@ -146,17 +187,51 @@ impl Group {
             entries_read,
             pel: BTreeMap::new(),
             consumers: BTreeMap::new(),
+            names: 0,
+        }
+    }
+
+    /// Approximate bytes the group named `name` holds: itself, its
+    /// consumers and its pending entries.
+    fn held(&self, name: &[u8]) -> u64 {
+        GROUP_COST
+            + name.len() as u64
+            + self.names
+            + self.consumers.len() as u64 * CONSUMER_COST
+            + self.pel.len() as u64 * PENDING_COST
+    }
+
+    /// What consumer `name` costs if it has to be created.
+    fn consumer_cost(&self, name: &[u8]) -> u64 {
+        if self.consumers.contains_key(name) {
+            0
+        } else {
+            CONSUMER_COST + name.len() as u64
         }
     }
 
     /// The consumer `name`, created (seen now) when missing.
     fn consumer(&mut self, name: &Bytes, now_ms: u64) -> &mut Consumer {
-        self.consumers
-            .entry(name.clone())
-            .or_insert_with(|| Consumer {
+        if !self.consumers.contains_key(name) {
+            self.names += name.len() as u64;
+            let c = Consumer {
                 seen_ms: now_ms,
                 pel: BTreeSet::new(),
-            })
+            };
+            self.consumers.insert(own(name), c);
+        }
+        // Present now: `entry` finds the kept name and drops this clone.
+        self.consumers.entry(name.clone()).or_default()
+    }
+
+    /// Drops consumer `name` and its pending entries.
+    fn remove_consumer(&mut self, name: &Bytes) {
+        if let Some(c) = self.consumers.remove(name) {
+            self.names = self.names.saturating_sub(name.len() as u64);
+            for id in c.pel {
+                self.pel.remove(&id);
+            }
+        }
     }
 
     /// Gives pending entry `id` to `consumer` (taking it from its owner).
@@ -167,18 +242,16 @@ impl Group {
         {
             c.pel.remove(&id);
         }
-        self.consumers
-            .entry(consumer.clone())
-            .or_insert_with(|| Consumer {
-                seen_ms: delivery_ms,
-                pel: BTreeSet::new(),
-            })
-            .pel
-            .insert(id);
+        self.consumer(consumer, delivery_ms).pel.insert(id);
+        // The consumer's kept name, shared, rather than the request's.
+        let consumer = match self.consumers.get_key_value(consumer) {
+            Some((kept, _)) => kept.clone(),
+            None => own(consumer),
+        };
         self.pel.insert(
             id,
             Pending {
-                consumer: consumer.clone(),
+                consumer,
                 delivery_ms,
                 count,
             },
@@ -411,6 +484,9 @@ pub(crate) struct State {
     /// and [`State::forget_before`] (through `move_first`), the only places
     /// entries come and go.
     firsts: BTreeSet<(u64, Bytes)>,
+    /// Approximate bytes of everything but entries: keys, groups, consumers
+    /// and pending entries. Kept by [`State::apply`].
+    meta: u64,
 }
 
 /// Moves stream `key` in `firsts` from its old first offset to its new one.
@@ -431,6 +507,29 @@ fn move_first(
     }
 }
 
+/// The stream an op changes, and the group when it changes one: all it
+/// changes besides entries.
+fn scope(op: &StreamOp) -> (&Bytes, Option<&Bytes>) {
+    match op {
+        StreamOp::Add { key, .. }
+        | StreamOp::Trim { key, .. }
+        | StreamOp::Delete { key, .. }
+        | StreamOp::StreamMeta { key, .. }
+        | StreamOp::NodeMeta { key, .. } => (key, None),
+        StreamOp::GroupCreate { key, group, .. }
+        | StreamOp::GroupDestroy { key, group }
+        | StreamOp::GroupSetId { key, group, .. }
+        | StreamOp::ConsumerCreate { key, group, .. }
+        | StreamOp::ConsumerDelete { key, group, .. }
+        | StreamOp::Read { key, group, .. }
+        | StreamOp::Ack { key, group, .. }
+        | StreamOp::Claim { key, group, .. }
+        | StreamOp::GroupMeta { key, group, .. }
+        | StreamOp::ConsumerMeta { key, group, .. }
+        | StreamOp::PendingMeta { key, group, .. } => (key, Some(group)),
+    }
+}
+
 fn err(kind: OpErrorKind) -> OpError {
     OpError::new(kind)
 }
@@ -447,6 +546,135 @@ impl State {
             .groups
             .get_mut(group)
             .ok_or_else(|| err(OpErrorKind::NoSuchGroup))
+    }
+
+    /// Approximate bytes held: entries, keys, groups, consumers and pending
+    /// entries (the pending entries of trimmed entries too, until acked or
+    /// claimed away).
+    pub(crate) fn used(&self) -> u64 {
+        self.bytes + self.meta
+    }
+
+    /// [`State::used`] counted from scratch, to check the running count.
+    #[cfg(test)]
+    pub(crate) fn recount(&self) -> u64 {
+        let group = |(name, g): (&Bytes, &Group)| {
+            let consumers: u64 = g
+                .consumers
+                .keys()
+                .map(|c| CONSUMER_COST + c.len() as u64)
+                .sum();
+            GROUP_COST + name.len() as u64 + consumers + g.pel.len() as u64 * PENDING_COST
+        };
+        let stream = |(key, s): (&Bytes, &Stream)| {
+            let entries: u64 = s.entries.values().map(|e| entry_bytes(&e.fields)).sum();
+            KEY_COST + key.len() as u64 + entries + s.groups.iter().map(group).sum::<u64>()
+        };
+        self.keys.iter().map(stream).sum()
+    }
+
+    /// What `key` holds besides entries, with `group`'s share when named.
+    fn held(&self, key: &Bytes, group: Option<&Bytes>) -> u64 {
+        let Some(s) = self.keys.get(key) else {
+            return 0;
+        };
+        let g = group.and_then(|g| Some(s.groups.get(g)?.held(g)));
+        KEY_COST + key.len() as u64 + g.unwrap_or(0)
+    }
+
+    /// At most how many bytes [`State::used`] grows by when `op` applies
+    /// (negative: it shrinks by at least that much), for the memory bound a
+    /// command checks before it emits `op`. Checkpoint records restore what
+    /// was and are not bounded: 0.
+    pub(crate) fn growth(&self, op: &StreamOp) -> i64 {
+        let new_key = |key: &Bytes| match self.keys.contains_key(key) {
+            true => 0,
+            false => KEY_COST + key.len() as u64,
+        };
+        let group = |key: &Bytes, g: &Bytes| self.keys.get(key).and_then(|s| s.groups.get(g));
+        let new_consumer = |g: Option<&Group>, c: &Bytes| g.map_or(0, |g| g.consumer_cost(c));
+        // Distinct IDs of `ids` that are (or are not) pending in `g`.
+        let pending = |g: Option<&Group>, ids: &mut dyn Iterator<Item = StreamId>, is: bool| {
+            let ids: BTreeSet<StreamId> = ids.collect();
+            let n = ids
+                .iter()
+                .filter(|id| g.is_some_and(|g| g.pel.contains_key(id)) == is)
+                .count();
+            n as u64 * PENDING_COST
+        };
+        let grows = match op {
+            StreamOp::Add { key, fields, .. } => new_key(key) + entry_bytes(fields),
+            StreamOp::GroupCreate { key, group: g, .. } => {
+                let exists = group(key, g).is_some();
+                new_key(key)
+                    + if exists {
+                        0
+                    } else {
+                        GROUP_COST + g.len() as u64
+                    }
+            }
+            StreamOp::ConsumerCreate {
+                key,
+                group: g,
+                consumer,
+                ..
+            } => new_consumer(group(key, g), consumer),
+            StreamOp::Read {
+                key,
+                group: g,
+                consumer,
+                noack,
+                history,
+                ids,
+                ..
+            } => {
+                let g = group(key, g);
+                let fresh = if *history || *noack {
+                    0
+                } else {
+                    pending(g, &mut ids.iter().copied(), false)
+                };
+                new_consumer(g, consumer) + fresh
+            }
+            StreamOp::Claim {
+                key,
+                group: g,
+                consumer,
+                claimed,
+                dropped,
+                ..
+            } => {
+                let g = group(key, g);
+                let c = if claimed.is_empty() {
+                    0
+                } else {
+                    new_consumer(g, consumer)
+                };
+                let fresh = pending(g, &mut claimed.iter().map(|(id, _, _)| *id), false);
+                let freed = pending(g, &mut dropped.iter().copied(), true);
+                return (c + fresh) as i64 - freed as i64;
+            }
+            _ => 0,
+        };
+        grows as i64
+    }
+
+    /// What consumer `consumer` of `group` on `key` costs if it has to be
+    /// created (0 when it exists, or the group does not).
+    pub(crate) fn consumer_cost(&self, key: &Bytes, group: &Bytes, consumer: &Bytes) -> u64 {
+        self.keys
+            .get(key)
+            .and_then(|s| s.groups.get(group))
+            .map_or(0, |g| g.consumer_cost(consumer))
+    }
+
+    /// The stream `key`, created empty (its name copied) when missing.
+    fn stream_or_new(&mut self, key: &Bytes) -> &mut Stream {
+        if !self.keys.contains_key(key) {
+            self.keys.insert(own(key), Stream::default());
+        }
+        // Present now: `entry` finds the kept name and drops this clone.
+        self.keys.entry(key.clone()).or_default()
     }
 
     /// The smallest log offset of any live entry.
@@ -485,10 +713,20 @@ impl State {
             | StreamOp::Delete { key, .. } => Some((key, first(self, key))),
             _ => None,
         };
+        let (key, group) = scope(op);
+        let held = self.held(key, group);
         let result = self.apply_op(op);
+        self.meta = (self.meta + self.held(key, group)).saturating_sub(held);
         if let Some((key, before)) = touched {
             let after = first(self, key);
-            move_first(&mut self.firsts, key, before, after);
+            // The kept name, not the request's (see `own`).
+            let kept = self.keys.get_key_value(key).map(|(k, _)| k.clone());
+            move_first(
+                &mut self.firsts,
+                kept.as_ref().unwrap_or(key),
+                before,
+                after,
+            );
         }
         result
     }
@@ -502,19 +740,20 @@ impl State {
                 fields,
                 node,
             } => {
-                let s = self.keys.entry(key.clone()).or_default();
+                let s = self.stream_or_new(key);
                 if *id <= s.last_id && s.entries_added > 0 {
                     return Err(err(OpErrorKind::IdNotIncreasing));
                 }
-                let n = s.nodes.entry(*node).or_insert_with(|| Node::new(fields));
-                n.bytes += n.entry_size(*node, *id, fields);
+                let fields = own_fields(fields);
+                let n = s.nodes.entry(*node).or_insert_with(|| Node::new(&fields));
+                n.bytes += n.entry_size(*node, *id, &fields);
                 n.appended += 1;
                 n.last = *id;
-                let b = entry_bytes(fields);
+                let b = entry_bytes(&fields);
                 s.entries.insert(
                     *id,
                     Entry {
-                        fields: fields.clone(),
+                        fields,
                         offset: *offset,
                     },
                 );
@@ -553,12 +792,12 @@ impl State {
                 last_id,
                 entries_read,
             } => {
-                let s = self.keys.entry(key.clone()).or_default();
+                let s = self.stream_or_new(key);
                 if s.groups.contains_key(group) {
                     return Err(err(OpErrorKind::GroupExists));
                 }
                 s.groups
-                    .insert(group.clone(), Group::new(*last_id, *entries_read));
+                    .insert(own(group), Group::new(*last_id, *entries_read));
             }
             StreamOp::GroupDestroy { key, group } => {
                 if self.stream(key)?.groups.remove(group).is_none() {
@@ -588,12 +827,7 @@ impl State {
                 group,
                 consumer,
             } => {
-                let g = self.group(key, group)?;
-                if let Some(c) = g.consumers.remove(consumer) {
-                    for id in c.pel {
-                        g.pel.remove(&id);
-                    }
-                }
+                self.group(key, group)?.remove_consumer(consumer);
             }
             StreamOp::Read {
                 key,
@@ -662,7 +896,7 @@ impl State {
                 entries_added,
                 max_deleted,
             } => {
-                let s = self.keys.entry(key.clone()).or_default();
+                let s = self.stream_or_new(key);
                 s.last_id = *last_id;
                 s.entries_added = *entries_added;
                 s.max_deleted = *max_deleted;
@@ -692,6 +926,10 @@ impl State {
                 entries_read,
             } => {
                 let s = self.stream(key)?;
+                if !s.groups.contains_key(group) {
+                    let g = Group::new(*last_id, *entries_read);
+                    s.groups.insert(own(group), g);
+                }
                 let g = s
                     .groups
                     .entry(group.clone())
