@@ -1,7 +1,7 @@
 //! Command execution: argument parsing with Redis's errors, the entry
 //! commands (XADD, XLEN, XRANGE, XREAD, XREADGROUP, XDEL, XTRIM) and reply helpers.
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
 
 use bytes::{Bytes, BytesMut};
 use kids_core::resp::parse_i64;
@@ -9,13 +9,13 @@ use kids_core::{ReplyWriter, Request};
 
 use super::id::{INVALID_ID, StreamId, parse_interval};
 use super::op::StreamOp;
-use super::state::{Entry, INVALID_ENTRIES_READ, PENDING_COST, State, Stream};
+use super::state::{Entry, INVALID_ENTRIES_READ, PENDING_COST, State, Stream, own};
 use super::{Ctx, Outcome, StreamsConfig, scratch};
 
 pub(crate) const SYNTAX: &str = "ERR syntax error";
 pub(crate) const NOT_INTEGER: &str = "ERR value is not an integer or out of range";
 const EXPLICIT_ID: &str = "ERR sink assigns stream IDs: use * as the ID";
-const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
+pub(crate) const OOM: &str = "OOM command not allowed when used memory > 'maxmemory'.";
 
 /// One command being run.
 pub(crate) struct Exec<'s, 'c, 'o, 'w, 'b> {
@@ -98,7 +98,7 @@ impl Exec<'_, '_, '_, '_, '_> {
     }
 
     /// [`Exec::fits`] without the reply.
-    fn fits_quietly(&self, op: &StreamOp) -> bool {
+    pub(crate) fn fits_quietly(&self, op: &StreamOp) -> bool {
         let growth = self.state.growth(op);
         growth <= 0 || self.within_bound(growth.unsigned_abs())
     }
@@ -534,18 +534,22 @@ impl Exec<'_, '_, '_, '_, '_> {
             };
             ids.push(Some(id));
         }
-        // Consumers are created on every group named: refused as a whole
-        // when they do not fit under the memory bound.
+        // The consumer is created in the group of every stream named:
+        // refused as a whole when those do not fit under the memory bound,
+        // and kept room for while the streams before them are served.
+        let mut reserved: BTreeMap<&Bytes, u64> = BTreeMap::new();
         if let Some((gname, cname)) = &group {
-            let keys: BTreeSet<&Bytes> = args[streams_at..streams_at + n].iter().collect();
-            let cost: u64 = keys
-                .into_iter()
-                .map(|key| self.state.consumer_cost(key, gname, cname))
-                .sum();
-            if cost > 0 && !self.within_bound(cost) {
-                self.err(OOM);
-                return Outcome::Done;
+            for key in &args[streams_at..streams_at + n] {
+                let cost = self.state.consumer_cost(key, gname, cname);
+                if cost > 0 {
+                    reserved.insert(key, cost);
+                }
             }
+        }
+        let mut reserve: u64 = reserved.values().sum();
+        if reserve > 0 && !self.within_bound(reserve) {
+            self.err(OOM);
+            return Outcome::Done;
         }
         // Serve what can be served now.
         let mut body = BytesMut::new();
@@ -555,6 +559,7 @@ impl Exec<'_, '_, '_, '_, '_> {
         let mut starved = false;
         for (k, gt) in ids.iter().enumerate() {
             let key = &args[streams_at + k];
+            reserve -= reserved.remove(key).unwrap_or(0);
             let Some(s) = self.state.keys.get(key) else {
                 continue;
             };
@@ -637,8 +642,9 @@ impl Exec<'_, '_, '_, '_, '_> {
                             let limit = if noack {
                                 limit
                             } else {
-                                let used =
-                                    self.state.used() + self.state.consumer_cost(key, gname, cname);
+                                let used = self.state.used()
+                                    + self.state.consumer_cost(key, gname, cname)
+                                    + reserve;
                                 let free = self.config.max_bytes_value().saturating_sub(used);
                                 limit
                                     .min(usize::try_from(free / PENDING_COST).unwrap_or(usize::MAX))
@@ -683,14 +689,9 @@ impl Exec<'_, '_, '_, '_, '_> {
                             }
                         }
                     };
-                    // A history read adds no pending entry, but may create
-                    // the consumer: not over the bound (its reply, the
-                    // history of a consumer that did not exist, is empty
-                    // either way).
-                    let history = matches!(op, StreamOp::Read { history: true, .. });
-                    if !history || self.fits_quietly(&op) {
-                        self.emit(op);
-                    }
+                    // Within the bound: a new consumer's room was kept, and
+                    // `>` delivered only what fits.
+                    self.emit(op);
                 }
             }
         }
@@ -712,7 +713,8 @@ impl Exec<'_, '_, '_, '_, '_> {
                 Outcome::Done
             }
             Some(t) => {
-                let mut retry: Request = args.clone();
+                // Copies: a parked client's request would pin its read buffer.
+                let mut retry: Request = args.iter().map(own).collect();
                 for (k, id) in ids.iter().enumerate() {
                     if let Some(id) = id
                         && &args[streams_at + n + k][..] == b"$"
@@ -721,7 +723,7 @@ impl Exec<'_, '_, '_, '_, '_> {
                     }
                 }
                 Outcome::Block {
-                    keys: args[streams_at..streams_at + n].to_vec(),
+                    keys: retry[streams_at..streams_at + n].to_vec(),
                     timeout_ms: t,
                     retry,
                 }

@@ -7,7 +7,7 @@ use kids_core::ReplyWriter;
 use kids_core::resp::parse_i64;
 
 use super::StreamCommand;
-use super::exec::{Exec, NOT_INTEGER, SYNTAX, elapsed, eq, error3, write_entry, write_id};
+use super::exec::{Exec, NOT_INTEGER, OOM, SYNTAX, elapsed, eq, error3, write_entry, write_id};
 use super::id::{INVALID_ID, StreamId};
 use super::op::StreamOp;
 use super::state::{Group, INVALID_ENTRIES_READ, State, Stream};
@@ -435,12 +435,10 @@ impl Exec<'_, '_, '_, '_, '_> {
                 last_id,
             }
         });
-        if op.as_ref().is_some_and(|op| !self.fits(op)) {
+        if op.as_ref().is_some_and(|op| !self.fits_quietly(op)) {
+            self.w.error(OOM.as_bytes());
             return;
         }
-        let Some((s, _)) = group_of(self.state, self.args) else {
-            return;
-        };
         self.w.array(body.len());
         for id in &body {
             if justid {
@@ -530,12 +528,10 @@ impl Exec<'_, '_, '_, '_, '_> {
             dropped: deleted.clone(),
             last_id: None,
         });
-        if op.as_ref().is_some_and(|op| !self.fits(op)) {
+        if op.as_ref().is_some_and(|op| !self.fits_quietly(op)) {
+            self.w.error(OOM.as_bytes());
             return;
         }
-        let Some((s, _)) = group_of(self.state, self.args) else {
-            return;
-        };
         let w = &mut *self.w;
         w.array(3);
         write_id(w, cursor);

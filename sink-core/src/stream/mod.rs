@@ -84,9 +84,17 @@ impl StreamsConfig {
     ///
     /// `XREADGROUP ... >` delivers only as many new entries as their
     /// pending entries fit (as a smaller `COUNT` would), and is refused
-    /// only when none fits. Commands that free memory (`XACK`, `XDEL`,
-    /// `XTRIM`, `XGROUP DESTROY`/`DELCONSUMER`, an `XAUTOCLAIM` that drops
-    /// deleted entries) are never refused.
+    /// only when none fits. An `XADD` is checked before its own `MAXLEN` or
+    /// `MINID` trim runs, so a capped stream at the bound gets OOM too (as
+    /// Redis's `denyoom` does over `maxmemory`). Commands that only free
+    /// memory are never refused: `XACK`, `XDEL`, `XTRIM`, `XGROUP DESTROY`
+    /// and `DELCONSUMER`; an `XCLAIM` or `XAUTOCLAIM` only when what it adds
+    /// (a consumer, `FORCE`d pending entries) outweighs the pending entries
+    /// of deleted entries it drops.
+    ///
+    /// A stream's key stays, and counts, after its last entry and group
+    /// are gone (sink has no `DEL`), so streams named afresh without end
+    /// (a name per day, say) fill the bound for good.
     pub fn max_bytes(mut self, bytes: u64) -> Self {
         self.max_bytes = bytes;
         self
@@ -302,7 +310,8 @@ impl Streams {
 
     /// Approximate bytes held: entries, and the keys, groups, consumers and
     /// pending entries (a pending entry stays counted after its entry is
-    /// trimmed or deleted, until it is acknowledged or claimed away).
+    /// trimmed or deleted, until it is acknowledged, claimed away, or its
+    /// consumer or group deleted).
     /// Stored names and fields are copies, so they do not keep a client's
     /// read buffer alive.
     pub fn memory_bytes(&self) -> u64 {

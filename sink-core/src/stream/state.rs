@@ -33,7 +33,7 @@ pub(crate) const PENDING_COST: u64 = 128;
 
 /// A copy of a name to keep: a request's argument is a slice of the
 /// connection's read buffer, and keeping the slice would pin the whole buffer.
-fn own(name: &Bytes) -> Bytes {
+pub(crate) fn own(name: &Bytes) -> Bytes {
     Bytes::copy_from_slice(name)
 }
 
@@ -84,7 +84,9 @@ impl Node {
     /// end byte, then the master entry (count, deleted, field count, field
     /// names, terminator).
     fn new(fields: &[(Bytes, Bytes)]) -> Self {
-        let names: Vec<Bytes> = fields.iter().map(|(f, _)| f.clone()).collect();
+        // Copies: the entry's fields share one allocation, values too, and
+        // the node may outlive the entry.
+        let names: Vec<Bytes> = fields.iter().map(|(f, _)| own(f)).collect();
         let master = lp_int(1)
             + lp_int(0)
             + lp_int(names.len() as i64)
@@ -915,7 +917,7 @@ impl State {
                         appended: *appended,
                         last: *last,
                         bytes: *bytes,
-                        fields: fields.clone(),
+                        fields: fields.iter().map(own).collect(),
                     },
                 );
             }

@@ -259,54 +259,62 @@ fn groups_and_consumers_count_against_the_bound() {
     for g in 1..groups {
         bounded(&mut sim, &["XGROUP", "DESTROY", "s", &format!("g{g}")]);
     }
-    // Consumers, however they are made.
-    let mut consumers = 0;
-    loop {
+    // Consumers, however they are made: one pending entry, claimed by a new
+    // consumer each time, makes one with every claim too.
+    let id = bounded(&mut sim, &["XADD", "s", "*", "f", "v"]);
+    let id = id.lines().nth(1).unwrap_or_default().to_string();
+    bounded(&mut sim, &["XGROUP", "SETID", "s", "g0", "0"]);
+    bounded(
+        &mut sim,
+        &["XREADGROUP", "GROUP", "g0", "first", "STREAMS", "s", ">"],
+    );
+    let mut consumers = 1;
+    let refused = loop {
         let c = format!("consumer-{consumers}");
-        let reply = match consumers % 4 {
-            0 => bounded(&mut sim, &["XGROUP", "CREATECONSUMER", "s", "g0", &c]),
-            1 => bounded(
-                &mut sim,
-                &["XREADGROUP", "GROUP", "g0", &c, "STREAMS", "s", "0"],
-            ),
-            2 => bounded(&mut sim, &["XCLAIM", "s", "g0", &c, "0", "0-1", "FORCE"]),
-            _ => bounded(&mut sim, &["XAUTOCLAIM", "s", "g0", &c, "0", "0"]),
+        let args: Vec<&str> = match consumers % 4 {
+            0 => vec!["XGROUP", "CREATECONSUMER", "s", "g0", &c],
+            1 => vec!["XREADGROUP", "GROUP", "g0", &c, "STREAMS", "s", "0"],
+            2 => vec!["XCLAIM", "s", "g0", &c, "0", &id],
+            _ => vec!["XAUTOCLAIM", "s", "g0", &c, "0", "0"],
         };
-        if reply == OOM {
-            break;
+        if bounded(&mut sim, &args) == OOM {
+            break args.join(" ");
         }
         consumers += 1;
         assert!(consumers < 1000, "consumers are never refused");
-    }
+    };
+    let listed = sim.call(&["XINFO", "CONSUMERS", "s", "g0"]);
+    assert!(listed.starts_with(&format!("*{consumers}\r\n")), "{listed}");
     assert!(consumers > 5, "{consumers} consumers");
-    // Each way of making one is refused now; an existing one still reads.
+    // Each way of making one is refused now, and changes nothing.
+    let pending = sim.call(&["XPENDING", "s", "g0", "-", "+", "10"]);
     let c = "another";
-    assert_eq!(
-        bounded(&mut sim, &["XGROUP", "CREATECONSUMER", "s", "g0", c]),
-        OOM
+    for args in [
+        vec!["XGROUP", "CREATECONSUMER", "s", "g0", c],
+        vec!["XREADGROUP", "GROUP", "g0", c, "STREAMS", "s", "0"],
+        vec!["XCLAIM", "s", "g0", c, "0", &id],
+        vec!["XAUTOCLAIM", "s", "g0", c, "0", "0"],
+    ] {
+        assert_eq!(
+            bounded(&mut sim, &args),
+            OOM,
+            "{args:?} (first refused: {refused})"
+        );
+    }
+    assert_eq!(sim.call(&["XINFO", "CONSUMERS", "s", "g0"]), listed);
+    assert_eq!(sim.call(&["XPENDING", "s", "g0", "-", "+", "10"]), pending);
+    // An existing consumer still reads and claims.
+    let owner = format!("consumer-{}", consumers - 1);
+    let reply = bounded(
+        &mut sim,
+        &["XREADGROUP", "GROUP", "g0", &owner, "STREAMS", "s", "0"],
     );
-    assert_eq!(
-        bounded(
-            &mut sim,
-            &["XREADGROUP", "GROUP", "g0", c, "STREAMS", "s", "0"]
-        ),
-        OOM
+    assert!(reply.contains(&id), "{reply}");
+    let reply = bounded(
+        &mut sim,
+        &["XCLAIM", "s", "g0", "first", "0", &id, "JUSTID"],
     );
-    assert_eq!(
-        bounded(
-            &mut sim,
-            &[
-                "XREADGROUP",
-                "GROUP",
-                "g0",
-                "consumer-0",
-                "STREAMS",
-                "s",
-                "0"
-            ]
-        ),
-        "*1\r\n*2\r\n$1\r\ns\r\n*0\r\n"
-    );
+    assert!(reply.contains(&id), "{reply}");
     // Deleting consumers makes room.
     bounded(
         &mut sim,
@@ -375,8 +383,8 @@ fn xreadgroup_delivers_only_what_fits() {
         reply.starts_with(&format!("*1\r\n*2\r\n$1\r\ns\r\n*{}\r\n", 20 - fit)),
         "{reply}"
     );
-    // Two streams read at once: the new entries of the first take the room,
-    // and the second's history read does not create a consumer over the bound.
+    // Two streams read at once: the new entries of the first leave room for
+    // the consumer the second's history read creates.
     let mut sim = Sim::new(StreamsConfig::default().max_bytes(4 << 10));
     for key in ["s", "t"] {
         bounded(&mut sim, &["XGROUP", "CREATE", key, "g", "$", "MKSTREAM"]);
@@ -400,7 +408,12 @@ fn xreadgroup_delivers_only_what_fits() {
         ],
     );
     assert!(reply.ends_with("*2\r\n$1\r\nt\r\n*0\r\n"), "{reply}");
-    assert_eq!(sim.call(&["XINFO", "CONSUMERS", "t", "g"]), "*0\r\n");
+    assert!(reply.starts_with("*2\r\n*2\r\n$1\r\ns\r\n*"), "{reply}");
+    let consumers = sim.call(&["XINFO", "CONSUMERS", "t", "g"]);
+    assert!(
+        consumers.starts_with("*1\r\n*6\r\n$4\r\nname\r\n$1\r\nc\r\n"),
+        "{consumers}"
+    );
 }
 
 #[test]
@@ -408,7 +421,7 @@ fn kept_names_and_fields_do_not_pin_the_request() {
     // Arguments arrive as slices of one read buffer, as kids-core's decoder
     // hands them over.
     let mut sim = Sim::new(StreamsConfig::default());
-    let wire = Bytes::copy_from_slice(b"XADDs*f1v1XGROUPCREATEg$XREADGROUPcSTREAMS>");
+    let wire = Bytes::copy_from_slice(b"XADDs*f1v1XGROUPCREATEg$XREADGROUPcSTREAMS>BLOCK0");
     let arg = |s: &str| {
         let at = wire
             .windows(s.len())
@@ -425,31 +438,42 @@ fn kept_names_and_fields_do_not_pin_the_request() {
             next_offset: sim.offset,
             ops: &mut sim.ops,
         };
-        sim.streams.run(
+        let outcome = sim.streams.run(
             cmd,
             &req,
             &mut cx,
             &mut ReplyWriter::new(&mut buf, Proto::Resp2),
         );
         sim.offset = cx.next_offset;
-        String::from_utf8_lossy(&buf).into_owned()
+        (String::from_utf8_lossy(&buf).into_owned(), outcome)
     };
-    assert!(run(&mut sim, &["XADD", "s", "*", "f1", "v1"]).starts_with('$'));
+    let reply = |sim: &mut Sim, words: &[&str]| run(sim, words).0;
+    assert!(reply(&mut sim, &["XADD", "s", "*", "f1", "v1"]).starts_with('$'));
     assert_eq!(
-        run(&mut sim, &["XGROUP", "CREATE", "s", "g", "$"]),
+        reply(&mut sim, &["XGROUP", "CREATE", "s", "g", "$"]),
         "+OK\r\n"
     );
-    assert!(run(&mut sim, &["XADD", "s", "*", "f1", "v1"]).starts_with('$'));
-    assert!(
-        run(
-            &mut sim,
-            &["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"]
-        )
-        .starts_with("*1")
-    );
+    assert!(reply(&mut sim, &["XADD", "s", "*", "f1", "v1"]).starts_with('$'));
+    let read = ["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"];
+    assert!(reply(&mut sim, &read).starts_with("*1"));
+    // A parked read keeps its request until it is run again.
+    let read = [
+        "XREADGROUP",
+        "GROUP",
+        "g",
+        "c",
+        "BLOCK",
+        "0",
+        "STREAMS",
+        "s",
+        ">",
+    ];
+    let (_, parked) = run(&mut sim, &read);
+    assert!(matches!(parked, Outcome::Block { .. }), "{parked:?}");
     // The ops go to the log and are dropped; then nothing kept shares the buffer.
     sim.ops.clear();
     assert!(wire.is_unique(), "the streams keep a slice of the request");
+    drop(parked);
     assert_eq!(sim.call(&["XPENDING", "s", "g"]).lines().nth(1), Some(":1"));
 }
 
