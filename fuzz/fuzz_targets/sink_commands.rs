@@ -5,7 +5,7 @@
 //! and the streams stay within their memory bound.
 #![no_main]
 
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
@@ -31,26 +31,35 @@ struct Fixture {
     start: Instant,
 }
 
-fn fixture() -> &'static Fixture {
-    static F: OnceLock<Fixture> = OnceLock::new();
-    F.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("tempdir");
-        let start = Instant::now();
-        let config = BrokerConfig::default()
-            .fsync(FsyncPolicy::Never)
-            .segment_bytes(256 << 10)
-            // Small bounds: the broker lives across inputs, and what it
-            // holds is what every command walks; reached often, they keep
-            // it small (and their own code busy).
-            .retention(Retention {
-                max_bytes: Some(1 << 20),
-                max_age: None,
-            })
-            .streams(StreamsConfig::default().max_bytes(STREAM_BYTES));
-        let (broker, _) = Broker::open(dir.path(), config, start, 1_700_000_000_000).expect("open");
-        let server = SinkServer::new(broker.clone());
-        Fixture { _dir: dir, broker, server, start }
-    })
+fn open() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let start = Instant::now();
+    let config = BrokerConfig::default()
+        .fsync(FsyncPolicy::Never)
+        .segment_bytes(256 << 10)
+        // Small bounds: the broker lives across inputs, and what it
+        // holds is what every command walks; reached often, they keep
+        // it small (and their own code busy).
+        .retention(Retention {
+            max_bytes: Some(1 << 20),
+            max_age: None,
+        })
+        .streams(StreamsConfig::default().max_bytes(STREAM_BYTES));
+    let (broker, _) = Broker::open(dir.path(), config, start, 1_700_000_000_000).expect("open");
+    let server = SinkServer::new(broker.clone());
+    Fixture { _dir: dir, broker, server, start }
+}
+
+/// The broker inputs share; a fresh one once its streams come near their
+/// bound (stream keys stay and count, so inputs naming new ones would
+/// otherwise fill it for good, and refuse every XADD after).
+fn fixture() -> std::sync::MutexGuard<'static, Fixture> {
+    static F: OnceLock<Mutex<Fixture>> = OnceLock::new();
+    let mut f = F.get_or_init(|| Mutex::new(open())).lock().expect("fixture");
+    if f.broker.info().stream_bytes > STREAM_BYTES - STREAM_BYTES / 8 {
+        *f = open();
+    }
+    f
 }
 
 fuzz_target!(|data: &[u8]| {

@@ -38,8 +38,13 @@ impl Sim {
     }
 
     fn call_in(&mut self, proto: Proto, args: &[&str]) -> (String, Outcome) {
-        let cmd = Self::cmd(args).unwrap_or_else(|| panic!("not a valid call: {args:?}"));
         let req: Request = args.iter().map(|a| Bytes::from(a.to_string())).collect();
+        self.request(proto, args, &req)
+    }
+
+    /// Runs `req`, the request `args` spell.
+    fn request(&mut self, proto: Proto, args: &[&str], req: &Request) -> (String, Outcome) {
+        let cmd = Self::cmd(args).unwrap_or_else(|| panic!("not a valid call: {args:?}"));
         let mut buf = BytesMut::new();
         let mut cx = Ctx {
             now_ms: self.now,
@@ -48,7 +53,7 @@ impl Sim {
         };
         let outcome = self
             .streams
-            .run(cmd, &req, &mut cx, &mut ReplyWriter::new(&mut buf, proto));
+            .run(cmd, req, &mut cx, &mut ReplyWriter::new(&mut buf, proto));
         self.offset = cx.next_offset;
         (String::from_utf8_lossy(&buf).into_owned(), outcome)
     }
@@ -163,6 +168,24 @@ fn the_memory_bound_refuses_xadd_with_redis_oom() {
         "the empty stream's key stays"
     );
 }
+
+/// A command line's words.
+fn words(line: &str) -> Vec<&str> {
+    line.split(' ').collect()
+}
+
+/// A blocking group read of stream `s` by consumer `c` of group `g`.
+const READ_BLOCKING: [&str; 9] = [
+    "XREADGROUP",
+    "GROUP",
+    "g",
+    "c",
+    "BLOCK",
+    "0",
+    "STREAMS",
+    "s",
+    ">",
+];
 
 const OOM: &str = "-OOM command not allowed when used memory > 'maxmemory'.\r\n";
 
@@ -348,37 +371,12 @@ fn xreadgroup_delivers_only_what_fits() {
         "{reply}"
     );
     assert_eq!(
-        bounded(
-            &mut sim,
-            &[
-                "XREADGROUP",
-                "GROUP",
-                "g",
-                "c",
-                "BLOCK",
-                "0",
-                "STREAMS",
-                "s",
-                ">"
-            ]
-        ),
+        bounded(&mut sim, &READ_BLOCKING),
         OOM,
         "refused rather than blocked"
     );
     // NOACK adds no pending entry: the rest are delivered.
-    let reply = bounded(
-        &mut sim,
-        &[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "NOACK",
-            "STREAMS",
-            "s",
-            ">",
-        ],
-    );
+    let reply = bounded(&mut sim, &words("XREADGROUP GROUP g c NOACK STREAMS s >"));
     assert!(
         reply.starts_with(&format!("*1\r\n*2\r\n$1\r\ns\r\n*{}\r\n", 20 - fit)),
         "{reply}"
@@ -393,20 +391,7 @@ fn xreadgroup_delivers_only_what_fits() {
         bounded(&mut sim, &["XADD", "s", "*", "f", "v"]);
         sim.now += 1;
     }
-    let reply = bounded(
-        &mut sim,
-        &[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "STREAMS",
-            "s",
-            "t",
-            ">",
-            "0",
-        ],
-    );
+    let reply = bounded(&mut sim, &words("XREADGROUP GROUP g c STREAMS s t > 0"));
     assert!(reply.ends_with("*2\r\n$1\r\nt\r\n*0\r\n"), "{reply}");
     assert!(reply.starts_with("*2\r\n*2\r\n$1\r\ns\r\n*"), "{reply}");
     let consumers = sim.call(&["XINFO", "CONSUMERS", "t", "g"]);
@@ -431,21 +416,7 @@ fn kept_names_and_fields_do_not_pin_the_request() {
     };
     let run = |sim: &mut Sim, words: &[&str]| {
         let req: Request = words.iter().map(|w| arg(w)).collect();
-        let cmd = Sim::cmd(words).unwrap_or_else(|| panic!("{words:?}"));
-        let mut buf = BytesMut::new();
-        let mut cx = Ctx {
-            now_ms: sim.now,
-            next_offset: sim.offset,
-            ops: &mut sim.ops,
-        };
-        let outcome = sim.streams.run(
-            cmd,
-            &req,
-            &mut cx,
-            &mut ReplyWriter::new(&mut buf, Proto::Resp2),
-        );
-        sim.offset = cx.next_offset;
-        (String::from_utf8_lossy(&buf).into_owned(), outcome)
+        sim.request(Proto::Resp2, words, &req)
     };
     let reply = |sim: &mut Sim, words: &[&str]| run(sim, words).0;
     assert!(reply(&mut sim, &["XADD", "s", "*", "f1", "v1"]).starts_with('$'));
@@ -457,18 +428,7 @@ fn kept_names_and_fields_do_not_pin_the_request() {
     let read = ["XREADGROUP", "GROUP", "g", "c", "STREAMS", "s", ">"];
     assert!(reply(&mut sim, &read).starts_with("*1"));
     // A parked read keeps its request until it is run again.
-    let read = [
-        "XREADGROUP",
-        "GROUP",
-        "g",
-        "c",
-        "BLOCK",
-        "0",
-        "STREAMS",
-        "s",
-        ">",
-    ];
-    let (_, parked) = run(&mut sim, &read);
+    let (_, parked) = run(&mut sim, &READ_BLOCKING);
     assert!(matches!(parked, Outcome::Block { .. }), "{parked:?}");
     // The ops go to the log and are dropped; then nothing kept shares the buffer.
     sim.ops.clear();
@@ -511,20 +471,7 @@ fn blocking_reads_say_what_to_wait_for() {
         "*1\r\n*2\r\n$1\r\ns\r\n*1\r\n*2\r\n$6\r\n1200-0\r\n*2\r\n$1\r\ng\r\n$1\r\nw\r\n"
     );
     sim.call(&["XGROUP", "CREATE", "s", "g", "$"]);
-    let (_, outcome) = sim.call_in(
-        Proto::Resp3,
-        &[
-            "XREADGROUP",
-            "GROUP",
-            "g",
-            "c",
-            "BLOCK",
-            "0",
-            "STREAMS",
-            "s",
-            ">",
-        ],
-    );
+    let (_, outcome) = sim.call_in(Proto::Resp3, &READ_BLOCKING);
     assert!(matches!(outcome, Outcome::Block { timeout_ms: 0, ref retry, .. } if retry[8] == ">"));
     for (proto, want) in [(Proto::Resp2, &b"*-1\r\n"[..]), (Proto::Resp3, b"_\r\n")] {
         let mut buf = BytesMut::new();
