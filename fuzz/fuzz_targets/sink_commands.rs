@@ -25,10 +25,11 @@ const NAMES: &[&str] = &[
 const STREAM_BYTES: u64 = 64 << 10;
 
 struct Fixture {
-    _dir: tempfile::TempDir,
     broker: Broker,
     server: Arc<SinkServer>,
     start: Instant,
+    /// Last: removed once the broker is gone.
+    _dir: tempfile::TempDir,
 }
 
 fn open() -> Fixture {
@@ -47,7 +48,7 @@ fn open() -> Fixture {
         .streams(StreamsConfig::default().max_bytes(STREAM_BYTES));
     let (broker, _) = Broker::open(dir.path(), config, start, 1_700_000_000_000).expect("open");
     let server = SinkServer::new(broker.clone());
-    Fixture { _dir: dir, broker, server, start }
+    Fixture { broker, server, start, _dir: dir }
 }
 
 /// The broker inputs share; a fresh one once its streams come near their
@@ -75,7 +76,7 @@ fuzz_target!(|data: &[u8]| {
     );
     let mut cx = Context::from_waker(Waker::noop());
     let mut pipe = MemoryStream::default();
-    for command in data.split(|&b| b == 1).take(32) {
+    'script: for command in data.split(|&b| b == 1).take(32) {
         let Some((&pick, rest)) = command.split_first() else {
             continue;
         };
@@ -89,7 +90,8 @@ fuzz_target!(|data: &[u8]| {
             match conn.poll(&mut cx, &mut pipe, now) {
                 Poll::Pending => {}
                 Poll::Ready(Ok(Step::Yield)) => continue,
-                Poll::Ready(_) => return,
+                // The connection closed: the bound is still checked.
+                Poll::Ready(_) => break 'script,
             }
             f.broker.commit(now).expect("commit");
         }

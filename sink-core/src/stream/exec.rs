@@ -534,9 +534,10 @@ impl Exec<'_, '_, '_, '_, '_> {
             };
             ids.push(Some(id));
         }
-        // The consumer is created in the group of every stream named:
+        // The consumer may be created in the group of every stream named:
         // refused as a whole when those do not fit under the memory bound,
-        // and kept room for while the streams before them are served.
+        // and room kept for each until it exists (a stream named twice may
+        // create it the second time).
         let mut reserved: BTreeMap<&Bytes, u64> = BTreeMap::new();
         if let Some((gname, cname)) = &group {
             for key in &args[streams_at..streams_at + n] {
@@ -557,9 +558,17 @@ impl Exec<'_, '_, '_, '_, '_> {
         // New entries left undelivered because their pending entries would
         // not fit under the memory bound.
         let mut starved = false;
+        let mut previous: Option<&Bytes> = None;
         for (k, gt) in ids.iter().enumerate() {
             let key = &args[streams_at + k];
-            reserve -= reserved.remove(key).unwrap_or(0);
+            // Room kept for the consumer of the stream before is given back
+            // once it exists.
+            if let Some(p) = previous.replace(key)
+                && let Some((gname, cname)) = &group
+                && self.state.consumer_cost(p, gname, cname) == 0
+            {
+                reserve -= reserved.remove(p).unwrap_or(0);
+            }
             let Some(s) = self.state.keys.get(key) else {
                 continue;
             };
@@ -642,9 +651,8 @@ impl Exec<'_, '_, '_, '_, '_> {
                             let limit = if noack {
                                 limit
                             } else {
-                                let used = self.state.used()
-                                    + self.state.consumer_cost(key, gname, cname)
-                                    + reserve;
+                                // `reserve` holds this stream's new consumer too.
+                                let used = self.state.used() + reserve;
                                 let free = self.config.max_bytes_value().saturating_sub(used);
                                 limit
                                     .min(usize::try_from(free / PENDING_COST).unwrap_or(usize::MAX))
