@@ -125,7 +125,9 @@ pub struct Info {
     pub pinned_by: Option<Bytes>,
     /// Streams.
     pub streams: usize,
-    /// Bytes of stream entries held in memory.
+    /// Approximate bytes the streams hold in memory: entries, keys,
+    /// groups, consumers and pending entries
+    /// ([`Streams::memory_bytes`](crate::stream::Streams::memory_bytes)).
     pub stream_bytes: u64,
     /// Counters.
     pub stats: Stats,
