@@ -928,16 +928,16 @@ impl State {
                 entries_read,
             } => {
                 let s = self.stream(key)?;
-                if !s.groups.contains_key(group) {
-                    let g = Group::new(*last_id, *entries_read);
-                    s.groups.insert(own(group), g);
+                match s.groups.get_mut(group) {
+                    Some(g) => {
+                        g.last_id = *last_id;
+                        g.entries_read = *entries_read;
+                    }
+                    None => {
+                        let g = Group::new(*last_id, *entries_read);
+                        s.groups.insert(own(group), g);
+                    }
                 }
-                let g = s
-                    .groups
-                    .entry(group.clone())
-                    .or_insert_with(|| Group::new(*last_id, *entries_read));
-                g.last_id = *last_id;
-                g.entries_read = *entries_read;
             }
             StreamOp::ConsumerMeta {
                 key,
